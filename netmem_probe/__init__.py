@@ -1,0 +1,1 @@
+"""netmem-probe: drgn programs for page pools and network memory."""
