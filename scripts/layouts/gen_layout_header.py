@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Write a fixture layout header from a real kernel's type information.
+
+    gen_layout_header.py --types FILE --name NAME --source "WHERE IT CAME FROM" > HEADER
+
+FILE is anything drgn reads DWARF from: a Debian ``-dbg`` vmlinux, or an ELF
+compiled from ``bpftool btf dump file /sys/kernel/btf/vmlinux format c`` (see
+``from-btf.sh``).  The header keeps only what ``spec.py`` lists, every kept
+member at its real offset (gaps are padded) and each offset and size checked
+by a ``_Static_assert``, so the fixture's DWARF reproduces the kernel's layout
+for exactly the members netmem-probe reads.
+"""
+
+import argparse
+import os
+import sys
+
+import drgn
+from drgn import Program, Qualifiers, TypeKind
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import spec  # noqa: E402
+
+COMPOUND = (TypeKind.STRUCT, TypeKind.UNION)
+
+# Global variable types for inputs without DWARF variables (BTF-derived ELFs
+# carry types only).  A global is emitted when every tag it names exists.
+GLOBAL_TYPES = {
+    "page_pools": "struct xarray",
+    "init_net": "struct net",
+    "net_namespace_list": "struct list_head",
+    "system_page_pool": ["struct page_pool_bh", "struct page_pool *"],
+    "pp_system_recycle_stats": "struct page_pool_recycle_stats",
+    "net_devmem_dmabuf_bindings": "struct xarray",
+    "dmabuf_devmem_ops": "const struct memory_provider_ops",
+    "io_uring_pp_zc_ops": "const struct memory_provider_ops",
+    "mem_section": "struct mem_section **",
+    "__highest_present_section_nr": "unsigned long",
+    "vmemmap_base": "unsigned long",
+    "page_offset_base": "unsigned long",
+    "__per_cpu_offset": "unsigned long [NR_CPUS]",
+    "__cpu_possible_mask": "struct cpumask",
+    "__cpu_online_mask": "struct cpumask",
+    "nr_cpu_ids": "unsigned int",
+    "poll_spurious_irq_timer": "struct timer_list",
+}
+# Globals that exist only when a subsystem's types do.
+GLOBAL_NEEDS = {
+    "dmabuf_devmem_ops": "struct net_devmem_dmabuf_binding",
+    "io_uring_pp_zc_ops": "struct io_zcrx_ifq",
+    "net_devmem_dmabuf_bindings": "struct net_devmem_dmabuf_binding",
+    "pp_system_recycle_stats": "struct page_pool_recycle_stats",
+}
+
+
+def has_type(prog, name):
+    try:
+        prog.type(name)
+        return True
+    except LookupError:
+        return False
+
+
+def contains_member(type_, names):
+    for member in type_.unaliased().members:
+        if member.name in names:
+            return True
+        if member.name is None and contains_member(member.type, names):
+            return True
+    return False
+
+
+class HeaderWriter:
+    def __init__(self, prog):
+        self.prog = prog
+        self.definitions = []  # C text, in dependency order
+        self.done = set()
+        self.forward = set()
+        self.asserts = []
+
+    # -- declarators -------------------------------------------------------
+
+    def decl(self, type_, inner, by_value):
+        qual = ""
+        if type_.qualifiers & Qualifiers.CONST:
+            qual += "const "
+        if type_.qualifiers & Qualifiers.VOLATILE:
+            qual += "volatile "
+        kind = type_.kind
+        if kind == TypeKind.POINTER:
+            inner = "*" + inner
+            if type_.type.kind in (TypeKind.ARRAY, TypeKind.FUNCTION):
+                inner = "(" + inner + ")"
+            return self.decl(type_.type, inner, False)
+        if kind == TypeKind.ARRAY:
+            length = "" if type_.length is None else str(type_.length)
+            return self.decl(type_.type, f"{inner}[{length}]", True)
+        if kind == TypeKind.FUNCTION:
+            params = ", ".join(self.decl(p.type, "", False) for p in type_.parameters)
+            if type_.is_variadic:
+                params += ", ..."
+            return self.decl(type_.type, f"{inner}({params or 'void'})", False)
+        return f"{qual}{self.base_name(type_, by_value)} {inner}".rstrip()
+
+    def base_name(self, type_, by_value):
+        kind = type_.kind
+        if kind == TypeKind.VOID:
+            return "void"
+        if kind in (TypeKind.INT, TypeKind.BOOL, TypeKind.FLOAT):
+            return type_.name
+        if kind == TypeKind.TYPEDEF:
+            self.typedef(type_)
+            if by_value:
+                self.require_complete(type_.type)
+            return type_.name
+        if kind == TypeKind.ENUM:
+            if type_.tag is None:
+                return self.enum_body(type_)
+            self.enum(type_)
+            return f"enum {type_.tag}"
+        if kind in COMPOUND:
+            keyword = "struct" if kind == TypeKind.STRUCT else "union"
+            if type_.tag is None:
+                return f"{keyword} {{\n{self.body(type_, spec.ALL, 2)}\n\t}}"
+            if by_value:
+                self.require_complete(type_)
+            else:
+                self.forward.add(f"{keyword} {type_.tag}")
+            return f"{keyword} {type_.tag}"
+        raise ValueError(f"cannot spell {type_}")
+
+    def require_complete(self, type_):
+        while type_.kind == TypeKind.TYPEDEF:
+            self.typedef(type_)
+            type_ = type_.type
+        if type_.kind == TypeKind.ARRAY:
+            return self.require_complete(type_.type)
+        if type_.kind in COMPOUND and type_.tag is not None:
+            self.compound(type_)
+        elif type_.kind == TypeKind.ENUM and type_.tag is not None:
+            self.enum(type_)
+
+    # -- definitions -------------------------------------------------------
+
+    def typedef(self, type_):
+        key = "typedef " + type_.name
+        if key in self.done:
+            return
+        self.done.add(key)
+        text = self.decl(type_.type, type_.name, False)
+        self.definitions.append(f"typedef {text};\n")
+
+    def enum_body(self, type_):
+        values = ",\n".join(
+            f"\t{e.name} = {e.value}{'UL' if e.value >= 1 << 63 else ''}"
+            for e in type_.enumerators
+        )
+        tag = f" {type_.tag}" if type_.tag else ""
+        return f"enum{tag} {{\n{values}\n}}"
+
+    def enum(self, type_):
+        key = f"enum {type_.tag}"
+        if key in self.done:
+            return
+        self.done.add(key)
+        if type_.enumerators is None:
+            raise ValueError(f"{key} is incomplete in the input")
+        self.definitions.append(self.enum_body(type_) + ";\n")
+        self.asserts.append((f"sizeof({key})", drgn.sizeof(type_)))
+
+    def compound(self, type_):
+        keyword = "struct" if type_.kind == TypeKind.STRUCT else "union"
+        key = f"{keyword} {type_.tag}"
+        if key in self.done:
+            return
+        self.done.add(key)
+        if not type_.is_complete():
+            self.forward.add(key)
+            return
+        if key in spec.STRUCTS:
+            body = self.body(type_, spec.STRUCTS[key], 1, key)
+        else:
+            body = f"\tunsigned char __opaque[{type_.size}];"
+        packed = " __attribute__((packed))" if self.needs_packing(type_, key) else ""
+        self.definitions.append(f"{key} {{\n{body}\n}}{packed};\n")
+        self.asserts.append((f"sizeof({key})", type_.size))
+
+    def needs_packing(self, type_, key):
+        if key not in spec.STRUCTS:
+            return False
+        for member in type_.members:
+            if member.bit_field_size or member.type.kind == TypeKind.FUNCTION:
+                continue
+            try:
+                align = drgn.alignof(member.type)
+            except (ValueError, TypeError):
+                continue
+            if member.bit_offset % (8 * align):
+                return True
+        return False
+
+    def kept_members(self, type_, keep):
+        for member in type_.members:
+            if keep is spec.ALL or member.name in keep:
+                yield member, spec.ALL
+            elif member.name is None and contains_member(member.type, keep):
+                yield member, keep
+
+    def body(self, type_, keep, depth, assert_root=None, base_bits=0):
+        tabs = "\t" * depth
+        lines = []
+        cur = 0
+        is_union = type_.kind == TypeKind.UNION
+        members = sorted(self.kept_members(type_, keep), key=lambda mk: mk[0].bit_offset)
+        for member, sub_keep in members:
+            off = member.bit_offset
+            if not is_union:
+                if off < cur:
+                    raise ValueError(f"{type_.type_name()}.{member.name} overlaps the previous member")
+                lines += self.pad(cur, off, tabs)
+            if member.name is None:
+                keyword = "struct" if member.type.kind == TypeKind.STRUCT else "union"
+                inner = self.body(member.type, sub_keep, depth + 1, assert_root, base_bits + off)
+                text = f"{tabs}{keyword} {{\n{inner}\n{tabs}}};"
+                size = member.type.size * 8
+            else:
+                text = tabs + self.decl(member.type, member.name, True)
+                if member.bit_field_size:
+                    text += f" : {member.bit_field_size}"
+                    size = member.bit_field_size
+                else:
+                    size = self.bits_of(member.type)
+                    if assert_root is not None and size:
+                        self.asserts.append(
+                            (f"__builtin_offsetof({assert_root}, {member.name})",
+                             (base_bits + off) // 8))
+                text += ";"
+            lines.append(text)
+            cur = max(cur, off + size) if not is_union else max(cur, size)
+        total = type_.size * 8
+        if is_union:
+            if cur < total:
+                lines.append(f"{tabs}unsigned char __size[{total // 8}];")
+        else:
+            lines += self.pad(cur, total, tabs)
+        return "\n".join(lines)
+
+    @staticmethod
+    def bits_of(type_):
+        try:
+            return drgn.sizeof(type_) * 8
+        except TypeError:  # flexible array member
+            return 0
+
+    @staticmethod
+    def pad(cur, off, tabs):
+        lines = []
+        if off <= cur:
+            return lines
+        if cur % 8:
+            fill = min(8 - cur % 8, off - cur)
+            lines.append(f"{tabs}unsigned char : {fill};")
+            cur += fill
+        if off - cur >= 8:
+            lines.append(f"{tabs}unsigned char __pad_{cur // 8}[{(off - cur) // 8}];")
+            cur += (off - cur) // 8 * 8
+        if off > cur:
+            lines.append(f"{tabs}unsigned char : {off - cur};")
+        return lines
+
+    # -- globals -----------------------------------------------------------
+
+    def global_type(self, name):
+        try:
+            return self.prog.object(name).type_
+        except (LookupError, ValueError):
+            pass
+        if name in GLOBAL_NEEDS and not has_type(self.prog, GLOBAL_NEEDS[name]):
+            return None
+        spellings = GLOBAL_TYPES[name]
+        for spelling in spellings if isinstance(spellings, list) else [spellings]:
+            if "NR_CPUS" in spelling:
+                # NR_CPUS is the bit size of struct cpumask.
+                nr_cpus = self.prog.type("struct cpumask").size * 8
+                spelling = spelling.replace("NR_CPUS", str(nr_cpus))
+            try:
+                return self.prog.type(spelling)
+            except LookupError:
+                continue
+        return None
+
+
+def generate(prog, name, source):
+    writer = HeaderWriter(prog)
+    for key in spec.STRUCTS:
+        try:
+            type_ = prog.type(key)
+        except LookupError:
+            continue  # this kernel has no such struct (e.g. no io_uring zcrx)
+        if type_.kind == TypeKind.TYPEDEF:
+            writer.typedef(type_)
+            writer.require_complete(type_)
+        else:
+            writer.compound(type_)
+    for key in spec.ENUMS:
+        try:
+            writer.enum(prog.type(key))
+        except LookupError:
+            continue
+    globals_ = []
+    for gname in spec.GLOBALS:
+        type_ = writer.global_type(gname)
+        if type_ is not None:
+            globals_.append((gname, writer.decl(type_, gname, True)))
+
+    guard = "NETMEM_LAYOUT_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+    out = [
+        f"/* netmem-probe fixture layout: {name}",
+        " *",
+        f" * Offsets from: {source}",
+        " * Generated by scripts/layouts/gen_layout_header.py; every kept member sits",
+        " * at the kernel's offset and the asserts below make gcc check it.",
+        " */",
+        f"#ifndef {guard}",
+        f"#define {guard}",
+        "",
+    ]
+    out += sorted(f"{fwd};" for fwd in writer.forward)
+    out.append("")
+    out += writer.definitions
+    for expr, value in writer.asserts:
+        out.append(f'_Static_assert({expr} == {value}, "{expr}");')
+    out.append("")
+    for gname, text in globals_:
+        percpu = " percpu" if gname in spec.PERCPU_GLOBALS else ""
+        out.append(f"/* netmem-global: {gname} {spec.GLOBALS[gname]}{percpu} */")
+        out.append(f"extern {text};")
+    out += ["", f"#endif /* {guard} */", ""]
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--types", required=True, help="ELF with the kernel's DWARF")
+    parser.add_argument("--name", required=True, help="layout name, e.g. linux-7.3")
+    parser.add_argument("--source", required=True, help="where the offsets came from")
+    args = parser.parse_args()
+    prog = Program(drgn.host_platform)
+    prog.extra_module("kernel-types", create=True).try_file(args.types, force=True)
+    sys.stdout.write(generate(prog, args.name, args.source))
+
+
+if __name__ == "__main__":
+    main()

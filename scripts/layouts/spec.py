@@ -1,0 +1,115 @@
+"""What a fixture layout header keeps from a real kernel's types.
+
+``STRUCTS`` maps a struct/union to the members kept (``ALL`` keeps every
+member, recursively for anonymous members).  Named struct types reached by
+value that are not listed become opaque blobs of the real size and alignment;
+types reached only through pointers become forward declarations.  Every kept
+member keeps its real offset: the generator pads the gaps and emits a
+``_Static_assert`` per member, so gcc refuses a header that drifted.
+
+``GLOBALS`` names the kernel variables a fixture defines, with the kernel
+source file that defines them (fixtures compile one translation unit per file,
+so ``prog.object(name, filename=...)`` behaves as on a real vmlinux).
+"""
+
+ALL = None
+
+STRUCTS = {
+    # memory: struct page and the network memory descriptors
+    "struct page": ALL,
+    "struct netmem_desc": ALL,
+    "struct net_iov": ALL,
+    "struct net_iov_area": ALL,
+    "struct mem_section": ALL,
+    "struct mem_section_usage": ALL,
+    "struct cpumask": ALL,
+    "struct list_head": ALL,
+    "struct hlist_head": ALL,
+    "struct hlist_node": ALL,
+    "struct llist_node": ALL,
+    "struct llist_head": ALL,
+    "struct callback_head": ALL,
+    "struct xarray": ALL,
+    "struct xa_node": ALL,
+    "struct refcount_struct": ALL,
+    "struct timer_list": ["entry", "expires", "flags"],
+    # page pools
+    "struct page_pool": ALL,
+    "struct page_pool_params_fast": ALL,
+    "struct page_pool_params_slow": ALL,
+    "struct pp_alloc_cache": ALL,
+    "struct ptr_ring": ALL,
+    "struct page_pool_alloc_stats": ALL,
+    "struct page_pool_recycle_stats": ALL,
+    "struct page_pool_bh": ["pool"],
+    "struct memory_provider_ops": ALL,
+    "struct pp_memory_provider_params": ALL,
+    # netdevs and namespaces
+    "struct net_device": [
+        "name", "dev_list", "ifindex", "flags", "reg_state", "rtnl_link_ops",
+        "_rx", "num_rx_queues", "real_num_rx_queues", "nd_net", "dev",
+        "page_pools", "napi_list",
+    ],
+    "struct net": ["list", "dev_base_head", "loopback_dev", "ns", "ifindex"],
+    "struct ns_common": ["inum"],
+    "struct netdev_rx_queue": ["dev", "napi", "mp_params"],
+    "struct napi_struct": ["dev_list", "dev", "napi_id", "index"],
+    "struct device": ["parent", "driver"],
+    "struct device_driver": ["name"],
+    "struct rtnl_link_ops": ["kind"],
+    "possible_net_t": ALL,
+    # devmem TCP
+    "struct net_devmem_dmabuf_binding": ALL,
+    "struct dmabuf_genpool_chunk_owner": ALL,
+    "struct gen_pool": ["chunks", "min_alloc_order", "name"],
+    "struct gen_pool_chunk": ALL,
+    "struct dma_buf": ["size", "name"],
+    "struct percpu_ref": ALL,
+    # io_uring zero-copy receive
+    "struct io_zcrx_area": ALL,
+    "struct io_zcrx_ifq": ALL,
+    "struct io_zcrx_mem": ALL,
+    "struct zcrx_rq": ALL,
+    # skbs and sockets (holders)
+    "struct sk_buff": [
+        "next", "prev", "sk", "dev", "len", "data_len", "head_frag", "pp_recycle",
+        "tail", "end", "head", "data", "truesize", "users",
+    ],
+    "struct sk_buff_head": ALL,
+    "struct skb_shared_info": ["flags", "nr_frags", "frag_list", "dataref", "frags"],
+    "struct skb_frag": ALL,
+    "struct sock_common": [
+        "skc_daddr", "skc_rcv_saddr", "skc_dport", "skc_num", "skc_family",
+        "skc_state", "skc_net", "skc_v6_daddr", "skc_v6_rcv_saddr",
+    ],
+    "struct sock": ["__sk_common", "sk_receive_queue", "sk_error_queue", "sk_backlog"],
+    "struct in6_addr": ALL,
+}
+
+# Enumerations whose constants the tool looks up by name.
+ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction"]
+
+# name -> kernel source file that defines it.
+GLOBALS = {
+    "page_pools": "net/core/page_pool_user.c",
+    "init_net": "net/core/net_namespace.c",
+    "net_namespace_list": "net/core/net_namespace.c",
+    "system_page_pool": "net/core/dev.c",
+    "pp_system_recycle_stats": "net/core/page_pool.c",
+    "net_devmem_dmabuf_bindings": "net/core/devmem.c",
+    "dmabuf_devmem_ops": "net/core/devmem.c",
+    "io_uring_pp_zc_ops": "io_uring/zcrx.c",
+    "mem_section": "mm/sparse.c",
+    "__highest_present_section_nr": "mm/sparse.c",
+    "vmemmap_base": "arch/x86/kernel/head64.c",
+    "page_offset_base": "arch/x86/kernel/head64.c",
+    "__per_cpu_offset": "arch/x86/kernel/setup_percpu.c",
+    "__cpu_possible_mask": "kernel/cpu.c",
+    "__cpu_online_mask": "kernel/cpu.c",
+    "nr_cpu_ids": "kernel/smp.c",
+    "poll_spurious_irq_timer": "kernel/irq/spurious.c",
+}
+
+# Per-CPU variables live in the .data..percpu section, linked at address 0 as
+# in the kernel, so per_cpu_ptr() adds __per_cpu_offset[cpu] to them.
+PERCPU_GLOBALS = {"system_page_pool", "pp_system_recycle_stats"}
