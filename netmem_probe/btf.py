@@ -1,0 +1,1185 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+"""
+BTF
+---
+
+The ``netmem_probe.btf`` module reads the BPF Type Format (BTF), the compact
+type information that modern kernels carry in ``/sys/kernel/btf/vmlinux``, in
+kernel memory between ``__start_BTF`` and ``__stop_BTF``, and in the ``.BTF``
+section of ``vmlinux`` and of each module. It makes BTF a type and object source
+for drgn, so that drgn and its helpers work on hosts and crash dumps that have no
+DWARF debugging information.
+
+The parser follows the kernel's format documentation
+(:linux:`Documentation/bpf/btf.rst` and :linux:`include/uapi/linux/btf.h`). It
+handles both byte orders and split BTF (module BTF whose type ids and string
+offsets continue after those of a base BTF). Any malformed input raises
+:class:`BtfError`.
+
+drgn types are built only for the types that are asked for, and the members and
+parameters of a type are built only when they are first used, so looking up one
+structure in a kernel's 150,000 BTF types is cheap.
+
+>>> btf = parse_btf(open("/sys/kernel/btf/vmlinux", "rb").read())
+>>> prog = drgn.Program(drgn.host_platform)
+>>> add_btf_type_finder(prog, btf)
+>>> drgn.sizeof(prog.type("struct page_pool"))
+1664
+"""
+
+import enum
+import struct
+import sys
+import zlib
+from array import array
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
+
+from drgn import (
+    FindObjectFlags,
+    Object,
+    PlatformFlags,
+    Program,
+    Qualifiers,
+    Type,
+    TypeEnumerator,
+    TypeKind,
+    TypeKindSet,
+    TypeMember,
+    TypeParameter,
+)
+
+__all__ = (
+    "Btf",
+    "BtfArray",
+    "BtfEnumerator",
+    "BtfError",
+    "BtfKind",
+    "BtfMember",
+    "BtfParam",
+    "BtfType",
+    "BtfTypeFinder",
+    "BtfVar",
+    "BtfVarSecinfo",
+    "add_btf_object_finder",
+    "add_btf_type_finder",
+    "parse_btf",
+    "read_btf_from_elf",
+)
+
+
+class BtfError(Exception):
+    """Malformed or unsupported BTF data. The message is one line."""
+
+
+class BtfKind(enum.IntEnum):
+    """The kind of a BTF type (``BTF_KIND_*``). Type id 0, void, has kind ``UNKN``."""
+
+    UNKN = 0
+    INT = 1
+    PTR = 2
+    ARRAY = 3
+    STRUCT = 4
+    UNION = 5
+    ENUM = 6
+    FWD = 7
+    TYPEDEF = 8
+    VOLATILE = 9
+    CONST = 10
+    RESTRICT = 11
+    FUNC = 12
+    FUNC_PROTO = 13
+    VAR = 14
+    DATASEC = 15
+    FLOAT = 16
+    DECL_TAG = 17
+    TYPE_TAG = 18
+    ENUM64 = 19
+
+
+# BTF_INT_ENCODING() bits.
+BTF_INT_SIGNED = 1 << 0
+BTF_INT_CHAR = 1 << 1
+BTF_INT_BOOL = 1 << 2
+
+_BTF_MAGIC = 0xEB9F
+_BTF_VERSION = 1
+_HEADER_LEN = 24  # struct btf_header as of version 1
+
+# Words (u32) that follow the 3-word struct btf_type, per kind: a fixed number
+# plus a number per vlen entry. None marks kinds this parser does not know.
+_FIXED_WORDS = (None, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
+_VLEN_WORDS = (None, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
+
+# Named kinds, in two name indexes built on first use: the data types that
+# type lookups ask for, and the rest (about 60% of a kernel's names are FUNCs,
+# which only object lookups need).
+_DATA_TYPE_KINDS = frozenset(
+    (
+        BtfKind.INT,
+        BtfKind.STRUCT,
+        BtfKind.UNION,
+        BtfKind.ENUM,
+        BtfKind.FWD,
+        BtfKind.TYPEDEF,
+        BtfKind.FLOAT,
+        BtfKind.ENUM64,
+    )
+)
+_OTHER_NAMED_KINDS = frozenset((BtfKind.FUNC, BtfKind.VAR, BtfKind.DATASEC))
+
+# Longest chain of eagerly built references (pointer to typedef to const to
+# array ...) before we call the BTF malformed. Real kernels stay under 15;
+# members and parameters are built lazily, so they do not count.
+_MAX_REFERENCE_DEPTH = 64
+
+
+class BtfMember(NamedTuple):
+    """A member of a BTF ``STRUCT`` or ``UNION``."""
+
+    name: str
+    """Member name, or ``""`` for an anonymous member."""
+    type: int
+    """Type id of the member."""
+    bit_offset: int
+    """Offset from the start of the structure in bits."""
+    bit_field_size: int
+    """
+    Bit field size encoded in the member (structures with ``kind_flag``), or
+    0. Structures without ``kind_flag`` encode bit fields in their ``INT``
+    member types instead.
+    """
+
+
+class BtfEnumerator(NamedTuple):
+    """An enumerator of a BTF ``ENUM`` or ``ENUM64``."""
+
+    name: str
+    value: int
+    """Value, signed or unsigned according to the enum's ``kind_flag``."""
+
+
+class BtfParam(NamedTuple):
+    """A parameter of a BTF ``FUNC_PROTO``."""
+
+    name: str
+    type: int
+    """Type id; 0 for the last parameter of a variadic function."""
+
+
+class BtfArray(NamedTuple):
+    """The array description that follows a BTF ``ARRAY``."""
+
+    type: int
+    """Element type id."""
+    index_type: int
+    nelems: int
+
+
+class BtfVarSecinfo(NamedTuple):
+    """One variable of a BTF ``DATASEC``."""
+
+    type: int
+    """Type id of the ``VAR`` (or ``FUNC``)."""
+    offset: int
+    """Offset of the variable in the section."""
+    size: int
+
+
+class BtfType(NamedTuple):
+    """
+    One decoded BTF type. Fields that do not apply to the kind are zero or empty.
+    """
+
+    id: int
+    kind: BtfKind
+    name: str
+    """Name, or ``""`` for anonymous types."""
+    kind_flag: bool
+    vlen: int
+    """Raw vlen; for ``FUNC`` this is the linkage."""
+    size: int
+    """Size in bytes for INT, STRUCT, UNION, ENUM, ENUM64, FLOAT and DATASEC."""
+    type: int
+    """
+    Referenced type id for PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC,
+    FUNC_PROTO (the return type), VAR, DECL_TAG and TYPE_TAG.
+    """
+    int_encoding: int = 0
+    """``BTF_INT_SIGNED``, ``BTF_INT_CHAR`` or ``BTF_INT_BOOL`` bits (INT)."""
+    int_offset: int = 0
+    int_bits: int = 0
+    array: Optional[BtfArray] = None
+    members: Tuple[BtfMember, ...] = ()
+    enumerators: Tuple[BtfEnumerator, ...] = ()
+    params: Tuple[BtfParam, ...] = ()
+    linkage: int = 0
+    """Linkage of a VAR (``BTF_VAR_*``) or FUNC (``BTF_FUNC_*``)."""
+    secinfos: Tuple[BtfVarSecinfo, ...] = ()
+    component_idx: int = -1
+    """DECL_TAG: the member or parameter index tagged, or -1 for the type."""
+
+
+class BtfVar(NamedTuple):
+    """Where a global variable's type and location are described in BTF."""
+
+    name: str
+    var_id: int
+    """Type id of the ``VAR``."""
+    type: int
+    """Type id of the variable's type."""
+    linkage: int
+    datasec: Optional[str]
+    """Name of the ``DATASEC`` that lists the variable, or ``None``."""
+    offset: Optional[int]
+    """Offset of the variable in that section, or ``None``."""
+    size: Optional[int]
+    """Size recorded in that section, or ``None``."""
+
+
+class Btf:
+    """
+    Parsed BTF data. Create it with :func:`parse_btf()`.
+
+    Type ids of a split BTF continue after those of its :attr:`base`, and all
+    methods accept any id up to :attr:`nr_types`, answering base ids from the
+    base.
+    """
+
+    base: Optional["Btf"]
+    """The base BTF of a split BTF, or ``None``."""
+    byteorder: str
+    """``"little"`` or ``"big"``."""
+    first_id: int
+    """The smallest type id that this BTF (not its base) defines."""
+    nr_types: int
+    """One more than the largest valid type id, counting the base's."""
+
+    def __init__(
+        self,
+        base: Optional["Btf"],
+        byteorder: str,
+        words: "array[int]",
+        starts: "array[int]",
+        strings: bytes,
+    ) -> None:
+        self.base = base
+        self.byteorder = byteorder
+        self._words = words
+        self._starts = starts
+        self._strings = strings
+        self.first_id = base.nr_types if base is not None else 1
+        self.nr_types = self.first_id + len(starts)
+        self._str_base = base._str_end if base is not None else 0
+        self._str_end = self._str_base + len(strings)
+        # Built on first use: names of this BTF's own types, enumerators, VARs.
+        self._data_type_names: Optional[Dict[str, List[int]]] = None
+        self._other_names: Optional[Dict[str, List[int]]] = None
+        self._enumerators: Optional[Dict[str, Tuple[int, int]]] = None
+        self._vars: Optional[Dict[str, BtfVar]] = None
+
+    def __repr__(self) -> str:
+        split = "" if self.base is None else f", split after {self.first_id - 1}"
+        return f"<Btf {self.nr_types - 1} types, {self.byteorder}-endian{split}>"
+
+    def _owner(self, type_id: int) -> Tuple["Btf", int]:
+        """Return the BTF that defines *type_id* and the type's word index in it."""
+        btf: Optional[Btf] = self
+        if not 0 < type_id < self.nr_types:
+            raise BtfError(
+                f"type id {type_id} out of range (valid ids are 1 to {self.nr_types - 1})"
+            )
+        while btf is not None:
+            if type_id >= btf.first_id:
+                return btf, btf._starts[type_id - btf.first_id]
+            btf = btf.base
+        raise AssertionError("unreachable: id below every first_id")
+
+    def string(self, offset: int) -> str:
+        """Return the string at *offset* in the string section (base first)."""
+        btf: Optional[Btf] = self
+        while btf is not None:
+            if offset >= btf._str_base:
+                local = offset - btf._str_base
+                strings = btf._strings
+                if local >= len(strings):
+                    break
+                # The section ends with a NUL (checked when parsing).
+                end = strings.index(0, local)
+                return strings[local:end].decode("utf-8", "replace")
+            btf = btf.base
+        raise BtfError(
+            f"string offset {offset} out of range (string section is {self._str_end} bytes)"
+        )
+
+    def kind(self, type_id: int) -> BtfKind:
+        """Return the kind of a type id (``UNKN`` for void, id 0)."""
+        if type_id == 0:
+            return BtfKind.UNKN
+        btf, i = self._owner(type_id)
+        return BtfKind((btf._words[i + 1] >> 24) & 0x1F)
+
+    def kind_flag(self, type_id: int) -> bool:
+        """Return the ``kind_flag`` bit of a type id."""
+        if type_id == 0:
+            return False
+        btf, i = self._owner(type_id)
+        return bool(btf._words[i + 1] >> 31)
+
+    def name(self, type_id: int) -> str:
+        """Return the name of a type id, or ``""`` if it is anonymous."""
+        if type_id == 0:
+            return "void"
+        btf, i = self._owner(type_id)
+        return self.string(btf._words[i])
+
+    def type(self, type_id: int) -> BtfType:
+        """Decode and return the type with the given id."""
+        if type_id == 0:
+            return BtfType(0, BtfKind.UNKN, "void", False, 0, 0, 0)
+        btf, i = self._owner(type_id)
+        return btf._decode(type_id, i)
+
+    def _decode(self, type_id: int, i: int) -> BtfType:
+        w = self._words
+        info = w[i + 1]
+        kind = BtfKind((info >> 24) & 0x1F)
+        kind_flag = bool(info >> 31)
+        vlen = info & 0xFFFF
+        size_type = w[i + 2]
+        name = self.string(w[i])
+        j = i + 3
+        common = (type_id, kind, name, kind_flag, vlen)
+        if kind in _SIZED_KINDS:
+            head = common + (size_type, 0)
+        else:
+            head = common + (0, size_type)
+
+        if kind == BtfKind.INT:
+            v = w[j]
+            return BtfType(
+                *head,
+                int_encoding=(v >> 24) & 0x0F,
+                int_offset=(v >> 16) & 0xFF,
+                int_bits=v & 0xFF,
+            )
+        if kind == BtfKind.ARRAY:
+            return BtfType(*head, array=BtfArray(w[j], w[j + 1], w[j + 2]))
+        if kind in (BtfKind.STRUCT, BtfKind.UNION):
+            members = []
+            for k in range(j, j + 3 * vlen, 3):
+                offset = w[k + 2]
+                if kind_flag:
+                    members.append(
+                        BtfMember(
+                            self.string(w[k]), w[k + 1], offset & 0xFFFFFF, offset >> 24
+                        )
+                    )
+                else:
+                    members.append(BtfMember(self.string(w[k]), w[k + 1], offset, 0))
+            return BtfType(*head, members=tuple(members))
+        if kind == BtfKind.ENUM:
+            enumerators = []
+            for k in range(j, j + 2 * vlen, 2):
+                value = w[k + 1]
+                if kind_flag and value >= 1 << 31:
+                    value -= 1 << 32
+                enumerators.append(BtfEnumerator(self.string(w[k]), value))
+            return BtfType(*head, enumerators=tuple(enumerators))
+        if kind == BtfKind.ENUM64:
+            enumerators = []
+            for k in range(j, j + 3 * vlen, 3):
+                value = w[k + 1] | (w[k + 2] << 32)
+                if kind_flag and value >= 1 << 63:
+                    value -= 1 << 64
+                enumerators.append(BtfEnumerator(self.string(w[k]), value))
+            return BtfType(*head, enumerators=tuple(enumerators))
+        if kind == BtfKind.FUNC_PROTO:
+            params = tuple(
+                BtfParam(self.string(w[k]), w[k + 1]) for k in range(j, j + 2 * vlen, 2)
+            )
+            return BtfType(*head, params=params)
+        if kind == BtfKind.FUNC:
+            return BtfType(*head, linkage=vlen)
+        if kind == BtfKind.VAR:
+            return BtfType(*head, linkage=w[j])
+        if kind == BtfKind.DATASEC:
+            secinfos = tuple(
+                BtfVarSecinfo(w[k], w[k + 1], w[k + 2]) for k in range(j, j + 3 * vlen, 3)
+            )
+            return BtfType(*head, secinfos=secinfos)
+        if kind == BtfKind.DECL_TAG:
+            idx = w[j]
+            return BtfType(*head, component_idx=idx - (1 << 32) if idx >= 1 << 31 else idx)
+        # PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FLOAT, TYPE_TAG: no extra data.
+        return BtfType(*head)
+
+    def _own_ids(self) -> range:
+        return range(self.first_id, self.nr_types)
+
+    def _own_kind_and_name_off(self, type_id: int) -> Tuple[int, int]:
+        i = self._starts[type_id - self.first_id]
+        return (self._words[i + 1] >> 24) & 0x1F, self._words[i]
+
+    def _name_index(self, data_types: bool) -> Dict[str, List[int]]:
+        index = self._data_type_names if data_types else self._other_names
+        if index is None:
+            index = {}
+            kinds = _DATA_TYPE_KINDS if data_types else _OTHER_NAMED_KINDS
+            words = self._words
+            type_id = self.first_id
+            for i in self._starts:
+                name_off = words[i]
+                if name_off:
+                    kind = (words[i + 1] >> 24) & 0x1F
+                    if kind in kinds:
+                        name = self.string(name_off)
+                        if kind == BtfKind.INT:
+                            name = _canonical_int_name(name)
+                        index.setdefault(name, []).append(type_id)
+                type_id += 1
+            if data_types:
+                self._data_type_names = index
+            else:
+                self._other_names = index
+        return index
+
+    def find_types(
+        self, name: str, kinds: Optional[Iterable[BtfKind]] = None
+    ) -> List[int]:
+        """
+        Return the ids of the types called *name*, optionally only those of the
+        given kinds: this BTF's own types first, then its base's, each in id
+        order. ``INT`` names are matched in drgn's spelling (``"unsigned
+        long"`` finds ``long unsigned int``).
+        """
+        wanted = None if kinds is None else frozenset(kinds)
+        # Only names made of C keywords change, and only INTs have those.
+        name = _canonical_int_name(name)
+        indexes = []
+        if wanted is None or not wanted.isdisjoint(_DATA_TYPE_KINDS):
+            indexes.append(True)
+        if wanted is None or not wanted.isdisjoint(_OTHER_NAMED_KINDS):
+            indexes.append(False)
+        result: List[int] = []
+        btf: Optional[Btf] = self
+        while btf is not None:
+            ids: List[int] = []
+            for data_types in indexes:
+                ids.extend(btf._name_index(data_types).get(name, ()))
+            ids.sort()
+            result.extend(
+                type_id
+                for type_id in ids
+                if wanted is None or btf._own_kind_and_name_off(type_id)[0] in wanted
+            )
+            btf = btf.base
+        return result
+
+    def find_enumerator(self, name: str) -> Optional[Tuple[int, int]]:
+        """
+        Return ``(enum type id, value)`` for an enumerator constant, or
+        ``None``. If several enums define the name, this BTF's first one wins,
+        then the base's.
+        """
+        btf: Optional[Btf] = self
+        while btf is not None:
+            if btf._enumerators is None:
+                btf._enumerators = btf._index_enumerators()
+            found = btf._enumerators.get(name)
+            if found is not None:
+                return found
+            btf = btf.base
+        return None
+
+    def _index_enumerators(self) -> Dict[str, Tuple[int, int]]:
+        index: Dict[str, Tuple[int, int]] = {}
+        for type_id in self._own_ids():
+            kind, _ = self._own_kind_and_name_off(type_id)
+            if kind in (BtfKind.ENUM, BtfKind.ENUM64):
+                for enumerator in self.type(type_id).enumerators:
+                    index.setdefault(enumerator.name, (type_id, enumerator.value))
+        return index
+
+    def find_var(self, name: str) -> Optional[BtfVar]:
+        """
+        Return the :class:`BtfVar` for a global variable, or ``None``. A VAR
+        listed in a DATASEC comes with its section name and offset; if several
+        VARs share the name, the first one in a DATASEC wins, then the first
+        one at all. This BTF is searched before its base.
+        """
+        btf: Optional[Btf] = self
+        while btf is not None:
+            if btf._vars is None:
+                btf._vars = btf._index_vars()
+            found = btf._vars.get(name)
+            if found is not None:
+                return found
+            btf = btf.base
+        return None
+
+    def _index_vars(self) -> Dict[str, BtfVar]:
+        index: Dict[str, BtfVar] = {}
+        loose: Dict[str, BtfVar] = {}
+        for type_id in self._own_ids():
+            kind, _ = self._own_kind_and_name_off(type_id)
+            if kind == BtfKind.DATASEC:
+                datasec = self.type(type_id)
+                for info in datasec.secinfos:
+                    if self.kind(info.type) != BtfKind.VAR:
+                        continue  # DATASECs may also list FUNCs (extern ksyms)
+                    var = self.type(info.type)
+                    index.setdefault(
+                        var.name,
+                        BtfVar(
+                            var.name,
+                            var.id,
+                            var.type,
+                            var.linkage,
+                            datasec.name,
+                            info.offset,
+                            info.size,
+                        ),
+                    )
+            elif kind == BtfKind.VAR:
+                var = self.type(type_id)
+                loose.setdefault(
+                    var.name,
+                    BtfVar(var.name, var.id, var.type, var.linkage, None, None, None),
+                )
+        for name, var in loose.items():
+            index.setdefault(name, var)
+        return index
+
+
+_SIZED_KINDS = frozenset(
+    (
+        BtfKind.INT,
+        BtfKind.STRUCT,
+        BtfKind.UNION,
+        BtfKind.ENUM,
+        BtfKind.ENUM64,
+        BtfKind.FLOAT,
+        BtfKind.DATASEC,
+    )
+)
+
+_INT_WORDS = frozenset(("signed", "unsigned", "char", "short", "int", "long"))
+
+
+def _canonical_int_name(name: str) -> str:
+    """
+    Return drgn's spelling of a C integer type name (``"long unsigned int"``
+    becomes ``"unsigned long"``), or *name* itself if it is not a standard C
+    integer type (``"__int128"``, ``"_Bool"``).
+    """
+    words = name.split()
+    if not words or not _INT_WORDS.issuperset(words):
+        return name
+    unsigned = "unsigned" in words
+    if "char" in words:
+        if "signed" in words:
+            return "signed char"
+        return "unsigned char" if unsigned else "char"
+    nlong = words.count("long")
+    if "short" in words:
+        base = "short"
+    elif nlong == 1:
+        base = "long"
+    elif nlong == 2:
+        base = "long long"
+    else:
+        base = "int"
+    return "unsigned " + base if unsigned else base
+
+
+def parse_btf(data: Union[bytes, bytearray, memoryview], base: Optional[Btf] = None) -> Btf:
+    """
+    Parse BTF data.
+
+    The header and the layout of the type section are checked here; references
+    between types and string offsets are checked when a type is decoded.
+
+    :param data: The raw BTF, e.g. the contents of ``/sys/kernel/btf/vmlinux``.
+    :param base: For split BTF (``/sys/kernel/btf/<module>``), the parsed base
+        BTF (vmlinux) whose type ids and strings this one continues.
+    :raises BtfError: if the data is not valid BTF.
+    """
+    data = bytes(data)
+    if len(data) < 8:
+        raise BtfError(f"truncated BTF header: {len(data)} bytes")
+    if data[:2] == b"\x9f\xeb":
+        byteorder, prefix = "little", "<"
+    elif data[:2] == b"\xeb\x9f":
+        byteorder, prefix = "big", ">"
+    else:
+        raise BtfError(f"bad BTF magic 0x{data[0]:02x}{data[1]:02x} (expected 0xeb9f)")
+    version, _flags, hdr_len = struct.unpack_from(prefix + "BBI", data, 2)
+    if version != _BTF_VERSION:
+        raise BtfError(f"unsupported BTF version {version}")
+    if hdr_len < _HEADER_LEN or len(data) < _HEADER_LEN:
+        raise BtfError(f"truncated BTF header: hdr_len {hdr_len}, {len(data)} bytes")
+    if hdr_len > len(data):
+        raise BtfError(f"BTF header length {hdr_len} exceeds data length {len(data)}")
+    type_off, type_len, str_off, str_len = struct.unpack_from(prefix + "4I", data, 8)
+    if base is not None and base.byteorder != byteorder:
+        raise BtfError(f"split BTF is {byteorder}-endian but its base is {base.byteorder}-endian")
+
+    body = len(data) - hdr_len
+    for section, off, length in (("type", type_off, type_len), ("string", str_off, str_len)):
+        if off + length > body:
+            raise BtfError(
+                f"BTF {section} section ({off}+{length}) runs past the end of the data ({body} bytes)"
+            )
+    if type_off % 4 or type_len % 4:
+        raise BtfError(f"BTF type section ({type_off}+{type_len}) is not 4-byte aligned")
+
+    strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
+    if base is None and (not strings or strings[0] != 0):
+        raise BtfError("BTF string section does not start with an empty string")
+    if strings and strings[-1] != 0:
+        raise BtfError("BTF string section is not NUL-terminated")
+
+    words = array("I")
+    if words.itemsize != 4:
+        raise BtfError("platform has no 32-bit unsigned array type")
+    words.frombytes(data[hdr_len + type_off : hdr_len + type_off + type_len])
+    if byteorder != sys.byteorder:
+        words.byteswap()
+
+    first_id = base.nr_types if base is not None else 1
+    return Btf(base, byteorder, words, _walk_types(words, first_id), strings)
+
+
+def _walk_types(words: "array[int]", first_id: int) -> "array[int]":
+    """Return the word index of every type in the type section, checking sizes."""
+    starts = array("I")
+    append = starts.append
+    fixed_words = _FIXED_WORDS
+    vlen_words = _VLEN_WORDS
+    n = len(words)
+    i = 0
+    while i < n:
+        type_id = first_id + len(starts)
+        if i + 3 > n:
+            raise BtfError(f"type id {type_id}: truncated at the end of the type section")
+        info = words[i + 1]
+        kind = (info >> 24) & 0x1F
+        fixed = fixed_words[kind] if kind < len(fixed_words) else None
+        if fixed is None:
+            raise BtfError(f"type id {type_id}: unknown BTF kind {kind}")
+        end = i + 3 + fixed + (info & 0xFFFF) * vlen_words[kind]
+        if end > n:
+            raise BtfError(
+                f"type id {type_id} ({BtfKind(kind).name}): vlen {info & 0xFFFF} overruns the type section"
+            )
+        append(i)
+        i = end
+    return starts
+
+
+class BtfTypeFinder:
+    """
+    The drgn types of one BTF in one program, built on demand and cached per
+    type id. It is also the type finder callback that
+    :func:`add_btf_type_finder()` registers.
+
+    Name lookups prefer complete definitions over forward declarations, and
+    this BTF's own types over its base's. When BTF deduplication has left
+    several different definitions with the same name, the one with the lowest
+    type id wins. BTF records no file names, so the finder ignores the filename
+    drgn passes.
+    """
+
+    def __init__(self, prog: Program, btf: Btf) -> None:
+        self.prog = prog
+        self.btf = btf
+        self._base = _type_finder_for(prog, btf.base) if btf.base is not None else None
+        self._types: Dict[int, Type] = {}
+        self._building: List[int] = []
+
+    @property
+    def built_count(self) -> int:
+        """Number of drgn types built so far for this BTF's own type ids."""
+        return len(self._types)
+
+    def __call__(
+        self, prog: Program, kinds: TypeKindSet, name: str, filename: Optional[str]
+    ) -> Optional[Type]:
+        return self.find(kinds, name)
+
+    def find(self, kinds: Iterable[TypeKind], name: str) -> Optional[Type]:
+        """
+        Return the drgn type called *name* of one of the drgn *kinds* (the
+        name without a ``struct``/``union``/``enum`` keyword), or ``None``.
+        """
+        type_id = self.find_id(kinds, name)
+        return None if type_id is None else self.type(type_id)
+
+    def find_id(self, kinds: Iterable[TypeKind], name: str) -> Optional[int]:
+        """Return the BTF type id that :meth:`find()` would use, or ``None``."""
+        best: Optional[Tuple[bool, bool, int]] = None
+        for kind in kinds:
+            for btf_kind, matches in _BTF_KINDS_FOR.get(kind, ()):
+                for type_id in self.btf.find_types(name, (btf_kind,)):
+                    if not matches(self.btf, type_id):
+                        continue
+                    rank = (
+                        btf_kind == BtfKind.FWD,
+                        type_id < self.btf.first_id,
+                        type_id,
+                    )
+                    if best is None or rank < best:
+                        best = rank
+        return None if best is None else best[2]
+
+    def type(self, type_id: int) -> Type:
+        """
+        Return the drgn type for a BTF type id (0 is void).
+
+        :raises BtfError: if the type or a type it needs is malformed, or is
+            not a data type (``VAR``, ``DATASEC``, ``DECL_TAG``).
+        """
+        if type_id == 0:
+            return self.prog.void_type()
+        if type_id < self.btf.first_id and self._base is not None:
+            return self._base.type(type_id)
+        cached = self._types.get(type_id)
+        if cached is not None:
+            return cached
+        if type_id in self._building:
+            raise BtfError(f"type id {type_id}: reference cycle through {self._chain()}")
+        if len(self._building) >= _MAX_REFERENCE_DEPTH:
+            raise BtfError(
+                f"type id {type_id}: reference chain longer than {_MAX_REFERENCE_DEPTH}"
+            )
+        self._building.append(type_id)
+        try:
+            t = self.btf.type(type_id)
+            try:
+                result = self._build(t)
+            except (ValueError, TypeError, OverflowError, NotImplementedError) as e:
+                # drgn refused values no valid BTF has (sizes, bit field widths).
+                raise BtfError(f"type id {type_id} ({t.kind.name}): {e}") from None
+        finally:
+            self._building.pop()
+        self._types[type_id] = result
+        return result
+
+    def _chain(self) -> str:
+        return " -> ".join(str(type_id) for type_id in self._building)
+
+    def _build(self, t: BtfType) -> Type:
+        builder = _BUILDERS.get(t.kind)
+        if builder is None:
+            raise BtfError(f"type id {t.id} is a {t.kind.name}, not a data type")
+        return builder(self, t)
+
+    def _build_int(self, t: BtfType) -> Type:
+        if t.int_encoding & BTF_INT_BOOL:
+            return self.prog.bool_type(t.name, t.size)
+        return self.prog.int_type(
+            _canonical_int_name(t.name), t.size, bool(t.int_encoding & BTF_INT_SIGNED)
+        )
+
+    def _build_float(self, t: BtfType) -> Type:
+        return self.prog.float_type(t.name, t.size)
+
+    def _build_ptr(self, t: BtfType) -> Type:
+        return self.prog.pointer_type(self.type(t.type))
+
+    def _build_array(self, t: BtfType) -> Type:
+        assert t.array is not None
+        return self.prog.array_type(self.type(t.array.type), t.array.nelems)
+
+    def _build_compound(self, t: BtfType) -> Type:
+        members = [
+            TypeMember(self._member_thunk(t, m), m.name or None, m.bit_offset)
+            for m in t.members
+        ]
+        if t.kind == BtfKind.STRUCT:
+            return self.prog.struct_type(t.name or None, t.size, members)
+        return self.prog.union_type(t.name or None, t.size, members)
+
+    def _member_thunk(self, t: BtfType, member: BtfMember) -> Callable[[], Union[Type, Object]]:
+        # drgn calls this the first time the member's type is needed, so
+        # looking up a structure never builds the types of its members.
+        def thunk() -> Union[Type, Object]:
+            member_type = self.type(member.type)
+            bit_field_size = member.bit_field_size
+            if not t.kind_flag:
+                bit_field_size = self._int_bit_field_size(member.type)
+            if not bit_field_size:
+                return member_type
+            try:
+                return Object(self.prog, member_type, bit_field_size=bit_field_size)
+            except ValueError as e:
+                raise BtfError(
+                    f"type id {t.id}: member {member.name!r} bit field of {bit_field_size} bits: {e}"
+                ) from None
+
+        return thunk
+
+    def _int_bit_field_size(self, type_id: int) -> int:
+        """
+        Return the bit field size that a structure without ``kind_flag``
+        encodes in an ``INT`` member type (its ``BTF_INT_BITS`` when narrower
+        than the type), or 0.
+        """
+        t = self.btf.type(self._skip_typedefs(type_id))
+        if t.kind == BtfKind.INT and t.int_bits != t.size * 8:
+            return t.int_bits
+        return 0
+
+    def _skip_typedefs(self, type_id: int) -> int:
+        for _ in range(_MAX_REFERENCE_DEPTH):
+            kind = self.btf.kind(type_id)
+            if kind not in _ALIAS_KINDS:
+                return type_id
+            type_id = self.btf.type(type_id).type
+        raise BtfError(f"type id {type_id}: typedef/qualifier chain too long or cyclic")
+
+    def _build_enum(self, t: BtfType) -> Type:
+        enumerators = [TypeEnumerator(e.name, e.value) for e in t.enumerators]
+        return self.prog.enum_type(
+            t.name or None, self._enum_compatible_type(t), enumerators
+        )
+
+    def _enum_compatible_type(self, t: BtfType) -> Type:
+        names = _INT_NAMES_BY_SIZE.get(t.size)
+        if names is None:
+            raise BtfError(f"type id {t.id}: enum size {t.size} is not 1, 2, 4 or 8")
+        platform = self.prog.platform
+        if t.size == 8 and platform is not None and not platform.flags & PlatformFlags.IS_64_BIT:
+            names = ("long long", "unsigned long long")
+        # BTF (since Linux 6.0) marks signed enums with kind_flag.
+        if t.kind_flag:
+            return self.prog.int_type(names[0], t.size, True)
+        return self.prog.int_type(names[1], t.size, False)
+
+    def _build_fwd(self, t: BtfType) -> Type:
+        # A declaration-only type in one place may be defined elsewhere (BTF
+        # deduplication does not always merge them); use the definition.
+        kind = TypeKind.UNION if t.kind_flag else TypeKind.STRUCT
+        definition = self.find_id((kind,), t.name)
+        if definition is not None and self.btf.kind(definition) != BtfKind.FWD:
+            return self.type(definition)
+        if t.kind_flag:
+            return self.prog.union_type(t.name or None)
+        return self.prog.struct_type(t.name or None)
+
+    def _build_typedef(self, t: BtfType) -> Type:
+        return self.prog.typedef_type(t.name, self.type(t.type))
+
+    def _build_qualified(self, t: BtfType) -> Type:
+        target = self.type(t.type)
+        return target.qualified(target.qualifiers | _QUALIFIERS[t.kind])
+
+    def _build_type_tag(self, t: BtfType) -> Type:
+        # Type tags (__user, __rcu, __percpu) have no drgn equivalent.
+        return self.type(t.type)
+
+    def _build_func_proto(self, t: BtfType) -> Type:
+        params = list(t.params)
+        variadic = bool(params) and params[-1].type == 0
+        if variadic:
+            params.pop()
+        for param in params:
+            if param.type == 0:
+                raise BtfError(f"type id {t.id}: void parameter before the last one")
+        return self.prog.function_type(
+            self.type(t.type),
+            [TypeParameter(self._param_thunk(p.type), p.name or None) for p in params],
+            variadic,
+        )
+
+    def _param_thunk(self, type_id: int) -> Callable[[], Type]:
+        return lambda: self.type(type_id)
+
+    def _build_func(self, t: BtfType) -> Type:
+        if self.btf.kind(t.type) != BtfKind.FUNC_PROTO:
+            raise BtfError(f"type id {t.id}: FUNC {t.name!r} does not refer to a FUNC_PROTO")
+        return self.type(t.type)
+
+
+_ALIAS_KINDS = frozenset(
+    (
+        BtfKind.TYPEDEF,
+        BtfKind.VOLATILE,
+        BtfKind.CONST,
+        BtfKind.RESTRICT,
+        BtfKind.TYPE_TAG,
+    )
+)
+
+_QUALIFIERS = {
+    BtfKind.CONST: Qualifiers.CONST,
+    BtfKind.VOLATILE: Qualifiers.VOLATILE,
+    BtfKind.RESTRICT: Qualifiers.RESTRICT,
+}
+
+# (signed, unsigned) C names of an enum's compatible type, by size (LP64).
+_INT_NAMES_BY_SIZE = {
+    1: ("signed char", "unsigned char"),
+    2: ("short", "unsigned short"),
+    4: ("int", "unsigned int"),
+    8: ("long", "unsigned long"),
+}
+
+_BUILDERS: Dict[BtfKind, Callable[[BtfTypeFinder, BtfType], Type]] = {
+    BtfKind.INT: BtfTypeFinder._build_int,
+    BtfKind.FLOAT: BtfTypeFinder._build_float,
+    BtfKind.PTR: BtfTypeFinder._build_ptr,
+    BtfKind.ARRAY: BtfTypeFinder._build_array,
+    BtfKind.STRUCT: BtfTypeFinder._build_compound,
+    BtfKind.UNION: BtfTypeFinder._build_compound,
+    BtfKind.ENUM: BtfTypeFinder._build_enum,
+    BtfKind.ENUM64: BtfTypeFinder._build_enum,
+    BtfKind.FWD: BtfTypeFinder._build_fwd,
+    BtfKind.TYPEDEF: BtfTypeFinder._build_typedef,
+    BtfKind.VOLATILE: BtfTypeFinder._build_qualified,
+    BtfKind.CONST: BtfTypeFinder._build_qualified,
+    BtfKind.RESTRICT: BtfTypeFinder._build_qualified,
+    BtfKind.TYPE_TAG: BtfTypeFinder._build_type_tag,
+    BtfKind.FUNC_PROTO: BtfTypeFinder._build_func_proto,
+    BtfKind.FUNC: BtfTypeFinder._build_func,
+}
+
+
+def _is_any(btf: Btf, type_id: int) -> bool:
+    return True
+
+
+def _is_bool(btf: Btf, type_id: int) -> bool:
+    return bool(btf.type(type_id).int_encoding & BTF_INT_BOOL)
+
+
+# For each drgn kind a finder is asked for: the BTF kinds that can answer, and
+# a test that the BTF type really is of that drgn kind.
+_BTF_KINDS_FOR: Dict[TypeKind, Sequence[Tuple[BtfKind, Callable[[Btf, int], bool]]]] = {
+    TypeKind.STRUCT: (
+        (BtfKind.STRUCT, _is_any),
+        (BtfKind.FWD, lambda btf, type_id: not btf.kind_flag(type_id)),
+    ),
+    TypeKind.UNION: (
+        (BtfKind.UNION, _is_any),
+        (BtfKind.FWD, Btf.kind_flag),
+    ),
+    TypeKind.ENUM: ((BtfKind.ENUM, _is_any), (BtfKind.ENUM64, _is_any)),
+    TypeKind.TYPEDEF: ((BtfKind.TYPEDEF, _is_any),),
+    TypeKind.INT: ((BtfKind.INT, lambda btf, type_id: not _is_bool(btf, type_id)),),
+    TypeKind.BOOL: ((BtfKind.INT, _is_bool),),
+    TypeKind.FLOAT: ((BtfKind.FLOAT, _is_any),),
+}
+
+
+def _type_finder_for(prog: Program, btf: Btf) -> BtfTypeFinder:
+    """
+    Return the one :class:`BtfTypeFinder` of *btf* in *prog*, so that a
+    module's finder and vmlinux's finder share the drgn types of vmlinux.
+    """
+    # The finder holds a reference to btf, so id(btf) stays unique while the
+    # cache entry exists.
+    key = ("netmem_probe.btf", id(btf))
+    finder = prog.cache.get(key)
+    if finder is None:
+        finder = prog.cache[key] = BtfTypeFinder(prog, btf)
+    return finder
+
+
+def add_btf_type_finder(
+    prog: Program, btf: Btf, *, name: str = "btf", enable_index: Optional[int] = 0
+) -> BtfTypeFinder:
+    """
+    Register and enable a type finder that answers drgn type lookups from BTF.
+
+    :param prog: Program to add the finder to.
+    :param btf: Parsed BTF; a split BTF also answers lookups from its base.
+    :param name: Finder name (must be unique among the program's type finders).
+    :param enable_index: Where to insert the finder among the enabled ones
+        (0 puts it first, -1 last, ``None`` registers it without enabling it).
+    :return: The finder, whose :meth:`~BtfTypeFinder.type()` maps BTF type ids
+        to drgn types.
+    :raises BtfError: if the BTF's byte order is not the program's.
+    """
+    _check_byteorder(prog, btf)
+    finder = _type_finder_for(prog, btf)
+    prog.register_type_finder(name, finder, enable_index=enable_index)
+    return finder
+
+
+def add_btf_object_finder(
+    prog: Program,
+    btf: Btf,
+    symbol_lookup: Optional[Callable[[str], Optional[int]]] = None,
+    *,
+    name: str = "btf",
+    enable_index: Optional[int] = 0,
+) -> None:
+    """
+    Register and enable an object finder that answers from BTF:
+
+    - constants: enumerators, as values of their enum type (``prog["PGTY_netpp"]``);
+    - variables: a BTF ``VAR``'s type at the address ``symbol_lookup(name)`` gives;
+    - functions: a BTF ``FUNC``'s type at the address ``symbol_lookup(name)`` gives.
+
+    :param symbol_lookup: Callable returning the address of a symbol, or ``None``
+        if it is unknown (e.g. from kallsyms). Without it only constants are found.
+    :param name: Finder name (must be unique among the program's object finders).
+    :param enable_index: As for :func:`add_btf_type_finder()`.
+    :raises BtfError: if the BTF's byte order is not the program's.
+    """
+    _check_byteorder(prog, btf)
+    types = _type_finder_for(prog, btf)
+
+    def find_object(
+        prog: Program, name: str, flags: FindObjectFlags, filename: Optional[str]
+    ) -> Optional[Object]:
+        if flags & FindObjectFlags.CONSTANT:
+            found = btf.find_enumerator(name)
+            if found is not None:
+                return Object(prog, types.type(found[0]), found[1])
+        if symbol_lookup is None:
+            return None
+        if flags & FindObjectFlags.VARIABLE:
+            var = btf.find_var(name)
+            if var is not None:
+                address = symbol_lookup(name)
+                if address is not None:
+                    return Object(prog, types.type(var.type), address=address)
+        if flags & FindObjectFlags.FUNCTION:
+            func_ids = btf.find_types(name, (BtfKind.FUNC,))
+            if func_ids:
+                address = symbol_lookup(name)
+                if address is not None:
+                    return Object(prog, types.type(func_ids[0]), address=address)
+        return None
+
+    prog.register_object_finder(name, find_object, enable_index=enable_index)
+
+
+def _check_byteorder(prog: Program, btf: Btf) -> None:
+    platform = prog.platform
+    if platform is None:
+        return
+    little = bool(platform.flags & PlatformFlags.IS_LITTLE_ENDIAN)
+    if (btf.byteorder == "little") != little:
+        raise BtfError(
+            f"BTF is {btf.byteorder}-endian but the program is "
+            f"{'little' if little else 'big'}-endian"
+        )
+
+
+def read_btf_from_elf(path: str) -> bytes:
+    """
+    Return the contents of the ``.BTF`` section of an ELF file (``vmlinux`` or
+    a kernel module), decompressing it if it is zlib-compressed.
+
+    :raises BtfError: if the file is not ELF, is truncated, or has no ``.BTF``
+        section.
+    :raises OSError: if the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        return _ElfReader(f, path).section(".BTF")
+
+
+class _SectionHeader(NamedTuple):
+    name: int
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+
+
+class _ElfReader:
+    """Just enough ELF to find one section by name, from the section headers."""
+
+    def __init__(self, f, path: str) -> None:  # type: ignore[no-untyped-def]
+        self._f = f
+        self._path = path
+        ident = self._read(0, 16)
+        if ident[:4] != b"\x7fELF":
+            raise BtfError(f"{path}: not an ELF file")
+        if ident[4] not in (1, 2) or ident[5] not in (1, 2):
+            raise BtfError(f"{path}: unknown ELF class {ident[4]} or data encoding {ident[5]}")
+        self._is_64 = ident[4] == 2
+        self._prefix = "<" if ident[5] == 1 else ">"
+        if self._is_64:
+            shoff, shentsize, shnum, shstrndx = self._unpack(0x28, "Q10xHHH")
+        else:
+            shoff, shentsize, shnum, shstrndx = self._unpack(0x20, "I10xHHH")
+        self._shoff = shoff
+        self._shentsize = shentsize
+        if shoff == 0:
+            raise BtfError(f"{path}: no section headers")
+        if shentsize < (64 if self._is_64 else 40):
+            raise BtfError(f"{path}: bad section header size {shentsize}")
+        # Extended numbering: the real counts live in section header 0.
+        if shnum == 0 or shstrndx == 0xFFFF:  # SHN_XINDEX
+            first = self._header(0)
+            shnum = shnum or first.size
+            if shstrndx == 0xFFFF:
+                shstrndx = first.link
+        self._shnum = shnum
+        self._shstrndx = shstrndx
+
+    def _read(self, offset: int, size: int) -> bytes:
+        self._f.seek(offset)
+        data = self._f.read(size)
+        if len(data) != size:
+            raise BtfError(f"{self._path}: truncated ELF file (wanted {size} bytes at {offset})")
+        return data
+
+    def _unpack(self, offset: int, fmt: str) -> Tuple[int, ...]:
+        fmt = self._prefix + fmt
+        return struct.unpack(fmt, self._read(offset, struct.calcsize(fmt)))
+
+    def _header(self, index: int) -> "_SectionHeader":
+        offset = self._shoff + index * self._shentsize
+        if self._is_64:
+            name, type_, flags, _, off, size, link = self._unpack(offset, "IIQQQQI")
+        else:
+            name, type_, flags, _, off, size, link = self._unpack(offset, "IIIIIII")
+        return _SectionHeader(name, type_, flags, off, size, link)
+
+    def section(self, wanted: str) -> bytes:
+        if self._shstrndx >= self._shnum:
+            raise BtfError(f"{self._path}: section name table index out of range")
+        strtab = self._header(self._shstrndx)
+        names = self._read(strtab.offset, strtab.size)
+        key = wanted.encode() + b"\0"
+        for index in range(1, self._shnum):
+            header = self._header(index)
+            if names[header.name : header.name + len(key)] != key:
+                continue
+            if header.type == 8:  # SHT_NOBITS
+                raise BtfError(f"{self._path}: {wanted} section has no data")
+            data = self._read(header.offset, header.size)
+            if header.flags & 0x800:  # SHF_COMPRESSED
+                data = self._decompress(data, wanted)
+            return data
+        raise BtfError(f"{self._path}: no {wanted} section")
+
+    def _decompress(self, data: bytes, wanted: str) -> bytes:
+        fmt = self._prefix + ("IIQQ" if self._is_64 else "III")
+        if len(data) < struct.calcsize(fmt):
+            raise BtfError(f"{self._path}: truncated compressed {wanted} section")
+        ch_type = struct.unpack_from(fmt, data)[0]
+        if ch_type != 1:  # ELFCOMPRESS_ZLIB
+            raise BtfError(f"{self._path}: {wanted} section uses unsupported compression {ch_type}")
+        try:
+            return zlib.decompress(data[struct.calcsize(fmt) :])
+        except zlib.error as e:
+            raise BtfError(f"{self._path}: corrupt compressed {wanted} section: {e}") from None
