@@ -43,6 +43,8 @@ GLOBAL_TYPES = {
     "__cpu_online_mask": "struct cpumask",
     "nr_cpu_ids": "unsigned int",
     "poll_spurious_irq_timer": "struct timer_list",
+    "tk_core": "struct tk_data",
+    "timekeeper_data": "struct tk_data [TIMEKEEPERS_MAX]",
 }
 # Globals that exist only when a subsystem's types do.
 GLOBAL_NEEDS = {
@@ -50,7 +52,12 @@ GLOBAL_NEEDS = {
     "io_uring_pp_zc_ops": "struct io_zcrx_ifq",
     "net_devmem_dmabuf_bindings": "struct net_devmem_dmabuf_binding",
     "pp_system_recycle_stats": "struct page_pool_recycle_stats",
+    "timekeeper_data": "enum timekeeper_ids",
 }
+# Globals that a later kernel replaced: since Linux kernel commit 22c62b9a84b8
+# ("timekeeping: Introduce auxiliary timekeepers") (in v6.17), tk_core is an
+# element of timekeeper_data[].
+GLOBAL_UNLESS = {"tk_core": "enum timekeeper_ids"}
 
 
 def has_type(prog, name):
@@ -277,12 +284,17 @@ class HeaderWriter:
             pass
         if name in GLOBAL_NEEDS and not has_type(self.prog, GLOBAL_NEEDS[name]):
             return None
+        if name in GLOBAL_UNLESS and has_type(self.prog, GLOBAL_UNLESS[name]):
+            return None
         spellings = GLOBAL_TYPES[name]
         for spelling in spellings if isinstance(spellings, list) else [spellings]:
             if "NR_CPUS" in spelling:
                 # NR_CPUS is the bit size of struct cpumask.
                 nr_cpus = self.prog.type("struct cpumask").size * 8
                 spelling = spelling.replace("NR_CPUS", str(nr_cpus))
+            if "TIMEKEEPERS_MAX" in spelling:
+                count = self.prog["TIMEKEEPERS_MAX"].value_()
+                spelling = spelling.replace("TIMEKEEPERS_MAX", str(count))
             try:
                 return self.prog.type(spelling)
             except LookupError:
@@ -302,6 +314,11 @@ def generate(prog, name, source):
             writer.require_complete(type_)
         else:
             writer.compound(type_)
+    for key in spec.TYPEDEFS:
+        try:
+            writer.typedef(prog.type(key))
+        except LookupError:
+            continue
     for key in spec.ENUMS:
         try:
             writer.enum(prog.type(key))

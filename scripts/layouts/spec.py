@@ -84,10 +84,19 @@ STRUCTS = {
     ],
     "struct sock": ["__sk_common", "sk_receive_queue", "sk_error_queue", "sk_backlog"],
     "struct in6_addr": ALL,
+    # clocks (detach ages are measured on CLOCK_BOOTTIME)
+    "struct tk_data": ["seq", "timekeeper"],
+    "struct timekeeper": ["tkr_mono", "ktime_sec", "offs_real", "offs_boot", "offs_tai", "coarse_nsec"],
+    "struct tk_read_base": ["base", "xtime_nsec", "shift"],
+    "struct seqcount_raw_spinlock": ALL,
+    "struct seqcount": ALL,
 }
 
+# Typedefs that drgn's helpers or netmem-probe name directly.
+TYPEDEFS = ["time64_t", "phys_addr_t", "dma_addr_t", "netmem_ref", "atomic_long_t", "ktime_t"]
+
 # Enumerations whose constants the tool looks up by name.
-ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction"]
+ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction", "enum timekeeper_ids"]
 
 # name -> kernel source file that defines it.
 GLOBALS = {
@@ -108,6 +117,8 @@ GLOBALS = {
     "__cpu_online_mask": "kernel/cpu.c",
     "nr_cpu_ids": "kernel/smp.c",
     "poll_spurious_irq_timer": "kernel/irq/spurious.c",
+    "tk_core": "kernel/time/timekeeping.c",
+    "timekeeper_data": "kernel/time/timekeeping.c",
 }
 
 # Per-CPU variables live in the .data..percpu section, linked at address 0 as

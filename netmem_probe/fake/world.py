@@ -1,0 +1,448 @@
+"""
+Fake kernel worlds: kernel objects laid out in fake memory, read by real drgn.
+
+A :class:`World` starts from a layout's types ELF (real kernel offsets, see
+``layouts/``) and builds what a kernel would have built: network namespaces
+and their netdevs, page pools in the ``page_pools`` XArray, struct pages in a
+vmemmap, per-CPU data, clocks.  Each object is a :class:`KObject` (an address,
+a C type and a value dict); values are serialised by drgn itself
+(``Object(prog, type, value=...).to_bytes_()``), so the same scenario code runs
+on every layout.  Linked structures (lists, hlists, XArrays) are described in
+Python and wired into the values at :meth:`World.commit`.
+
+The world also records the truth of what it built (``expected``), from the
+scenario description, never by reading memory back.
+"""
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import drgn
+from drgn import Object, Program
+
+from netmem_probe.fake.memory import FakeMemory, Region
+from netmem_probe.fake.types_elf import KERNEL_DATA, build_types_elf, layout_header
+
+__all__ = ("KObject", "World", "PAGE_OFFSET", "VMEMMAP", "POISON_POINTER_DELTA")
+
+PLATFORM = drgn.Platform(
+    drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
+)
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_OFFSET = 0xFFFF888000000000
+VMEMMAP = 0xFFFFEA0000000000
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+SWAPPER_PG_DIR = 0xFFFFFFFF82FFE000
+POISON_POINTER_DELTA = 0xDEAD000000000000
+TIMER_ENTRY_STATIC = 0x300 + POISON_POINTER_DELTA
+NET_PTR_POISON = 0x801 + POISON_POINTER_DELTA
+
+SECTION_SIZE_BITS = 27
+MAX_PHYSMEM_BITS = 46
+RAM_SIZE = 1 << SECTION_SIZE_BITS  # one memory section
+HEAP_PA = 0x4000000
+HEAP_SIZE = 0x2000000
+FRAMES_PA = HEAP_PA + HEAP_SIZE
+MEMMAP_PA = RAM_SIZE - (RAM_SIZE >> PAGE_SHIFT) * 64
+PERCPU_UNIT = 0x10000
+PERCPU_DYNAMIC = 0x8000  # first dynamically allocated per-CPU offset
+INIT_NET_INUM = 0xF0000000
+
+SECTION_FLAGS = 0x1 | 0x2 | 0x4 | 0x8  # present, has mem_map, online, early
+
+
+def join(path: str, member: str) -> str:
+    return f"{path}.{member}" if path else member
+
+
+def set_path(value: Dict[str, Any], path: str, item: Any) -> None:
+    """Set ``value["a"]["b"]`` for path ``"a.b"``, creating dicts on the way."""
+    *parents, last = path.split(".")
+    for name in parents:
+        value = value.setdefault(name, {})
+    value[last] = item
+
+
+class KObject:
+    """A kernel object of the fake world: its address, C type and value."""
+
+    __slots__ = ("world", "addr", "type", "value")
+
+    def __init__(self, world: "World", addr: int, type_: drgn.Type,
+                 value: Optional[Dict[str, Any]] = None) -> None:
+        self.world = world
+        self.addr = addr
+        self.type = type_
+        self.value = value if value is not None else {}
+
+    def addr_of(self, path: str) -> int:
+        """Address of a member, e.g. ``pool.addr_of("user.list")``."""
+        return self.addr + drgn.offsetof(self.type, path) if path else self.addr
+
+    def set(self, path: str, item: Any) -> None:
+        set_path(self.value, path, item)
+
+    def __repr__(self) -> str:
+        return f"<{self.type.type_name()} at {self.addr:#x}>"
+
+
+class FakeList:
+    """A ``list_head`` or ``hlist_head`` list, wired at commit."""
+
+    def __init__(self, head: KObject, head_path: str, hlist: bool = False) -> None:
+        self.head = head
+        self.head_path = head_path
+        self.hlist = hlist
+        self.nodes: List[Tuple[KObject, str]] = []
+
+    def add(self, node: KObject, node_path: str, *, head: bool = False) -> None:
+        if head:
+            self.nodes.insert(0, (node, node_path))
+        else:
+            self.nodes.append((node, node_path))
+
+    def remove(self, node: KObject) -> None:
+        self.nodes = [(n, p) for n, p in self.nodes if n is not node]
+
+    def wire(self) -> None:
+        head_addr = self.head.addr_of(self.head_path)
+        addrs = [n.addr_of(p) for n, p in self.nodes]
+        if self.hlist:
+            self.head.set(join(self.head_path, "first"), addrs[0] if addrs else 0)
+            for i, (node, path) in enumerate(self.nodes):
+                node.set(join(path, "next"), addrs[i + 1] if i + 1 < len(addrs) else 0)
+                node.set(join(path, "pprev"), head_addr if i == 0 else addrs[i - 1])
+            return
+        ring = [head_addr] + addrs
+        owners = [(self.head, self.head_path)] + self.nodes
+        for i, (owner, path) in enumerate(owners):
+            owner.set(join(path, "next"), ring[(i + 1) % len(ring)])
+            owner.set(join(path, "prev"), ring[i - 1])
+
+
+class FakeXArray:
+    """An XArray's entries; the node tree is built at commit."""
+
+    CHUNK_SHIFT = 6
+
+    def __init__(self, owner: KObject, path: str) -> None:
+        self.owner = owner
+        self.path = path
+        self.entries: Dict[int, int] = {}
+
+    def wire(self, world: "World") -> None:
+        xa_addr = self.owner.addr_of(self.path)
+        entries = {i: e for i, e in self.entries.items() if e}
+        if not entries:
+            self.owner.set(join(self.path, "xa_head"), 0)
+            return
+        if set(entries) == {0}:
+            self.owner.set(join(self.path, "xa_head"), entries[0])
+            return
+        shift = 0
+        while max(entries) >> shift >= 1 << self.CHUNK_SHIFT:
+            shift += self.CHUNK_SHIFT
+        head = self._node(world, entries, shift, 0, 0, 0, xa_addr)
+        self.owner.set(join(self.path, "xa_head"), head | 2)
+
+    def _node(self, world, entries, shift, base, parent, offset, xa_addr) -> int:
+        node = world.alloc("struct xa_node")
+        slots = [0] * (1 << self.CHUNK_SHIFT)
+        groups: Dict[int, Dict[int, int]] = {}
+        for index, entry in entries.items():
+            groups.setdefault((index - base) >> shift, {})[index] = entry
+        for slot, group in groups.items():
+            if shift == 0:
+                slots[slot] = group[base + slot]
+            else:
+                child = self._node(world, group, shift - self.CHUNK_SHIFT,
+                                   base + (slot << shift), node.addr, slot, xa_addr)
+                slots[slot] = child | 2
+        node.value = {"shift": shift, "offset": offset, "count": len(groups),
+                      "parent": parent | 2 if parent else 0, "array": xa_addr, "slots": slots}
+        return node.addr
+
+
+class World:
+    """
+    A fake kernel built in memory, readable by drgn as a live-like Program or
+    written out as a vmcore stub.
+
+    :param layout: layout name (``linux-7.3``, see ``available_layouts()``).
+    :param nr_cpus: possible CPUs.
+    :param boottime: seconds since boot at the moment of the "dump".
+    """
+
+    def __init__(self, layout: str = "linux-7.3", *, nr_cpus: int = 2,
+                 boottime: float = 86400.0, osrelease: Optional[str] = None) -> None:
+        self.layout = layout
+        self.types_elf = build_types_elf(layout)
+        self.nr_cpus = nr_cpus
+        self.boottime_ns = int(boottime * 1e9)
+        self.osrelease = osrelease or f"{layout_header(layout).stem.split('-', 1)[1]}.0-netmem-fixture"
+        self.objects: List[KObject] = []
+        self.wirings: List[Any] = []
+        self.expected: Dict[str, Any] = {}
+        self.mem = FakeMemory()
+        self.prog = self._make_program()
+        self._types: Dict[str, drgn.Type] = {}
+        self._next_pfn = FRAMES_PA >> PAGE_SHIFT
+        self._percpu_next = PERCPU_DYNAMIC
+        self._inum = INIT_NET_INUM
+        self._globals: Dict[str, KObject] = {}
+        self._commit_hooks: List[Callable[[], None]] = []
+        self._setup_kernel()
+
+    # -- program and memory ------------------------------------------------
+
+    def vmcoreinfo(self) -> str:
+        return (
+            f"OSRELEASE={self.osrelease}\n"
+            f"PAGESIZE={PAGE_SIZE}\n"
+            f"SYMBOL(swapper_pg_dir)={SWAPPER_PG_DIR:x}\n"
+            "KERNELOFFSET=0\n"
+            "NUMBER(phys_base)=0\n"
+            f"SYMBOL(mem_section)={self.prog_symbol('mem_section'):x}\n"
+            f"LENGTH(mem_section)={self._nr_section_roots()}\n"
+            "SIZE(mem_section)=16\n"
+            "OFFSET(mem_section.section_mem_map)=0\n"
+            f"NUMBER(SECTION_SIZE_BITS)={SECTION_SIZE_BITS}\n"
+            f"NUMBER(MAX_PHYSMEM_BITS)={MAX_PHYSMEM_BITS}\n"
+            f"SYMBOL(vmemmap_base)={self.prog_symbol('vmemmap_base'):x}\n"
+            f"SYMBOL(page_offset_base)={self.prog_symbol('page_offset_base'):x}\n"
+        )
+
+    def _nr_section_roots(self) -> int:
+        sections = 1 << (MAX_PHYSMEM_BITS - SECTION_SIZE_BITS)
+        return sections // (PAGE_SIZE // 16)
+
+    def prog_symbol(self, name: str) -> int:
+        return self._symbols[name]
+
+    def _make_program(self) -> Program:
+        # A bare Program to learn the global addresses for VMCOREINFO.
+        scout = Program(PLATFORM)
+        scout.extra_module("types", create=True).try_file(str(self.types_elf), force=True)
+        self._symbols = {s.name: s.address for s in scout.symbols()}
+        data_end = max(s.address + s.size for s in scout.symbols() if s.address >= KERNEL_DATA)
+        prog = Program(PLATFORM)
+        prog.set_linux_kernel_custom(self.vmcoreinfo().encode(), False)
+        prog.main_module("kernel", create=True).try_file(str(self.types_elf), force=True)
+        data_size = -(-(data_end - KERNEL_DATA) // PAGE_SIZE) * PAGE_SIZE
+        self.kernel_data = self.mem.add(
+            Region("kernel-data", KERNEL_DATA, KERNEL_DATA - START_KERNEL_MAP, data_size))
+        self.mem.add(Region("swapper_pg_dir", SWAPPER_PG_DIR,
+                            SWAPPER_PG_DIR - START_KERNEL_MAP, PAGE_SIZE))
+        self.heap = self.mem.add(Region("heap", PAGE_OFFSET + HEAP_PA, HEAP_PA, HEAP_SIZE))
+        self.frames = self.mem.add(Region("page-frames", PAGE_OFFSET + FRAMES_PA, FRAMES_PA,
+                                          MEMMAP_PA - FRAMES_PA))
+        self.memmap = self.mem.add(Region("vmemmap", VMEMMAP, MEMMAP_PA,
+                                          (RAM_SIZE >> PAGE_SHIFT) * 64))
+        self.mem.attach(prog)
+        return prog
+
+    # -- types and objects -------------------------------------------------
+
+    def type(self, name: str) -> drgn.Type:
+        try:
+            return self._types[name]
+        except KeyError:
+            t = self._types[name] = self.prog.type(name)
+            return t
+
+    def has_type(self, name: str) -> bool:
+        try:
+            self.type(name)
+            return True
+        except LookupError:
+            return False
+
+    def has_member(self, type_name: str, path: str) -> bool:
+        try:
+            drgn.offsetof(self.type(type_name), path)
+            return True
+        except (LookupError, ValueError):
+            return False
+
+    def has_constant(self, name: str) -> bool:
+        try:
+            self.prog.constant(name)
+            return True
+        except LookupError:
+            return False
+
+    def alloc(self, type_name: str, value: Optional[Dict[str, Any]] = None, *,
+              align: int = 64, count: Optional[int] = None,
+              region: Optional[Region] = None) -> KObject:
+        """Allocate a ``type_name`` (or an array of ``count`` of them) in the heap."""
+        type_ = self.type(type_name)
+        if count is not None:
+            type_ = self.prog.array_type(type_, count)
+        addr = (region or self.heap).alloc(drgn.sizeof(type_), align)
+        obj = KObject(self, addr, type_, value)
+        self.objects.append(obj)
+        return obj
+
+    def at(self, addr: int, type_name: str, value: Optional[Dict[str, Any]] = None) -> KObject:
+        """A KObject at a fixed address (a global, a struct page)."""
+        obj = KObject(self, addr, self.type(type_name), value)
+        self.objects.append(obj)
+        return obj
+
+    def global_(self, name: str) -> KObject:
+        """The KObject of a global variable, created on first use."""
+        try:
+            return self._globals[name]
+        except KeyError:
+            var = self.prog[name]
+            obj = self._globals[name] = KObject(self, var.address_, var.type_)
+            self.objects.append(obj)
+            return obj
+
+    def string(self, text: str) -> int:
+        raw = text.encode() + b"\0"
+        addr = self.heap.alloc(len(raw), 8)
+        self.mem.write(addr, raw)
+        return addr
+
+    def percpu_alloc(self, type_name: str) -> int:
+        """Allocate per-CPU data; returns the __percpu address (an offset)."""
+        size = drgn.sizeof(self.type(type_name))
+        addr = -(-self._percpu_next // 64) * 64
+        self._percpu_next = addr + size
+        if self._percpu_next > PERCPU_UNIT:
+            raise MemoryError("fake per-CPU area is full")
+        return addr
+
+    def per_cpu(self, percpu_addr: int, cpu: int, type_name: str,
+                value: Optional[Dict[str, Any]] = None) -> KObject:
+        """The KObject of one CPU's copy of per-CPU data."""
+        return self.at(self.percpu_base[cpu] + percpu_addr, type_name, value)
+
+    def xarray(self, owner: KObject, path: str) -> FakeXArray:
+        xa = FakeXArray(owner, path)
+        self.wirings.append(xa)
+        return xa
+
+    def list(self, head: KObject, path: str, *, hlist: bool = False) -> FakeList:
+        lst = FakeList(head, path, hlist)
+        self.wirings.append(lst)
+        return lst
+
+    def alloc_pfn(self, order: int = 0) -> int:
+        """A free page frame number for a page (or 2**order pages)."""
+        pfn = -(-self._next_pfn // (1 << order)) * (1 << order)
+        self._next_pfn = pfn + (1 << order)
+        if self._next_pfn > MEMMAP_PA >> PAGE_SHIFT:
+            raise MemoryError("fake page frames exhausted")
+        return pfn
+
+    @staticmethod
+    def page_struct_addr(pfn: int) -> int:
+        return VMEMMAP + pfn * 64
+
+    @staticmethod
+    def page_virt(pfn: int) -> int:
+        return PAGE_OFFSET + (pfn << PAGE_SHIFT)
+
+    def struct_page(self, pfn: int, value: Optional[Dict[str, Any]] = None) -> KObject:
+        return self.at(self.page_struct_addr(pfn), "struct page", value)
+
+    # -- the kernel's own setup --------------------------------------------
+
+    def _setup_kernel(self) -> None:
+        self.global_("page_offset_base").value = PAGE_OFFSET
+        self.global_("vmemmap_base").value = VMEMMAP
+        timer = self.global_("poll_spurious_irq_timer")
+        timer.set("entry.next", TIMER_ENTRY_STATIC)
+
+        roots = self.alloc("struct mem_section *", count=self._nr_section_roots(), align=PAGE_SIZE)
+        sections = self.alloc("struct mem_section", count=PAGE_SIZE // 16, align=PAGE_SIZE)
+        sections.value = [{"section_mem_map": VMEMMAP | SECTION_FLAGS}]
+        roots.value = [sections.addr]
+        self.global_("mem_section").value = roots.addr
+        self.global_("__highest_present_section_nr").value = 0
+
+        cpus = (1 << self.nr_cpus) - 1
+        self.global_("nr_cpu_ids").value = self.nr_cpus
+        for mask in ("__cpu_possible_mask", "__cpu_online_mask"):
+            self.global_(mask).value = {"bits": [cpus]}
+        self.percpu_base = [self.heap.alloc(PERCPU_UNIT, PAGE_SIZE) for _ in range(self.nr_cpus)]
+        self.global_("__per_cpu_offset").value = list(self.percpu_base)
+
+        self._setup_clock()
+        self._setup_net()
+
+    def _setup_clock(self) -> None:
+        value = {"timekeeper": {"tkr_mono": {"base": self.boottime_ns, "xtime_nsec": 0, "shift": 0},
+                                "ktime_sec": self.boottime_ns // 10**9, "offs_boot": 0}}
+        # Since Linux kernel commit 22c62b9a84b8 ("timekeeping: Introduce
+        # auxiliary timekeepers") (in v6.17), tk_core is timekeeper_data[0].
+        name = "timekeeper_data" if self.has_symbol("timekeeper_data") else "tk_core"
+        tk = self.global_(name)
+        tk.value = [value] if name == "timekeeper_data" else value
+
+    def has_symbol(self, name: str) -> bool:
+        return name in self._symbols
+
+    def _setup_net(self) -> None:
+        from netmem_probe.fake.net import NetNamespace
+
+        from netmem_probe.fake.pools import FakePagePool
+
+        self.has_dma_index = self.has_member("struct page_pool", "dma_mapped")
+        self.netpp_page_type = self.has_constant("PGTY_netpp")
+        self.page_pools_xa = self.xarray(self.global_("page_pools"), "")
+        self.namespaces: List[NetNamespace] = []
+        self.netns_list = self.list(self.global_("net_namespace_list"), "")
+        self.init_net = NetNamespace(self, "init_net", self.global_("init_net"))
+        self.pools: List[FakePagePool] = []
+        self._next_pool_id = 1
+        self.system_pools = [self._system_pool(cpu) for cpu in range(self.nr_cpus)]
+
+    def _system_pool(self, cpu: int) -> "FakePagePool":
+        """The per-CPU system page pool that net_page_pool_create() makes at boot."""
+        from netmem_probe.fake.pools import PP_FLAG_SYSTEM_POOL, FakePagePool
+
+        pool = FakePagePool(self, pool_size=(1 << 20) // PAGE_SIZE, nid=0, cpuid=cpu,
+                            flags=PP_FLAG_SYSTEM_POOL, stats={})
+        # Since the Linux kernel commit "xdp: Use nested-BH locking for
+        # system_page_pool" (in v6.16) the per-CPU variable is a struct
+        # page_pool_bh; before, a bare pointer.
+        per_cpu_var = self.prog["system_page_pool"]
+        value: Any = pool.obj.addr
+        if per_cpu_var.type_.unaliased_kind() == drgn.TypeKind.STRUCT:
+            value = {"pool": pool.obj.addr}
+        self.at(self.percpu_base[cpu] + per_cpu_var.address_, per_cpu_var.type_.type_name(), value)
+        return pool
+
+    def next_inum(self) -> int:
+        self._inum += 1 if self._inum != INIT_NET_INUM else 0x2E1
+        return self._inum
+
+    # -- output ------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Wire linked structures and write every object into memory."""
+        for hook in self._commit_hooks:
+            hook()
+        for wiring in self.wirings:
+            if isinstance(wiring, FakeXArray):
+                wiring.wire(self)
+            else:
+                wiring.wire()
+        for obj in self.objects:
+            data = Object(self.prog, obj.type, value=obj.value).to_bytes_()
+            self.mem.write(obj.addr, data)
+
+    def before_commit(self, hook: Callable[[], None]) -> None:
+        self._commit_hooks.append(hook)
+
+    def expected_pools(self) -> List[Dict[str, Any]]:
+        return [pool.expected() for pool in sorted(self.pools, key=lambda p: p.id)]
+
+    def program(self) -> Program:
+        """Commit and return the drgn Program over this world's memory."""
+        self.commit()
+        return self.prog
+
