@@ -804,6 +804,13 @@ class BtfTypeFinder:
         return self.prog.array_type(self.type(t.array.type), t.array.nelems)
 
     def _build_compound(self, t: BtfType) -> Type:
+        for m in t.members:
+            # drgn can only address whole bytes outside bit fields.
+            if m.bit_offset % 8 and not self._bit_field_size(t, m):
+                raise BtfError(
+                    f"type id {t.id}: member {m.name!r} at bit {m.bit_offset} is not "
+                    "byte-aligned and not a bit field"
+                )
         members = [
             TypeMember(self._member_thunk(t, m), m.name or None, m.bit_offset)
             for m in t.members
@@ -817,9 +824,7 @@ class BtfTypeFinder:
         # looking up a structure never builds the types of its members.
         def thunk() -> Union[Type, Object]:
             member_type = self.type(member.type)
-            bit_field_size = member.bit_field_size
-            if not t.kind_flag:
-                bit_field_size = self._int_bit_field_size(member.type)
+            bit_field_size = self._bit_field_size(t, member)
             if not bit_field_size:
                 return member_type
             try:
@@ -831,16 +836,25 @@ class BtfTypeFinder:
 
         return thunk
 
-    def _int_bit_field_size(self, type_id: int) -> int:
+    def _bit_field_size(self, t: BtfType, member: BtfMember) -> int:
         """
-        Return the bit field size that a structure without ``kind_flag``
-        encodes in an ``INT`` member type (its ``BTF_INT_BITS`` when narrower
-        than the type), or 0.
+        Return the bit field size of a member, or 0. Structures with
+        ``kind_flag`` encode it in the member; the others in an ``INT`` member
+        type narrower than its size (``BTF_INT_BITS``).
         """
-        t = self.btf.type(self._skip_typedefs(type_id))
-        if t.kind == BtfKind.INT and t.int_bits != t.size * 8:
-            return t.int_bits
-        return 0
+        if t.kind_flag:
+            return member.bit_field_size
+        int_type = self.btf.type(self._skip_typedefs(member.type))
+        if int_type.kind != BtfKind.INT or int_type.int_bits == int_type.size * 8:
+            return 0
+        if int_type.int_offset:
+            # Neither pahole nor LLVM emits this; drgn's member offset is
+            # fixed before member types are resolved.
+            raise BtfError(
+                f"type id {t.id}: member {member.name!r} uses an INT bit offset, "
+                "which is not supported"
+            )
+        return int_type.int_bits
 
     def _skip_typedefs(self, type_id: int) -> int:
         for _ in range(_MAX_REFERENCE_DEPTH):
