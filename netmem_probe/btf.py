@@ -787,6 +787,14 @@ class BtfTypeFinder:
         return builder(self, t)
 
     def _build_int(self, t: BtfType) -> Type:
+        # The kernel's BTF verifier enforces the same limits.
+        if t.size not in (1, 2, 4, 8, 16):
+            raise BtfError(f"type id {t.id}: INT size {t.size} is not 1, 2, 4, 8 or 16")
+        if t.int_bits + t.int_offset > t.size * 8:
+            raise BtfError(
+                f"type id {t.id}: INT bits {t.int_bits} at offset {t.int_offset} "
+                f"do not fit in {t.size} bytes"
+            )
         if t.int_encoding & BTF_INT_BOOL:
             return self.prog.bool_type(t.name, t.size)
         return self.prog.int_type(
@@ -794,6 +802,8 @@ class BtfTypeFinder:
         )
 
     def _build_float(self, t: BtfType) -> Type:
+        if t.size not in (2, 4, 8, 12, 16):
+            raise BtfError(f"type id {t.id}: FLOAT size {t.size} is not 2, 4, 8, 12 or 16")
         return self.prog.float_type(t.name, t.size)
 
     def _build_ptr(self, t: BtfType) -> Type:
@@ -865,10 +875,17 @@ class BtfTypeFinder:
         raise BtfError(f"type id {type_id}: typedef/qualifier chain too long or cyclic")
 
     def _build_enum(self, t: BtfType) -> Type:
+        compatible = self._enum_compatible_type(t)
+        bits = t.size * 8
+        low, high = (-(1 << (bits - 1)), 1 << (bits - 1)) if t.kind_flag else (0, 1 << bits)
+        for e in t.enumerators:
+            if not low <= e.value < high:
+                raise BtfError(
+                    f"type id {t.id}: enumerator {e.name!r} value {e.value} does not fit "
+                    f"in {t.size} bytes"
+                )
         enumerators = [TypeEnumerator(e.name, e.value) for e in t.enumerators]
-        return self.prog.enum_type(
-            t.name or None, self._enum_compatible_type(t), enumerators
-        )
+        return self.prog.enum_type(t.name or None, compatible, enumerators)
 
     def _enum_compatible_type(self, t: BtfType) -> Type:
         names = _INT_NAMES_BY_SIZE.get(t.size)
@@ -1060,6 +1077,13 @@ def add_btf_object_finder(
     def find_object(
         prog: Program, name: str, flags: FindObjectFlags, filename: Optional[str]
     ) -> Optional[Object]:
+        try:
+            return lookup(prog, name, flags)
+        except (ValueError, TypeError, OverflowError) as e:
+            # drgn refused an object of a malformed type (a VAR of type void).
+            raise BtfError(f"object {name!r}: {e}") from None
+
+    def lookup(prog: Program, name: str, flags: FindObjectFlags) -> Optional[Object]:
         if flags & FindObjectFlags.CONSTANT:
             found = btf.find_enumerator(name)
             if found is not None:

@@ -35,7 +35,7 @@ from drgn import (
 )
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.xarray import xa_for_each
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from netmem_probe.btf import (
@@ -413,6 +413,35 @@ def test_very_long_reference_chain_raises_btf_error():
     prog, finder = make_prog(parse_btf(w.to_bytes()))
     with pytest.raises(BtfError, match="reference chain longer than"):
         finder.type(prev)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda w: w.int_("huge", 1 << 27, BTF_INT_SIGNED), "INT size 134217728 is not"),
+        (lambda w: w.int_("wide", 4, 0, bits=40), "INT bits 40 at offset 0 do not fit in 4 bytes"),
+        (lambda w: w.float_("odd", 3), "FLOAT size 3 is not"),
+        (lambda w: w.enum("e", 3, [("A", 1)]), "enum size 3 is not"),
+        (lambda w: w.enum("e", 1, [("BIG", 300)]), "enumerator 'BIG' value 300 does not fit in 1 bytes"),
+        (lambda w: w.enum64("e", 4, [("BIG", 1 << 40)]), "does not fit in 4 bytes"),
+        (lambda w: w.struct("s", 8, [("x", 0, 3)], kflag=True), "member 'x' at bit 3 is not byte-aligned"),
+    ],
+)
+def test_impossible_sizes_and_values_raise_btf_error(make, message):
+    w = BtfWriter()
+    type_id = make(w)
+    prog, finder = make_prog(parse_btf(w.to_bytes()))
+    with pytest.raises(BtfError, match=message):
+        finder.type(type_id)
+
+
+def test_bit_field_wider_than_its_type_raises_btf_error():
+    w = BtfWriter()
+    i = w.int_("int", 4, BTF_INT_SIGNED)
+    w.struct("s", 8, [("x", i, 0, 40)], kflag=True)
+    prog, finder = make_prog(parse_btf(w.to_bytes()))
+    with pytest.raises(BtfError, match="member 'x' bit field of 40 bits"):
+        prog.type("struct s").members[0].type
 
 
 def test_non_data_types_raise_btf_error():
@@ -1094,6 +1123,10 @@ def check_only_btf_error(data: bytes, names: Sequence[Tuple[TypeKind, str]], max
     except BtfError as e:
         message = str(e)
         assert message and "\n" not in message
+        # Shown by --hypothesis-show-statistics: which checks fired.
+        event("BtfError: " + re.sub(r"'[^']*'|0x[0-9a-f]+|\d+", "N", message))
+    else:
+        event("parsed and used")
 
 
 SMALL_NAMES = [
@@ -1125,7 +1158,7 @@ def corruptions(draw, blobs: Dict[str, bytes], hot: Sequence[Tuple[int, int]] = 
             lo, hi = draw(st.sampled_from(hot))
             position = draw(st.integers(lo, min(hi, length) - 1))
         else:
-            position = draw(st.integers(0, length - 1))
+            position = draw(st.integers(4 if hot else 0, length - 1))
         edits.append((position, draw(st.integers(0, 255))))
     return name, edits
 
@@ -1137,19 +1170,47 @@ def corrupt(blobs: Dict[str, bytes], name: str, edits: Sequence[Tuple[int, int]]
     return bytes(data)
 
 
+def record_boundaries(data: bytes) -> List[int]:
+    """Offsets in the type section where a record starts, plus its end."""
+    btf = parse_btf(data)
+    return [4 * start for start in btf._starts] + [4 * len(btf._words)]
+
+
+def string_boundaries(data: bytes) -> List[int]:
+    """String section lengths that end right after a NUL."""
+    _, hdr_len, _, _, str_off, str_len = header_fields(data)
+    strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
+    return [i + 1 for i, byte in enumerate(strings) if byte == 0]
+
+
+TRUNCATION_CLASSES = ("prefix", "types at a record boundary", "types word-aligned", "types anywhere", "strings after a NUL", "strings anywhere")
+
+
 @st.composite
 def truncations(draw, blobs: Dict[str, bytes]):
     """
-    (blob name, how, length): a raw prefix of the blob, or the blob with its
-    header rewritten so that the type or the string section itself ends early
-    (often inside a record).
+    (blob name, class, length): a raw prefix of the blob, or the blob with its
+    header rewritten so that the type or string section itself ends early; the
+    classes cover cuts between records, inside a record, inside a word, and
+    inside or between strings.
     """
     name = draw(st.sampled_from(sorted(blobs)))
     data = blobs[name]
-    how = draw(st.sampled_from(["prefix", "types", "strings"]))
+    how = draw(st.sampled_from(TRUNCATION_CLASSES))
     _, _, _, type_len, _, str_len = header_fields(data)
-    limit = {"prefix": len(data), "types": type_len, "strings": str_len}[how]
-    return name, how, draw(st.integers(0, limit))
+    if how == "prefix":
+        length = draw(st.integers(0, len(data)))
+    elif how == "types at a record boundary":
+        length = draw(st.sampled_from(BOUNDARIES[name][0]))
+    elif how == "types word-aligned":
+        length = 4 * draw(st.integers(0, type_len // 4))
+    elif how == "types anywhere":
+        length = draw(st.integers(0, type_len))
+    elif how == "strings after a NUL":
+        length = draw(st.sampled_from(BOUNDARIES[name][1]))
+    else:
+        length = draw(st.integers(0, str_len))
+    return name, how, length
 
 
 def truncate(blobs: Dict[str, bytes], name: str, how: str, length: int) -> bytes:
@@ -1157,7 +1218,7 @@ def truncate(blobs: Dict[str, bytes], name: str, how: str, length: int) -> bytes
     if how == "prefix":
         return data[:length]
     p, _, type_off, type_len, str_off, str_len = header_fields(data)
-    if how == "types":
+    if how.startswith("types"):
         type_len = length
     else:
         str_len = length
@@ -1166,24 +1227,85 @@ def truncate(blobs: Dict[str, bytes], name: str, how: str, length: int) -> bytes
     return bytes(out)
 
 
+BOUNDARIES = {name: (record_boundaries(data), string_boundaries(data)) for name, data in SMALL_BLOBS.items()}
+
+
 @given(truncations(SMALL_BLOBS))
-@fuzz_settings(quick=60, deadline_ms=2000)
+@fuzz_settings(quick=100, deadline_ms=2000)
 def test_fuzz_truncated_small_btf_raises_only_btf_error(case):
     check_only_btf_error(truncate(SMALL_BLOBS, *case), SMALL_NAMES, max_ids=200)
 
 
 @given(corruptions(SMALL_BLOBS))
-@fuzz_settings(quick=80, deadline_ms=2000)
+@fuzz_settings(quick=150, deadline_ms=2000)
 def test_fuzz_corrupted_small_btf_raises_only_btf_error(case):
     check_only_btf_error(corrupt(SMALL_BLOBS, *case), SMALL_NAMES, max_ids=200)
 
 
-@given(st.binary(max_size=200))
-@fuzz_settings(quick=20, deadline_ms=2000)
-def test_fuzz_random_type_and_string_bytes_raise_only_btf_error(tail):
-    half = len(tail) // 2 // 4 * 4
-    header = b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 0, half, half, len(tail) - half + 1)
-    check_only_btf_error(header + tail + b"\0", SMALL_NAMES, max_ids=200)
+RANDOM_NAMES = ["", "node", "int", "unsigned long", "_Bool", "state", "netmem_ref", "ST_NEG", "counter"]
+RANDOM_STRINGS = b"\0" + b"".join(n.encode() + b"\0" for n in RANDOM_NAMES[1:])
+# Valid name offsets (weighted), one inside a string, and one past the end.
+RANDOM_NAME_OFFSETS = [0] + [RANDOM_STRINGS.index(n.encode() + b"\0") for n in RANDOM_NAMES[1:]] * 4 + [3, len(RANDOM_STRINGS)]
+# Known kinds, and now and then an unknown one (any one record makes parsing fail).
+RANDOM_KINDS = st.sampled_from(list(range(1, 20)) * 10 + [0, 20, 31])
+RANDOM_LOOKUPS = [(kind, name) for kind in (TypeKind.STRUCT, TypeKind.UNION, TypeKind.ENUM, TypeKind.TYPEDEF, TypeKind.INT, TypeKind.BOOL, TypeKind.FLOAT) for name in RANDOM_NAMES[1:7]]
+
+
+@st.composite
+def random_btf(draw):
+    """
+    (byte order, records): a few type records of random kinds whose fields are
+    small, mostly plausible values, so that type references, cycles, sizes and
+    bit fields get exercised rather than only the header checks.
+    """
+    count = draw(st.integers(1, 10))
+    type_id = st.integers(0, count + 1)  # sometimes one past the last
+    name_off = st.sampled_from(RANDOM_NAME_OFFSETS)
+    small = st.sampled_from([0, 1, 2, 3, 4, 8, 12, 16, 48, 1 << 31, 0xFFFFFFFF])
+    records = []
+    for _ in range(count):
+        kind = draw(RANDOM_KINDS)
+        kflag = draw(st.booleans())
+        vlen = draw(st.integers(0, 3))
+        sized = kind in (1, 4, 5, 6, 15, 16, 19)
+        record = [draw(name_off), (kflag << 31) | (kind << 24) | vlen, draw(small if sized else type_id)]
+        if kind == BtfKind.INT:
+            record.append((draw(st.sampled_from([0, 1, 2, 4, 5])) << 24) | (draw(st.sampled_from([0, 0, 3])) << 16) | draw(st.sampled_from([0, 1, 3, 8, 16, 32, 64, 128, 200])))
+        elif kind == BtfKind.ARRAY:
+            record += [draw(type_id), draw(type_id), draw(small)]
+        elif kind in (BtfKind.STRUCT, BtfKind.UNION):
+            for _ in range(vlen):
+                offset = draw(st.sampled_from([0, 3, 8, 32, 64, 1000]))
+                record += [draw(name_off), draw(type_id), (draw(st.sampled_from([0, 1, 3, 8, 33, 255])) << 24 | offset) if kflag else offset]
+        elif kind == BtfKind.ENUM:
+            for _ in range(vlen):
+                record += [draw(name_off), draw(small)]
+        elif kind == BtfKind.ENUM64:
+            for _ in range(vlen):
+                record += [draw(name_off), draw(small), draw(small)]
+        elif kind == BtfKind.FUNC_PROTO:
+            for _ in range(vlen):
+                record += [draw(name_off), draw(type_id)]
+        elif kind in (BtfKind.VAR, BtfKind.DECL_TAG):
+            record.append(draw(small))
+        elif kind == BtfKind.DATASEC:
+            for _ in range(vlen):
+                record += [draw(type_id), draw(small), draw(small)]
+        records.append(record)
+    return draw(st.sampled_from(["little", "big"])), records
+
+
+def random_btf_bytes(byteorder: str, records: List[List[int]]) -> bytes:
+    w = BtfWriter()
+    w.records = records
+    w.strings = bytearray(RANDOM_STRINGS)
+    return w.to_bytes(byteorder)
+
+
+@given(random_btf())
+@fuzz_settings(quick=200, deadline_ms=2000)
+def test_fuzz_random_type_records_raise_only_btf_error(case):
+    check_only_btf_error(random_btf_bytes(*case), RANDOM_LOOKUPS, max_ids=20)
 
 
 HOST_NAMES = [
@@ -1213,7 +1335,7 @@ def host_fuzz_inputs() -> Tuple[Dict[str, bytes], List[Tuple[int, int]]]:
         size = 4 * (len(btf._words) - btf._starts[type_id - 1]) if type_id == btf.nr_types - 1 else 4 * (btf._starts[type_id] - btf._starts[type_id - 1])
         return start, start + size
 
-    hot = [(0, hdr_len)]
+    hot = [(4, hdr_len)]  # the small blobs cover magic and version
     for kind, name in HOST_NAMES:
         for type_id in btf.find_types(name)[:1]:
             hot.append(record(type_id))
@@ -1224,11 +1346,13 @@ def host_fuzz_inputs() -> Tuple[Dict[str, bytes], List[Tuple[int, int]]]:
 
 
 HOST_BLOBS, HOST_HOT = host_fuzz_inputs()
+if HOST_BLOBS["vmlinux"]:
+    BOUNDARIES["vmlinux"] = (record_boundaries(HOST_BLOBS["vmlinux"]), string_boundaries(HOST_BLOBS["vmlinux"]))
 
 
 @needs_host_btf
 @given(truncations(HOST_BLOBS))
-@fuzz_settings(quick=15, deadline_ms=10000)
+@fuzz_settings(quick=20, deadline_ms=10000)
 def test_fuzz_truncated_host_btf_raises_only_btf_error(case):
     check_only_btf_error(truncate(HOST_BLOBS, *case), HOST_NAMES, max_ids=50)
 
