@@ -19,13 +19,16 @@ offsets continue after those of a base BTF). Any malformed input raises
 
 drgn types are built only for the types that are asked for, and the members and
 parameters of a type are built only when they are first used, so looking up one
-structure in a kernel's 150,000 BTF types is cheap.
+structure among a kernel's 100,000+ BTF types is cheap.
 
 >>> btf = parse_btf(open("/sys/kernel/btf/vmlinux", "rb").read())
 >>> prog = drgn.Program(drgn.host_platform)
->>> add_btf_type_finder(prog, btf)
+>>> finder = add_btf_type_finder(prog, btf)
 >>> drgn.sizeof(prog.type("struct page_pool"))
 1664
+>>> add_btf_object_finder(prog, btf)
+>>> prog["NET_IOV_MAX"].value_()
+18446744073709551615
 """
 
 import enum
@@ -41,7 +44,6 @@ from typing import (
     NamedTuple,
     Optional,
     Sequence,
-    Set,
     Tuple,
     Union,
 )
@@ -58,9 +60,13 @@ from drgn import (
     TypeKindSet,
     TypeMember,
     TypeParameter,
+    sizeof,
 )
 
 __all__ = (
+    "BTF_INT_BOOL",
+    "BTF_INT_CHAR",
+    "BTF_INT_SIGNED",
     "Btf",
     "BtfArray",
     "BtfEnumerator",
@@ -113,9 +119,10 @@ BTF_INT_SIGNED = 1 << 0
 BTF_INT_CHAR = 1 << 1
 BTF_INT_BOOL = 1 << 2
 
-_BTF_MAGIC = 0xEB9F
 _BTF_VERSION = 1
 _HEADER_LEN = 24  # struct btf_header as of version 1
+# array typecode of a native 32-bit unsigned integer.
+_U32 = "I" if array("I").itemsize == 4 else "L"
 
 # Words (u32) that follow the 3-word struct btf_type, per kind: a fixed number
 # plus a number per vlen entry. None marks kinds this parser does not know.
@@ -288,6 +295,7 @@ class Btf:
         self._other_names: Optional[Dict[str, List[int]]] = None
         self._enumerators: Optional[Dict[str, Tuple[int, int]]] = None
         self._vars: Optional[Dict[str, BtfVar]] = None
+        self._kinds: Optional[bytes] = None
 
     def __repr__(self) -> str:
         split = "" if self.base is None else f", split after {self.first_id - 1}"
@@ -295,30 +303,25 @@ class Btf:
 
     def _owner(self, type_id: int) -> Tuple["Btf", int]:
         """Return the BTF that defines *type_id* and the type's word index in it."""
-        btf: Optional[Btf] = self
         if not 0 < type_id < self.nr_types:
             raise BtfError(
                 f"type id {type_id} out of range (valid ids are 1 to {self.nr_types - 1})"
             )
-        while btf is not None:
-            if type_id >= btf.first_id:
-                return btf, btf._starts[type_id - btf.first_id]
+        btf = self
+        while type_id < btf.first_id:
+            assert btf.base is not None  # ids below first_id exist only in split BTF
             btf = btf.base
-        raise AssertionError("unreachable: id below every first_id")
+        return btf, btf._starts[type_id - btf.first_id]
 
     def string(self, offset: int) -> str:
         """Return the string at *offset* in the string section (base first)."""
-        btf: Optional[Btf] = self
-        while btf is not None:
-            if offset >= btf._str_base:
-                local = offset - btf._str_base
-                strings = btf._strings
-                if local >= len(strings):
-                    break
-                # The section ends with a NUL (checked when parsing).
-                end = strings.index(0, local)
-                return strings[local:end].decode("utf-8", "replace")
-            btf = btf.base
+        local = offset - self._str_base
+        strings = self._strings
+        if 0 <= local < len(strings):
+            # The section ends with a NUL (checked when parsing).
+            return strings[local : strings.index(0, local)].decode("utf-8", "replace")
+        if local < 0 and self.base is not None:
+            return self.base.string(offset)
         raise BtfError(
             f"string offset {offset} out of range (string section is {self._str_end} bytes)"
         )
@@ -425,30 +428,47 @@ class Btf:
         # PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FLOAT, TYPE_TAG: no extra data.
         return BtfType(*head)
 
-    def _own_ids(self) -> range:
-        return range(self.first_id, self.nr_types)
-
-    def _own_kind_and_name_off(self, type_id: int) -> Tuple[int, int]:
-        i = self._starts[type_id - self.first_id]
-        return (self._words[i + 1] >> 24) & 0x1F, self._words[i]
+    def _own_ids_of_kind(self, kind: BtfKind) -> List[int]:
+        """Return the ids of this BTF's own types of one kind, in order."""
+        if self._kinds is None:
+            # One byte per type, so that scans for a kind run at C speed.
+            words = self._words
+            self._kinds = bytes((words[i + 1] >> 24) & 0x1F for i in self._starts)
+        kinds = self._kinds
+        needle = bytes((kind,))
+        ids = []
+        position = kinds.find(needle)
+        while position >= 0:
+            ids.append(self.first_id + position)
+            position = kinds.find(needle, position + 1)
+        return ids
 
     def _name_index(self, data_types: bool) -> Dict[str, List[int]]:
         index = self._data_type_names if data_types else self._other_names
         if index is None:
             index = {}
-            kinds = _DATA_TYPE_KINDS if data_types else _OTHER_NAMED_KINDS
             words = self._words
-            type_id = self.first_id
-            for i in self._starts:
-                name_off = words[i]
-                if name_off:
-                    kind = (words[i + 1] >> 24) & 0x1F
-                    if kind in kinds:
+            starts = self._starts
+            first_id = self.first_id
+            strings = self._strings
+            str_base = self._str_base
+            for kind in _DATA_TYPE_KINDS if data_types else _OTHER_NAMED_KINDS:
+                for type_id in self._own_ids_of_kind(kind):
+                    name_off = words[starts[type_id - first_id]]
+                    if not name_off:
+                        continue
+                    # self.string() inlined for this BTF's own strings: this
+                    # loop runs for every named type.
+                    local = name_off - str_base
+                    if 0 <= local < len(strings):
+                        name = strings[local : strings.index(0, local)].decode("utf-8", "replace")
+                    else:
                         name = self.string(name_off)
-                        if kind == BtfKind.INT:
-                            name = _canonical_int_name(name)
-                        index.setdefault(name, []).append(type_id)
-                type_id += 1
+                    if kind == BtfKind.INT:
+                        name = _canonical_int_name(name)
+                    index.setdefault(name, []).append(type_id)
+            for ids in index.values():
+                ids.sort()
             if data_types:
                 self._data_type_names = index
             else:
@@ -480,9 +500,7 @@ class Btf:
                 ids.extend(btf._name_index(data_types).get(name, ()))
             ids.sort()
             result.extend(
-                type_id
-                for type_id in ids
-                if wanted is None or btf._own_kind_and_name_off(type_id)[0] in wanted
+                type_id for type_id in ids if wanted is None or btf.kind(type_id) in wanted
             )
             btf = btf.base
         return result
@@ -505,11 +523,10 @@ class Btf:
 
     def _index_enumerators(self) -> Dict[str, Tuple[int, int]]:
         index: Dict[str, Tuple[int, int]] = {}
-        for type_id in self._own_ids():
-            kind, _ = self._own_kind_and_name_off(type_id)
-            if kind in (BtfKind.ENUM, BtfKind.ENUM64):
-                for enumerator in self.type(type_id).enumerators:
-                    index.setdefault(enumerator.name, (type_id, enumerator.value))
+        enum_ids = self._own_ids_of_kind(BtfKind.ENUM) + self._own_ids_of_kind(BtfKind.ENUM64)
+        for type_id in sorted(enum_ids):
+            for enumerator in self.type(type_id).enumerators:
+                index.setdefault(enumerator.name, (type_id, enumerator.value))
         return index
 
     def find_var(self, name: str) -> Optional[BtfVar]:
@@ -531,35 +548,28 @@ class Btf:
 
     def _index_vars(self) -> Dict[str, BtfVar]:
         index: Dict[str, BtfVar] = {}
-        loose: Dict[str, BtfVar] = {}
-        for type_id in self._own_ids():
-            kind, _ = self._own_kind_and_name_off(type_id)
-            if kind == BtfKind.DATASEC:
-                datasec = self.type(type_id)
-                for info in datasec.secinfos:
-                    if self.kind(info.type) != BtfKind.VAR:
-                        continue  # DATASECs may also list FUNCs (extern ksyms)
-                    var = self.type(info.type)
-                    index.setdefault(
-                        var.name,
-                        BtfVar(
-                            var.name,
-                            var.id,
-                            var.type,
-                            var.linkage,
-                            datasec.name,
-                            info.offset,
-                            info.size,
-                        ),
-                    )
-            elif kind == BtfKind.VAR:
-                var = self.type(type_id)
-                loose.setdefault(
+        for type_id in self._own_ids_of_kind(BtfKind.DATASEC):
+            datasec = self.type(type_id)
+            for info in datasec.secinfos:
+                if self.kind(info.type) != BtfKind.VAR:
+                    continue  # DATASECs may also list FUNCs (extern ksyms)
+                var = self.type(info.type)
+                index.setdefault(
                     var.name,
-                    BtfVar(var.name, var.id, var.type, var.linkage, None, None, None),
+                    BtfVar(
+                        var.name,
+                        var.id,
+                        var.type,
+                        var.linkage,
+                        datasec.name,
+                        info.offset,
+                        info.size,
+                    ),
                 )
-        for name, var in loose.items():
-            index.setdefault(name, var)
+        for type_id in self._own_ids_of_kind(BtfKind.VAR):
+            var = self.type(type_id)
+            if var.name not in index:
+                index[var.name] = BtfVar(var.name, var.id, var.type, var.linkage, None, None, None)
         return index
 
 
@@ -651,9 +661,7 @@ def parse_btf(data: Union[bytes, bytearray, memoryview], base: Optional[Btf] = N
     if strings and strings[-1] != 0:
         raise BtfError("BTF string section is not NUL-terminated")
 
-    words = array("I")
-    if words.itemsize != 4:
-        raise BtfError("platform has no 32-bit unsigned array type")
+    words = array(_U32)
     words.frombytes(data[hdr_len + type_off : hdr_len + type_off + type_len])
     if byteorder != sys.byteorder:
         words.byteswap()
@@ -664,7 +672,7 @@ def parse_btf(data: Union[bytes, bytearray, memoryview], base: Optional[Btf] = N
 
 def _walk_types(words: "array[int]", first_id: int) -> "array[int]":
     """Return the word index of every type in the type section, checking sizes."""
-    starts = array("I")
+    starts = array(_U32)
     append = starts.append
     fixed_words = _FIXED_WORDS
     vlen_words = _VLEN_WORDS
@@ -811,7 +819,14 @@ class BtfTypeFinder:
 
     def _build_array(self, t: BtfType) -> Type:
         assert t.array is not None
-        return self.prog.array_type(self.type(t.array.type), t.array.nelems)
+        element = self.type(t.array.type)
+        try:
+            sizeof(element)
+        except TypeError as e:
+            # void, function or incomplete elements; drgn would fail later,
+            # on first use of a member of this array type.
+            raise BtfError(f"type id {t.id}: array element has no size ({e})") from None
+        return self.prog.array_type(element, t.array.nelems)
 
     def _build_compound(self, t: BtfType) -> Type:
         for m in t.members:
@@ -894,7 +909,9 @@ class BtfTypeFinder:
         platform = self.prog.platform
         if t.size == 8 and platform is not None and not platform.flags & PlatformFlags.IS_64_BIT:
             names = ("long long", "unsigned long long")
-        # BTF (since Linux 6.0) marks signed enums with kind_flag.
+        # Since the ENUM64 patches (Linux 6.0, pahole 1.24), kind_flag marks
+        # signed enums; older BTF leaves it 0, so its negative values read as
+        # large unsigned ones.
         if t.kind_flag:
             return self.prog.int_type(names[0], t.size, True)
         return self.prog.int_type(names[1], t.size, False)

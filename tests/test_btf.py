@@ -425,6 +425,9 @@ def test_very_long_reference_chain_raises_btf_error():
         (lambda w: w.enum("e", 1, [("BIG", 300)]), "enumerator 'BIG' value 300 does not fit in 1 bytes"),
         (lambda w: w.enum64("e", 4, [("BIG", 1 << 40)]), "does not fit in 4 bytes"),
         (lambda w: w.struct("s", 8, [("x", 0, 3)], kflag=True), "member 'x' at bit 3 is not byte-aligned"),
+        (lambda w: w.array(0, 4), r"array element has no size \(cannot get size of void type\)"),
+        (lambda w: w.array(w.func_proto(0, []), 4), "array element has no size"),
+        (lambda w: w.array(w.add(BtfKind.FWD, "opaque"), 4), "array element has no size"),
     ],
 )
 def test_impossible_sizes_and_values_raise_btf_error(make, message):
