@@ -141,6 +141,7 @@ class FakePagePool:
         self.napi_id = 0
         self.slow_netdev: Union["NetDevice", int, None] = netdev
         self.listed_on: Optional["NetDevice"] = None
+        self.napi_netdev = netdev
         if netdev is not None and napi_id is not None:
             self.napi = netdev.napi(napi_id, queue)
             self.napi_id = napi_id
@@ -379,6 +380,8 @@ class FakePagePool:
             "destroy-cnt": self.destroy_cnt,
             "detach-age": (int(world.boottime_ns // 10**9) - int(self.detach_time)
                            if self.detach_time is not None else None),
+            "orig-netdev": (self.napi_netdev.name if self.state == "orphaned" and self.napi
+                            else None),
         }
         if self.state == "listed" and netdev is not None and netdev.ifindex != 1:
             rec["ifindex"] = netdev.ifindex

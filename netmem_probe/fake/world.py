@@ -159,7 +159,7 @@ class FakeXArray:
                                    base + (slot << shift), node.addr, slot, xa_addr)
                 slots[slot] = child | 2
         node.value = {"shift": shift, "offset": offset, "count": len(groups),
-                      "parent": parent | 2 if parent else 0, "array": xa_addr, "slots": slots}
+                      "parent": parent, "array": xa_addr, "slots": slots}
         return node.addr
 
 
@@ -210,6 +210,7 @@ class World:
             f"NUMBER(MAX_PHYSMEM_BITS)={MAX_PHYSMEM_BITS}\n"
             f"SYMBOL(vmemmap_base)={self.prog_symbol('vmemmap_base'):x}\n"
             f"SYMBOL(page_offset_base)={self.prog_symbol('page_offset_base'):x}\n"
+            f"BUILD-ID={self.build_id}\n"
         )
 
     def _nr_section_roots(self) -> int:
@@ -222,7 +223,9 @@ class World:
     def _make_program(self) -> Program:
         # A bare Program to learn the global addresses for VMCOREINFO.
         scout = Program(PLATFORM)
-        scout.extra_module("types", create=True).try_file(str(self.types_elf), force=True)
+        scout_module = scout.extra_module("types", create=True)
+        scout_module.try_file(str(self.types_elf), force=True)
+        self.build_id = scout_module.build_id.hex()
         self._symbols = {s.name: s.address for s in scout.symbols()}
         data_end = max(s.address + s.size for s in scout.symbols() if s.address >= KERNEL_DATA)
         prog = Program(PLATFORM)
@@ -440,6 +443,10 @@ class World:
 
     def expected_pools(self) -> List[Dict[str, Any]]:
         return [pool.expected() for pool in sorted(self.pools, key=lambda p: p.id)]
+
+    def expected_all(self) -> Dict[str, Any]:
+        """Everything the world knows it built, for ``expected.json``."""
+        return {"pools": self.expected_pools(), **self.expected}
 
     def program(self) -> Program:
         """Commit and return the drgn Program over this world's memory."""

@@ -1,0 +1,5 @@
+import sys
+
+from netmem_probe.cli import main
+
+sys.exit(main())

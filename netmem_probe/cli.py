@@ -1,0 +1,143 @@
+"""
+The ``netmem-probe`` command line: target options on the group, one
+subcommand per report (see :mod:`netmem_probe.commands`), and the exit codes
+every command shares:
+
+    0  ran, nothing to report beyond the output
+    1  findings (layout mismatch, leaked pages, detached pools with pages in flight)
+    2  usage error
+    3  cannot open the target
+    4  partial result: unreadable or inconsistent objects were skipped
+"""
+
+import sys
+import traceback
+from typing import List, Optional, Sequence
+
+import click
+import drgn
+
+from netmem_probe.kernel.walk import Problems
+from netmem_probe.target import TargetError, describe, open_debug_info, open_program
+
+__all__ = ("EXIT_FINDINGS", "EXIT_PARTIAL", "EXIT_TARGET", "EXIT_USAGE", "Target", "main")
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_TARGET = 3
+EXIT_PARTIAL = 4
+
+GROUP_EXAMPLES = """\b
+EXAMPLES:
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed pools
+      every page pool of a bundled fixture (no root needed)
+  sudo netmem-probe pools
+      every page pool of the running kernel, listed or not
+  netmem-probe -c vmcore -s vmlinux pools --json
+      the pools of a crash dump, as JSON that diffs against ynl
+  netmem-probe -s /usr/lib/debug/boot/vmlinux-$(uname -r) layout
+      check struct page / netmem_desc / net_iov agreement from debug info
+"""
+
+
+class Target:
+    """The target the group options name; the Program is opened on first use."""
+
+    def __init__(self, core: Optional[str], symbols: Sequence[str], fixture: Optional[str],
+                 debug: bool) -> None:
+        self.core = core
+        self.symbols = tuple(symbols)
+        self.fixture = fixture
+        self.debug = debug
+        self.problems = Problems()
+        self._prog: Optional[drgn.Program] = None
+
+    @property
+    def prog(self) -> drgn.Program:
+        if self._prog is None:
+            self._prog = open_program(self.core, self.symbols, self.fixture)
+        return self._prog
+
+    def types_program(self) -> drgn.Program:
+        """
+        A Program for commands that need only types: with ``-s`` and no core
+        or fixture, the debug info alone (no /proc/kcore, no root).
+        """
+        if self.symbols and self.core is None and self.fixture is None:
+            return open_debug_info(self.symbols)
+        return self.prog
+
+    def describe(self) -> str:
+        return describe(self.prog)
+
+    def finish(self, findings: bool) -> int:
+        """Report skipped objects on stderr and pick the exit code."""
+        if self.problems:
+            click.echo(f"netmem-probe: warning: {len(self.problems)} object(s) skipped "
+                       "(unreadable or inconsistent):", err=True)
+            for problem in self.problems.items[:20]:
+                click.echo(f"  {problem}", err=True)
+            if len(self.problems) > 20:
+                click.echo(f"  ... and {len(self.problems) - 20} more", err=True)
+            return EXIT_PARTIAL
+        return EXIT_FINDINGS if findings else EXIT_OK
+
+
+@click.group(epilog=GROUP_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--core", metavar="PATH", help="read a vmcore (ELF or kdump-compressed)")
+@click.option("-s", "--symbols", metavar="PATH", multiple=True,
+              help="debug info: a vmlinux, a .ko.debug, or a directory (repeatable)")
+@click.option("-f", "--fixture", metavar="DIR", help="read a vmcore stub fixture directory")
+@click.option("--debug", is_flag=True, help="show tracebacks of errors")
+@click.version_option(package_name="netmem-probe")
+@click.pass_context
+def cli(ctx: click.Context, core: Optional[str], symbols: Sequence[str],
+        fixture: Optional[str], debug: bool) -> None:
+    """Show what the kernel's page pools and network memory are doing.
+
+    Targets: the live kernel (default; needs root), a vmcore (-c, with -s),
+    or a fixture (-f).
+    """
+    if core is not None and fixture is not None:
+        raise click.UsageError("-c/--core and -f/--fixture are mutually exclusive")
+    ctx.obj = Target(core, symbols, fixture, debug)
+
+
+def _register_commands() -> None:
+    from netmem_probe.commands import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register_commands()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = cli.main(args=argv, prog_name="netmem-probe", standalone_mode=False)
+    except click.UsageError as e:
+        message = e.format_message()
+        click.echo(f"netmem-probe: error: {message} (see --help)", err=True)
+        return EXIT_USAGE
+    except click.Abort:
+        click.echo("netmem-probe: error: aborted", err=True)
+        return EXIT_PARTIAL
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except TargetError as e:
+        click.echo(f"netmem-probe: error: {e}", err=True)
+        return EXIT_TARGET
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - a debugging tool must not die with a traceback
+        if debug:
+            traceback.print_exc()
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        click.echo(f"netmem-probe: error: {type(e).__name__}: {reason} "
+                   "(use --debug for the traceback)", err=True)
+        return EXIT_PARTIAL
+    return code if isinstance(code, int) else EXIT_OK

@@ -1,0 +1,7 @@
+"""One module per subcommand; each defines a click command named after it."""
+
+from netmem_probe.commands.decode import decode
+from netmem_probe.commands.layout import layout
+from netmem_probe.commands.pools import pool, pools
+
+COMMANDS = [pools, pool, decode, layout]

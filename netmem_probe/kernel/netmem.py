@@ -1,0 +1,361 @@
+"""
+Network memory
+--------------
+
+The ``netmem_ref`` (``include/net/netmem.h``, Linux 6.9+) names either a
+``struct page`` or, with bit 0 (``NET_IOV``) set, a ``struct net_iov`` (a
+device-memory or io_uring chunk, Linux 6.12+).  These helpers decode a
+``netmem_ref``, tell page-pool pages apart from other pages by whichever scheme
+the target kernel uses, and read the page-pool fields of either kind.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import drgn
+from drgn import Object, Program
+
+from netmem_probe.kernel.structs import StructReader, member_exists
+
+__all__ = (
+    "NET_IOV",
+    "NetIovInfo",
+    "PageInfo",
+    "PpScheme",
+    "decode_netmem",
+    "is_pp_page",
+    "netmem_is_net_iov",
+    "netmem_to_net_iov",
+    "netmem_to_page",
+    "poison_pointer_delta",
+    "pp_scheme",
+    "valid_pfn_ranges",
+)
+
+NET_IOV = 0x1
+
+
+def netmem_is_net_iov(netmem: int) -> bool:
+    """Whether a ``netmem_ref`` value names a ``struct net_iov``."""
+    return bool(netmem & NET_IOV)
+
+
+def netmem_to_page(prog: Program, netmem: int) -> Object:
+    """:return: ``struct page *`` for a page ``netmem_ref``."""
+    return Object(prog, "struct page *", netmem)
+
+
+def netmem_to_net_iov(prog: Program, netmem: int) -> Object:
+    """:return: ``struct net_iov *`` for a ``netmem_ref`` with ``NET_IOV`` set."""
+    return Object(prog, "struct net_iov *", netmem & ~NET_IOV)
+
+
+def poison_pointer_delta(prog: Program) -> int:
+    """
+    ``POISON_POINTER_DELTA`` of the target (``CONFIG_ILLEGAL_POINTER_VALUE``),
+    derived from the statically initialised timer ``poll_spurious_irq_timer``,
+    whose ``entry.next`` is ``TIMER_ENTRY_STATIC = 0x300 + POISON_POINTER_DELTA``
+    (as drgn does since Linux kernel commit b8a0255db958
+    ("include/linux/poison.h: use POISON_POINTER_DELTA for poison pointers")
+    (in v4.5)).
+    """
+    try:
+        return prog.cache["POISON_POINTER_DELTA"]
+    except KeyError:
+        pass
+    delta = prog["poll_spurious_irq_timer"].entry.next.value_() - 0x300
+    prog.cache["POISON_POINTER_DELTA"] = delta
+    return delta
+
+
+@dataclass(frozen=True)
+class PpScheme:
+    """How the target kernel marks page-pool pages."""
+
+    #: ``"pp_magic"`` (``PP_SIGNATURE`` in ``page->pp_magic``) or
+    #: ``"page_type"`` (``PGTY_netpp`` in ``page->page_type``).
+    kind: str
+    signature: int
+    magic_mask: int
+    dma_index_shift: int
+    dma_index_mask: int
+    page_type: Optional[int]
+
+    def is_pp(self, pp_magic: int, page_type: Optional[int]) -> bool:
+        if self.kind == "page_type":
+            return page_type is not None and page_type >> 24 == self.page_type
+        return pp_magic & self.magic_mask == self.signature
+
+    def dma_index(self, pp_magic: int) -> int:
+        return (pp_magic & self.dma_index_mask) >> self.dma_index_shift
+
+    def describe(self) -> str:
+        if self.kind == "page_type":
+            return f"page_type PGTY_netpp ({self.page_type:#x})"
+        if self.dma_index_mask:
+            return f"pp_magic & {self.magic_mask:#x} == {self.signature:#x} (DMA index in pp_magic)"
+        return f"pp_magic & {self.magic_mask:#x} == {self.signature:#x}"
+
+
+def pp_scheme(prog: Program) -> PpScheme:
+    """
+    The page-pool page signature scheme of the target kernel.
+
+    - ``PP_SIGNATURE = 0x40 + POISON_POINTER_DELTA`` in ``pp_magic`` with
+      the low two bits masked (v4.18+);
+    - since Linux kernel commit ee62ce7a1d90 ("page_pool: Track DMA-mapped
+      pages and unmap them when destroying the pool") (in v6.15, backported
+      to 6.12.y), a DMA index in ``pp_magic`` bits ``PP_DMA_INDEX_SHIFT`` and
+      up, masked out of the comparison (``PP_MAGIC_MASK``);
+    - from Linux kernel commit db359fccf212 ("mm: introduce a new page type for
+      page pool in page type") (in 7.1-rc1, reverted by 54cf41c969da before
+      v7.1), the ``PGTY_netpp`` page type.
+    """
+    try:
+        return prog.cache["netmem_probe_pp_scheme"]
+    except KeyError:
+        pass
+    try:
+        netpp: Optional[int] = prog.constant("PGTY_netpp").value_()
+    except LookupError:
+        netpp = None
+    delta = poison_pointer_delta(prog)
+    signature = 0x40 + delta
+    shift = (signature - delta).bit_length()  # 1 + __fls(PP_SIGNATURE - POISON_POINTER_DELTA)
+    index_mask = 0
+    if member_exists(prog.type("struct page_pool"), "dma_mapped") and delta:
+        lowest = (delta & -delta).bit_length() - 1  # __ffs(POISON_POINTER_DELTA)
+        bits = min(32, lowest - shift)
+        index_mask = ((1 << bits) - 1) << shift
+    word = (1 << (8 * drgn.sizeof(prog.type("unsigned long")))) - 1
+    scheme = PpScheme(
+        kind="page_type" if netpp is not None else "pp_magic",
+        signature=signature,
+        magic_mask=word & ~(index_mask | 0x3),
+        dma_index_shift=shift,
+        dma_index_mask=index_mask,
+        page_type=netpp,
+    )
+    prog.cache["netmem_probe_pp_scheme"] = scheme
+    return scheme
+
+
+def is_pp_page(page: Object) -> bool:
+    """
+    Whether a page belongs to a page pool, by the target kernel's scheme
+    (see :func:`pp_scheme`).  Unlike drgn 0.3.0's ``is_pp_page()``, pages whose
+    ``pp_magic`` carries a DMA index are recognised.
+
+    :param page: ``struct page *``
+    """
+    scheme = pp_scheme(page.prog_)
+    page_type = page.page_type.value_() if scheme.kind == "page_type" else None
+    return scheme.is_pp(page.pp_magic.value_(), page_type)
+
+
+def valid_pfn_ranges(prog: Program) -> List[Tuple[int, int]]:
+    """``(start_pfn, end_pfn)`` ranges that have a ``struct page``."""
+    try:
+        return prog.cache["netmem_probe_pfn_ranges"]
+    except KeyError:
+        pass
+    from drgn.helpers.linux.mm import for_each_valid_page_range
+
+    ranges: List[Tuple[int, int]] = []
+    for start, end, _ in for_each_valid_page_range(prog):
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+    prog.cache["netmem_probe_pfn_ranges"] = ranges
+    return ranges
+
+
+def _page_reader(prog: Program) -> StructReader:
+    try:
+        return prog.cache["netmem_probe_page_reader"]
+    except KeyError:
+        pass
+    flags = "flags.f" if member_exists(prog.type("struct page"), "flags.f") else "flags"
+    reader = StructReader(prog, "struct page", {
+        # Since Linux kernel commit 53fbef56e07d ("mm: introduce
+        # memdesc_flags_t") (in v6.18), page->flags is a struct.
+        "flags": flags,
+        "pp_magic": "pp_magic",
+        "pp": "pp",
+        "dma_addr": "dma_addr",
+        "pp_ref_count": "pp_ref_count.counter",
+        "refcount": "_refcount.counter",
+        "page_type": "page_type",
+    })
+    prog.cache["netmem_probe_page_reader"] = reader
+    return reader
+
+
+def _niov_reader(prog: Program) -> StructReader:
+    try:
+        return prog.cache["netmem_probe_niov_reader"]
+    except KeyError:
+        pass
+    niov = prog.type("struct net_iov")
+    # Since Linux 6.17 (struct netmem_desc, see include/net/netmem.h) the
+    # page-pool fields of a net_iov live in niov->desc; before, in the net_iov.
+    desc = "desc." if member_exists(niov, "desc") else ""
+    reader = StructReader(prog, "struct net_iov", {
+        "pp_magic": desc + "pp_magic",
+        "pp": desc + "pp",
+        "dma_addr": desc + "dma_addr",
+        "pp_ref_count": desc + "pp_ref_count.counter",
+        "owner": "owner",
+        # Since the devmem TX series (in v6.16), a net_iov has a type.
+        "type": "type",
+    })
+    prog.cache["netmem_probe_niov_reader"] = reader
+    return reader
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """What a page ``netmem_ref`` points at."""
+
+    netmem: int
+    page: int
+    pfn: Optional[int]
+    phys: Optional[int]
+    is_pp: bool
+    scheme: str
+    pool: Optional[int]
+    pool_id: Optional[int]
+    dma_index: Optional[int]
+    dma_addr: Optional[int]
+    pp_ref_count: Optional[int]
+    refcount: Optional[int]
+    problem: Optional[str]
+
+
+@dataclass(frozen=True)
+class NetIovInfo:
+    """What a ``net_iov`` ``netmem_ref`` points at."""
+
+    netmem: int
+    niov: int
+    owner: int
+    index: Optional[int]
+    num_niovs: Optional[int]
+    type: Optional[str]
+    pool: Optional[int]
+    pool_id: Optional[int]
+    dma_addr: int
+    pp_ref_count: int
+    user_refs: Optional[int]
+    area_id: Optional[int]
+    binding_id: Optional[int]
+    problem: Optional[str]
+
+
+def pool_id(prog: Program, pool: int) -> Optional[int]:
+    """``pool->user.id``, or None if the pool cannot be read."""
+    if not pool:
+        return None
+    try:
+        offset = drgn.offsetof(prog.type("struct page_pool"), "user.id")
+        return prog.read_u32(pool + offset)
+    except drgn.FaultError:
+        return None
+
+
+def decode_page(prog: Program, netmem: int) -> PageInfo:
+    """Decode a page ``netmem_ref`` (a ``struct page *``)."""
+    page_size = drgn.sizeof(prog.type("struct page"))
+    vmemmap = prog["vmemmap"].value_()
+    page_shift = prog["PAGE_SHIFT"].value_()
+    offset = netmem - vmemmap
+    pfn = offset // page_size
+    scheme = pp_scheme(prog)
+
+    def bad(reason: str, located: bool = True) -> PageInfo:
+        return PageInfo(netmem, netmem, pfn if located else None,
+                        pfn << page_shift if located else None, False, scheme.describe(), None,
+                        None, None, None, None, None, reason)
+
+    if not netmem:
+        return bad("NULL netmem_ref", located=False)
+    if offset < 0 or offset % page_size:
+        return bad("not a struct page address (outside the memmap or misaligned)", located=False)
+    if not any(start <= pfn < end for start, end in valid_pfn_ranges(prog)):
+        return bad(f"pfn {pfn:#x} has no struct page (not in a valid memory range)")
+    try:
+        f = _page_reader(prog).read(netmem)
+    except drgn.FaultError as e:
+        return bad(f"struct page is unmapped ({e.message} at {e.address:#x})")
+    is_pp = scheme.is_pp(f["pp_magic"], f["page_type"])
+    problem = None if is_pp else "not a page-pool page (" + scheme.describe() + " fails)"
+    return PageInfo(
+        netmem=netmem, page=netmem, pfn=pfn, phys=pfn << page_shift, is_pp=is_pp,
+        scheme=scheme.describe(),
+        pool=f["pp"] if is_pp else None,
+        pool_id=pool_id(prog, f["pp"]) if is_pp else None,
+        dma_index=scheme.dma_index(f["pp_magic"]) if is_pp and scheme.dma_index_mask else None,
+        dma_addr=f["dma_addr"] if is_pp else None,
+        pp_ref_count=f["pp_ref_count"] if is_pp else None,
+        refcount=f["refcount"],
+        problem=problem,
+    )
+
+
+def _niov_type_name(prog: Program, value: Optional[int]) -> Optional[str]:
+    if value is None:
+        return None
+    for name, label in (("NET_IOV_DMABUF", "dmabuf"), ("NET_IOV_IOURING", "io_uring")):
+        try:
+            if prog.constant(name).value_() == value:
+                return label
+        except LookupError:
+            pass
+    return f"unknown ({value})"
+
+
+def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
+    """Decode a ``netmem_ref`` with ``NET_IOV`` set (a ``struct net_iov *`` | 1)."""
+    from netmem_probe.kernel import providers
+
+    addr = netmem & ~NET_IOV
+    niov_size = drgn.sizeof(prog.type("struct net_iov"))
+
+    def bad(reason: str, owner: int = 0) -> NetIovInfo:
+        return NetIovInfo(netmem, addr, owner, None, None, None, None, None, 0, 0, None, None,
+                          None, reason)
+
+    try:
+        f = _niov_reader(prog).read(addr)
+    except drgn.FaultError as e:
+        return bad(f"struct net_iov is unmapped ({e.message} at {e.address:#x})")
+    owner = f["owner"]
+    if not owner:
+        return bad("net_iov has no owner area", owner)
+    try:
+        area = providers.read_area(prog, owner)
+    except drgn.FaultError as e:
+        return bad(f"owner area {owner:#x} is unreadable ({e.message})", owner)
+    offset = addr - area.niovs
+    index = offset // niov_size
+    if area.niovs == 0 or offset % niov_size or not 0 <= index < area.num_niovs:
+        return NetIovInfo(netmem, addr, owner, None, area.num_niovs, None, None, None,
+                          f["dma_addr"], f["pp_ref_count"], None, None, None,
+                          f"net_iov is outside its owner's niovs[0..{area.num_niovs})")
+    kind = _niov_type_name(prog, f["type"]) or providers.infer_niov_kind(prog, f["pp"])
+    extra = providers.niov_provider_details(prog, owner, index, kind)
+    return NetIovInfo(
+        netmem=netmem, niov=addr, owner=owner, index=index, num_niovs=area.num_niovs,
+        type=kind, pool=f["pp"] or None, pool_id=pool_id(prog, f["pp"]),
+        dma_addr=f["dma_addr"], pp_ref_count=f["pp_ref_count"],
+        user_refs=extra.user_refs, area_id=extra.area_id, binding_id=extra.binding_id,
+        problem=None,
+    )
+
+
+def decode_netmem(prog: Program, netmem: int) -> Union[PageInfo, NetIovInfo]:
+    """Decode a ``netmem_ref`` value into :class:`PageInfo` or :class:`NetIovInfo`."""
+    if netmem_is_net_iov(netmem):
+        return decode_net_iov(prog, netmem)
+    return decode_page(prog, netmem)

@@ -1,0 +1,449 @@
+"""
+Page pools
+----------
+
+Every page pool the kernel creates is registered in the static ``page_pools``
+XArray of ``net/core/page_pool_user.c`` (v6.8+), whatever its state; netlink
+only shows those linked on a netdev's ``page_pools`` hlist in the caller's
+namespace.  These helpers enumerate the XArray, classify each pool by the
+kernel's own visibility rules (listed, orphaned onto loopback, invisible),
+and compute what ``page_pool_nl_fill()`` reports, plus the pool-internal state
+netlink does not show.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import drgn
+from drgn import Object, Program, ProgramFlags
+
+from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
+from netmem_probe.kernel.providers import pool_provider
+from netmem_probe.kernel.structs import StructReader, member_exists
+from netmem_probe.kernel.walk import Problems, read_words, xa_entries
+
+__all__ = (
+    "PP_FLAG_DMA_MAP",
+    "PP_FLAG_SYSTEM_POOL",
+    "STAT_NAMES",
+    "PagePoolInfo",
+    "PagePoolScanner",
+    "for_each_page_pool",
+    "page_pool_inflight",
+    "page_pools_xarray",
+    "ptr_ring_entries",
+)
+
+PP_FLAG_DMA_MAP = 1 << 0
+PP_FLAG_SYSTEM_POOL = 1 << 2
+MAX_PAGE_ORDER = 10
+LIVE_RETRIES = 3
+
+# netlink attribute -> member of struct page_pool_alloc_stats or
+# struct page_pool_recycle_stats (CONFIG_PAGE_POOL_STATS).
+STAT_NAMES = {
+    "alloc-fast": "alloc_stats.fast",
+    "alloc-slow": "alloc_stats.slow",
+    "alloc-slow-high-order": "alloc_stats.slow_high_order",
+    "alloc-empty": "alloc_stats.empty",
+    "alloc-refill": "alloc_stats.refill",
+    "alloc-waive": "alloc_stats.waive",
+    "recycle-cached": "cached",
+    "recycle-cache-full": "cache_full",
+    "recycle-ring": "ring",
+    "recycle-ring-full": "ring_full",
+    "recycle-released-refcnt": "released_refcnt",
+}
+
+
+def page_pools_xarray(prog: Program) -> Object:
+    """:return: ``struct xarray *`` of the pool registry (``page_pools``)."""
+    try:
+        return prog.object("page_pools", filename="page_pool_user.c").address_of_()
+    except LookupError:
+        return prog["page_pools"].address_of_()
+
+
+def for_each_page_pool(prog: Program, problems: Optional[Problems] = None) -> Iterator[Object]:
+    """
+    Iterate over every page pool in the kernel.
+
+    :param problems: collects unreadable XArray nodes; without it they raise
+        :class:`~netmem_probe.kernel.walk.CorruptionError`.
+    :return: Iterator of ``struct page_pool *`` objects, in id order.
+    """
+    xa = page_pools_xarray(prog).value_()
+    for _, entry in xa_entries(prog, xa, what="page_pools xarray", problems=problems):
+        yield Object(prog, "struct page_pool *", entry)
+
+
+def page_pool_inflight(pool: Object) -> int:
+    """
+    Pages (or niovs) the pool handed out and has not had back, as
+    ``page_pool_inflight(pool, false)`` computes it: the signed 32-bit
+    distance between the hold and release counters, floored at 0.
+
+    :param pool: ``struct page_pool *``
+    """
+    hold = pool.pages_state_hold_cnt.value_()
+    release = pool.pages_state_release_cnt.counter.value_()
+    return max(0, _s32(hold - release))
+
+
+def _s32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def ptr_ring_entries(producer: int, consumer_head: int, size: int, queue: int,
+                     prog: Program) -> List[int]:
+    """
+    The entries a ``struct ptr_ring`` holds: slots ``consumer_head`` up to
+    ``producer`` (wrapping).  Consumed slots are zeroed lazily, in batches, so
+    non-NULL slots outside that window are stale and not counted; when
+    ``producer == consumer_head`` the ring is empty or full, told apart by the
+    slot at ``consumer_head``.
+    """
+    if size <= 0 or not queue:
+        return []
+    if producer == consumer_head:
+        first = read_words(prog, queue + 8 * consumer_head, 1)[0]
+        count = size if first else 0
+    else:
+        count = (producer - consumer_head) % size
+    slots = read_words(prog, queue, size)
+    return [slots[(consumer_head + i) % size] for i in range(count)]
+
+
+@dataclass
+class PagePoolInfo:
+    """A page pool, read once and decoded: what ``pools`` and ``pool`` show."""
+
+    id: int
+    address: int
+    state: str  # "listed", "orphaned", "invisible", "unreachable"
+    detached: bool
+    netdev: Optional[NetdevInfo]
+    orig_netdev: Optional[str]
+    queue: Optional[int]
+    napi_id: Optional[int]
+    order: int
+    pool_size: int
+    nid: int
+    cpuid: int
+    flags: int
+    dma_map: bool
+    hold: int
+    release: int
+    destroy_cnt: int
+    detach_time: Optional[int]
+    detach_age: Optional[int]
+    provider: Optional[str]
+    dmabuf: Optional[int]
+    io_uring: Optional[Dict[str, int]]
+    raw: Dict[str, Any] = field(repr=False)
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def inflight(self) -> int:
+        return max(0, _s32(self.hold - self.release))
+
+    @property
+    def inflight_mem(self) -> int:
+        return self.inflight * (4096 << self.order)
+
+    @property
+    def system(self) -> bool:
+        return bool(self.flags & PP_FLAG_SYSTEM_POOL)
+
+
+class PagePoolScanner:
+    """
+    Reads every page pool of a Program once, with the netdev hlists of every
+    namespace for the visibility state.  Problems (unreadable or
+    inconsistent objects) are collected in :attr:`problems`; the pools that
+    could be read are still returned.
+    """
+
+    def __init__(self, prog: Program, problems: Optional[Problems] = None) -> None:
+        self.prog = prog
+        self.problems = problems if problems is not None else Problems()
+        self.live = bool(prog.flags & ProgramFlags.IS_LIVE)
+        pool_type = prog.type("struct page_pool")
+        self.page_size = prog["PAGE_SIZE"].value_()
+        self.reader = StructReader(prog, "struct page_pool", {
+            "id": "user.id",
+            "hold": "pages_state_hold_cnt",
+            "release": "pages_state_release_cnt.counter",
+            "order": "p.order",
+            "pool_size": "p.pool_size",
+            "nid": "p.nid",
+            "napi": "p.napi",
+            "cpuid": "cpuid",
+            "dma_map": "dma_map",
+            "alloc_count": "alloc.count",
+            "ring_producer": "ring.producer",
+            "ring_consumer_head": "ring.consumer_head",
+            "ring_size": "ring.size",
+            "ring_queue": "ring.queue",
+            "mp_priv": "mp_priv",
+            # Since Linux v6.15 (io_uring zcrx) pools name their provider's
+            # ops; Debian's 6.12 has it backported.
+            "mp_ops": "mp_ops",
+            "user_cnt": "user_cnt.refs.counter",
+            "destroy_cnt": "destroy_cnt",
+            "netdev": "slow.netdev",
+            # Since Linux v6.12 (devmem TCP).
+            "queue": "slow.queue_idx",
+            "flags": "slow.flags",
+            "list_pprev": "user.list.pprev",
+            "detach_time": "user.detach_time",
+            # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't
+            # try to stash the napi id") (in v6.14).
+            "user_napi_id": "user.napi_id",
+            "recycle_stats": "recycle_stats",
+            **{name: path for name, path in STAT_NAMES.items() if path.startswith("alloc_stats")},
+        })
+        # Since Linux kernel commit 28b225282d44 the detach time is a ktime_t
+        # (nanoseconds); before, u64 seconds.  Both are CLOCK_BOOTTIME.
+        detach_type = pool_type.member("user").type.member("detach_time").type
+        self.detach_divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
+        self.list_offset = drgn.offsetof(pool_type, "user.list")
+        self.netdevs = NetdevReader(prog, self.problems)
+        self.net_ptr_poison = 0x801 + _poison_delta(prog)
+        self.min_napi_id = _min_napi_id(prog)
+        self.now = _boottime_seconds(prog)
+        self._hlists: Optional[Dict[int, int]] = None
+
+    # -- enumeration -------------------------------------------------------
+
+    def listed_pools(self) -> Dict[int, int]:
+        """pool address -> address of the netdev whose hlist holds it."""
+        if self._hlists is None:
+            self._hlists = {}
+            for netdev, node in namespace_page_pool_lists(self.prog, self.problems):
+                self._hlists[node - self.list_offset] = netdev
+        return self._hlists
+
+    def pools(self) -> Iterator[PagePoolInfo]:
+        """Every readable pool of the registry, in id order."""
+        listed = self.listed_pools()
+        seen = set()
+        xa = page_pools_xarray(self.prog).value_()
+        for index, address in xa_entries(self.prog, xa, what="page_pools xarray",
+                                         problems=self.problems):
+            seen.add(address)
+            info = self.read_pool(address, index, listed.get(address))
+            if info is not None:
+                yield info
+        for address, netdev in listed.items():
+            if address not in seen:
+                self.problems.add("page pool", address,
+                                  "on a netdev's page_pools list but not in the page_pools xarray")
+
+    def read_pool(self, address: int, index: Optional[int] = None,
+                  listed_on: Optional[int] = None) -> Optional[PagePoolInfo]:
+        """Read one pool; None (and a recorded problem) if unreadable or inconsistent."""
+        attempts = LIVE_RETRIES if self.live else 1
+        reason = ""
+        for _ in range(attempts):
+            try:
+                raw = self.reader.read(address)
+            except drgn.FaultError as e:
+                self.problems.fault("page pool", address, e)
+                return None
+            reason = self._inconsistency(raw, index)
+            if not reason:
+                return self._info(address, raw, listed_on)
+        self.problems.add("page pool", address, reason)
+        return None
+
+    def _inconsistency(self, raw: Dict[str, Any], index: Optional[int]) -> str:
+        if index is not None and raw["id"] != index:
+            return f"user.id {raw['id']} does not match its xarray index {index}"
+        if raw["order"] > MAX_PAGE_ORDER:
+            return f"impossible order {raw['order']}"
+        if raw["alloc_count"] > 1 << 16:
+            return f"impossible alloc.count {raw['alloc_count']}"
+        return ""
+
+    # -- decoding ----------------------------------------------------------
+
+    def _info(self, address: int, raw: Dict[str, Any], listed_on: Optional[int]) -> PagePoolInfo:
+        warnings: List[str] = []
+        netdev_ptr = raw["netdev"]
+        netdev: Optional[NetdevInfo] = None
+        if listed_on is not None:
+            netdev = self.netdevs.info(listed_on)
+            state = "orphaned" if netdev is not None and netdev.is_loopback else "listed"
+            if netdev_ptr != listed_on:
+                warnings.append(f"on {netdev.name if netdev else hex(listed_on)}'s page_pools "
+                                f"list but slow.netdev is {netdev_ptr:#x}")
+        elif raw["list_pprev"]:
+            state = "unreachable"
+            warnings.append("on a page_pools list that no namespace's netdev reaches")
+        else:
+            state = "invisible"
+        if netdev_ptr == self.net_ptr_poison:
+            warnings.append("slow.netdev is NET_PTR_POISON: its namespace was dismantled")
+        detach_time = raw["detach_time"] // self.detach_divisor if raw["detach_time"] else None
+        provider = pool_provider(self.prog, raw["mp_ops"], raw["mp_priv"])
+        return PagePoolInfo(
+            id=raw["id"],
+            address=address,
+            state=state,
+            detached=bool(raw["detach_time"]),
+            netdev=netdev,
+            orig_netdev=self._orig_netdev(raw, state),
+            queue=raw["queue"] if netdev_ptr else None,
+            napi_id=self._napi_id(raw),
+            order=raw["order"],
+            pool_size=raw["pool_size"],
+            nid=raw["nid"],
+            cpuid=raw["cpuid"],
+            flags=raw["flags"],
+            dma_map=bool(raw["dma_map"]),
+            hold=raw["hold"],
+            release=raw["release"] & 0xFFFFFFFF,
+            destroy_cnt=raw["destroy_cnt"],
+            detach_time=detach_time,
+            detach_age=self.now - detach_time if detach_time is not None and self.now else None,
+            provider=provider,
+            dmabuf=self._binding_id(raw["mp_priv"]) if provider == "dmabuf" else None,
+            io_uring=self._io_uring_info(raw["mp_priv"]) if provider == "io_uring" else None,
+            raw=raw,
+            warnings=warnings,
+        )
+
+    def _napi_id(self, raw: Dict[str, Any]) -> Optional[int]:
+        if raw["user_napi_id"] is not None:
+            return raw["user_napi_id"] or None
+        # page_pool_nl_fill() reads p.napi->napi_id and reports only valid
+        # ids (napi_id_valid(): >= MIN_NAPI_ID = NR_CPUS + 1).
+        if not raw["napi"]:
+            return None
+        try:
+            napi_id = Object(self.prog, "struct napi_struct *", raw["napi"]).napi_id.value_()
+        except drgn.FaultError:
+            return None
+        return napi_id if napi_id >= self.min_napi_id else None
+
+    def _orig_netdev(self, raw: Dict[str, Any], state: str) -> Optional[str]:
+        """For an orphaned pool, the netdev of its NAPI while it still has one."""
+        if state != "orphaned" or not raw["napi"]:
+            return None
+        try:
+            dev = Object(self.prog, "struct napi_struct *", raw["napi"]).dev.value_()
+        except drgn.FaultError:
+            return None
+        info = self.netdevs.info(dev) if dev else None
+        return info.name if info else None
+
+    def _binding_id(self, binding: int) -> Optional[int]:
+        try:
+            return Object(self.prog, "struct net_devmem_dmabuf_binding *", binding).id.value_()
+        except (drgn.FaultError, LookupError):
+            return None
+
+    def _io_uring_info(self, ifq: int) -> Dict[str, int]:
+        try:
+            shift = Object(self.prog, "struct io_zcrx_ifq *", ifq).niov_shift.value_()
+        except (drgn.FaultError, LookupError, AttributeError):
+            return {}
+        return {"rx-buf-len": 1 << shift}
+
+    # -- the pool's own view of its in-flight pages --------------------------
+
+    def breakdown(self, info: PagePoolInfo) -> Dict[str, Optional[int]]:
+        """
+        Where the in-flight count sits, as far as the pool itself can see:
+        pages in ``alloc.cache``, entries in the ptr_ring, pages tracked in
+        ``dma_mapped`` (v6.15+), and the rest (out with the stack or driver).
+        """
+        raw = info.raw
+        cache = min(raw["alloc_count"], self._cache_capacity())
+        try:
+            ring: Optional[int] = len(ptr_ring_entries(
+                raw["ring_producer"], raw["ring_consumer_head"], raw["ring_size"],
+                raw["ring_queue"], self.prog))
+        except drgn.FaultError as e:
+            self.problems.fault("page pool ring", info.address, e)
+            ring = None
+        dma_mapped: Optional[int] = None
+        if member_exists(self.reader.type, "dma_mapped"):
+            offset = drgn.offsetof(self.reader.type, "dma_mapped")
+            dma_mapped = sum(1 for _ in xa_entries(self.prog, info.address + offset,
+                                                   what="dma_mapped xarray",
+                                                   problems=self.problems))
+        out = info.inflight - cache - (ring or 0)
+        return {"alloc-cache": cache, "ring": ring, "dma-mapped": dma_mapped,
+                "out": max(out, 0)}
+
+    def _cache_capacity(self) -> int:
+        cache = self.reader.type.member("alloc").type.member("cache").type
+        return cache.length or 0
+
+    def stats(self, info: PagePoolInfo) -> Optional[Dict[str, int]]:
+        """
+        The ``page-pool-stats-get`` counters: allocation stats of the pool and
+        recycle stats summed over possible CPUs; None without
+        ``CONFIG_PAGE_POOL_STATS``.
+        """
+        raw = info.raw
+        if raw["recycle_stats"] is None:
+            return None
+        out = {name: raw[name] for name in STAT_NAMES if STAT_NAMES[name].startswith("alloc_")}
+        recycle = [name for name in STAT_NAMES if not STAT_NAMES[name].startswith("alloc_")]
+        totals = dict.fromkeys(recycle, 0)
+        if raw["recycle_stats"]:
+            reader = StructReader(self.prog, "struct page_pool_recycle_stats",
+                                  {name: STAT_NAMES[name] for name in recycle})
+            for offset in _possible_cpu_offsets(self.prog):
+                try:
+                    values = reader.read(raw["recycle_stats"] + offset)
+                except drgn.FaultError as e:
+                    self.problems.fault("page pool recycle stats", info.address, e)
+                    continue
+                for name in recycle:
+                    totals[name] += values[name]
+        out.update(totals)
+        return out
+
+
+def _poison_delta(prog: Program) -> int:
+    from netmem_probe.kernel.netmem import poison_pointer_delta
+
+    try:
+        return poison_pointer_delta(prog)
+    except (LookupError, drgn.FaultError):
+        return 0
+
+
+def _min_napi_id(prog: Program) -> int:
+    """MIN_NAPI_ID = NR_CPUS + 1; NR_CPUS is the length of __per_cpu_offset."""
+    try:
+        return prog["__per_cpu_offset"].type_.length + 1
+    except (LookupError, TypeError):
+        return 1
+
+
+def _boottime_seconds(prog: Program) -> Optional[int]:
+    from drgn.helpers.linux.timekeeping import ktime_get_coarse_boottime_ns
+
+    try:
+        return ktime_get_coarse_boottime_ns(prog).value_() // 10**9
+    except (LookupError, drgn.FaultError, ValueError):
+        return None
+
+
+def _possible_cpu_offsets(prog: Program) -> Tuple[int, ...]:
+    try:
+        return prog.cache["netmem_probe_cpu_offsets"]
+    except KeyError:
+        pass
+    from drgn.helpers.linux.cpumask import for_each_possible_cpu
+
+    offsets = prog["__per_cpu_offset"]
+    result = tuple(offsets[cpu].value_() for cpu in for_each_possible_cpu(prog))
+    prog.cache["netmem_probe_cpu_offsets"] = result
+    return result

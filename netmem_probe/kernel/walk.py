@@ -1,0 +1,246 @@
+"""
+Bounded, validating walks over the kernel's linked structures.
+
+Unlike drgn's ``xa_for_each()`` and ``hlist_for_each()``, these walks are made
+for memory that may be corrupt or changing underneath (a crash dump of a broken
+kernel, a live ``/proc/kcore``): every walk has a step cap and cycle detection,
+checks back-pointers where the structure has them, and reports a bad node to a
+:class:`Problems` collector and skips it instead of raising, so the rest of the
+output still comes.
+"""
+
+import struct
+from typing import Iterator, List, NamedTuple, Optional, Set, Tuple
+
+import drgn
+from drgn import Program
+from drgn.helpers import ValidationError
+
+__all__ = (
+    "CorruptionError", "Problem", "Problems", "hlist_nodes", "list_nodes", "read_pointer",
+    "read_words", "xa_count", "xa_entries",
+)
+
+MAX_LIST_STEPS = 1 << 20
+MAX_XA_ENTRIES = 1 << 22
+
+
+class CorruptionError(ValidationError):
+    """A kernel structure failed validation."""
+
+
+class Problem(NamedTuple):
+    what: str
+    address: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.what} at {self.address:#x}: {self.reason}"
+
+
+class Problems:
+    """Collects objects skipped because they were unreadable or inconsistent."""
+
+    def __init__(self) -> None:
+        self.items: List[Problem] = []
+
+    def add(self, what: str, address: int, reason: str) -> None:
+        self.items.append(Problem(what, address, reason))
+
+    def fault(self, what: str, address: int, error: Exception) -> None:
+        if isinstance(error, drgn.FaultError):
+            reason = f"unreadable ({error.message} at {error.address:#x})"
+        else:
+            reason = str(error)
+        self.add(what, address, reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _report(problems: Optional[Problems], what: str, address: int, reason: str) -> None:
+    if problems is None:
+        raise CorruptionError(f"{what} at {address:#x}: {reason}")
+    problems.add(what, address, reason)
+
+
+def read_pointer(prog: Program, address: int) -> int:
+    return prog.read_word(address)
+
+
+def list_nodes(prog: Program, head: int, *, what: str = "list",
+               problems: Optional[Problems] = None,
+               limit: int = MAX_LIST_STEPS) -> Iterator[int]:
+    """
+    Addresses of the ``struct list_head`` nodes on the list at ``head``
+    (excluding the head), checking ``next->prev`` at every step.
+    """
+    prev = head
+    seen: Set[int] = {head}
+    try:
+        node = read_pointer(prog, head)
+    except drgn.FaultError as e:
+        _report(problems, what, head, f"unreadable head ({e.message})")
+        return
+    for _ in range(limit):
+        if node == head:
+            return
+        if node in seen:
+            _report(problems, what, head, f"cycle at node {node:#x}")
+            return
+        seen.add(node)
+        try:
+            nxt, back = struct.unpack("<QQ", prog.read(node, 16))
+        except drgn.FaultError as e:
+            _report(problems, what, node, f"unreadable node ({e.message})")
+            return
+        if back != prev:
+            _report(problems, what, node, f"node's prev is {back:#x}, expected {prev:#x}")
+            return
+        yield node
+        prev, node = node, nxt
+    _report(problems, what, head, f"more than {limit} nodes")
+
+
+def hlist_nodes(prog: Program, head: int, *, what: str = "hlist",
+                problems: Optional[Problems] = None,
+                limit: int = MAX_LIST_STEPS) -> Iterator[int]:
+    """
+    Addresses of the ``struct hlist_node`` nodes on the hlist at ``head``,
+    checking each node's ``pprev`` against the pointer that led to it.
+    """
+    link = head  # address of the pointer that points at the next node
+    seen: Set[int] = set()
+    try:
+        node = read_pointer(prog, head)
+    except drgn.FaultError as e:
+        _report(problems, what, head, f"unreadable head ({e.message})")
+        return
+    for _ in range(limit):
+        if not node:
+            return
+        if node in seen:
+            _report(problems, what, head, f"cycle at node {node:#x}")
+            return
+        seen.add(node)
+        try:
+            nxt, pprev = struct.unpack("<QQ", prog.read(node, 16))
+        except drgn.FaultError as e:
+            _report(problems, what, node, f"unreadable node ({e.message})")
+            return
+        if pprev != link:
+            _report(problems, what, node, f"node's pprev is {pprev:#x}, expected {link:#x}")
+            return
+        yield node
+        link, node = node, nxt
+    _report(problems, what, head, f"more than {limit} nodes")
+
+
+class _XaLayout(NamedTuple):
+    size: int
+    shift: int
+    offset: int
+    parent: int
+    slots: int
+    chunk_shift: int
+
+
+def _xa_layout(prog: Program) -> _XaLayout:
+    try:
+        return prog.cache["netmem_probe_xa_layout"]
+    except KeyError:
+        pass
+    node = prog.type("struct xa_node")
+    nslots = node.member("slots").type.length
+    layout = _XaLayout(
+        drgn.sizeof(node), drgn.offsetof(node, "shift"), drgn.offsetof(node, "offset"),
+        drgn.offsetof(node, "parent"), drgn.offsetof(node, "slots"), nslots.bit_length() - 1,
+    )
+    prog.cache["netmem_probe_xa_layout"] = layout
+    return layout
+
+
+def _xa_is_node(entry: int) -> bool:
+    return entry & 3 == 2 and entry > 4096
+
+
+def xa_entries(prog: Program, xa: int, *, what: str = "xarray",
+               problems: Optional[Problems] = None,
+               limit: int = MAX_XA_ENTRIES) -> Iterator[Tuple[int, int]]:
+    """
+    ``(index, entry)`` for every present entry of the ``struct xarray`` at
+    ``xa``; internal entries (retry, zero, sibling) are skipped as in
+    ``xa_for_each()``.  Each node is read once; nodes whose shift, slot offset
+    or parent do not fit their place in the tree are reported and skipped.
+    """
+    layout = _xa_layout(prog)
+    head_off = drgn.offsetof(prog.type("struct xarray"), "xa_head")
+    try:
+        head = read_pointer(prog, xa + head_off)
+    except drgn.FaultError as e:
+        _report(problems, what, xa, f"unreadable ({e.message})")
+        return
+    if not head:
+        return
+    if not _xa_is_node(head):
+        if head & 3 != 2:
+            yield 0, head
+        return
+    count = 0
+    seen: Set[int] = set()
+    # (node address, expected shift or None for the root, parent, offset, base index)
+    stack: List[Tuple[int, Optional[int], int, int, int]] = [(head - 2, None, 0, 0, 0)]
+    chunk = 1 << layout.chunk_shift
+    while stack:
+        node, want_shift, parent, offset, base = stack.pop()
+        if node in seen:
+            _report(problems, what, node, "node visited twice (cycle)")
+            continue
+        seen.add(node)
+        try:
+            raw = prog.read(node, layout.size)
+        except drgn.FaultError as e:
+            _report(problems, what, node, f"unreadable node ({e.message})")
+            continue
+        shift = raw[layout.shift]
+        node_parent = int.from_bytes(raw[layout.parent:layout.parent + 8], "little")
+        if shift % layout.chunk_shift or shift > 64 - layout.chunk_shift or (
+            want_shift is not None and shift != want_shift
+        ):
+            _report(problems, what, node, f"bad node shift {shift}")
+            continue
+        if want_shift is not None and (raw[layout.offset] != offset or node_parent != parent):
+            _report(problems, what, node, "node's parent/offset do not match its slot")
+            continue
+        slots = struct.unpack_from(f"<{chunk}Q", raw, layout.slots)
+        children = []
+        for slot, entry in enumerate(slots):
+            if not entry:
+                continue
+            index = base + (slot << shift)
+            if _xa_is_node(entry):
+                if shift == 0:
+                    _report(problems, what, node, f"slot {slot} points to a node below shift 0")
+                    continue
+                children.append((entry - 2, shift - layout.chunk_shift, node, slot, index))
+                continue
+            if entry & 3 == 2:
+                continue  # sibling, retry or zero entry
+            count += 1
+            if count > limit:
+                _report(problems, what, xa, f"more than {limit} entries")
+                return
+            yield index, entry
+        stack.extend(reversed(children))
+
+
+def xa_count(prog: Program, xa: int, problems: Optional[Problems] = None) -> int:
+    return sum(1 for _ in xa_entries(prog, xa, problems=problems))
+
+
+def read_words(prog: Program, address: int, count: int) -> Tuple[int, ...]:
+    return struct.unpack(f"<{count}Q", prog.read(address, 8 * count))
+
