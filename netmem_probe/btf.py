@@ -657,7 +657,10 @@ def parse_btf(data: Union[bytes, bytearray, memoryview], base: Optional[Btf] = N
 
     strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
     if base is None and (not strings or strings[0] != 0):
-        raise BtfError("BTF string section does not start with an empty string")
+        raise BtfError(
+            "BTF string section does not start with an empty string "
+            "(module BTF is split BTF: parse it with base=)"
+        )
     if strings and strings[-1] != 0:
         raise BtfError("BTF string section is not NUL-terminated")
 
@@ -758,9 +761,16 @@ class BtfTypeFinder:
 
         :raises BtfError: if the type or a type it needs is malformed, or is
             not a data type (``VAR``, ``DATASEC``, ``DECL_TAG``).
+        :raises ValueError: if the program has no platform yet, so neither
+            byte order nor pointer size is known.
         """
         if type_id == 0:
             return self.prog.void_type()
+        if self.prog.platform is None:
+            raise ValueError(
+                "program has no platform: open a core dump or kernel, or create "
+                "Program(platform), before building types from BTF"
+            )
         if type_id < self.btf.first_id and self._base is not None:
             return self._base.type(type_id)
         cached = self._types.get(type_id)
@@ -1220,7 +1230,10 @@ class _ElfReader:
             if names[header.name : header.name + len(key)] != key:
                 continue
             if header.type == 8:  # SHT_NOBITS
-                raise BtfError(f"{self._path}: {wanted} section has no data")
+                raise BtfError(
+                    f"{self._path}: {wanted} section has no data (a separate debug info "
+                    "file; read the BTF from the kernel image or memory instead)"
+                )
             data = self._read(header.offset, header.size)
             if header.flags & 0x800:  # SHF_COMPRESSED
                 data = self._decompress(data, wanted)

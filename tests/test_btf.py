@@ -586,6 +586,14 @@ def test_byte_order_mismatch_with_the_program_is_rejected():
         add_btf_type_finder(Program(LITTLE), parse_btf(w.to_bytes("big")))
 
 
+def test_program_without_platform_gets_a_clear_error_not_btf_error():
+    w, _ = all_kinds_writer()
+    prog = Program()
+    add_btf_type_finder(prog, parse_btf(w.to_bytes()))
+    with pytest.raises(ValueError, match="program has no platform"):
+        prog.type("struct node")
+
+
 def test_big_endian_program_reads_big_endian_btf():
     w, ids = all_kinds_writer()
     prog, finder = make_prog(parse_btf(w.to_bytes("big")), BIG)
@@ -677,6 +685,16 @@ def test_split_btf_continues_ids_and_strings_of_its_base():
     built = base_finder.built_count
     assert split_finder.type(ids["node"]) is base_finder.type(ids["node"])
     assert base_finder.built_count == built
+
+
+def test_split_btf_parsed_without_its_base_says_so():
+    base_writer, ids = all_kinds_writer()
+    base_data = base_writer.to_bytes()
+    split_writer = BtfWriter(first_id=parse_btf(base_data).nr_types, str_base=header_fields(base_data)[5])
+    split_writer.strings = bytearray(b"m\0")  # real module string sections start mid-table
+    split_writer.ref(BtfKind.PTR, ids["node"])
+    with pytest.raises(BtfError, match="split BTF: parse it with base="):
+        parse_btf(split_writer.to_bytes())
 
 
 def test_split_btf_with_other_byte_order_than_base_is_rejected():
