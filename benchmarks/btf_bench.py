@@ -81,13 +81,15 @@ def laziness(btf: Btf) -> None:
     after_lookup = finder.built_count
     for member in pool.members:
         drgn.sizeof(member.type)
-    print(f"drgn types built: {after_lookup} after looking up struct page_pool, "
-          f"{finder.built_count} after sizing all {len(pool.members)} of its members "
-          f"(BTF has {btf.nr_types - 1} types)")
+    print(
+        f"drgn types built: {after_lookup} after looking up struct page_pool, "
+        f"{finder.built_count} after sizing all {len(pool.members)} of its members "
+        f"(BTF has {btf.nr_types - 1} types)"
+    )
 
 
 def eager(btf: Btf) -> None:
-    """Build a drgn type for every BTF data type and touch every member: the cost laziness avoids."""
+    """Build every BTF data type and every member type: the cost that laziness avoids."""
     prog = drgn.Program(drgn.host_platform)
     finder = add_btf_type_finder(prog, btf)
     skip = (BtfKind.VAR, BtfKind.DATASEC, BtfKind.DECL_TAG)
@@ -116,8 +118,10 @@ def main() -> None:
     raw = path.read_bytes()
     data = read_btf_from_elf(str(path)) if raw[:4] == b"\x7fELF" else raw
     btf = parse_btf(data)
-    print(f"{path}: {len(data) / 1e6:.2f} MB, {btf.nr_types - 1} types; "
-          f"drgn {drgn.__version__}, Python {sys.version.split()[0]}; median of {args.repeat} runs")
+    print(
+        f"{path}: {len(data) / 1e6:.2f} MB, {btf.nr_types - 1} types; "
+        f"drgn {drgn.__version__}, Python {sys.version.split()[0]}; median of {args.repeat} runs"
+    )
 
     runs = [one_run(data) for _ in range(args.repeat)]
     for key in runs[0]:

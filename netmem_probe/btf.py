@@ -385,9 +385,7 @@ class Btf:
                 offset = w[k + 2]
                 if kind_flag:
                     members.append(
-                        BtfMember(
-                            self.string(w[k]), w[k + 1], offset & 0xFFFFFF, offset >> 24
-                        )
+                        BtfMember(self.string(w[k]), w[k + 1], offset & 0xFFFFFF, offset >> 24)
                     )
                 else:
                     members.append(BtfMember(self.string(w[k]), w[k + 1], offset, 0))
@@ -409,9 +407,7 @@ class Btf:
                 enumerators.append(BtfEnumerator(self.string(w[k]), value))
             return BtfType(*head, enumerators=tuple(enumerators))
         if kind == BtfKind.FUNC_PROTO:
-            params = tuple(
-                BtfParam(self.string(w[k]), w[k + 1]) for k in range(j, j + 2 * vlen, 2)
-            )
+            params = tuple(BtfParam(self.string(w[k]), w[k + 1]) for k in range(j, j + 2 * vlen, 2))
             return BtfType(*head, params=params)
         if kind == BtfKind.FUNC:
             return BtfType(*head, linkage=vlen)
@@ -475,9 +471,7 @@ class Btf:
                 self._other_names = index
         return index
 
-    def find_types(
-        self, name: str, kinds: Optional[Iterable[BtfKind]] = None
-    ) -> List[int]:
+    def find_types(self, name: str, kinds: Optional[Iterable[BtfKind]] = None) -> List[int]:
         """
         Return the ids of the types called *name*, optionally only those of the
         given kinds: this BTF's own types first, then its base's, each in id
@@ -650,7 +644,8 @@ def parse_btf(data: Union[bytes, bytearray, memoryview], base: Optional[Btf] = N
     for section, off, length in (("type", type_off, type_len), ("string", str_off, str_len)):
         if off + length > body:
             raise BtfError(
-                f"BTF {section} section ({off}+{length}) runs past the end of the data ({body} bytes)"
+                f"BTF {section} section ({off}+{length}) runs past the end of the data "
+                f"({body} bytes)"
             )
     if type_off % 4 or type_len % 4:
         raise BtfError(f"BTF type section ({type_off}+{type_len}) is not 4-byte aligned")
@@ -693,7 +688,8 @@ def _walk_types(words: "array[int]", first_id: int) -> "array[int]":
         end = i + 3 + fixed + (info & 0xFFFF) * vlen_words[kind]
         if end > n:
             raise BtfError(
-                f"type id {type_id} ({BtfKind(kind).name}): vlen {info & 0xFFFF} overruns the type section"
+                f"type id {type_id} ({BtfKind(kind).name}): vlen {info & 0xFFFF} "
+                "overruns the type section"
             )
         append(i)
         i = end
@@ -779,9 +775,7 @@ class BtfTypeFinder:
         if type_id in self._building:
             raise BtfError(f"type id {type_id}: reference cycle through {self._chain()}")
         if len(self._building) >= _MAX_REFERENCE_DEPTH:
-            raise BtfError(
-                f"type id {type_id}: reference chain longer than {_MAX_REFERENCE_DEPTH}"
-            )
+            raise BtfError(f"type id {type_id}: reference chain longer than {_MAX_REFERENCE_DEPTH}")
         self._building.append(type_id)
         try:
             t = self.btf.type(type_id)
@@ -847,8 +841,7 @@ class BtfTypeFinder:
                     "byte-aligned and not a bit field"
                 )
         members = [
-            TypeMember(self._member_thunk(t, m), m.name or None, m.bit_offset)
-            for m in t.members
+            TypeMember(self._member_thunk(t, m), m.name or None, m.bit_offset) for m in t.members
         ]
         if t.kind == BtfKind.STRUCT:
             return self.prog.struct_type(t.name or None, t.size, members)
@@ -866,7 +859,8 @@ class BtfTypeFinder:
                 return Object(self.prog, member_type, bit_field_size=bit_field_size)
             except ValueError as e:
                 raise BtfError(
-                    f"type id {t.id}: member {member.name!r} bit field of {bit_field_size} bits: {e}"
+                    f"type id {t.id}: member {member.name!r} bit field of "
+                    f"{bit_field_size} bits: {e}"
                 ) from None
 
         return thunk

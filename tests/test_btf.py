@@ -15,7 +15,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -25,7 +24,6 @@ import drgn
 import pytest
 from drgn import (
     Architecture,
-    FindObjectFlags,
     Object,
     Platform,
     PlatformFlags,
@@ -111,9 +109,13 @@ class BtfWriter:
         self.records.append([self.add_string(name), info, size_type, *extra])
         return self.first_id + len(self.records) - 1
 
-    def int_(self, name: str, size: int, encoding: int = 0, bits: Optional[int] = None, offset: int = 0) -> int:
+    def int_(
+        self, name: str, size: int, encoding: int = 0, bits: Optional[int] = None, offset: int = 0
+    ) -> int:
         bits = size * 8 if bits is None else bits
-        return self.add(BtfKind.INT, name, size_type=size, extra=[(encoding << 24) | (offset << 16) | bits])
+        return self.add(
+            BtfKind.INT, name, size_type=size, extra=[(encoding << 24) | (offset << 16) | bits]
+        )
 
     def float_(self, name: str, size: int) -> int:
         return self.add(BtfKind.FLOAT, name, size_type=size)
@@ -124,22 +126,37 @@ class BtfWriter:
     def array(self, elem: int, nelems: int, index_type: int = 0) -> int:
         return self.add(BtfKind.ARRAY, extra=[elem, index_type, nelems])
 
-    def struct(self, name: str, size: int, members: Sequence[Tuple], kflag: bool = False, union: bool = False) -> int:
+    def struct(
+        self,
+        name: str,
+        size: int,
+        members: Sequence[Tuple],
+        kflag: bool = False,
+        union: bool = False,
+    ) -> int:
         extra: List[int] = []
         for member in members:
             mname, mtype, bit_offset = member[:3]
             bit_field_size = member[3] if len(member) > 3 else 0
-            extra += [self.add_string(mname), mtype, (bit_field_size << 24) | bit_offset if kflag else bit_offset]
+            extra += [
+                self.add_string(mname),
+                mtype,
+                (bit_field_size << 24) | bit_offset if kflag else bit_offset,
+            ]
         kind = BtfKind.UNION if union else BtfKind.STRUCT
         return self.add(kind, name, len(members), kflag, size, extra)
 
-    def enum(self, name: str, size: int, values: Sequence[Tuple[str, int]], signed: bool = False) -> int:
+    def enum(
+        self, name: str, size: int, values: Sequence[Tuple[str, int]], signed: bool = False
+    ) -> int:
         extra: List[int] = []
         for ename, value in values:
             extra += [self.add_string(ename), value & 0xFFFFFFFF]
         return self.add(BtfKind.ENUM, name, len(values), signed, size, extra)
 
-    def enum64(self, name: str, size: int, values: Sequence[Tuple[str, int]], signed: bool = False) -> int:
+    def enum64(
+        self, name: str, size: int, values: Sequence[Tuple[str, int]], signed: bool = False
+    ) -> int:
         extra: List[int] = []
         for ename, value in values:
             value &= (1 << 64) - 1
@@ -165,12 +182,16 @@ class BtfWriter:
         return self.add(BtfKind.DATASEC, name, len(entries), size_type=size, extra=extra)
 
     def decl_tag(self, name: str, target: int, component_idx: int = -1) -> int:
-        return self.add(BtfKind.DECL_TAG, name, size_type=target, extra=[component_idx & 0xFFFFFFFF])
+        return self.add(
+            BtfKind.DECL_TAG, name, size_type=target, extra=[component_idx & 0xFFFFFFFF]
+        )
 
     def to_bytes(self, byteorder: str = "little") -> bytes:
         p = "<" if byteorder == "little" else ">"
         types = b"".join(struct.pack(f"{p}{len(r)}I", *r) for r in self.records)
-        header = struct.pack(f"{p}HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(self.strings))
+        header = struct.pack(
+            f"{p}HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(self.strings)
+        )
         return header + types + bytes(self.strings)
 
 
@@ -180,7 +201,9 @@ def swap_byteorder(data: bytes) -> bytes:
     q = ">" if p == "<" else "<"
     hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(p + "5I", data, 4)
     out = bytearray(data)
-    struct.pack_into(q + "HBB5I", out, 0, 0xEB9F, data[2], data[3], hdr_len, type_off, type_len, str_off, str_len)
+    struct.pack_into(
+        q + "HBB5I", out, 0, 0xEB9F, data[2], data[3], hdr_len, type_off, type_len, str_off, str_len
+    )
     start = hdr_len + type_off
     words = struct.unpack_from(f"{p}{type_len // 4}I", data, start)
     struct.pack_into(f"{q}{type_len // 4}I", out, start, *words)
@@ -203,7 +226,10 @@ def describe(t: drgn.Type, depth: int = 0) -> tuple:
         d += (t.size, tuple((m.name, m.bit_offset, m.bit_field_size) for m in t.members))
     if t.kind == TypeKind.ENUM and t.is_complete():
         d += (tuple(tuple(e) for e in t.enumerators), describe(t.type))
-    if t.kind in (TypeKind.TYPEDEF, TypeKind.POINTER, TypeKind.ARRAY, TypeKind.FUNCTION) and depth < 3:
+    if (
+        t.kind in (TypeKind.TYPEDEF, TypeKind.POINTER, TypeKind.ARRAY, TypeKind.FUNCTION)
+        and depth < 3
+    ):
         d += (describe(t.type, depth + 1),)
     return d
 
@@ -241,7 +267,9 @@ def all_kinds_writer() -> Tuple[BtfWriter, Dict[str, int]]:
     ids["flags"] = w.enum("flags", 4, [("F_HIGH", 0x80000000)])
     ids["big"] = w.enum64("big", 8, [("BIG_MAX", (1 << 64) - 1), ("BIG_ONE", 1)])
     ids["sbig"] = w.enum64("sbig", 8, [("SBIG_MIN", -(1 << 63))], signed=True)
-    ids["u_anon"] = w.struct("", 8, [("as_long", ids["ulong"], 0), ("as_int", ids["int"], 0)], union=True)
+    ids["u_anon"] = w.struct(
+        "", 8, [("as_long", ids["ulong"], 0), ("as_int", ids["int"], 0)], union=True
+    )
     ids["node"] = w.struct(
         "node",
         48,
@@ -257,7 +285,9 @@ def all_kinds_writer() -> Tuple[BtfWriter, Dict[str, int]]:
         ],
         kflag=True,
     )
-    ids["old_bits"] = w.struct("old_bits", 4, [("x", ids["u8bits3"], 0), ("y", ids["u8bits3"], 3), ("z", ids["int"], 0)])
+    ids["old_bits"] = w.struct(
+        "old_bits", 4, [("x", ids["u8bits3"], 0), ("y", ids["u8bits3"], 3), ("z", ids["int"], 0)]
+    )
     ids["proto"] = w.func_proto(ids["int"], [("n", ids["node_ptr"]), ("fmt", ids["rptr"]), ("", 0)])
     ids["func"] = w.func("node_printf", ids["proto"])
     ids["fnptr"] = w.ref(BtfKind.PTR, ids["proto"])
@@ -281,7 +311,13 @@ def test_decodes_every_kind_field_by_field():
     assert {btf.kind(i) for i in range(1, btf.nr_types)} == set(BtfKind) - {BtfKind.UNKN}
 
     t = btf.type(ids["u8bits3"])
-    assert (t.kind, t.name, t.size, t.int_bits, t.int_encoding) == (BtfKind.INT, "unsigned char", 1, 3, 0)
+    assert (t.kind, t.name, t.size, t.int_bits, t.int_encoding) == (
+        BtfKind.INT,
+        "unsigned char",
+        1,
+        3,
+        0,
+    )
     assert btf.type(ids["arr"]).array == (ids["char"], ids["uint"], 16)
     node = btf.type(ids["node"])
     assert node.kind_flag and node.size == 48
@@ -306,7 +342,9 @@ def test_big_and_little_endian_blobs_decode_identically():
     little = parse_btf(w.to_bytes("little"))
     big = parse_btf(w.to_bytes("big"))
     assert (little.byteorder, big.byteorder) == ("little", "big")
-    assert [little.type(i) for i in range(1, little.nr_types)] == [big.type(i) for i in range(1, big.nr_types)]
+    assert [little.type(i) for i in range(1, little.nr_types)] == [
+        big.type(i) for i in range(1, big.nr_types)
+    ]
     assert parse_btf(swap_byteorder(w.to_bytes("little"))).type(5) == little.type(5)
 
 
@@ -317,14 +355,23 @@ def test_big_and_little_endian_blobs_decode_identically():
         (b"\x9f\xeb\x01\x00\x18\x00", "truncated BTF header"),
         (b"\x9f\xeb\x01\x00\x18\x00\x00\x00" + bytes(8), "truncated BTF header"),
         (b"\x7fELF" + bytes(40), "bad BTF magic"),
-        (b"\x9f\xeb\x02\x00" + struct.pack("<5I", 24, 0, 0, 0, 1) + b"\0", "unsupported BTF version"),
+        (
+            b"\x9f\xeb\x02\x00" + struct.pack("<5I", 24, 0, 0, 0, 1) + b"\0",
+            "unsupported BTF version",
+        ),
         (b"\x9f\xeb\x01\x00" + struct.pack("<5I", 16, 0, 0, 0, 1) + b"\0", "truncated BTF header"),
         (b"\x9f\xeb\x01\x00" + struct.pack("<5I", 4096, 0, 0, 0, 1) + b"\0", "exceeds data length"),
         (b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 0, 12, 0, 1) + b"\0", "type section"),
         (b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 0, 0, 0, 9) + b"\0", "string section"),
-        (b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 0, 0, 0, 2) + b"a\0", "does not start with an empty string"),
+        (
+            b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 0, 0, 0, 2) + b"a\0",
+            "does not start with an empty string",
+        ),
         (b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 0, 0, 0, 2) + b"\0a", "not NUL-terminated"),
-        (b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 0, 0, 0, 0), "does not start with an empty string"),
+        (
+            b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 0, 0, 0, 0),
+            "does not start with an empty string",
+        ),
         (b"\x9f\xeb\x01\x00" + struct.pack("<5I", 24, 1, 4, 5, 1) + bytes(6), "not 4-byte aligned"),
     ],
 )
@@ -422,9 +469,15 @@ def test_very_long_reference_chain_raises_btf_error():
         (lambda w: w.int_("wide", 4, 0, bits=40), "INT bits 40 at offset 0 do not fit in 4 bytes"),
         (lambda w: w.float_("odd", 3), "FLOAT size 3 is not"),
         (lambda w: w.enum("e", 3, [("A", 1)]), "enum size 3 is not"),
-        (lambda w: w.enum("e", 1, [("BIG", 300)]), "enumerator 'BIG' value 300 does not fit in 1 bytes"),
+        (
+            lambda w: w.enum("e", 1, [("BIG", 300)]),
+            "enumerator 'BIG' value 300 does not fit in 1 bytes",
+        ),
         (lambda w: w.enum64("e", 4, [("BIG", 1 << 40)]), "does not fit in 4 bytes"),
-        (lambda w: w.struct("s", 8, [("x", 0, 3)], kflag=True), "member 'x' at bit 3 is not byte-aligned"),
+        (
+            lambda w: w.struct("s", 8, [("x", 0, 3)], kflag=True),
+            "member 'x' at bit 3 is not byte-aligned",
+        ),
         (lambda w: w.array(0, 4), r"array element has no size \(cannot get size of void type\)"),
         (lambda w: w.array(w.func_proto(0, []), 4), "array element has no size"),
         (lambda w: w.array(w.add(BtfKind.FWD, "opaque"), 4), "array element has no size"),
@@ -597,7 +650,9 @@ def test_program_without_platform_gets_a_clear_error_not_btf_error():
 def test_big_endian_program_reads_big_endian_btf():
     w, ids = all_kinds_writer()
     prog, finder = make_prog(parse_btf(w.to_bytes("big")), BIG)
-    prog.add_memory_segment(0x1000, 8, lambda a, n, off, phys: struct.pack(">Q", 0x1122334455667788)[off : off + n])
+    prog.add_memory_segment(
+        0x1000, 8, lambda a, n, off, phys: struct.pack(">Q", 0x1122334455667788)[off : off + n]
+    )
     assert Object(prog, "netmem_ref", address=0x1000).value_() == 0x1122334455667788
 
 
@@ -606,7 +661,13 @@ def test_find_var_and_find_enumerator():
     btf = parse_btf(w.to_bytes())
     var = btf.find_var("counter")
     assert var is not None
-    assert (var.var_id, var.type, var.datasec, var.offset, var.size) == (ids["counter"], ids["vint"], ".data", 48, 4)
+    assert (var.var_id, var.type, var.datasec, var.offset, var.size) == (
+        ids["counter"],
+        ids["vint"],
+        ".data",
+        48,
+        4,
+    )
     assert btf.find_var("nope") is None
     assert btf.find_enumerator("ST_NEG") == (ids["state"], -1)
     assert btf.find_enumerator("BIG_MAX") == (ids["big"], (1 << 64) - 1)
@@ -630,7 +691,9 @@ def test_object_finder_answers_constants_variables_and_functions():
     memory = bytearray(64)
     struct.pack_into("<i", memory, 48, 7)
     struct.pack_into("<Q", memory, 8, 0xABC)  # global_node.ref
-    prog.add_memory_segment(0xFFFF0000, len(memory), lambda a, n, off, phys: bytes(memory[off : off + n]))
+    prog.add_memory_segment(
+        0xFFFF0000, len(memory), lambda a, n, off, phys: bytes(memory[off : off + n])
+    )
 
     assert prog["ST_NEG"].value_() == -1
     assert same(prog["ST_NEG"].type_, prog.type("enum state"))
@@ -668,7 +731,9 @@ def test_split_btf_continues_ids_and_strings_of_its_base():
     base = parse_btf(base_data)
     split_writer = BtfWriter(first_id=base.nr_types, str_base=header_fields(base_data)[5])
     node_ptr = split_writer.ref(BtfKind.PTR, ids["node"])
-    mod = split_writer.struct("mod_priv", 16, [("node", node_ptr, 0), ("ref", ids["netmem_ref"], 64)])
+    mod = split_writer.struct(
+        "mod_priv", 16, [("node", node_ptr, 0), ("ref", ids["netmem_ref"], 64)]
+    )
     split = parse_btf(split_writer.to_bytes(), base=base)
     assert (split.first_id, split.nr_types) == (base.nr_types, base.nr_types + 2)
     assert split.type(mod).members[1].name == "ref"
@@ -690,7 +755,9 @@ def test_split_btf_continues_ids_and_strings_of_its_base():
 def test_split_btf_parsed_without_its_base_says_so():
     base_writer, ids = all_kinds_writer()
     base_data = base_writer.to_bytes()
-    split_writer = BtfWriter(first_id=parse_btf(base_data).nr_types, str_base=header_fields(base_data)[5])
+    split_writer = BtfWriter(
+        first_id=parse_btf(base_data).nr_types, str_base=header_fields(base_data)[5]
+    )
     split_writer.strings = bytearray(b"m\0")  # real module string sections start mid-table
     split_writer.ref(BtfKind.PTR, ids["node"])
     with pytest.raises(BtfError, match="split BTF: parse it with base="):
@@ -708,7 +775,12 @@ def test_split_btf_with_other_byte_order_than_base_is_rejected():
 # --------------------------------------------------------------------------
 
 
-def write_elf(path: Path, sections: Sequence[Tuple[str, int, int, bytes]], byteorder: str = "<", elf64: bool = True) -> None:
+def write_elf(
+    path: Path,
+    sections: Sequence[Tuple[str, int, int, bytes]],
+    byteorder: str = "<",
+    elf64: bool = True,
+) -> None:
     """Write a minimal ELF file with the given (name, type, flags, data) sections."""
     sections = [(".shstrtab", 3, 0, b"")] + list(sections)  # SHT_STRTAB first
     names = bytearray(b"\0")
@@ -726,7 +798,21 @@ def write_elf(path: Path, sections: Sequence[Tuple[str, int, int, bytes]], byteo
         body += data
     shoff = ehsize + len(body)
     ident = b"\x7fELF" + bytes([2 if elf64 else 1, 1 if byteorder == "<" else 2, 1]) + bytes(9)
-    fixed = (1, 62 if elf64 else 3, 1, 0, 0, shoff, 0, ehsize, 0, 0, shentsize, len(sections) + 1, 1)
+    fixed = (
+        1,
+        62 if elf64 else 3,
+        1,
+        0,
+        0,
+        shoff,
+        0,
+        ehsize,
+        0,
+        0,
+        shentsize,
+        len(sections) + 1,
+        1,
+    )
     ehdr = ident + struct.pack(byteorder + ("HHIQQQIHHHHHH" if elf64 else "HHIIIIIHHHHHH"), *fixed)
     path.write_bytes(ehdr + body + headers)
 
@@ -735,7 +821,9 @@ def test_read_btf_from_elf_returns_the_btf_section(tmp_path):
     w, _ = all_kinds_writer()
     blob = w.to_bytes()
     path = tmp_path / "mod.ko"
-    write_elf(path, [(".text", 1, 6, b"\x90" * 16), (".BTF", 1, 0, blob), (".BTF.ext", 1, 0, b"x" * 8)])
+    write_elf(
+        path, [(".text", 1, 6, b"\x90" * 16), (".BTF", 1, 0, blob), (".BTF.ext", 1, 0, b"x" * 8)]
+    )
     assert read_btf_from_elf(str(path)) == blob
 
 
@@ -774,7 +862,9 @@ def test_read_btf_from_elf_rejects_files_without_btf(tmp_path, contents, message
 @pytest.fixture(scope="module")
 def host_btf_data() -> bytes:
     if not VMLINUX_BTF.exists():
-        pytest.skip("/sys/kernel/btf/vmlinux is absent (kernel built without CONFIG_DEBUG_INFO_BTF)")
+        pytest.skip(
+            "/sys/kernel/btf/vmlinux is absent (kernel built without CONFIG_DEBUG_INFO_BTF)"
+        )
     return VMLINUX_BTF.read_bytes()
 
 
@@ -795,13 +885,17 @@ _PAHOLE_COMMENT = re.compile(r"/\*\s*(\d+)(?::\s*(\d+))?\s+(\d+)\s*\*/\s*$")
 _ATTRIBUTE = re.compile(r"__attribute__\(\(.*\)\)")
 
 
-def pahole_layout(name: str, path: str = str(VMLINUX_BTF)) -> Tuple[int, Dict[str, Tuple[int, int, int]]]:
+def pahole_layout(
+    name: str, path: str = str(VMLINUX_BTF)
+) -> Tuple[int, Dict[str, Tuple[int, int, int]]]:
     """
     Return pahole's size of struct *name* and {member path: (bit offset, bit
     field size, size)}; members of anonymous structs and unions are flattened
     to their own names, members of named inline ones become "outer.inner".
     """
-    out = subprocess.run(["pahole", "-C", name, path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["pahole", "-C", name, path], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip(), f"pahole knows no struct {name}"
     total_size = None
     frames: List[List[Tuple[str, int, int, int]]] = []
@@ -840,7 +934,9 @@ def pahole_layout(name: str, path: str = str(VMLINUX_BTF)) -> Tuple[int, Dict[st
             stripped = re.sub(r"(\[\d*\])+$", "", stripped.strip())
             member = re.findall(r"\w+", stripped)[-1]
         bit_offset = int(m.group(1)) * 8 + int(m.group(2) or 0)
-        frames[-1].append((member, bit_offset, int(bitfield.group(1)) if bitfield else 0, int(m.group(3))))
+        frames[-1].append(
+            (member, bit_offset, int(bitfield.group(1)) if bitfield else 0, int(m.group(3)))
+        )
     assert total_size is not None, f"no size line in pahole output for {name}"
     return total_size, result
 
@@ -888,13 +984,19 @@ def test_struct_layout_matches_pahole(host_prog, name):
 
 
 def pahole_enum(name: str) -> Dict[str, int]:
-    out = subprocess.run(["pahole", "-C", name, str(VMLINUX_BTF)], capture_output=True, text=True, check=True).stdout
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\w+)\s*=\s*(-?\d+),", out, re.M)}
+    out = subprocess.run(
+        ["pahole", "-C", name, str(VMLINUX_BTF)], capture_output=True, text=True, check=True
+    ).stdout
+    return {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\w+)\s*=\s*(-?\d+),", out, re.M)
+    }
 
 
 @needs_host_btf
 @needs_pahole
-@pytest.mark.parametrize("name", ["net_iov_type", "pagetype", "xdp_mem_type", "netdev_stat_type", "skb_drop_reason"])
+@pytest.mark.parametrize(
+    "name", ["net_iov_type", "pagetype", "xdp_mem_type", "netdev_stat_type", "skb_drop_reason"]
+)
 def test_enum_values_match_pahole(host_prog, name):
     expected = pahole_enum(name)
     assert expected, f"pahole printed no enumerators for enum {name}"
@@ -980,7 +1082,9 @@ def test_pahole_encoded_split_btf_of_a_module_object(tmp_path, host_btf):
     obj = tmp_path / "mod.o"
     subprocess.run(["gcc", "-g", "-c", str(source), "-o", str(obj)], check=True)
     size, members = pahole_layout("veth_probe_priv", str(obj))  # from the DWARF
-    encoded = subprocess.run(["pahole", "-J", "--btf_base", str(VMLINUX_BTF), str(obj)], capture_output=True, text=True)
+    encoded = subprocess.run(
+        ["pahole", "-J", "--btf_base", str(VMLINUX_BTF), str(obj)], capture_output=True, text=True
+    )
     if encoded.returncode != 0:
         pytest.skip(f"pahole could not encode split BTF: {encoded.stderr.strip()}")
 
@@ -994,7 +1098,10 @@ def test_pahole_encoded_split_btf_of_a_module_object(tmp_path, host_btf):
         assert drgn_member_layout(priv, path) == expected, path
     # The deduplicated members are the base's types.
     assert split.type(split.find_types("veth_probe_priv")[0]).members[0].type < split.first_id
-    assert same(priv.member("list").type, base_finder.type(host_btf.find_types("list_head", [BtfKind.STRUCT])[0]))
+    assert same(
+        priv.member("list").type,
+        base_finder.type(host_btf.find_types("list_head", [BtfKind.STRUCT])[0]),
+    )
     assert same(priv.member("page").type.type, prog.type("struct page"))
 
 
@@ -1016,7 +1123,9 @@ class Memory:
 
     def attach(self, prog: Program) -> None:
         buf = self.buf
-        prog.add_memory_segment(self.BASE, len(buf), lambda a, n, off, phys: bytes(buf[off : off + n]))
+        prog.add_memory_segment(
+            self.BASE, len(buf), lambda a, n, off, phys: bytes(buf[off : off + n])
+        )
 
 
 @needs_host_btf
@@ -1116,7 +1225,9 @@ def exercise_type(t: drgn.Type, depth: int = 0) -> None:
             exercise_type(param.type, depth + 1)
 
 
-def exercise_btf(btf: Btf, platform: Platform, names: Sequence[Tuple[TypeKind, str]], max_ids: int) -> None:
+def exercise_btf(
+    btf: Btf, platform: Platform, names: Sequence[Tuple[TypeKind, str]], max_ids: int
+) -> None:
     """Look up some names and decode/build up to max_ids types, as a user would."""
     prog = Program(platform)
     finder = add_btf_type_finder(prog, btf)
@@ -1129,7 +1240,15 @@ def exercise_btf(btf: Btf, platform: Platform, names: Sequence[Tuple[TypeKind, s
         btf.type(type_id)
         if btf.kind(type_id) not in (BtfKind.VAR, BtfKind.DATASEC, BtfKind.DECL_TAG):
             exercise_type(finder.type(type_id))
-    for name in ("ST_NEG", "BIG_MAX", "NET_IOV_MAX", "PGTY_buddy", "counter", "global_node", "runqueues"):
+    for name in (
+        "ST_NEG",
+        "BIG_MAX",
+        "NET_IOV_MAX",
+        "PGTY_buddy",
+        "counter",
+        "global_node",
+        "runqueues",
+    ):
         try:
             prog.object(name)
         except LookupError:
@@ -1204,7 +1323,14 @@ def string_boundaries(data: bytes) -> List[int]:
     return [i + 1 for i, byte in enumerate(strings) if byte == 0]
 
 
-TRUNCATION_CLASSES = ("prefix", "types at a record boundary", "types word-aligned", "types anywhere", "strings after a NUL", "strings anywhere")
+TRUNCATION_CLASSES = (
+    "prefix",
+    "types at a record boundary",
+    "types word-aligned",
+    "types anywhere",
+    "strings after a NUL",
+    "strings anywhere",
+)
 
 
 @st.composite
@@ -1248,7 +1374,9 @@ def truncate(blobs: Dict[str, bytes], name: str, how: str, length: int) -> bytes
     return bytes(out)
 
 
-BOUNDARIES = {name: (record_boundaries(data), string_boundaries(data)) for name, data in SMALL_BLOBS.items()}
+BOUNDARIES = {
+    name: (record_boundaries(data), string_boundaries(data)) for name, data in SMALL_BLOBS.items()
+}
 
 
 @given(truncations(SMALL_BLOBS))
@@ -1263,13 +1391,39 @@ def test_fuzz_corrupted_small_btf_raises_only_btf_error(case):
     check_only_btf_error(corrupt(SMALL_BLOBS, *case), SMALL_NAMES, max_ids=200)
 
 
-RANDOM_NAMES = ["", "node", "int", "unsigned long", "_Bool", "state", "netmem_ref", "ST_NEG", "counter"]
+RANDOM_NAMES = [
+    "",
+    "node",
+    "int",
+    "unsigned long",
+    "_Bool",
+    "state",
+    "netmem_ref",
+    "ST_NEG",
+    "counter",
+]
 RANDOM_STRINGS = b"\0" + b"".join(n.encode() + b"\0" for n in RANDOM_NAMES[1:])
 # Valid name offsets (weighted), one inside a string, and one past the end.
-RANDOM_NAME_OFFSETS = [0] + [RANDOM_STRINGS.index(n.encode() + b"\0") for n in RANDOM_NAMES[1:]] * 4 + [3, len(RANDOM_STRINGS)]
+RANDOM_NAME_OFFSETS = (
+    [0]
+    + [RANDOM_STRINGS.index(n.encode() + b"\0") for n in RANDOM_NAMES[1:]] * 4
+    + [3, len(RANDOM_STRINGS)]
+)
 # Known kinds, and now and then an unknown one (any one record makes parsing fail).
 RANDOM_KINDS = st.sampled_from(list(range(1, 20)) * 10 + [0, 20, 31])
-RANDOM_LOOKUPS = [(kind, name) for kind in (TypeKind.STRUCT, TypeKind.UNION, TypeKind.ENUM, TypeKind.TYPEDEF, TypeKind.INT, TypeKind.BOOL, TypeKind.FLOAT) for name in RANDOM_NAMES[1:7]]
+RANDOM_LOOKUPS = [
+    (kind, name)
+    for kind in (
+        TypeKind.STRUCT,
+        TypeKind.UNION,
+        TypeKind.ENUM,
+        TypeKind.TYPEDEF,
+        TypeKind.INT,
+        TypeKind.BOOL,
+        TypeKind.FLOAT,
+    )
+    for name in RANDOM_NAMES[1:7]
+]
 
 
 @st.composite
@@ -1289,15 +1443,31 @@ def random_btf(draw):
         kflag = draw(st.booleans())
         vlen = draw(st.integers(0, 3))
         sized = kind in (1, 4, 5, 6, 15, 16, 19)
-        record = [draw(name_off), (kflag << 31) | (kind << 24) | vlen, draw(small if sized else type_id)]
+        record = [
+            draw(name_off),
+            (kflag << 31) | (kind << 24) | vlen,
+            draw(small if sized else type_id),
+        ]
         if kind == BtfKind.INT:
-            record.append((draw(st.sampled_from([0, 1, 2, 4, 5])) << 24) | (draw(st.sampled_from([0, 0, 3])) << 16) | draw(st.sampled_from([0, 1, 3, 8, 16, 32, 64, 128, 200])))
+            record.append(
+                (draw(st.sampled_from([0, 1, 2, 4, 5])) << 24)
+                | (draw(st.sampled_from([0, 0, 3])) << 16)
+                | draw(st.sampled_from([0, 1, 3, 8, 16, 32, 64, 128, 200]))
+            )
         elif kind == BtfKind.ARRAY:
             record += [draw(type_id), draw(type_id), draw(small)]
         elif kind in (BtfKind.STRUCT, BtfKind.UNION):
             for _ in range(vlen):
                 offset = draw(st.sampled_from([0, 3, 8, 32, 64, 1000]))
-                record += [draw(name_off), draw(type_id), (draw(st.sampled_from([0, 1, 3, 8, 33, 255])) << 24 | offset) if kflag else offset]
+                record += [
+                    draw(name_off),
+                    draw(type_id),
+                    (
+                        (draw(st.sampled_from([0, 1, 3, 8, 33, 255])) << 24 | offset)
+                        if kflag
+                        else offset
+                    ),
+                ]
         elif kind == BtfKind.ENUM:
             for _ in range(vlen):
                 record += [draw(name_off), draw(small)]
@@ -1353,7 +1523,11 @@ def host_fuzz_inputs() -> Tuple[Dict[str, bytes], List[Tuple[int, int]]]:
 
     def record(type_id: int) -> Tuple[int, int]:
         start = types_start + 4 * btf._starts[type_id - 1]
-        size = 4 * (len(btf._words) - btf._starts[type_id - 1]) if type_id == btf.nr_types - 1 else 4 * (btf._starts[type_id] - btf._starts[type_id - 1])
+        size = (
+            4 * (len(btf._words) - btf._starts[type_id - 1])
+            if type_id == btf.nr_types - 1
+            else 4 * (btf._starts[type_id] - btf._starts[type_id - 1])
+        )
         return start, start + size
 
     hot = [(4, hdr_len)]  # the small blobs cover magic and version
@@ -1368,7 +1542,10 @@ def host_fuzz_inputs() -> Tuple[Dict[str, bytes], List[Tuple[int, int]]]:
 
 HOST_BLOBS, HOST_HOT = host_fuzz_inputs()
 if HOST_BLOBS["vmlinux"]:
-    BOUNDARIES["vmlinux"] = (record_boundaries(HOST_BLOBS["vmlinux"]), string_boundaries(HOST_BLOBS["vmlinux"]))
+    BOUNDARIES["vmlinux"] = (
+        record_boundaries(HOST_BLOBS["vmlinux"]),
+        string_boundaries(HOST_BLOBS["vmlinux"]),
+    )
 
 
 @needs_host_btf
