@@ -91,16 +91,20 @@ class FakePage:
         value["pp_magic"] = magic
         self.obj.value = value
 
-    def expected(self) -> Dict[str, Any]:
+    def expected_decode(self) -> Dict[str, Any]:
+        """The page as ``netmem-probe decode --json`` must report it."""
+        world = self.pool.world
+        if world.netpp_page_type:
+            scheme = "page_type"
+        else:
+            scheme = "pp_magic+dma-index" if world.has_dma_index else "pp_magic"
         return {
-            "pfn": self.pfn,
-            "page": hex(self.netmem),
-            "pool": self.pool.id,
-            "where": self.where,
-            "dma-index": self.dma_index if self.pool.world.has_dma_index else None,
-            "pp_ref_count": self.pp_ref_count,
-            "_refcount": self.refcount,
+            "netmem": hex(self.netmem), "kind": "page", "page": hex(self.netmem),
+            "pfn": self.pfn, "phys": hex(self.pfn << 12), "pp": True, "scheme": scheme,
+            "pool": hex(self.pool.obj.addr), "pool-id": self.pool.id,
             "dma_addr": hex(self.dma_addr),
+            "dma-index": self.dma_index if world.has_dma_index else None,
+            "pp_ref_count": self.pp_ref_count, "_refcount": self.refcount, "error": None,
         }
 
 
@@ -136,7 +140,7 @@ class FakePagePool:
         self.ring_stale: List[int] = []
         self.dma_mapped: Dict[int, int] = {}
         self.provider: Optional[Any] = None
-        self.stats = stats
+        self.stats = stats or {}
         self.napi: Optional[KObject] = None
         self.napi_id = 0
         self.slow_netdev: Union["NetDevice", int, None] = netdev
@@ -157,7 +161,8 @@ class FakePagePool:
         self.ring_queue = world.alloc("void *", count=self.ring_size, align=8)
         if world.has_member("struct page_pool", "dma_mapped"):
             self.dma_mapped_xa = world.xarray(self.obj, "dma_mapped")
-        if stats is not None and world.has_member("struct page_pool", "recycle_stats"):
+        self.has_stats = world.has_member("struct page_pool", "recycle_stats")
+        if self.has_stats:
             if flags & PP_FLAG_SYSTEM_POOL:
                 self.recycle_stats = world.prog["pp_system_recycle_stats"].address_
             else:
@@ -319,7 +324,7 @@ class FakePagePool:
                 "consumer_tail": tail, "size": size, "batch": 16, "queue": self.ring_queue.addr}
 
     def _write_stats(self, value: Dict[str, Any]) -> None:
-        if self.stats is None or not self.world.has_member("struct page_pool", "alloc_stats"):
+        if not self.has_stats:
             return
         value["alloc_stats"] = {member: self.stats.get(name, 0)
                                 for name, (member, percpu) in STAT_NAMES.items() if not percpu}
@@ -343,7 +348,7 @@ class FakePagePool:
         return max(0, s32(self.hold - self.release))
 
     def stats_expected(self) -> Optional[Dict[str, int]]:
-        if self.stats is None or not self.world.has_member("struct page_pool", "alloc_stats"):
+        if not self.has_stats:
             return None
         recycle: Dict[str, int] = {}
         for per_cpu in self.stats.get("recycle", []):
@@ -393,6 +398,19 @@ class FakePagePool:
         if self.provider is not None:
             rec.update(self.provider.netlink_attrs())
         return rec
+
+    def expected_details(self) -> Dict[str, Any]:
+        """What ``netmem-probe pool ID --json`` adds to the pool's record."""
+        cache, ring = len(self.cache), len(self.ring)
+        return {
+            "breakdown": {
+                "alloc-cache": cache,
+                "ring": ring,
+                "dma-mapped": len(self.dma_mapped) if self.world.has_dma_index else None,
+                "out": max(self.inflight - cache - ring, 0),
+            },
+            "stats": self.stats_expected(),
+        }
 
     def _reported_napi_id(self) -> int:
         world = self.world

@@ -408,7 +408,7 @@ class World:
         from netmem_probe.fake.pools import PP_FLAG_SYSTEM_POOL, FakePagePool
 
         pool = FakePagePool(self, pool_size=(1 << 20) // PAGE_SIZE, nid=0, cpuid=cpu,
-                            flags=PP_FLAG_SYSTEM_POOL, stats={})
+                            flags=PP_FLAG_SYSTEM_POOL)
         # Since the Linux kernel commit "xdp: Use nested-BH locking for
         # system_page_pool" (in v6.16) the per-CPU variable is a struct
         # page_pool_bh; before, a bare pointer.
@@ -446,7 +446,8 @@ class World:
 
     def expected_all(self) -> Dict[str, Any]:
         """Everything the world knows it built, for ``expected.json``."""
-        return {"pools": self.expected_pools(), **self.expected}
+        details = {str(p.id): p.expected_details() for p in self.pools}
+        return {"pools": self.expected_pools(), "pool-details": details, **self.expected}
 
     def program(self) -> Program:
         """Commit and return the drgn Program over this world's memory."""

@@ -89,11 +89,16 @@ class PpScheme:
     def dma_index(self, pp_magic: int) -> int:
         return (pp_magic & self.dma_index_mask) >> self.dma_index_shift
 
+    @property
+    def name(self) -> str:
+        """``page_type``, ``pp_magic+dma-index`` or ``pp_magic``."""
+        if self.kind == "page_type":
+            return "page_type"
+        return "pp_magic+dma-index" if self.dma_index_mask else "pp_magic"
+
     def describe(self) -> str:
         if self.kind == "page_type":
-            return f"page_type PGTY_netpp ({self.page_type:#x})"
-        if self.dma_index_mask:
-            return f"pp_magic & {self.magic_mask:#x} == {self.signature:#x} (DMA index in pp_magic)"
+            return f"page_type >> 24 == PGTY_netpp ({self.page_type:#x})"
         return f"pp_magic & {self.magic_mask:#x} == {self.signature:#x}"
 
 
@@ -275,7 +280,7 @@ def decode_page(prog: Program, netmem: int) -> PageInfo:
 
     def bad(reason: str, located: bool = True) -> PageInfo:
         return PageInfo(netmem, netmem, pfn if located else None,
-                        pfn << page_shift if located else None, False, scheme.describe(), None,
+                        pfn << page_shift if located else None, False, scheme.name, None,
                         None, None, None, None, None, reason)
 
     if not netmem:
@@ -289,10 +294,10 @@ def decode_page(prog: Program, netmem: int) -> PageInfo:
     except drgn.FaultError as e:
         return bad(f"struct page is unmapped ({e.message} at {e.address:#x})")
     is_pp = scheme.is_pp(f["pp_magic"], f["page_type"])
-    problem = None if is_pp else "not a page-pool page (" + scheme.describe() + " fails)"
+    problem = None if is_pp else f"not a page-pool page ({scheme.describe()} fails)"
     return PageInfo(
         netmem=netmem, page=netmem, pfn=pfn, phys=pfn << page_shift, is_pp=is_pp,
-        scheme=scheme.describe(),
+        scheme=scheme.name,
         pool=f["pp"] if is_pp else None,
         pool_id=pool_id(prog, f["pp"]) if is_pp else None,
         dma_index=scheme.dma_index(f["pp_magic"]) if is_pp and scheme.dma_index_mask else None,

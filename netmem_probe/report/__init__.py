@@ -47,19 +47,21 @@ def or_dash(value: Any) -> Any:
 
 
 def emit_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str],
-               out: TextIO = sys.stdout, headers: Optional[Sequence[str]] = None) -> None:
+               headers: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> None:
     """Print ``rows`` as a table of ``columns`` (keys of each row)."""
     data: List[List[Any]] = [[or_dash(row.get(col)) for col in columns] for row in rows]
     text = tabulate(data, headers=list(headers or [c.upper() for c in columns]),
                     tablefmt="simple", disable_numparse=True)
-    out.write(text + "\n")
+    (out or sys.stdout).write(text + "\n")
 
 
-def emit_json(value: Any, out: TextIO = sys.stdout) -> None:
-    json.dump(value, out, indent=2)
-    out.write("\n")
+def emit_json(value: Any, out: Optional[TextIO] = None) -> None:
+    (out or sys.stdout).write(json.dumps(value, indent=2) + "\n")
 
 
-def emit_json_line(value: Any, out: TextIO = sys.stdout) -> None:
-    out.write(json.dumps(value, separators=(",", ":")) + "\n")
+def emit_json_line(value: Any, out: Optional[TextIO] = None) -> None:
+    """One JSON object per line (JSON Lines), flushed so streams stay live."""
+    stream = out or sys.stdout
+    stream.write(json.dumps(value, separators=(",", ":")) + "\n")
+    stream.flush()
 

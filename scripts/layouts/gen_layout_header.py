@@ -13,6 +13,7 @@ for exactly the members netmem-probe reads.
 
 import argparse
 import os
+import re
 import sys
 
 import drgn
@@ -78,8 +79,10 @@ def contains_member(type_, names):
 
 
 class HeaderWriter:
-    def __init__(self, prog):
+    def __init__(self, prog, overrides=None, drops=()):
         self.prog = prog
+        self.overrides = overrides or {}
+        self.drops = set(drops)
         self.definitions = []  # C text, in dependency order
         self.done = set()
         self.forward = set()
@@ -165,10 +168,25 @@ class HeaderWriter:
         tag = f" {type_.tag}" if type_.tag else ""
         return f"enum{tag} {{\n{values}\n}}"
 
+    def emit_override(self, key):
+        """Emit a definition written from kernel source in place of the input's."""
+        self.done.add(key)
+        text = self.overrides[key]
+        for other in self.overrides:
+            if other not in self.done and re.search(rf"\b{re.escape(other)}\b", text):
+                self.emit_override(other)
+        # Types the definition embeds by value must come first.
+        for used in re.findall(r"\b((?:struct|union|enum) \w+)\s+\w+\s*[;\[]", text):
+            if used != key and used not in self.done and has_type(self.prog, used):
+                self.require_complete(self.prog.type(used))
+        self.definitions.append(text.strip() + "\n")
+
     def enum(self, type_):
         key = f"enum {type_.tag}"
         if key in self.done:
             return
+        if key in self.overrides:
+            return self.emit_override(key)
         self.done.add(key)
         if type_.enumerators is None:
             raise ValueError(f"{key} is incomplete in the input")
@@ -180,6 +198,8 @@ class HeaderWriter:
         key = f"{keyword} {type_.tag}"
         if key in self.done:
             return
+        if key in self.overrides:
+            return self.emit_override(key)
         self.done.add(key)
         if not type_.is_complete():
             self.forward.add(key)
@@ -213,7 +233,7 @@ class HeaderWriter:
             elif member.name is None and contains_member(member.type, keep):
                 yield member, keep
 
-    def body(self, type_, keep, depth, assert_root=None, base_bits=0):
+    def body(self, type_, keep, depth, assert_root=None, base_bits=0, path=""):
         tabs = "\t" * depth
         lines = []
         cur = 0
@@ -221,14 +241,22 @@ class HeaderWriter:
         members = sorted(self.kept_members(type_, keep), key=lambda mk: mk[0].bit_offset)
         for member, sub_keep in members:
             off = member.bit_offset
+            member_path = f"{path}.{member.name}" if path and member.name else (
+                member.name or path)
+            if assert_root is not None and f"{assert_root}:{member_path}" in self.drops:
+                continue  # dropped: this kernel version lacks it; padding takes its place
             if not is_union:
                 if off < cur:
                     raise ValueError(f"{type_.type_name()}.{member.name} overlaps the previous member")
                 lines += self.pad(cur, off, tabs)
-            if member.name is None:
+            anonymous_type = (member.type.kind in COMPOUND and member.type.tag is None
+                              and not member.type.qualifiers)
+            if member.name is None or anonymous_type:
                 keyword = "struct" if member.type.kind == TypeKind.STRUCT else "union"
-                inner = self.body(member.type, sub_keep, depth + 1, assert_root, base_bits + off)
-                text = f"{tabs}{keyword} {{\n{inner}\n{tabs}}};"
+                inner = self.body(member.type, sub_keep, depth + 1, assert_root, base_bits + off,
+                                  member_path)
+                name = f" {member.name}" if member.name else ""
+                text = f"{tabs}{keyword} {{\n{inner}\n{tabs}}}{name};"
                 size = member.type.size * 8
             else:
                 text = tabs + self.decl(member.type, member.name, True)
@@ -239,7 +267,7 @@ class HeaderWriter:
                     size = self.bits_of(member.type)
                     if assert_root is not None and size:
                         self.asserts.append(
-                            (f"__builtin_offsetof({assert_root}, {member.name})",
+                            (f"__builtin_offsetof({assert_root}, {member_path})",
                              (base_bits + off) // 8))
                 text += ";"
             lines.append(text)
@@ -302,8 +330,16 @@ class HeaderWriter:
         return None
 
 
-def generate(prog, name, source):
-    writer = HeaderWriter(prog)
+def parse_overrides(text):
+    """Top-level ``struct X {...};`` / ``enum X {...};`` definitions, by key."""
+    overrides = {}
+    for match in re.finditer(r"^((?:struct|union|enum) \w+) \{.*?^\};", text, re.M | re.S):
+        overrides[match[1]] = match[0]
+    return overrides
+
+
+def generate(prog, name, source, overrides=None, drops=()):
+    writer = HeaderWriter(prog, overrides, drops)
     for key in spec.STRUCTS:
         try:
             type_ = prog.type(key)
@@ -314,6 +350,9 @@ def generate(prog, name, source):
             writer.require_complete(type_)
         else:
             writer.compound(type_)
+    for key in writer.overrides:
+        if key not in writer.done:
+            writer.emit_override(key)
     for key in spec.TYPEDEFS:
         try:
             writer.typedef(prog.type(key))
@@ -361,10 +400,15 @@ def main():
     parser.add_argument("--types", required=True, help="ELF with the kernel's DWARF")
     parser.add_argument("--name", required=True, help="layout name, e.g. linux-7.3")
     parser.add_argument("--source", required=True, help="where the offsets came from")
+    parser.add_argument("--override", help="C file of definitions taken from kernel source "
+                        "that replace the input's (for versions without a debug vmlinux)")
+    parser.add_argument("--drop", action="append", default=[], metavar="TYPE:MEMBER",
+                        help="leave out a member this version does not have (becomes padding)")
     args = parser.parse_args()
     prog = Program(drgn.host_platform)
     prog.extra_module("kernel-types", create=True).try_file(args.types, force=True)
-    sys.stdout.write(generate(prog, args.name, args.source))
+    overrides = parse_overrides(open(args.override).read()) if args.override else None
+    sys.stdout.write(generate(prog, args.name, args.source, overrides, args.drop))
 
 
 if __name__ == "__main__":

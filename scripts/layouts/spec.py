@@ -93,7 +93,8 @@ STRUCTS = {
 }
 
 # Typedefs that drgn's helpers or netmem-probe name directly.
-TYPEDEFS = ["time64_t", "phys_addr_t", "dma_addr_t", "netmem_ref", "atomic_long_t", "ktime_t"]
+TYPEDEFS = ["time64_t", "phys_addr_t", "dma_addr_t", "netmem_ref", "atomic_long_t", "ktime_t",
+            "size_t", "u32", "u16"]
 
 # Enumerations whose constants the tool looks up by name.
 ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction", "enum timekeeper_ids"]
