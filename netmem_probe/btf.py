@@ -702,8 +702,9 @@ class BtfTypeFinder:
     type id. It is also the type finder callback that
     :func:`add_btf_type_finder()` registers.
 
-    Name lookups prefer complete definitions over forward declarations, and
-    this BTF's own types over its base's. When BTF deduplication has left
+    Name lookups prefer complete definitions over forward declarations (a
+    ``FWD``, or an enum without enumerators), and this BTF's own types over its
+    base's. When BTF deduplication has left
     several different definitions with the same name, the one with the lowest
     type id wins. BTF records no file names, so the finder ignores the filename
     drgn passes.
@@ -743,7 +744,7 @@ class BtfTypeFinder:
                     if not matches(self.btf, type_id):
                         continue
                     rank = (
-                        btf_kind == BtfKind.FWD,
+                        _is_declaration(self.btf, type_id),
                         type_id < self.btf.first_id,
                         type_id,
                     )
@@ -778,12 +779,7 @@ class BtfTypeFinder:
             raise BtfError(f"type id {type_id}: reference chain longer than {_MAX_REFERENCE_DEPTH}")
         self._building.append(type_id)
         try:
-            t = self.btf.type(type_id)
-            try:
-                result = self._build(t)
-            except (ValueError, TypeError, OverflowError, NotImplementedError) as e:
-                # drgn refused values no valid BTF has (sizes, bit field widths).
-                raise BtfError(f"type id {type_id} ({t.kind.name}): {e}") from None
+            result = self._build(self.btf.type(type_id))
         finally:
             self._building.pop()
         self._types[type_id] = result
@@ -894,6 +890,12 @@ class BtfTypeFinder:
         raise BtfError(f"type id {type_id}: typedef/qualifier chain too long or cyclic")
 
     def _build_enum(self, t: BtfType) -> Type:
+        if not t.enumerators:
+            # libbpf encodes "enum foo;" as an enum without enumerators.
+            definition = self.find_id((TypeKind.ENUM,), t.name)
+            if definition is not None and self.btf.type(definition).enumerators:
+                return self.type(definition)
+            return self.prog.enum_type(t.name or None)
         compatible = self._enum_compatible_type(t)
         bits = t.size * 8
         low, high = (-(1 << (bits - 1)), 1 << (bits - 1)) if t.kind_flag else (0, 1 << bits)
@@ -911,7 +913,8 @@ class BtfTypeFinder:
         if names is None:
             raise BtfError(f"type id {t.id}: enum size {t.size} is not 1, 2, 4 or 8")
         platform = self.prog.platform
-        if t.size == 8 and platform is not None and not platform.flags & PlatformFlags.IS_64_BIT:
+        assert platform is not None  # checked by type()
+        if t.size == 8 and not platform.flags & PlatformFlags.IS_64_BIT:
             names = ("long long", "unsigned long long")
         # Since the ENUM64 patches (Linux 6.0, pahole 1.24), kind_flag marks
         # signed enums; older BTF leaves it 0, so its negative values read as
@@ -1011,6 +1014,14 @@ _BUILDERS: Dict[BtfKind, Callable[[BtfTypeFinder, BtfType], Type]] = {
 
 def _is_any(btf: Btf, type_id: int) -> bool:
     return True
+
+
+def _is_declaration(btf: Btf, type_id: int) -> bool:
+    """Whether a type only declares a name: a FWD, or an enum without enumerators."""
+    kind = btf.kind(type_id)
+    if kind in (BtfKind.ENUM, BtfKind.ENUM64):
+        return not btf.type(type_id).enumerators
+    return kind == BtfKind.FWD
 
 
 def _is_bool(btf: Btf, type_id: int) -> bool:

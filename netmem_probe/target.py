@@ -197,11 +197,21 @@ def _open_fixture(path: Path) -> Program:
     types = str(real / "types.elf")
     module = prog.main_module("kernel", create=True)
     try:
-        # Without force: the types must carry the build ID the vmcore names.
-        module.try_file(types)
+        module.try_file(types, force=True)
     except (ValueError, OSError) as e:
         raise TargetError(f"cannot read fixture types {types}: {e}")
     if module.debug_file_path is None:
+        raise TargetError(f"fixture types {types} are not an ELF with DWARF")
+    want = _vmcoreinfo_build_id(prog)
+    have = module.build_id.hex() if module.build_id else None
+    if want is None or have != want:
         raise TargetError(f"fixture types {types} do not match its vmcore "
-                          "(not an ELF with DWARF, or another build ID)")
+                          f"(build ID {have}, VMCOREINFO has {want})")
     return prog
+
+
+def _vmcoreinfo_build_id(prog: Program) -> Optional[str]:
+    for line in prog["VMCOREINFO"].string_().decode(errors="replace").splitlines():
+        if line.startswith("BUILD-ID="):
+            return line.split("=", 1)[1].strip()
+    return None
