@@ -619,6 +619,18 @@ def test_complete_definition_preferred_over_forward_and_lowest_id_among_duplicat
     assert same(finder.type(lonely), prog.union_type("lonely"))
 
 
+def test_enum_without_enumerators_is_a_declaration():
+    w = BtfWriter()
+    declared = w.enum("mode", 4, [])
+    defined = w.enum("mode", 4, [("MODE_A", 0)])
+    lonely = w.enum("lonely", 4, [])
+    prog, finder = make_prog(parse_btf(w.to_bytes()))
+    assert finder.find_id([TypeKind.ENUM], "mode") == defined
+    assert finder.type(declared) is finder.type(defined)
+    assert not prog.type("enum lonely").is_complete()
+    assert not finder.type(lonely).is_complete()
+
+
 def test_struct_lookup_is_lazy_and_recursive_structs_are_cheap():
     w = BtfWriter()
     fwd = w.add(BtfKind.FWD, "list_head")
