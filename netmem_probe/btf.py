@@ -1098,7 +1098,16 @@ def add_btf_object_finder(
     - functions: a BTF ``FUNC``'s type at the address ``symbol_lookup(name)`` gives.
 
     :param symbol_lookup: Callable returning the address of a symbol, or ``None``
-        if it is unknown (e.g. from kallsyms). Without it only constants are found.
+        if it is unknown. Without it only constants are found. With kallsyms
+        (:func:`drgn.helpers.linux.kallsyms.load_vmlinux_kallsyms()` returns a
+        :class:`drgn.SymbolIndex` to register as a symbol finder), it can be::
+
+            def symbol_lookup(name):
+                try:
+                    return prog.symbol(name).address
+                except LookupError:
+                    return None
+
     :param name: Finder name (must be unique among the program's object finders).
     :param enable_index: As for :func:`add_btf_type_finder()`.
     :raises BtfError: if the BTF's byte order is not the program's.

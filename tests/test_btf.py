@@ -718,6 +718,28 @@ def test_object_finder_answers_constants_variables_and_functions():
         prog.variable("ST_NEG")  # a constant, not a variable
 
 
+def test_object_finder_takes_addresses_from_a_drgn_symbol_index():
+    # The way kallsyms plugs in: load_vmlinux_kallsyms() returns a SymbolIndex.
+    w, ids = all_kinds_writer()
+    btf = parse_btf(w.to_bytes())
+    prog, _ = make_prog(btf)
+    symbol = drgn.Symbol(
+        "counter", 0xFFFF0030, 4, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.OBJECT
+    )
+    prog.register_symbol_finder("kallsyms", drgn.SymbolIndex([symbol]), enable_index=0)
+
+    def symbol_lookup(name):
+        try:
+            return prog.symbol(name).address
+        except LookupError:
+            return None
+
+    add_btf_object_finder(prog, btf, symbol_lookup)
+    assert prog.variable("counter").address_ == 0xFFFF0030
+    with pytest.raises(LookupError):
+        prog.variable("global_node")  # in BTF, but not in the symbol table
+
+
 def test_object_finder_without_symbols_answers_constants_only():
     w, ids = all_kinds_writer()
     btf = parse_btf(w.to_bytes())
