@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Minimal generic-netlink client for the kernel's page pool view (netdev family).
+
+Standard library only: this runs inside the QEMU guest with the host's Python.
+
+It resolves the ``netdev`` family id through ``nlctrl`` and dumps
+``page-pool-get`` and ``page-pool-stats-get``.  Attribute and command numbers
+come from the booted kernel's own ``include/uapi/linux/netdev.h`` (parsed on the
+host by make-vmcore into a JSON file), and the output uses the names of
+``Documentation/netlink/specs/netdev.yaml``, i.e. what ``ynl --output-json``
+prints: ``id``, ``ifindex``, ``napi-id``, ``inflight``, ``inflight-mem``,
+``detach-time``, ``dmabuf``, ``io-uring``; stats: ``info: {id, ifindex}``,
+``alloc-fast``, ... ``recycle-released-refcnt``.
+
+    nlpp.py --attrs netdev-attrs.json [--netns NAME|PATH] [--stats]
+"""
+import ctypes
+import errno
+import json
+import os
+import socket
+import struct
+import sys
+
+NETLINK_GENERIC = 16
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+GENL_ID_CTRL = 0x10
+CTRL_CMD_GETFAMILY = 3
+CTRL_ATTR_FAMILY_ID = 1
+CTRL_ATTR_FAMILY_NAME = 2
+NLA_F_NESTED = 1 << 15
+NLA_TYPE_MASK = ~((1 << 15) | (1 << 14)) & 0xFFFF
+CLONE_NEWNET = 0x40000000
+
+# Attribute types from netdev.yaml: everything here is 'uint' (4 or 8 bytes) or
+# 'u32', except these nests.
+NESTS = {"io-uring": "io-uring-provider-info", "info": "page-pool"}
+
+
+class NetlinkError(Exception):
+    def __init__(self, err, what):
+        super().__init__("%s: %s" % (what, os.strerror(err)))
+        self.errno = err
+
+
+def _nla(atype, payload):
+    n = 4 + len(payload)
+    return struct.pack("=HH", n, atype) + payload + b"\0" * ((4 - n % 4) % 4)
+
+
+def _parse_attrs(data):
+    out = []
+    off = 0
+    while off + 4 <= len(data):
+        alen, atype = struct.unpack_from("=HH", data, off)
+        if alen < 4:
+            break
+        out.append((atype & NLA_TYPE_MASK, data[off + 4:off + alen]))
+        off += (alen + 3) & ~3
+    return out
+
+
+def _uint(b):
+    if len(b) == 8:
+        return struct.unpack("=Q", b)[0]
+    if len(b) == 4:
+        return struct.unpack("=I", b)[0]
+    if len(b) == 2:
+        return struct.unpack("=H", b)[0]
+    if len(b) == 1:
+        return b[0]
+    return b.hex()
+
+
+class GenlSocket:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        self.sock.bind((0, 0))
+        self.seq = 1
+
+    def close(self):
+        self.sock.close()
+
+    def request(self, family, cmd, attrs=b"", dump=False, version=1):
+        self.seq += 1
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        payload = struct.pack("=BBH", cmd, version, 0) + attrs
+        hdr = struct.pack("=LHHLL", 16 + len(payload), family, flags, self.seq, 0)
+        self.sock.send(hdr + payload)
+        msgs = []
+        while True:
+            data = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(data):
+                mlen, mtype, mflags, mseq, _ = struct.unpack_from("=LHHLL", data, off)
+                body = data[off + 16:off + mlen]
+                off += (mlen + 3) & ~3
+                if mseq != self.seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    err = struct.unpack_from("=i", body)[0]
+                    if err:
+                        raise NetlinkError(-err, "netlink request cmd %d" % cmd)
+                    return msgs  # ACK
+                if mtype == NLMSG_DONE:
+                    if len(body) >= 4:
+                        err = struct.unpack_from("=i", body)[0]
+                        if err < 0:
+                            raise NetlinkError(-err, "netlink dump cmd %d" % cmd)
+                    return msgs
+                msgs.append(body[4:])  # strip genlmsghdr
+
+    def family_id(self, name):
+        msgs = self.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY,
+                            _nla(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"))
+        for m in msgs:
+            for atype, val in _parse_attrs(m):
+                if atype == CTRL_ATTR_FAMILY_ID:
+                    return struct.unpack("=H", val[:2])[0]
+        raise NetlinkError(errno.ENOENT, "genl family %s" % name)
+
+
+class PagePoolNetlink:
+    """Dumps page-pool-get / page-pool-stats-get of the netns this object was created in."""
+
+    def __init__(self, attrs):
+        self.a = attrs
+        self.gs = GenlSocket()
+        self.family = self.gs.family_id(attrs.get("family-name", "netdev"))
+
+    def close(self):
+        self.gs.close()
+
+    def _decode(self, space, payload):
+        names = {int(k): v for k, v in self.a["attrs"][space].items()}
+        out = {}
+        for atype, val in _parse_attrs(payload):
+            name = names.get(atype, "attr-%d" % atype)
+            if name in NESTS:
+                out[name] = self._decode(NESTS[name], val)
+            elif name == "pad":
+                continue
+            else:
+                out[name] = _uint(val)
+        return out
+
+    def page_pool_get(self):
+        msgs = self.gs.request(self.family, self.a["cmds"]["page-pool-get"], dump=True)
+        return [self._decode("page-pool", m) for m in msgs]
+
+    def page_pool_stats_get(self):
+        msgs = self.gs.request(self.family, self.a["cmds"]["page-pool-stats-get"], dump=True)
+        return [self._decode("page-pool-stats", m) for m in msgs]
+
+
+_libc = None
+
+
+def setns(path_or_fd):
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fd = path_or_fd if isinstance(path_or_fd, int) else os.open(path_or_fd, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "setns(%s): %s" % (path_or_fd, os.strerror(e)))
+    finally:
+        if not isinstance(path_or_fd, int):
+            os.close(fd)
+
+
+def netns_path(name):
+    if name in (None, "", "init_net"):
+        return "/proc/1/ns/net"
+    return name if "/" in name else "/run/netns/" + name
+
+
+def dump_netns(attrs, nspath=None, stats=True):
+    """Return {"page-pool-get": [...], "page-pool-stats-get": [...] or None, ...}."""
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        if nspath:
+            setns(nspath)
+        try:
+            nl = PagePoolNetlink(attrs)
+        finally:
+            if nspath:
+                setns(home)
+    finally:
+        os.close(home)
+    res = {}
+    try:
+        res["page-pool-get"] = nl.page_pool_get()
+    except NetlinkError as e:
+        res["page-pool-get"] = None
+        res["page-pool-get-error"] = errno.errorcode.get(e.errno, str(e.errno))
+    if stats:
+        try:
+            res["page-pool-stats-get"] = nl.page_pool_stats_get()
+        except NetlinkError as e:
+            res["page-pool-stats-get"] = None
+            res["page-pool-stats-get-error"] = errno.errorcode.get(e.errno, str(e.errno))
+    nl.close()
+    return res
+
+
+def main(argv):
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--attrs", required=True, help="netdev-attrs.json from make-vmcore")
+    ap.add_argument("--netns", help="netns name (in /run/netns) or path; default: current")
+    ap.add_argument("--stats", action="store_true", help="also dump page-pool-stats-get")
+    args = ap.parse_args(argv)
+    with open(args.attrs) as f:
+        attrs = json.load(f)
+    json.dump(dump_netns(attrs, netns_path(args.netns) if args.netns else None, args.stats),
+              sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
