@@ -107,7 +107,7 @@ def _set_core_dump(path: Path) -> Program:
         prog = Program(platform)
         try:
             prog.set_core_dump(str(path))
-        except (ValueError, OSError, drgn.FaultError) as e:
+        except Exception as e:  # noqa: BLE001 - libkdumpfile errors are plain Exceptions
             errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
             continue
         if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
