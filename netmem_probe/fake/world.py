@@ -42,9 +42,8 @@ MAX_PHYSMEM_BITS = 46
 RAM_SIZE = 1 << SECTION_SIZE_BITS  # one memory section
 HEAP_PA = 0x4000000
 HEAP_SIZE = 0x2000000
-FRAMES_PA = HEAP_PA + HEAP_SIZE
 MEMMAP_PA = RAM_SIZE - (RAM_SIZE >> PAGE_SHIFT) * 64
-PERCPU_UNIT = 0x10000
+PERCPU_UNIT = 0x100000
 PERCPU_DYNAMIC = 0x8000  # first dynamically allocated per-CPU offset
 INIT_NET_INUM = 0xF0000000
 
@@ -174,7 +173,8 @@ class World:
     """
 
     def __init__(self, layout: str = "linux-7.3", *, nr_cpus: int = 2,
-                 boottime: float = 86400.0, osrelease: Optional[str] = None) -> None:
+                 boottime: float = 86400.0, osrelease: Optional[str] = None,
+                 heap_size: int = HEAP_SIZE) -> None:
         self.layout = layout
         self.types_elf = build_types_elf(layout)
         self.nr_cpus = nr_cpus
@@ -184,9 +184,10 @@ class World:
         self.wirings: List[Any] = []
         self.expected: Dict[str, Any] = {}
         self.mem = FakeMemory()
+        self.heap_size = heap_size
         self.prog = self._make_program()
         self._types: Dict[str, drgn.Type] = {}
-        self._next_pfn = FRAMES_PA >> PAGE_SHIFT
+        self._next_pfn = (HEAP_PA + self.heap_size) >> PAGE_SHIFT
         self._percpu_next = PERCPU_DYNAMIC
         self._inum = INIT_NET_INUM
         self._globals: Dict[str, KObject] = {}
@@ -236,9 +237,10 @@ class World:
             Region("kernel-data", KERNEL_DATA, KERNEL_DATA - START_KERNEL_MAP, data_size))
         self.mem.add(Region("swapper_pg_dir", SWAPPER_PG_DIR,
                             SWAPPER_PG_DIR - START_KERNEL_MAP, PAGE_SIZE))
-        self.heap = self.mem.add(Region("heap", PAGE_OFFSET + HEAP_PA, HEAP_PA, HEAP_SIZE))
-        self.frames = self.mem.add(Region("page-frames", PAGE_OFFSET + FRAMES_PA, FRAMES_PA,
-                                          MEMMAP_PA - FRAMES_PA))
+        frames = HEAP_PA + self.heap_size
+        self.heap = self.mem.add(Region("heap", PAGE_OFFSET + HEAP_PA, HEAP_PA, self.heap_size))
+        self.frames = self.mem.add(Region("page-frames", PAGE_OFFSET + frames, frames,
+                                          MEMMAP_PA - frames))
         self.memmap = self.mem.add(Region("vmemmap", VMEMMAP, MEMMAP_PA,
                                           (RAM_SIZE >> PAGE_SHIFT) * 64))
         self.mem.attach(prog)

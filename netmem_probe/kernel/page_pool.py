@@ -209,6 +209,7 @@ class PagePoolScanner:
         detach_type = pool_type.member("user").type.member("detach_time").type
         self.detach_divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
         self.list_offset = drgn.offsetof(pool_type, "user.list")
+        self.napi_id_offset = drgn.offsetof(prog.type("struct napi_struct"), "napi_id")
         self.netdevs = NetdevReader(prog, self.problems)
         self.net_ptr_poison = 0x801 + _poison_delta(prog)
         self.min_napi_id = _min_napi_id(prog)
@@ -323,7 +324,7 @@ class PagePoolScanner:
         if not raw["napi"]:
             return None
         try:
-            napi_id = Object(self.prog, "struct napi_struct *", raw["napi"]).napi_id.value_()
+            napi_id = self.prog.read_u32(raw["napi"] + self.napi_id_offset)
         except drgn.FaultError:
             return None
         return napi_id if napi_id >= self.min_napi_id else None

@@ -11,7 +11,8 @@ Members that a kernel version lacks decode to ``None``; which members exist is
 decided from the target's types, never from its version number.
 """
 
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+import struct
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import drgn
 from drgn import Program, TypeKind
@@ -92,6 +93,7 @@ class StructReader:
         self.fields: Dict[str, Optional[Field]] = {
             key: _field(self.type, path) for key, path in members.items()
         }
+        self._plan = _plan(self.fields)
 
     def has(self, key: str) -> bool:
         return self.fields[key] is not None
@@ -107,22 +109,57 @@ class StructReader:
         return self.decode(self.prog.read(address, self.size))
 
     def decode(self, raw: bytes) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        for key, field in self.fields.items():
-            if field is None:
-                out[key] = None
-                continue
+        out: Dict[str, Any] = dict.fromkeys(self._plan.missing)
+        for unpacker, keys in self._plan.groups:
+            out.update(zip(keys, unpacker.unpack_from(raw)))
+        for key, field in self._plan.others:
             chunk = raw[field.offset:field.offset + field.size]
             if field.is_string:
                 out[key] = chunk.split(b"\0", 1)[0].decode(errors="replace")
                 continue
-            value = int.from_bytes(chunk, "little", signed=field.signed and not field.bit_size)
-            if field.bit_size:
-                value = (value >> field.bit_offset) & ((1 << field.bit_size) - 1)
-                if field.signed and value >> (field.bit_size - 1):
-                    value -= 1 << field.bit_size
+            value = int.from_bytes(chunk, "little")
+            value = (value >> field.bit_offset) & ((1 << field.bit_size) - 1)
+            if field.signed and value >> (field.bit_size - 1):
+                value -= 1 << field.bit_size
             out[key] = value
         return out
+
+
+class _Plan(NamedTuple):
+    groups: List[Tuple[struct.Struct, Tuple[str, ...]]]
+    others: List[Tuple[str, Field]]
+    missing: Tuple[str, ...]
+
+
+_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
+
+
+def _plan(fields: Mapping[str, Optional[Field]]) -> _Plan:
+    """
+    Group plain integer members into as few ``struct.Struct`` unpackers as
+    their overlaps allow (unions alias offsets), so decoding an object is a
+    handful of C calls instead of one per member.
+    """
+    plain = sorted(((f.offset, key, f) for key, f in fields.items()
+                    if f is not None and not f.bit_size and not f.is_string
+                    and f.size in _CODES), key=lambda t: t[0])
+    groups: List[Tuple[struct.Struct, Tuple[str, ...]]] = []
+    while plain:
+        fmt, keys, end, rest = "<", [], 0, []
+        for offset, key, f in plain:
+            if offset < end:
+                rest.append((offset, key, f))
+                continue
+            code = _CODES[f.size]
+            fmt += f"{offset - end}x" + (code if f.signed else code.upper())
+            keys.append(key)
+            end = offset + f.size
+        groups.append((struct.Struct(fmt), tuple(keys)))
+        plain = rest
+    grouped = {key for _, keys in groups for key in keys}
+    others = [(key, f) for key, f in fields.items() if f is not None and key not in grouped]
+    missing = tuple(key for key, f in fields.items() if f is None)
+    return _Plan(groups, others, missing)
 
 
 def read_cstring(prog: Program, address: int, limit: int = 64) -> Optional[str]:
