@@ -65,6 +65,13 @@ def _parse_attrs(data):
     return out
 
 
+def errname(e):
+    """EOPNOTSUPP (not its alias ENOTSUP, which errno.errorcode picks on Linux)."""
+    if e == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(e, str(e))
+
+
 def _uint(b):
     if len(b) == 8:
         return struct.unpack("=Q", b)[0]
@@ -199,13 +206,13 @@ def dump_netns(attrs, nspath=None, stats=True):
         res["page-pool-get"] = nl.page_pool_get()
     except NetlinkError as e:
         res["page-pool-get"] = None
-        res["page-pool-get-error"] = errno.errorcode.get(e.errno, str(e.errno))
+        res["page-pool-get-error"] = errname(e.errno)
     if stats:
         try:
             res["page-pool-stats-get"] = nl.page_pool_stats_get()
         except NetlinkError as e:
             res["page-pool-stats-get"] = None
-            res["page-pool-stats-get-error"] = errno.errorcode.get(e.errno, str(e.errno))
+            res["page-pool-stats-get-error"] = errname(e.errno)
     nl.close()
     return res
 
