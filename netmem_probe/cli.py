@@ -18,7 +18,13 @@ import click
 import drgn
 
 from netmem_probe.kernel.walk import Problems
-from netmem_probe.target import TargetError, describe, open_debug_info, open_program
+from netmem_probe.target import (
+    TargetError,
+    core_truncation,
+    describe,
+    open_debug_info,
+    open_program,
+)
 
 __all__ = ("EXIT_FINDINGS", "EXIT_PARTIAL", "EXIT_TARGET", "EXIT_USAGE", "Target", "main")
 
@@ -27,6 +33,10 @@ EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_TARGET = 3
 EXIT_PARTIAL = 4
+
+# Since click 8.2 a group run without a command raises this; older click
+# prints the help and exits 0 itself.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 GROUP_EXAMPLES = """\b
 EXAMPLES:
@@ -45,18 +55,21 @@ class Target:
     """The target the group options name; the Program is opened on first use."""
 
     def __init__(self, core: Optional[str], symbols: Sequence[str], fixture: Optional[str],
-                 debug: bool) -> None:
+                 debug: bool, prog: Optional[drgn.Program] = None) -> None:
         self.core = core
         self.symbols = tuple(symbols)
         self.fixture = fixture
         self.debug = debug
         self.problems = Problems()
-        self._prog: Optional[drgn.Program] = None
+        self._prog = prog
 
     @property
     def prog(self) -> drgn.Program:
         if self._prog is None:
             self._prog = open_program(self.core, self.symbols, self.fixture)
+            truncated = core_truncation(self.core) if self.core is not None else None
+            if truncated:
+                click.echo(f"netmem-probe: warning: {truncated}", err=True)
         return self._prog
 
     def types_program(self) -> drgn.Program:
@@ -101,7 +114,8 @@ def cli(ctx: click.Context, core: Optional[str], symbols: Sequence[str],
     """
     if core is not None and fixture is not None:
         raise click.UsageError("-c/--core and -f/--fixture are mutually exclusive")
-    ctx.obj = Target(core, symbols, fixture, debug)
+    # main(program=...) hands an already-open Program over in ctx.obj.
+    ctx.obj = Target(core, symbols, fixture, debug, prog=ctx.obj)
 
 
 def _register_commands() -> None:
@@ -114,11 +128,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+def main(argv: Optional[List[str]] = None, program: Optional[drgn.Program] = None) -> int:
+    """
+    Entry point: run the CLI and turn every failure into one line and an exit code.
+
+    :param program: run against this Program instead of opening the target the
+        options name (tests and fuzzing drive fake-memory Programs this way).
+    """
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        code = cli.main(args=argv, prog_name="netmem-probe", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="netmem-probe", standalone_mode=False, obj=program)
+    except _NO_ARGS_IS_HELP as e:
+        # No command at all: the help is what the user needs, on stdout so
+        # that stderr keeps to the one-line error.
+        click.echo(e.ctx.get_help() if e.ctx else "")
+        click.echo("netmem-probe: error: no command given (see --help)", err=True)
+        return EXIT_USAGE
     except click.UsageError as e:
         message = e.format_message()
         click.echo(f"netmem-probe: error: {message} (see --help)", err=True)

@@ -11,20 +11,37 @@ Where a Program's memory and debug info come from: the only backend-aware code.
 Everything after :func:`open_program` is the same for all three.
 """
 
+import json
 import logging
 import os
 import stat
+import struct
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import drgn
 from drgn import Program
 
-__all__ = ("FIXTURE_FILES", "TargetError", "describe", "open_debug_info", "open_program")
+__all__ = ("FIXTURE_FILES", "TargetError", "core_truncation", "describe", "open_debug_info",
+           "open_program")
 
 FIXTURE_FILES = ("vmcore", "types.elf", "expected.json")
 _SYMBOL_SUFFIXES = (".ko", ".ko.debug", ".debug")
 _MAX_SYMBOL_FILES = 10000
+# expected.json is the scenario's truth, a few KiB; anything near this is not a fixture's.
+_MAX_EXPECTED_JSON = 64 << 20
+
+# ELF e_machine -> drgn architecture, for (ELFCLASS32, ELFCLASS64).
+_ELF_ARCHES = {
+    3: (drgn.Architecture.I386, None),
+    40: (drgn.Architecture.ARM, None),
+    62: (None, drgn.Architecture.X86_64),
+    21: (None, drgn.Architecture.PPC64),
+    22: (drgn.Architecture.S390, drgn.Architecture.S390X),
+    183: (None, drgn.Architecture.AARCH64),
+    243: (drgn.Architecture.RISCV32, drgn.Architecture.RISCV64),
+    258: (None, drgn.Architecture.LOONGARCH64),
+}
 
 
 class TargetError(Exception):
@@ -73,6 +90,12 @@ def open_debug_info(symbols: Sequence[str]) -> Program:
             raise TargetError(f"cannot read debug info {path}: {e}")
         if module.debug_file_path is None:
             raise TargetError(f"{path} has no usable DWARF debug info")
+    # Any program's DWARF loads; without struct page the layout check would
+    # report "nothing applies" about something that is not a kernel at all.
+    try:
+        prog.type("struct page")
+    except LookupError:
+        raise TargetError(f"{', '.join(files)}: not a Linux kernel's debug info (no struct page)")
     return prog
 
 
@@ -116,6 +139,82 @@ def _set_core_dump(path: Path) -> Program:
     raise TargetError(f"cannot open core dump {path}: {errors[0]}")
 
 
+def _elf_ident(path: str) -> Optional[Tuple[Optional[drgn.Architecture], bool, bool, int]]:
+    """(architecture or None if unknown, 64-bit, little-endian, e_machine) of an ELF file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    is_64, little = head[4] == 2, head[5] == 1
+    machine = int.from_bytes(head[18:20], "little" if little else "big")
+    arch = _ELF_ARCHES.get(machine, (None, None))[is_64]
+    return arch, is_64, little, machine
+
+
+def _check_platform(prog: Program, path: str) -> None:
+    """Refuse debug info built for another architecture than the target's."""
+    ident = _elf_ident(path)
+    platform = prog.platform
+    if ident is None or platform is None:
+        return
+    arch, is_64, little, machine = ident
+    want = (platform.arch, bool(platform.flags & drgn.PlatformFlags.IS_64_BIT),
+            bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    # An unknown e_machine cannot be compared; its word size and byte order can.
+    if (arch is None or arch == want[0]) and (is_64, little) == want[1:]:
+        return
+
+    def name(arch_name: str, bits64: bool, le: bool) -> str:
+        return f"{arch_name} ({64 if bits64 else 32}-bit {'little' if le else 'big'}-endian)"
+
+    have = name(arch.name if arch else f"e_machine {machine}", is_64, little)
+    raise TargetError(f"debug info {path} is for {have}, the target is {name(want[0].name, *want[1:])}")
+
+
+def core_truncation(path: str) -> Optional[str]:
+    """
+    Why an ELF core file is shorter than its program headers say (a dump
+    interrupted by a full disk or a reboot), or None.  drgn opens such a
+    file and faults only when a read reaches the missing part.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2):
+                return None
+            size = os.fstat(f.fileno()).st_size
+            end = "<" if head[5] == 1 else ">"
+            if head[4] == 2:
+                phoff, shoff = struct.unpack_from(end + "QQ", head, 32)
+                phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
+                phdr, info = end + "I4xQ16xQ", 44  # p_type, p_offset, p_filesz; shdr sh_info
+            else:
+                phoff, shoff = struct.unpack_from(end + "II", head, 28)
+                phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
+                phdr, info = end + "II8xI", 28
+            if phnum == 0xFFFF:  # PN_XNUM: the real count is section header 0's sh_info
+                f.seek(shoff + info)
+                phnum = int.from_bytes(f.read(4), "little" if end == "<" else "big")
+            if not phnum or phentsize < struct.calcsize(phdr) or phoff >= size:
+                return None
+            f.seek(phoff)
+            table = f.read(phnum * phentsize)
+    except OSError:
+        return None
+    need = phoff + phnum * phentsize
+    for i in range(len(table) // phentsize):
+        p_type, p_offset, p_filesz = struct.unpack_from(phdr, table, i * phentsize)
+        if p_type in (1, 4):  # PT_LOAD, PT_NOTE
+            need = max(need, p_offset + p_filesz)
+    if need <= size:
+        return None
+    return (f"core dump {path} is truncated: {size} bytes, its headers describe {need}; "
+            "objects in the missing part are unreadable")
+
+
 def _symbol_files(paths: Iterable[str]) -> List[str]:
     files: List[str] = []
     for arg in paths:
@@ -135,6 +234,9 @@ def _symbol_files(paths: Iterable[str]) -> List[str]:
 
 def _load_symbols(prog: Program, symbols: Sequence[str], default_hint: str) -> None:
     files = _symbol_files(symbols)
+    for arg in symbols:
+        if not Path(arg).is_dir():
+            _check_platform(prog, arg)
     try:
         prog.load_debug_info(files, main=True)
     except drgn.MissingDebugInfoError:
@@ -142,7 +244,9 @@ def _load_symbols(prog: Program, symbols: Sequence[str], default_hint: str) -> N
     except (ValueError, OSError) as e:
         raise TargetError(f"cannot load debug info: {e}")
     main = prog.main_module()
-    if main.debug_file_path is None:
+    if main.debug_file_path is not None:
+        _check_platform(prog, main.debug_file_path)
+    else:
         if files:
             raise TargetError(
                 f"none of {', '.join(files)} is debug info for this kernel "
@@ -176,23 +280,47 @@ def _open_live(symbols: Sequence[str]) -> Program:
     return prog
 
 
+def _resolve_link(path: Path, within: Path, what: str) -> Path:
+    """Where the symbolic link ``path`` leads; it must stay directly in ``within``."""
+    try:
+        target = path.resolve(strict=True)
+        inside = within.resolve(strict=True)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        raise TargetError(f"{what} {path} is a broken or looping symbolic link")
+    if target.parent != inside:
+        raise TargetError(f"{what} {path} is a symbolic link to {target}, outside {inside}")
+    return target
+
+
 def _open_fixture(path: Path) -> Program:
+    if path.is_symlink():
+        _resolve_link(path, path.absolute().parent, "fixture")
     try:
         real = path.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
+    except FileNotFoundError:
         raise TargetError(f"fixture {path} does not exist")
+    except (OSError, RuntimeError) as e:
+        raise TargetError(f"cannot open fixture {path}: {getattr(e, 'strerror', None) or e}")
     if not real.is_dir():
         raise TargetError(f"fixture {path} is not a directory")
-    names = sorted(p.name for p in real.iterdir())
+    try:
+        names = sorted(p.name for p in real.iterdir())
+    except OSError as e:
+        raise TargetError(f"cannot list fixture {path}: {e.strerror}")
     unexpected = [n for n in names if n not in FIXTURE_FILES]
     if unexpected:
         raise TargetError(f"fixture {path} holds unexpected files ({', '.join(unexpected)}); "
                           "fixtures are vmcore, types.elf and expected.json only")
     for name in FIXTURE_FILES:
         member = real / name
-        if member.is_symlink() and real not in member.resolve().parents:
-            raise TargetError(f"fixture file {member} links outside the fixture directory")
+        if member.is_symlink():
+            _resolve_link(member, real, "fixture file")
         _check_file(member, "fixture file")
+    _check_expected_json(real / "expected.json")
+    # A fixture is generated whole; a short one is damaged, not evidence.
+    truncated = core_truncation(str(real / "vmcore"))
+    if truncated:
+        raise TargetError(f"fixture {truncated.split('; ')[0]}")
     prog = _set_core_dump(real / "vmcore")
     types = str(real / "types.elf")
     module = prog.main_module("kernel", create=True)
@@ -202,12 +330,30 @@ def _open_fixture(path: Path) -> Program:
         raise TargetError(f"cannot read fixture types {types}: {e}")
     if module.debug_file_path is None:
         raise TargetError(f"fixture types {types} are not an ELF with DWARF")
+    _check_platform(prog, types)
     want = _vmcoreinfo_build_id(prog)
     have = module.build_id.hex() if module.build_id else None
     if want is None or have != want:
         raise TargetError(f"fixture types {types} do not match its vmcore "
                           f"(build ID {have}, VMCOREINFO has {want})")
     return prog
+
+
+def _check_expected_json(path: Path) -> None:
+    """
+    The tool never reads a fixture's truth, but a fixture is data only (ELF
+    and JSON): an expected.json that is not a JSON object means the
+    directory is damaged or is not a fixture.
+    """
+    if path.stat().st_size > _MAX_EXPECTED_JSON:
+        raise TargetError(f"fixture file {path} is too large for a fixture's expected.json")
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        reason = str(e).splitlines()[0] if isinstance(e, ValueError) else "nested too deeply"
+        raise TargetError(f"fixture file {path} is not valid JSON ({reason})")
+    if not isinstance(value, dict):
+        raise TargetError(f"fixture file {path} is not a JSON object")
 
 
 def _vmcoreinfo_build_id(prog: Program) -> Optional[str]:

@@ -5,8 +5,9 @@ import json
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple
+from typing import Any, Dict, List, NamedTuple, Optional
 
+import drgn
 import pytest
 
 from netmem_probe.cli import main
@@ -26,14 +27,17 @@ class Run(NamedTuple):
         return json.loads(self.out)
 
 
-def run_cli(*args: str, stdin: str = "") -> Run:
-    """Run ``netmem-probe ARGS`` in this process; returns exit code and output."""
+def run_cli(*args: str, stdin: str = "", program: Optional[drgn.Program] = None) -> Run:
+    """
+    Run ``netmem-probe ARGS`` in this process; returns exit code and output.
+    With ``program``, the commands read that Program (a fake world's).
+    """
     out, err = io.StringIO(), io.StringIO()
     old_stdin = sys.stdin
     sys.stdin = io.StringIO(stdin)
     try:
         with redirect_stdout(out), redirect_stderr(err):
-            code = main(list(args))
+            code = main(list(args), program=program)
     finally:
         sys.stdin = old_stdin
     return Run(code, out.getvalue(), err.getvalue())

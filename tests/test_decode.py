@@ -41,13 +41,6 @@ def test_decimal_and_hex_name_the_same_netmem():
     assert as_hex == as_dec
 
 
-@pytest.mark.parametrize("bad", ["zzz", "-4", "0x" + "f" * 17, "1.5", ""])
-def test_malformed_values_are_usage_errors(bad):
-    result = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "decode", bad)
-    assert result.code == 2
-    assert result.err.startswith("netmem-probe: error:") and len(result.err.splitlines()) == 1
-
-
 def test_dma_indexed_pages_are_pp_pages_where_drgns_helper_says_no():
     from drgn.helpers.linux.net import is_pp_page as drgn_is_pp_page
 
