@@ -2,6 +2,7 @@
 
 from netmem_probe.commands.decode import decode
 from netmem_probe.commands.layout import layout
+from netmem_probe.commands.pages import pages
 from netmem_probe.commands.pools import pool, pools
 
-COMMANDS = [pools, pool, decode, layout]
+COMMANDS = [pools, pool, decode, layout, pages]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import drgn
 from drgn import Object, Program
 
-from netmem_probe.fake.memory import FakeMemory, Region
+from netmem_probe.fake.memory import FakeMemory, ReadFn, Region
 from netmem_probe.fake.types_elf import KERNEL_DATA, build_types_elf, layout_header
 
 __all__ = ("KObject", "World", "PAGE_OFFSET", "VMEMMAP", "POISON_POINTER_DELTA")
@@ -170,11 +170,20 @@ class World:
     :param layout: layout name (``linux-7.3``, see ``available_layouts()``).
     :param nr_cpus: possible CPUs.
     :param boottime: seconds since boot at the moment of the "dump".
+    :param ram_size: simulated RAM, whole 128 MiB memory sections.  Beyond
+        the first section, struct pages are not stored: ``memmap_fn(offset,
+        count)`` generates the memmap bytes from pfn ``RAM_SIZE >> PAGE_SHIFT``
+        on (zeros without it), so a benchmark can have a huge memmap.
     """
 
     def __init__(self, layout: str = "linux-7.3", *, nr_cpus: int = 2,
                  boottime: float = 86400.0, osrelease: Optional[str] = None,
-                 heap_size: int = HEAP_SIZE) -> None:
+                 heap_size: int = HEAP_SIZE, ram_size: int = RAM_SIZE,
+                 memmap_fn: Optional[ReadFn] = None) -> None:
+        if ram_size < RAM_SIZE or ram_size % RAM_SIZE:
+            raise ValueError(f"ram_size must be a multiple of {RAM_SIZE:#x}")
+        self.ram_size = ram_size
+        self.memmap_fn = memmap_fn
         self.layout = layout
         self.types_elf = build_types_elf(layout)
         self.nr_cpus = nr_cpus
@@ -243,6 +252,10 @@ class World:
                                           MEMMAP_PA - frames))
         self.memmap = self.mem.add(Region("vmemmap", VMEMMAP, MEMMAP_PA,
                                           (RAM_SIZE >> PAGE_SHIFT) * 64))
+        if self.ram_size > RAM_SIZE:
+            size = ((self.ram_size - RAM_SIZE) >> PAGE_SHIFT) * 64
+            self.mem.add(Region("vmemmap-generated", self.memmap.end, RAM_SIZE, size,
+                                read_fn=self.memmap_fn or (lambda offset, count: bytes(count))))
         self.mem.attach(prog)
         return prog
 
@@ -362,11 +375,16 @@ class World:
         timer.set("entry.next", TIMER_ENTRY_STATIC)
 
         roots = self.alloc("struct mem_section *", count=self._nr_section_roots(), align=PAGE_SIZE)
-        sections = self.alloc("struct mem_section", count=PAGE_SIZE // 16, align=PAGE_SIZE)
-        sections.value = [{"section_mem_map": VMEMMAP | SECTION_FLAGS}]
-        roots.value = [sections.addr]
+        nr_sections = self.ram_size >> SECTION_SIZE_BITS
+        per_root = PAGE_SIZE // 16
+        roots.value = []
+        for first in range(0, nr_sections, per_root):
+            sections = self.alloc("struct mem_section", count=per_root, align=PAGE_SIZE)
+            sections.value = [{"section_mem_map": VMEMMAP | SECTION_FLAGS}] * min(
+                per_root, nr_sections - first)
+            roots.value.append(sections.addr)
         self.global_("mem_section").value = roots.addr
-        self.global_("__highest_present_section_nr").value = 0
+        self.global_("__highest_present_section_nr").value = nr_sections - 1
 
         cpus = (1 << self.nr_cpus) - 1
         self.global_("nr_cpu_ids").value = self.nr_cpus

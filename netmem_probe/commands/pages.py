@@ -1,0 +1,163 @@
+"""``netmem-probe pages``: the page-pool pages in the memmap, streamed as found."""
+
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import click
+
+from netmem_probe.cli import Target
+from netmem_probe.kernel.page_pool import PagePoolInfo
+from netmem_probe.kernel.pages import PpPage, PpPageScanner
+from netmem_probe.report import emit_json, emit_json_line, emit_table, hexaddr
+from netmem_probe.report.progress import Progress
+
+EXAMPLES = """\b
+EXAMPLES:
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed pages
+      the pages detached pools still wait for, one row each
+  netmem-probe -c vmcore -s vmlinux pages --pool 19 --json > pool19.jsonl
+      every page of pool 19 (as in "stalled pool shutdown: id 19"), as JSON Lines
+  sudo netmem-probe pages --all-pools --count
+      pages found per pool against each pool's in-flight count
+"""
+
+WHERE = ("cache", "ring", "out")
+# Column widths of the streamed table: rows are printed as they are found.
+COLUMNS = (("PFN", 10), ("PAGE", 18), ("POOL", 6), ("PP_REF", 6), ("REFCOUNT", 8),
+           ("DMA-IDX", 8), ("WHERE", 5))
+
+
+def page_record(page: PpPage) -> Dict[str, Any]:
+    """A page as JSON: struct page address (its netmem_ref), pool, counts, place."""
+    return {
+        "pfn": page.pfn, "page": hexaddr(page.page), "pool-id": page.pool_id,
+        "pool": hexaddr(page.pool), "pp_ref_count": page.pp_ref_count,
+        "_refcount": page.refcount, "dma-index": page.dma_index, "where": page.where,
+    }
+
+
+def select_pools(scanner: PpPageScanner, ids: Sequence[int],
+                 all_pools: bool) -> List[PagePoolInfo]:
+    """The pools a command looks at: ``ids``, all, or detached ones with pages out."""
+    pools = sorted(scanner.pools.values(), key=lambda info: info.id)
+    if ids:
+        by_id = {info.id: info for info in pools}
+        missing = [str(i) for i in ids if i not in by_id]
+        if missing:
+            raise click.BadParameter(f"no page pool with id {', '.join(missing)}",
+                                     param_hint="--pool")
+        return [by_id[i] for i in dict.fromkeys(ids)]
+    if all_pools:
+        return pools
+    return [info for info in pools if info.detached and info.inflight]
+
+
+def _print_header() -> None:
+    click.echo("  ".join(name.ljust(width) for name, width in COLUMNS).rstrip())
+    click.echo("  ".join("-" * width for _, width in COLUMNS))
+
+
+def _print_row(page: PpPage) -> None:
+    cells = (hex(page.pfn), hex(page.page), page.pool_id, page.pp_ref_count, page.refcount,
+             "-" if page.dma_index is None else page.dma_index, page.where)
+    click.echo("  ".join(str(cell).ljust(width) for cell, (_, width) in zip(cells, COLUMNS))
+               .rstrip())
+
+
+def count_record(info: PagePoolInfo, counts: Optional[Dict[str, int]]) -> Dict[str, Any]:
+    """A pool's pages found by place, against its in-flight count."""
+    found = None if counts is None else sum(counts.values())
+    return {
+        "id": info.id, "state": info.state, "detached": info.detached,
+        "inflight": info.inflight, "found": found,
+        "alloc-cache": None if counts is None else counts["cache"],
+        "ring": None if counts is None else counts["ring"],
+        "out": None if counts is None else counts["out"],
+        "difference": None if found is None else found - info.inflight,
+    }
+
+
+@click.command(epilog=EXAMPLES)
+@click.option("--pool", "pool_ids", type=int, multiple=True, metavar="ID",
+              help="only pages of this pool (repeatable)")
+@click.option("--all-pools", is_flag=True, help="pages of every pool")
+@click.option("--count", is_flag=True,
+              help="per-pool totals against each pool's in-flight count, not pages")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON Lines, one page per line (with --count: a JSON array)")
+@click.pass_obj
+def pages(target: Target, pool_ids: Sequence[int], all_pools: bool, count: bool,
+          as_json: bool) -> int:
+    """Page-pool pages, found by scanning the whole memmap once.
+
+    By default the pages of detached pools that still have pages in flight
+    (the pages a "stalled pool shutdown" waits for); --pool and --all-pools
+    choose others. Each row: pfn, struct page address (its netmem_ref), pool
+    id, pp_ref_count, _refcount, DMA index, and where the pool sees it:
+    alloc cache, ring, or out. Pools of memory providers hand out net_iovs,
+    which are not in the memmap (see holders). Exit code 1 when --count finds
+    a pool whose pages differ from its in-flight count.
+    """
+    if pool_ids and all_pools:
+        raise click.UsageError("--pool and --all-pools are mutually exclusive")
+    scanner = PpPageScanner(target.prog, target.problems)
+    pools = select_pools(scanner, pool_ids, all_pools)
+    if not pools:
+        click.echo("netmem-probe: note: no detached page pool has pages in flight "
+                   "(--all-pools scans for every pool's pages)", err=True)
+        if count and as_json:
+            emit_json([])
+        return target.finish(findings=False)
+    progress = Progress("scanning the memmap", "struct pages")
+    started = time.monotonic()
+    tally: Dict[int, Dict[str, int]] = {info.address: dict.fromkeys(WHERE, 0) for info in pools}
+    if not count and not as_json:
+        _print_header()
+    try:
+        for page in scanner.pages(pools, progress):
+            tally[page.pool][page.where] += 1
+            if count:
+                continue
+            if as_json:
+                emit_json_line(page_record(page))
+            else:
+                _print_row(page)
+    finally:
+        progress.close()
+    elapsed = time.monotonic() - started
+    if count:
+        return _report_counts(target, pools, tally, as_json)
+    if not as_json:
+        found = sum(sum(t.values()) for t in tally.values())
+        click.echo(f"{found} page-pool pages of {len(pools)} pools; {scanner.total_pfns} "
+                   f"struct pages scanned in {elapsed:.1f}s [{target.describe()}]")
+    return target.finish(findings=False)
+
+
+def _report_counts(target: Target, pools: List[PagePoolInfo],
+                   tally: Dict[int, Dict[str, int]], as_json: bool) -> int:
+    records = []
+    for info in pools:
+        # A memory provider's pool hands out net_iovs: the memmap has none.
+        records.append(count_record(info, None if info.provider else tally[info.address]))
+    if as_json:
+        emit_json(records)
+    else:
+        emit_table([{**r, "state": r["state"] + (",detached" if r["detached"] else ""),
+                     "difference": _signed(r["difference"])} for r in records],
+                   ["id", "state", "inflight", "found", "alloc-cache", "ring", "out",
+                    "difference"],
+                   headers=["ID", "STATE", "INFLIGHT", "FOUND", "CACHE", "RING", "OUT", "DIFF"])
+    differ = [r for r in records if r["difference"]]
+    for r in differ:
+        click.echo(f"netmem-probe: note: pool {r['id']}: {r['found']} pages found, "
+                   f"{r['inflight']} in flight (hold - release)", err=True)
+    for info in pools:
+        if info.provider:
+            click.echo(f"netmem-probe: note: pool {info.id} is a {info.provider} memory "
+                       "provider's: its in-flight net_iovs are not in the memmap", err=True)
+    return target.finish(findings=bool(differ))
+
+
+def _signed(value: Optional[int]) -> Optional[str]:
+    return None if value is None else f"{value:+d}" if value else "0"
