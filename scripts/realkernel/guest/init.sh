@@ -99,7 +99,7 @@ mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
 mkdir -p /host/run/netmem-out /host/run/netmem-bpf
 mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 netmemout /host/run/netmem-out || fail "mount netmemout"
 mount -t bpf bpf /host/run/netmem-bpf || fail "mount bpffs"
-say "host root mounted; running $PY $SCEN"
+say "host root mounted at $(cut -d' ' -f1 /proc/uptime) s; running $PY $SCEN"
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	HOME=/root PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 	"$PY" "$SCEN" --out /run/netmem-out

@@ -14,7 +14,9 @@ scripts/realkernel/README.md, "Scenario"), keeps pages in flight with unread
 sockets, records the kernel's own netlink view in every namespace, and then
 keeps everything alive until QEMU is stopped.
 """
-import argparse
+with open("/proc/uptime") as _f:
+    _T_START = float(_f.read().split()[0])
+import argparse  # noqa: E402
 import contextlib
 import ctypes
 import fcntl
@@ -30,6 +32,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nlpp  # noqa: E402
 
+_T_IMPORTED = float(open("/proc/uptime").read().split()[0])
 OUT = None
 CFG = None
 TIMINGS = {}
@@ -353,7 +356,8 @@ def main():
             init = json.load(f)
     except OSError:
         init = {}
-    log("kernel %s; init: %s" % (os.uname().release, init))
+    log("kernel %s; python started at %.2f s, imports done at %.2f s; init: %s"
+        % (os.uname().release, _T_START, _T_IMPORTED, init))
     nics = {n["role"]: n for n in CFG["nics"]}
     virtio_pp = bool(init.get("virtio_page_pools"))
     pm_done = init.get("pm_cycle") == "done"
@@ -628,9 +632,10 @@ def live():
     log("live: start")
     t = time.monotonic()
     before = netlink_all(with_links=False)
-    cmd = [CFG["probe_cmd"], "pools", "--json"]
+    cmd = [CFG["probe_cmd"]]
     for s in CFG["symbols"]:
         cmd += ["-s", s]
+    cmd += ["pools", "--json"]
     res = {"cmd": cmd, "target": "live (/proc/kcore in the guest)"}
     if not os.path.exists(CFG["probe_cmd"]):
         res.update(ok=False, error="%s does not exist (netmem-probe CLI not installed yet)"
