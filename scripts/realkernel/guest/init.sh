@@ -7,6 +7,7 @@
 # 2. create netns "pp-poison" and move the third virtio NIC into it;
 # 3. if virtio_net has page pools (7.x) and netmem.pmcycle=1: one PM
 #    freeze/restore cycle (pm_test=devices, s2idle) so virtio_net re-creates its
+#    (netmem.virtio_pp=1: the host found virtnet_create_page_pools in virtio_net.ko)
 #    page pools while that NIC lives in pp-poison (virtio creates its pools at
 #    probe/restore time only; pools of a NIC created in init_net are orphaned
 #    onto init_net's lo when the NIC moves).  The 9p modules are not loaded yet:
@@ -19,15 +20,16 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o mode=755 run /run
-say() { echo "netmem-init: $*"; }
+say() { echo "netmem-init [$(cut -d' ' -f1 /proc/uptime)]: $*"; }
 fail() { echo "netmem-init: FATAL: $*"; echo "NETMEM-PROBE-FATAL $*"; sleep 1; poweroff -f; }
-PY= SCEN= PMAC= PMCYCLE=1
+PY= SCEN= PMAC= PMCYCLE=1 VPP=0
 for x in $(cat /proc/cmdline); do
 	case "$x" in
 	netmem.python=*) PY=${x#*=} ;;
 	netmem.scenario=*) SCEN=${x#*=} ;;
 	netmem.poison_mac=*) PMAC=${x#*=} ;;
 	netmem.pmcycle=*) PMCYCLE=${x#*=} ;;
+	netmem.virtio_pp=*) VPP=${x#*=} ;;
 	esac
 done
 for m in $(cat /modules/early); do
@@ -52,8 +54,6 @@ mount --bind /run/netns /run/netns && mount --make-shared /run/netns
 touch /run/netns/pp-poison
 unshare --net=/run/netns/pp-poison true || fail "unshare --net"
 nstool move "$IFACE" /run/netns/pp-poison || fail "move $IFACE to pp-poison"
-VPP=0
-grep -q ' virtnet_create_page_pools' /proc/kallsyms && VPP=1
 PM=skipped
 PMWHY="netmem.pmcycle=0"
 if [ "$VPP" = 0 ]; then
@@ -102,7 +102,7 @@ mount -t bpf bpf /host/run/netmem-bpf || fail "mount bpffs"
 say "host root mounted at $(cut -d' ' -f1 /proc/uptime) s; running $PY $SCEN"
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	HOME=/root PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-	"$PY" "$SCEN" --out /run/netmem-out
+	"$PY" -I -S "$SCEN" --out /run/netmem-out
 echo "netmem-init: scenario exited with $?"
 echo "NETMEM-PROBE-FATAL scenario exited"
 sleep 1
