@@ -1,8 +1,10 @@
 """One module per subcommand; each defines a click command named after it."""
 
 from netmem_probe.commands.decode import decode
+from netmem_probe.commands.holders import holders
 from netmem_probe.commands.layout import layout
+from netmem_probe.commands.leaks import leaks
 from netmem_probe.commands.pages import pages
 from netmem_probe.commands.pools import pool, pools
 
-COMMANDS = [pools, pool, decode, layout, pages]
+COMMANDS = [pools, pool, decode, layout, pages, holders, leaks]

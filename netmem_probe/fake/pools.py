@@ -64,6 +64,7 @@ class FakePage:
         self.pp_ref_count = pp_ref_count
         self.refcount = refcount
         self.obj = pool.world.struct_page(pfn)
+        self.unmapped = False
 
     @property
     def netmem(self) -> int:
@@ -71,7 +72,7 @@ class FakePage:
 
     @property
     def dma_addr(self) -> int:
-        return FAKE_IOVA + (self.pfn << 12) if self.pool.dma_map else 0
+        return FAKE_IOVA + (self.pfn << 12) if self.pool.dma_map and not self.unmapped else 0
 
     def write(self) -> None:
         world = self.pool.world
@@ -207,6 +208,16 @@ class FakePagePool:
         scrubbed = [p for p in self.pages if p.where in ("cache", "ring")]
         self.release_pages(scrubbed)
         self.ring_stale = []
+        if self.world.has_dma_index:
+            # page_pool_scrub() unmaps every page still DMA-mapped at the
+            # first destroy (since Linux kernel commit ee62ce7a1d90
+            # ("page_pool: Track DMA-mapped pages and unmap them when
+            # destroying the pool") (in v6.15)): dma_addr and the DMA index
+            # go to 0 and dma_mapped empties.
+            for page in self.pages:
+                page.dma_index = 0
+                page.unmapped = True
+            self.dma_mapped.clear()
         self.cpuid = -1
         self.napi = None
         self.user_refs = 0
@@ -237,6 +248,12 @@ class FakePagePool:
                 self.ring.append(page.netmem)
             pages.append(page)
         return pages
+
+    def recycle_to_ring(self, page: FakePage) -> None:
+        """A page comes back into the ring (``page_pool_recycle_in_ring()``),
+        e.g. into a detached pool between two runs of its release work."""
+        page.where = "ring"
+        self.ring.append(page.netmem)
 
     def destroy(self) -> None:
         """The last page came back: ``page_pool_unlist()`` frees the pool's id."""

@@ -32,6 +32,7 @@ __all__ = (
     "page_pool_inflight",
     "page_pools_xarray",
     "ptr_ring_entries",
+    "ptr_ring_slots",
 )
 
 PP_FLAG_DMA_MAP = 1 << 0
@@ -95,14 +96,14 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
-def ptr_ring_entries(producer: int, consumer_head: int, size: int, queue: int,
-                     prog: Program) -> List[int]:
+def ptr_ring_slots(producer: int, consumer_head: int, size: int, queue: int,
+                   prog: Program) -> List[int]:
     """
-    The entries a ``struct ptr_ring`` holds: slots ``consumer_head`` up to
-    ``producer`` (wrapping).  Consumed slots are zeroed lazily, in batches, so
-    non-NULL slots outside that window are stale and not counted; when
-    ``producer == consumer_head`` the ring is empty or full, told apart by the
-    slot at ``consumer_head``.
+    The slots of a ``struct ptr_ring`` that hold entries, oldest first:
+    ``consumer_head`` up to ``producer`` (wrapping).  Consumed slots are
+    zeroed lazily, in batches, so non-NULL slots outside that window are
+    stale; when ``producer == consumer_head`` the ring is empty or full, told
+    apart by the slot at ``consumer_head``.
     """
     if size <= 0 or not queue:
         return []
@@ -111,8 +112,17 @@ def ptr_ring_entries(producer: int, consumer_head: int, size: int, queue: int,
         count = size if first else 0
     else:
         count = (producer - consumer_head) % size
-    slots = read_words(prog, queue, size)
-    return [slots[(consumer_head + i) % size] for i in range(count)]
+    return [(consumer_head + i) % size for i in range(count)]
+
+
+def ptr_ring_entries(producer: int, consumer_head: int, size: int, queue: int,
+                     prog: Program) -> List[int]:
+    """The entries a ``struct ptr_ring`` holds (see :func:`ptr_ring_slots`)."""
+    slots = ptr_ring_slots(producer, consumer_head, size, queue, prog)
+    if not slots:
+        return []
+    words = read_words(prog, queue, size)
+    return [words[slot] for slot in slots]
 
 
 @dataclass

@@ -1,0 +1,578 @@
+"""
+Holders
+-------
+
+Who references a page or a net_iov.  Kernel memory (every valid RAM range,
+read through the direct map) is searched for the words that name it: its
+``netmem_ref``, its ``struct page`` or ``struct net_iov`` address, and for a
+page any pointer into its memory.  Each hit is then classified:
+
+- ``skb-frag``: a ``frags[i].netmem`` of a ``struct skb_shared_info``, whose
+  ``struct sk_buff`` is found by a second search for the ``skb->head`` that
+  puts the shared info there (``head + end``);
+- ``skb-head``: ``skb->head``/``skb->data`` of an skb whose head lives in the
+  page (``head_frag``);
+- ``pool-cache``, ``pool-ring``, ``pool-frag-page``: the pool's own alloc
+  cache, ptr_ring or fragment page; ``pool-ring-stale`` and
+  ``pool-cache-stale`` for consumed slots not yet cleared, and
+  ``pool-dma-mapped`` for the pool's ``dma_mapped`` XArray (bookkeeping,
+  not a holder);
+- ``net-iov-area``: the area that owns a net_iov;
+- ``unknown``: anything else, described by drgn's ``identify_address()``.
+
+For skbs, the socket whose queue (receive, error, backlog) holds them is
+found from the queue itself, since UDP leaves ``skb->sk`` NULL.
+"""
+
+import bisect
+import ipaddress
+import struct
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+
+import drgn
+from drgn import Program
+
+from netmem_probe.kernel.netdev import NetdevReader
+from netmem_probe.kernel.netmem import NET_IOV, decode_net_iov, decode_page, valid_pfn_ranges
+from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner, ptr_ring_slots
+from netmem_probe.kernel.structs import StructReader, member_exists
+from netmem_probe.kernel.walk import Problems
+
+__all__ = (
+    "Holder",
+    "HolderSearch",
+    "SockInfo",
+    "Target",
+    "make_target",
+    "page_target",
+    "search_words",
+)
+
+#: Ranges of values one memory search looks for at once (drgn compares each
+#: word with every range, so a few wide ranges beat many exact values).
+MAX_SEARCH_RANGES = 8
+#: How far below its skb_shared_info an skb's head may start (``end``).
+MAX_SKB_END = 64 << 10
+#: skbs followed along a queue before giving up.
+MAX_QUEUE_STEPS = 1 << 16
+#: Socket families a queue head may belong to (AF_UNIX, AF_INET, AF_INET6,
+#: AF_NETLINK, AF_PACKET, AF_XDP).
+FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 44: "xdp"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A page or net_iov to find references to."""
+
+    netmem: int
+    kind: str  # "page" or "net_iov"
+    address: int  # struct page or struct net_iov
+    words: Tuple[int, ...]  # values that name it
+    span: Optional[Tuple[int, int]]  # a page's memory in the direct map [lo, hi)
+    pool: Optional[int]
+    pool_id: Optional[int]
+    owner: Optional[int]  # a net_iov's area
+
+
+@dataclass(frozen=True)
+class SockInfo:
+    address: int
+    family: str
+    local: Optional[str]
+    remote: Optional[str]
+    netns: Optional[int]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One reference to a target."""
+
+    kind: str
+    address: int  # where the reference is
+    value: int  # the word found there
+    skb: Optional[int] = None
+    frag: Optional[int] = None
+    sock: Optional[SockInfo] = None
+    queue: Optional[str] = None
+    netdev: Optional[str] = None
+    pool_id: Optional[int] = None
+    detail: Optional[str] = None
+
+    @property
+    def holds(self) -> bool:
+        """Whether this reference keeps the target in use (not bookkeeping)."""
+        return self.kind in ("skb-frag", "skb-head", "pool-cache", "pool-ring", "pool-frag-page")
+
+
+def _direct_map_base(prog: Program) -> int:
+    try:
+        return prog.cache["netmem_probe_direct_map"]
+    except KeyError:
+        pass
+    from drgn.helpers.linux.mm import phys_to_virt
+
+    base = prog.cache["netmem_probe_direct_map"] = phys_to_virt(prog, 0).value_()
+    return base
+
+
+def make_target(prog: Program, value: int) -> Target:
+    """
+    The target a command-line value names: a net_iov ``netmem_ref`` (bit 0
+    set, if it decodes as one), a page ``netmem_ref`` (a ``struct page``
+    address), or an address in the direct map (the page it lies in).
+
+    :raises ValueError: if ``value`` names none of these.
+    """
+    niov_problem = None
+    if value & NET_IOV:
+        niov = decode_net_iov(prog, value)
+        if not niov.problem:
+            return Target(value, "net_iov", niov.niov, (value, niov.niov), None, niov.pool,
+                          niov.pool_id, niov.owner)
+        # Not a net_iov: an odd address in the direct map still names a page.
+        niov_problem = niov.problem
+    page_shift = prog["PAGE_SHIFT"].value_()
+    base = _direct_map_base(prog)
+    pfn = (value - base) >> page_shift
+    if value >= base and any(start <= pfn < end for start, end in valid_pfn_ranges(prog)):
+        page_size = drgn.sizeof(prog.type("struct page"))
+        value = prog["vmemmap"].value_() + pfn * page_size
+    info = decode_page(prog, value)
+    if info.pfn is None or info.refcount is None:
+        raise ValueError(f"{value:#x} is not a netmem_ref, struct page or direct-map "
+                         f"address ({niov_problem or info.problem})")
+    order = 0
+    if info.pool is not None:
+        try:
+            order = prog.read_u8(info.pool + drgn.offsetof(prog.type("struct page_pool"),
+                                                           "p.order"))
+        except drgn.FaultError:
+            pass
+    return page_target(prog, info.pfn, value, info.pool, info.pool_id, order)
+
+
+def page_target(prog: Program, pfn: int, page: int, pool: Optional[int],
+                pool_id: Optional[int], order: int) -> Target:
+    """The target for the ``struct page`` at ``page`` (pfn ``pfn``, of ``2**order`` pages)."""
+    page_shift = prog["PAGE_SHIFT"].value_()
+    start = _direct_map_base(prog) + (pfn << page_shift)
+    return Target(page, "page", page, (page,), (start, start + (1 << (page_shift + order))),
+                  pool, pool_id, None)
+
+
+def _cover(values: Iterable[int], spans: Iterable[Tuple[int, int]],
+           limit: int) -> List[Tuple[int, int]]:
+    """At most ``limit`` inclusive ranges covering ``values`` and ``spans`` [lo, hi)."""
+    ranges = sorted([(v, v) for v in values] + [(lo, hi - 1) for lo, hi in spans])
+    merged: List[Tuple[int, int]] = []
+    for lo, hi in ranges:
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    while len(merged) > limit:
+        # Close the smallest gap.
+        i = min(range(len(merged) - 1), key=lambda j: merged[j + 1][0] - merged[j][1])
+        merged[i:i + 2] = [(merged[i][0], merged[i + 1][1])]
+    return merged
+
+
+def search_words(prog: Program, values: Set[int], spans: Sequence[Tuple[int, int]],
+                 problems: Problems) -> Iterator[Tuple[int, int]]:
+    """
+    ``(direct-map address, value)`` of every aligned word of RAM (the valid
+    pfn ranges) equal to one of ``values`` or within one of ``spans``
+    ([lo, hi)).  Memory is searched physically with drgn's C
+    ``search_memory_word()``; pages that cannot be read are skipped and
+    recorded in ``problems``.
+    """
+    if not values and not spans:
+        return
+    ranges = _cover(values, spans, MAX_SEARCH_RANGES)
+    starts = sorted(lo for lo, _ in spans)
+    ends = {lo: hi for lo, hi in spans}
+    page_shift = prog["PAGE_SHIFT"].value_()
+    base = _direct_map_base(prog)
+    it = prog.search_memory_word(*ranges)
+    for start_pfn, end_pfn in valid_pfn_ranges(prog):
+        lo, hi = start_pfn << page_shift, (end_pfn << page_shift) - 1
+        while lo <= hi:
+            it.set_address_range(lo, hi, True)
+            try:
+                for address, value in it:
+                    if value in values:
+                        yield base + address, value
+                        continue
+                    i = bisect.bisect_right(starts, value) - 1
+                    if i >= 0 and value < ends[starts[i]]:
+                        yield base + address, value
+                break
+            except drgn.FaultError as e:
+                if not lo <= e.address <= hi:
+                    problems.fault("RAM", base + lo, e)
+                    break
+                page = e.address >> page_shift << page_shift
+                problems.add("RAM", base + page, f"unreadable page, not searched ({e.message})")
+                lo = page + (1 << page_shift)
+
+
+class HolderSearch:
+    """
+    Finds and classifies the references to targets.
+
+    :param prog: the target program.
+    :param problems: collects unreadable or inconsistent objects.
+    :param pools: the pools, by address (read with a
+        :class:`~netmem_probe.kernel.page_pool.PagePoolScanner` if not given).
+    """
+
+    def __init__(self, prog: Program, problems: Problems,
+                 pools: Optional[Dict[int, PagePoolInfo]] = None) -> None:
+        self.prog = prog
+        self.problems = problems
+        self.pool_scanner = PagePoolScanner(prog, problems)
+        self.pools = pools if pools is not None else {
+            info.address: info for info in self.pool_scanner.pools()}
+        # skb->dev may be UDP's dev_scratch: a bad pointer there is no problem.
+        self.netdevs = NetdevReader(prog, Problems())
+        self.skb_reader = StructReader(prog, "struct sk_buff", {
+            "next": "next", "prev": "prev", "sk": "sk", "dev": "dev", "len": "len",
+            "data_len": "data_len", "tail": "tail", "end": "end", "head": "head",
+            "data": "data", "users": "users.refs.counter",
+        })
+        self.shinfo_reader = StructReader(prog, "struct skb_shared_info", {
+            "nr_frags": "nr_frags", "dataref": "dataref.counter"})
+        shinfo = prog.type("struct skb_shared_info")
+        frag = prog.type("struct skb_frag")
+        self.frags_offset = drgn.offsetof(shinfo, "frags")
+        self.max_frags = shinfo.member("frags").type.length
+        self.frag_size = drgn.sizeof(frag)
+        self.frag_netmem = drgn.offsetof(frag, "netmem")
+        self.sock_reader = StructReader(prog, "struct sock", {
+            "family": "__sk_common.skc_family",
+            "daddr": "__sk_common.skc_daddr",
+            "saddr": "__sk_common.skc_rcv_saddr",
+            "dport": "__sk_common.skc_dport",
+            "num": "__sk_common.skc_num",
+            "net": "__sk_common.skc_net.net",
+            "v6_daddr": "__sk_common.skc_v6_daddr",
+            "v6_saddr": "__sk_common.skc_v6_rcv_saddr",
+            "backlog": "sk_backlog.head",
+        })
+        sock = prog.type("struct sock")
+        self.queue_offsets = {"receive": drgn.offsetof(sock, "sk_receive_queue"),
+                              "error": drgn.offsetof(sock, "sk_error_queue")}
+        self.qlen_offset = drgn.offsetof(prog.type("struct sk_buff_head"), "qlen")
+        self.inum_offset = drgn.offsetof(prog.type("struct net"), "ns.inum")
+        pool_type = prog.type("struct page_pool")
+        self.cache_offset = drgn.offsetof(pool_type, "alloc.cache")
+        self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
+        self.frag_page_offset = (drgn.offsetof(pool_type, "frag_page")
+                                 if member_exists(pool_type, "frag_page") else None)
+        self.dma_mapped_offset = (drgn.offsetof(pool_type, "dma_mapped")
+                                  if member_exists(pool_type, "dma_mapped") else None)
+        node = prog.type("struct xa_node")
+        self.xa_slots = drgn.offsetof(node, "slots")
+        self.xa_array = drgn.offsetof(node, "array")
+        self.xa_shift = drgn.offsetof(node, "shift")
+        self.xa_chunk = node.member("slots").type.length
+        self.xa_head = drgn.offsetof(prog.type("struct xarray"), "xa_head")
+        self._pool_index = self._index_pools()
+        self._sockets: Dict[int, Tuple[Optional[SockInfo], Optional[str]]] = {}
+        self._identify_cache: Dict[object, object] = {}
+
+    # -- the pools' own structures -------------------------------------------
+
+    def _index_pools(self) -> List[Tuple[int, int, str, PagePoolInfo, Set[int]]]:
+        """(start, end, kind, pool, live slot addresses) of each pool array, sorted."""
+        index = []
+        for info in self.pools.values():
+            raw = info.raw
+            base = info.address + self.cache_offset
+            count = min(raw["alloc_count"], self.cache_capacity)
+            index.append((base, base + 8 * self.cache_capacity, "pool-cache", info,
+                          {base + 8 * i for i in range(count)}))
+            if raw["ring_queue"] and raw["ring_size"] > 0:
+                try:
+                    slots = ptr_ring_slots(raw["ring_producer"], raw["ring_consumer_head"],
+                                           raw["ring_size"], raw["ring_queue"], self.prog)
+                except drgn.FaultError as e:
+                    self.problems.fault("page pool ring", info.address, e)
+                    continue
+                queue = raw["ring_queue"]
+                index.append((queue, queue + 8 * raw["ring_size"], "pool-ring", info,
+                              {queue + 8 * slot for slot in slots}))
+        index.sort(key=lambda entry: entry[0])
+        return index
+
+    def _pool_holder(self, address: int, value: int) -> Optional[Holder]:
+        starts = [entry[0] for entry in self._pool_index]
+        i = bisect.bisect_right(starts, address) - 1
+        if i >= 0:
+            start, end, kind, info, live = self._pool_index[i]
+            if address < end:
+                return Holder(kind if address in live else kind + "-stale", address, value,
+                              pool_id=info.id)
+        for info in self.pools.values():
+            if self.frag_page_offset is not None and address == info.address + (
+                    self.frag_page_offset):
+                return Holder("pool-frag-page", address, value, pool_id=info.id)
+        return None
+
+    def _dma_mapped_holder(self, target: Target, address: int, value: int) -> Optional[Holder]:
+        """The page's slot in its pool's ``dma_mapped`` XArray (v6.15+), if the hit is it."""
+        info = self.pools.get(target.pool) if target.pool else None
+        if info is None or self.dma_mapped_offset is None or target.kind != "page":
+            return None
+        xa = info.address + self.dma_mapped_offset
+        index = decode_page(self.prog, target.address).dma_index
+        if not index:
+            return None
+        if address == xa + self.xa_head:
+            return Holder("pool-dma-mapped", address, value, pool_id=info.id)
+        node = address - self.xa_slots - 8 * (index % self.xa_chunk)
+        try:
+            shift = self.prog.read_u8(node + self.xa_shift)
+            array = self.prog.read_word(node + self.xa_array)
+        except drgn.FaultError:
+            return None
+        if shift == 0 and array == xa:
+            return Holder("pool-dma-mapped", address, value, pool_id=info.id)
+        return None
+
+    # -- skbs ----------------------------------------------------------------
+
+    def _read_skb(self, address: int) -> Optional[Dict[str, int]]:
+        """An ``sk_buff`` at ``address`` if it is self-consistent, else None."""
+        try:
+            skb = self.skb_reader.read(address)
+        except drgn.FaultError:
+            return None
+        if not skb["head"] or not skb["end"] or skb["end"] > 1 << 20:
+            return None
+        if not skb["head"] <= skb["data"] <= skb["head"] + skb["end"]:
+            return None
+        if skb["tail"] > skb["end"] or skb["data_len"] > skb["len"]:
+            return None
+        if not 0 < skb["users"] < 1 << 20:
+            return None
+        return skb
+
+    def _shinfo_frag(self, address: int, value: int) -> Optional[Tuple[int, int]]:
+        """``(skb_shared_info address, frag index)`` if the word at ``address`` is a frag's netmem."""
+        for index in range(self.max_frags):
+            shinfo = address - self.frag_netmem - self.frags_offset - index * self.frag_size
+            try:
+                raw = self.prog.read(shinfo, self.frags_offset + self.max_frags * self.frag_size)
+            except drgn.FaultError:
+                continue
+            f = self.shinfo_reader.decode(raw)
+            if not index < f["nr_frags"] <= self.max_frags or not 0 < f["dataref"] < 1 << 20:
+                continue
+            netmems = [struct.unpack_from("<Q", raw, self.frags_offset + i * self.frag_size
+                                          + self.frag_netmem)[0]
+                       for i in range(f["nr_frags"])]
+            if netmems[index] == value and all(netmems):
+                return shinfo, index
+        return None
+
+    def _skbs_of_shinfos(self, shinfos: Set[int]) -> Dict[int, int]:
+        """skb address for each skb_shared_info, found by searching for ``skb->head``."""
+        head_offset = self.skb_reader.offset("head")
+        spans = [(s - MAX_SKB_END, s) for s in shinfos]
+        found: Dict[int, int] = {}
+        for address, value in search_words(self.prog, set(), spans, self.problems):
+            skb_address = address - head_offset
+            skb = self._read_skb(skb_address)
+            if skb is not None and skb["head"] == value and value + skb["end"] in shinfos:
+                found.setdefault(value + skb["end"], skb_address)
+        return found
+
+    def _skb_at_field(self, address: int, target: Target) -> Optional[int]:
+        """The skb whose ``head`` or ``data`` is the word at ``address``, pointing into the page."""
+        lo, hi = target.span
+        for field in ("head", "data"):
+            skb_address = address - self.skb_reader.offset(field)
+            skb = self._read_skb(skb_address)
+            if skb is not None and lo <= skb[field] < hi:
+                return skb_address
+        return None
+
+    # -- sockets -------------------------------------------------------------
+
+    def _sock_info(self, address: int) -> Optional[SockInfo]:
+        try:
+            f = self.sock_reader.read(address)
+        except drgn.FaultError:
+            return None
+        family = FAMILIES.get(f["family"])
+        if family is None:
+            return None
+        local = remote = None
+        if family == "inet":
+            local = f"{ipaddress.IPv4Address(f['saddr'].to_bytes(4, 'little'))}:{f['num']}"
+            port = int.from_bytes(f["dport"].to_bytes(2, "little"), "big")
+            if port:
+                remote = f"{ipaddress.IPv4Address(f['daddr'].to_bytes(4, 'little'))}:{port}"
+        netns = None
+        if f["net"]:
+            try:
+                netns = self.prog.read_u32(f["net"] + self.inum_offset)
+            except drgn.FaultError:
+                pass
+        return SockInfo(address, family, local, remote, netns)
+
+    def _queue_head_ring(self, skb_address: int) -> Tuple[List[int], bool]:
+        """The nodes after an skb along ``next``, and whether they come back to it."""
+        nodes: List[int] = []
+        seen = {skb_address}
+        node = skb_address
+        for _ in range(MAX_QUEUE_STEPS):
+            try:
+                node = self.prog.read_word(node + self.skb_reader.offset("next"))
+            except drgn.FaultError:
+                return nodes, False
+            if node == skb_address:
+                return nodes, True
+            if not node or node in seen:
+                return nodes, False
+            seen.add(node)
+            nodes.append(node)
+        return nodes, False
+
+    def _owner(self, skb_address: int, skb: Dict[str, int]) -> Tuple[Optional[SockInfo],
+                                                                      Optional[str]]:
+        """The socket and queue holding an skb."""
+        try:
+            return self._sockets[skb_address]
+        except KeyError:
+            pass
+        result: Tuple[Optional[SockInfo], Optional[str]] = (None, None)
+        nodes, ring = self._queue_head_ring(skb_address)
+        if ring:
+            result = self._ring_owner(nodes, skb["sk"]) or result
+        elif skb["sk"]:
+            sock = self._sock_info(skb["sk"])
+            if sock is not None:
+                result = (sock, "backlog" if self._in_backlog(skb["sk"], skb_address) else None)
+        self._sockets[skb_address] = result
+        return result
+
+    def _ring_owner(self, nodes: List[int], sk: int) -> Optional[Tuple[SockInfo, str]]:
+        # The queue head is the node whose qlen counts the others.
+        for head in nodes:
+            try:
+                qlen = self.prog.read_u32(head + self.qlen_offset)
+            except drgn.FaultError:
+                continue
+            if qlen != len(nodes):
+                continue
+            hypotheses = []
+            for queue, offset in self.queue_offsets.items():
+                sock = self._sock_info(head - offset)
+                if sock is not None and (not sk or sk == sock.address):
+                    hypotheses.append((sock, queue))
+            if hypotheses:
+                return hypotheses[0]
+        return None
+
+    def _in_backlog(self, sk: int, skb_address: int) -> bool:
+        try:
+            node = self.sock_reader.read(sk)["backlog"]
+            for _ in range(MAX_QUEUE_STEPS):
+                if not node:
+                    return False
+                if node == skb_address:
+                    return True
+                node = self.prog.read_word(node + self.skb_reader.offset("next"))
+        except drgn.FaultError:
+            pass
+        return False
+
+    def _skb_holder(self, kind: str, address: int, value: int, skb_address: int,
+                    frag: Optional[int] = None) -> Holder:
+        skb = self._read_skb(skb_address)
+        assert skb is not None
+        sock, queue = self._owner(skb_address, skb)
+        netdev = None
+        if skb["dev"]:
+            info = self.netdevs.info(skb["dev"])
+            netdev = info.name if info is not None and info.name.isprintable() else None
+        return Holder(kind, address, value, skb=skb_address, frag=frag, sock=sock, queue=queue,
+                      netdev=netdev)
+
+    # -- the search ----------------------------------------------------------
+
+    def find(self, targets: Sequence[Target]) -> Dict[int, List[Holder]]:
+        """Every reference to each target, by the target's netmem."""
+        by_word: Dict[int, Target] = {}
+        for target in targets:
+            for word in target.words:
+                by_word[word] = target
+        spans = sorted((t.span[0], t.span[1], t) for t in targets if t.span)
+        span_starts = [s[0] for s in spans]
+        result: Dict[int, List[Holder]] = {t.netmem: [] for t in targets}
+        frag_hits: List[Tuple[Target, int, int, int, int]] = []
+        seen_skbs: Set[Tuple[int, int, str]] = set()
+        for address, value in search_words(self.prog, set(by_word),
+                                           [(lo, hi) for lo, hi, _ in spans], self.problems):
+            target = by_word.get(value)
+            if target is None:
+                i = bisect.bisect_right(span_starts, value) - 1
+                target = spans[i][2]
+                skb_address = self._skb_at_field(address, target)
+                if skb_address is None:
+                    result[target.netmem].append(self._unknown(address, value))
+                elif (target.netmem, skb_address, "skb-head") not in seen_skbs:
+                    seen_skbs.add((target.netmem, skb_address, "skb-head"))
+                    result[target.netmem].append(
+                        self._skb_holder("skb-head", address, value, skb_address))
+                continue
+            holder = self._pool_holder(address, value) or self._dma_mapped_holder(
+                target, address, value)
+            if holder is not None:
+                result[target.netmem].append(holder)
+                continue
+            if value == target.netmem:
+                frag = self._shinfo_frag(address, value)
+                if frag is not None:
+                    frag_hits.append((target, address, value, frag[0], frag[1]))
+                    continue
+            if target.owner is not None and self._in_area(target, address):
+                result[target.netmem].append(Holder("net-iov-area", address, value,
+                                                   detail=f"area {target.owner:#x}"))
+                continue
+            result[target.netmem].append(self._unknown(address, value))
+        if frag_hits:
+            skbs = self._skbs_of_shinfos({hit[3] for hit in frag_hits})
+            for target, address, value, shinfo, index in frag_hits:
+                skb_address = skbs.get(shinfo)
+                if skb_address is None:
+                    result[target.netmem].append(Holder(
+                        "skb-frag", address, value, frag=index,
+                        detail=f"skb_shared_info at {shinfo:#x}; no sk_buff points at it"))
+                else:
+                    result[target.netmem].append(
+                        self._skb_holder("skb-frag", address, value, skb_address, index))
+        for holders in result.values():
+            holders.sort(key=lambda h: h.address)
+        return result
+
+    def _in_area(self, target: Target, address: int) -> bool:
+        """Whether ``address`` is the owner area's ``niovs`` member."""
+        area_type = "struct net_iov_area"
+        try:
+            self.prog.type(area_type)
+        except LookupError:
+            area_type = "struct dmabuf_genpool_chunk_owner"
+        return address == target.owner + drgn.offsetof(self.prog.type(area_type), "niovs")
+
+    def _unknown(self, address: int, value: int) -> Holder:
+        from drgn.helpers.common.memory import identify_address
+
+        try:
+            detail = identify_address(self.prog, address, cache=self._identify_cache)
+        except (drgn.FaultError, LookupError, ValueError, NotImplementedError):
+            detail = None
+        return Holder("unknown", address, value, detail=detail)
