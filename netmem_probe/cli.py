@@ -26,7 +26,8 @@ from netmem_probe.target import (
     open_program,
 )
 
-__all__ = ("EXIT_FINDINGS", "EXIT_PARTIAL", "EXIT_TARGET", "EXIT_USAGE", "Target", "main")
+__all__ = ("EXIT_FINDINGS", "EXIT_PARTIAL", "EXIT_TARGET", "EXIT_USAGE", "PartialResultError",
+           "Target", "main")
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -87,14 +88,34 @@ class Target:
     def finish(self, findings: bool) -> int:
         """Report skipped objects on stderr and pick the exit code."""
         if self.problems:
-            click.echo(f"netmem-probe: warning: {len(self.problems)} object(s) skipped "
-                       "(unreadable or inconsistent):", err=True)
-            for problem in self.problems.items[:20]:
-                click.echo(f"  {problem}", err=True)
-            if len(self.problems) > 20:
-                click.echo(f"  ... and {len(self.problems) - 20} more", err=True)
+            self._report_problems()
             return EXIT_PARTIAL
         return EXIT_FINDINGS if findings else EXIT_OK
+
+    def not_found(self, message: str, param_hint: str) -> click.ClickException:
+        """
+        The error for something the user named that the target lacks: a
+        usage error when every object could be read, else a partial result
+        (exit code 4), since it may be one of the objects that could not.
+        """
+        if not self.problems:
+            return click.BadParameter(message, param_hint=param_hint)
+        self._report_problems()
+        return PartialResultError(f"{message} among the objects that could be read")
+
+    def _report_problems(self) -> None:
+        click.echo(f"netmem-probe: warning: {len(self.problems)} object(s) skipped "
+                   "(unreadable or inconsistent):", err=True)
+        for problem in self.problems.items[:20]:
+            click.echo(f"  {problem}", err=True)
+        if len(self.problems) > 20:
+            click.echo(f"  ... and {len(self.problems) - 20} more", err=True)
+
+
+class PartialResultError(click.ClickException):
+    """A command cannot answer because objects it needed were unreadable."""
+
+    exit_code = EXIT_PARTIAL
 
 
 @click.group(epilog=GROUP_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,6 +169,9 @@ def main(argv: Optional[List[str]] = None, program: Optional[drgn.Program] = Non
         message = e.format_message()
         click.echo(f"netmem-probe: error: {message} (see --help)", err=True)
         return EXIT_USAGE
+    except click.ClickException as e:
+        click.echo(f"netmem-probe: error: {e.format_message()}", err=True)
+        return e.exit_code
     except click.Abort:
         click.echo("netmem-probe: error: aborted", err=True)
         return EXIT_PARTIAL

@@ -36,7 +36,7 @@ def page_record(page: PpPage) -> Dict[str, Any]:
     }
 
 
-def select_pools(scanner: PpPageScanner, ids: Sequence[int],
+def select_pools(target: Target, scanner: PpPageScanner, ids: Sequence[int],
                  all_pools: bool) -> List[PagePoolInfo]:
     """The pools a command looks at: ``ids``, all, or detached ones with pages out."""
     pools = sorted(scanner.pools.values(), key=lambda info: info.id)
@@ -44,8 +44,8 @@ def select_pools(scanner: PpPageScanner, ids: Sequence[int],
         by_id = {info.id: info for info in pools}
         missing = [str(i) for i in ids if i not in by_id]
         if missing:
-            raise click.BadParameter(f"no page pool with id {', '.join(missing)}",
-                                     param_hint="--pool")
+            raise target.not_found(f"no page pool with id {', '.join(missing)}",
+                                   param_hint="--pool")
         return [by_id[i] for i in dict.fromkeys(ids)]
     if all_pools:
         return pools
@@ -101,7 +101,7 @@ def pages(target: Target, pool_ids: Sequence[int], all_pools: bool, count: bool,
     if pool_ids and all_pools:
         raise click.UsageError("--pool and --all-pools are mutually exclusive")
     scanner = PpPageScanner(target.prog, target.problems)
-    pools = select_pools(scanner, pool_ids, all_pools)
+    pools = select_pools(target, scanner, pool_ids, all_pools)
     if not pools:
         click.echo("netmem-probe: note: no detached page pool has pages in flight "
                    "(--all-pools scans for every pool's pages)", err=True)

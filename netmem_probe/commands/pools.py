@@ -163,7 +163,7 @@ def _summary(infos: List[PagePoolInfo], target: Target) -> str:
     return f"{text} [{target.describe()}]"
 
 
-def _find_pool(scanner: PagePoolScanner, key: str) -> PagePoolInfo:
+def _find_pool(target: Target, scanner: PagePoolScanner, key: str) -> PagePoolInfo:
     try:
         wanted = int(key, 16) if key.lower().startswith("0x") else int(key, 10)
     except ValueError:
@@ -172,8 +172,8 @@ def _find_pool(scanner: PagePoolScanner, key: str) -> PagePoolInfo:
     for info in scanner.pools():
         if (info.address if by_address else info.id) == wanted:
             return info
-    raise click.BadParameter(f"no page pool with {'address' if by_address else 'id'} {key}",
-                             param_hint="POOL")
+    raise target.not_found(f"no page pool with {'address' if by_address else 'id'} {key}",
+                           param_hint="POOL")
 
 
 @click.command(epilog=POOL_EXAMPLES)
@@ -184,7 +184,7 @@ def pool(target: Target, pool_key: str, as_json: bool) -> int:
     """One page pool by id or address: its state, where its in-flight pages
     sit (alloc cache, ring, DMA-mapped, out), and its statistics."""
     scanner = PagePoolScanner(target.prog, target.problems)
-    info = _find_pool(scanner, pool_key)
+    info = _find_pool(target, scanner, pool_key)
     _notes([info])
     rec = pool_record(info)
     rec["breakdown"] = scanner.breakdown(info)
