@@ -95,7 +95,7 @@ def decode(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     a value points at nothing valid, with the reason.
     """
     values = _values(netmem)
-    records = [_record(decode_netmem(target.prog, value)) for value in values]
+    records = [_record(decode_netmem(target.prog, value, target.problems)) for value in values]
     if as_json:
         emit_json(records)
     else:

@@ -10,12 +10,13 @@ the target kernel uses, and read the page-pool fields of either kind.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import drgn
 from drgn import Object, Program
 
 from netmem_probe.kernel.structs import StructReader, member_exists
+from netmem_probe.kernel.walk import Problems
 
 __all__ = (
     "NET_IOV",
@@ -23,7 +24,9 @@ __all__ = (
     "PageInfo",
     "PpScheme",
     "decode_netmem",
+    "MemmapDescription",
     "is_pp_page",
+    "memmap_description",
     "netmem_is_net_iov",
     "netmem_to_net_iov",
     "netmem_to_page",
@@ -176,6 +179,35 @@ def valid_pfn_ranges(prog: Program) -> List[Tuple[int, int]]:
     return ranges
 
 
+class MemmapDescription(NamedTuple):
+    """Where the memmap is, which of it exists, and how page-pool pages are marked."""
+
+    vmemmap: int
+    ranges: List[Tuple[int, int]]
+    scheme: PpScheme
+
+
+def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDescription]:
+    """
+    The ``vmemmap`` base, :func:`valid_pfn_ranges` and :func:`pp_scheme`.
+    All three come from kernel memory (``mem_section``, the poison timer), so
+    a corrupt target can make them unreadable or undecidable: then None, with
+    the problem recorded, since nothing about a page can be told without them.
+    """
+    try:
+        return MemmapDescription(prog["vmemmap"].value_(), valid_pfn_ranges(prog),
+                                 pp_scheme(prog))
+    except (drgn.FaultError, LookupError) as e:
+        # drgn derives vmemmap from mem_section: a zeroed section makes it
+        # "could not find 'vmemmap'" rather than a fault.
+        address = getattr(e, "address", None)
+        if address is None:
+            address = prog.symbol("mem_section").address
+        problems.add("memmap description", address,
+                     f"unreadable ({e.message if isinstance(e, drgn.FaultError) else e})")
+        return None
+
+
 def _page_reader(prog: Program) -> StructReader:
     try:
         return prog.cache["netmem_probe_page_reader"]
@@ -269,14 +301,22 @@ def pool_id(prog: Program, pool: int) -> Optional[int]:
         return None
 
 
-def decode_page(prog: Program, netmem: int) -> PageInfo:
-    """Decode a page ``netmem_ref`` (a ``struct page *``)."""
+def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None) -> PageInfo:
+    """
+    Decode a page ``netmem_ref`` (a ``struct page *``).
+
+    :param problems: collects an unreadable :func:`memmap_description`,
+        which leaves the value undecided rather than invalid.
+    """
     page_size = drgn.sizeof(prog.type("struct page"))
-    vmemmap = prog["vmemmap"].value_()
     page_shift = prog["PAGE_SHIFT"].value_()
+    memmap = memmap_description(prog, problems if problems is not None else Problems())
+    if memmap is None:
+        return PageInfo(netmem, netmem, None, None, False, "unknown", None, None, None, None,
+                        None, None, "undecided: the kernel's memmap description is unreadable")
+    vmemmap, ranges, scheme = memmap
     offset = netmem - vmemmap
     pfn = offset // page_size
-    scheme = pp_scheme(prog)
 
     def bad(reason: str, located: bool = True) -> PageInfo:
         return PageInfo(netmem, netmem, pfn if located else None,
@@ -287,7 +327,7 @@ def decode_page(prog: Program, netmem: int) -> PageInfo:
         return bad("NULL netmem_ref", located=False)
     if offset < 0 or offset % page_size:
         return bad("not a struct page address (outside the memmap or misaligned)", located=False)
-    if not any(start <= pfn < end for start, end in valid_pfn_ranges(prog)):
+    if not any(start <= pfn < end for start, end in ranges):
         return bad(f"pfn {pfn:#x} has no struct page (not in a valid memory range)")
     try:
         f = _page_reader(prog).read(netmem)
@@ -359,8 +399,13 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
     )
 
 
-def decode_netmem(prog: Program, netmem: int) -> Union[PageInfo, NetIovInfo]:
-    """Decode a ``netmem_ref`` value into :class:`PageInfo` or :class:`NetIovInfo`."""
+def decode_netmem(prog: Program, netmem: int,
+                  problems: Optional[Problems] = None) -> Union[PageInfo, NetIovInfo]:
+    """
+    Decode a ``netmem_ref`` value into :class:`PageInfo` or :class:`NetIovInfo`.
+
+    :param problems: see :func:`decode_page`.
+    """
     if netmem_is_net_iov(netmem):
         return decode_net_iov(prog, netmem)
-    return decode_page(prog, netmem)
+    return decode_page(prog, netmem, problems)

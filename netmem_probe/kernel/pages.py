@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequenc
 import drgn
 from drgn import Program
 
-from netmem_probe.kernel.netmem import PpScheme, pp_scheme, valid_pfn_ranges
+from netmem_probe.kernel.netmem import PpScheme, memmap_description
 from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner, ptr_ring_entries
 from netmem_probe.kernel.structs import StructReader
 from netmem_probe.kernel.walk import Problems, read_words
@@ -206,8 +206,12 @@ class PpPageScanner:
         self.pools: Dict[int, PagePoolInfo] = {
             info.address: info for info in self.pool_scanner.pools()}
         page_type = prog.type("struct page")
-        self.scheme = pp_scheme(prog)
-        self.matcher = SignatureMatcher(prog, page_type, self.scheme)
+        # Unreadable (recorded in problems): nothing to scan.
+        memmap = memmap_description(prog, self.problems)
+        self.memmap = memmap.vmemmap if memmap else 0
+        self.ranges = memmap.ranges if memmap else []
+        self.scheme = memmap.scheme if memmap else None
+        self.matcher = SignatureMatcher(prog, page_type, self.scheme) if memmap else None
         self.record_size = drgn.sizeof(page_type)
         page_size = prog["PAGE_SIZE"].value_()
         # One page of memmap: the smallest unit a vmemmap can miss.
@@ -227,7 +231,7 @@ class PpPageScanner:
 
     @property
     def total_pfns(self) -> int:
-        return sum(end - start for start, end in valid_pfn_ranges(self.prog))
+        return sum(end - start for start, end in self.ranges)
 
     def held_by_pool(self, info: PagePoolInfo) -> Dict[int, str]:
         """:func:`pool_structure_netmems` of a pool, read once."""
@@ -250,8 +254,8 @@ class PpPageScanner:
         total = self.total_pfns
         done = 0
         record_size = self.record_size
-        memmap = self.prog["vmemmap"].value_()
-        for start, end in valid_pfn_ranges(self.prog):
+        memmap = self.memmap
+        for start, end in self.ranges:
             for first, data in read_memmap(self.prog, start, end, record_size=record_size,
                                            chunk_pages=self.chunk_pages, grain=self.grain,
                                            holes=self.holes):
