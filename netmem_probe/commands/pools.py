@@ -210,4 +210,5 @@ def _print_pool(rec: Dict[str, Any]) -> None:
         click.echo("    n/a (CONFIG_PAGE_POOL_STATS off)")
         return
     for key in STAT_NAMES:
-        click.echo(f"    {key:<22} {rec['stats'][key]}")
+        value = rec["stats"][key]
+        click.echo(f"    {key:<22} {'unknown' if value is None else value}")

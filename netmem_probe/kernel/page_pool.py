@@ -394,29 +394,30 @@ class PagePoolScanner:
         cache = self.reader.type.member("alloc").type.member("cache").type
         return cache.length or 0
 
-    def stats(self, info: PagePoolInfo) -> Optional[Dict[str, int]]:
+    def stats(self, info: PagePoolInfo) -> Optional[Dict[str, Optional[int]]]:
         """
         The ``page-pool-stats-get`` counters: allocation stats of the pool and
-        recycle stats summed over possible CPUs; None without
-        ``CONFIG_PAGE_POOL_STATS``.
+        recycle stats summed over possible CPUs (None each if a CPU's cannot
+        be read); None without ``CONFIG_PAGE_POOL_STATS``.
         """
         raw = info.raw
         if raw["recycle_stats"] is None:
             return None
         out = {name: raw[name] for name in STAT_NAMES if STAT_NAMES[name].startswith("alloc_")}
         recycle = [name for name in STAT_NAMES if not STAT_NAMES[name].startswith("alloc_")]
-        totals = dict.fromkeys(recycle, 0)
+        totals: Dict[str, Optional[int]] = dict.fromkeys(recycle, 0)
         if raw["recycle_stats"]:
             reader = StructReader(self.prog, "struct page_pool_recycle_stats",
                                   {name: STAT_NAMES[name] for name in recycle})
-            for offset in _possible_cpu_offsets(self.prog):
-                try:
+            try:
+                for offset in _possible_cpu_offsets(self.prog):
                     values = reader.read(raw["recycle_stats"] + offset)
-                except drgn.FaultError as e:
-                    self.problems.fault("page pool recycle stats", info.address, e)
-                    continue
-                for name in recycle:
-                    totals[name] += values[name]
+                    for name in recycle:
+                        totals[name] += values[name]
+            except drgn.FaultError as e:
+                # A sum over some CPUs would be a wrong number: unknown.
+                self.problems.fault("page pool recycle stats", info.address, e)
+                totals = dict.fromkeys(recycle)
         out.update(totals)
         return out
 
