@@ -4,7 +4,9 @@ from netmem_probe.commands.decode import decode
 from netmem_probe.commands.holders import holders
 from netmem_probe.commands.layout import layout
 from netmem_probe.commands.leaks import leaks
+from netmem_probe.commands.niovs import niovs
 from netmem_probe.commands.pages import pages
 from netmem_probe.commands.pools import pool, pools
+from netmem_probe.commands.providers import providers
 
-COMMANDS = [pools, pool, decode, layout, pages, holders, leaks]
+COMMANDS = [pools, pool, decode, layout, pages, holders, leaks, providers, niovs]

@@ -112,8 +112,11 @@ class NetDevice:
         return self.driver if self.driver is not None else self.kind
 
     def napi(self, napi_id: int, index: int = 0) -> KObject:
-        napi = self.world.alloc("struct napi_struct",
-                                {"dev": self.obj.addr, "napi_id": napi_id, "index": index})
+        value = {"dev": self.obj.addr, "napi_id": napi_id}
+        # Debian's 6.12 has no napi->index (the rx queue of a NAPI instance).
+        if self.world.has_member("struct napi_struct", "index"):
+            value["index"] = index
+        napi = self.world.alloc("struct napi_struct", value)
         self.napi_list.add(napi, "dev_list")
         return napi
 

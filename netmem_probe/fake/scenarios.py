@@ -16,6 +16,7 @@ from netmem_probe.fake.pools import (
     PP_FLAG_DMA_SYNC_DEV,
     FakePagePool,
 )
+from netmem_probe.fake.providers import add_providers
 from netmem_probe.fake.types_elf import available_layouts
 from netmem_probe.fake.world import PAGE_OFFSET, VMEMMAP, World
 
@@ -121,11 +122,14 @@ def _decode_expectations(w: World) -> List[Dict[str, object]]:
 def build_mixed(layout: str) -> Tuple[World, str]:
     w = World(layout, boottime=BOOTTIME)
     add_page_pools(w)
+    add_providers(w)
     w.expected["decode"] = _decode_expectations(w)
     w.expected["layout"] = {"asserts": LAYOUT_ASSERTS[layout], "mismatches": 0}
     return w, ("Page pools in every state: listed on a NIC (DMA-mapped, wrapped ring, "
                "wrapped counters), orphaned onto lo (detached and not), invisible veth "
-               "pools, a pool of a dismantled namespace, system pools.")
+               "pools, a pool of a dismantled namespace, system pools. Memory providers "
+               "the layout has: devmem bindings (one unbound and lingering), zcrx areas "
+               "(several per ifq, device-less), niovs in every state.")
 
 
 def build_many_pools(layout: str) -> Tuple[World, str]:

@@ -33,7 +33,7 @@ def member_exists(type_: drgn.Type, path: str) -> bool:
     try:
         drgn.offsetof(type_, path)
         return True
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, TypeError):  # TypeError: a path through a scalar
         return False
 
 

@@ -179,6 +179,16 @@ class HeaderWriter:
         for used in re.findall(r"\b((?:struct|union|enum) \w+)\s+\w+\s*[;\[]", text):
             if used != key and used not in self.done and has_type(self.prog, used):
                 self.require_complete(self.prog.type(used))
+        # So do the typedefs it names (spinlock_t, u16, netdevice_tracker...),
+        # which the input may use nowhere else the header keeps.
+        code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+        for word in sorted(set(re.findall(r"\b[A-Za-z_]\w*\b", code))):
+            try:
+                type_ = self.prog.type(word)
+            except (LookupError, SyntaxError, ValueError):
+                continue
+            if type_.kind == TypeKind.TYPEDEF:
+                self.require_complete(type_)
         self.definitions.append(text.strip() + "\n")
 
     def enum(self, type_):
@@ -310,7 +320,10 @@ class HeaderWriter:
             return self.prog.object(name).type_
         except (LookupError, ValueError):
             pass
-        if name in GLOBAL_NEEDS and not has_type(self.prog, GLOBAL_NEEDS[name]):
+        # An override can bring a subsystem the input lacks (io_uring zcrx
+        # for linux-6.16 over the 6.12 DWARF).
+        need = GLOBAL_NEEDS.get(name)
+        if need and not has_type(self.prog, need) and need not in self.overrides:
             return None
         if name in GLOBAL_UNLESS and has_type(self.prog, GLOBAL_UNLESS[name]):
             return None

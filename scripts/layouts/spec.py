@@ -70,6 +70,9 @@ STRUCTS = {
     "struct io_zcrx_ifq": ALL,
     "struct io_zcrx_mem": ALL,
     "struct zcrx_rq": ALL,
+    # rings register zcrx ifqs in zcrx_ctxs (6.17+); device-less ifqs
+    # (ZCRX_REG_NODEV) are reachable only that way
+    "struct io_ring_ctx": ["zcrx_ctxs"],
     # skbs and sockets (holders)
     "struct sk_buff": [
         "next", "prev", "sk", "dev", "len", "data_len", "head_frag", "pp_recycle",

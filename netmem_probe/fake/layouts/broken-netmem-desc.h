@@ -629,6 +629,12 @@ struct io_zcrx_ifq {
 	unsigned char __pad_248[8];
 };
 
+struct io_ring_ctx {
+	unsigned char __pad_0[896];
+	struct xarray zcrx_ctxs;
+	unsigned char __pad_912[560];
+};
+
 typedef unsigned int sk_buff_data_t;
 
 struct sk_buff {
@@ -1095,6 +1101,8 @@ _Static_assert(__builtin_offsetof(struct io_zcrx_ifq, fired_notifs) == 228, "__b
 _Static_assert(__builtin_offsetof(struct io_zcrx_ifq, notif_data) == 232, "__builtin_offsetof(struct io_zcrx_ifq, notif_data)");
 _Static_assert(__builtin_offsetof(struct io_zcrx_ifq, notif_stats) == 240, "__builtin_offsetof(struct io_zcrx_ifq, notif_stats)");
 _Static_assert(sizeof(struct io_zcrx_ifq) == 256, "sizeof(struct io_zcrx_ifq)");
+_Static_assert(__builtin_offsetof(struct io_ring_ctx, zcrx_ctxs) == 896, "__builtin_offsetof(struct io_ring_ctx, zcrx_ctxs)");
+_Static_assert(sizeof(struct io_ring_ctx) == 1472, "sizeof(struct io_ring_ctx)");
 _Static_assert(__builtin_offsetof(struct sk_buff, next) == 0, "__builtin_offsetof(struct sk_buff, next)");
 _Static_assert(__builtin_offsetof(struct sk_buff, prev) == 8, "__builtin_offsetof(struct sk_buff, prev)");
 _Static_assert(__builtin_offsetof(struct sk_buff, dev) == 16, "__builtin_offsetof(struct sk_buff, dev)");

@@ -590,6 +590,12 @@ struct io_zcrx_ifq {
 	unsigned char __pad_176[16];
 };
 
+struct io_ring_ctx {
+	unsigned char __pad_0[880];
+	struct xarray zcrx_ctxs;
+	unsigned char __pad_896[576];
+};
+
 typedef unsigned int sk_buff_data_t;
 
 struct sk_buff {
@@ -1035,6 +1041,8 @@ _Static_assert(__builtin_offsetof(struct io_zcrx_ifq, pp_lock) == 120, "__builti
 _Static_assert(sizeof(struct io_mapped_region) == 24, "sizeof(struct io_mapped_region)");
 _Static_assert(__builtin_offsetof(struct io_zcrx_ifq, region) == 152, "__builtin_offsetof(struct io_zcrx_ifq, region)");
 _Static_assert(sizeof(struct io_zcrx_ifq) == 192, "sizeof(struct io_zcrx_ifq)");
+_Static_assert(__builtin_offsetof(struct io_ring_ctx, zcrx_ctxs) == 880, "__builtin_offsetof(struct io_ring_ctx, zcrx_ctxs)");
+_Static_assert(sizeof(struct io_ring_ctx) == 1472, "sizeof(struct io_ring_ctx)");
 _Static_assert(__builtin_offsetof(struct sk_buff, next) == 0, "__builtin_offsetof(struct sk_buff, next)");
 _Static_assert(__builtin_offsetof(struct sk_buff, prev) == 8, "__builtin_offsetof(struct sk_buff, prev)");
 _Static_assert(__builtin_offsetof(struct sk_buff, dev) == 16, "__builtin_offsetof(struct sk_buff, dev)");

@@ -1,0 +1,110 @@
+"""``netmem-probe niovs``: every net_iov of the provider areas, one row each."""
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import click
+
+from netmem_probe.cli import Target
+from netmem_probe.commands.providers import make_scanner, ring_options
+from netmem_probe.kernel.providers import NIOV_STATES, NiovInfo, ProviderArea, ProviderScanner
+from netmem_probe.report import emit_json_line, hexaddr
+
+EXAMPLES = """\b
+EXAMPLES:
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed niovs --area dmabuf:1
+      every niov of dma-buf binding 1
+  sudo netmem-probe niovs --pool 12 --state user --json
+      the zcrx buffers of pool 12 that user space has not returned,
+      as JSON Lines
+  netmem-probe -c vmcore -s vmlinux niovs --area 0xffff888004210f40
+      one zcrx area, by address (from the providers table)
+"""
+
+COLUMNS = (("chunk", 5), ("index", 6), ("net_iov", 18), ("state", 6), ("pool-id", 6),
+           ("pp_ref_count", 8), ("user_refs", 9), ("dma_addr", 18), ("offset", 10))
+HEADERS = ("CHUNK", "INDEX", "NET_IOV", "STATE", "POOL", "PP_REFS", "USER_REFS", "DMA_ADDR",
+           "OFFSET")
+
+
+def niov_record(niov: NiovInfo) -> Dict[str, Any]:
+    """A niov as JSON."""
+    return {
+        "area": niov.area.key, "kind": niov.area.kind, "chunk": niov.span.chunk,
+        "index": niov.index, "net_iov": hexaddr(niov.address), "netmem": hexaddr(niov.netmem),
+        "state": niov.state, "pool-id": niov.pool_id, "pp_ref_count": niov.pp_ref_count,
+        "user_refs": niov.user_refs, "dma_addr": hexaddr(niov.dma_addr), "offset": niov.offset,
+    }
+
+
+def _select(scanner: ProviderScanner, area_key: Optional[str],
+            pool_id: Optional[int]) -> List[ProviderArea]:
+    if area_key is not None and pool_id is not None:
+        raise click.UsageError("--area and --pool are mutually exclusive")
+    if pool_id is not None:
+        areas = scanner.areas_of_pool(pool_id)
+        if not areas:
+            raise click.BadParameter(f"no page pool {pool_id} filled by a memory provider",
+                                     param_hint="--pool")
+        return areas
+    if area_key is None:
+        return scanner.areas()
+    try:
+        areas = scanner.find(area_key)
+    except ValueError:
+        raise click.BadParameter(f"{area_key!r} is not dmabuf:ID, io_uring:ID or an address",
+                                 param_hint="--area")
+    if not areas:
+        raise click.BadParameter(f"no provider area {area_key} (see netmem-probe providers)",
+                                 param_hint="--area")
+    return areas
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _heading(area: ProviderArea) -> str:
+    where = area.netdev.name if area.netdev else "no netdev"
+    if area.queues:
+        where += " queue" + ("s " if len(area.queues) > 1 else " ") + ",".join(
+            map(str, area.queues))
+    pools = ",".join(map(str, area.pools)) or "none"
+    return (f"{area.key} ({area.kind} {area.id}, {where}, pools {pools}): "
+            f"{area.num_niovs} niovs of {1 << area.niov_shift} bytes")
+
+
+@click.command(epilog=EXAMPLES)
+@click.option("--area", "area_key", metavar="AREA",
+              help="only this area: dmabuf:ID, io_uring:ID or an address")
+@click.option("--pool", "pool_id", type=int, metavar="ID",
+              help="only the areas of the provider filling page pool ID")
+@click.option("--state", "states", type=click.Choice(NIOV_STATES), multiple=True,
+              help="only niovs in this state (repeatable)")
+@ring_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON Lines, one niov per line")
+@click.pass_obj
+def niovs(target: Target, area_key: Optional[str], pool_id: Optional[int],
+          states: Sequence[str], rings: Sequence[str], scan_files: bool, as_json: bool) -> int:
+    """Every net_iov of the memory provider areas, one row each, as it is read.
+
+    A niov is free (back with its provider), in a page pool's alloc cache or
+    ring, held by the stack (driver rx rings, skbs, sockets), or held by
+    user space (zcrx user_refs).  NETMEM is the netmem_ref that names it
+    (its address with the NET_IOV bit), OFFSET its offset in the dma-buf or
+    zcrx area.
+    """
+    scanner = make_scanner(target, rings, scan_files)
+    areas = _select(scanner, area_key, pool_id)
+    for area in areas:
+        if not as_json:
+            click.echo(_heading(area))
+            click.echo("  " + "  ".join(h.ljust(w) for h, (_, w) in zip(HEADERS, COLUMNS)).rstrip())
+        for niov in scanner.niovs(area):
+            if states and niov.state not in states:
+                continue
+            rec = niov_record(niov)
+            if as_json:
+                emit_json_line(rec)
+            else:
+                click.echo("  " + "  ".join(_cell(rec[k]).ljust(w) for k, w in COLUMNS).rstrip())
+    return target.finish(findings=False)

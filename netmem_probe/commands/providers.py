@@ -1,0 +1,115 @@
+"""``netmem-probe providers``: devmem dma-buf bindings and io_uring zcrx areas."""
+
+from typing import Any, Dict, List, Sequence
+
+import click
+
+from netmem_probe.cli import Target
+from netmem_probe.kernel.providers import ProviderArea, ProviderScanner
+from netmem_probe.kernel.structs import member_exists
+from netmem_probe.report import emit_json, emit_table, hexaddr, human_bytes
+
+EXAMPLES = """\b
+EXAMPLES:
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed providers
+      every binding and zcrx area of a bundled fixture
+  sudo netmem-probe providers --json
+      the same for the running kernel, as a JSON array
+  netmem-probe -c vmcore -s vmlinux providers --ring 0xffff888012345000
+      add the zcrx areas of an io_uring ring (e.g. a ZCRX_REG_NODEV one
+      whose task's files are not in the dump)
+"""
+
+TOTALS = ("free", "in-pool", "stack", "user")
+
+
+def ring_options(command):
+    """The options every provider command shares: extra rings, file scan."""
+    command = click.option(
+        "--ring", "rings", metavar="ADDRESS", multiple=True,
+        help="also the zcrx ifqs of this struct io_ring_ctx (repeatable)")(command)
+    return click.option(
+        "--scan-files/--no-scan-files", default=True, show_default=True,
+        help="look for io_uring rings in every task's open files (finds zcrx "
+             "ifqs that have no page pool)")(command)
+
+
+def make_scanner(target: Target, rings: Sequence[str], scan_files: bool) -> ProviderScanner:
+    """A ProviderScanner over the target, with the ``--ring`` addresses checked."""
+    addresses = []
+    for text in rings:
+        try:
+            addresses.append(int(text, 0))
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not an address", param_hint="--ring")
+    prog = target.prog
+    if addresses:
+        try:
+            ctx = prog.type("struct io_ring_ctx")
+            usable = member_exists(ctx, "zcrx_ctxs") or member_exists(ctx, "ifq")
+        except LookupError:
+            usable = False
+        if not usable:
+            raise click.BadParameter("this kernel's io_uring rings have no zcrx ifqs",
+                                     param_hint="--ring")
+    return ProviderScanner(prog, target.problems, rings=addresses, scan_files=scan_files)
+
+
+def provider_record(area: ProviderArea, totals: Dict[str, int]) -> Dict[str, Any]:
+    """A provider area as JSON."""
+    netdev = area.netdev
+    return {
+        "kind": area.kind, "id": area.id, "area": area.key, "address": hexaddr(area.address),
+        "ifq": hexaddr(area.ifq), "netdev": netdev.name if netdev else None,
+        "ifindex": netdev.ifindex if netdev else None, "queues": list(area.queues),
+        "pools": list(area.pools), "refcount": area.refcount, "direction": area.direction,
+        "niov-size": 1 << area.niov_shift, "size": area.size,
+        "chunks": len(area.spans) if area.kind == "dmabuf" else None,
+        "niovs": area.num_niovs, **{key: totals[key] for key in TOTALS},
+        "bytes": area.num_niovs << area.niov_shift, "inconsistent": totals["inconsistent"],
+    }
+
+
+def _row(rec: Dict[str, Any]) -> Dict[str, Any]:
+    return {
+        **rec,
+        "queues": ",".join(map(str, rec["queues"])) or None,
+        "pools": ",".join(map(str, rec["pools"])) or None,
+        "bytes": human_bytes(rec["bytes"]),
+    }
+
+
+@click.command(epilog=EXAMPLES)
+@ring_options
+@click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+@click.pass_obj
+def providers(target: Target, rings: Sequence[str], scan_files: bool, as_json: bool) -> int:
+    """Memory providers: devmem dma-buf bindings and io_uring zcrx areas.
+
+    One row per binding (all its genpool chunks) or zcrx area, found through
+    the net_devmem_dmabuf_bindings registry, the page pools and rx queues
+    they fill, and io_uring rings.  Counts the niovs free, in a page pool
+    (alloc cache or ring), held by the stack (driver rings, skbs, sockets),
+    and held by user space (zcrx buffers not yet returned).
+    """
+    scanner = make_scanner(target, rings, scan_files)
+    records: List[Dict[str, Any]] = [provider_record(a, scanner.totals(a))
+                                     for a in scanner.areas()]
+    if as_json:
+        emit_json(records)
+    else:
+        emit_table([_row(r) for r in records],
+                   ["kind", "id", "netdev", "queues", "pools", "niovs", *TOTALS, "bytes",
+                    "area"],
+                   headers=["KIND", "ID", "NETDEV", "QUEUES", "POOLS", "NIOVS", "FREE",
+                            "IN POOL", "STACK", "USER", "BYTES", "AREA"])
+        click.echo(_summary(records, target))
+    return target.finish(findings=False)
+
+
+def _summary(records: List[Dict[str, Any]], target: Target) -> str:
+    bindings = sum(1 for r in records if r["kind"] == "dmabuf")
+    text = f"{bindings} dma-buf bindings, {len(records) - bindings} zcrx areas"
+    text += f", {sum(r['niovs'] for r in records)} niovs ("
+    text += ", ".join(f"{sum(r[k] for r in records)} {k}" for k in TOTALS) + ")"
+    return f"{text} [{target.describe()}]"
