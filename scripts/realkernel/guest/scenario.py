@@ -330,6 +330,13 @@ def netlink_all(with_links=True):
     return res
 
 
+def held(n):
+    """Datagrams a sink was meant to hold, and the pages that takes at least: two
+    1200-byte datagrams share a page (virtio's mergeable buffers and veth's XDP
+    conversion both hand out page fragments of <= 2 KB)."""
+    return {"meant_to_hold_datagrams": n, "meant_to_hold_pages_min": (n + 1) // 2}
+
+
 def add(**kw):
     SCENARIO.append(kw)
     return kw
@@ -536,14 +543,14 @@ def main():
     add(id="virtio-listed", kind="virtio_net", netns="init_net", netns_inum=ns_i("init_net"),
         ifname=eth0, ifindex=l0["ifindex"], mac=nics["listed"]["mac"], expected_state="listed",
         expect_netdev="self", expect_detach_time=False, pool_expected=vp, note=no_vpp,
-        meant_to_hold_datagrams=sent["listed"]["warmup"] + sent["listed"]["batch"],
+        **held(sent["listed"]["warmup"] + sent["listed"]["batch"]),
         sink=sinkinfo(s_eth0, "init_net", nics["listed"]["guest_ip"], nics["listed"]["port"]))
     add(id="virtio-orphan", kind="virtio_net", netns="init_net", netns_inum=ns_i("init_net"),
         ifname=eth1, ifindex=eth1_idx, mac=nics["orphan"]["mac"], expected_state="orphaned",
         expect_netdev="lo", expect_detach_time=True, device_deleted=True, pool_expected=vp,
         note=no_vpp or "virtio device unbound while the sink holds its pages: pools moved to "
         "lo of init_net and destroyed with pages in flight",
-        meant_to_hold_datagrams=sent["orphan"]["warmup"] + sent["orphan"]["batch"],
+        **held(sent["orphan"]["warmup"] + sent["orphan"]["batch"]),
         sink=sinkinfo(s_eth1, "init_net", nics["orphan"]["guest_ip"], nics["orphan"]["port"]))
     poison_note = no_vpp or (
         "pools re-created by the PM cycle while the NIC lived in pp-poison; pp-poison deleted "
@@ -561,35 +568,35 @@ def main():
         expected_state="invisible" if pm_done else "orphaned",
         expect_netdev="NET_PTR_POISON" if pm_done else "lo", expect_detach_time=False,
         note=poison_note, pm_cycle=init.get("pm_cycle"),
-        meant_to_hold_datagrams=sent["poison"]["warmup"] + sent["poison"]["batch"],
+        **held(sent["poison"]["warmup"] + sent["poison"]["batch"]),
         sink=sinkinfo(s_ethp, "pp-keep", nics["poison"]["fwd_ip"], nics["poison"]["port"]))
     add(id="veth-xdp", kind="veth", netns="pp-xdp", netns_inum=ns_i("pp-xdp"), ifname="vxa1",
         ifindex=veth_idx["vxa1"], expected_state="invisible", expect_netdev="NULL",
         expect_detach_time=False, xdp=True, gro=False, pool_expected=True,
-        meant_to_hold_datagrams=VETH_DATAGRAMS, sink=sinkinfo(s_xdp, "pp-xdp", "10.77.1.2", 9101),
+        **held(VETH_DATAGRAMS), sink=sinkinfo(s_xdp, "pp-xdp", "10.77.1.2", 9101),
         note="veth does not set pp_params.netdev: in the xarray, on no hlist")
     add(id="veth-xdp-b", kind="veth", netns="pp-gro-b", netns_inum=ns_i("pp-gro-b"),
         ifname="vgb0", ifindex=veth_idx["vgb0"], expected_state="invisible", expect_netdev="NULL",
         expect_detach_time=False, xdp=True, gro=False, pool_expected=True,
-        meant_to_hold_datagrams=VETH_DATAGRAMS, sink=sinkinfo(s_grob, "pp-gro-b", "10.77.2.1", 9102))
+        **held(VETH_DATAGRAMS), sink=sinkinfo(s_grob, "pp-gro-b", "10.77.2.1", 9102))
     add(id="veth-gro-c", kind="veth", netns="pp-gro-c", netns_inum=ns_i("pp-gro-c"),
         ifname="vgc0", ifindex=veth_idx["vgc0"], expected_state="invisible", expect_netdev="NULL",
         expect_detach_time=False, xdp=False, gro=gro_err is None, pool_expected=gro_err is None,
-        meant_to_hold_datagrams=0, gro_error=gro_err,
+        **held(0), gro_error=gro_err,
         sink=sinkinfo(s_groc, "pp-gro-c", "10.77.2.2", 9103),
         note="GRO only: NAPI + page pool exist, but skbs are not converted, so no pool pages "
         "are used (the sink holds %d datagrams of other memory)" % VETH_DATAGRAMS)
     add(id="veth-detached", kind="veth", netns="pp-detach", netns_inum=ns_i("pp-detach"),
         ifname="vd0", ifindex=veth_idx["vd0"], expected_state="detached", expect_netdev="NULL",
         expect_detach_time=True, device_deleted=True, xdp=True, pool_expected=True,
-        meant_to_hold_datagrams=VETH_DATAGRAMS, sink=sinkinfo(s_det, "pp-detach", "10.77.3.2", 9104),
+        **held(VETH_DATAGRAMS), sink=sinkinfo(s_det, "pp-detach", "10.77.3.2", 9104),
         note="veth pair deleted while the sink in pp-detach holds the pages: pool destroyed "
         "with pages in flight; p.dev is a dangling pointer")
     add(id="veth-netns-deleted", kind="veth", netns="pp-dying",
         netns_inum=DELETED_NETNS["pp-dying"], netns_deleted=True, ifname="vn0",
         ifindex=veth_idx["vn0"], expected_state="detached", expect_netdev="NULL",
         expect_detach_time=True, device_deleted=True, xdp=True, pool_expected=True,
-        meant_to_hold_datagrams=VETH_DATAGRAMS, sink=sinkinfo(s_dying, "pp-keep", "10.77.5.2", 9105),
+        **held(VETH_DATAGRAMS), sink=sinkinfo(s_dying, "pp-keep", "10.77.5.2", 9105),
         note="pages converted by XDP on vn0 and forwarded into pp-keep; pp-dying deleted while "
         "pp-keep holds them: invisible and detached, its netns gone")
 
