@@ -200,7 +200,7 @@ def main() -> int:
     ours = total / seconds
     check = "" if truth is None else ("  (= the pool's in flight)" if found == truth
                                       else f"  (MISMATCH: pool has {truth} in flight)")
-    print(f"ours (bulk read {chunk >> 10} KiB + strided find): {found:,} pp pages in "
+    print(f"ours (bulk read {chunk >> 10} KiB + byte tables): {found:,} pp pages in "
           f"{seconds:.2f} s = {ours / 1e6:.1f} M pages/s{check}")
     if not args.no_search:
         try:
