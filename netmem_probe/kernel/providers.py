@@ -19,7 +19,10 @@ by user space (zcrx ``user_refs``).
 
 import struct
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from itertools import compress
+from operator import itemgetter
+from typing import (Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set,
+                    Tuple)
 
 import drgn
 from drgn import Object, Program
@@ -327,9 +330,8 @@ class ProviderArea:
         return sum(span.count for span in self.spans)
 
 
-@dataclass(frozen=True)
-class NiovInfo:
-    """One niov of an area and what it is doing."""
+class NiovInfo(NamedTuple):
+    """One niov of an area and what it is doing (an immutable record)."""
 
     area: ProviderArea
     span: NiovSpan
@@ -348,6 +350,65 @@ class NiovInfo:
     @property
     def netmem(self) -> int:
         return self.address | 1
+
+
+class _NiovLayout(NamedTuple):
+    unpacker: struct.Struct
+    #: itemgetter of (pp, pp_ref_count, dma_addr, owner[, type]) from an unpacked niov
+    members: Callable[[Tuple[int, ...]], Tuple[int, ...]]
+    #: member -> (offset, struct format code), for column slices of an array
+    fields: Dict[str, Tuple[int, str]]
+
+
+def _niov_layout(prog: Program) -> _NiovLayout:
+    """
+    One ``struct.Struct`` the size of a ``struct net_iov`` for the members
+    :func:`niov_reader` decodes, so a whole niov array decodes with
+    ``iter_unpack()`` at C speed.  ``type`` is left out on kernels without
+    it (before v6.16).
+    """
+    try:
+        return prog.cache["netmem_probe_niov_layout"]
+    except KeyError:
+        pass
+    reader = niov_reader(prog)
+    keys = [k for k in ("pp", "pp_ref_count", "dma_addr", "owner", "type")
+            if reader.fields[k] is not None]
+    codes = {1: "b", 2: "h", 4: "i", 8: "q"}
+    fmt, end, order, fields = "<", 0, [], {}
+    for key in sorted(keys, key=lambda k: reader.fields[k].offset):
+        field = reader.fields[key]
+        code = codes[field.size] if field.signed else codes[field.size].upper()
+        fmt += f"{field.offset - end}x{code}"
+        end = field.offset + field.size
+        order.append(key)
+        fields[key] = (field.offset, code)
+    fmt += f"{reader.size - end}x"
+    layout = _NiovLayout(struct.Struct(fmt), itemgetter(*(order.index(k) for k in keys)), fields)
+    prog.cache["netmem_probe_niov_layout"] = layout
+    return layout
+
+
+class _SpanState(NamedTuple):
+    raw: bytes  # the niov array
+    free: bytes  # bitmap of free niovs
+    user: bytes  # bitmap of niovs with user refs
+    user_refs: Optional[Tuple[int, ...]]
+    pool: Dict[int, Tuple[int, str]]  # index -> (pool address, "cache" or "ring")
+    bad: Dict[int, str]  # index -> why the niov does not fit its area
+
+
+def _columns(raw: bytes, niov_size: int, layout: _NiovLayout) -> Dict[str, List[int]]:
+    """
+    Members of every niov of an array, a list per member, sliced at C speed
+    (a strided memoryview; the host's byte order is the x86-64 target's).
+    """
+    out = {}
+    for key, (offset, code) in layout.fields.items():
+        width = struct.calcsize(code)
+        view = memoryview(raw).cast(code)
+        out[key] = view[offset // width::niov_size // width].tolist()
+    return out
 
 
 class ProviderScanner:
@@ -373,15 +434,14 @@ class ProviderScanner:
         self.page_size = prog["PAGE_SIZE"].value_()
         self.page_shift = self.page_size.bit_length() - 1
         self.niov_size = drgn.sizeof(prog.type("struct net_iov"))
-        self.niov_fields = niov_reader(prog)
         self.netdevs = NetdevReader(prog, self.problems)
-        self.has_niov_type = self.niov_fields.has("type")
         self.niov_types = {_constant(prog, "NET_IOV_DMABUF"): "dmabuf",
                            _constant(prog, "NET_IOV_IOURING"): "io_uring"}
         self._areas: Optional[List[ProviderArea]] = None
         self._pools: Optional[list] = None
         self._locations: Optional[Dict[int, Tuple[int, str]]] = None
         self.inconsistent: Dict[int, int] = {}
+        self._reported: Set[Tuple[int, str]] = set()
 
     # -- discovery ---------------------------------------------------------
 
@@ -709,87 +769,149 @@ class ProviderScanner:
         self._locations = out
         return out
 
-    def niovs(self, area: ProviderArea) -> Iterator[NiovInfo]:
+    def _span_state(self, area: ProviderArea, span: NiovSpan) -> Optional["_SpanState"]:
         """
-        Every consistent niov of ``area``, reading each niov array (and its
-        bitmap, user refs and freelist) in one go.  A niov whose ``owner``
-        or ``type`` does not fit its area is reported and skipped (counted in
-        :attr:`inconsistent`).
+        Read a niov array, its free bitmap or freelist and its user refs in
+        one read each, and work out which niovs are free, in a pool or held
+        by user space, and which do not fit their area (reported once).
+        None (reported) if the span cannot be read.
         """
-        locations = self.locations()
-        pool_ids = {p.address: p.id for p in self.pools()}
-        self.inconsistent.setdefault(area.address, 0)
-        for span in area.spans:
-            try:
-                raw = memoryview(self.prog.read(span.niovs, span.count * self.niov_size))
-                free = self._free_set(span)
-                user_refs = (struct.unpack(f"<{span.count}i",
-                                           self.prog.read(span.user_refs, 4 * span.count))
-                             if span.user_refs else None)
-            except drgn.FaultError as e:
-                self.problems.fault(f"{area.kind} niovs of {area.key}", span.niovs, e)
-                self.inconsistent[area.address] += span.count
-                continue
-            size = self.niov_size
-            for i in range(span.count):
-                f = self.niov_fields.decode(raw[i * size:(i + 1) * size])
-                address = span.niovs + i * size
-                reason = self._mismatch(area, span, f)
-                if reason:
-                    self.problems.add("net_iov", address, reason)
-                    self.inconsistent[area.address] += 1
-                    continue
-                where = locations.get(address | 1)
-                is_free = i in free
-                if where is not None and is_free:
-                    self.problems.add("net_iov", address,
-                                      f"free, yet in pool {pool_ids.get(where[0])}'s {where[1]}")
-                    self.inconsistent[area.address] += 1
-                    continue
-                refs = user_refs[i] if user_refs is not None else None
-                if where is not None:
-                    state = where[1]
-                elif is_free:
-                    state = "free"
-                elif refs:
-                    state = "user"
-                else:
-                    state = "stack"
-                pool = f["pp"]
-                yield NiovInfo(
-                    area=area, span=span, index=i, address=address, state=state, pool=pool,
-                    pool_id=pool_ids.get(pool) if pool else None,
-                    pp_ref_count=f["pp_ref_count"], user_refs=refs, dma_addr=f["dma_addr"],
-                    offset=span.base_virtual + (i << area.niov_shift))
+        prog = self.prog
+        count = span.count
+        try:
+            raw = prog.read(span.niovs, count * self.niov_size)
+            if span.bitmap is not None:
+                # Little-endian words: bit i is bit i % 8 of byte i // 8.  The
+                # genpool marks allocated niovs; free ones are its zeros.
+                free = bytes(b ^ 0xFF for b in prog.read(span.bitmap, 8 * -(-count // 64)))
+            else:
+                free = self._freelist_bits(span)
+            user = bytearray(-(-count // 8))
+            user_refs = None
+            if span.user_refs:
+                user_refs = struct.unpack(f"<{count}i", prog.read(span.user_refs, 4 * count))
+                for i in compress(range(count), user_refs):
+                    user[i >> 3] |= 1 << (i & 7)
+        except drgn.FaultError as e:
+            self.problems.fault(f"{area.kind} niovs of {area.key}", span.niovs, e)
+            return None
+        bad: Dict[int, str] = {}
+        for i, reason in self._misfits(area, span, raw):
+            bad[i] = reason
+        pool: Dict[int, Tuple[int, str]] = {}
+        for netmem, where in self.locations().items():
+            if span.contains(netmem & ~1, self.niov_size):
+                i = ((netmem & ~1) - span.niovs) // self.niov_size
+                if free[i >> 3] >> (i & 7) & 1 and i not in bad:
+                    pool_id = self._pool_ids().get(where[0])
+                    bad[i] = f"free, yet in pool {pool_id}'s {where[1]}"
+                pool[i] = where
+        for i, reason in bad.items():
+            address = span.niovs + i * self.niov_size
+            if (address, reason) not in self._reported:
+                self._reported.add((address, reason))
+                self.problems.add("net_iov", address, reason)
+        return _SpanState(raw, free, bytes(user), user_refs, pool, bad)
 
-    def _mismatch(self, area: ProviderArea, span: NiovSpan, f: Dict[str, int]) -> str:
-        if f["owner"] != span.owner:
-            return f"owner is {f['owner']:#x}, not its area {span.owner:#x}"
-        if self.has_niov_type and self.niov_types.get(f["type"]) != area.kind:
-            return f"type {f['type']} is not {area.kind}'s"
-        return ""
+    def _misfits(self, area: ProviderArea, span: NiovSpan,
+                 raw: bytes) -> Iterator[Tuple[int, str]]:
+        """Indexes of niovs whose owner or type is not their area's, with why."""
+        layout = _niov_layout(self.prog)
+        columns = _columns(raw, self.niov_size, layout)
+        owners = columns["owner"]
+        if owners.count(span.owner) != span.count:
+            for i, owner in enumerate(owners):
+                if owner != span.owner:
+                    yield i, f"owner is {owner:#x}, not its area {span.owner:#x}"
+        kinds = columns.get("type")
+        want = next((k for k, v in self.niov_types.items() if v == area.kind), None)
+        if kinds is not None and kinds.count(want) != span.count:
+            for i, kind in enumerate(kinds):
+                if kind != want and owners[i] == span.owner:
+                    yield i, f"type {kind} is not {area.kind}'s"
 
-    def _free_set(self, span: NiovSpan) -> Set[int]:
-        """Indexes of the free niovs: genpool bits clear (devmem), or in the freelist."""
-        if span.bitmap is not None:
-            words = read_words(self.prog, span.bitmap, -(-span.count // 64))
-            return {i for i in range(span.count) if not words[i // 64] >> (i % 64) & 1}
+    def _freelist_bits(self, span: NiovSpan) -> bytes:
+        """The zcrx freelist (niov indexes) as a bitmap of free niovs."""
+        free = bytearray(-(-span.count // 8))
         if not span.free_count:
-            return set()
+            return bytes(free)
         entries = struct.unpack(f"<{span.free_count}I",
                                 self.prog.read(span.freelist, 4 * span.free_count))
-        bad = [e for e in entries if e >= span.count]
-        if bad or len(set(entries)) != len(entries):
+        seen = 0
+        for e in entries:
+            if e < span.count and not free[e >> 3] >> (e & 7) & 1:
+                free[e >> 3] |= 1 << (e & 7)
+                seen += 1
+        if seen != len(entries):
             self.problems.add("io_zcrx_area freelist", span.freelist,
                               "holds indexes out of range or twice")
-        return {e for e in entries if e < span.count}
+        return bytes(free)
+
+    def _pool_ids(self) -> Dict[int, int]:
+        return {p.address: p.id for p in self.pools()}
+
+    def niovs(self, area: ProviderArea) -> Iterator[NiovInfo]:
+        """
+        Every consistent niov of ``area``, each niov array (and its bitmap,
+        user refs and freelist) read in one go and decoded with one
+        ``struct.iter_unpack()``.  A niov whose ``owner`` or ``type`` does
+        not fit its area, or that is free and in a pool at once, is reported
+        and skipped (counted in :attr:`inconsistent`).
+        """
+        pool_ids = self._pool_ids()
+        layout = _niov_layout(self.prog)
+        size = self.niov_size
+        shift = area.niov_shift
+        self.inconsistent[area.address] = 0
+        for span in area.spans:
+            state = self._span_state(area, span)
+            if state is None:
+                self.inconsistent[area.address] += span.count
+                continue
+            self.inconsistent[area.address] += len(state.bad)
+            free, user, refs, pool, bad = state.free, state.user, state.user_refs, state.pool, \
+                state.bad
+            for i, values in enumerate(layout.unpacker.iter_unpack(state.raw)):
+                if i in bad:
+                    continue
+                pp, pp_ref_count, dma_addr = layout.members(values)[:3]
+                where = pool.get(i)
+                if where is not None:
+                    kind = where[1]
+                elif free[i >> 3] >> (i & 7) & 1:
+                    kind = "free"
+                elif user[i >> 3] >> (i & 7) & 1:
+                    kind = "user"
+                else:
+                    kind = "stack"
+                yield NiovInfo(area, span, i, span.niovs + i * size, kind, pp,
+                               pool_ids.get(pp) if pp else None, pp_ref_count,
+                               refs[i] if refs is not None else None, dma_addr,
+                               span.base_virtual + (i << shift))
 
     def totals(self, area: ProviderArea) -> Dict[str, int]:
-        """niovs per state: free, in-pool (cache + ring), stack, user; and inconsistent."""
-        counts = dict.fromkeys(("free", "in-pool", "stack", "user"), 0)
-        for niov in self.niovs(area):
-            counts["in-pool" if niov.state in ("cache", "ring") else niov.state] += 1
-        counts["inconsistent"] = self.inconsistent.get(area.address, 0)
+        """
+        niovs per state (free, in-pool = cache + ring, stack, user) and the
+        inconsistent ones, counted on bitmaps without a record per niov.
+        """
+        counts = dict.fromkeys(("free", "in-pool", "stack", "user", "inconsistent"), 0)
+        for span in area.spans:
+            state = self._span_state(area, span)
+            if state is None:
+                counts["inconsistent"] += span.count
+                continue
+            every = (1 << span.count) - 1
+            bad = sum(1 << i for i in state.bad)
+            pool = sum(1 << i for i in state.pool) & ~bad
+            good = every & ~bad
+            free = int.from_bytes(state.free, "little") & good & ~pool
+            user = int.from_bytes(state.user, "little") & good & ~pool & ~free
+            counts["in-pool"] += pool.bit_count()
+            counts["free"] += free.bit_count()
+            counts["user"] += user.bit_count()
+            counts["stack"] += good.bit_count() - (pool | free | user).bit_count()
+            counts["inconsistent"] += len(state.bad)
+        self.inconsistent[area.address] = counts["inconsistent"]
         return counts
 
     # -- lookup ------------------------------------------------------------
