@@ -36,15 +36,15 @@ def niov_record(niov: NiovInfo) -> Dict[str, Any]:
     }
 
 
-def _select(scanner: ProviderScanner, area_key: Optional[str],
+def _select(target: Target, scanner: ProviderScanner, area_key: Optional[str],
             pool_id: Optional[int]) -> List[ProviderArea]:
     if area_key is not None and pool_id is not None:
         raise click.UsageError("--area and --pool are mutually exclusive")
     if pool_id is not None:
         areas = scanner.areas_of_pool(pool_id)
         if not areas:
-            raise click.BadParameter(f"no page pool {pool_id} filled by a memory provider",
-                                     param_hint="--pool")
+            raise target.not_found(f"no page pool {pool_id} filled by a memory provider",
+                                   "--pool")
         return areas
     if area_key is None:
         return scanner.areas()
@@ -54,8 +54,8 @@ def _select(scanner: ProviderScanner, area_key: Optional[str],
         raise click.BadParameter(f"{area_key!r} is not dmabuf:ID, io_uring:ID or an address",
                                  param_hint="--area")
     if not areas:
-        raise click.BadParameter(f"no provider area {area_key} (see netmem-probe providers)",
-                                 param_hint="--area")
+        raise target.not_found(f"no provider area {area_key} (see netmem-probe providers)",
+                               "--area")
     return areas
 
 
@@ -94,7 +94,7 @@ def niovs(target: Target, area_key: Optional[str], pool_id: Optional[int],
     zcrx area.
     """
     scanner = make_scanner(target, rings, scan_files)
-    areas = _select(scanner, area_key, pool_id)
+    areas = _select(target, scanner, area_key, pool_id)
     for area in areas:
         if not as_json:
             click.echo(_heading(area))
