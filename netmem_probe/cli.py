@@ -63,6 +63,7 @@ class Target:
         self.debug = debug
         self.problems = Problems()
         self._prog = prog
+        self._described = False
 
     @property
     def prog(self) -> drgn.Program:
@@ -83,10 +84,17 @@ class Target:
         return self.prog
 
     def describe(self) -> str:
+        """What the target is (live and racy, or a consistent dump), for the output."""
+        self._described = True
         return describe(self.prog)
 
     def finish(self, findings: bool) -> int:
         """Report skipped objects on stderr and pick the exit code."""
+        if self._prog is not None and not self._described and (
+                self._prog.flags & drgn.ProgramFlags.IS_LIVE):
+            # Output without a summary line (JSON, one record) still says it.
+            click.echo(f"netmem-probe: note: read from the {describe(self._prog)}: objects "
+                       "were read one by one while the kernel ran", err=True)
         if self.problems:
             self._report_problems()
             return EXIT_PARTIAL

@@ -184,10 +184,10 @@ def pool(target: Target, pool_key: str, as_json: bool) -> int:
     """One page pool by id or address: its state, where its in-flight pages
     sit (alloc cache, ring, DMA-mapped, out), and its statistics."""
     scanner = PagePoolScanner(target.prog, target.problems)
-    info = _find_pool(target, scanner, pool_key)
+    info, breakdown = scanner.breakdown(_find_pool(target, scanner, pool_key))
     _notes([info])
     rec = pool_record(info)
-    rec["breakdown"] = scanner.breakdown(info)
+    rec["breakdown"] = breakdown
     rec["stats"] = scanner.stats(info)
     if as_json:
         emit_json(rec)

@@ -53,7 +53,7 @@ class FaultyMemory:
         self.on_read: List[OnRead] = []
         self.log: Optional[List[Tuple[int, int]]] = None
         self._pages: Dict[int, bytearray] = {}
-        self._holes: List[Tuple[int, int]] = []
+        self.holes: List[Tuple[int, int]] = []
 
     # -- faults ------------------------------------------------------------
 
@@ -76,7 +76,7 @@ class FaultyMemory:
 
     def unmap(self, address: int, size: int) -> None:
         """Make ``[address, address + size)`` fault, as a hole in a vmcore does."""
-        self._holes.append((address, address + size))
+        self.holes.append((address, address + size))
 
     def peek(self, address: int, count: int) -> bytes:
         """What the target sees at ``address``, without counting a read."""
@@ -112,7 +112,7 @@ class FaultyMemory:
         return bytes(out)
 
     def _hole_in(self, address: int, count: int) -> Optional[int]:
-        for start, end in self._holes:
+        for start, end in self.holes:
             if start < address + count and end > address:
                 return max(start, address)
         return None
@@ -128,7 +128,7 @@ class FaultyMemory:
             raise BudgetExceeded(f"more than {self.max_bytes} bytes read")
         if self.log is not None:
             self.log.append((address, count))
-        hole = self._hole_in(address, count) if self._holes else None
+        hole = self._hole_in(address, count) if self.holes else None
         if hole is not None:
             raise drgn.FaultError("fake memory hole", hole)
         data = self.peek(address, count) if self._pages else None

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import drgn
-from drgn import Object, Program, ProgramFlags
+from drgn import Object, Program
 
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
 from netmem_probe.kernel.providers import pool_provider
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import Problems, read_words, xa_entries
+from netmem_probe.kernel.walk import Problems, attempts, inconsistent, read_words, xa_entries
 
 __all__ = (
     "PP_FLAG_DMA_MAP",
@@ -38,7 +38,9 @@ __all__ = (
 PP_FLAG_DMA_MAP = 1 << 0
 PP_FLAG_SYSTEM_POOL = 1 << 2
 MAX_PAGE_ORDER = 10
-LIVE_RETRIES = 3
+# page_pool_init() refuses rings larger than this (-E2BIG), and since Linux
+# 6.13 caps them at 16384.
+MAX_RING_SIZE = 32768
 
 # netlink attribute -> member of struct page_pool_alloc_stats or
 # struct page_pool_recycle_stats (CONFIG_PAGE_POOL_STATS).
@@ -178,7 +180,6 @@ class PagePoolScanner:
     def __init__(self, prog: Program, problems: Optional[Problems] = None) -> None:
         self.prog = prog
         self.problems = problems if problems is not None else Problems()
-        self.live = bool(prog.flags & ProgramFlags.IS_LIVE)
         pool_type = prog.type("struct page_pool")
         self.page_size = prog["PAGE_SIZE"].value_()
         self.reader = StructReader(prog, "struct page_pool", {
@@ -219,6 +220,7 @@ class PagePoolScanner:
         detach_type = pool_type.member("user").type.member("detach_time").type
         self.detach_divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
         self.list_offset = drgn.offsetof(pool_type, "user.list")
+        self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
         self.napi_id_offset = drgn.offsetof(prog.type("struct napi_struct"), "napi_id")
         self.netdevs = NetdevReader(prog, self.problems)
         self.net_ptr_poison = 0x801 + _poison_delta(prog)
@@ -255,18 +257,19 @@ class PagePoolScanner:
     def read_pool(self, address: int, index: Optional[int] = None,
                   listed_on: Optional[int] = None) -> Optional[PagePoolInfo]:
         """Read one pool; None (and a recorded problem) if unreadable or inconsistent."""
-        attempts = LIVE_RETRIES if self.live else 1
         reason = ""
-        for _ in range(attempts):
+        for _ in range(attempts(self.prog)):
             try:
                 raw = self.reader.read(address)
             except drgn.FaultError as e:
-                self.problems.fault("page pool", address, e)
-                return None
+                # On a live kernel the pool may be freed and its memory
+                # reused under us: read again, as for an inconsistent one.
+                reason = f"unreadable ({e.message} at {e.address:#x})"
+                continue
             reason = self._inconsistency(raw, index)
             if not reason:
                 return self._info(address, raw, listed_on)
-        self.problems.add("page pool", address, reason)
+        self.problems.add("page pool", address, inconsistent(self.prog, reason))
         return None
 
     def _inconsistency(self, raw: Dict[str, Any], index: Optional[int]) -> str:
@@ -274,8 +277,18 @@ class PagePoolScanner:
             return f"user.id {raw['id']} does not match its xarray index {index}"
         if raw["order"] > MAX_PAGE_ORDER:
             return f"impossible order {raw['order']}"
-        if raw["alloc_count"] > 1 << 16:
-            return f"impossible alloc.count {raw['alloc_count']}"
+        # The counts and indexes below size reads and loops of every user of
+        # the record (breakdown, pages, holders): a pool with impossible ones
+        # is not used at all.
+        if raw["alloc_count"] > self.cache_capacity:
+            return (f"alloc.count {raw['alloc_count']} exceeds the "
+                    f"{self.cache_capacity}-slot cache")
+        size = raw["ring_size"]
+        if size > MAX_RING_SIZE:
+            return f"impossible ring.size {size}"
+        if size and max(raw["ring_producer"], raw["ring_consumer_head"]) >= size:
+            return (f"ring indexes producer {raw['ring_producer']}, consumer_head "
+                    f"{raw['ring_consumer_head']} outside a ring of {size}")
         return ""
 
     # -- decoding ----------------------------------------------------------
@@ -365,34 +378,49 @@ class PagePoolScanner:
 
     # -- the pool's own view of its in-flight pages --------------------------
 
-    def breakdown(self, info: PagePoolInfo) -> Dict[str, Optional[int]]:
+    def breakdown(self, info: PagePoolInfo) -> Tuple[PagePoolInfo, Dict[str, Optional[int]]]:
         """
         Where the in-flight count sits, as far as the pool itself can see:
         pages in ``alloc.cache``, entries in the ptr_ring, pages tracked in
         ``dma_mapped`` (v6.15+), and the rest (out with the stack or driver).
+
+        The ring is read after the pool, so on a live kernel the two can
+        disagree (more pages in the cache and ring than in flight): then both
+        are read again, and the pool returned is the one the breakdown
+        belongs to.  A disagreement that stays is reported, and ``out`` is
+        unknown (None), as it is when the ring cannot be read.
         """
-        raw = info.raw
-        cache = min(raw["alloc_count"], self._cache_capacity())
-        try:
-            ring: Optional[int] = len(ptr_ring_entries(
-                raw["ring_producer"], raw["ring_consumer_head"], raw["ring_size"],
-                raw["ring_queue"], self.prog))
-        except drgn.FaultError as e:
-            self.problems.fault("page pool ring", info.address, e)
-            ring = None
+        tries = attempts(self.prog)
+        for attempt in range(tries):
+            raw = info.raw
+            cache = raw["alloc_count"]
+            try:
+                ring: Optional[int] = len(ptr_ring_entries(
+                    raw["ring_producer"], raw["ring_consumer_head"], raw["ring_size"],
+                    raw["ring_queue"], self.prog))
+            except drgn.FaultError as e:
+                self.problems.fault("page pool ring", info.address, e)
+                ring = None
+            if ring is None or cache + ring <= info.inflight:
+                break
+            if attempt + 1 == tries:
+                self.problems.add("page pool", info.address, inconsistent(
+                    self.prog, f"{cache} pages in the alloc cache and {ring} in the ring, "
+                               f"but {info.inflight} in flight"))
+                ring = None
+                break
+            again = self.read_pool(info.address, info.id, self.listed_pools().get(info.address))
+            if again is None:
+                return info, {"alloc-cache": cache, "ring": None, "dma-mapped": None, "out": None}
+            info = again
         dma_mapped: Optional[int] = None
         if member_exists(self.reader.type, "dma_mapped"):
             offset = drgn.offsetof(self.reader.type, "dma_mapped")
             dma_mapped = sum(1 for _ in xa_entries(self.prog, info.address + offset,
                                                    what="dma_mapped xarray",
                                                    problems=self.problems))
-        out = info.inflight - cache - (ring or 0)
-        return {"alloc-cache": cache, "ring": ring, "dma-mapped": dma_mapped,
-                "out": max(out, 0)}
-
-    def _cache_capacity(self) -> int:
-        cache = self.reader.type.member("alloc").type.member("cache").type
-        return cache.length or 0
+        out = None if ring is None else info.inflight - cache - ring
+        return info, {"alloc-cache": cache, "ring": ring, "dma-mapped": dma_mapped, "out": out}
 
     def stats(self, info: PagePoolInfo) -> Optional[Dict[str, Optional[int]]]:
         """

@@ -13,16 +13,20 @@ import struct
 from typing import Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import drgn
-from drgn import Program
+from drgn import Program, ProgramFlags
 from drgn.helpers import ValidationError
 
 __all__ = (
-    "CorruptionError", "Problem", "Problems", "hlist_nodes", "list_nodes", "read_pointer",
-    "read_words", "xa_count", "xa_entries",
+    "CorruptionError", "LIVE_RETRIES", "Problem", "Problems", "attempts", "hlist_nodes",
+    "inconsistent", "list_nodes", "read_pointer", "read_words", "xa_count", "xa_entries",
 )
 
 MAX_LIST_STEPS = 1 << 20
 MAX_XA_ENTRIES = 1 << 22
+# How often a record that fails validation is read again on a live kernel,
+# where it may just have been caught mid-update (drgn's slab helpers retry
+# the same way); a core dump does not change, so once is enough there.
+LIVE_RETRIES = 3
 
 
 class CorruptionError(ValidationError):
@@ -43,9 +47,14 @@ class Problems:
 
     def __init__(self) -> None:
         self.items: List[Problem] = []
+        self._seen: Set[Problem] = set()
 
     def add(self, what: str, address: int, reason: str) -> None:
-        self.items.append(Problem(what, address, reason))
+        problem = Problem(what, address, reason)
+        # The same object found bad by two walks is one skipped object.
+        if problem not in self._seen:
+            self._seen.add(problem)
+            self.items.append(problem)
 
     def fault(self, what: str, address: int, error: Exception) -> None:
         if isinstance(error, drgn.FaultError):
@@ -71,38 +80,101 @@ def read_pointer(prog: Program, address: int) -> int:
     return prog.read_word(address)
 
 
-def list_nodes(prog: Program, head: int, *, what: str = "list",
-               problems: Optional[Problems] = None,
-               limit: int = MAX_LIST_STEPS) -> Iterator[int]:
+def attempts(prog: Program) -> int:
+    """How many times to read a record that fails validation (see LIVE_RETRIES)."""
+    return LIVE_RETRIES if prog.flags & ProgramFlags.IS_LIVE else 1
+
+
+def inconsistent(prog: Program, reason: str) -> str:
     """
-    Addresses of the ``struct list_head`` nodes on the list at ``head``
-    (excluding the head), checking ``next->prev`` at every step.
+    The reason for a record that failed on every attempt: on a live kernel
+    flagged inconsistent (faults keep their "unreadable" wording).
     """
+    if not prog.flags & ProgramFlags.IS_LIVE:
+        return reason
+    if reason.startswith("unreadable"):
+        return f"{reason} in each of {LIVE_RETRIES} reads"
+    return f"inconsistent after {LIVE_RETRIES} reads: {reason}"
+
+
+# (address, reason) of the node where a walk stopped, or None if it ended.
+_Failure = Optional[Tuple[int, str]]
+
+
+def _walk_list(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failure]:
+    nodes: List[int] = []
     prev = head
     seen: Set[int] = {head}
     try:
         node = read_pointer(prog, head)
     except drgn.FaultError as e:
-        _report(problems, what, head, f"unreadable head ({e.message})")
-        return
+        return nodes, (head, f"unreadable head ({e.message})")
     for _ in range(limit):
         if node == head:
-            return
+            return nodes, None
         if node in seen:
-            _report(problems, what, head, f"cycle at node {node:#x}")
-            return
+            return nodes, (head, f"cycle at node {node:#x}")
         seen.add(node)
         try:
             nxt, back = struct.unpack("<QQ", prog.read(node, 16))
         except drgn.FaultError as e:
-            _report(problems, what, node, f"unreadable node ({e.message})")
-            return
+            return nodes, (node, f"unreadable node ({e.message})")
         if back != prev:
-            _report(problems, what, node, f"node's prev is {back:#x}, expected {prev:#x}")
-            return
-        yield node
+            return nodes, (node, f"node's prev is {back:#x}, expected {prev:#x}")
+        nodes.append(node)
         prev, node = node, nxt
-    _report(problems, what, head, f"more than {limit} nodes")
+    return nodes, (head, f"more than {limit} nodes")
+
+
+def _walk_hlist(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failure]:
+    nodes: List[int] = []
+    link = head  # address of the pointer that points at the next node
+    seen: Set[int] = set()
+    try:
+        node = read_pointer(prog, head)
+    except drgn.FaultError as e:
+        return nodes, (head, f"unreadable head ({e.message})")
+    for _ in range(limit):
+        if not node:
+            return nodes, None
+        if node in seen:
+            return nodes, (head, f"cycle at node {node:#x}")
+        seen.add(node)
+        try:
+            nxt, pprev = struct.unpack("<QQ", prog.read(node, 16))
+        except drgn.FaultError as e:
+            return nodes, (node, f"unreadable node ({e.message})")
+        if pprev != link:
+            return nodes, (node, f"node's pprev is {pprev:#x}, expected {link:#x}")
+        nodes.append(node)
+        link, node = node, nxt
+    return nodes, (head, f"more than {limit} nodes")
+
+
+def _validated_walk(prog: Program, walk, head: int, what: str, problems: Optional[Problems],
+                    limit: int) -> Iterator[int]:
+    # The whole walk is validated before its nodes are handed out, so that on
+    # a live kernel a walk torn by a concurrent list_del() is simply walked
+    # again instead of yielding a mix of two moments.
+    for _ in range(attempts(prog)):
+        nodes, failure = walk(prog, head, limit)
+        if failure is None:
+            break
+    if failure is not None:
+        _report(problems, what, failure[0], inconsistent(prog, failure[1]))
+    yield from nodes
+
+
+def list_nodes(prog: Program, head: int, *, what: str = "list",
+               problems: Optional[Problems] = None,
+               limit: int = MAX_LIST_STEPS) -> Iterator[int]:
+    """
+    Addresses of the ``struct list_head`` nodes on the list at ``head``
+    (excluding the head), checking ``next->prev`` at every step.  A walk that
+    fails validation (retried on a live kernel) is reported; the nodes before
+    the failure are still given.
+    """
+    return _validated_walk(prog, _walk_list, head, what, problems, limit)
 
 
 def hlist_nodes(prog: Program, head: int, *, what: str = "hlist",
@@ -110,33 +182,10 @@ def hlist_nodes(prog: Program, head: int, *, what: str = "hlist",
                 limit: int = MAX_LIST_STEPS) -> Iterator[int]:
     """
     Addresses of the ``struct hlist_node`` nodes on the hlist at ``head``,
-    checking each node's ``pprev`` against the pointer that led to it.
+    checking each node's ``pprev`` against the pointer that led to it (as
+    :func:`list_nodes` for failures).
     """
-    link = head  # address of the pointer that points at the next node
-    seen: Set[int] = set()
-    try:
-        node = read_pointer(prog, head)
-    except drgn.FaultError as e:
-        _report(problems, what, head, f"unreadable head ({e.message})")
-        return
-    for _ in range(limit):
-        if not node:
-            return
-        if node in seen:
-            _report(problems, what, head, f"cycle at node {node:#x}")
-            return
-        seen.add(node)
-        try:
-            nxt, pprev = struct.unpack("<QQ", prog.read(node, 16))
-        except drgn.FaultError as e:
-            _report(problems, what, node, f"unreadable node ({e.message})")
-            return
-        if pprev != link:
-            _report(problems, what, node, f"node's pprev is {pprev:#x}, expected {link:#x}")
-            return
-        yield node
-        link, node = node, nxt
-    _report(problems, what, head, f"more than {limit} nodes")
+    return _validated_walk(prog, _walk_hlist, head, what, problems, limit)
 
 
 class _XaLayout(NamedTuple):
@@ -200,21 +249,14 @@ def xa_entries(prog: Program, xa: int, *, what: str = "xarray",
             _report(problems, what, node, "node visited twice (cycle)")
             continue
         seen.add(node)
-        try:
-            raw = prog.read(node, layout.size)
-        except drgn.FaultError as e:
-            _report(problems, what, node, f"unreadable node ({e.message})")
+        for _ in range(attempts(prog)):
+            raw, reason = _read_xa_node(prog, layout, node, want_shift, parent, offset)
+            if raw is not None:
+                break
+        if raw is None:
+            _report(problems, what, node, inconsistent(prog, reason))
             continue
         shift = raw[layout.shift]
-        node_parent = int.from_bytes(raw[layout.parent:layout.parent + 8], "little")
-        if shift % layout.chunk_shift or shift > 64 - layout.chunk_shift or (
-            want_shift is not None and shift != want_shift
-        ):
-            _report(problems, what, node, f"bad node shift {shift}")
-            continue
-        if want_shift is not None and (raw[layout.offset] != offset or node_parent != parent):
-            _report(problems, what, node, "node's parent/offset do not match its slot")
-            continue
         slots = struct.unpack_from(f"<{chunk}Q", raw, layout.slots)
         children = []
         for slot, entry in enumerate(slots):
@@ -235,6 +277,24 @@ def xa_entries(prog: Program, xa: int, *, what: str = "xarray",
                 return
             yield index, entry
         stack.extend(reversed(children))
+
+
+def _read_xa_node(prog: Program, layout: _XaLayout, node: int, want_shift: Optional[int],
+                  parent: int, offset: int) -> Tuple[Optional[bytes], str]:
+    """An xa_node read in one go, or None and why it does not fit its place in the tree."""
+    try:
+        raw = prog.read(node, layout.size)
+    except drgn.FaultError as e:
+        return None, f"unreadable node ({e.message})"
+    shift = raw[layout.shift]
+    node_parent = int.from_bytes(raw[layout.parent:layout.parent + 8], "little")
+    if shift % layout.chunk_shift or shift > 64 - layout.chunk_shift or (
+        want_shift is not None and shift != want_shift
+    ):
+        return None, f"bad node shift {shift}"
+    if want_shift is not None and (raw[layout.offset] != offset or node_parent != parent):
+        return None, "node's parent/offset do not match its slot"
+    return raw, ""
 
 
 def xa_count(prog: Program, xa: int, problems: Optional[Problems] = None) -> int:
