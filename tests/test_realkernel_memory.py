@@ -24,9 +24,9 @@ CACHE = Path(os.environ.get("NETMEM_PROBE_CACHE",
 KERNEL = CACHE / f"latest-{SERIES}"
 DUMPS = ("vmcore.elf", "vmcore.kdump")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.realkernel, pytest.mark.skipif(
     not SERIES or not all((KERNEL / f).exists() for f in DUMPS + ("truth.json", "vmlinux")),
-    reason="real-kernel tier: set NETMEM_PROBE_REALKERNEL and run scripts/realkernel/make-vmcore")
+    reason="real-kernel tier: set NETMEM_PROBE_REALKERNEL and run scripts/realkernel/make-vmcore")]
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,13 @@
 """``netmem-probe holders``: who references a page or a net_iov."""
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
 from netmem_probe.cli import Target
 from netmem_probe.commands.decode import parse_netmem
 from netmem_probe.kernel.holders import Holder, HolderSearch, make_target
+from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.report import emit_json, emit_table, hexaddr
 
 EXAMPLES = """\b
@@ -56,16 +57,22 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     targets = []
     for text in netmem:
         try:
-            targets.append(make_target(target.prog, parse_netmem(text)))
+            found_target = make_target(target.prog, parse_netmem(text), target.problems)
         except ValueError as e:
             raise click.BadParameter(f"{text!r}: {e}", param_hint="NETMEM")
+        if found_target is not None:  # else undecidable, recorded in problems
+            targets.append(found_target)
     search = HolderSearch(target.prog, target.problems)
     found = search.find(targets)
     records = []
     for t in targets:
+        pool = search.pools.get(t.pool) if t.pool else None
         records.append({
             "netmem": hexaddr(t.netmem), "kind": t.kind, t.kind: hexaddr(t.address),
             "pool-id": t.pool_id,
+            # The pool's netdev, for holders whose skb->dev is gone (UDP
+            # reuses it as dev_scratch).
+            "pool-netdev": _pool_netdev(pool),
             "holders": [holder_record(h) for h in found[t.netmem]],
         })
     if as_json:
@@ -76,14 +83,28 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     return target.finish(findings=bool(unheld))
 
 
+def _pool_netdev(pool: Optional[PagePoolInfo]) -> Optional[str]:
+    if pool is None or pool.netdev is None:
+        return None
+    if pool.orig_netdev:
+        return f"{pool.netdev.name} (was {pool.orig_netdev})"
+    return pool.netdev.name
+
+
 def _print(records: List[Dict[str, Any]]) -> None:
     for i, rec in enumerate(records):
         if i:
             click.echo()
         what = "struct page" if rec["kind"] == "page" else "struct net_iov"
         pool = f", pool {rec['pool-id']}" if rec["pool-id"] is not None else ""
+        if rec["pool-netdev"]:
+            pool += f" of {rec['pool-netdev']}"
         click.echo(f"netmem {rec['netmem']}: {what} {rec[rec['kind']]}{pool}")
         if rec["holders"]:
-            emit_table(rec["holders"], COLUMNS)
+            # Only the columns some reference fills: a page in a pool's cache
+            # has no socket to show.
+            columns = [c for c in COLUMNS if c in ("kind", "address") or any(
+                h[c] is not None for h in rec["holders"])]
+            emit_table(rec["holders"], columns)
         else:
             click.echo("  no reference found in kernel memory")

@@ -17,6 +17,7 @@ from netmem_probe.fake.pools import (
     FakePagePool,
 )
 from netmem_probe.fake.providers import add_providers
+from netmem_probe.fake.sockets import add_sockets
 from netmem_probe.fake.types_elf import available_layouts
 from netmem_probe.fake.world import PAGE_OFFSET, VMEMMAP, World
 
@@ -123,13 +124,16 @@ def build_mixed(layout: str) -> Tuple[World, str]:
     w = World(layout, boottime=BOOTTIME)
     add_page_pools(w)
     add_providers(w)
+    add_sockets(w)
     w.expected["decode"] = _decode_expectations(w)
     w.expected["layout"] = {"asserts": LAYOUT_ASSERTS[layout], "mismatches": 0}
     return w, ("Page pools in every state: listed on a NIC (DMA-mapped, wrapped ring, "
                "wrapped counters), orphaned onto lo (detached and not), invisible veth "
                "pools, a pool of a dismantled namespace, system pools. Memory providers "
                "the layout has: devmem bindings (one unbound and lingering), zcrx areas "
-               "(several per ifq, device-less), niovs in every state.")
+               "(several per ifq, device-less), niovs in every state. Sockets whose "
+               "receive/error queues and backlog hold pages and niovs in skb frags and "
+               "heads; detached pools' pages parked, back in the ring, and leaked.")
 
 
 def build_many_pools(layout: str) -> Tuple[World, str]:

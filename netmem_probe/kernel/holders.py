@@ -34,8 +34,13 @@ import drgn
 from drgn import Program
 
 from netmem_probe.kernel.netdev import NetdevReader
-from netmem_probe.kernel.netmem import NET_IOV, decode_net_iov, decode_page, valid_pfn_ranges
-from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner, ptr_ring_slots
+from netmem_probe.kernel.netmem import NET_IOV, decode_net_iov, decode_page, memmap_description
+from netmem_probe.kernel.page_pool import (
+    MAX_PAGE_ORDER,
+    PagePoolInfo,
+    PagePoolScanner,
+    ptr_ring_slots,
+)
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems
 
@@ -116,12 +121,14 @@ def _direct_map_base(prog: Program) -> int:
     return base
 
 
-def make_target(prog: Program, value: int) -> Target:
+def make_target(prog: Program, value: int, problems: Problems) -> Optional[Target]:
     """
     The target a command-line value names: a net_iov ``netmem_ref`` (bit 0
     set, if it decodes as one), a page ``netmem_ref`` (a ``struct page``
     address), or an address in the direct map (the page it lies in).
 
+    :return: None if the kernel's memmap cannot be read, so the value cannot
+        be told (recorded in ``problems``).
     :raises ValueError: if ``value`` names none of these.
     """
     niov_problem = None
@@ -132,13 +139,15 @@ def make_target(prog: Program, value: int) -> Target:
                           niov.pool_id, niov.owner)
         # Not a net_iov: an odd address in the direct map still names a page.
         niov_problem = niov.problem
+    memmap = memmap_description(prog, problems)
+    if memmap is None:
+        return None
     page_shift = prog["PAGE_SHIFT"].value_()
     base = _direct_map_base(prog)
     pfn = (value - base) >> page_shift
-    if value >= base and any(start <= pfn < end for start, end in valid_pfn_ranges(prog)):
-        page_size = drgn.sizeof(prog.type("struct page"))
-        value = prog["vmemmap"].value_() + pfn * page_size
-    info = decode_page(prog, value)
+    if value >= base and any(start <= pfn < end for start, end in memmap.ranges):
+        value = memmap.vmemmap + pfn * drgn.sizeof(prog.type("struct page"))
+    info = decode_page(prog, value, problems)
     if info.pfn is None or info.refcount is None:
         raise ValueError(f"{value:#x} is not a netmem_ref, struct page or direct-map "
                          f"address ({niov_problem or info.problem})")
@@ -149,6 +158,8 @@ def make_target(prog: Program, value: int) -> Target:
                                                            "p.order"))
         except drgn.FaultError:
             pass
+    # An impossible order is a corrupt pool: look at the head page alone.
+    order = order if order <= MAX_PAGE_ORDER else 0
     return page_target(prog, info.pfn, value, info.pool, info.pool_id, order)
 
 
@@ -189,13 +200,16 @@ def search_words(prog: Program, values: Set[int], spans: Sequence[Tuple[int, int
     """
     if not values and not spans:
         return
+    memmap = memmap_description(prog, problems)
+    if memmap is None:
+        return  # recorded: without the valid RAM ranges there is nothing to search
     ranges = _cover(values, spans, MAX_SEARCH_RANGES)
     starts = sorted(lo for lo, _ in spans)
     ends = {lo: hi for lo, hi in spans}
     page_shift = prog["PAGE_SHIFT"].value_()
     base = _direct_map_base(prog)
     it = prog.search_memory_word(*ranges)
-    for start_pfn, end_pfn in valid_pfn_ranges(prog):
+    for start_pfn, end_pfn in memmap.ranges:
         lo, hi = start_pfn << page_shift, (end_pfn << page_shift) - 1
         while lo <= hi:
             it.set_address_range(lo, hi, True)
@@ -377,26 +391,27 @@ class HolderSearch:
                 return shinfo, index
         return None
 
-    def _skbs_of_shinfos(self, shinfos: Set[int]) -> Dict[int, int]:
-        """skb address for each skb_shared_info, found by searching for ``skb->head``."""
+    def _skbs_of_shinfos(self, shinfos: Set[int]) -> Dict[int, Tuple[int, Dict[str, int]]]:
+        """The skb (address, fields) of each skb_shared_info, found by searching for ``skb->head``."""
         head_offset = self.skb_reader.offset("head")
         spans = [(s - MAX_SKB_END, s) for s in shinfos]
-        found: Dict[int, int] = {}
+        found: Dict[int, Tuple[int, Dict[str, int]]] = {}
         for address, value in search_words(self.prog, set(), spans, self.problems):
             skb_address = address - head_offset
             skb = self._read_skb(skb_address)
             if skb is not None and skb["head"] == value and value + skb["end"] in shinfos:
-                found.setdefault(value + skb["end"], skb_address)
+                found.setdefault(value + skb["end"], (skb_address, skb))
         return found
 
-    def _skb_at_field(self, address: int, target: Target) -> Optional[int]:
+    def _skb_at_field(self, address: int,
+                      target: Target) -> Optional[Tuple[int, Dict[str, int]]]:
         """The skb whose ``head`` or ``data`` is the word at ``address``, pointing into the page."""
         lo, hi = target.span
         for field in ("head", "data"):
             skb_address = address - self.skb_reader.offset(field)
             skb = self._read_skb(skb_address)
             if skb is not None and lo <= skb[field] < hi:
-                return skb_address
+                return skb_address, skb
         return None
 
     # -- sockets -------------------------------------------------------------
@@ -491,9 +506,7 @@ class HolderSearch:
         return False
 
     def _skb_holder(self, kind: str, address: int, value: int, skb_address: int,
-                    frag: Optional[int] = None) -> Holder:
-        skb = self._read_skb(skb_address)
-        assert skb is not None
+                    skb: Dict[str, int], frag: Optional[int] = None) -> Holder:
         sock, queue = self._owner(skb_address, skb)
         netdev = None
         if skb["dev"]:
@@ -514,20 +527,20 @@ class HolderSearch:
         span_starts = [s[0] for s in spans]
         result: Dict[int, List[Holder]] = {t.netmem: [] for t in targets}
         frag_hits: List[Tuple[Target, int, int, int, int]] = []
-        seen_skbs: Set[Tuple[int, int, str]] = set()
+        seen_heads: Set[Tuple[int, int]] = set()
         for address, value in search_words(self.prog, set(by_word),
                                            [(lo, hi) for lo, hi, _ in spans], self.problems):
             target = by_word.get(value)
             if target is None:
                 i = bisect.bisect_right(span_starts, value) - 1
                 target = spans[i][2]
-                skb_address = self._skb_at_field(address, target)
-                if skb_address is None:
+                found_skb = self._skb_at_field(address, target)
+                if found_skb is None:
                     result[target.netmem].append(self._unknown(address, value))
-                elif (target.netmem, skb_address, "skb-head") not in seen_skbs:
-                    seen_skbs.add((target.netmem, skb_address, "skb-head"))
+                elif (target.netmem, found_skb[0]) not in seen_heads:
+                    seen_heads.add((target.netmem, found_skb[0]))
                     result[target.netmem].append(
-                        self._skb_holder("skb-head", address, value, skb_address))
+                        self._skb_holder("skb-head", address, value, *found_skb))
                 continue
             holder = self._pool_holder(address, value) or self._dma_mapped_holder(
                 target, address, value)
@@ -547,14 +560,14 @@ class HolderSearch:
         if frag_hits:
             skbs = self._skbs_of_shinfos({hit[3] for hit in frag_hits})
             for target, address, value, shinfo, index in frag_hits:
-                skb_address = skbs.get(shinfo)
-                if skb_address is None:
+                found_skb = skbs.get(shinfo)
+                if found_skb is None:
                     result[target.netmem].append(Holder(
                         "skb-frag", address, value, frag=index,
                         detail=f"skb_shared_info at {shinfo:#x}; no sk_buff points at it"))
                 else:
                     result[target.netmem].append(
-                        self._skb_holder("skb-frag", address, value, skb_address, index))
+                        self._skb_holder("skb-frag", address, value, *found_skb, frag=index))
         for holders in result.values():
             holders.sort(key=lambda h: h.address)
         return result
@@ -573,6 +586,6 @@ class HolderSearch:
 
         try:
             detail = identify_address(self.prog, address, cache=self._identify_cache)
-        except (drgn.FaultError, LookupError, ValueError, NotImplementedError):
+        except Exception:  # noqa: BLE001 - it walks slab metadata that may be corrupt
             detail = None
         return Holder("unknown", address, value, detail=detail)
