@@ -433,7 +433,10 @@ class ProviderScanner:
         self.pool_scanner = PagePoolScanner(prog, self.problems)
         self.page_size = prog["PAGE_SIZE"].value_()
         self.page_shift = self.page_size.bit_length() - 1
-        self.niov_size = drgn.sizeof(prog.type("struct net_iov"))
+        try:
+            self.niov_size = drgn.sizeof(prog.type("struct net_iov"))
+        except LookupError:  # before Linux 6.12 (devmem TCP) there are no providers
+            self.niov_size = 0
         self.netdevs = NetdevReader(prog, self.problems)
         self.niov_types = {_constant(prog, "NET_IOV_DMABUF"): "dmabuf",
                            _constant(prog, "NET_IOV_IOURING"): "io_uring"}
@@ -453,6 +456,8 @@ class ProviderScanner:
 
     def areas(self) -> List[ProviderArea]:
         """Every reachable provider area: bindings by id, then zcrx areas."""
+        if self._areas is None and not self.niov_size:
+            self._areas = []
         if self._areas is None:
             bindings: Dict[int, None] = {}
             ifqs: Dict[int, None] = {}
