@@ -118,6 +118,9 @@ class StructReader:
                 out[key] = chunk.split(b"\0", 1)[0].decode(errors="replace")
                 continue
             value = int.from_bytes(chunk, "little")
+            if not field.bit_size:  # wider than 8 bytes (an in6_addr, an array): whole
+                out[key] = value
+                continue
             value = (value >> field.bit_offset) & ((1 << field.bit_size) - 1)
             if field.signed and value >> (field.bit_size - 1):
                 value -= 1 << field.bit_size
