@@ -70,6 +70,20 @@ def test_a_direct_map_address_names_the_page_it_lies_in():
     assert found[0].queue == "receive" and found[0].netdev == "eth0"
 
 
+def test_an_ipv6_socket_is_named_by_its_addresses():
+    w = World("linux-7.3")
+    pool = FakePagePool(w)
+    page = pool.alloc_pages(1)[0]
+    sock = FakeSocket(w, w.init_net, local=("fd00::1", 443), remote=("fd00::2", 5555))
+    sock.queue(FakeSkb(w, [page]), "error")
+    prog = w.program()
+    found = HolderSearch(prog, Problems()).find([make_target(prog, page.netmem, Problems())])
+    (holder,) = found[page.netmem]
+    assert (holder.sock.family, holder.sock.local, holder.sock.remote, holder.queue) == (
+        "inet6", "[fd00::1]:443", "[fd00::2]:5555", "error")
+    assert holder.sock.netns == w.init_net.inum
+
+
 def test_a_frag_found_without_its_skb_says_so():
     w, head, frag, skb = _world_with_one_skb()
     skb.obj.value["head"] = 0  # no sk_buff points at the shared info any more

@@ -13,10 +13,11 @@ truth: :func:`add_sockets` records what ``holders`` and ``leaks`` must
 report in ``world.expected``.
 """
 
+import ipaddress
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from netmem_probe.fake.pools import FakePage, FakePagePool
-from netmem_probe.fake.world import PAGE_SIZE, KObject
+from netmem_probe.fake.world import PAGE_SIZE
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetDevice, NetNamespace
@@ -47,8 +48,9 @@ def _be16(port: int) -> int:
 
 class FakeSocket:
     """
-    An IPv4 ``struct sock``: ``sock_common`` addresses, receive and error
-    queues, and the backlog (a singly linked chain through ``skb->next``).
+    An IPv4 or IPv6 ``struct sock`` (by the form of ``local``'s address):
+    ``sock_common`` addresses, receive and error queues, and the backlog (a
+    singly linked chain through ``skb->next``).
 
     :param owns_skbs: whether queued skbs point back (``skb->sk``), as
         ``skb_set_owner_r()`` does for TCP; UDP leaves ``skb->sk`` NULL and
@@ -65,15 +67,21 @@ class FakeSocket:
         self.remote = remote
         self.owns_skbs = owns_skbs
         connected = remote[1] != 0
-        self.obj = world.alloc("struct sock", {"__sk_common": {
-            "skc_family": AF_INET,
+        self.v6 = ":" in local[0]
+        common: Dict[str, Any] = {
+            "skc_family": AF_INET6 if self.v6 else AF_INET,
             "skc_state": TCP_ESTABLISHED if connected else TCP_CLOSE,
-            "skc_rcv_saddr": _be32(local[0]),
             "skc_num": local[1],
-            "skc_daddr": _be32(remote[0]),
             "skc_dport": _be16(remote[1]),
             "skc_net": {"net": ns.obj.addr},
-        }})
+        }
+        if self.v6:
+            for member, address in (("skc_v6_rcv_saddr", local[0]), ("skc_v6_daddr", remote[0])):
+                common[member] = {"in6_u": {"u6_addr8": list(ipaddress.IPv6Address(
+                    address).packed)}}
+        else:
+            common.update(skc_rcv_saddr=_be32(local[0]), skc_daddr=_be32(remote[0]))
+        self.obj = world.alloc("struct sock", {"__sk_common": common})
         self.queues = {name: world.list(self.obj, path) for name, path in self.QUEUES.items()}
         self.backlog: List["FakeSkb"] = []
         self.skbs: List[Tuple["FakeSkb", str]] = []
@@ -100,10 +108,12 @@ class FakeSocket:
 
     def expected(self) -> Dict[str, Any]:
         """The socket as a holder row names it."""
-        remote = None if self.remote[1] == 0 else f"{self.remote[0]}:{self.remote[1]}"
-        return {"sock": hex(self.obj.addr), "family": "inet",
-                "local": f"{self.local[0]}:{self.local[1]}", "remote": remote,
-                "netns": self.ns.inum}
+        def name(address: str, port: int) -> str:
+            return f"[{address}]:{port}" if self.v6 else f"{address}:{port}"
+
+        remote = None if self.remote[1] == 0 else name(*self.remote)
+        return {"sock": hex(self.obj.addr), "family": "inet6" if self.v6 else "inet",
+                "local": name(*self.local), "remote": remote, "netns": self.ns.inum}
 
 
 class FakeSkb:

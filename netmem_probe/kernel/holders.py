@@ -45,6 +45,8 @@ from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems
 
 __all__ = (
+    "POOL_KINDS",
+    "SKB_KINDS",
     "Holder",
     "HolderSearch",
     "SockInfo",
@@ -64,6 +66,8 @@ MAX_QUEUE_STEPS = 1 << 16
 #: Socket families a queue head may belong to (AF_UNIX, AF_INET, AF_INET6,
 #: AF_NETLINK, AF_PACKET, AF_XDP).
 FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 44: "xdp"}
+SKB_KINDS = ("skb-frag", "skb-head")
+POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,12 @@ class Holder:
 
     @property
     def holds(self) -> bool:
-        """Whether this reference keeps the target in use (not bookkeeping)."""
-        return self.kind in ("skb-frag", "skb-head", "pool-cache", "pool-ring", "pool-frag-page")
+        """
+        Whether this reference keeps the target in use: an skb's, or a live
+        slot of its pool's cache, ring or fragment page (not bookkeeping, not
+        a stale slot, not an unidentified word).
+        """
+        return self.kind in POOL_KINDS or (self.kind in SKB_KINDS and self.skb is not None)
 
 
 def _direct_map_base(prog: Program) -> int:
@@ -245,9 +253,9 @@ class HolderSearch:
                  pools: Optional[Dict[int, PagePoolInfo]] = None) -> None:
         self.prog = prog
         self.problems = problems
-        self.pool_scanner = PagePoolScanner(prog, problems)
-        self.pools = pools if pools is not None else {
-            info.address: info for info in self.pool_scanner.pools()}
+        if pools is None:
+            pools = {info.address: info for info in PagePoolScanner(prog, problems).pools()}
+        self.pools = pools
         # skb->dev may be UDP's dev_scratch: a bad pointer there is no problem.
         self.netdevs = NetdevReader(prog, Problems())
         self.skb_reader = StructReader(prog, "struct sk_buff", {
@@ -263,6 +271,7 @@ class HolderSearch:
         self.max_frags = shinfo.member("frags").type.length
         self.frag_size = drgn.sizeof(frag)
         self.frag_netmem = drgn.offsetof(frag, "netmem")
+        sock = prog.type("struct sock")
         self.sock_reader = StructReader(prog, "struct sock", {
             "family": "__sk_common.skc_family",
             "daddr": "__sk_common.skc_daddr",
@@ -270,11 +279,13 @@ class HolderSearch:
             "dport": "__sk_common.skc_dport",
             "num": "__sk_common.skc_num",
             "net": "__sk_common.skc_net.net",
-            "v6_daddr": "__sk_common.skc_v6_daddr",
-            "v6_saddr": "__sk_common.skc_v6_rcv_saddr",
             "backlog": "sk_backlog.head",
         })
-        sock = prog.type("struct sock")
+        common = prog.type("struct sock_common")
+        # IPv6 addresses (CONFIG_IPV6), sliced from the bytes as they are.
+        self.v6_offsets = tuple(
+            drgn.offsetof(sock, "__sk_common." + name) if member_exists(common, name) else None
+            for name in ("skc_v6_rcv_saddr", "skc_v6_daddr"))
         self.queue_offsets = {"receive": drgn.offsetof(sock, "sk_receive_queue"),
                               "error": drgn.offsetof(sock, "sk_error_queue")}
         self.qlen_offset = drgn.offsetof(prog.type("struct sk_buff_head"), "qlen")
@@ -293,6 +304,7 @@ class HolderSearch:
         self.xa_chunk = node.member("slots").type.length
         self.xa_head = drgn.offsetof(prog.type("struct xarray"), "xa_head")
         self._pool_index = self._index_pools()
+        self._pool_starts = [entry[0] for entry in self._pool_index]
         self._sockets: Dict[int, Tuple[Optional[SockInfo], Optional[str]]] = {}
         self._identify_cache: Dict[object, object] = {}
 
@@ -321,8 +333,7 @@ class HolderSearch:
         return index
 
     def _pool_holder(self, address: int, value: int) -> Optional[Holder]:
-        starts = [entry[0] for entry in self._pool_index]
-        i = bisect.bisect_right(starts, address) - 1
+        i = bisect.bisect_right(self._pool_starts, address) - 1
         if i >= 0:
             start, end, kind, info, live = self._pool_index[i]
             if address < end:
@@ -418,18 +429,24 @@ class HolderSearch:
 
     def _sock_info(self, address: int) -> Optional[SockInfo]:
         try:
-            f = self.sock_reader.read(address)
+            raw = self.prog.read(address, self.sock_reader.size)
         except drgn.FaultError:
             return None
+        f = self.sock_reader.decode(raw)
         family = FAMILIES.get(f["family"])
         if family is None:
             return None
         local = remote = None
+        port = int.from_bytes(f["dport"].to_bytes(2, "little"), "big")  # __be16
         if family == "inet":
             local = f"{ipaddress.IPv4Address(f['saddr'].to_bytes(4, 'little'))}:{f['num']}"
-            port = int.from_bytes(f["dport"].to_bytes(2, "little"), "big")
             if port:
                 remote = f"{ipaddress.IPv4Address(f['daddr'].to_bytes(4, 'little'))}:{port}"
+        elif family == "inet6" and None not in self.v6_offsets:
+            saddr, daddr = (ipaddress.IPv6Address(raw[at:at + 16]) for at in self.v6_offsets)
+            local = f"[{saddr}]:{f['num']}"
+            if port:
+                remote = f"[{daddr}]:{port}"
         netns = None
         if f["net"]:
             try:

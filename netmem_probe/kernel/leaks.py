@@ -20,20 +20,23 @@ In-flight pages the memmap does not show at all are counted as missing.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from drgn import Program
 
-from netmem_probe.kernel.holders import Holder, HolderSearch, Target, page_target
+from netmem_probe.kernel.holders import (
+    POOL_KINDS,
+    SKB_KINDS,
+    Holder,
+    HolderSearch,
+    Target,
+    page_target,
+)
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPageScanner, ProgressFn
 from netmem_probe.kernel.walk import Problems
 
 __all__ = ("LeakReport", "NetmemVerdict", "PoolLeaks", "find_leaks")
-
-SKB_KINDS = ("skb-frag", "skb-head")
-POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
-
 
 @dataclass(frozen=True)
 class NetmemVerdict:
@@ -83,10 +86,6 @@ def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
     return "leaked"
 
 
-def _holding(holder: Holder) -> bool:
-    return holder.kind in POOL_KINDS or (holder.kind in SKB_KINDS and holder.skb is not None)
-
-
 def find_leaks(prog: Program, problems: Problems, pool_ids: Sequence[int] = (),
                progress: Optional[ProgressFn] = None) -> LeakReport:
     """
@@ -115,11 +114,11 @@ def find_leaks(prog: Program, problems: Problems, pool_ids: Sequence[int] = (),
     found = HolderSearch(prog, problems, scanner.pools).find([item[0] for item in items])
     for target, pfn, pp_ref_count, refcount, user_refs in items:
         holders = found[target.netmem]
-        evidence = tuple(h for h in holders if _holding(h))
+        evidence = tuple(h for h in holders if h.holds)
         by_address[target.pool].verdicts.append(NetmemVerdict(
             pool_id=target.pool_id, target=target, pfn=pfn, pp_ref_count=pp_ref_count,
             refcount=refcount, user_refs=user_refs, verdict=_verdict(holders, user_refs),
-            evidence=evidence, references=tuple(h for h in holders if not _holding(h))))
+            evidence=evidence, references=tuple(h for h in holders if not h.holds)))
     return report
 
 
