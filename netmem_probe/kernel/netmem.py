@@ -16,7 +16,7 @@ import drgn
 from drgn import Object, Program
 
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import Problems
+from netmem_probe.kernel.walk import CorruptionError, Problems
 
 __all__ = (
     "NET_IOV",
@@ -67,6 +67,12 @@ def poison_pointer_delta(prog: Program) -> int:
     except KeyError:
         pass
     delta = prog["poll_spurious_irq_timer"].entry.next.value_() - 0x300
+    # CONFIG_ILLEGAL_POINTER_VALUE is 0 or far above page granularity
+    # (0xdead000000000000 on x86-64, arm64 and riscv); anything else is a
+    # corrupt timer, and would make a nonsense page-pool signature.
+    if delta % 0x10000:
+        raise CorruptionError(f"poll_spurious_irq_timer.entry.next is {delta + 0x300:#x}, "
+                              "not TIMER_ENTRY_STATIC (0x300 + POISON_POINTER_DELTA)")
     prog.cache["POISON_POINTER_DELTA"] = delta
     return delta
 
@@ -197,7 +203,7 @@ def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDesc
     try:
         return MemmapDescription(prog["vmemmap"].value_(), valid_pfn_ranges(prog),
                                  pp_scheme(prog))
-    except (drgn.FaultError, LookupError) as e:
+    except (drgn.FaultError, LookupError, CorruptionError) as e:
         # drgn derives vmemmap from mem_section: a zeroed section makes it
         # "could not find 'vmemmap'" rather than a fault.
         address = getattr(e, "address", None)

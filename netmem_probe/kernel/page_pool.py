@@ -20,7 +20,14 @@ from drgn import Object, Program
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
 from netmem_probe.kernel.providers import pool_provider
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import Problems, attempts, inconsistent, read_words, xa_entries
+from netmem_probe.kernel.walk import (
+    CorruptionError,
+    Problems,
+    attempts,
+    inconsistent,
+    read_words,
+    xa_entries,
+)
 
 __all__ = (
     "PP_FLAG_DMA_MAP",
@@ -253,6 +260,24 @@ class PagePoolScanner:
             if address not in seen:
                 self.problems.add("page pool", address,
                                   "on a netdev's page_pools list but not in the page_pools xarray")
+        # page_pool_create_percpu() registers the system pools like any
+        # other: one missing means the xarray lost entries.
+        for address in self._system_pools():
+            if address not in seen:
+                self.problems.add("page pool", address,
+                                  "a CPU's system page pool, but not in the page_pools xarray")
+
+    def _system_pools(self) -> List[int]:
+        """The per-CPU ``system_page_pool`` pools; none if they cannot be read."""
+        try:
+            var = self.prog["system_page_pool"]
+            # Since Linux v6.16 a struct page_pool_bh holding the pointer.
+            offset = drgn.offsetof(var.type_, "pool") if member_exists(var.type_, "pool") else 0
+            return [address for address in (
+                self.prog.read_word(var.address_ + cpu_offset + offset)
+                for cpu_offset in _possible_cpu_offsets(self.prog)) if address]
+        except (LookupError, drgn.FaultError):
+            return []
 
     def read_pool(self, address: int, index: Optional[int] = None,
                   listed_on: Optional[int] = None) -> Optional[PagePoolInfo]:
@@ -311,6 +336,12 @@ class PagePoolScanner:
         if netdev_ptr == self.net_ptr_poison:
             warnings.append("slow.netdev is NET_PTR_POISON: its namespace was dismantled")
         detach_time = raw["detach_time"] // self.detach_divisor if raw["detach_time"] else None
+        detach_age = self.now - detach_time if detach_time is not None and self.now else None
+        if detach_age is not None and detach_age < 0:
+            # Detached after the clock was read (live), or a corrupt time:
+            # an age would be made up.
+            warnings.append(f"user.detach_time is {-detach_age}s after the kernel's clock")
+            detach_age = None
         provider = pool_provider(self.prog, raw["mp_ops"], raw["mp_priv"])
         return PagePoolInfo(
             id=raw["id"],
@@ -331,7 +362,7 @@ class PagePoolScanner:
             release=raw["release"] & 0xFFFFFFFF,
             destroy_cnt=raw["destroy_cnt"],
             detach_time=detach_time,
-            detach_age=self.now - detach_time if detach_time is not None and self.now else None,
+            detach_age=detach_age,
             provider=provider,
             dmabuf=self._binding_id(raw["mp_priv"]) if provider == "dmabuf" else None,
             io_uring=self._io_uring_info(raw["mp_priv"]) if provider == "io_uring" else None,
@@ -373,6 +404,10 @@ class PagePoolScanner:
         try:
             shift = Object(self.prog, "struct io_zcrx_ifq *", ifq).niov_shift.value_()
         except (drgn.FaultError, LookupError, AttributeError):
+            return {}
+        # A buffer is at least a byte and at most a huge page (the shift is
+        # a u32: unchecked, 1 << 0xffffffff builds a 512 MiB integer).
+        if shift > 30:
             return {}
         return {"rx-buf-len": 1 << shift}
 
@@ -455,8 +490,8 @@ def _poison_delta(prog: Program) -> int:
 
     try:
         return poison_pointer_delta(prog)
-    except (LookupError, drgn.FaultError):
-        return 0
+    except (LookupError, drgn.FaultError, CorruptionError):
+        return 0  # NET_PTR_POISON (0x801) then only flags what it would without a delta
 
 
 def _min_napi_id(prog: Program) -> int:
