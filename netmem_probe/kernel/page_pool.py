@@ -273,8 +273,10 @@ class PagePoolScanner:
             var = self.prog["system_page_pool"]
             # Since Linux v6.16 a struct page_pool_bh holding the pointer.
             offset = drgn.offsetof(var.type_, "pool") if member_exists(var.type_, "pool") else 0
+            # unsigned long arithmetic, as per_cpu_ptr(): with KASLR the
+            # per-CPU symbol's address plus the offset wraps around 2**64.
             return [address for address in (
-                self.prog.read_word(var.address_ + cpu_offset + offset)
+                self.prog.read_word((var.address_ + cpu_offset + offset) & 0xFFFFFFFFFFFFFFFF)
                 for cpu_offset in _possible_cpu_offsets(self.prog)) if address]
         except (LookupError, drgn.FaultError):
             return []
