@@ -1,0 +1,56 @@
+"""
+Where the real-kernel tier finds its dumps, and one Program per dump.
+
+``NETMEM_PROBE_REALKERNEL`` names the series to check (``7.3`` or
+``7.3,6.12``; ``scripts/test`` sets it and runs ``scripts/realkernel/make-vmcore``
+first).  Unset, the tier is skipped with that reason; set, a missing dump is a
+failure, never a skip.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import drgn
+import pytest
+
+from netmem_probe.target import open_program
+
+CACHE = Path(os.environ.get("NETMEM_PROBE_CACHE",
+                            Path.home() / ".cache" / "netmem-probe")) / "realkernel"
+SERIES: List[str] = [s for s in os.environ.get("NETMEM_PROBE_REALKERNEL", "").split(",") if s]
+KINDS = ("elf", "kdump")
+
+if not SERIES:
+    pytest.skip("real-kernel tier: set NETMEM_PROBE_REALKERNEL=7.3 (scripts/test does)",
+                allow_module_level=True)
+
+
+def truth(series: str) -> Dict[str, Any]:
+    path = CACHE / f"latest-{series}" / "truth.json"
+    if not path.exists():
+        pytest.fail(f"no {series} dump: scripts/realkernel/make-vmcore {series} did not run "
+                    f"or failed ({path} missing)")
+    return json.loads(path.read_text())
+
+
+_programs: Dict[Tuple[str, str], drgn.Program] = {}
+
+
+def program(series: str, kind: str) -> drgn.Program:
+    """The Program of a dump, opened the way ``-c DUMP -s ...`` opens it."""
+    key = (series, kind)
+    if key not in _programs:
+        t = truth(series)
+        _programs[key] = open_program(core=t["dumps"][kind], symbols=t["symbols"])
+    return _programs[key]
+
+
+def dumps() -> List[Tuple[str, str]]:
+    return [(series, kind) for series in SERIES for kind in KINDS]
+
+
+def netlink_pools(t: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
+    """Every pool the kernel's netlink listed, in any namespace, by id."""
+    return {pool["id"]: pool for ns in t["netns"] for pool in ns["page-pool-get"]}
