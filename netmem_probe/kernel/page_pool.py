@@ -476,7 +476,7 @@ class PagePoolScanner:
                                   {name: STAT_NAMES[name] for name in recycle})
             try:
                 for offset in _possible_cpu_offsets(self.prog):
-                    values = reader.read(raw["recycle_stats"] + offset)
+                    values = reader.read((raw["recycle_stats"] + offset) & 0xFFFFFFFFFFFFFFFF)
                     for name in recycle:
                         totals[name] += values[name]
             except drgn.FaultError as e:
