@@ -155,3 +155,33 @@ def test_a_signature_without_a_registered_pool_is_reported():
     problems = Problems()
     assert list(PpPageScanner(prog, problems).pages()) == []
     assert [p.address for p in problems.items] == [page.netmem]
+
+
+class _Terminal:
+    def __init__(self, tty):
+        self.text, self.tty = "", tty
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_shows_on_a_terminal_only_and_is_erased(tty):
+    from netmem_probe.report.progress import Progress
+
+    stream = _Terminal(tty)
+    progress = Progress("scanning the memmap", "struct pages", delay=0, stream=stream)
+    progress(2_000_000, 4_000_000)
+    shown = stream.text
+    progress.close()
+    if tty:
+        assert "scanning the memmap: 50% (2.0M of 4.0M struct pages)" in shown
+        assert stream.text.endswith("\r\033[K")
+    else:
+        assert stream.text == ""

@@ -12,13 +12,14 @@ from netmem_probe.report import emit_json, emit_table, hexaddr
 
 EXAMPLES = """\b
 EXAMPLES:
-  netmem-probe -c vmcore -s vmlinux holders 0xffffea0004a2b1c0
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed holders 0xffffea0000180000
       who holds this page: skb frags and heads, their sockets and queues
-  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed holders 0xffff888004a00041
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed holders 0xffff88800421cd41
       the same for a net_iov netmem (bit 0 set)
   netmem-probe -c vmcore -s vmlinux holders 0xffff8c6942a35000 --json
       a direct-map address: the page it lies in
-  netmem-probe pages --pool 19 --json | jq -r .page | xargs netmem-probe holders
+  netmem-probe -c vmcore -s vmlinux pages --pool 19 --json | jq -r .page |
+      xargs netmem-probe -c vmcore -s vmlinux holders
       holders of every page a stalled pool waits for, in one search
 """
 
