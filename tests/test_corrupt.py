@@ -235,3 +235,15 @@ def test_an_xarray_node_with_a_wild_shift_is_skipped():
     result = run(fm, "pools", "--json")
     partial(result, "bad node shift 60")
     assert 0 < len(pools_json(result)) < len(w.pools)
+
+
+@pytest.mark.parametrize("command", ["decode", "holders"])
+def test_an_unreadable_struct_page_is_skipped_not_called_invalid(command):
+    # The pfn has a struct page, but the dump lacks it: unreadable (exit 4),
+    # not a value that points at nothing (decode: 1; holders: a usage error).
+    w = world()
+    page = nic_pools(w)[0].pages[0].netmem
+    fm = FaultyMemory(w)
+    fm.unmap(page, 64)
+    result = run(fm, command, hex(page))
+    partial(result, f"struct page at {page:#x}: unreadable")

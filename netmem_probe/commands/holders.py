@@ -60,7 +60,7 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
         try:
             found_target = make_target(target.prog, parse_netmem(text), target.problems)
         except ValueError as e:
-            raise click.BadParameter(f"{text!r}: {e}", param_hint="NETMEM")
+            raise target.not_found(f"{text!r}: {e}", param_hint="NETMEM")
         if found_target is not None:  # else undecidable, recorded in problems
             targets.append(found_target)
     search = HolderSearch(target.prog, target.problems)

@@ -311,8 +311,8 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
     """
     Decode a page ``netmem_ref`` (a ``struct page *``).
 
-    :param problems: collects an unreadable :func:`memmap_description`,
-        which leaves the value undecided rather than invalid.
+    :param problems: collects an unreadable :func:`memmap_description` or
+        struct page, which leave the value undecided rather than invalid.
     """
     page_size = drgn.sizeof(prog.type("struct page"))
     page_shift = prog["PAGE_SHIFT"].value_()
@@ -338,7 +338,11 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
     try:
         f = _page_reader(prog).read(netmem)
     except drgn.FaultError as e:
-        return bad(f"struct page is unmapped ({e.message} at {e.address:#x})")
+        # The pfn has a struct page, so this is a hole in the dump (or a
+        # corrupt memmap): the page is unreadable, not the value invalid.
+        if problems is not None:
+            problems.fault("struct page", netmem, e)
+        return bad(f"struct page is unreadable ({e.message} at {e.address:#x})")
     is_pp = scheme.is_pp(f["pp_magic"], f["page_type"])
     problem = None if is_pp else f"not a page-pool page ({scheme.describe()} fails)"
     return PageInfo(
