@@ -293,8 +293,11 @@ class HolderSearch:
         pool_type = prog.type("struct page_pool")
         self.cache_offset = drgn.offsetof(pool_type, "alloc.cache")
         self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
+        # The page being cut into fragments (page_pool_alloc_frag(), v5.15+).
         self.frag_page_offset = (drgn.offsetof(pool_type, "frag_page")
                                  if member_exists(pool_type, "frag_page") else None)
+        # Since Linux kernel commit ee62ce7a1d90 ("page_pool: Track DMA-mapped
+        # pages and unmap them when destroying the pool") (in v6.15).
         self.dma_mapped_offset = (drgn.offsetof(pool_type, "dma_mapped")
                                   if member_exists(pool_type, "dma_mapped") else None)
         node = prog.type("struct xa_node")
