@@ -10,42 +10,27 @@ parked in a sink's receive queue.
 """
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
-from netmem_probe.target import open_program
+from realkernel_dumps import dumps, program, truth
 
-SERIES = os.environ.get("NETMEM_PROBE_REALKERNEL")
-CACHE = Path(os.environ.get("NETMEM_PROBE_CACHE",
-                            Path.home() / ".cache" / "netmem-probe" / "realkernel"))
-KERNEL = CACHE / f"latest-{SERIES}"
-DUMPS = ("vmcore.elf", "vmcore.kdump")
-
-pytestmark = [pytest.mark.realkernel, pytest.mark.skipif(
-    not SERIES or not all((KERNEL / f).exists() for f in DUMPS + ("truth.json", "vmlinux")),
-    reason="real-kernel tier: set NETMEM_PROBE_REALKERNEL and run scripts/realkernel/make-vmcore")]
+pytestmark = pytest.mark.realkernel
 
 
-@pytest.fixture(scope="module")
-def truth():
-    return json.loads((KERNEL / "truth.json").read_text())
-
-
-@pytest.fixture(scope="module", params=DUMPS)
+@pytest.fixture(params=dumps(), ids=lambda d: "-".join(d))
 def dump(request):
-    symbols = [str(p) for p in [KERNEL / "vmlinux", *sorted(KERNEL.glob("*.ko.debug"))]]
-    return request.param, open_program(core=str(KERNEL / request.param), symbols=symbols)
+    series, kind = request.param
+    return truth(series), program(series, kind)
 
 
 def _lines(result):
     return [json.loads(line) for line in result.out.splitlines()]
 
 
-def test_pages_found_equal_every_pools_inflight(dump, truth):
-    _, prog = dump
+def test_pages_found_equal_every_pools_inflight(dump):
+    truth, prog = dump
     result = run_cli("pages", "--all-pools", "--count", "--json", program=prog)
     assert result.code == 0, result.err
     counts = {r["id"]: r for r in result.json()}
@@ -55,8 +40,8 @@ def test_pages_found_equal_every_pools_inflight(dump, truth):
         assert counts[pool_id]["found"] == inflight
 
 
-def test_detached_pools_pages_are_parked_in_the_sinks(dump, truth):
-    _, prog = dump
+def test_detached_pools_pages_are_parked_in_the_sinks(dump):
+    truth, prog = dump
     result = run_cli("leaks", "--json", program=prog)
     assert result.code == 0, result.err
     rows = _lines(result)
@@ -68,8 +53,8 @@ def test_detached_pools_pages_are_parked_in_the_sinks(dump, truth):
         assert queues and all(local in sinks and queue == "receive" for local, queue in queues)
 
 
-def test_holders_of_a_listed_pools_pages(dump, truth):
-    _, prog = dump
+def test_holders_of_a_listed_pools_pages(dump):
+    truth, prog = dump
     listed = [s for s in truth["scenario"] if s.get("expected_state") == "listed"]
     pool_ids = [p["id"] for ns in truth["netns"] for p in ns["page-pool-get"]
                 if p.get("ifindex") == listed[0]["ifindex"]] if listed else []

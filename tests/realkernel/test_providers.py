@@ -9,43 +9,26 @@ to it, only the io_uring file the process has open.
 """
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
-from netmem_probe.target import open_program
+from realkernel_dumps import dumps, program, truth
 
-SERIES = os.environ.get("NETMEM_PROBE_REALKERNEL")
-CACHE = Path(os.environ.get("NETMEM_PROBE_CACHE",
-                            Path.home() / ".cache" / "netmem-probe" / "realkernel"))
-KERNEL = CACHE / f"latest-{SERIES}"
-DUMPS = ("vmcore.elf", "vmcore.kdump")
+pytestmark = pytest.mark.realkernel
 
 
-def _zcrx_truth():
-    try:
-        return json.loads((KERNEL / "truth.json").read_text()).get("zcrx")
-    except (OSError, ValueError):
-        return None
+@pytest.fixture(params=dumps(), ids=lambda d: "-".join(d))
+def zcrx_dump(request):
+    series, kind = request.param
+    zcrx = truth(series).get("zcrx")
+    if not zcrx:
+        pytest.skip(f"{series}: the kernel has no ZCRX_REG_NODEV (7.1+), so no zcrx area")
+    return zcrx, program(series, kind)
 
 
-ZCRX = _zcrx_truth() if SERIES else None
-
-pytestmark = pytest.mark.skipif(
-    not ZCRX or not all((KERNEL / f).exists() for f in DUMPS + ("vmlinux",)),
-    reason="real-kernel tier: set NETMEM_PROBE_REALKERNEL to a 7.1+ series and run "
-           "scripts/realkernel/make-vmcore")
-
-
-@pytest.fixture(scope="module", params=DUMPS)
-def prog(request):
-    symbols = [str(p) for p in [KERNEL / "vmlinux", *sorted(KERNEL.glob("*.ko.debug"))]]
-    return open_program(core=str(KERNEL / request.param), symbols=symbols)
-
-
-def test_the_device_less_area_is_found_through_the_process_files(prog):
+def test_the_device_less_area_is_found_through_the_process_files(zcrx_dump):
+    ZCRX, prog = zcrx_dump
     result = run_cli("providers", "--json", program=prog)
     assert result.code == 0, result.err
     (area,) = [a for a in result.json() if a["kind"] == "io_uring"]
@@ -56,7 +39,8 @@ def test_the_device_less_area_is_found_through_the_process_files(prog):
     assert area["niov-size"] == ZCRX["rx_buf_len"] and area["inconsistent"] == 0
 
 
-def test_user_held_niovs_are_the_buffers_the_process_kept(prog):
+def test_user_held_niovs_are_the_buffers_the_process_kept(zcrx_dump):
+    ZCRX, prog = zcrx_dump
     result = run_cli("niovs", "--state", "user", "--json", program=prog)
     assert result.code == 0, result.err
     held = [json.loads(line) for line in result.out.splitlines()]
