@@ -8,6 +8,8 @@ import click
 from netmem_probe.cli import Target
 from netmem_probe.kernel.netmem import NetIovInfo, PageInfo, decode_netmem
 from netmem_probe.report import emit_json, hexaddr
+from netmem_probe.snippets import drgn_option
+from netmem_probe.snippets.netmem import decode_code
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -85,6 +87,7 @@ def _print_block(record: Dict[str, Any]) -> None:
 @click.command(epilog=EXAMPLES)
 @click.argument("netmem", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@drgn_option(decode_code)
 @click.pass_obj
 def decode(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     """Decode netmem_ref values (hex or decimal; - reads them from stdin).

@@ -7,6 +7,8 @@ import click
 from netmem_probe.cli import EXIT_FINDINGS, EXIT_OK, Target
 from netmem_probe.kernel.layout import LayoutResult, MemberLayout, check_layout
 from netmem_probe.report import emit_json, emit_table
+from netmem_probe.snippets import drgn_option
+from netmem_probe.snippets.netmem import layout_code
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -39,6 +41,7 @@ def _row(result: LayoutResult) -> Dict[str, Any]:
 
 @click.command(epilog=EXAMPLES)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@drgn_option(layout_code, types_only=True)
 @click.pass_obj
 def layout(target: Target, as_json: bool) -> int:
     """Check that struct page, struct netmem_desc and struct net_iov agree.

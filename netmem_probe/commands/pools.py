@@ -7,6 +7,8 @@ import click
 from netmem_probe.cli import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
 from netmem_probe.report import emit_json, emit_table, hexaddr, human_bytes, human_seconds
+from netmem_probe.snippets import drgn_option
+from netmem_probe.snippets.pools import pool_code, pools_code
 
 POOLS_EXAMPLES = """\b
 EXAMPLES:
@@ -127,6 +129,7 @@ def _notes(infos: List[PagePoolInfo]) -> None:
 @click.option("--all/--inflight-only", "show_all", default=True, show_default=True,
               help="show every pool, or only pools with pages in flight")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+@drgn_option(pools_code)
 @click.pass_obj
 def pools(target: Target, netdev: Optional[str], states: List[str], sort: str, show_all: bool,
           as_json: bool) -> int:
@@ -179,6 +182,7 @@ def _find_pool(target: Target, scanner: PagePoolScanner, key: str) -> PagePoolIn
 @click.command(epilog=POOL_EXAMPLES)
 @click.argument("pool_key", metavar="POOL")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@drgn_option(pool_code)
 @click.pass_obj
 def pool(target: Target, pool_key: str, as_json: bool) -> int:
     """One page pool by id or address: its state, where its in-flight pages

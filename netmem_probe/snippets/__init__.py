@@ -1,0 +1,162 @@
+"""
+``--drgn``: plain drgn code that computes what a command shows.
+
+Like the ``--drgn`` option of drgn's crash command emulation, every
+netmem-probe command can print, instead of its report, a Python script that
+computes the same rows with drgn and drgn's own helpers only (no netmem-probe
+import), so that users can read how it is done and adapt it.  It runs as
+``drgn -c vmcore -s vmlinux script.py`` (or live, ``drgn script.py``), or
+inside a drgn session, where ``prog`` is defined.
+
+The code is generated for the target's types: a kernel whose
+``detach_time`` is a ``ktime_t``, whose ``net_iov`` keeps its page-pool
+members in ``desc``, or whose page-pool pages carry a DMA index in
+``pp_magic`` gets the code for that kernel, with a comment saying why.  The
+command's own arguments and filters are part of the code.
+
+Output: a script prints one JSON object per row (JSON Lines).  Its keys are
+those of :data:`KEYS` for the command, a subset of the command's ``--json``
+keys, with the same values; the tests run every script on the bundled
+fixtures and compare.
+"""
+
+import functools
+import textwrap
+from string import Template
+from typing import Any, Callable, Dict, Iterable, Set, Tuple, TypeVar
+
+import click
+from drgn import Program
+from drgn.commands import DrgnCodeBuilder
+
+__all__ = ("KEYS", "Snippet", "drgn_option")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Generator = Callable[..., str]
+
+_POOL_KEYS = ("id", "ifindex", "napi-id", "inflight", "inflight-mem", "detach-time", "dmabuf",
+              "io-uring", "address", "state", "detached", "detach-age", "netdev", "orig-netdev",
+              "order", "hold", "release")
+
+#: command -> the keys each printed row has.  ``pool`` rows also have
+#: ``breakdown`` and ``stats``; ``pages --count`` rows have :data:`COUNT_KEYS`;
+#: ``holders`` prints one row per reference, with the ``netmem`` it names;
+#: ``layout`` rows are the command's own JSON records.
+KEYS: Dict[str, Tuple[str, ...]] = {
+    "pools": _POOL_KEYS,
+    "pool": (*_POOL_KEYS, "breakdown", "stats"),
+    "decode": ("netmem", "kind", "page", "pfn", "phys", "pp", "pool", "pool-id", "dma_addr",
+               "dma-index", "pp_ref_count", "_refcount", "net_iov", "owner", "index",
+               "num_niovs", "type", "user_refs", "area-id", "dmabuf", "error"),
+    "layout": ("assert", "left", "right", "ok"),
+    "pages": ("pfn", "page", "pool-id", "pool", "pp_ref_count", "_refcount", "dma-index",
+              "where"),
+    "holders": ("netmem", "kind", "address", "value", "skb", "frag", "sock", "queue",
+                "pool-id"),
+    "leaks": ("pool-id", "netmem", "kind", "page", "net_iov", "pfn", "pp_ref_count",
+              "user_refs", "verdict"),
+    "providers": ("kind", "id", "area", "address", "netdev", "queues", "pools", "niovs",
+                  "free", "in-pool", "stack", "user"),
+    "niovs": ("area", "kind", "chunk", "index", "net_iov", "netmem", "state", "pool-id",
+              "pp_ref_count", "user_refs", "dma_addr", "offset"),
+}
+COUNT_KEYS = ("id", "inflight", "found", "alloc-cache", "ring", "out", "difference")
+
+
+class Snippet(DrgnCodeBuilder):
+    """
+    drgn's code builder (imports gathered and sorted at the top), plus named
+    definitions that are emitted once however many parts of a script need
+    them, and ``$NAME`` templates for code that varies with the kernel.
+    """
+
+    def __init__(self, prog: Program, command_line: str, what: str) -> None:
+        super().__init__(prog)
+        self.add_import("json")
+        self._defined: Set[str] = set()
+        about = textwrap.fill(f"{command_line}, as plain drgn code for this kernel: {what}. "
+                              "Prints one JSON object per row.", 76)
+        self._header = (
+            textwrap.indent(about, "# ") + "\n#\n"
+            "# Run it with: drgn -c vmcore -s vmlinux THIS.py (or drgn THIS.py on the\n"
+            "# running kernel), or paste it into drgn, where prog is defined.\n\n")
+
+    @property
+    def prog(self) -> Program:
+        return self._prog
+
+    def get(self) -> str:
+        """The script: the header comment, the imports, then the code."""
+        return self._header + super().get()
+
+    def define(self, name: str, code: str, imports: Iterable[Tuple[str, str]] = (),
+               **substitutions: str) -> None:
+        """
+        Append ``code`` (dedented, ``$NAME`` placeholders substituted) unless
+        a definition called ``name`` was appended already; ``imports`` are
+        ``(module, name)`` pairs the code needs.
+        """
+        if name in self._defined:
+            return
+        self._defined.add(name)
+        for module, symbol in imports:
+            self.add_from_import(module, symbol)
+        self._append_part(fill(code, **substitutions))
+
+    def main(self, code: str, **substitutions: str) -> None:
+        """Append the script's top-level code."""
+        self._append_part(fill(code, **substitutions))
+
+    def _append_part(self, code: str) -> None:
+        # Two blank lines between top-level parts, as PEP 8 has them.
+        self.append("\n\n" + code if self._code else code)
+
+
+def fill(code: str, **substitutions: str) -> str:
+    """
+    ``code`` dedented, with each ``$NAME`` replaced by ``substitutions[NAME]``.
+    A placeholder alone on its line stands for a block: the substitution is
+    dedented and indented like the placeholder (an empty one drops the line).
+    """
+    lines = []
+    for line in textwrap.dedent(code).strip("\n").splitlines():
+        stripped = line.strip()
+        name = stripped[1:]
+        if stripped.startswith("$") and name in substitutions:
+            block = textwrap.dedent(substitutions[name]).strip("\n")
+            if not block:
+                continue
+            margin = line[:len(line) - len(line.lstrip())]
+            lines.extend(margin + x if x else x for x in block.splitlines())
+            continue
+        lines.append(line)
+    return Template("\n".join(lines) + "\n").substitute(substitutions)
+
+
+def drgn_option(generator: Generator, *, types_only: bool = False) -> Callable[[F], F]:
+    """
+    Add ``--drgn`` to a command: with it, the command prints what
+    ``generator(prog, **params)`` returns (the command's parameters, without
+    ``--json``) and exits 0 instead of running.  Placed above
+    ``@click.pass_obj``.
+
+    :param types_only: the code depends on types alone, so ``-s vmlinux``
+        without a core is enough (``layout``).
+    """
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, drgn_code: bool, **kwargs: Any) -> Any:
+            if not drgn_code:
+                return f(*args, **kwargs)
+            target = click.get_current_context().obj
+            prog = target.types_program() if types_only else target.prog
+            kwargs.pop("as_json", None)
+            click.echo(generator(prog, **kwargs), nl=False)
+            return 0
+
+        return click.option(
+            "--drgn", "drgn_code", is_flag=True,
+            help="print drgn code that computes these rows (as JSON Lines) for this "
+                 "kernel, instead of running")(wrapper)  # type: ignore[return-value]
+
+    return decorate

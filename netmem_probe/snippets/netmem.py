@@ -1,0 +1,275 @@
+"""drgn code for ``decode`` and ``layout``, and how other snippets tell page-pool pages."""
+
+import json
+from typing import Sequence
+
+from drgn import Program
+
+from netmem_probe.kernel.layout import AGREEMENTS, applies
+from netmem_probe.kernel.netmem import pp_scheme
+from netmem_probe.snippets import Snippet
+from netmem_probe.snippets.pools import define_provider, has_member
+
+__all__ = ("decode_code", "define_is_pp_page", "layout_code")
+
+
+def define_is_pp_page(s: Snippet) -> None:
+    """``is_pp_page(page)`` for the target's scheme, and ``dma_index(page)``."""
+    scheme = pp_scheme(s.prog)
+    if scheme.dma_index_mask:
+        s.define("dma_index", f'''
+            # Since Linux kernel commit ee62ce7a1d90 ("page_pool: Track DMA-mapped
+            # pages and unmap them when destroying the pool") (in v6.15) pp_magic
+            # also holds the page's index in its pool's dma_mapped XArray.
+            PP_DMA_INDEX_SHIFT = {scheme.dma_index_shift}
+            PP_DMA_INDEX_MASK = {scheme.dma_index_mask:#x}
+
+
+            def dma_index(page):
+                return (page.pp_magic.value_() & PP_DMA_INDEX_MASK) >> PP_DMA_INDEX_SHIFT
+            ''')
+    else:
+        s.define("dma_index", '''
+            def dma_index(page):
+                """None: this kernel keeps no DMA index in pp_magic (before v6.15)."""
+                return None
+            ''')
+    if scheme.kind == "pp_magic" and scheme.dma_index_mask:
+        s.define("is_pp_page", f'''
+            # PP_SIGNATURE is 0x40 + POISON_POINTER_DELTA
+            # (CONFIG_ILLEGAL_POINTER_VALUE, {scheme.signature - 0x40:#x} here).
+            PP_SIGNATURE = {scheme.signature:#x}
+            PP_MAGIC_MASK = ~(PP_DMA_INDEX_MASK | 0x3)
+
+
+            def is_pp_page(page):
+                """
+                Whether a struct page * belongs to a page pool.  Not drgn's
+                is_pp_page(): it compares pp_magic & ~0x3, which the DMA index
+                in pp_magic defeats on this kernel.
+                """
+                return page.pp_magic.value_() & PP_MAGIC_MASK == PP_SIGNATURE
+            ''')
+    else:
+        # drgn's is_pp_page() knows the PGTY_netpp page type of Linux 7.1-rc
+        # and the pp_magic signature of kernels without a DMA index.
+        s.add_from_import("drgn.helpers.linux.net", "is_pp_page")
+
+
+def _define_decode_page(s: Snippet) -> None:
+    define_is_pp_page(s)
+    s.define("decode_page", '''
+        VMEMMAP = prog["vmemmap"].value_()
+        PAGE_STRUCT_SIZE = sizeof(prog.type("struct page"))
+        PAGE_SHIFT = prog["PAGE_SHIFT"].value_()
+        VALID_PFNS = [(start, end) for start, end, _ in for_each_valid_page_range(prog)]
+
+
+        def decode_page(netmem):
+            """A netmem_ref without NET_IOV: the address of a struct page."""
+            row = {"netmem": hex(netmem), "kind": "page", "page": hex(netmem)}
+            offset = netmem - VMEMMAP
+            if not netmem or offset < 0 or offset % PAGE_STRUCT_SIZE:
+                return {**row, "error": "not a struct page address"}
+            pfn = offset // PAGE_STRUCT_SIZE
+            row.update({"pfn": pfn, "phys": hex(pfn << PAGE_SHIFT)})
+            if not any(start <= pfn < end for start, end in VALID_PFNS):
+                return {**row, "error": "no struct page for this pfn"}
+            page = Object(prog, "struct page *", netmem)
+            row["_refcount"] = page._refcount.counter.value_()
+            if not is_pp_page(page):
+                return {**row, "pp": False, "error": "not a page-pool page"}
+            pool = page.pp
+            row.update({
+                "pp": True,
+                "pool": hex(pool.value_()),
+                "pool-id": pool.user.id.value_(),
+                "dma_addr": hex(page.dma_addr.value_()),
+                "dma-index": dma_index(page),
+                "pp_ref_count": page.pp_ref_count.counter.value_(),
+            })
+            return row
+        ''', [("drgn", "Object"), ("drgn", "sizeof"),
+              ("drgn.helpers.linux.mm", "for_each_valid_page_range")])
+
+
+def define_niov_desc(s: Snippet) -> None:
+    """``desc(niov)``: where a net_iov keeps its page-pool members."""
+    if has_member(s.prog, "struct net_iov", "desc"):
+        s.define("desc", '''
+            def desc(niov):
+                """A net_iov's page-pool members: niov->desc since Linux 6.17."""
+                return niov.desc
+            ''')
+    else:
+        s.define("desc", '''
+            def desc(niov):
+                """A net_iov's page-pool members: in the net_iov itself (before Linux 6.17)."""
+                return niov
+            ''')
+
+
+def define_niov_kind(s: Snippet) -> None:
+    """``niov_kind(niov)``: ``"dmabuf"`` or ``"io_uring"``."""
+    prog = s.prog
+    if has_member(prog, "struct net_iov", "type"):
+        names = []
+        for constant, kind in (("NET_IOV_DMABUF", "dmabuf"), ("NET_IOV_IOURING", "io_uring")):
+            try:
+                prog.constant(constant)
+                names.append(f'prog["{constant}"].value_(): "{kind}",')
+            except LookupError:
+                pass
+        s.define("niov_kind", '''
+            NIOV_TYPES = {
+                $names
+            }
+
+
+            def niov_kind(niov):
+                """Which provider a net_iov is of (net_iov->type since Linux 6.16)."""
+                return NIOV_TYPES.get(niov.type.value_())
+            ''', names="\n".join(names))
+        return
+    try:
+        prog.object("io_uring_pp_zc_ops")
+    except (LookupError, ValueError):
+        s.define("niov_kind", '''
+            def niov_kind(niov):
+                """devmem: this kernel's only provider (and net_iov has no type before v6.16)."""
+                return "dmabuf"
+            ''')
+        return
+    define_provider(s)
+    s.define("niov_kind", '''
+        def niov_kind(niov):
+            """Which provider a net_iov is of: its pool's (net_iov has no type before v6.16)."""
+            pool = desc(niov).pp
+            return provider(pool) if pool else None
+        ''')
+
+
+def _define_decode_net_iov(s: Snippet) -> None:
+    prog = s.prog
+    define_niov_desc(s)
+    define_niov_kind(s)
+    owner_type = "struct net_iov_area"
+    try:
+        prog.type(owner_type)
+        area = '''
+            # Since Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov chunk
+            # owners") (in v6.15) owner is the struct net_iov_area of a zcrx area
+            # or of a devmem chunk owner.
+            if kind == "io_uring":
+                zcrx = container_of(owner, "struct io_zcrx_area", "nia")
+                row["user_refs"] = zcrx.user_refs[index].counter.value_()
+                row["area-id"] = zcrx.area_id.value_()
+            elif kind == "dmabuf":
+                chunk = container_of(owner, "struct dmabuf_genpool_chunk_owner", "area")
+                row["dmabuf"] = chunk.binding.id.value_()
+            '''
+        s.add_from_import("drgn", "container_of")
+    except LookupError:
+        area = '''
+            # Before Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov
+            # chunk owners") (in v6.15) owner is the devmem chunk owner itself.
+            if kind == "dmabuf":
+                row["dmabuf"] = owner.binding.id.value_()
+            '''
+    s.define("decode_net_iov", '''
+        NET_IOV = 0x1
+
+
+        def decode_net_iov(netmem):
+            """A netmem_ref with NET_IOV (bit 0) set: a struct net_iov * | 1."""
+            niov = Object(prog, "struct net_iov *", netmem & ~NET_IOV)
+            owner = niov.owner
+            row = {"netmem": hex(netmem), "kind": "net_iov", "net_iov": hex(niov.value_()),
+                   "owner": hex(owner.value_())}
+            if not owner:
+                return {**row, "error": "net_iov has no owner area"}
+            # Its index in the array of net_iovs its owner area holds.
+            index, rest = divmod(niov.value_() - owner.niovs.value_(), sizeof(niov.type_.type))
+            row["num_niovs"] = owner.num_niovs.value_()
+            if rest or not 0 <= index < row["num_niovs"]:
+                return {**row, "error": "net_iov is outside its owner's niovs"}
+            pool = desc(niov).pp
+            kind = niov_kind(niov)
+            row.update({
+                "index": index,
+                "type": kind,
+                "pool": hex(pool.value_()) if pool else None,
+                "pool-id": pool.user.id.value_() if pool else None,
+                "dma_addr": hex(desc(niov).dma_addr.value_()),
+                "pp_ref_count": desc(niov).pp_ref_count.counter.value_(),
+            })
+            $area
+            return row
+        ''', [("drgn", "Object"), ("drgn", "sizeof")], area=area)
+
+
+def decode_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
+    """drgn code for ``decode NETMEM...``."""
+    from netmem_probe.commands.decode import _values
+
+    values = _values(netmem)
+    s = Snippet(prog, "netmem-probe decode " + " ".join(hex(v) for v in values),
+                "what each netmem_ref points at")
+    _define_decode_page(s)
+    _define_decode_net_iov(s)
+    s.main('''
+        NETMEMS = [$values]
+        for netmem in NETMEMS:
+            row = decode_net_iov(netmem) if netmem & NET_IOV else decode_page(netmem)
+            print(json.dumps(row))
+        ''', values=", ".join(hex(v) for v in values))
+    return s.get()
+
+
+def _py(value: object) -> str:
+    """A string or tuple of strings as Python source, in double quotes."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_py(v) for v in value) + ")"
+    return json.dumps(value)
+
+
+def layout_code(prog: Program, **_: object) -> str:
+    """drgn code for ``layout``: the asserts that apply to this kernel, evaluated."""
+    s = Snippet(prog, "netmem-probe layout",
+                "the layout agreements include/net/netmem.h asserts")
+    asserts = "\n".join(f"({_py(a.macro)}, {_py(a.left)},\n {_py(a.right)}, {_py(a.kind)}),"
+                        for a in AGREEMENTS if applies(prog, a))
+    s.add_from_import("drgn", "offsetof")
+    s.add_from_import("drgn", "sizeof")
+    s.main('''
+        # The asserts of include/net/netmem.h that this kernel's types have:
+        # (macro, (type, member), (type, member), check).  "same-offset": same
+        # offset and size; "size-fits": sizeof(left type) <= offsetof(right).
+        ASSERTS = [
+            $asserts
+        ]
+
+
+        def layout(type_name, member):
+            """Offset and size of a member ("*": of the whole type); None if missing."""
+            type_ = prog.type(type_name)
+            if member == "*":
+                return {"type": type_name, "member": member, "offset": 0, "size": sizeof(type_)}
+            try:
+                offset, size = offsetof(type_, member), sizeof(type_.member(member).type)
+            except LookupError:
+                offset = size = None
+            return {"type": type_name, "member": member, "offset": offset, "size": size}
+
+
+        for macro, left, right, check in ASSERTS:
+            left, right = layout(*left), layout(*right)
+            if left["offset"] is None or right["offset"] is None:
+                ok = False
+            elif check == "size-fits":
+                ok = left["size"] <= right["offset"]
+            else:
+                ok = (left["offset"], left["size"]) == (right["offset"], right["size"])
+            print(json.dumps({"assert": macro, "left": left, "right": right, "ok": ok}))
+        ''', asserts=asserts)
+    return s.get()
