@@ -103,3 +103,100 @@ def test_layout_snippet_evaluates_the_asserts_of_this_kernel(name, fixture_progr
     rows = compare(name, fixture_program, ["layout"], KEYS["layout"])
     assert len(rows) == expected(name)["layout"]["asserts"]
     assert sum(not r["ok"] for r in rows) == expected(name)["layout"]["mismatches"]
+
+
+@pytest.mark.parametrize("name", MIXED)
+def test_pages_snippet_finds_the_pages_the_scan_finds(name, fixture_program):
+    assert compare(name, fixture_program, ["pages"], KEYS["pages"])
+    detached = [p for p in expected(name)["pools"] if p["detached"] and p["inflight"]]
+    compare(name, fixture_program, ["pages", "--pool", str(detached[-1]["id"]), "--pool", "3"],
+            KEYS["pages"])
+    rows = compare(name, fixture_program, ["pages", "--all-pools", "--count"], COUNT_KEYS)
+    assert [r["id"] for r in rows] == sorted(p["id"] for p in expected(name)["pools"])
+
+
+@pytest.mark.parametrize("name", MIXED)
+def test_holders_snippet_finds_and_names_every_reference(name, fixture_program):
+    values = [h["netmem"] for h in expected(name)["holders"]]
+    prog = fixture_program(name)
+    mine = [dict(holder, netmem=rec["netmem"])
+            for rec in run_cli("holders", *values, "--json", program=prog).json()
+            for holder in rec["holders"]]
+    theirs = run_snippet(snippet(prog, "holders", *values), prog)
+    assert project(theirs, KEYS["holders"]) == project(mine, KEYS["holders"])
+    kinds = {r["kind"] for r in mine}
+    assert {"skb-frag", "skb-head", "pool-cache", "pool-ring"} <= kinds
+    assert any(r["queue"] == "backlog" for r in mine)
+
+
+@pytest.mark.parametrize("name", MIXED)
+def test_leaks_snippet_gives_every_verdict(name, fixture_program):
+    rows = compare(name, fixture_program, ["leaks"], KEYS["leaks"])
+    assert {r["verdict"] for r in rows} == {"parked", "cached", "leaked"}
+    assert {r["kind"] for r in rows} == {"page", "net_iov"}
+    compare(name, fixture_program, ["leaks", "--pool", str(rows[-1]["pool-id"])], KEYS["leaks"])
+
+
+@pytest.mark.parametrize("name", MIXED)
+def test_providers_snippet_counts_niov_states(name, fixture_program):
+    rows = compare(name, fixture_program, ["providers"], KEYS["providers"])
+    assert {r["kind"] for r in rows} >= {"dmabuf"}
+
+
+@pytest.mark.parametrize("name", MIXED)
+def test_niovs_snippet_lists_every_niov(name, fixture_program):
+    rows = compare(name, fixture_program, ["niovs"], KEYS["niovs"])
+    assert len({r["state"] for r in rows}) >= 3
+    compare(name, fixture_program, ["niovs", "--area", "dmabuf:1", "--state", "stack"],
+            KEYS["niovs"])
+    compare(name, fixture_program, ["niovs", "--area", rows[-1]["area"]], KEYS["niovs"])
+    areas = run_cli("providers", "--json", program=fixture_program(name)).json()
+    compare(name, fixture_program, ["niovs", "--area", areas[-1]["address"]], KEYS["niovs"])
+    compare(name, fixture_program, ["niovs", "--pool", str(rows[-1]["pool-id"] or 12)],
+            KEYS["niovs"])
+
+
+def _invocation(command) -> List[str]:
+    """A command line for any command: the fixture's pool 10, a leaked page."""
+    args = {"pool": ["10"], "decode": ["0xffffea0000180e80"], "holders": ["0xffffea0000180e80"]}
+    return [command.name, *args.get(command.name, [])]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+def test_every_command_prints_drgn_code_that_needs_only_drgn(command, fixture_program):
+    code = snippet(fixture_program("linux-7.3-mixed"), *_invocation(command))
+    modules = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add(node.module)
+    assert modules and all(m == "json" or m == "drgn" or m.startswith("drgn.helpers.")
+                           for m in modules), modules
+    assert code.startswith(f"# netmem-probe {command.name}")
+
+
+def test_a_snippet_runs_as_a_drgn_script(tmp_path, fixture_program):
+    fixture = FIXTURES / "linux-7.3-mixed"
+    script = tmp_path / "leaks.py"
+    script.write_text(snippet(fixture_program("linux-7.3-mixed"), "leaks", "--pool", "10"))
+    drgn = Path(sys.executable).parent / "drgn"
+    result = subprocess.run([str(drgn), "-q", "--no-default-symbols", "-c",
+                             str(fixture / "vmcore"), "-s", str(fixture / "types.elf"),
+                             str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    mine = run_cli("-f", str(fixture), "leaks", "--pool", "10", "--json")
+    assert project(rows, KEYS["leaks"]) == project(
+        [json.loads(line) for line in mine.out.splitlines()], KEYS["leaks"])
+
+
+def test_drgn_code_honours_the_arguments_and_refuses_bad_ones(fixture_program):
+    prog = fixture_program("linux-7.3-mixed")
+    assert "xa_load(PAGE_POOLS, 10)" in snippet(prog, "pool", "10")
+    assert '"detached"' in snippet(prog, "pools", "--state", "detached")
+    for args in (["pool", "ten"], ["decode", "0xzz"], ["holders", "0x0"],
+                 ["pages", "--pool", "3", "--all-pools"], ["niovs", "--area", "x:y"]):
+        result = run_cli(*args, "--drgn", program=prog)
+        assert result.code == 2 and result.out == "", result
+        assert result.err.startswith("netmem-probe: error: ") and result.err.count("\n") == 1

@@ -9,6 +9,8 @@ from netmem_probe.commands.decode import parse_netmem
 from netmem_probe.kernel.holders import Holder, HolderSearch, make_target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.report import emit_json, emit_table, hexaddr
+from netmem_probe.snippets import drgn_option
+from netmem_probe.snippets.pages import holders_code
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -43,6 +45,7 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
 @click.command(epilog=EXAMPLES)
 @click.argument("netmem", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@drgn_option(holders_code)
 @click.pass_obj
 def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     """Who references pages or net_iovs (NETMEM values, struct page or

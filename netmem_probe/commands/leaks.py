@@ -9,6 +9,8 @@ from netmem_probe.commands.holders import holder_record
 from netmem_probe.kernel.holders import Holder
 from netmem_probe.kernel.leaks import LeakReport, NetmemVerdict, PoolLeaks, find_leaks
 from netmem_probe.report import emit_json_line, emit_table, hexaddr, human_seconds
+from netmem_probe.snippets import drgn_option
+from netmem_probe.snippets.pages import leaks_code
 from netmem_probe.report.progress import Progress
 
 EXAMPLES = """\b
@@ -72,6 +74,7 @@ def _pool_line(p: PoolLeaks) -> str:
 @click.option("--pool", "pool_ids", type=int, multiple=True, metavar="ID",
               help="only this detached pool (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one page or net_iov per line")
+@drgn_option(leaks_code)
 @click.pass_obj
 def leaks(target: Target, pool_ids: Sequence[int], as_json: bool) -> int:
     """Detached pools' in-flight pages and net_iovs: parked, cached or leaked.

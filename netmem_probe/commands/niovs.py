@@ -8,6 +8,8 @@ from netmem_probe.cli import Target
 from netmem_probe.commands.providers import make_scanner, ring_options
 from netmem_probe.kernel.providers import NIOV_STATES, NiovInfo, ProviderArea, ProviderScanner
 from netmem_probe.report import emit_json_line, hexaddr
+from netmem_probe.snippets import drgn_option
+from netmem_probe.snippets.providers import niovs_code
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -82,6 +84,7 @@ def _heading(area: ProviderArea) -> str:
               help="only niovs in this state (repeatable)")
 @ring_options
 @click.option("--json", "as_json", is_flag=True, help="print JSON Lines, one niov per line")
+@drgn_option(niovs_code)
 @click.pass_obj
 def niovs(target: Target, area_key: Optional[str], pool_id: Optional[int],
           states: Sequence[str], rings: Sequence[str], scan_files: bool, as_json: bool) -> int:

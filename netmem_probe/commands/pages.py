@@ -9,6 +9,8 @@ from netmem_probe.cli import Target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPage, PpPageScanner
 from netmem_probe.report import emit_json, emit_json_line, emit_table, hexaddr
+from netmem_probe.snippets import drgn_option
+from netmem_probe.snippets.pages import pages_code
 from netmem_probe.report.progress import Progress
 
 EXAMPLES = """\b
@@ -85,6 +87,7 @@ def count_record(info: PagePoolInfo, counts: Optional[Dict[str, int]]) -> Dict[s
               help="per-pool totals against each pool's in-flight count, not pages")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON Lines, one page per line (with --count: a JSON array)")
+@drgn_option(pages_code)
 @click.pass_obj
 def pages(target: Target, pool_ids: Sequence[int], all_pools: bool, count: bool,
           as_json: bool) -> int:

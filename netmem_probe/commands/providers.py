@@ -8,6 +8,8 @@ from netmem_probe.cli import Target
 from netmem_probe.kernel.providers import ProviderArea, ProviderScanner
 from netmem_probe.kernel.structs import member_exists
 from netmem_probe.report import emit_json, emit_table, hexaddr, human_bytes
+from netmem_probe.snippets import drgn_option
+from netmem_probe.snippets.providers import providers_code
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -82,6 +84,7 @@ def _row(rec: Dict[str, Any]) -> Dict[str, Any]:
 @click.command(epilog=EXAMPLES)
 @ring_options
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+@drgn_option(providers_code)
 @click.pass_obj
 def providers(target: Target, rings: Sequence[str], scan_files: bool, as_json: bool) -> int:
     """Memory providers: devmem dma-buf bindings and io_uring zcrx areas.

@@ -21,6 +21,7 @@ fixtures and compare.
 """
 
 import functools
+import json
 import textwrap
 from string import Template
 from typing import Any, Callable, Dict, Iterable, Set, Tuple, TypeVar
@@ -29,7 +30,7 @@ import click
 from drgn import Program
 from drgn.commands import DrgnCodeBuilder
 
-__all__ = ("KEYS", "Snippet", "drgn_option")
+__all__ = ("COUNT_KEYS", "KEYS", "Snippet", "drgn_option", "fill", "py_strings")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Generator = Callable[..., str]
@@ -110,6 +111,12 @@ class Snippet(DrgnCodeBuilder):
     def _append_part(self, code: str) -> None:
         # Two blank lines between top-level parts, as PEP 8 has them.
         self.append("\n\n" + code if self._code else code)
+
+
+def py_strings(values: Iterable[str]) -> str:
+    """A tuple of strings as Python source, in double quotes."""
+    items = [json.dumps(v) for v in values]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def fill(code: str, **substitutions: str) -> str:

@@ -7,9 +7,9 @@ import click
 from drgn import Program
 
 from netmem_probe.kernel.structs import member_exists
-from netmem_probe.snippets import Snippet
+from netmem_probe.snippets import Snippet, py_strings
 
-__all__ = ("define_page_pools", "define_pool_places", "define_pool_record", "define_provider",
+__all__ = ("define_name", "define_page_pools", "define_pool_places", "define_pool_record", "define_provider",
            "define_ring_slots", "has_member", "pool_code", "pools_code")
 
 XARRAY = "drgn.helpers.linux.xarray"
@@ -97,11 +97,20 @@ def define_provider(s: Snippet) -> None:
         ''', tests=tests.rstrip("\n"))
 
 
+def define_name(s: Snippet) -> None:
+    """``name(dev)``: a ``struct net_device *``'s name, or None for NULL."""
+    s.define("name", '''
+        def name(dev):
+            return dev.name.string_().decode(errors="replace") if dev else None
+        ''')
+
+
 def define_pool_record(s: Snippet) -> None:
     """``listed_pools()`` and ``pool_record(pool, listed)``: a pool as ``pools --json`` shows it."""
     prog = s.prog
     define_page_pools(s)
     define_provider(s)
+    define_name(s)
     pool_type = prog.type("struct page_pool")
     detach_type = pool_type.member("user").type.member("detach_time").type
     if detach_type.type_name() == "ktime_t":
@@ -175,10 +184,6 @@ def define_pool_record(s: Snippet) -> None:
                                                      dev.page_pools.address_of_(), "user.list"):
                         listed[pool.value_()] = (dev, dev == net.loopback_dev)
             return listed
-
-
-        def name(dev):
-            return dev.name.string_().decode(errors="replace") if dev else None
 
 
         def pool_record(pool, listed):
@@ -273,8 +278,7 @@ def _selection(netdev: Optional[str], states: Sequence[str], show_all: bool, sor
                     f'rows = [row for row in rows if {netdev!r} in (row["netdev"], '
                     f'row["orig-netdev"])]')
     if states:
-        wanted = tuple(dict.fromkeys(states))
-        code.append(f'STATES = {wanted!r}\n'
+        code.append(f'STATES = {py_strings(dict.fromkeys(states))}\n'
                     'rows = [row for row in rows\n'
                     '        if row["state"] in STATES or ("detached" in STATES and '
                     'row["detached"])]')

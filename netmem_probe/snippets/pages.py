@@ -1,0 +1,526 @@
+"""drgn code for ``pages``, ``holders`` and ``leaks``: page-pool pages and who holds them."""
+
+from typing import List, Sequence
+
+import click
+from drgn import Program
+
+from netmem_probe.kernel.holders import make_target
+from netmem_probe.kernel.walk import Problems
+from netmem_probe.snippets import Snippet
+from netmem_probe.snippets.netmem import define_is_pp_page, define_niov_desc
+from netmem_probe.snippets.pools import (
+    define_pool_places,
+    define_pool_record,
+    define_provider,
+    define_ring_slots,
+    has_member,
+)
+from netmem_probe.snippets.providers import define_areas, define_niov_states
+
+__all__ = ("holders_code", "leaks_code", "pages_code")
+
+
+def _define_pool_pages(s: Snippet) -> None:
+    define_is_pp_page(s)
+    s.define("pool_pages", '''
+        def pool_pages(pools):
+            """
+            (pfn, struct page *) of every page of these pools (addresses), in pfn
+            order.  One drgn Object per struct page is simple and about 0.3 M pages
+            a second; netmem-probe reads the memmap in 2 MiB chunks instead.
+            """
+            for start_pfn, end_pfn, mem_map in for_each_valid_page_range(prog):
+                for pfn in range(start_pfn, end_pfn):
+                    page = mem_map + pfn
+                    if is_pp_page(page) and page.pp.value_() in pools:
+                        yield pfn, page
+        ''', [("drgn.helpers.linux.mm", "for_each_valid_page_range")])
+
+
+def _pool_selection(pool_ids: Sequence[int], all_pools: bool) -> str:
+    if pool_ids:
+        ids = ", ".join(str(i) for i in dict.fromkeys(pool_ids))
+        return f'''
+            # --pool: these pools, in this order.
+            by_id = {{row["id"]: (pool, row) for pool, row in every}}
+            pools = [by_id[pool_id] for pool_id in ({ids},) if pool_id in by_id]
+            '''
+    if all_pools:
+        return "pools = every  # --all-pools"
+    return '''
+        # The pages "stalled pool shutdown" waits for: detached pools' in flight.
+        pools = [(pool, row) for pool, row in every if row["detached"] and row["inflight"]]
+        '''
+
+
+def _options(pool_ids: Sequence[int], all_pools: bool) -> str:
+    return "".join(f" --pool {i}" for i in pool_ids) + (" --all-pools" if all_pools else "")
+
+
+def pages_code(prog: Program, pool_ids: Sequence[int] = (), all_pools: bool = False,
+               count: bool = False, **_: object) -> str:
+    """drgn code for ``pages``, with its pool selection, or ``--count``."""
+    if pool_ids and all_pools:
+        raise click.UsageError("--pool and --all-pools are mutually exclusive")
+    s = Snippet(prog, "netmem-probe pages" + _options(pool_ids, all_pools)
+                + (" --count" if count else ""),
+                "per-pool page counts against the in-flight counts" if count else
+                "the page-pool pages of the memmap")
+    define_pool_record(s)
+    define_pool_places(s)
+    _define_pool_pages(s)
+    s.main('''
+        listed = listed_pools()
+        every = [(pool, pool_record(pool, listed)) for pool in for_each_pool()]
+        $selection
+        places = {pool.value_(): pool_places(pool) for pool, _ in pools}
+        rows = {pool.value_(): row for pool, row in pools}
+        $report
+        ''', selection=_pool_selection(pool_ids, all_pools), report='''
+        found = {address: {"cache": 0, "ring": 0, "out": 0} for address in rows}
+        for _, page in pool_pages(rows):
+            address = page.pp.value_()
+            found[address][places[address].get(page.value_(), "out")] += 1
+        for pool, row in pools:
+            if provider(pool):
+                # A memory provider's pool hands out net_iovs, which the memmap lacks.
+                counts, total = dict.fromkeys(("cache", "ring", "out")), None
+            else:
+                counts = found[pool.value_()]
+                total = sum(counts.values())
+            print(json.dumps({
+                "id": row["id"], "inflight": row["inflight"], "found": total,
+                "alloc-cache": counts["cache"], "ring": counts["ring"], "out": counts["out"],
+                "difference": None if total is None else total - row["inflight"],
+            }))
+        ''' if count else '''
+        for pfn, page in pool_pages(rows):
+            address = page.pp.value_()
+            print(json.dumps({
+                "pfn": pfn, "page": hex(page.value_()), "pool-id": rows[address]["id"],
+                "pool": hex(address), "pp_ref_count": page.pp_ref_count.counter.value_(),
+                "_refcount": page._refcount.counter.value_(), "dma-index": dma_index(page),
+                "where": places[address].get(page.value_(), "out"),
+            }))
+        ''')
+    return s.get()
+
+
+def _define_targets(s: Snippet) -> None:
+    """``target(value)``: what ``holders`` looks for, for a command-line value."""
+    define_is_pp_page(s)
+    define_niov_desc(s)
+    s.define("targets", '''
+        PAGE_SHIFT = prog["PAGE_SHIFT"].value_()
+        VMEMMAP = prog["vmemmap"].value_()
+        DIRECT_MAP = phys_to_virt(prog, 0).value_()
+        VALID_PFNS = [(start, end) for start, end, _ in for_each_valid_page_range(prog)]
+
+
+        def page_target(page):
+            """What names a struct page *: its address (its netmem_ref), and pointers
+            into its memory (the direct map of its 2**order pages)."""
+            order = page.pp.p.order.value_() if is_pp_page(page) else 0
+            start = DIRECT_MAP + (page_to_pfn(page).value_() << PAGE_SHIFT)
+            return {"netmem": page.value_(), "kind": "page", "address": page.value_(),
+                    "words": {page.value_()}, "span": (start, start + (1 << PAGE_SHIFT + order)),
+                    "pool": page.pp.value_() if is_pp_page(page) else 0, "owner": None}
+
+
+        def target(value):
+            """A net_iov netmem_ref (bit 0 set), a struct page, or an address in
+            the direct map (the page it lies in)."""
+            if value & 1:
+                niov = Object(prog, "struct net_iov *", value & ~1)
+                return {"netmem": value, "kind": "net_iov", "address": niov.value_(),
+                        "words": {value, niov.value_()}, "span": None,
+                        "pool": desc(niov).pp.value_(), "owner": niov.owner.value_()}
+            pfn = (value - DIRECT_MAP) >> PAGE_SHIFT
+            if value >= DIRECT_MAP and any(start <= pfn < end for start, end in VALID_PFNS):
+                value = pfn_to_page(prog, pfn).value_()
+            return page_target(Object(prog, "struct page *", value))
+        ''', [("drgn", "Object"), ("drgn.helpers.linux.mm", "for_each_valid_page_range"),
+              ("drgn.helpers.linux.mm", "page_to_pfn"), ("drgn.helpers.linux.mm", "pfn_to_page"),
+              ("drgn.helpers.linux.mm", "phys_to_virt")])
+
+
+def _define_pool_holders(s: Snippet) -> None:
+    prog = s.prog
+    define_ring_slots(s)
+    if has_member(prog, "struct page_pool", "frag_page"):
+        frag_page = '''
+            # The page being cut into fragments (page_pool_alloc_frag()).
+            arrays.append((pool.frag_page.address_, pool.frag_page.address_ + 8,
+                           "pool-frag-page", pool_id, {pool.frag_page.address_}))
+            '''
+    else:
+        frag_page = ""
+    s.define("pool_arrays", '''
+        def pool_arrays():
+            """(start, end, kind, pool id, live slot addresses) of each pool's alloc
+            cache and ptr_ring: a netmem in a live slot is the pool's."""
+            arrays = []
+            for pool in for_each_pool():
+                pool_id = pool.user.id.value_()
+                cache = pool.alloc.cache
+                live = {cache.address_ + 8 * i for i in range(pool.alloc.count.value_())}
+                arrays.append((cache.address_, cache.address_ + sizeof(cache), "pool-cache",
+                               pool_id, live))
+                queue, size = pool.ring.queue.value_(), pool.ring.size.value_()
+                if queue and size:
+                    live = {queue + 8 * slot for slot in ring_slots(pool.ring)}
+                    arrays.append((queue, queue + 8 * size, "pool-ring", pool_id, live))
+                $frag_page
+            return arrays
+
+
+        def pool_holder(address):
+            """(kind, pool id) if the word at address is in a pool's cache or ring
+            ("-stale": a consumed slot not cleared yet)."""
+            for start, end, kind, pool_id, live in POOL_ARRAYS:
+                if start <= address < end:
+                    return (kind if address in live else kind + "-stale"), pool_id
+            return None
+        ''', [("drgn", "sizeof")], frag_page=frag_page)
+    if has_member(prog, "struct page_pool", "dma_mapped"):
+        s.define("in_dma_mapped", '''
+            XA_NODE = prog.type("struct xa_node")
+            XA_CHUNK_SIZE = XA_NODE.member("slots").type.length
+
+
+            def in_dma_mapped(address, target):
+                """Whether the word at address is the page's entry in its pool's
+                dma_mapped XArray (bookkeeping of DMA-mapped pages, not a holder)."""
+                if target["kind"] != "page" or not target["pool"]:
+                    return False
+                index = dma_index(Object(prog, "struct page *", target["address"]))
+                xa = Object(prog, "struct page_pool *", target["pool"]).dma_mapped
+                if not index:
+                    return False
+                if address == xa.xa_head.address_:
+                    return True
+                # A slot of a bottom node (shift 0) of that XArray, at the index.
+                node = Object(prog, XA_NODE, address=address - offsetof(XA_NODE, "slots")
+                              - 8 * (index % XA_CHUNK_SIZE))
+                try:
+                    return node.shift == 0 and node.array.value_() == xa.address_
+                except FaultError:
+                    return False
+            ''', [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")])
+    else:
+        s.define("in_dma_mapped", '''
+            def in_dma_mapped(address, target):
+                """No pool->dma_mapped before Linux v6.15."""
+                return False
+            ''')
+
+
+def _define_skbs(s: Snippet) -> None:
+    s.define("skbs", '''
+        SK_BUFF = prog.type("struct sk_buff")
+        SHINFO = prog.type("struct skb_shared_info")
+        MAX_FRAGS = SHINFO.member("frags").type.length
+        # How far below its skb_shared_info an skb's head may start (skb->end).
+        MAX_SKB_END = 64 << 10
+        FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 44: "xdp"}
+
+
+        def valid_skb(skb):
+            """Whether an sk_buff's fields make sense: the word that led to it may
+            be anything."""
+            try:
+                head, end = skb.head.value_(), skb.end.value_()
+                return bool(head and 0 < end <= 1 << 20
+                            and head <= skb.data.value_() <= head + end
+                            and skb.tail <= end and skb.data_len <= skb.len
+                            and 0 < skb.users.refs.counter.value_() < 1 << 20)
+            except FaultError:
+                return False
+
+
+        def frag_of(address, value):
+            """(skb_shared_info address, i) if the word at address is the
+            frags[i].netmem of a plausible skb_shared_info."""
+            for i in range(MAX_FRAGS):
+                shinfo = Object(prog, "struct skb_shared_info *",
+                                address - offsetof(SHINFO, f"frags[{i}].netmem"))
+                try:
+                    nr_frags = shinfo.nr_frags.value_()
+                    if not i < nr_frags <= MAX_FRAGS or not 0 < shinfo.dataref.counter < 1 << 20:
+                        continue
+                    netmems = [shinfo.frags[j].netmem.value_() for j in range(nr_frags)]
+                except FaultError:
+                    continue
+                if netmems[i] == value and all(netmems):
+                    return shinfo.value_(), i
+            return None
+
+
+        def skbs_of(shinfos):
+            """The sk_buff of each skb_shared_info (at skb->head + skb->end): found by
+            a search for skb->head values below it."""
+            found = {}
+            head = offsetof(SK_BUFF, "head")
+            for address, value in search(set(), [(s - MAX_SKB_END, s) for s in shinfos]):
+                skb = Object(prog, "struct sk_buff *", address - head)
+                if valid_skb(skb) and skb_shinfo(skb).value_() in shinfos:
+                    found.setdefault(skb_shinfo(skb).value_(), skb)
+            return found
+
+
+        def skb_at(address, target):
+            """The sk_buff whose head or data is the word at address, pointing into
+            the target page."""
+            lo, hi = target["span"]
+            for field in ("head", "data"):
+                skb = Object(prog, "struct sk_buff *", address - offsetof(SK_BUFF, field))
+                if valid_skb(skb) and lo <= getattr(skb, field).value_() < hi:
+                    return skb
+            return None
+
+
+        def sock_at(address):
+            sk = Object(prog, "struct sock *", address)
+            try:
+                return sk if sk.__sk_common.skc_family.value_() in FAMILIES else None
+            except FaultError:
+                return None
+
+
+        def queue_of(skb):
+            """The skbs after skb along ->next, if they lead back to it: a queue."""
+            nodes, seen, node = [], {skb.value_()}, skb.next.value_()
+            while node != skb.value_():
+                if not node or node in seen or len(nodes) >= 1 << 16:
+                    return None
+                seen.add(node)
+                nodes.append(node)
+                node = Object(prog, "struct sk_buff *", node).next.value_()
+            return nodes
+
+
+        def socket_of(skb):
+            """
+            The socket and queue that hold an skb.  A socket queue is a ring of
+            skbs through its struct sk_buff_head, the node whose qlen counts the
+            others; UDP leaves skb->sk NULL, so the queue tells the socket.
+            """
+            try:
+                nodes = queue_of(skb)
+                if nodes is not None:
+                    for head in nodes:
+                        if Object(prog, "struct sk_buff_head *", head).qlen != len(nodes):
+                            continue
+                        for queue in ("receive", "error"):
+                            sk = sock_at(head - offsetof(prog.type("struct sock"),
+                                                         f"sk_{queue}_queue"))
+                            if sk is not None and (not skb.sk or skb.sk == sk):
+                                return sk.value_(), queue
+                    return None, None
+                sk = sock_at(skb.sk.value_()) if skb.sk else None
+                if sk is not None:
+                    # Not on a queue: maybe on the socket's backlog, a NULL-ended list.
+                    node, steps = sk.sk_backlog.head, 0
+                    while node and node != skb and steps < 1 << 16:
+                        node, steps = node.next, steps + 1
+                    return sk.value_(), "backlog" if node == skb else None
+            except FaultError:
+                pass
+            return None, None
+        ''', [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof"),
+              ("drgn.helpers.linux.net", "skb_shinfo")])
+
+
+def _define_holders(s: Snippet) -> None:
+    """``find_holders(targets)``: every reference to each target, classified."""
+    _define_targets(s)
+    define_pool_record(s)
+    _define_pool_holders(s)
+    _define_skbs(s)
+    s.define("find_holders", '''
+        def search(values, spans):
+            """
+            (address, value) of every word of RAM equal to one of values or in one
+            of spans ([lo, hi)).  drgn searches in C, through physical memory so
+            that each page is searched once; pages a dump lacks are skipped.
+            """
+            it = prog.search_memory_word(*values, *[(lo, hi - 1) for lo, hi in spans])
+            for start, end in VALID_PFNS:
+                lo, hi = start << PAGE_SHIFT, (end << PAGE_SHIFT) - 1
+                while lo <= hi:
+                    it.set_address_range(lo, hi, True)
+                    try:
+                        for address, value in it:
+                            yield DIRECT_MAP + address, value
+                        break
+                    except FaultError as e:
+                        if not lo <= e.address <= hi:
+                            break
+                        lo = ((e.address >> PAGE_SHIFT) + 1) << PAGE_SHIFT
+
+
+        def holder(target, address, value, kind, skb=None, frag=None, pool_id=None):
+            """A row: one reference to a target."""
+            sock, queue = socket_of(skb) if skb is not None else (None, None)
+            return {"netmem": hex(target["netmem"]), "kind": kind, "address": hex(address),
+                    "value": hex(value), "skb": hex(skb.value_()) if skb is not None else None,
+                    "frag": frag, "sock": hex(sock) if sock else None, "queue": queue,
+                    "pool-id": pool_id}
+
+
+        def find_holders(targets):
+            """netmem -> the rows of every reference to it, by address."""
+            by_word = {word: t for t in targets for word in t["words"]}
+            spans = [t for t in targets if t["span"]]
+            found = {t["netmem"]: [] for t in targets}
+            frags, skb_heads = [], set()
+            for address, value in search(set(by_word), [t["span"] for t in spans]):
+                t = by_word.get(value)
+                if t is None:
+                    # A pointer into a page: an skb whose head is in it (head and
+                    # data both point there: one row per skb), or unknown.
+                    t = next(t for t in spans if t["span"][0] <= value < t["span"][1])
+                    skb = skb_at(address, t)
+                    if skb is None:
+                        found[t["netmem"]].append(holder(t, address, value, "unknown"))
+                    elif (t["netmem"], skb.value_()) not in skb_heads:
+                        skb_heads.add((t["netmem"], skb.value_()))
+                        found[t["netmem"]].append(holder(t, address, value, "skb-head", skb))
+                    continue
+                in_pool = pool_holder(address)
+                if in_pool is not None:
+                    row = holder(t, address, value, in_pool[0], pool_id=in_pool[1])
+                elif in_dma_mapped(address, t):
+                    pool_id = Object(prog, "struct page_pool *", t["pool"]).user.id.value_()
+                    row = holder(t, address, value, "pool-dma-mapped", pool_id=pool_id)
+                elif value == t["netmem"] and (frag := frag_of(address, value)):
+                    frags.append((t, address, value, *frag))  # its skb is found below
+                    continue
+                elif t["owner"] and address == t["owner"] + NIOVS_OFFSET:
+                    row = holder(t, address, value, "net-iov-area")  # the area's niovs
+                else:
+                    row = holder(t, address, value, "unknown")
+                found[t["netmem"]].append(row)
+            skbs = skbs_of({shinfo for _, _, _, shinfo, _ in frags})
+            for t, address, value, shinfo, i in frags:
+                found[t["netmem"]].append(holder(t, address, value, "skb-frag", skbs.get(shinfo), i))
+            for rows in found.values():
+                rows.sort(key=lambda row: int(row["address"], 16))
+            return found
+
+
+        POOL_ARRAYS = pool_arrays()
+        NIOVS_OFFSET = offsetof(prog.type("$area_type"), "niovs")
+        ''', [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")],
+        area_type=_area_type(s.prog))
+
+
+def _area_type(prog: Program) -> str:
+    """The type a net_iov's owner points to (``struct net_iov_area`` since v6.15)."""
+    try:
+        prog.type("struct net_iov_area")
+        return "struct net_iov_area"
+    except LookupError:
+        return "struct dmabuf_genpool_chunk_owner"
+
+
+def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
+    """drgn code for ``holders NETMEM...``."""
+    from netmem_probe.commands.decode import parse_netmem
+
+    values: List[int] = []
+    for text in netmem:
+        try:
+            value = parse_netmem(text)
+            make_target(prog, value, Problems())
+        except ValueError as e:
+            raise click.BadParameter(f"{text!r}: {e}", param_hint="NETMEM")
+        values.append(value)
+    s = Snippet(prog, "netmem-probe holders " + " ".join(hex(v) for v in values),
+                "who references each page or net_iov")
+    _define_holders(s)
+    s.main('''
+        targets = [target(value) for value in [$values]]
+        found = find_holders(targets)
+        for t in targets:
+            for row in found[t["netmem"]]:
+                print(json.dumps(row))
+        ''', values=", ".join(hex(v) for v in values))
+    return s.get()
+
+
+def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
+    """drgn code for ``leaks``: each in-flight page or net_iov of detached pools, judged."""
+    s = Snippet(prog, "netmem-probe leaks" + "".join(f" --pool {i}" for i in pool_ids),
+                "the in-flight pages and net_iovs of detached pools, parked, cached or leaked")
+    define_pool_record(s)
+    define_provider(s)
+    _define_pool_pages(s)
+    _define_holders(s)
+    niovs = ""
+    if _has_net_iov(prog):
+        define_areas(s, scan_files=False)
+        define_niov_states(s)
+        niovs = '''
+            # A memory provider's pool hands out net_iovs: those of its areas that
+            # are this pool's and not back with the provider.
+            for pool, row in pools.values():
+                if not provider(pool):
+                    continue
+                for area in areas():
+                    if row["id"] not in area["pools"]:
+                        continue
+                    for span, i, niov, state in niov_states(area):
+                        if desc(niov).pp == pool and state != "free":
+                            user_refs = span["user_refs"][i] if span["user_refs"] else None
+                            items.append((pool.value_(), target(niov.value_() | 1), {
+                                "net_iov": hex(niov.value_()), "pfn": None,
+                                "pp_ref_count": desc(niov).pp_ref_count.counter.value_(),
+                                "user_refs": user_refs or None}))
+            '''
+    selection = 'row["detached"] and row["inflight"]'
+    if pool_ids:
+        selection += f' and row["id"] in ({", ".join(str(i) for i in pool_ids)},)'
+    s.main('''
+        SKB_KINDS = ("skb-frag", "skb-head")
+        POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
+
+        listed = listed_pools()
+        pools = {}  # the detached pools with pages in flight, by address
+        for pool in for_each_pool():
+            row = pool_record(pool, listed)
+            if $selection:
+                pools[pool.value_()] = (pool, row)
+        items = []  # (pool address, target, row fields)
+        page_pools = {address for address, (pool, _) in pools.items() if not provider(pool)}
+        for pfn, page in pool_pages(page_pools):
+            items.append((page.pp.value_(), page_target(page), {
+                "page": hex(page.value_()), "pfn": pfn,
+                "pp_ref_count": page.pp_ref_count.counter.value_(), "user_refs": None}))
+        $niovs
+        found = find_holders([t for _, t, _ in items])
+        for address, (pool, row) in sorted(pools.items(), key=lambda item: item[1][1]["id"]):
+            for _, t, fields in (item for item in items if item[0] == address):
+                holders = found[t["netmem"]]
+                # parked: an skb (on a socket queue, maybe forever) or io_uring user
+                # space holds it; cached: the pool's own cache or ring, which its
+                # release work empties; leaked: nothing that holds it was found.
+                if any(h["kind"] in SKB_KINDS and h["skb"] for h in holders) or fields["user_refs"]:
+                    verdict = "parked"
+                elif any(h["kind"] in POOL_KINDS for h in holders):
+                    verdict = "cached"
+                else:
+                    verdict = "leaked"
+                print(json.dumps({"pool-id": row["id"], "netmem": hex(t["netmem"]),
+                                  "kind": t["kind"], **fields, "verdict": verdict}))
+        ''', selection=selection, niovs=niovs)
+    return s.get()
+
+
+def _has_net_iov(prog: Program) -> bool:
+    try:
+        prog.type("struct net_iov")
+        return True
+    except LookupError:
+        return False

@@ -1,0 +1,383 @@
+"""drgn code for ``providers`` and ``niovs``: devmem bindings and io_uring zcrx areas."""
+
+import textwrap
+from typing import Optional, Sequence
+
+import click
+from drgn import Program
+
+from netmem_probe.snippets import Snippet, py_strings
+from netmem_probe.snippets.netmem import define_niov_desc
+from netmem_probe.snippets.pools import (
+    define_name,
+    define_page_pools,
+    define_pool_places,
+    define_provider,
+    has_member,
+)
+
+__all__ = ("define_areas", "define_niov_states", "niovs_code", "providers_code")
+
+
+def _has_object(prog: Program, name: str) -> bool:
+    try:
+        prog.object(name)
+        return True
+    except (LookupError, ValueError):
+        return False
+
+
+def _has_type(prog: Program, name: str) -> bool:
+    try:
+        prog.type(name)
+        return True
+    except LookupError:
+        return False
+
+
+def _define_binding_area(s: Snippet) -> None:
+    prog = s.prog
+    if has_member(prog, "struct net_devmem_dmabuf_binding", "niov_shift"):
+        shift = "shift = b.niov_shift.value_()  # rx-page-size (Linux 7.3+)"
+    else:
+        shift = "shift = PAGE_SHIFT  # one niov per page before rx-page-size (Linux 7.3)"
+    if has_member(prog, "struct dmabuf_genpool_chunk_owner", "area"):
+        area = '''
+            # Since Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov
+            # chunk owners") (in v6.15) the niov array is the owner's area.
+            area = owner.area
+            '''
+    else:
+        area = "area = owner  # niovs, num_niovs, base_virtual: before v6.15"
+    s.define("binding_area", '''
+        def bound_queues(b):
+            """The indexes of the rx queues a binding is bound to."""
+            queues = []
+            for _, entry in xa_for_each(b.bound_rxqs.address_of_()):
+                rxq = cast("struct netdev_rx_queue *", entry)
+                queues.append((rxq - rxq.dev._rx).value_())  # get_netdev_rx_queue_index()
+            return sorted(queues)
+
+
+        def binding_area(address):
+            """A devmem dma-buf binding: the niov arrays of its genpool chunks."""
+            b = Object(prog, "struct net_devmem_dmabuf_binding *", address)
+            $shift
+            spans = []
+            for chunk in list_for_each_entry("struct gen_pool_chunk",
+                                             b.chunk_pool.chunks.address_of_(), "next_chunk"):
+                owner = cast("struct dmabuf_genpool_chunk_owner *", chunk.owner)
+                $area
+                count = (chunk.end_addr - chunk.start_addr + 1).value_() >> shift
+                # The genpool's bitmap: a set bit is an allocated niov.
+                free = {i for i in range(count) if not chunk.bits[i // 64].value_() >> (i % 64) & 1}
+                spans.append({"owner": area.address_, "niovs": area.niovs.value_(),
+                              "count": count, "base": area.base_virtual.value_(), "free": free,
+                              "user_refs": None})
+            # Chunks in dma-buf order.
+            spans.sort(key=lambda span: span["base"])
+            for i, span in enumerate(spans):
+                span["chunk"] = i
+            return {"kind": "dmabuf", "id": b.id.value_(), "area": f"dmabuf:{b.id.value_()}",
+                    "address": hex(address), "netdev": name(b.dev), "queues": bound_queues(b),
+                    "pools": pools_of(address, "dmabuf"), "shift": shift, "spans": spans}
+        ''', [("drgn", "Object"), ("drgn", "cast"),
+              ("drgn.helpers.linux.list", "list_for_each_entry"),
+              ("drgn.helpers.linux.xarray", "xa_for_each")],
+        shift=shift, area=area)
+
+
+def _define_zcrx_areas(s: Snippet) -> None:
+    prog = s.prog
+    if has_member(prog, "struct io_zcrx_ifq", "areas"):
+        areas = '''
+            # An ifq has an array of areas since Linux 7.3.
+            areas = [q.areas[i] for i in range(q.nr_areas.value_())]
+            '''
+    else:
+        areas = "areas = [q.area] if q.area else []  # one area per ifq before Linux 7.3"
+    if has_member(prog, "struct io_zcrx_ifq", "niov_shift"):
+        shift = "shift = q.niov_shift.value_()  # rx_buf_len (Linux 6.17+)"
+    else:
+        shift = "shift = PAGE_SHIFT  # one niov per page before rx_buf_len (Linux 6.17)"
+    s.define("zcrx_areas", '''
+        def zcrx_areas(address):
+            """The areas of an io_uring zcrx interface queue."""
+            q = Object(prog, "struct io_zcrx_ifq *", address)
+            $shift
+            $areas
+            out = []
+            for area in areas:
+                nia = area.nia
+                count = nia.num_niovs.value_()
+                # Free niovs: the first free_count entries of the freelist.
+                free = {area.freelist[i].value_() for i in range(area.free_count.value_())}
+                # Buffers user space was given and has not returned.
+                user_refs = [area.user_refs[i].counter.value_() for i in range(count)]
+                out.append({
+                    "kind": "io_uring", "id": area.area_id.value_(),
+                    "area": f"io_uring:{area.value_():#x}", "address": hex(area.value_()),
+                    "netdev": name(q.netdev), "queues": [q.if_rxq.value_()] if q.netdev else [],
+                    "pools": pools_of(address, "io_uring"), "shift": shift,
+                    "spans": [{"owner": nia.address_, "niovs": nia.niovs.value_(),
+                               "count": count, "base": nia.base_virtual.value_(),
+                               "free": free, "user_refs": user_refs, "chunk": None}]})
+            return out
+        ''', [("drgn", "Object")], shift=shift, areas=areas)
+
+
+def _rx_queues(prog: Program) -> str:
+    if not has_member(prog, "struct netdev_rx_queue", "mp_params"):
+        return ""
+    s_code = '''
+        # An rx queue bound to a provider names it in mp_params.
+        for net in for_each_net(prog):
+            for dev in for_each_netdev(net):
+                for i in range(dev.num_rx_queues.value_()):
+                    params = dev._rx[i].mp_params
+                    kind = provider(params)
+                    if kind == "dmabuf" and params.mp_priv:
+                        bindings[params.mp_priv.value_()] = None
+                    elif kind == "io_uring" and params.mp_priv:
+                        ifqs[params.mp_priv.value_()] = None
+        '''
+    return s_code
+
+
+def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
+    """Code that adds the zcrx ifqs of io_uring rings (``--ring``, tasks' files)."""
+    prog = s.prog
+    ctx_type = "struct io_ring_ctx"
+    if has_member(prog, ctx_type, "zcrx_ctxs"):
+        ifqs = '''
+            # A ring's zcrx ifqs (several, shareable between rings, since Linux 6.17).
+            for _, ifq in xa_for_each(ctx.zcrx_ctxs.address_of_()):
+                ifqs[ifq.value_()] = None
+            '''
+        s.add_from_import("drgn.helpers.linux.xarray", "xa_for_each")
+    elif has_member(prog, ctx_type, "ifq"):
+        ifqs = '''
+            if ctx.ifq:  # one zcrx ifq per ring in Linux 6.15-6.16
+                ifqs[ctx.ifq.value_()] = None
+            '''
+    else:
+        return ""
+    code = [f"rings = [{', '.join(hex(r) for r in rings)}]" + ("  # --ring" if rings else "")]
+    fops = [name for name in ("io_uring_fops", "zcrx_box_fops") if _has_object(prog, name)]
+    if scan_files and fops and _has_type(prog, "struct task_struct") and _has_type(
+            prog, "struct files_struct"):
+        s.add_from_import("drgn.helpers.linux.pid", "for_each_task")
+        s.add_from_import("drgn.helpers.linux.fs", "for_each_file")
+        found = []
+        if "io_uring_fops" in fops:
+            found.append('if file.f_op == prog["io_uring_fops"].address_of_():\n'
+                         '    rings.append(file.private_data.value_())')
+        if "zcrx_box_fops" in fops:
+            found.append('if file.f_op == prog["zcrx_box_fops"].address_of_():\n'
+                         '    ifqs[file.private_data.value_()] = None  # an exported ifq')
+        tests = "\n".join(found).replace("\nif file.f_op", "\nelif file.f_op")
+        code.append(
+            "# A device-less ifq (ZCRX_REG_NODEV, Linux 7.1+) has no pool and no rx\n"
+            "# queue: only the io_uring rings of tasks' open files lead to it.\n"
+            "for task in for_each_task(prog):\n"
+            "    for _, file in for_each_file(task):\n"
+            + "\n".join("        " + line for line in tests.splitlines()))
+    elif not rings:
+        return ""  # no task or file types, or no io_uring: no rings to look through
+    code.append("for ctx in dict.fromkeys(rings):\n"
+                "    ctx = Object(prog, \"struct io_ring_ctx *\", ctx)\n"
+                + "\n".join("    " + line for line in textwrap.dedent(ifqs).strip("\n").splitlines()))
+    s.add_from_import("drgn", "Object")
+    return "\n".join(code)
+
+
+def define_areas(s: Snippet, rings: Sequence[int] = (), scan_files: bool = True) -> None:
+    """``areas()``: every provider area the kernel can reach, as dicts."""
+    prog = s.prog
+    define_page_pools(s)
+    define_provider(s)
+    define_name(s)
+    s.define("PAGE_SHIFT", 'PAGE_SHIFT = prog["PAGE_SHIFT"].value_()')
+    _define_binding_area(s)
+    _define_zcrx_areas(s)
+    if _has_object(prog, "net_devmem_dmabuf_bindings"):
+        registry = '''
+            # The registry of bindings (net/core/devmem.c).  A binding whose
+            # netlink socket closed leaves it but lives on while pools use it.
+            for _, binding in xa_for_each(prog["net_devmem_dmabuf_bindings"].address_of_()):
+                bindings[binding.value_()] = None
+            '''
+    else:
+        registry = ""
+    rx_queues = _rx_queues(prog)
+    if rx_queues:
+        s.add_from_import("drgn.helpers.linux.net", "for_each_net")
+        s.add_from_import("drgn.helpers.linux.net", "for_each_netdev")
+    s.define("areas", '''
+        def pools_of(mp_priv, kind):
+            """The ids of the pools a provider fills."""
+            return sorted(pool.user.id.value_() for pool in for_each_pool()
+                          if provider(pool) == kind and pool.mp_priv.value_() == mp_priv)
+
+
+        def areas():
+            """Every memory-provider area: devmem bindings by id, then zcrx areas."""
+            bindings, ifqs = {}, {}
+            $registry
+            for pool in for_each_pool():
+                kind = provider(pool)
+                if kind == "dmabuf" and pool.mp_priv:
+                    bindings[pool.mp_priv.value_()] = None
+                elif kind == "io_uring" and pool.mp_priv:
+                    ifqs[pool.mp_priv.value_()] = None
+            $rx_queues
+            $rings
+            out = sorted((binding_area(b) for b in bindings), key=lambda area: area["id"])
+            for ifq in ifqs:
+                out.extend(zcrx_areas(ifq))
+            return out
+        ''', [("drgn.helpers.linux.xarray", "xa_for_each")],
+        registry=registry, rx_queues=rx_queues, rings=_rings(s, rings, scan_files))
+
+
+def define_niov_states(s: Snippet) -> None:
+    """``niov_states(area)``: each niov of an area and what it is doing."""
+    define_pool_places(s)
+    define_niov_desc(s)
+    s.define("niov_states", '''
+        NIOV_SIZE = sizeof(prog.type("struct net_iov"))
+
+
+        def niov_states(area):
+            """
+            (span, index, struct net_iov *, state) of each niov of an area: in a
+            pool's alloc "cache" or "ring", "free" (with its provider), held by
+            "user" space (zcrx user_refs), or else by the "stack" (driver rx
+            rings, skbs, sockets).
+            """
+            in_pools = {}
+            for pool in for_each_pool():
+                if pool.user.id.value_() in area["pools"]:
+                    for netmem, where in pool_places(pool).items():
+                        if netmem & 1:  # NET_IOV
+                            in_pools[netmem & ~1] = where
+            for span in area["spans"]:
+                for i in range(span["count"]):
+                    address = span["niovs"] + i * NIOV_SIZE
+                    if address in in_pools:
+                        state = in_pools[address]
+                    elif i in span["free"]:
+                        state = "free"
+                    elif span["user_refs"] and span["user_refs"][i]:
+                        state = "user"
+                    else:
+                        state = "stack"
+                    yield span, i, Object(prog, "struct net_iov *", address), state
+        ''', [("drgn", "Object"), ("drgn", "sizeof")])
+
+
+def _ring_addresses(prog: Program, rings: Sequence[str]) -> Sequence[int]:
+    """``--ring`` addresses, refused as the command refuses them."""
+    out = []
+    for text in rings:
+        try:
+            out.append(int(text, 0))
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not an address", param_hint="--ring")
+    if out and not (has_member(prog, "struct io_ring_ctx", "zcrx_ctxs")
+                    or has_member(prog, "struct io_ring_ctx", "ifq")):
+        raise click.BadParameter("this kernel's io_uring rings have no zcrx ifqs",
+                                 param_hint="--ring")
+    return out
+
+
+def _options(rings: Sequence[int], scan_files: bool) -> str:
+    return "".join(f" --ring {r:#x}" for r in rings) + ("" if scan_files else " --no-scan-files")
+
+
+def providers_code(prog: Program, rings: Sequence[str] = (), scan_files: bool = True,
+                   **_: object) -> str:
+    """drgn code for ``providers``."""
+    addresses = _ring_addresses(prog, rings)
+    s = Snippet(prog, "netmem-probe providers" + _options(addresses, scan_files),
+                "devmem dma-buf bindings and io_uring zcrx areas, and what their niovs do")
+    define_areas(s, addresses, scan_files)
+    define_niov_states(s)
+    s.main('''
+        for area in areas():
+            counts = {"free": 0, "in-pool": 0, "stack": 0, "user": 0}
+            for _, _, _, state in niov_states(area):
+                counts["in-pool" if state in ("cache", "ring") else state] += 1
+            row = {key: area[key] for key in ("kind", "id", "area", "address", "netdev",
+                                              "queues", "pools")}
+            row["niovs"] = sum(span["count"] for span in area["spans"])
+            row.update(counts)
+            print(json.dumps(row))
+        ''')
+    return s.get()
+
+
+def _area_test(area_key: Optional[str], pool_id: Optional[int]) -> str:
+    """The condition an area must meet for ``--area`` / ``--pool``."""
+    if pool_id is not None:
+        return f'{pool_id} in area["pools"]'
+    kind, _, value = area_key.rpartition(":")
+    try:
+        number = int(value, 0)
+    except ValueError:
+        raise click.BadParameter(f"{area_key!r} is not dmabuf:ID, io_uring:ID or an address",
+                                 param_hint="--area")
+    test = f'area["kind"] == "{kind}" and ' if kind else ""
+    if value.lower().startswith("0x"):
+        test += (f'({number:#x} == int(area["address"], 16)\n'
+                 f'        or any(span["owner"] == {number:#x} for span in area["spans"]))')
+    else:
+        test += f'area["id"] == {number}'
+    return test
+
+
+def niovs_code(prog: Program, area_key: Optional[str] = None, pool_id: Optional[int] = None,
+               states: Sequence[str] = (), rings: Sequence[str] = (), scan_files: bool = True,
+               **_: object) -> str:
+    """drgn code for ``niovs`` with its selection."""
+    if area_key is not None and pool_id is not None:
+        raise click.UsageError("--area and --pool are mutually exclusive")
+    addresses = _ring_addresses(prog, rings)
+    options = "".join([f" --area {area_key}" if area_key else "",
+                       f" --pool {pool_id}" if pool_id is not None else "",
+                       "".join(f" --state {state}" for state in states),
+                       _options(addresses, scan_files)])
+    s = Snippet(prog, "netmem-probe niovs" + options, "every net_iov of the provider areas")
+    define_areas(s, addresses, scan_files)
+    define_niov_states(s)
+    selection = area_key is not None or pool_id is not None
+    if selection:
+        what = f"--area {area_key}" if area_key is not None else f"--pool {pool_id}"
+        s.define("selected", '''
+            def selected(area):
+                """$what"""
+                return $test
+            ''', what=what, test=_area_test(area_key, pool_id))
+    state_test = ""
+    if states:
+        state_test = (f"if state not in {py_strings(dict.fromkeys(states))}:  # --state\n"
+                      "    continue")
+    s.main('''
+        POOL_IDS = {pool.value_(): pool.user.id.value_() for pool in for_each_pool()}
+        for area in $areas:
+            for span, i, niov, state in niov_states(area):
+                $state_test
+                pool = desc(niov).pp.value_()
+                print(json.dumps({
+                    "area": area["area"], "kind": area["kind"], "chunk": span["chunk"],
+                    "index": i, "net_iov": hex(niov.value_()), "netmem": hex(niov.value_() | 1),
+                    "state": state, "pool-id": POOL_IDS.get(pool) if pool else None,
+                    "pp_ref_count": desc(niov).pp_ref_count.counter.value_(),
+                    "user_refs": span["user_refs"][i] if span["user_refs"] is not None else None,
+                    "dma_addr": hex(desc(niov).dma_addr.value_()),
+                    # Offset in the dma-buf, or in the zcrx area as user space sees it.
+                    "offset": span["base"] + (i << area["shift"]),
+                }))
+        ''', state_test=state_test,
+        areas="filter(selected, areas())" if selection else "areas()")
+    return s.get()
