@@ -247,3 +247,12 @@ def test_an_unreadable_struct_page_is_skipped_not_called_invalid(command):
     fm.unmap(page, 64)
     result = run(fm, command, hex(page))
     partial(result, f"struct page at {page:#x}: unreadable")
+
+
+def test_a_search_span_that_covers_everything_is_cut_off():
+    # page_offset_base = 0: a page's direct-map span becomes [pfn << 12, ...)
+    # and every small integer in RAM "points into" it.
+    w = world("broken-netmem-desc")
+    fm = FaultyMemory(w, max_reads=100_000)
+    fm.write_word(w.global_("page_offset_base").addr, 0)
+    partial(run(fm, "holders", "0x1"), "more than 4096 references")

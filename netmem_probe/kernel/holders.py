@@ -63,6 +63,10 @@ MAX_SEARCH_RANGES = 8
 MAX_SKB_END = 64 << 10
 #: skbs followed along a queue before giving up.
 MAX_QUEUE_STEPS = 1 << 16
+# References kept per target; a page has a handful.  Millions of hits mean
+# a span that covers everything (a corrupt page_offset_base makes a page's
+# direct-map span start at 0), and each hit costs reads to classify.
+MAX_REFERENCES = 1 << 12
 #: Socket families a queue head may belong to (AF_UNIX, AF_INET, AF_INET6,
 #: AF_NETLINK, AF_PACKET, AF_XDP).
 FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 44: "xdp"}
@@ -548,12 +552,23 @@ class HolderSearch:
         result: Dict[int, List[Holder]] = {t.netmem: [] for t in targets}
         frag_hits: List[Tuple[Target, int, int, int, int]] = []
         seen_heads: Set[Tuple[int, int]] = set()
+        hits: Dict[int, int] = dict.fromkeys(result, 0)
         for address, value in search_words(self.prog, set(by_word),
                                            [(lo, hi) for lo, hi, _ in spans], self.problems):
             target = by_word.get(value)
             if target is None:
                 i = bisect.bisect_right(span_starts, value) - 1
                 target = spans[i][2]
+            hits[target.netmem] += 1
+            if hits[target.netmem] > MAX_REFERENCES:
+                if hits[target.netmem] == MAX_REFERENCES + 1:
+                    self.problems.add("holders search", target.address,
+                                      f"more than {MAX_REFERENCES} references: stopped "
+                                      "classifying them")
+                if all(n > MAX_REFERENCES for n in hits.values()):
+                    break
+                continue
+            if value not in by_word:
                 found_skb = self._skb_at_field(address, target)
                 if found_skb is None:
                     result[target.netmem].append(self._unknown(address, value))
