@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from netmem_probe.cli import Target
+from netmem_probe.commands.watch import watch_pools
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
 from netmem_probe.report import emit_json, emit_table, hexaddr, human_bytes, human_seconds
 from netmem_probe.snippets import drgn_option
@@ -128,17 +129,34 @@ def _notes(infos: List[PagePoolInfo]) -> None:
 @click.option("--sort", type=click.Choice(sorted(SORTS)), default="id", show_default=True)
 @click.option("--all/--inflight-only", "show_all", default=True, show_default=True,
               help="show every pool, or only pools with pages in flight")
-@click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+@click.option("--json", "as_json", is_flag=True,
+              help="print a JSON array (with --watch: JSON Lines, a pool per refresh)")
+@click.option("--watch", type=float, is_flag=False, flag_value=2.0, default=None,
+              metavar="[SECONDS]",
+              help="live kernel: refresh every SECONDS (2), like top, with the change of "
+                   "each pool's in flight and per-second rates of its counters")
+@click.option("-n", "--iterations", type=click.IntRange(min=1), metavar="N",
+              help="with --watch: stop after N refreshes (default: at Ctrl-C)")
 @drgn_option(pools_code)
 @click.pass_obj
 def pools(target: Target, netdev: Optional[str], states: List[str], sort: str, show_all: bool,
-          as_json: bool) -> int:
+          as_json: bool, watch: Optional[float], iterations: Optional[int]) -> int:
     """Every page pool in the kernel: listed, orphaned and invisible ones.
 
     Pools come from the kernel's page_pools registry, so pools netlink cannot
     show (no netdev, namespace gone) are here too. Exit code 1 when a
     detached pool still has pages in flight.
+
+    With --watch (a live kernel only), the pools are read again at every
+    refresh; GROWING marks a pool whose in flight has not fallen in any
+    interval and has risen, over two intervals or more.
     """
+    if iterations is not None and watch is None:
+        raise click.UsageError("--iterations needs --watch")
+    if watch is not None:
+        return watch_pools(target, watch, iterations,
+                           lambda info: _selected(info, netdev, states, not show_all),
+                           SORTS[sort], as_json)
     scanner = PagePoolScanner(target.prog, target.problems)
     infos = sorted((i for i in scanner.pools() if _selected(i, netdev, states, not show_all)),
                    key=SORTS[sort])
