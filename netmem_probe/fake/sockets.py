@@ -278,6 +278,10 @@ def add_sockets(world: "World") -> None:
             pool.recycle_to_ring(out[2])
         elif n == 2 and out:
             hold(tcp, "error", out[:1])
+            # Every verdict in one pool (the user guide's story): a page
+            # back in the ring between two runs of the release work.
+            if len(out) >= 3:
+                pool.recycle_to_ring(out[1])
     # Memory providers' net_iovs held in TCP skb frags (devmem TCP); the
     # last one of a detached pool is held by nobody.
     for pool in world.pools:
