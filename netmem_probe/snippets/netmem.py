@@ -6,7 +6,6 @@ from typing import Sequence
 from drgn import Program
 
 from netmem_probe.kernel.layout import AGREEMENTS, applies
-from netmem_probe.kernel.netmem import pp_scheme
 from netmem_probe.snippets import Snippet
 from netmem_probe.snippets.pools import define_provider, has_member
 
@@ -14,46 +13,62 @@ __all__ = ("decode_code", "define_is_pp_page", "layout_code")
 
 
 def define_is_pp_page(s: Snippet) -> None:
-    """``is_pp_page(page)`` for the target's scheme, and ``dma_index(page)``."""
-    scheme = pp_scheme(s.prog)
-    if scheme.dma_index_mask:
-        s.define("dma_index", f'''
-            # Since Linux kernel commit ee62ce7a1d90 ("page_pool: Track DMA-mapped
-            # pages and unmap them when destroying the pool") (in v6.15) pp_magic
-            # also holds the page's index in its pool's dma_mapped XArray.
-            PP_DMA_INDEX_SHIFT = {scheme.dma_index_shift}
-            PP_DMA_INDEX_MASK = {scheme.dma_index_mask:#x}
-
-
-            def dma_index(page):
-                return (page.pp_magic.value_() & PP_DMA_INDEX_MASK) >> PP_DMA_INDEX_SHIFT
-            ''')
-    else:
+    """
+    ``is_pp_page(page)`` and ``dma_index(page)`` for the target's scheme,
+    chosen by its types; the constants are computed by the code itself, from
+    the kernel it runs on (generating it reads no memory).
+    """
+    prog = s.prog
+    try:
+        prog.constant("PGTY_netpp")
+        page_type = True
+    except LookupError:
+        page_type = False
+    if not has_member(prog, "struct page_pool", "dma_mapped"):
         s.define("dma_index", '''
             def dma_index(page):
-                """None: this kernel keeps no DMA index in pp_magic (before v6.15)."""
+                """None: no DMA index in pp_magic before Linux v6.15."""
                 return None
             ''')
-    if scheme.kind == "pp_magic" and scheme.dma_index_mask:
-        s.define("is_pp_page", f'''
-            # PP_SIGNATURE is 0x40 + POISON_POINTER_DELTA
-            # (CONFIG_ILLEGAL_POINTER_VALUE, {scheme.signature - 0x40:#x} here).
-            PP_SIGNATURE = {scheme.signature:#x}
-            PP_MAGIC_MASK = ~(PP_DMA_INDEX_MASK | 0x3)
-
-
-            def is_pp_page(page):
-                """
-                Whether a struct page * belongs to a page pool.  Not drgn's
-                is_pp_page(): it compares pp_magic & ~0x3, which the DMA index
-                in pp_magic defeats on this kernel.
-                """
-                return page.pp_magic.value_() & PP_MAGIC_MASK == PP_SIGNATURE
-            ''')
-    else:
-        # drgn's is_pp_page() knows the PGTY_netpp page type of Linux 7.1-rc
-        # and the pp_magic signature of kernels without a DMA index.
+        # drgn's is_pp_page() knows the pp_magic signature (and the PGTY_netpp
+        # page type of Linux 7.1-rc).
         s.add_from_import("drgn.helpers.linux.net", "is_pp_page")
+        return
+    s.define("dma_index", '''
+        # POISON_POINTER_DELTA (CONFIG_ILLEGAL_POINTER_VALUE), from a statically
+        # initialised timer: its entry.next is TIMER_ENTRY_STATIC, 0x300 + it.
+        POISON_POINTER_DELTA = prog["poll_spurious_irq_timer"].entry.next.value_() - 0x300
+        PP_SIGNATURE = 0x40 + POISON_POINTER_DELTA
+        # Since Linux kernel commit ee62ce7a1d90 ("page_pool: Track DMA-mapped
+        # pages and unmap them when destroying the pool") (in v6.15) pp_magic
+        # also holds the page's index in its pool's dma_mapped XArray: the bits
+        # above PP_SIGNATURE's and below POISON_POINTER_DELTA's, 32 at most.
+        PP_DMA_INDEX_SHIFT = (PP_SIGNATURE - POISON_POINTER_DELTA).bit_length()
+        if POISON_POINTER_DELTA:
+            lowest = (POISON_POINTER_DELTA & -POISON_POINTER_DELTA).bit_length() - 1
+            bits = min(32, lowest - PP_DMA_INDEX_SHIFT)
+            PP_DMA_INDEX_MASK = ((1 << bits) - 1) << PP_DMA_INDEX_SHIFT
+        else:
+            PP_DMA_INDEX_MASK = 0
+        PP_MAGIC_MASK = ~(PP_DMA_INDEX_MASK | 0x3)
+
+
+        def dma_index(page):
+            return (page.pp_magic.value_() & PP_DMA_INDEX_MASK) >> PP_DMA_INDEX_SHIFT
+        ''')
+    if page_type:
+        # drgn's is_pp_page() knows the PGTY_netpp page type of Linux 7.1-rc.
+        s.add_from_import("drgn.helpers.linux.net", "is_pp_page")
+        return
+    s.define("is_pp_page", '''
+        def is_pp_page(page):
+            """
+            Whether a struct page * belongs to a page pool.  Not drgn's
+            is_pp_page(): it compares pp_magic & ~0x3, which the DMA index
+            in pp_magic defeats on this kernel.
+            """
+            return page.pp_magic.value_() & PP_MAGIC_MASK == PP_SIGNATURE
+        ''')
 
 
 def _define_decode_page(s: Snippet) -> None:

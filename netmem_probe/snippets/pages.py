@@ -5,8 +5,6 @@ from typing import List, Sequence
 import click
 from drgn import Program
 
-from netmem_probe.kernel.holders import make_target
-from netmem_probe.kernel.walk import Problems
 from netmem_probe.snippets import Snippet
 from netmem_probe.snippets.netmem import define_is_pp_page, define_niov_desc
 from netmem_probe.snippets.pools import (
@@ -139,8 +137,13 @@ def _define_targets(s: Snippet) -> None:
             pfn = (value - DIRECT_MAP) >> PAGE_SHIFT
             if value >= DIRECT_MAP and any(start <= pfn < end for start, end in VALID_PFNS):
                 value = pfn_to_page(prog, pfn).value_()
+            pfn, rest = divmod(value - VMEMMAP, sizeof(prog.type("struct page")))
+            if rest or not any(start <= pfn < end for start, end in VALID_PFNS):
+                raise SystemExit(f"{value:#x} is not a netmem_ref, struct page or direct-map "
+                                 "address")
             return page_target(Object(prog, "struct page *", value))
-        ''', [("drgn", "Object"), ("drgn.helpers.linux.mm", "for_each_valid_page_range"),
+        ''', [("drgn", "Object"), ("drgn", "sizeof"),
+              ("drgn.helpers.linux.mm", "for_each_valid_page_range"),
               ("drgn.helpers.linux.mm", "page_to_pfn"), ("drgn.helpers.linux.mm", "pfn_to_page"),
               ("drgn.helpers.linux.mm", "phys_to_virt")])
 
@@ -432,11 +435,9 @@ def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
     values: List[int] = []
     for text in netmem:
         try:
-            value = parse_netmem(text)
-            make_target(prog, value, Problems())
+            values.append(parse_netmem(text))
         except ValueError as e:
-            raise click.BadParameter(f"{text!r}: {e}", param_hint="NETMEM")
-        values.append(value)
+            raise click.BadParameter(f"{text!r} is not a netmem_ref ({e})", param_hint="NETMEM")
     s = Snippet(prog, "netmem-probe holders " + " ".join(hex(v) for v in values),
                 "who references each page or net_iov")
     _define_holders(s)
