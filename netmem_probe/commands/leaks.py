@@ -21,6 +21,8 @@ EXAMPLES:
       the pool of "page_pool_release_retry() stalled pool shutdown: id 19"
   sudo netmem-probe leaks --json | jq 'select(.verdict == "leaked")'
       only what nothing holds, with the evidence, as JSON Lines
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed leaks --pool 10 --drgn
+      how it is done, as a drgn script: memmap scan, memory search, verdicts
 """
 
 VERDICTS = ("parked", "cached", "leaked")

@@ -22,6 +22,12 @@ EXAMPLES:
       ynl --family netdev --dump page-pool-get --output-json
   netmem-probe pools --netdev eth0 --inflight-only
       eth0's pools that have pages out
+  sudo netmem-probe pools --watch 5 --netdev eth0
+      refresh every 5 seconds, like top: in-flight change and counter
+      rates per pool, GROWING where in flight only rises (Ctrl-C quits)
+  netmem-probe -c vmcore -s vmlinux pools --state detached --drgn > detached.py
+      the same rows as plain drgn code, to read and adapt; run it with
+      drgn -c vmcore -s vmlinux detached.py
 """
 
 POOL_EXAMPLES = """\b
@@ -30,6 +36,8 @@ EXAMPLES:
       pool 3: where its in-flight pages sit, and its stats
   netmem-probe -c vmcore -s vmlinux pool 0xffff8880061c9000
       the same, by the pool's address (as in a kernel log line)
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed pool 10 --drgn
+      the drgn code that computes it: xa_load(), ptr_ring slots, per-CPU stats
 """
 
 STATES = ("listed", "orphaned", "invisible", "unreachable", "detached")

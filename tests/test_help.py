@@ -1,0 +1,147 @@
+"""
+Help that teaches: every command's --help ends with EXAMPLES of real
+invocations, each of which the CLI parses, and those on a bundled fixture
+run; click's shell completion works.
+"""
+
+import ast
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import click
+import pytest
+
+from conftest import ROOT, run_cli
+from netmem_probe.cli import cli
+from netmem_probe.commands import COMMANDS
+
+NETMEM_PROBE = Path(sys.executable).parent / "netmem-probe"
+EVERY = [cli, *COMMANDS]
+
+
+def examples(command: click.Command) -> List[Tuple[str, str]]:
+    """(command line, explanation) of each example of a command's epilog."""
+    lines = (command.epilog or "").splitlines()
+    assert "EXAMPLES:" in lines, f"{command.name} has no EXAMPLES"
+    out: List[Tuple[str, str]] = []
+    pending = ""
+    for line in lines[lines.index("EXAMPLES:") + 1:]:
+        if not line.strip():
+            break
+        if line.startswith("  ") and not line.startswith("    "):
+            pending = line.strip()
+        elif pending.endswith("|"):  # a pipeline that goes on
+            pending += " " + line.strip()
+        elif pending:
+            out.append((pending, line.strip()))
+            pending = ""
+    return out
+
+
+def invocations(line: str) -> Iterator[List[str]]:
+    """The netmem-probe argument lists of a shell line (pipes, sudo, xargs)."""
+    line = re.sub(r"\$\([^)]*\)", "X", line)  # $(uname -r)
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    segment: List[str] = []
+    for token in [*lexer, "|"]:
+        if token != "|":
+            segment.append(token)
+            continue
+        words = segment[:segment.index(">")] if ">" in segment else segment
+        segment = []
+        piped = bool(words) and words[0] == "xargs"
+        while words and words[0] in ("sudo", "xargs"):
+            words = words[1:]
+        if words and words[0] == "netmem-probe":
+            # xargs supplies the values the command line leaves out.
+            yield words[1:] + (["0x1"] if piped else [])
+
+
+def parse(args: List[str]) -> str:
+    """Parse a command line as netmem-probe would, without running it; its command."""
+    ctx = cli.make_context("netmem-probe", list(args))
+    rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+    name, command, rest = cli.resolve_command(ctx, rest)
+    command.make_context(name, rest, parent=ctx)
+    return name
+
+
+@pytest.mark.parametrize("command", EVERY, ids=lambda c: c.name)
+def test_help_ends_with_examples(command):
+    args = ["--help"] if command is cli else [command.name, "--help"]
+    result = run_cli(*args)
+    assert result.code == 0, result
+    lines = result.out.rstrip("\n").splitlines()
+    start = lines.index("  EXAMPLES:")
+    assert lines[start + 1:] and all(line.startswith("    ") for line in lines[start + 1:]), \
+        result.out
+    found = examples(command)
+    assert len(found) >= 2 and all(explanation for _, explanation in found)
+    if command is not cli:
+        assert any("fixtures/vmcore-stubs/" in line for line, _ in found), \
+            "no example a user can try without root"
+
+
+def test_a_bad_example_would_not_parse():
+    with pytest.raises(click.UsageError):
+        parse(["-f", "x", "pools", "--no-such-option"])
+    assert list(invocations("a | sudo netmem-probe pools > x.json | b")) == [["pools"]]
+
+
+@pytest.mark.parametrize("command", EVERY, ids=lambda c: c.name)
+def test_every_example_parses(command):
+    for line, _ in examples(command):
+        argvs = list(invocations(line))
+        assert argvs, line
+        for argv in argvs:
+            try:
+                name = parse(argv)
+            except click.ClickException as e:
+                pytest.fail(f"{line}: {e.format_message()}")
+            assert command is cli or name == command.name or "|" in line, line
+
+
+def _fixture_examples() -> List[Tuple[str, List[str]]]:
+    out = []
+    for command in EVERY:
+        for line, _ in examples(command):
+            if "fixtures/vmcore-stubs/" in line and "|" not in line and "-" not in line.split():
+                out.extend((line, argv) for argv in invocations(line))
+    return out
+
+
+@pytest.mark.parametrize("line,argv", _fixture_examples(), ids=lambda x: "" if isinstance(
+    x, list) else " ".join(x.split()[3:]))
+def test_fixture_examples_run(line, argv, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = run_cli(*argv)
+    assert result.code in (0, 1), result
+    assert result.out.strip(), result
+    if "--drgn" in argv:
+        ast.parse(result.out)
+
+
+def _complete(env: dict) -> str:
+    result = subprocess.run([str(NETMEM_PROBE)], env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_shell_completion_script_and_completions():
+    script = _complete({"_NETMEM_PROBE_COMPLETE": "bash_source"})
+    assert "_netmem_probe_completion()" in script
+    assert "complete -o nosort -F _netmem_probe_completion netmem-probe" in script
+    assert "#compdef netmem-probe" in _complete({"_NETMEM_PROBE_COMPLETE": "zsh_source"})
+    words = _complete({"_NETMEM_PROBE_COMPLETE": "bash_complete",
+                       "COMP_WORDS": "netmem-probe po", "COMP_CWORD": "1"})
+    assert words.split() == ["plain,pool", "plain,pools"]
+    states = _complete({"_NETMEM_PROBE_COMPLETE": "bash_complete",
+                        "COMP_WORDS": "netmem-probe pools --state ", "COMP_CWORD": "3"})
+    assert "plain,detached" in states.split()
