@@ -256,3 +256,12 @@ def test_a_search_span_that_covers_everything_is_cut_off():
     fm = FaultyMemory(w, max_reads=100_000)
     fm.write_word(w.global_("page_offset_base").addr, 0)
     partial(run(fm, "holders", "0x1"), "more than 4096 references")
+
+
+@pytest.mark.parametrize("command", ["holders", "leaks"])
+def test_an_unreadable_direct_map_base_is_one_skipped_object(command):
+    w = world()
+    fm = FaultyMemory(w)
+    fm.unmap(w.global_("page_offset_base").addr, 8)
+    args = [command] + ([hex(nic_pools(w)[0].pages[0].netmem)] if command == "holders" else [])
+    partial(run(fm, *args), "direct map base")

@@ -122,14 +122,19 @@ class Holder:
         return self.kind in POOL_KINDS or (self.kind in SKB_KINDS and self.skb is not None)
 
 
-def _direct_map_base(prog: Program) -> int:
+def _direct_map_base(prog: Program, problems: Problems) -> Optional[int]:
+    """``phys_to_virt(0)``; None, recorded, if it cannot be read (page_offset_base)."""
     try:
         return prog.cache["netmem_probe_direct_map"]
     except KeyError:
         pass
     from drgn.helpers.linux.mm import phys_to_virt
 
-    base = prog.cache["netmem_probe_direct_map"] = phys_to_virt(prog, 0).value_()
+    try:
+        base = prog.cache["netmem_probe_direct_map"] = phys_to_virt(prog, 0).value_()
+    except drgn.FaultError as e:
+        problems.fault("direct map base", e.address, e)
+        return None
     return base
 
 
@@ -139,8 +144,8 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
     set, if it decodes as one), a page ``netmem_ref`` (a ``struct page``
     address), or an address in the direct map (the page it lies in).
 
-    :return: None if the kernel's memmap cannot be read, so the value cannot
-        be told (recorded in ``problems``).
+    :return: None if the kernel's memmap or direct map base cannot be read,
+        so the value cannot be told (recorded in ``problems``).
     :raises ValueError: if ``value`` names none of these.
     """
     niov_problem = None
@@ -152,10 +157,10 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
         # Not a net_iov: an odd address in the direct map still names a page.
         niov_problem = niov.problem
     memmap = memmap_description(prog, problems)
-    if memmap is None:
+    base = _direct_map_base(prog, problems)
+    if memmap is None or base is None:
         return None
     page_shift = prog["PAGE_SHIFT"].value_()
-    base = _direct_map_base(prog)
     pfn = (value - base) >> page_shift
     if value >= base and any(start <= pfn < end for start, end in memmap.ranges):
         value = memmap.vmemmap + pfn * drgn.sizeof(prog.type("struct page"))
@@ -172,16 +177,24 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
             pass
     # An impossible order is a corrupt pool: look at the head page alone.
     order = order if order <= MAX_PAGE_ORDER else 0
-    return page_target(prog, info.pfn, value, info.pool, info.pool_id, order)
+    return page_target(prog, info.pfn, value, info.pool, info.pool_id, order, problems)
 
 
 def page_target(prog: Program, pfn: int, page: int, pool: Optional[int],
-                pool_id: Optional[int], order: int) -> Target:
-    """The target for the ``struct page`` at ``page`` (pfn ``pfn``, of ``2**order`` pages)."""
+                pool_id: Optional[int], order: int,
+                problems: Optional[Problems] = None) -> Target:
+    """
+    The target for the ``struct page`` at ``page`` (pfn ``pfn``, of ``2**order``
+    pages).  Without a readable direct map base it has no span: pointers into
+    the page cannot be told, only the page's own words searched.
+    """
     page_shift = prog["PAGE_SHIFT"].value_()
-    start = _direct_map_base(prog) + (pfn << page_shift)
-    return Target(page, "page", page, (page,), (start, start + (1 << (page_shift + order))),
-                  pool, pool_id, None)
+    base = _direct_map_base(prog, problems if problems is not None else Problems())
+    span = None
+    if base is not None:
+        start = base + (pfn << page_shift)
+        span = (start, start + (1 << (page_shift + order)))
+    return Target(page, "page", page, (page,), span, pool, pool_id, None)
 
 
 def _cover(values: Iterable[int], spans: Iterable[Tuple[int, int]],
@@ -213,13 +226,13 @@ def search_words(prog: Program, values: Set[int], spans: Sequence[Tuple[int, int
     if not values and not spans:
         return
     memmap = memmap_description(prog, problems)
-    if memmap is None:
-        return  # recorded: without the valid RAM ranges there is nothing to search
+    base = _direct_map_base(prog, problems)
+    if memmap is None or base is None:
+        return  # recorded: without RAM's ranges and place there is nothing to search
     ranges = _cover(values, spans, MAX_SEARCH_RANGES)
     starts = sorted(lo for lo, _ in spans)
     ends = {lo: hi for lo, hi in spans}
     page_shift = prog["PAGE_SHIFT"].value_()
-    base = _direct_map_base(prog)
     it = prog.search_memory_word(*ranges)
     for start_pfn, end_pfn in memmap.ranges:
         lo, hi = start_pfn << page_shift, (end_pfn << page_shift) - 1

@@ -106,7 +106,7 @@ def find_leaks(prog: Program, problems: Problems, pool_ids: Sequence[int] = (),
         for page in scanner.pages(page_pools, progress):
             info = by_address[page.pool].info
             items.append((page_target(prog, page.pfn, page.page, page.pool, page.pool_id,
-                                      info.order),
+                                      info.order, problems),
                           page.pfn, page.pp_ref_count, page.refcount, None))
     provider_pools = [info for info in pools if info.provider]
     if provider_pools:
