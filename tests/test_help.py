@@ -17,7 +17,7 @@ import click
 import pytest
 
 from conftest import ROOT, run_cli
-from netmem_probe.cli import cli
+from netmem_probe.cli import cli, main
 from netmem_probe.commands import COMMANDS
 
 NETMEM_PROBE = Path(sys.executable).parent / "netmem-probe"
@@ -116,8 +116,11 @@ def _fixture_examples() -> List[Tuple[str, List[str]]]:
     return out
 
 
-@pytest.mark.parametrize("line,argv", _fixture_examples(), ids=lambda x: "" if isinstance(
-    x, list) else " ".join(x.split()[3:]))
+FIXTURE_EXAMPLES = _fixture_examples()
+
+
+@pytest.mark.parametrize("line,argv", FIXTURE_EXAMPLES,
+                         ids=[" ".join(argv[2:]) for _, argv in FIXTURE_EXAMPLES])
 def test_fixture_examples_run(line, argv, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = run_cli(*argv)
@@ -127,21 +130,41 @@ def test_fixture_examples_run(line, argv, monkeypatch):
         ast.parse(result.out)
 
 
-def _complete(env: dict) -> str:
-    result = subprocess.run([str(NETMEM_PROBE)], env={**os.environ, **env},
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+def _complete(monkeypatch, capsys, **env: str) -> str:
+    """What the netmem-probe entry point prints with click's completion variables set."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
 
 
-def test_shell_completion_script_and_completions():
-    script = _complete({"_NETMEM_PROBE_COMPLETE": "bash_source"})
+def test_shell_completion_scripts_and_completions(monkeypatch, capsys):
+    script = _complete(monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="bash_source")
     assert "_netmem_probe_completion()" in script
     assert "complete -o nosort -F _netmem_probe_completion netmem-probe" in script
-    assert "#compdef netmem-probe" in _complete({"_NETMEM_PROBE_COMPLETE": "zsh_source"})
-    words = _complete({"_NETMEM_PROBE_COMPLETE": "bash_complete",
-                       "COMP_WORDS": "netmem-probe po", "COMP_CWORD": "1"})
+    assert "#compdef netmem-probe" in _complete(monkeypatch, capsys,
+                                                _NETMEM_PROBE_COMPLETE="zsh_source")
+    assert "complete --no-files --command netmem-probe" in _complete(
+        monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="fish_source")
+    words = _complete(monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="bash_complete",
+                      COMP_WORDS="netmem-probe po", COMP_CWORD="1")
     assert words.split() == ["plain,pool", "plain,pools"]
-    states = _complete({"_NETMEM_PROBE_COMPLETE": "bash_complete",
-                        "COMP_WORDS": "netmem-probe pools --state ", "COMP_CWORD": "3"})
+    states = _complete(monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="bash_complete",
+                       COMP_WORDS="netmem-probe pools --state ", COMP_CWORD="3")
     assert "plain,detached" in states.split()
+
+
+def test_the_readme_bash_line_completes_in_bash():
+    # What the README says to put in ~/.bashrc, then what bash does on <Tab>.
+    script = ('eval "$(_NETMEM_PROBE_COMPLETE=bash_source netmem-probe)"\n'
+              "COMP_WORDS=(netmem-probe pools --wa); COMP_CWORD=2\n"
+              "_netmem_probe_completion netmem-probe\n"
+              'echo "${COMPREPLY[@]}"\n')
+    path = f"{NETMEM_PROBE.parent}:{os.environ.get('PATH', '')}"
+    result = subprocess.run(["bash", "-c", script], env={**os.environ, "PATH": path},
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["--watch"], result
+    assert 'eval "$(_NETMEM_PROBE_COMPLETE=bash_source netmem-probe)"' in (
+        ROOT / "README.md").read_text()
