@@ -10,6 +10,7 @@ count has not fallen in any interval and has risen overall, over at least
 do not come back.
 """
 
+import io
 import json
 import sys
 import time
@@ -124,9 +125,9 @@ def _print_frame(records: List[Dict[str, Any]], header: str, tty: bool) -> None:
                *(name for _, name in RATE_COLUMNS), "trend"]
     headers = ["ID", "STATE", "NETDEV", "INFLIGHT", "CHANGE",
                *(h for h, _ in RATE_COLUMNS), "TREND"]
-    lines: List[str] = []
-    emit_table(rows, columns, headers, out=_Lines(lines))
-    for i, line in enumerate(lines):
+    table = io.StringIO()
+    emit_table(rows, columns, headers, out=table)
+    for i, line in enumerate(table.getvalue().splitlines()):
         growing = i >= 2 and records[i - 2]["growing"]
         click.echo(click.style(line, fg="red", bold=True) if growing and tty else line)
     growing_ids = [str(r["id"]) for r in records if r["growing"]]
@@ -135,16 +136,6 @@ def _print_frame(records: List[Dict[str, Any]], header: str, tty: bool) -> None:
     if growing_ids:
         summary += f"; in flight only grows in pool {', '.join(growing_ids)}"
     click.echo(summary)
-
-
-class _Lines:
-    """A text stream that collects lines (the table, to style some of them)."""
-
-    def __init__(self, lines: List[str]) -> None:
-        self.lines = lines
-
-    def write(self, text: str) -> None:
-        self.lines.extend(text.splitlines())
 
 
 def watch_pools(target: Target, interval: float, iterations: Optional[int], select: Select,

@@ -24,7 +24,7 @@ import functools
 import json
 import textwrap
 from string import Template
-from typing import Any, Callable, Dict, Iterable, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Set, Tuple, TypeVar
 
 import click
 from drgn import Program
@@ -125,7 +125,7 @@ def fill(code: str, **substitutions: str) -> str:
     A placeholder alone on its line stands for a block: the substitution is
     dedented and indented like the placeholder (an empty one drops the line).
     """
-    lines = []
+    lines: List[str] = []
     for line in textwrap.dedent(code).strip("\n").splitlines():
         stripped = line.strip()
         name = stripped[1:]

@@ -407,7 +407,8 @@ def _define_holders(s: Snippet) -> None:
                 found[t["netmem"]].append(row)
             skbs = skbs_of({shinfo for _, _, _, shinfo, _ in frags})
             for t, address, value, shinfo, i in frags:
-                found[t["netmem"]].append(holder(t, address, value, "skb-frag", skbs.get(shinfo), i))
+                row = holder(t, address, value, "skb-frag", skbs.get(shinfo), i)
+                found[t["netmem"]].append(row)
             for rows in found.values():
                 rows.sort(key=lambda row: int(row["address"], 16))
             return found
@@ -437,7 +438,8 @@ def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
         try:
             values.append(parse_netmem(text))
         except ValueError as e:
-            raise click.BadParameter(f"{text!r} is not a netmem_ref ({e})", param_hint="NETMEM")
+            raise click.BadParameter(f"{text!r} is not a netmem_ref ({e})",
+                                     param_hint="NETMEM") from None
     s = Snippet(prog, "netmem-probe holders " + " ".join(hex(v) for v in values),
                 "who references each page or net_iov")
     _define_holders(s)

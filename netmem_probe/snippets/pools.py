@@ -9,8 +9,8 @@ from drgn import Program
 from netmem_probe.kernel.structs import member_exists
 from netmem_probe.snippets import Snippet, py_strings
 
-__all__ = ("define_name", "define_page_pools", "define_pool_places", "define_pool_record", "define_provider",
-           "define_ring_slots", "has_member", "pool_code", "pools_code")
+__all__ = ("define_name", "define_page_pools", "define_pool_places", "define_pool_record",
+           "define_provider", "define_ring_slots", "has_member", "pool_code", "pools_code")
 
 XARRAY = "drgn.helpers.linux.xarray"
 
@@ -315,7 +315,8 @@ def _pool_lookup(key: str) -> str:
         by_address = key.lower().startswith("0x")
         wanted = int(key, 16) if by_address else int(key, 10)
     except ValueError:
-        raise click.BadParameter(f"{key!r} is neither a pool id nor an address", param_hint="POOL")
+        raise click.BadParameter(f"{key!r} is neither a pool id nor an address",
+                                 param_hint="POOL") from None
     if by_address:
         return f'''
             pool = Object(prog, "struct page_pool *", {wanted:#x})

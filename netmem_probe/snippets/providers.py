@@ -186,7 +186,7 @@ def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
         return ""  # no task or file types, or no io_uring: no rings to look through
     code.append("for ctx in dict.fromkeys(rings):\n"
                 "    ctx = Object(prog, \"struct io_ring_ctx *\", ctx)\n"
-                + "\n".join("    " + line for line in textwrap.dedent(ifqs).strip("\n").splitlines()))
+                + textwrap.indent(textwrap.dedent(ifqs).strip("\n"), "    "))
     s.add_from_import("drgn", "Object")
     return "\n".join(code)
 
@@ -283,7 +283,8 @@ def _ring_addresses(prog: Program, rings: Sequence[str]) -> Sequence[int]:
         try:
             out.append(int(text, 0))
         except ValueError:
-            raise click.BadParameter(f"{text!r} is not an address", param_hint="--ring")
+            raise click.BadParameter(f"{text!r} is not an address",
+                                     param_hint="--ring") from None
     if out and not (has_member(prog, "struct io_ring_ctx", "zcrx_ctxs")
                     or has_member(prog, "struct io_ring_ctx", "ifq")):
         raise click.BadParameter("this kernel's io_uring rings have no zcrx ifqs",
@@ -318,15 +319,15 @@ def providers_code(prog: Program, rings: Sequence[str] = (), scan_files: bool = 
 
 
 def _area_test(area_key: Optional[str], pool_id: Optional[int]) -> str:
-    """The condition an area must meet for ``--area`` / ``--pool``."""
-    if pool_id is not None:
+    """The condition an area must meet for ``--area`` or else ``--pool``."""
+    if area_key is None:
         return f'{pool_id} in area["pools"]'
     kind, _, value = area_key.rpartition(":")
     try:
         number = int(value, 0)
     except ValueError:
         raise click.BadParameter(f"{area_key!r} is not dmabuf:ID, io_uring:ID or an address",
-                                 param_hint="--area")
+                                 param_hint="--area") from None
     test = f'area["kind"] == "{kind}" and ' if kind else ""
     if value.lower().startswith("0x"):
         test += (f'({number:#x} == int(area["address"], 16)\n'
