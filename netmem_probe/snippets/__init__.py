@@ -30,7 +30,10 @@ import click
 from drgn import Program
 from drgn.commands import DrgnCodeBuilder
 
-__all__ = ("COUNT_KEYS", "KEYS", "Snippet", "drgn_option", "fill", "py_strings")
+from netmem_probe.kernel.structs import member_exists
+
+__all__ = ("COUNT_KEYS", "KEYS", "Snippet", "drgn_option", "fill", "has_member", "has_object",
+           "has_type", "py_strings")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Generator = Callable[..., str]
@@ -111,6 +114,29 @@ class Snippet(DrgnCodeBuilder):
     def _append_part(self, code: str) -> None:
         # Two blank lines between top-level parts, as PEP 8 has them.
         self.append("\n\n" + code if self._code else code)
+
+
+def has_type(prog: Program, name: str) -> bool:
+    """Whether the target's debug info has type ``name``."""
+    try:
+        prog.type(name)
+        return True
+    except LookupError:
+        return False
+
+
+def has_member(prog: Program, type_name: str, path: str) -> bool:
+    """Whether the target's ``type_name`` exists and has member ``path``."""
+    return has_type(prog, type_name) and member_exists(prog.type(type_name), path)
+
+
+def has_object(prog: Program, name: str) -> bool:
+    """Whether the target has a variable, function or constant ``name``."""
+    try:
+        prog.object(name)
+        return True
+    except (LookupError, ValueError):
+        return False
 
 
 def py_strings(values: Iterable[str]) -> str:

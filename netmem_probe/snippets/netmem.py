@@ -6,8 +6,8 @@ from typing import Sequence
 from drgn import Program
 
 from netmem_probe.kernel.layout import AGREEMENTS, applies
-from netmem_probe.snippets import Snippet
-from netmem_probe.snippets.pools import define_provider, has_member
+from netmem_probe.snippets import Snippet, has_member, has_object, has_type
+from netmem_probe.snippets.pools import define_provider
 
 __all__ = ("decode_code", "define_is_pp_page", "layout_code")
 
@@ -19,11 +19,6 @@ def define_is_pp_page(s: Snippet) -> None:
     the kernel it runs on (generating it reads no memory).
     """
     prog = s.prog
-    try:
-        prog.constant("PGTY_netpp")
-        page_type = True
-    except LookupError:
-        page_type = False
     if not has_member(prog, "struct page_pool", "dma_mapped"):
         s.define("dma_index", '''
             def dma_index(page):
@@ -56,7 +51,7 @@ def define_is_pp_page(s: Snippet) -> None:
         def dma_index(page):
             return (page.pp_magic.value_() & PP_DMA_INDEX_MASK) >> PP_DMA_INDEX_SHIFT
         ''')
-    if page_type:
+    if has_object(prog, "PGTY_netpp"):
         # drgn's is_pp_page() knows the PGTY_netpp page type of Linux 7.1-rc.
         s.add_from_import("drgn.helpers.linux.net", "is_pp_page")
         return
@@ -128,13 +123,9 @@ def define_niov_kind(s: Snippet) -> None:
     """``niov_kind(niov)``: ``"dmabuf"`` or ``"io_uring"``."""
     prog = s.prog
     if has_member(prog, "struct net_iov", "type"):
-        names = []
-        for constant, kind in (("NET_IOV_DMABUF", "dmabuf"), ("NET_IOV_IOURING", "io_uring")):
-            try:
-                prog.constant(constant)
-                names.append(f'prog["{constant}"].value_(): "{kind}",')
-            except LookupError:
-                pass
+        names = [f'prog["{constant}"].value_(): "{kind}",' for constant, kind in (
+            ("NET_IOV_DMABUF", "dmabuf"), ("NET_IOV_IOURING", "io_uring"))
+            if has_object(prog, constant)]
         s.define("niov_kind", '''
             NIOV_TYPES = {
                 $names
@@ -146,9 +137,7 @@ def define_niov_kind(s: Snippet) -> None:
                 return NIOV_TYPES.get(niov.type.value_())
             ''', names="\n".join(names))
         return
-    try:
-        prog.object("io_uring_pp_zc_ops")
-    except (LookupError, ValueError):
+    if not has_object(prog, "io_uring_pp_zc_ops"):
         s.define("niov_kind", '''
             def niov_kind(niov):
                 """devmem: this kernel's only provider (and net_iov has no type before v6.16)."""
@@ -168,9 +157,7 @@ def _define_decode_net_iov(s: Snippet) -> None:
     prog = s.prog
     define_niov_desc(s)
     define_niov_kind(s)
-    owner_type = "struct net_iov_area"
-    try:
-        prog.type(owner_type)
+    if has_type(prog, "struct net_iov_area"):
         area = '''
             # Since Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov chunk
             # owners") (in v6.15) owner is the struct net_iov_area of a zcrx area
@@ -184,7 +171,7 @@ def _define_decode_net_iov(s: Snippet) -> None:
                 row["dmabuf"] = chunk.binding.id.value_()
             '''
         s.add_from_import("drgn", "container_of")
-    except LookupError:
+    else:
         area = '''
             # Before Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov
             # chunk owners") (in v6.15) owner is the devmem chunk owner itself.

@@ -5,14 +5,13 @@ from typing import List, Sequence
 import click
 from drgn import Program
 
-from netmem_probe.snippets import Snippet
+from netmem_probe.snippets import Snippet, has_member, has_type
 from netmem_probe.snippets.netmem import define_is_pp_page, define_niov_desc
 from netmem_probe.snippets.pools import (
     define_pool_places,
     define_pool_record,
     define_provider,
     define_ring_slots,
-    has_member,
 )
 from netmem_probe.snippets.providers import define_areas, define_niov_states
 
@@ -415,18 +414,19 @@ def _define_holders(s: Snippet) -> None:
 
 
         POOL_ARRAYS = pool_arrays()
-        NIOVS_OFFSET = offsetof(prog.type("$area_type"), "niovs")
+        $niovs_offset
         ''', [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")],
-        area_type=_area_type(s.prog))
+        niovs_offset=_niovs_offset(s.prog))
 
 
-def _area_type(prog: Program) -> str:
-    """The type a net_iov's owner points to (``struct net_iov_area`` since v6.15)."""
-    try:
-        prog.type("struct net_iov_area")
-        return "struct net_iov_area"
-    except LookupError:
-        return "struct dmabuf_genpool_chunk_owner"
+def _niovs_offset(prog: Program) -> str:
+    """Where a net_iov's owner keeps the pointer to its niovs."""
+    if has_type(prog, "struct net_iov_area"):
+        return 'NIOVS_OFFSET = offsetof(prog.type("struct net_iov_area"), "niovs")'
+    if has_type(prog, "struct dmabuf_genpool_chunk_owner"):
+        # Before Linux v6.15 a net_iov's owner is its devmem chunk owner.
+        return 'NIOVS_OFFSET = offsetof(prog.type("struct dmabuf_genpool_chunk_owner"), "niovs")'
+    return "NIOVS_OFFSET = None  # no struct net_iov before Linux 6.12"
 
 
 def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
@@ -462,7 +462,7 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
     _define_pool_pages(s)
     _define_holders(s)
     niovs = ""
-    if _has_net_iov(prog):
+    if has_type(prog, "struct net_iov"):
         define_areas(s, scan_files=False)
         define_niov_states(s)
         niovs = '''
@@ -519,11 +519,3 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
                                   "kind": t["kind"], **fields, "verdict": verdict}))
         ''', selection=selection, niovs=niovs)
     return s.get()
-
-
-def _has_net_iov(prog: Program) -> bool:
-    try:
-        prog.type("struct net_iov")
-        return True
-    except LookupError:
-        return False

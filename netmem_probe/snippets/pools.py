@@ -7,38 +7,18 @@ import click
 from drgn import Program
 
 from netmem_probe.kernel.structs import member_exists
-from netmem_probe.snippets import Snippet, py_strings
+from netmem_probe.snippets import Snippet, has_member, has_object, py_strings
 
 __all__ = ("define_name", "define_page_pools", "define_pool_places", "define_pool_record",
-           "define_provider", "define_ring_slots", "has_member", "pool_code", "pools_code")
+           "define_provider", "define_ring_slots", "pool_code", "pools_code")
 
 XARRAY = "drgn.helpers.linux.xarray"
-
-
-def _has_type(prog: Program, name: str) -> bool:
-    try:
-        prog.type(name)
-        return True
-    except LookupError:
-        return False
-
-
-def _has_object(prog: Program, name: str) -> bool:
-    try:
-        prog.object(name)
-        return True
-    except (LookupError, ValueError):
-        return False
-
-
-def has_member(prog: Program, type_name: str, path: str) -> bool:
-    """Whether the target's ``type_name`` exists and has member ``path``."""
-    return _has_type(prog, type_name) and member_exists(prog.type(type_name), path)
 
 
 def define_page_pools(s: Snippet) -> None:
     """``PAGE_POOLS`` and ``for_each_pool()``."""
     try:
+        # As netmem_probe.kernel.page_pool finds it: by its file first.
         s.prog.object("page_pools", filename="page_pool_user.c")
         lookup = 'prog.object("page_pools", filename="page_pool_user.c")'
     except LookupError:
@@ -80,7 +60,7 @@ def define_provider(s: Snippet) -> None:
         return
     known = [(name, kind) for name, kind in (("dmabuf_devmem_ops", "dmabuf"),
                                             ("io_uring_pp_zc_ops", "io_uring"))
-             if _has_object(prog, name)]
+             if has_object(prog, name)]
     tests = "".join(f'if ops == prog["{name}"].address_:\n    return "{kind}"\n'
                     for name, kind in known)
     s.define("provider", '''
@@ -153,7 +133,7 @@ def define_pool_record(s: Snippet) -> None:
                 binding = cast("struct net_devmem_dmabuf_binding *", pool.mp_priv)
                 row["dmabuf"] = binding.id.value_()
             ''')
-        if _has_object(prog, "io_uring_pp_zc_ops"):
+        if has_object(prog, "io_uring_pp_zc_ops"):
             if has_member(prog, "struct io_zcrx_ifq", "niov_shift"):
                 provider += dedent('''
                     elif kind == "io_uring":

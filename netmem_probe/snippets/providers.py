@@ -6,33 +6,16 @@ from typing import Optional, Sequence
 import click
 from drgn import Program
 
-from netmem_probe.snippets import Snippet, py_strings
+from netmem_probe.snippets import Snippet, has_member, has_object, has_type, py_strings
 from netmem_probe.snippets.netmem import define_niov_desc
 from netmem_probe.snippets.pools import (
     define_name,
     define_page_pools,
     define_pool_places,
     define_provider,
-    has_member,
 )
 
 __all__ = ("define_areas", "define_niov_states", "niovs_code", "providers_code")
-
-
-def _has_object(prog: Program, name: str) -> bool:
-    try:
-        prog.object(name)
-        return True
-    except (LookupError, ValueError):
-        return False
-
-
-def _has_type(prog: Program, name: str) -> bool:
-    try:
-        prog.type(name)
-        return True
-    except LookupError:
-        return False
 
 
 def _define_binding_area(s: Snippet) -> None:
@@ -163,8 +146,8 @@ def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
     else:
         return ""
     code = [f"rings = [{', '.join(hex(r) for r in rings)}]" + ("  # --ring" if rings else "")]
-    fops = [name for name in ("io_uring_fops", "zcrx_box_fops") if _has_object(prog, name)]
-    if scan_files and fops and _has_type(prog, "struct task_struct") and _has_type(
+    fops = [name for name in ("io_uring_fops", "zcrx_box_fops") if has_object(prog, name)]
+    if scan_files and fops and has_type(prog, "struct task_struct") and has_type(
             prog, "struct files_struct"):
         s.add_from_import("drgn.helpers.linux.pid", "for_each_task")
         s.add_from_import("drgn.helpers.linux.fs", "for_each_file")
@@ -200,7 +183,7 @@ def define_areas(s: Snippet, rings: Sequence[int] = (), scan_files: bool = True)
     s.define("PAGE_SHIFT", 'PAGE_SHIFT = prog["PAGE_SHIFT"].value_()')
     _define_binding_area(s)
     _define_zcrx_areas(s)
-    if _has_object(prog, "net_devmem_dmabuf_bindings"):
+    if has_object(prog, "net_devmem_dmabuf_bindings"):
         registry = '''
             # The registry of bindings (net/core/devmem.c).  A binding whose
             # netlink socket closed leaves it but lives on while pools use it.
@@ -276,6 +259,14 @@ def define_niov_states(s: Snippet) -> None:
         ''', [("drgn", "Object"), ("drgn", "sizeof")])
 
 
+def _without_providers(s: Snippet) -> bool:
+    """Whether the kernel predates memory providers (then the script says so)."""
+    if has_type(s.prog, "struct net_iov"):
+        return False
+    s.main("# No struct net_iov before Linux 6.12 (devmem TCP): no memory providers.")
+    return True
+
+
 def _ring_addresses(prog: Program, rings: Sequence[str]) -> Sequence[int]:
     """``--ring`` addresses, refused as the command refuses them."""
     out = []
@@ -302,6 +293,8 @@ def providers_code(prog: Program, rings: Sequence[str] = (), scan_files: bool = 
     addresses = _ring_addresses(prog, rings)
     s = Snippet(prog, "netmem-probe providers" + _options(addresses, scan_files),
                 "devmem dma-buf bindings and io_uring zcrx areas, and what their niovs do")
+    if _without_providers(s):
+        return s.get()
     define_areas(s, addresses, scan_files)
     define_niov_states(s)
     s.main('''
@@ -349,6 +342,8 @@ def niovs_code(prog: Program, area_key: Optional[str] = None, pool_id: Optional[
                        "".join(f" --state {state}" for state in states),
                        _options(addresses, scan_files)])
     s = Snippet(prog, "netmem-probe niovs" + options, "every net_iov of the provider areas")
+    if _without_providers(s):
+        return s.get()
     define_areas(s, addresses, scan_files)
     define_niov_states(s)
     selection = area_key is not None or pool_id is not None
