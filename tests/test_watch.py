@@ -5,11 +5,15 @@ whose ``on_read`` hooks move the pools' counters each time a refresh reads
 them, as traffic would between two refreshes.
 """
 
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
 from typing import Any, Dict, List
 
 import pytest
 
 from conftest import FIXTURES, run_cli
+from netmem_probe.cli import main
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.world import World
@@ -50,8 +54,6 @@ def _traffic(fm: FaultyMemory, pool: FakePagePool, *, hold: int, release: int,
 
 
 def _records(out: str) -> List[Dict[str, Any]]:
-    import json
-
     return [json.loads(line) for line in out.splitlines()]
 
 
@@ -138,3 +140,25 @@ def test_watch_arguments_are_checked(args):
     result = run_cli("pools", *args, program=FaultyMemory(_world()).program(live=True))
     assert result.code == 2, result
     assert result.err.startswith("netmem-probe: error: ") and result.err.count("\n") == 1
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_screen_refreshes_and_the_growing_pool_is_red():
+    w = _world()
+    fm = FaultyMemory(w)
+    leaking = _nic_pools(w)[0]
+    _traffic(fm, leaking, hold=2, release=0)
+    screen = _Terminal()
+    with redirect_stdout(screen), redirect_stderr(io.StringIO()):
+        code = main(["pools", "--watch", INTERVAL, "-n", "3"], program=fm.program(live=True))
+    assert code == 0
+    frames = screen.getvalue().split("\x1b[2J\x1b[1;1H")  # click.clear()
+    assert len(frames) == 4 and frames[0] == ""
+    red = [line for line in frames[-1].splitlines() if line.startswith("\x1b[")]
+    assert len(red) == 1 and red[0].split()[0].endswith(str(leaking.id))
+    assert "GROWING" in red[0] and "\x1b[31m" in red[0]
+    assert "\x1b[31m" not in frames[2]
