@@ -8,7 +8,7 @@ them, as traffic would between two refreshes.
 import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -36,7 +36,7 @@ def _nic_pools(w: World) -> List[FakePagePool]:
 
 
 def _traffic(fm: FaultyMemory, pool: FakePagePool, *, hold: int, release: int,
-             alloc_fast: int = 0, reads: List[int] = None) -> None:
+             alloc_fast: int = 0, reads: Optional[List[int]] = None) -> None:
     """After each read of the pool (one per refresh), its counters move."""
     at_hold = pool.obj.addr_of("pages_state_hold_cnt")
     at_release = pool.obj.addr_of("pages_state_release_cnt")

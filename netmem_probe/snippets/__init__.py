@@ -36,16 +36,18 @@ __all__ = ("COUNT_KEYS", "KEYS", "Snippet", "drgn_option", "fill", "has_member",
            "has_type", "py_strings")
 
 F = TypeVar("F", bound=Callable[..., Any])
-Generator = Callable[..., str]
+CodeGenerator = Callable[..., str]
 
 _POOL_KEYS = ("id", "ifindex", "napi-id", "inflight", "inflight-mem", "detach-time", "dmabuf",
               "io-uring", "address", "state", "detached", "detach-age", "netdev", "orig-netdev",
               "order", "hold", "release")
 
-#: command -> the keys each printed row has.  ``pool`` rows also have
-#: ``breakdown`` and ``stats``; ``pages --count`` rows have :data:`COUNT_KEYS`;
-#: ``holders`` prints one row per reference, with the ``netmem`` it names;
-#: ``layout`` rows are the command's own JSON records.
+#: command -> the keys a printed row may have, with the values of the
+#: command's ``--json`` (a key it leaves out, the row leaves out).  ``pool``
+#: rows also have ``breakdown`` and ``stats``; ``pages --count`` rows have
+#: :data:`COUNT_KEYS`; ``holders`` prints one row per reference (``--json``
+#: nests them under each value), with the ``netmem`` it names; a ``decode``
+#: row for a value that names nothing valid has ``error``, a short reason.
 KEYS: Dict[str, Tuple[str, ...]] = {
     "pools": _POOL_KEYS,
     "pool": (*_POOL_KEYS, "breakdown", "stats"),
@@ -166,7 +168,7 @@ def fill(code: str, **substitutions: str) -> str:
     return Template("\n".join(lines) + "\n").substitute(substitutions)
 
 
-def drgn_option(generator: Generator, *, types_only: bool = False) -> Callable[[F], F]:
+def drgn_option(generator: CodeGenerator, *, types_only: bool = False) -> Callable[[F], F]:
     """
     Add ``--drgn`` to a command: with it, the command prints what
     ``generator(prog, **params)`` returns (the command's parameters, without
