@@ -1087,6 +1087,7 @@ def add_btf_object_finder(
     btf: Btf,
     symbol_lookup: Optional[Callable[[str], Optional[int]]] = None,
     *,
+    var_type: Optional[Callable[[Program, str], Optional[Type]]] = None,
     name: str = "btf",
     enable_index: Optional[int] = 0,
 ) -> None:
@@ -1094,7 +1095,8 @@ def add_btf_object_finder(
     Register and enable an object finder that answers from BTF:
 
     - constants: enumerators, as values of their enum type (``prog["PGTY_netpp"]``);
-    - variables: a BTF ``VAR``'s type at the address ``symbol_lookup(name)`` gives;
+    - variables: a BTF ``VAR``'s type (else ``var_type(prog, name)``) at the
+      address ``symbol_lookup(name)`` gives;
     - functions: a BTF ``FUNC``'s type at the address ``symbol_lookup(name)`` gives.
 
     :param symbol_lookup: Callable returning the address of a symbol, or ``None``
@@ -1108,6 +1110,9 @@ def add_btf_object_finder(
                 except LookupError:
                     return None
 
+    :param var_type: Callable returning the type of a variable that the BTF
+        has no ``VAR`` for, or ``None`` if it does not know it. A kernel's BTF
+        describes only its per-CPU variables, so the other globals need it.
     :param name: Finder name (must be unique among the program's object finders).
     :param enable_index: As for :func:`add_btf_type_finder()`.
     :raises BtfError: if the BTF's byte order is not the program's.
@@ -1133,10 +1138,13 @@ def add_btf_object_finder(
             return None
         if flags & FindObjectFlags.VARIABLE:
             var = btf.find_var(name)
-            if var is not None:
+            type_ = types.type(var.type) if var is not None else None
+            if type_ is None and var_type is not None:
+                type_ = var_type(prog, name)
+            if type_ is not None:
                 address = symbol_lookup(name)
                 if address is not None:
-                    return Object(prog, types.type(var.type), address=address)
+                    return Object(prog, type_, address=address)
         if flags & FindObjectFlags.FUNCTION:
             func_ids = btf.find_types(name, (BtfKind.FUNC,))
             if func_ids:

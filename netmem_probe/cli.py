@@ -22,6 +22,8 @@ from netmem_probe.target import (
     TargetError,
     core_truncation,
     describe,
+    fallback_note,
+    open_btf_types,
     open_debug_info,
     open_program,
 )
@@ -49,6 +51,8 @@ EXAMPLES:
       the pools of a crash dump, as JSON that diffs against ynl
   netmem-probe -s /usr/lib/debug/boot/vmlinux-$(uname -r) layout
       check struct page / netmem_desc / net_iov agreement from debug info
+  netmem-probe --btf /sys/kernel/btf/vmlinux layout
+      the same check from the running kernel's BTF (no root, no debug info)
 """
 
 
@@ -56,10 +60,12 @@ class Target:
     """The target the group options name; the Program is opened on first use."""
 
     def __init__(self, core: Optional[str], symbols: Sequence[str], fixture: Optional[str],
-                 debug: bool, prog: Optional[drgn.Program] = None) -> None:
+                 debug: bool, prog: Optional[drgn.Program] = None,
+                 btf: Optional[str] = None) -> None:
         self.core = core
         self.symbols = tuple(symbols)
         self.fixture = fixture
+        self.btf = btf
         self.debug = debug
         self.problems = Problems()
         self._prog = prog
@@ -68,19 +74,26 @@ class Target:
     @property
     def prog(self) -> drgn.Program:
         if self._prog is None:
-            self._prog = open_program(self.core, self.symbols, self.fixture)
+            self._prog = open_program(self.core, self.symbols, self.fixture, self.btf)
             truncated = core_truncation(self.core) if self.core is not None else None
             if truncated:
                 click.echo(f"netmem-probe: warning: {truncated}", err=True)
+            note = fallback_note(self._prog)
+            if note:
+                click.echo(f"netmem-probe: note: {note}", err=True)
         return self._prog
 
     def types_program(self) -> drgn.Program:
         """
-        A Program for commands that need only types: with ``-s`` and no core
-        or fixture, the debug info alone (no /proc/kcore, no root).
+        A Program for commands that need only types: with ``-s`` or
+        ``--btf`` and no core or fixture, the debug info or BTF alone (no
+        /proc/kcore, no root).
         """
-        if self.symbols and self.core is None and self.fixture is None:
-            return open_debug_info(self.symbols)
+        if self.core is None and self.fixture is None and self._prog is None:
+            if self.symbols:
+                return open_debug_info(self.symbols)
+            if self.btf is not None:
+                return open_btf_types(self.btf)
         return self.prog
 
     def describe(self) -> str:
@@ -131,20 +144,28 @@ class PartialResultError(click.ClickException):
 @click.option("-s", "--symbols", metavar="PATH", multiple=True,
               help="debug info: a vmlinux, a .ko.debug, or a directory (repeatable)")
 @click.option("-f", "--fixture", metavar="DIR", help="read a vmcore stub fixture directory")
+@click.option("--btf", metavar="PATH",
+              help="kernel types from BTF instead of debug info: /sys/kernel/btf/vmlinux, "
+                   "or an ELF with a .BTF section (symbols then come from kallsyms)")
 @click.option("--debug", is_flag=True, help="show tracebacks of errors")
 @click.version_option(package_name="netmem-probe")
 @click.pass_context
 def cli(ctx: click.Context, core: Optional[str], symbols: Sequence[str],
-        fixture: Optional[str], debug: bool) -> None:
+        fixture: Optional[str], btf: Optional[str], debug: bool) -> None:
     """Show what the kernel's page pools and network memory are doing.
 
     Targets: the live kernel (default; needs root), a vmcore (-c, with -s),
-    or a fixture (-f).
+    or a fixture (-f).  Without debug info, the kernel's own BTF and kallsyms
+    are used (or --btf names the BTF).
     """
     if core is not None and fixture is not None:
         raise click.UsageError("-c/--core and -f/--fixture are mutually exclusive")
+    if btf is not None and symbols:
+        raise click.UsageError("--btf and -s/--symbols are mutually exclusive")
+    if btf is not None and fixture is not None:
+        raise click.UsageError("--btf does not apply to a fixture (it carries its types)")
     # main(program=...) hands an already-open Program over in ctx.obj.
-    ctx.obj = Target(core, symbols, fixture, debug, prog=ctx.obj)
+    ctx.obj = Target(core, symbols, fixture, debug, prog=ctx.obj, btf=btf)
 
 
 def _register_commands() -> None:

@@ -8,6 +8,11 @@ Where a Program's memory and debug info come from: the only backend-aware code.
 - fixture: a vmcore stub directory (``vmcore``, ``types.elf``,
   ``expected.json``), as written by :mod:`netmem_probe.fake.fixture`.
 
+A live kernel or a dump without debug info (no ``-s``, and none where drgn
+looks) is read with the kernel's own BTF and kallsyms instead
+(:mod:`netmem_probe.kallsyms_btf`), and :func:`fallback_note` says so;
+``--btf`` asks for a BTF file outright.
+
 Everything after :func:`open_program` is the same for all three.
 """
 
@@ -22,14 +27,22 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import drgn
 from drgn import Program
 
-__all__ = ("FIXTURE_FILES", "TargetError", "core_truncation", "describe", "open_debug_info",
-           "open_program")
+from netmem_probe.kallsyms_btf import (
+    KernelBtfError,
+    add_kernel_btf,
+    load_btf_file,
+    use_btf_and_kallsyms,
+)
+
+__all__ = ("FIXTURE_FILES", "TargetError", "core_truncation", "describe", "fallback_note",
+           "open_btf_types", "open_debug_info", "open_program")
 
 FIXTURE_FILES = ("vmcore", "types.elf", "expected.json")
 _SYMBOL_SUFFIXES = (".ko", ".ko.debug", ".debug")
 _MAX_SYMBOL_FILES = 10000
 # expected.json is the scenario's truth, a few KiB; anything near this is not a fixture's.
 _MAX_EXPECTED_JSON = 64 << 20
+_FALLBACK_NOTE = "netmem_probe.target.fallback_note"
 
 # ELF e_machine -> drgn architecture, for (ELFCLASS32, ELFCLASS64).
 _ELF_ARCHES = {
@@ -49,13 +62,15 @@ class TargetError(Exception):
 
 
 def open_program(core: Optional[str] = None, symbols: Sequence[str] = (),
-                 fixture: Optional[str] = None) -> Program:
+                 fixture: Optional[str] = None, btf: Optional[str] = None) -> Program:
     """
     Make the Program for a target.
 
     :param core: path of a vmcore, or None.
     :param symbols: debug-info files or directories (vmlinux, .ko.debug, ...).
     :param fixture: path of a vmcore stub directory, or None.
+    :param btf: a BTF file to take the kernel's types from instead of debug
+        info (symbols then come from kallsyms), or None.
     :raises TargetError: with a one-line reason.
     """
     # drgn logs every module it finds no debug info for; the tool says what
@@ -63,13 +78,17 @@ def open_program(core: Optional[str] = None, symbols: Sequence[str] = (),
     logging.getLogger("drgn").setLevel(logging.ERROR)
     if core is not None and fixture is not None:
         raise TargetError("-c/--core and -f/--fixture are mutually exclusive")
+    if btf is not None and symbols:
+        raise TargetError("--btf and -s/--symbols are mutually exclusive")
     if fixture is not None:
         if symbols:
             raise TargetError("-s/--symbols does not apply to a fixture (it carries its types)")
+        if btf is not None:
+            raise TargetError("--btf does not apply to a fixture (it carries its types)")
         return _open_fixture(Path(fixture))
     if core is not None:
-        return _open_core(Path(core), symbols)
-    return _open_live(symbols)
+        return _open_core(Path(core), symbols, btf)
+    return _open_live(symbols, btf)
 
 
 def open_debug_info(symbols: Sequence[str]) -> Program:
@@ -97,6 +116,46 @@ def open_debug_info(symbols: Sequence[str]) -> Program:
     except LookupError:
         raise TargetError(f"{', '.join(files)}: not a Linux kernel's debug info (no struct page)")
     return prog
+
+
+def open_btf_types(path: str) -> Program:
+    """
+    A Program with types only, from a BTF file (``/sys/kernel/btf/vmlinux``,
+    or an ELF with a ``.BTF`` section), no memory: enough for commands that
+    check layouts, with no root and no debug info.
+    """
+    _check_file(Path(path), "BTF file")
+    try:
+        btf = load_btf_file(path)
+    except KernelBtfError as e:
+        raise TargetError(str(e))
+    ident = _elf_ident(path)
+    platform = drgn.host_platform
+    if ident is not None and ident[0] is not None:
+        arch, is_64, little, _ = ident
+        flags = drgn.PlatformFlags(0)
+        if is_64:
+            flags |= drgn.PlatformFlags.IS_64_BIT
+        if little:
+            flags |= drgn.PlatformFlags.IS_LITTLE_ENDIAN
+        platform = drgn.Platform(arch, flags)
+    prog = Program(platform)
+    try:
+        add_kernel_btf(prog, btf)
+        prog.type("struct page")
+    except KernelBtfError as e:
+        raise TargetError(f"BTF {path}: {e}")
+    except LookupError:
+        raise TargetError(f"{path}: not a Linux kernel's BTF (no struct page)")
+    return prog
+
+
+def fallback_note(prog: Program) -> Optional[str]:
+    """
+    How a target without debug info is being read (its BTF and kallsyms),
+    if :func:`open_program` fell back to them; None otherwise.
+    """
+    return prog.cache.get(_FALLBACK_NOTE)
 
 
 def describe(prog: Program) -> str:
@@ -232,7 +291,11 @@ def _symbol_files(paths: Iterable[str]) -> List[str]:
     return files
 
 
-def _load_symbols(prog: Program, symbols: Sequence[str], default_hint: str) -> None:
+def _load_symbols(prog: Program, symbols: Sequence[str], missing: str, hint: str) -> None:
+    """
+    Load the debug info of ``symbols``, or what drgn finds by default; with
+    none for the kernel and no ``symbols``, fall back to its BTF and kallsyms.
+    """
     files = _symbol_files(symbols)
     for arg in symbols:
         if not Path(arg).is_dir():
@@ -252,18 +315,36 @@ def _load_symbols(prog: Program, symbols: Sequence[str], default_hint: str) -> N
                 f"none of {', '.join(files)} is debug info for this kernel "
                 f"({prog['UTS_RELEASE'].string_().decode()}; build ID mismatch or no DWARF)"
             )
-        raise TargetError(default_hint)
+        if symbols:
+            raise TargetError(f"{missing} ({hint})")
+        try:
+            how = use_btf_and_kallsyms(prog)
+        except KernelBtfError as e:
+            raise TargetError(f"{missing} ({hint}), and no BTF to fall back on: {e}")
+        prog.cache[_FALLBACK_NOTE] = f"{missing}: reading it with {how}"
 
 
-def _open_core(path: Path, symbols: Sequence[str]) -> Program:
+def _use_btf(prog: Program, path: str) -> None:
+    """Types from the BTF file ``path``, symbols from the target's kallsyms."""
+    _check_file(Path(path), "BTF file")
+    _check_platform(prog, path)
+    try:
+        use_btf_and_kallsyms(prog, path)
+    except KernelBtfError as e:
+        raise TargetError(str(e))
+
+
+def _open_core(path: Path, symbols: Sequence[str], btf: Optional[str]) -> Program:
     prog = _set_core_dump(path)
-    _load_symbols(prog, symbols,
-                  f"no debug info for the kernel of {path} "
-                  "(pass its vmlinux with -s, e.g. from linux-image-VERSION-dbg)")
+    if btf is not None:
+        _use_btf(prog, btf)
+        return prog
+    _load_symbols(prog, symbols, f"no debug info for the kernel of {path}",
+                  "pass its vmlinux with -s, e.g. from linux-image-VERSION-dbg")
     return prog
 
 
-def _open_live(symbols: Sequence[str]) -> Program:
+def _open_live(symbols: Sequence[str], btf: Optional[str]) -> Program:
     prog = Program()
     try:
         prog.set_kernel()
@@ -273,10 +354,12 @@ def _open_live(symbols: Sequence[str]) -> Program:
         raise TargetError("/proc/kcore does not exist (kernel built without CONFIG_PROC_KCORE?)")
     except (ValueError, OSError) as e:
         raise TargetError(f"cannot open the live kernel: {e}")
+    if btf is not None:
+        _use_btf(prog, btf)
+        return prog
     release = os.uname().release
-    _load_symbols(prog, symbols,
-                  f"no debug info found for the running kernel {release} "
-                  f"(install linux-image-{release}-dbg or pass -s VMLINUX)")
+    _load_symbols(prog, symbols, f"no debug info found for the running kernel {release}",
+                  f"install linux-image-{release}-dbg or pass -s VMLINUX")
     return prog
 
 

@@ -22,31 +22,12 @@ from drgn import Program, Qualifiers, TypeKind
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import spec  # noqa: E402
 
+# The type of each global, for inputs without DWARF variables (BTF-derived
+# ELFs carry types only); the same table types globals on BTF-only targets.
+from netmem_probe.kernel.globals import global_type  # noqa: E402
+
 COMPOUND = (TypeKind.STRUCT, TypeKind.UNION)
 
-# Global variable types for inputs without DWARF variables (BTF-derived ELFs
-# carry types only).  A global is emitted when every tag it names exists.
-GLOBAL_TYPES = {
-    "page_pools": "struct xarray",
-    "init_net": "struct net",
-    "net_namespace_list": "struct list_head",
-    "system_page_pool": ["struct page_pool_bh", "struct page_pool *"],
-    "pp_system_recycle_stats": "struct page_pool_recycle_stats",
-    "net_devmem_dmabuf_bindings": "struct xarray",
-    "dmabuf_devmem_ops": "const struct memory_provider_ops",
-    "io_uring_pp_zc_ops": "const struct memory_provider_ops",
-    "mem_section": "struct mem_section **",
-    "__highest_present_section_nr": "unsigned long",
-    "vmemmap_base": "unsigned long",
-    "page_offset_base": "unsigned long",
-    "__per_cpu_offset": "unsigned long [NR_CPUS]",
-    "__cpu_possible_mask": "struct cpumask",
-    "__cpu_online_mask": "struct cpumask",
-    "nr_cpu_ids": "unsigned int",
-    "poll_spurious_irq_timer": "struct timer_list",
-    "tk_core": "struct tk_data",
-    "timekeeper_data": "struct tk_data [TIMEKEEPERS_MAX]",
-}
 # Globals that exist only when a subsystem's types do.
 GLOBAL_NEEDS = {
     "dmabuf_devmem_ops": "struct net_devmem_dmabuf_binding",
@@ -327,20 +308,7 @@ class HeaderWriter:
             return None
         if name in GLOBAL_UNLESS and has_type(self.prog, GLOBAL_UNLESS[name]):
             return None
-        spellings = GLOBAL_TYPES[name]
-        for spelling in spellings if isinstance(spellings, list) else [spellings]:
-            if "NR_CPUS" in spelling:
-                # NR_CPUS is the bit size of struct cpumask.
-                nr_cpus = self.prog.type("struct cpumask").size * 8
-                spelling = spelling.replace("NR_CPUS", str(nr_cpus))
-            if "TIMEKEEPERS_MAX" in spelling:
-                count = self.prog["TIMEKEEPERS_MAX"].value_()
-                spelling = spelling.replace("TIMEKEEPERS_MAX", str(count))
-            try:
-                return self.prog.type(spelling)
-            except LookupError:
-                continue
-        return None
+        return global_type(self.prog, name)
 
 
 def parse_overrides(text):

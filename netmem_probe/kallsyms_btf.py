@@ -1,0 +1,186 @@
+"""
+Kernel types from BTF and symbols from kallsyms: a Program for a kernel or a
+core dump that has no debug info.
+
+Every kernel built with ``CONFIG_DEBUG_INFO_BTF`` carries its own types
+(``/sys/kernel/btf/vmlinux``; in memory between ``__start_BTF`` and
+``__stop_BTF``), and drgn reads its symbol table from ``/proc/kallsyms`` or,
+in a dump, from the kallsyms tables VMCOREINFO locates (Linux 6.0+).  Types
+come from :mod:`netmem_probe.btf`; global variables are placed at their
+kallsyms address, typed by their BTF ``VAR`` (per-CPU variables) or else by
+:data:`netmem_probe.kernel.globals.GLOBAL_TYPES`.  Functions and enumerators
+come from BTF too, so drgn's own ``linux`` object finder (``vmemmap`` from
+``vmemmap_populate`` and ``mem_section``, ``PAGE_SHIFT``, ...) keeps working.
+
+BTF carries no build ID, so before it is used its sizes and offsets are checked
+against the ``SIZE(...)`` and ``OFFSET(...)`` lines of the kernel's VMCOREINFO
+(``struct page``, ``struct zone``, ``pglist_data``, the printk ring buffer):
+BTF of another kernel or configuration is refused rather than misread.
+"""
+
+import re
+from typing import Callable, Optional
+
+import drgn
+from drgn import Program
+
+from netmem_probe.btf import (
+    Btf,
+    BtfError,
+    add_btf_object_finder,
+    add_btf_type_finder,
+    parse_btf,
+    read_btf_from_elf,
+)
+from netmem_probe.kernel.globals import global_type
+
+__all__ = ("LIVE_BTF", "KernelBtfError", "add_kernel_btf", "load_btf_file", "use_btf_and_kallsyms")
+
+LIVE_BTF = "/sys/kernel/btf/vmlinux"
+# A vmlinux's BTF is 5-6 MiB; far more means a corrupt dump or the wrong file.
+_MAX_BTF_SIZE = 256 << 20
+
+
+class KernelBtfError(Exception):
+    """No usable BTF or kallsyms. The message is one line."""
+
+
+def load_btf_file(path: str) -> Btf:
+    """
+    Parse a BTF file: raw BTF (``/sys/kernel/btf/vmlinux``) or an ELF file
+    with a ``.BTF`` section (a vmlinux or kernel image).
+
+    :raises KernelBtfError: if it cannot be read or is not BTF.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if head == b"\x7fELF":
+                data = read_btf_from_elf(path)
+            else:
+                data = head + f.read(_MAX_BTF_SIZE)
+        if len(data) > _MAX_BTF_SIZE:
+            raise KernelBtfError(f"BTF {path} is larger than {_MAX_BTF_SIZE >> 20} MiB")
+        return parse_btf(data)
+    except BtfError as e:
+        raise KernelBtfError(f"BTF {path}: {e}") from None
+    except OSError as e:
+        raise KernelBtfError(f"cannot read BTF {path}: {e.strerror or e}") from None
+
+
+def add_kernel_btf(prog: Program, btf: Btf,
+                   symbol_lookup: Optional[Callable[[str], Optional[int]]] = None) -> None:
+    """
+    Make BTF the program's type source, and with ``symbol_lookup`` (a name's
+    kallsyms address) its source of global variables and functions.  The
+    finders go after drgn's own, which then keep answering what they know.
+    """
+    add_btf_type_finder(prog, btf, enable_index=-1)
+    add_btf_object_finder(prog, btf, symbol_lookup, var_type=global_type, enable_index=-1)
+
+
+def use_btf_and_kallsyms(prog: Program, btf_path: Optional[str] = None) -> str:
+    """
+    Give a live or core-dump kernel Program (opened, without debug info) its
+    symbols from kallsyms and its types from BTF: the file ``btf_path``, else
+    the kernel's own (``/sys/kernel/btf/vmlinux`` live, the dump's memory
+    otherwise).
+
+    :return: where the types and symbols came from, for a note to the user.
+    :raises KernelBtfError: with a one-line reason.
+    """
+    live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
+    index = _load_kallsyms(prog, live)
+    prog.register_symbol_finder("kallsyms", index, enable_index=-1)
+    lookup = _symbol_lookup(prog, index)
+    if btf_path is not None:
+        btf, where = load_btf_file(btf_path), btf_path
+    elif live:
+        btf, where = load_btf_file(LIVE_BTF), LIVE_BTF
+    else:
+        btf, where = _btf_in_memory(prog, lookup), "the dump's memory"
+    try:
+        add_kernel_btf(prog, btf, lookup)
+        _check_vmcoreinfo_layout(prog, where)
+    except BtfError as e:
+        raise KernelBtfError(f"BTF from {where}: {e}") from None
+    return f"types from BTF ({where}), symbols from {'/proc/kallsyms' if live else 'kallsyms'}"
+
+
+_VMCOREINFO_LAYOUT = re.compile(r"^(SIZE|OFFSET)\((\w+)(?:\.([\w.]+))?\)=(\d+)$", re.M)
+
+
+def _check_vmcoreinfo_layout(prog: Program, where: str) -> None:
+    """Refuse BTF whose sizes and offsets differ from what VMCOREINFO states."""
+    vmcoreinfo = prog["VMCOREINFO"].string_().decode(errors="replace")
+    for what, name, member, value in _VMCOREINFO_LAYOUT.findall(vmcoreinfo):
+        type_ = _vmcoreinfo_type(prog, name)
+        if type_ is None or (what == "OFFSET") != bool(member):
+            continue  # a type this BTF lacks is not evidence either way
+        try:
+            have = drgn.offsetof(type_, member) if member else drgn.sizeof(type_)
+        except (LookupError, TypeError, ValueError):
+            have = None
+        if have != int(value):
+            label = f"{what}({name}{'.' + member if member else ''})"
+            raise KernelBtfError(f"BTF from {where} is not this kernel's: VMCOREINFO has "
+                                 f"{label}={value}, the BTF {have if have is not None else 'none'}")
+
+
+def _vmcoreinfo_type(prog: Program, name: str) -> Optional[drgn.Type]:
+    # VMCOREINFO names structures by tag (page, zone) and typedefs by name
+    # (nodemask_t, atomic_long_t).
+    for spelling in (f"struct {name}", name):
+        try:
+            return prog.type(spelling)
+        except LookupError:
+            continue
+    return None
+
+
+def _load_kallsyms(prog: Program, live: bool) -> drgn.SymbolIndex:
+    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+    try:
+        index = load_vmlinux_kallsyms(prog)
+    except drgn.MissingDebugInfoError:
+        # drgn's word for "VMCOREINFO does not locate the kallsyms tables".
+        raise KernelBtfError("its VMCOREINFO does not locate kallsyms (Linux 6.0+ does)") \
+            from None
+    except (LookupError, ValueError, OSError, drgn.FaultError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        where = "/proc/kallsyms" if live else "the kallsyms VMCOREINFO locates"
+        raise KernelBtfError(f"cannot read kallsyms ({where}): {reason}") from None
+    if not index(prog, "_stext", None, True):
+        where = "/proc/kallsyms" if live else "the dump's kallsyms"
+        raise KernelBtfError(f"{where} has no kernel symbols")
+    return index
+
+
+def _symbol_lookup(prog: Program,
+                   index: drgn.SymbolIndex) -> Callable[[str], Optional[int]]:
+    # kallsyms records no file names, and CONFIG_KALLSYMS_ALL puts static
+    # variables (page_pools) in it: the first symbol of the name wins.
+    def lookup(name: str) -> Optional[int]:
+        found = index(prog, name, None, True)
+        return found[0].address if found else None
+
+    return lookup
+
+
+def _btf_in_memory(prog: Program, lookup: Callable[[str], Optional[int]]) -> Btf:
+    start, stop = lookup("__start_BTF"), lookup("__stop_BTF")
+    if start is None or stop is None:
+        raise KernelBtfError("the dump's kernel has no BTF (no __start_BTF in kallsyms; "
+                             "CONFIG_DEBUG_INFO_BTF off)")
+    if not 0 < stop - start <= _MAX_BTF_SIZE:
+        raise KernelBtfError(f"the dump's BTF bounds are absurd ({start:#x}-{stop:#x})")
+    try:
+        data = prog.read(start, stop - start)
+    except drgn.FaultError as e:
+        raise KernelBtfError(f"the dump's BTF is unreadable ({e.message} at {e.address:#x})") \
+            from None
+    try:
+        return parse_btf(data)
+    except BtfError as e:
+        raise KernelBtfError(f"the dump's BTF at {start:#x}: {e}") from None
