@@ -59,6 +59,7 @@ def pools_json(result) -> List[int]:
 @pytest.mark.parametrize("where, value", [
     ("roots", 0xFFFFFFFFFFFFFFC1),  # mem_section[0] points nowhere
     ("section", 0),  # mem_section[0][0].section_mem_map = 0: drgn finds no vmemmap
+    ("section", 0x7FFFFFFF),  # drgn derives a vmemmap that is no page's address
 ])
 @pytest.mark.parametrize("command", ["decode", "pages"])
 def test_an_unreadable_memmap_description_is_one_skipped_object(where, value, command):

@@ -201,8 +201,14 @@ def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDesc
     the problem recorded, since nothing about a page can be told without them.
     """
     try:
-        return MemmapDescription(prog["vmemmap"].value_(), valid_pfn_ranges(prog),
-                                 pp_scheme(prog))
+        vmemmap = prog["vmemmap"].value_()
+        # drgn derives it from mem_section: a corrupt section_mem_map gives
+        # any number, but the memmap starts on a page like every array of
+        # struct pages the kernel maps.
+        if vmemmap % prog["PAGE_SIZE"].value_():
+            raise CorruptionError(f"vmemmap {vmemmap:#x} (from mem_section) is not "
+                                  "page-aligned")
+        return MemmapDescription(vmemmap, valid_pfn_ranges(prog), pp_scheme(prog))
     except (drgn.FaultError, LookupError, CorruptionError) as e:
         # drgn derives vmemmap from mem_section: a zeroed section makes it
         # "could not find 'vmemmap'" rather than a fault.
