@@ -266,3 +266,17 @@ def test_an_unreadable_direct_map_base_is_one_skipped_object(command):
     fm.unmap(w.global_("page_offset_base").addr, 8)
     args = [command] + ([hex(nic_pools(w)[0].pages[0].netmem)] if command == "holders" else [])
     partial(run(fm, *args), "direct map base")
+
+
+def test_a_list_broken_in_the_middle_is_walked_back_from_its_head():
+    # net_namespace_list: init_net, ns0, ns1, ns2.  ns1's prev is corrupt:
+    # the forward walk stops there, the walk back from the head recovers
+    # ns1 and ns2, so their netdevs' pools are still "listed".
+    w = world("linux-7.3-many-pools")
+    clean = run(FaultyMemory(w), "pools", "--json").json()
+    fm = FaultyMemory(w)
+    ns1 = next(ns for ns in w.namespaces if ns.name == "ns1")
+    fm.write_word(ns1.obj.addr_of("list.prev"), 0xDEAD000000000122)
+    result = run(fm, "pools", "--json")
+    partial(result, "net_namespace_list", "node's prev is 0xdead000000000122")
+    assert result.json() == clean

@@ -118,12 +118,40 @@ def _walk_list(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failur
         try:
             nxt, back = struct.unpack("<QQ", prog.read(node, 16))
         except drgn.FaultError as e:
-            return nodes, (node, f"unreadable node ({e.message})")
+            return _and_back(prog, head, nodes, limit), (node, f"unreadable node ({e.message})")
         if back != prev:
-            return nodes, (node, f"node's prev is {back:#x}, expected {prev:#x}")
+            return (_and_back(prog, head, nodes, limit),
+                    (node, f"node's prev is {back:#x}, expected {prev:#x}"))
         nodes.append(node)
         prev, node = node, nxt
     return nodes, (head, f"more than {limit} nodes")
+
+
+def _and_back(prog: Program, head: int, nodes: List[int], limit: int) -> List[int]:
+    """
+    A list_head list is doubly linked: when the forward walk breaks, walk
+    back from the head through ``prev`` (checking ``prev->next``) to recover
+    the nodes after the break, up to a node the forward walk reached.
+    """
+    known = set(nodes)
+    tail: List[int] = []
+    later = head
+    try:
+        node = read_pointer(prog, head + 8)
+    except drgn.FaultError:
+        return nodes
+    for _ in range(limit - len(nodes)):
+        if node in known or node == head or node in tail:
+            break
+        try:
+            nxt, back = struct.unpack("<QQ", prog.read(node, 16))
+        except drgn.FaultError:
+            break
+        if nxt != later:
+            break
+        tail.append(node)
+        later, node = node, back
+    return nodes + tail[::-1]
 
 
 def _walk_hlist(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failure]:
@@ -172,7 +200,8 @@ def list_nodes(prog: Program, head: int, *, what: str = "list",
     Addresses of the ``struct list_head`` nodes on the list at ``head``
     (excluding the head), checking ``next->prev`` at every step.  A walk that
     fails validation (retried on a live kernel) is reported; the nodes before
-    the failure are still given.
+    the failure are still given, and those after it as far as a walk back
+    from the head reaches.
     """
     return _validated_walk(prog, _walk_list, head, what, problems, limit)
 
