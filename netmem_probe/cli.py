@@ -53,6 +53,11 @@ EXAMPLES:
       check struct page / netmem_desc / net_iov agreement from debug info
   netmem-probe --btf /sys/kernel/btf/vmlinux layout
       the same check from the running kernel's BTF (no root, no debug info)
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed leaks --pool 10
+      a stalled pool's pages: parked, cached or leaked (docs/guide.md
+      follows this investigation from the dmesg line on)
+  netmem-probe -c vmcore -s vmlinux pool 19 --drgn > pool19.py
+      any command as a plain drgn script for this kernel, to read and adapt
 """
 
 
