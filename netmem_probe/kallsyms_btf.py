@@ -68,15 +68,28 @@ def load_btf_file(path: str) -> Btf:
         raise KernelBtfError(f"cannot read BTF {path}: {e.strerror or e}") from None
 
 
-def add_kernel_btf(prog: Program, btf: Btf,
-                   symbol_lookup: Optional[Callable[[str], Optional[int]]] = None) -> None:
+def add_kernel_btf(prog: Program, btf: Btf, symbols: Optional[drgn.SymbolIndex] = None,
+                   where: str = "BTF") -> None:
     """
-    Make BTF the program's type source, and with ``symbol_lookup`` (a name's
-    kallsyms address) its source of global variables and functions.  The
+    Make BTF the program's type source, and with ``symbols`` (kallsyms) its
+    symbol table and its source of global variables and functions.  The
     finders go after drgn's own, which then keep answering what they know.
+
+    :param where: names the BTF in errors.
+    :raises KernelBtfError: if a kernel program's VMCOREINFO states a size
+        or offset the BTF contradicts, or the BTF does not suit the program.
     """
-    add_btf_type_finder(prog, btf, enable_index=-1)
-    add_btf_object_finder(prog, btf, symbol_lookup, var_type=global_type, enable_index=-1)
+    lookup = None
+    if symbols is not None:
+        prog.register_symbol_finder("kallsyms", symbols, enable_index=-1)
+        lookup = _symbol_lookup(prog, symbols)
+    try:
+        add_btf_type_finder(prog, btf, enable_index=-1)
+        add_btf_object_finder(prog, btf, lookup, var_type=global_type, enable_index=-1)
+        if prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
+            _check_vmcoreinfo_layout(prog, where)
+    except BtfError as e:
+        raise KernelBtfError(f"{where}: {e}") from None
 
 
 def use_btf_and_kallsyms(prog: Program, btf_path: Optional[str] = None) -> str:
@@ -91,39 +104,33 @@ def use_btf_and_kallsyms(prog: Program, btf_path: Optional[str] = None) -> str:
     """
     live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
     index = _load_kallsyms(prog, live)
-    prog.register_symbol_finder("kallsyms", index, enable_index=-1)
-    lookup = _symbol_lookup(prog, index)
     if btf_path is not None:
         btf, where = load_btf_file(btf_path), btf_path
     elif live:
         btf, where = load_btf_file(LIVE_BTF), LIVE_BTF
     else:
-        btf, where = _btf_in_memory(prog, lookup), "the dump's memory"
-    try:
-        add_kernel_btf(prog, btf, lookup)
-        _check_vmcoreinfo_layout(prog, where)
-    except BtfError as e:
-        raise KernelBtfError(f"BTF from {where}: {e}") from None
+        btf, where = _btf_in_memory(prog, _symbol_lookup(prog, index)), "the dump's memory"
+    add_kernel_btf(prog, btf, index, f"BTF from {where}")
     return f"types from BTF ({where}), symbols from {'/proc/kallsyms' if live else 'kallsyms'}"
 
 
 _VMCOREINFO_LAYOUT = re.compile(r"^(SIZE|OFFSET)\((\w+)(?:\.([\w.]+))?\)=(\d+)$", re.M)
 
 
-def _check_vmcoreinfo_layout(prog: Program, where: str) -> None:
+def _check_vmcoreinfo_layout(prog: Program, what: str) -> None:
     """Refuse BTF whose sizes and offsets differ from what VMCOREINFO states."""
     vmcoreinfo = prog["VMCOREINFO"].string_().decode(errors="replace")
-    for what, name, member, value in _VMCOREINFO_LAYOUT.findall(vmcoreinfo):
+    for kind, name, member, value in _VMCOREINFO_LAYOUT.findall(vmcoreinfo):
         type_ = _vmcoreinfo_type(prog, name)
-        if type_ is None or (what == "OFFSET") != bool(member):
+        if type_ is None or (kind == "OFFSET") != bool(member):
             continue  # a type this BTF lacks is not evidence either way
         try:
             have = drgn.offsetof(type_, member) if member else drgn.sizeof(type_)
         except (LookupError, TypeError, ValueError):
             have = None
         if have != int(value):
-            label = f"{what}({name}{'.' + member if member else ''})"
-            raise KernelBtfError(f"BTF from {where} is not this kernel's: VMCOREINFO has "
+            label = f"{kind}({name}{'.' + member if member else ''})"
+            raise KernelBtfError(f"{what} is not this kernel's: VMCOREINFO has "
                                  f"{label}={value}, the BTF {have if have is not None else 'none'}")
 
 

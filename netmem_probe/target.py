@@ -141,10 +141,10 @@ def open_btf_types(path: str) -> Program:
         platform = drgn.Platform(arch, flags)
     prog = Program(platform)
     try:
-        add_kernel_btf(prog, btf)
+        add_kernel_btf(prog, btf, where=f"BTF {path}")
         prog.type("struct page")
     except KernelBtfError as e:
-        raise TargetError(f"BTF {path}: {e}")
+        raise TargetError(str(e))
     except LookupError:
         raise TargetError(f"{path}: not a Linux kernel's BTF (no struct page)")
     return prog

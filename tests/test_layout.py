@@ -59,7 +59,22 @@ def test_layout_on_the_hosts_btf_matches_pahole(tmp_path):
             pytest.fail(f"{tool} is required for this test (apt-get install bpftool dwarves gcc)")
     types = tmp_path / "host-btf.o"
     subprocess.run([str(ROOT / "scripts/layouts/from-btf.sh"), btf, str(types)], check=True)
-    result = run_cli("-s", str(types), "layout", "--json")
+    _assert_agrees_with_pahole(run_cli("-s", str(types), "layout", "--json"), btf)
+
+
+def test_layout_with_btf_of_the_host_matches_pahole():
+    """``--btf`` reads the BTF itself: no bpftool, no compiler, no root."""
+    btf = "/sys/kernel/btf/vmlinux"
+    if not Path(btf).exists():
+        pytest.skip("this host's kernel has no BTF (/sys/kernel/btf/vmlinux)")
+    if shutil.which("pahole") is None:
+        pytest.fail("pahole is required for this test (apt-get install dwarves)")
+    result = run_cli("--btf", btf, "layout", "--json")
+    assert result.err == "", result.err
+    _assert_agrees_with_pahole(result, btf)
+
+
+def _assert_agrees_with_pahole(result, btf: str) -> None:
     rows = result.json()
     assert rows, "no netmem layout asserts apply to the host kernel"
     pahole = {}

@@ -47,6 +47,20 @@ def program(series: str, kind: str) -> drgn.Program:
     return _programs[key]
 
 
+_btf_programs: Dict[Tuple[str, str], drgn.Program] = {}
+
+
+def btf_program(series: str, kind: str) -> drgn.Program:
+    """
+    The Program of a dump opened with no ``-s`` at all, as ``-c DUMP`` opens
+    it: types from the BTF in the dump's memory, symbols from its kallsyms.
+    """
+    key = (series, kind)
+    if key not in _btf_programs:
+        _btf_programs[key] = open_program(core=truth(series)["dumps"][kind])
+    return _btf_programs[key]
+
+
 def dumps() -> List[Tuple[str, str]]:
     return [(series, kind) for series in SERIES for kind in KINDS]
 
