@@ -311,10 +311,10 @@ def _load_symbols(prog: Program, symbols: Sequence[str], missing: str, hint: str
         _check_platform(prog, main.debug_file_path)
     else:
         if files:
-            raise TargetError(
-                f"none of {', '.join(files)} is debug info for this kernel "
-                f"({prog['UTS_RELEASE'].string_().decode()}; build ID mismatch or no DWARF)"
-            )
+            # OSRELEASE comes from the dump's VMCOREINFO: any bytes at all.
+            release = prog["UTS_RELEASE"].string_().decode(errors="replace")
+            raise TargetError(f"none of {', '.join(files)} is debug info for this kernel "
+                              f"({release}; build ID mismatch or no DWARF)")
         if symbols:
             raise TargetError(f"{missing} ({hint})")
         try:

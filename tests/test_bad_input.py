@@ -6,7 +6,6 @@ finding (a netmem value that points at nothing valid), 4 a partial result.
 """
 
 import gzip
-import json
 import os
 import shutil
 import struct
@@ -405,3 +404,14 @@ def test_decode_values_that_point_at_nothing_valid(value, reason):
 ])
 def test_pool_keys_that_name_no_pool(key, says):
     one_line_error(run_cli("-f", str(GOOD), "pool", "--", key), 2, says=says)
+
+
+def test_core_whose_osrelease_is_not_utf8(tmp_path):
+    # VMCOREINFO's OSRELEASE with a stray byte, and debug info that does not
+    # match: the error names the release as well as it can (found by fuzzing).
+    raw = CORE.read_bytes()
+    at = raw.index(b"OSRELEASE=") + len(b"OSRELEASE=")
+    core = tmp_path / "vmcore"
+    core.write_bytes(raw[:at] + b"\x80" + raw[at + 1:])
+    one_line_error(run_cli("-c", str(core), "-s", str(OTHER / "types.elf"), "pools"), 3,
+                   says="\ufffd")
