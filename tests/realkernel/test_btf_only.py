@@ -7,6 +7,7 @@ notes as with full DWARF (the -dbg vmlinux and the module debug files).
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,26 @@ def test_btf_of_another_kernel_is_refused(series, other, tmp_path):
     assert result.err.startswith("netmem-probe: error: BTF from ")
     assert "is not this kernel's: VMCOREINFO has" in result.err
     assert len(result.err.splitlines()) == 1
+
+
+IDENTITY = ("id", "address", "state", "netdev", "orig-netdev", "ifindex", "napi-id", "netns",
+            "queue", "driver", "order", "pool-size", "nid", "cpuid", "flags")
+
+
+@pytest.mark.parametrize("series", SERIES)
+def test_live_run_with_no_symbols_read_btf_and_kallsyms_and_saw_the_same_pools(series):
+    t = truth(series)
+    if not t.get("live"):
+        pytest.fail(f"{series}: no live run (scripts/realkernel/make-vmcore {series} --live)")
+    live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
+    btf = live.get("btf")
+    if btf is None:
+        pytest.fail(f"{series}: the live run predates the BTF-only run "
+                    f"(scripts/realkernel/make-vmcore {series} --live)")
+    assert btf["ok"] and btf["returncode"] in (0, 1), btf.get("error") or btf["stderr"]
+    assert ("reading it with types from BTF (/sys/kernel/btf/vmlinux), symbols from "
+            "/proc/kallsyms") in btf["stderr"]
+    # Both runs read the same running kernel one after the other: the same
+    # pools, each with the same identity (counts move on a live kernel).
+    assert [{k: p.get(k) for k in IDENTITY} for p in btf["output"]] == [
+        {k: p.get(k) for k in IDENTITY} for p in live["output"]]

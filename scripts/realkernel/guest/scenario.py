@@ -642,34 +642,42 @@ def live():
     cmd = [CFG["probe_cmd"]]
     for s in CFG["symbols"]:
         cmd += ["-s", s]
-    cmd += ["pools", "--json"]
-    res = {"cmd": cmd, "target": "live (/proc/kcore in the guest)"}
-    if not os.path.exists(CFG["probe_cmd"]):
-        res.update(ok=False, error="%s does not exist (netmem-probe CLI not installed yet)"
-                   % CFG["probe_cmd"])
-    else:
-        t1 = time.monotonic()
-        try:
-            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               timeout=900)
-            res.update(returncode=p.returncode, stderr=p.stderr[-20000:])
-            try:
-                res["output"] = json.loads(p.stdout)
-                res["ok"] = p.returncode in (0, 1, 4)
-            except ValueError:
-                res.update(ok=False, output=None, stdout=p.stdout[-20000:],
-                           error="output is not JSON")
-        except subprocess.TimeoutExpired:
-            res.update(ok=False, error="timed out after 900 s")
-        except OSError as e:
-            res.update(ok=False, error=repr(e))
-        res["duration_s"] = round(time.monotonic() - t1, 2)
+    res = run_probe(cmd + ["pools", "--json"])
+    # The same with no -s: the guest has no debug info where drgn looks, so
+    # netmem-probe reads the kernel's BTF and /proc/kallsyms instead.
+    res["btf"] = run_probe([CFG["probe_cmd"], "pools", "--json"])
     after = netlink_all(with_links=False)
     touch("live-pools.json", json.dumps(res, indent=1))
     touch("live-netlink.json", json.dumps({"before": before, "after": after,
                                            "clock": clocks()}, indent=1))
     touch("live-done", str(round(time.monotonic() - t, 2)))
     log("live: done in %.1f s (%s)" % (time.monotonic() - t, res.get("error") or "ok"))
+
+
+def run_probe(cmd):
+    """Run netmem-probe on /proc/kcore; its JSON output, exit code and stderr."""
+    res = {"cmd": cmd, "target": "live (/proc/kcore in the guest)"}
+    if not os.path.exists(CFG["probe_cmd"]):
+        res.update(ok=False, error="%s does not exist (netmem-probe CLI not installed yet)"
+                   % CFG["probe_cmd"])
+        return res
+    t1 = time.monotonic()
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=900)
+        res.update(returncode=p.returncode, stderr=p.stderr[-20000:])
+        try:
+            res["output"] = json.loads(p.stdout)
+            res["ok"] = p.returncode in (0, 1, 4)
+        except ValueError:
+            res.update(ok=False, output=None, stdout=p.stdout[-20000:],
+                       error="output is not JSON")
+    except subprocess.TimeoutExpired:
+        res.update(ok=False, error="timed out after 900 s")
+    except OSError as e:
+        res.update(ok=False, error=repr(e))
+    res["duration_s"] = round(time.monotonic() - t1, 2)
+    return res
 
 
 if __name__ == "__main__":
