@@ -25,13 +25,13 @@ import struct
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Tuple
 
 import click
 import drgn
 import pytest
 from drgn import TypeKind
-from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
 from conftest import FIXTURE_NAMES, FIXTURES, run_cli
@@ -142,11 +142,16 @@ class Subject:
                 size = drgn.sizeof(obj.type.unaliased().type)
                 netmems += [hex(obj.addr + i * size | 1) for i in (0, 1)]
         names = sorted({dev.name for ns in w.namespaces for dev in ns.netdevs})
+        providers = w.expected.get("providers", [])
+        ring = w.expected.get("providers-ring", {}).get("ring")
         return {
             "ids": [str(p.id) for p in pools],
             "addresses": [hex(p.obj.addr) for p in pools],
             "netmems": netmems or ["0x1"],
             "names": names or ["lo"],
+            "areas": [p["area"] for p in providers] + [p["address"] for p in providers[:1]]
+            + ["dmabuf:99"],
+            "rings": [ring] if ring else [hex(pools[0].obj.addr)],
         }
 
 
@@ -244,17 +249,22 @@ def _set(fm: FaultyMemory, where: int, size: int, value: Any) -> None:
 def _values_for(name: str, s: Subject) -> st.SearchStrategy:
     name = name.upper()
     t = s.truth
-    if "NETMEM" in name or "PAGE" in name or "ADDR" in name:
+    if "AREA" not in name and "RING" not in name and (
+            "NETMEM" in name or "PAGE" in name or "ADDR" in name):
         return st.sampled_from(t["netmems"] + t["addresses"] + ["0x0"])
     if "POOL" in name or name == "ID":
         return st.sampled_from(t["ids"] + t["addresses"][:2])
     if "NETDEV" in name or "NAME" in name or "DEV" in name:
         return st.sampled_from(t["names"])
+    if "AREA" in name:
+        return st.sampled_from(t["areas"])
+    if "RING" in name:
+        return st.sampled_from(t["rings"])
     return st.sampled_from(t["ids"] + t["addresses"] + t["netmems"] + t["names"])
 
 
 @st.composite
-def command_args(draw, command: click.Command, s: Subject) -> List[str]:
+def command_args(draw, command: click.Command, s: Subject, live: bool) -> List[str]:
     args: List[str] = [command.name]
     positional: List[str] = []
     for param in command.params:
@@ -285,10 +295,18 @@ def command_args(draw, command: click.Command, s: Subject) -> List[str]:
             else:
                 value = draw(_values_for(f"{param.metavar or ''} {param.name}", s))
             args += [param.opts[0], str(value)]
-    # A refreshing view (pools --watch) runs until Ctrl-C unless told how often.
+    # A refreshing view (pools --watch) needs a live kernel and runs until
+    # Ctrl-C unless told how often; other uses are usage errors whatever the
+    # memory, which the fuzzer would only throw away.
     names = {p.name for p in command.params}
+    if "--watch" in args and not live:
+        i = args.index("--watch")
+        del args[i:i + 2]
     if "--watch" in args and "iterations" in names and "--iterations" not in args:
         args += ["--iterations", str(draw(st.integers(1, 3)))]
+    if "--iterations" in args and "--watch" not in args:
+        i = args.index("--iterations")
+        del args[i:i + 2]
     return args + (["--"] + positional if positional else [])
 
 
@@ -349,34 +367,30 @@ def check(result, args: List[str]) -> None:
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
-def test_commands_survive_corrupt_kernels(command):
-    subjects = [subject(name) for name in FIXTURE_NAMES]
-
-    @FUZZ_SETTINGS
-    @given(data=st.data())
-    def fuzz(data):
-        s = data.draw(st.sampled_from(subjects), label="fixture")
-        corruptions = data.draw(st.lists(corruption(s), min_size=1, max_size=6),
-                                label="corruptions")
-        live = data.draw(st.integers(0, 3), label="live") == 0
-        args = data.draw(command_args(command, s), label="args")
-        for description, _ in corruptions:
-            note(description)
-        result, fm = run_on(s, args, corruptions, live)
-        note(f"{result.code} after {fm.reads} reads: {result.err}")
-        if result.code == 2:
-            if run_on(s, args, [], live)[0].code == 2:
-                assume(False)  # the arguments are wrong whatever the memory
-            # The corruption made what the arguments name vanish.  That is a
-            # usage error only if nothing it depends on was skipped: `decode`
-            # reads what a value names, `pools` every pool a lookup by id
-            # could have found it among.
-            survey, _ = run_on(s, survey_args(command, args), corruptions, live)
-            assert survey.code != 4, f"'not found' although objects were skipped: {result.err}"
-            return
-        check(result, args)
-
-    fuzz()
+@FUZZ_SETTINGS
+@given(data=st.data())
+def test_commands_survive_corrupt_kernels(command, data):
+    s = subject(data.draw(st.sampled_from(FIXTURE_NAMES), label="fixture"))
+    corruptions = data.draw(st.lists(corruption(s), min_size=1, max_size=6),
+                            label="corruptions")
+    live = data.draw(st.integers(0, 3), label="live") == 0
+    args = data.draw(command_args(command, s, live), label="args")
+    for description, _ in corruptions:
+        note(description)
+    result, fm = run_on(s, args, corruptions, live)
+    note(f"{result.code} after {fm.reads} reads: {result.err}")
+    event(f"exit {result.code}")  # shown by --hypothesis-show-statistics
+    if result.code == 2:
+        if run_on(s, args, [], live)[0].code == 2:
+            assume(False)  # the arguments are wrong whatever the memory
+        # The corruption made what the arguments name vanish.  That is a
+        # usage error only if nothing it depends on was skipped: `decode`
+        # reads what a value names, `pools` every pool a lookup by id could
+        # have found it among.
+        survey, _ = run_on(s, survey_args(command, args), corruptions, live)
+        assert survey.code != 4, f"'not found' although objects were skipped: {result.err}"
+        return
+    check(result, args)
 
 
 def test_the_fuzzer_sees_every_fixture():
