@@ -19,7 +19,7 @@ BTF of another kernel or configuration is refused rather than misread.
 """
 
 import re
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import drgn
 from drgn import Program
@@ -82,6 +82,7 @@ def add_kernel_btf(prog: Program, btf: Btf, symbols: Optional[drgn.SymbolIndex] 
     lookup = None
     if symbols is not None:
         prog.register_symbol_finder("kallsyms", symbols, enable_index=-1)
+        prog.register_symbol_finder("module_kallsyms", _ModuleKallsyms(), enable_index=-1)
         lookup = _symbol_lookup(prog, symbols)
     try:
         add_btf_type_finder(prog, btf, enable_index=-1)
@@ -173,6 +174,32 @@ def _symbol_lookup(prog: Program,
         return found[0].address if found else None
 
     return lookup
+
+
+class _ModuleKallsyms:
+    """
+    A symbol finder for the loaded modules' symbols (what ``-s MODULE.ko.debug``
+    gives identify_address()), read from the kernel's module list the first
+    time vmlinux's kallsyms cannot answer: a hundred modules take a second
+    that most commands never need.
+    """
+
+    def __init__(self) -> None:
+        self._index: Optional[drgn.SymbolIndex] = None
+
+    def __call__(self, prog: Program, name: Optional[str], address: Optional[int],
+                 one: bool) -> List[drgn.Symbol]:
+        if self._index is None:
+            from drgn.helpers.linux.kallsyms import load_module_kallsyms
+
+            # Reading the module list looks objects up, never symbols; an
+            # empty index first keeps a lookup made meanwhile from recursing.
+            self._index = drgn.SymbolIndex([])
+            try:
+                self._index = load_module_kallsyms(prog)
+            except (LookupError, ValueError, drgn.FaultError):
+                pass  # no module list, or an unreadable one: vmlinux's symbols only
+        return self._index(prog, name, address, one)
 
 
 def _btf_in_memory(prog: Program, lookup: Callable[[str], Optional[int]]) -> Btf:

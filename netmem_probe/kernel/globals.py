@@ -55,6 +55,7 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     "vmap_zone_size": "unsigned long",
     "task_struct_cachep": "struct kmem_cache *",
     "thread_stack_cache": "struct kmem_cache *",
+    "modules": "struct list_head",  # module symbols, for the same
     # CPUs: NR_CPUS is the bit size of struct cpumask
     "__per_cpu_offset": "unsigned long [NR_CPUS]",
     "__cpu_possible_mask": "struct cpumask",

@@ -137,3 +137,14 @@ def test_live_run_with_no_symbols_read_btf_and_kallsyms_and_saw_the_same_pools(s
     # pools, each with the same identity (counts move on a live kernel).
     assert [{k: p.get(k) for k in IDENTITY} for p in btf["output"]] == [
         {k: p.get(k) for k in IDENTITY} for p in live["output"]]
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_module_symbols_come_from_the_module_list_as_from_module_debug_files(series, kind):
+    from drgn.helpers.common.memory import identify_address
+
+    dwarf = program(series, kind)
+    for name in ("veth_xmit", "virtnet_poll"):
+        address = dwarf.symbol(name).address + 1
+        assert identify_address(btf_program(series, kind), address) == \
+            identify_address(dwarf, address) == f"function symbol: {name}+0x1"
