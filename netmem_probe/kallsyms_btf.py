@@ -11,6 +11,7 @@ kallsyms address, typed by their BTF ``VAR`` (per-CPU variables) or else by
 :data:`netmem_probe.kernel.globals.GLOBAL_TYPES`.  Functions and enumerators
 come from BTF too, so drgn's own ``linux`` object finder (``vmemmap`` from
 ``vmemmap_populate`` and ``mem_section``, ``PAGE_SHIFT``, ...) keeps working.
+Module symbols are read from the kernel's module list when first needed.
 
 BTF carries no build ID, so before it is used its sizes and offsets are checked
 against the ``SIZE(...)`` and ``OFFSET(...)`` lines of the kernel's VMCOREINFO
@@ -33,12 +34,17 @@ from netmem_probe.btf import (
     read_btf_from_elf,
 )
 from netmem_probe.kernel.globals import global_type
+from netmem_probe.kernel.walk import list_nodes
 
 __all__ = ("LIVE_BTF", "KernelBtfError", "add_kernel_btf", "load_btf_file", "use_btf_and_kallsyms")
 
 LIVE_BTF = "/sys/kernel/btf/vmlinux"
 # A vmlinux's BTF is 5-6 MiB; far more means a corrupt dump or the wrong file.
 _MAX_BTF_SIZE = 256 << 20
+# Far beyond any real kernel's (a few hundred modules, 30,000 symbols for
+# the largest); past them the module list or a module is corrupt.
+_MAX_MODULES = 1 << 14
+_MAX_MODULE_SYMBOLS = 1 << 20
 
 
 class KernelBtfError(Exception):
@@ -124,15 +130,15 @@ def _check_vmcoreinfo_layout(prog: Program, what: str) -> None:
     for kind, name, member, value in _VMCOREINFO_LAYOUT.findall(vmcoreinfo):
         type_ = _vmcoreinfo_type(prog, name)
         if type_ is None or (kind == "OFFSET") != bool(member):
-            continue  # a type this BTF lacks is not evidence either way
+            continue  # a type this BTF lacks (or a malformed line) is no evidence
         try:
-            have = drgn.offsetof(type_, member) if member else drgn.sizeof(type_)
+            have = str(drgn.offsetof(type_, member) if kind == "OFFSET" else drgn.sizeof(type_))
         except (LookupError, TypeError, ValueError):
-            have = None
-        if have != int(value):
+            have = "nothing"
+        if have != value:
             label = f"{kind}({name}{'.' + member if member else ''})"
             raise KernelBtfError(f"{what} is not this kernel's: VMCOREINFO has "
-                                 f"{label}={value}, the BTF {have if have is not None else 'none'}")
+                                 f"{label}={value}, the BTF {have}")
 
 
 def _vmcoreinfo_type(prog: Program, name: str) -> Optional[drgn.Type]:
@@ -190,16 +196,37 @@ class _ModuleKallsyms:
     def __call__(self, prog: Program, name: Optional[str], address: Optional[int],
                  one: bool) -> List[drgn.Symbol]:
         if self._index is None:
-            from drgn.helpers.linux.kallsyms import load_module_kallsyms
-
-            # Reading the module list looks objects up, never symbols; an
-            # empty index first keeps a lookup made meanwhile from recursing.
+            # Empty while the list is read, so that a symbol lookup made
+            # meanwhile cannot start a second read.
             self._index = drgn.SymbolIndex([])
-            try:
-                self._index = load_module_kallsyms(prog)
-            except (LookupError, ValueError, drgn.FaultError):
-                pass  # no module list, or an unreadable one: vmlinux's symbols only
+            self._index = _module_symbols(prog)
         return self._index(prog, name, address, one)
+
+
+def _module_symbols(prog: Program) -> drgn.SymbolIndex:
+    """
+    Every loaded module's kallsyms, as drgn's ``load_module_kallsyms()``
+    reads them, but over a bounded walk of the module list: a module that
+    cannot be read, or claims an absurd symbol count, is left out.
+    """
+    from drgn.helpers.linux.kallsyms import module_kallsyms
+
+    symbols: List[drgn.Symbol] = []
+    try:
+        module_type = prog.type("struct module")
+        offset = drgn.offsetof(module_type, "list")
+        head = prog["modules"].address_
+    except LookupError:
+        return drgn.SymbolIndex(symbols)
+    for node in list_nodes(prog, head, what="modules", limit=_MAX_MODULES):
+        module = drgn.Object(prog, module_type, address=node - offset)
+        try:
+            if module.kallsyms.num_symtab.value_() <= _MAX_MODULE_SYMBOLS:
+                symbols.extend(module_kallsyms(module))
+        except (AttributeError, LookupError, ValueError, UnicodeDecodeError, MemoryError,
+                drgn.FaultError):
+            continue
+    return drgn.SymbolIndex(symbols)
 
 
 def _btf_in_memory(prog: Program, lookup: Callable[[str], Optional[int]]) -> Btf:

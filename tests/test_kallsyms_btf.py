@@ -214,3 +214,13 @@ def test_layout_from_btf_needs_no_root():
         capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == run_cli("--btf", str(HOST_BTF), "layout", "--json").json()
+
+
+def test_a_kernel_without_a_module_list_has_vmlinux_symbols_only(fixture_program,
+                                                                 tmp_path_factory):
+    dwarf = fixture_program("linux-7.3-mixed")
+    prog = btf_program("linux-7.3-mixed", dwarf, tmp_path_factory)
+    # The fixture has no 'modules' list: the module symbol finder has none.
+    with pytest.raises(LookupError):
+        prog.symbol(0xFFFFFFFFC0000000)
+    assert prog.symbol("init_net").address == dwarf["init_net"].address_
