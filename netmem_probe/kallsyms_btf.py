@@ -134,7 +134,7 @@ def _check_vmcoreinfo_layout(prog: Program, what: str) -> None:
         try:
             have = str(drgn.offsetof(type_, member) if kind == "OFFSET" else drgn.sizeof(type_))
         except (LookupError, TypeError, ValueError):
-            have = "nothing"
+            have = "no such member"
         if have != value:
             label = f"{kind}({name}{'.' + member if member else ''})"
             raise KernelBtfError(f"{what} is not this kernel's: VMCOREINFO has "
