@@ -15,7 +15,7 @@ EXAMPLES = """\b
 EXAMPLES:
   netmem-probe -c vmcore -s vmlinux decode 0xffffea0004a2b1c0
       a page netmem: pfn, page-pool owner, refcounts
-  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed decode 0xffff88800421f881
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed decode 0xffff888004222801
       a net_iov netmem (bit 0 set): area, index, provider, user refs
   grep -o 'netmem=0x[0-9a-f]*' trace.txt | cut -d= -f2 | netmem-probe decode -
       decode values read from standard input

@@ -16,7 +16,7 @@ EXAMPLES = """\b
 EXAMPLES:
   netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed holders 0xffffea0000180000
       who holds this page: skb frags and heads, their sockets and queues
-  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed holders 0xffff88800421cd41
+  netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed holders 0xffff888004222801
       the same for a net_iov netmem (bit 0 set)
   netmem-probe -c vmcore -s vmlinux holders 0xffff8c6942a35000 --json
       a direct-map address: the page it lies in

@@ -214,7 +214,7 @@ class World:
             "NUMBER(phys_base)=0\n"
             f"SYMBOL(mem_section)={self.prog_symbol('mem_section'):x}\n"
             f"LENGTH(mem_section)={self._nr_section_roots()}\n"
-            "SIZE(mem_section)=16\n"
+            f"SIZE(mem_section)={self.mem_section_size}\n"
             "OFFSET(mem_section.section_mem_map)=0\n"
             f"NUMBER(SECTION_SIZE_BITS)={SECTION_SIZE_BITS}\n"
             f"NUMBER(MAX_PHYSMEM_BITS)={MAX_PHYSMEM_BITS}\n"
@@ -225,7 +225,7 @@ class World:
 
     def _nr_section_roots(self) -> int:
         sections = 1 << (MAX_PHYSMEM_BITS - SECTION_SIZE_BITS)
-        return sections // (PAGE_SIZE // 16)
+        return sections // (PAGE_SIZE // self.mem_section_size)
 
     def prog_symbol(self, name: str) -> int:
         return self._symbols[name]
@@ -237,6 +237,7 @@ class World:
         scout_module.try_file(str(self.types_elf), force=True)
         self.build_id = scout_module.build_id.hex()
         self._symbols = {s.name: s.address for s in scout.symbols()}
+        self.mem_section_size = drgn.sizeof(scout.type("struct mem_section"))
         data_end = max(s.address + s.size for s in scout.symbols() if s.address >= KERNEL_DATA)
         prog = Program(PLATFORM)
         prog.set_linux_kernel_custom(self.vmcoreinfo().encode(), False)
@@ -376,7 +377,7 @@ class World:
 
         roots = self.alloc("struct mem_section *", count=self._nr_section_roots(), align=PAGE_SIZE)
         nr_sections = self.ram_size >> SECTION_SIZE_BITS
-        per_root = PAGE_SIZE // 16
+        per_root = PAGE_SIZE // self.mem_section_size  # SECTIONS_PER_ROOT
         roots.value = []
         for first in range(0, nr_sections, per_root):
             sections = self.alloc("struct mem_section", count=per_root, align=PAGE_SIZE)
