@@ -375,7 +375,13 @@ def _resolve_link(path: Path, within: Path, what: str) -> Path:
     return target
 
 
+BUNDLED_FIXTURES = Path(__file__).parent / "fixtures"
+
+
 def _open_fixture(path: Path) -> Program:
+    if not path.exists() and len(path.parts) == 1 and (BUNDLED_FIXTURES / path).is_dir():
+        # A bare name is a fixture bundled with netmem-probe.
+        path = BUNDLED_FIXTURES / path
     if path.is_symlink():
         _resolve_link(path, path.absolute().parent, "fixture")
     try:
