@@ -280,3 +280,15 @@ def test_a_list_broken_in_the_middle_is_walked_back_from_its_head():
     result = run(fm, "pools", "--json")
     partial(result, "net_namespace_list", "node's prev is 0xdead000000000122")
     assert result.json() == clean
+
+
+@pytest.mark.parametrize("command", ["pools", "leaks", "holders"])
+def test_a_pointer_near_the_top_of_memory_plus_an_offset_faults_like_the_cpu(command):
+    # nd_net.net = -63: net + offsetof(struct net, ns.inum) is past 2**64.
+    # The CPU wraps it (and faults); Python must too, not overflow drgn's u64.
+    w = world()
+    fm = FaultyMemory(w)
+    for dev in objects(w, "struct net_device"):
+        fm.write_word(dev.addr_of("nd_net.net"), -63)
+    args = [command] + ([hex(nic_pools(w)[0].pages[0].netmem)] if command == "holders" else [])
+    partial(run(fm, *args), "net_device at")

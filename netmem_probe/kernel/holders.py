@@ -42,7 +42,7 @@ from netmem_probe.kernel.page_pool import (
     ptr_ring_slots,
 )
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import Problems
+from netmem_probe.kernel.walk import Problems, wrap
 
 __all__ = (
     "POOL_KINDS",
@@ -171,8 +171,8 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
     order = 0
     if info.pool is not None:
         try:
-            order = prog.read_u8(info.pool + drgn.offsetof(prog.type("struct page_pool"),
-                                                           "p.order"))
+            order = prog.read_u8(wrap(info.pool + drgn.offsetof(prog.type("struct page_pool"),
+                                                                "p.order")))
         except drgn.FaultError:
             pass
     # An impossible order is a corrupt pool: look at the head page alone.
@@ -378,8 +378,8 @@ class HolderSearch:
             return Holder("pool-dma-mapped", address, value, pool_id=info.id)
         node = address - self.xa_slots - 8 * (index % self.xa_chunk)
         try:
-            shift = self.prog.read_u8(node + self.xa_shift)
-            array = self.prog.read_word(node + self.xa_array)
+            shift = self.prog.read_u8(wrap(node + self.xa_shift))
+            array = self.prog.read_word(wrap(node + self.xa_array))
         except drgn.FaultError:
             return None
         if shift == 0 and array == xa:
@@ -407,7 +407,7 @@ class HolderSearch:
     def _shinfo_frag(self, address: int, value: int) -> Optional[Tuple[int, int]]:
         """``(skb_shared_info address, frag index)`` if the word at ``address`` is a frag's netmem."""
         for index in range(self.max_frags):
-            shinfo = address - self.frag_netmem - self.frags_offset - index * self.frag_size
+            shinfo = wrap(address - self.frag_netmem - self.frags_offset - index * self.frag_size)
             try:
                 raw = self.prog.read(shinfo, self.frags_offset + self.max_frags * self.frag_size)
             except drgn.FaultError:
@@ -449,7 +449,7 @@ class HolderSearch:
 
     def _sock_info(self, address: int) -> Optional[SockInfo]:
         try:
-            raw = self.prog.read(address, self.sock_reader.size)
+            raw = self.prog.read(wrap(address), self.sock_reader.size)
         except drgn.FaultError:
             return None
         f = self.sock_reader.decode(raw)
@@ -470,7 +470,7 @@ class HolderSearch:
         netns = None
         if f["net"]:
             try:
-                netns = self.prog.read_u32(f["net"] + self.inum_offset)
+                netns = self.prog.read_u32(wrap(f["net"] + self.inum_offset))
             except drgn.FaultError:
                 pass
         return SockInfo(address, family, local, remote, netns)
@@ -482,7 +482,7 @@ class HolderSearch:
         node = skb_address
         for _ in range(MAX_QUEUE_STEPS):
             try:
-                node = self.prog.read_word(node + self.skb_reader.offset("next"))
+                node = self.prog.read_word(wrap(node + self.skb_reader.offset("next")))
             except drgn.FaultError:
                 return nodes, False
             if node == skb_address:
@@ -515,7 +515,7 @@ class HolderSearch:
         # The queue head is the node whose qlen counts the others.
         for head in nodes:
             try:
-                qlen = self.prog.read_u32(head + self.qlen_offset)
+                qlen = self.prog.read_u32(wrap(head + self.qlen_offset))
             except drgn.FaultError:
                 continue
             if qlen != len(nodes):
@@ -537,7 +537,7 @@ class HolderSearch:
                     return False
                 if node == skb_address:
                     return True
-                node = self.prog.read_word(node + self.skb_reader.offset("next"))
+                node = self.prog.read_word(wrap(node + self.skb_reader.offset("next")))
         except drgn.FaultError:
             pass
         return False

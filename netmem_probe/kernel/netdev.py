@@ -14,7 +14,7 @@ import drgn
 from drgn import Program
 
 from netmem_probe.kernel.structs import StructReader, read_cstring
-from netmem_probe.kernel.walk import Problems, hlist_nodes, list_nodes, read_pointer
+from netmem_probe.kernel.walk import Problems, hlist_nodes, list_nodes, read_pointer, wrap
 
 __all__ = ("NetdevInfo", "NetdevReader", "for_each_net_address", "namespace_page_pool_lists")
 
@@ -87,7 +87,7 @@ class NetdevReader:
             pass
         try:
             raw = self.reader.read(address)
-            netns = self.prog.read_u32(raw["net"] + self.inum_offset) if raw["net"] else None
+            netns = self.prog.read_u32(wrap(raw["net"] + self.inum_offset)) if raw["net"] else None
             loopback = raw["net"] and read_pointer(self.prog, raw["net"] + self.loopback_offset)
             info: Optional[NetdevInfo] = NetdevInfo(
                 address=address,

@@ -16,7 +16,7 @@ import drgn
 from drgn import Object, Program
 
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import CorruptionError, Problems
+from netmem_probe.kernel.walk import CorruptionError, Problems, wrap
 
 __all__ = (
     "NET_IOV",
@@ -308,7 +308,7 @@ def pool_id(prog: Program, pool: int) -> Optional[int]:
         return None
     try:
         offset = drgn.offsetof(prog.type("struct page_pool"), "user.id")
-        return prog.read_u32(pool + offset)
+        return prog.read_u32(wrap(pool + offset))
     except drgn.FaultError:
         return None
 

@@ -26,6 +26,7 @@ from netmem_probe.kernel.walk import (
     attempts,
     inconsistent,
     read_words,
+    wrap,
     xa_entries,
 )
 
@@ -276,7 +277,7 @@ class PagePoolScanner:
             # unsigned long arithmetic, as per_cpu_ptr(): with KASLR the
             # per-CPU symbol's address plus the offset wraps around 2**64.
             return [address for address in (
-                self.prog.read_word((var.address_ + cpu_offset + offset) & 0xFFFFFFFFFFFFFFFF)
+                self.prog.read_word(wrap(var.address_ + cpu_offset + offset))
                 for cpu_offset in _possible_cpu_offsets(self.prog)) if address]
         except (LookupError, drgn.FaultError):
             return []
@@ -380,7 +381,7 @@ class PagePoolScanner:
         if not raw["napi"]:
             return None
         try:
-            napi_id = self.prog.read_u32(raw["napi"] + self.napi_id_offset)
+            napi_id = self.prog.read_u32(wrap(raw["napi"] + self.napi_id_offset))
         except drgn.FaultError:
             return None
         return napi_id if napi_id >= self.min_napi_id else None

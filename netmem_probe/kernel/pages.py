@@ -27,7 +27,7 @@ from drgn import Program
 from netmem_probe.kernel.netmem import PpScheme, memmap_description
 from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner, ptr_ring_entries
 from netmem_probe.kernel.structs import StructReader
-from netmem_probe.kernel.walk import Problems, read_words
+from netmem_probe.kernel.walk import Problems, read_words, wrap
 
 __all__ = (
     "CHUNK_BYTES",
@@ -122,7 +122,7 @@ def read_memmap(prog: Program, start_pfn: int, end_pfn: int, *, record_size: int
         while todo:
             lo, hi = todo.pop()
             try:
-                data = prog.read(memmap + lo * record_size, (hi - lo) * record_size)
+                data = prog.read(wrap(memmap + lo * record_size), (hi - lo) * record_size)
             except drgn.FaultError as e:
                 if hi - lo <= grain:
                     if holes and holes[-1].end == lo and holes[-1].reason == e.message:

@@ -29,7 +29,7 @@ from drgn import Object, Program
 
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, for_each_net_address
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import Problems, list_nodes, read_words, xa_entries
+from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap, xa_entries
 
 __all__ = (
     "NIOV_STATES",
@@ -212,7 +212,7 @@ def ring_zcrx_ifqs(prog: Program, ctx: int,
         return [entry for _, entry in xa_entries(prog, xa, what="io_ring_ctx zcrx_ctxs",
                                                  problems=problems)]
     if member_exists(ctx_type, "ifq"):
-        ifq = prog.read_word(ctx + drgn.offsetof(ctx_type, "ifq"))
+        ifq = prog.read_word(wrap(ctx + drgn.offsetof(ctx_type, "ifq")))
         return [ifq] if ifq else []
     raise ValueError("this kernel's io_uring rings have no zcrx interface queues")
 
@@ -562,8 +562,8 @@ class ProviderScanner:
         size = None
         if b["dmabuf"]:
             try:
-                size = prog.read_u64(b["dmabuf"] + drgn.offsetof(prog.type("struct dma_buf"),
-                                                                  "size"))
+                size = prog.read_u64(wrap(b["dmabuf"] + drgn.offsetof(prog.type("struct dma_buf"),
+                                                                       "size")))
             except drgn.FaultError as e:
                 self.problems.fault("dma_buf", b["dmabuf"], e)
         pools = self._pools_of(address, "dmabuf")
@@ -588,7 +588,7 @@ class ProviderScanner:
                                  problems=self.problems):
             try:
                 # get_netdev_rx_queue_index(): rxq - rxq->dev->_rx
-                rx = prog.read_word(prog.read_word(rxq + rxq_dev) + dev_rx)
+                rx = prog.read_word(wrap(prog.read_word(wrap(rxq + rxq_dev)) + dev_rx))
             except drgn.FaultError as e:
                 self.problems.fault("bound rx queue", rxq, e)
                 continue

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import drgn
 from drgn import Program, TypeKind
 
+from netmem_probe.kernel.walk import wrap
+
 __all__ = ("Field", "StructReader", "member_exists", "read_cstring")
 
 
@@ -106,7 +108,7 @@ class StructReader:
 
     def read(self, address: int) -> Dict[str, Any]:
         """Read the object at ``address`` in one go and decode it."""
-        return self.decode(self.prog.read(address, self.size))
+        return self.decode(self.prog.read(wrap(address), self.size))
 
     def decode(self, raw: bytes) -> Dict[str, Any]:
         out: Dict[str, Any] = dict.fromkeys(self._plan.missing)
@@ -171,7 +173,7 @@ def read_cstring(prog: Program, address: int, limit: int = 64) -> Optional[str]:
         return None
     raw = b""
     while b"\0" not in raw and len(raw) < limit:
-        here = address + len(raw)
+        here = wrap(address + len(raw))
         try:
             # Never read across a page boundary the string may not reach.
             raw += prog.read(here, min(16, 4096 - (here & 4095)))

@@ -18,7 +18,8 @@ from drgn.helpers import ValidationError
 
 __all__ = (
     "CorruptionError", "LIVE_RETRIES", "Problem", "Problems", "attempts", "hlist_nodes",
-    "inconsistent", "list_nodes", "read_pointer", "read_words", "xa_count", "xa_entries",
+    "inconsistent", "list_nodes", "read_pointer", "read_words", "wrap", "xa_count",
+    "xa_entries",
 )
 
 MAX_LIST_STEPS = 1 << 20
@@ -76,8 +77,18 @@ def _report(problems: Optional[Problems], what: str, address: int, reason: str) 
     problems.add(what, address, reason)
 
 
+def wrap(address: int) -> int:
+    """
+    An address computed in Python (a pointer read from memory plus an
+    offset) wrapped to 64 bits, as the CPU computes it: a corrupt pointer
+    near the top of the address space then faults when read, instead of
+    making drgn raise OverflowError for an int that no u64 holds.
+    """
+    return address & 0xFFFFFFFFFFFFFFFF
+
+
 def read_pointer(prog: Program, address: int) -> int:
-    return prog.read_word(address)
+    return prog.read_word(wrap(address))
 
 
 def attempts(prog: Program) -> int:
@@ -331,5 +342,5 @@ def xa_count(prog: Program, xa: int, problems: Optional[Problems] = None) -> int
 
 
 def read_words(prog: Program, address: int, count: int) -> Tuple[int, ...]:
-    return struct.unpack(f"<{count}Q", prog.read(address, 8 * count))
+    return struct.unpack(f"<{count}Q", prog.read(wrap(address), 8 * count))
 
