@@ -194,6 +194,13 @@ def _set_core_dump(path: Path) -> Program:
             continue
         if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
             raise TargetError(f"{path} is not a Linux kernel core dump (no VMCOREINFO)")
+        # A segment past what a file offset (off_t) can address is no
+        # truncation but a corrupt header: every read of it fails with
+        # EINVAL (an OSError, where the helpers expect a FaultError).
+        extent = _elf_core_extent(str(path))
+        if extent is not None and extent[1] >= 1 << 63:
+            raise TargetError(f"core dump {path} is corrupt: its program headers place data "
+                              f"at file offset {extent[1]:#x}")
         return prog
     raise TargetError(f"cannot open core dump {path}: {errors[0]}")
 
@@ -239,6 +246,15 @@ def core_truncation(path: str) -> Optional[str]:
     interrupted by a full disk or a reboot), or None.  drgn opens such a
     file and faults only when a read reaches the missing part.
     """
+    extent = _elf_core_extent(path)
+    if extent is None or extent[1] <= extent[0]:
+        return None
+    return (f"core dump {path} is truncated: {extent[0]} bytes, its headers describe "
+            f"{extent[1]}; objects in the missing part are unreadable")
+
+
+def _elf_core_extent(path: str) -> Optional[Tuple[int, int]]:
+    """(file size, end of the last note or load its program headers describe) of an ELF file."""
     try:
         with open(path, "rb") as f:
             head = f.read(64)
@@ -268,10 +284,7 @@ def core_truncation(path: str) -> Optional[str]:
         p_type, p_offset, p_filesz = struct.unpack_from(phdr, table, i * phentsize)
         if p_type in (1, 4):  # PT_LOAD, PT_NOTE
             need = max(need, p_offset + p_filesz)
-    if need <= size:
-        return None
-    return (f"core dump {path} is truncated: {size} bytes, its headers describe {need}; "
-            "objects in the missing part are unreadable")
+    return size, need
 
 
 def _symbol_files(paths: Iterable[str]) -> List[str]:

@@ -415,3 +415,14 @@ def test_core_whose_osrelease_is_not_utf8(tmp_path):
     core.write_bytes(raw[:at] + b"\x80" + raw[at + 1:])
     one_line_error(run_cli("-c", str(core), "-s", str(OTHER / "types.elf"), "pools"), 3,
                    says="\ufffd")
+
+
+def test_core_whose_headers_place_data_past_any_file(tmp_path):
+    # p_offset 1 << 63 in the last PT_LOAD: not a truncation (which is read
+    # as far as it goes) but a corrupt header (found by fuzzing).
+    raw = bytearray(CORE.read_bytes())
+    phoff, phnum = struct.unpack_from("<Q", raw, 32)[0], struct.unpack_from("<H", raw, 56)[0]
+    struct.pack_into("<Q", raw, phoff + 56 * (phnum - 1) + 8, 1 << 63)
+    core = tmp_path / "vmcore"
+    core.write_bytes(raw)
+    one_line_error(run_cli("-c", str(core), "-s", str(TYPES), "pools"), 3, says="is corrupt")
