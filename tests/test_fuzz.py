@@ -265,7 +265,7 @@ def _values_for(name: str, s: Subject) -> st.SearchStrategy:
 
 @st.composite
 def command_args(draw, command: click.Command, s: Subject, live: bool) -> List[str]:
-    args: List[str] = [command.name]
+    chosen: Dict[str, List[str]] = {}  # option name -> its tokens, in order
     positional: List[str] = []
     for param in command.params:
         if isinstance(param, click.Argument):
@@ -280,33 +280,37 @@ def command_args(draw, command: click.Command, s: Subject, live: bool) -> List[s
             continue
         if param.is_flag:
             if param.secondary_opts:
-                args.append(draw(st.sampled_from(param.opts + param.secondary_opts)))
+                chosen[param.name] = [draw(st.sampled_from(param.opts + param.secondary_opts))]
             elif draw(st.booleans()):
-                args.append(param.opts[0])
+                chosen[param.name] = [param.opts[0]]
             continue
-        times = draw(st.integers(1, 2)) if param.multiple else 1
-        for _ in range(times):
+        tokens: List[str] = []
+        for _ in range(draw(st.integers(1, 2)) if param.multiple else 1):
             if isinstance(param.type, click.Choice):
                 value = draw(st.sampled_from(list(param.type.choices)))
             elif isinstance(param.type, (click.types.IntParamType, click.IntRange)):
-                value = draw(st.sampled_from(s.truth["ids"] + ["0", "1", "64"]))
+                least = getattr(param.type, "min", None) or 0
+                value = draw(st.sampled_from([v for v in s.truth["ids"] + ["0", "1", "64"]
+                                              if int(v) >= least]))
             elif isinstance(param.type, (click.types.FloatParamType, click.FloatRange)):
                 value = draw(st.sampled_from(["0.001", "0.01"]))  # intervals
             else:
                 value = draw(_values_for(f"{param.metavar or ''} {param.name}", s))
-            args += [param.opts[0], str(value)]
+            tokens += [param.opts[0], str(value)]
+        chosen[param.name] = tokens
     # A refreshing view (pools --watch) needs a live kernel and runs until
     # Ctrl-C unless told how often; other uses are usage errors whatever the
     # memory, which the fuzzer would only throw away.
     names = {p.name for p in command.params}
-    if "--watch" in args and not live:
-        i = args.index("--watch")
-        del args[i:i + 2]
-    if "--watch" in args and "iterations" in names and "--iterations" not in args:
-        args += ["--iterations", str(draw(st.integers(1, 3)))]
-    if "--iterations" in args and "--watch" not in args:
-        i = args.index("--iterations")
-        del args[i:i + 2]
+    if "watch" in chosen and not live:
+        del chosen["watch"]
+    if "iterations" in names:
+        if "watch" not in chosen:
+            chosen.pop("iterations", None)
+        elif "iterations" not in chosen:
+            opt = next(p for p in command.params if p.name == "iterations").opts[0]
+            chosen["iterations"] = [opt, str(draw(st.integers(1, 3)))]
+    args = [command.name] + [token for tokens in chosen.values() for token in tokens]
     return args + (["--"] + positional if positional else [])
 
 
