@@ -6,7 +6,7 @@ The fixtures' worlds, read through BTF that pahole encodes from their DWARF
 their symbol table standing in for kallsyms, give every command's answers
 unchanged.  ``--btf`` and the automatic fallback fail in one line.  (The
 real dumps, read from their own memory's BTF and kallsyms, are in
-tests/realkernel/test_btf_only.py.)
+tests/realkernel/test_real_btf_only.py.)
 """
 
 import json
