@@ -28,8 +28,15 @@ from netmem_probe.target import (
     open_program,
 )
 
-__all__ = ("EXIT_FINDINGS", "EXIT_PARTIAL", "EXIT_TARGET", "EXIT_USAGE", "PartialResultError",
-           "Target", "main")
+__all__ = (
+    "EXIT_FINDINGS",
+    "EXIT_PARTIAL",
+    "EXIT_TARGET",
+    "EXIT_USAGE",
+    "PartialResultError",
+    "Target",
+    "main",
+)
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -64,9 +71,15 @@ EXAMPLES:
 class Target:
     """The target the group options name; the Program is opened on first use."""
 
-    def __init__(self, core: Optional[str], symbols: Sequence[str], fixture: Optional[str],
-                 debug: bool, prog: Optional[drgn.Program] = None,
-                 btf: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        core: Optional[str],
+        symbols: Sequence[str],
+        fixture: Optional[str],
+        debug: bool,
+        prog: Optional[drgn.Program] = None,
+        btf: Optional[str] = None,
+    ) -> None:
         self.core = core
         self.symbols = tuple(symbols)
         self.fixture = fixture
@@ -108,11 +121,17 @@ class Target:
 
     def finish(self, findings: bool) -> int:
         """Report skipped objects on stderr and pick the exit code."""
-        if self._prog is not None and not self._described and (
-                self._prog.flags & drgn.ProgramFlags.IS_LIVE):
+        if (
+            self._prog is not None
+            and not self._described
+            and (self._prog.flags & drgn.ProgramFlags.IS_LIVE)
+        ):
             # Output without a summary line (JSON, one record) still says it.
-            click.echo(f"netmem-probe: note: read from the {describe(self._prog)}: objects "
-                       "were read one by one while the kernel ran", err=True)
+            click.echo(
+                f"netmem-probe: note: read from the {describe(self._prog)}: objects "
+                "were read one by one while the kernel ran",
+                err=True,
+            )
         if self.problems:
             self._report_problems()
             return EXIT_PARTIAL
@@ -130,8 +149,11 @@ class Target:
         return PartialResultError(f"{message} among the objects that could be read")
 
     def _report_problems(self) -> None:
-        click.echo(f"netmem-probe: warning: {len(self.problems)} object(s) skipped "
-                   "(unreadable or inconsistent):", err=True)
+        click.echo(
+            f"netmem-probe: warning: {len(self.problems)} object(s) skipped "
+            "(unreadable or inconsistent):",
+            err=True,
+        )
         for problem in self.problems.items[:20]:
             click.echo(f"  {problem}", err=True)
         if len(self.problems) > 20:
@@ -146,17 +168,31 @@ class PartialResultError(click.ClickException):
 
 @click.group(epilog=GROUP_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--core", metavar="PATH", help="read a vmcore (ELF or kdump-compressed)")
-@click.option("-s", "--symbols", metavar="PATH", multiple=True,
-              help="debug info: a vmlinux, a .ko.debug, or a directory (repeatable)")
+@click.option(
+    "-s",
+    "--symbols",
+    metavar="PATH",
+    multiple=True,
+    help="debug info: a vmlinux, a .ko.debug, or a directory (repeatable)",
+)
 @click.option("-f", "--fixture", metavar="DIR", help="read a vmcore stub fixture directory")
-@click.option("--btf", metavar="PATH",
-              help="kernel types from BTF instead of debug info: /sys/kernel/btf/vmlinux, "
-                   "or an ELF with a .BTF section (symbols then come from kallsyms)")
+@click.option(
+    "--btf",
+    metavar="PATH",
+    help="kernel types from BTF instead of debug info: /sys/kernel/btf/vmlinux, "
+    "or an ELF with a .BTF section (symbols then come from kallsyms)",
+)
 @click.option("--debug", is_flag=True, help="show tracebacks of errors")
 @click.version_option(package_name="netmem-probe")
 @click.pass_context
-def cli(ctx: click.Context, core: Optional[str], symbols: Sequence[str],
-        fixture: Optional[str], btf: Optional[str], debug: bool) -> None:
+def cli(
+    ctx: click.Context,
+    core: Optional[str],
+    symbols: Sequence[str],
+    fixture: Optional[str],
+    btf: Optional[str],
+    debug: bool,
+) -> None:
     """Show what the kernel's page pools and network memory are doing.
 
     Targets: the live kernel (default; needs root), a vmcore (-c, with -s),
@@ -220,7 +256,9 @@ def main(argv: Optional[List[str]] = None, program: Optional[drgn.Program] = Non
         if debug:
             traceback.print_exc()
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        click.echo(f"netmem-probe: error: {type(e).__name__}: {reason} "
-                   "(use --debug for the traceback)", err=True)
+        click.echo(
+            f"netmem-probe: error: {type(e).__name__}: {reason} (use --debug for the traceback)",
+            err=True,
+        )
         return EXIT_PARTIAL
     return code if isinstance(code, int) else EXIT_OK

@@ -74,8 +74,9 @@ def load_btf_file(path: str) -> Btf:
         raise KernelBtfError(f"cannot read BTF {path}: {e.strerror or e}") from None
 
 
-def add_kernel_btf(prog: Program, btf: Btf, symbols: Optional[drgn.SymbolIndex] = None,
-                   where: str = "BTF") -> None:
+def add_kernel_btf(
+    prog: Program, btf: Btf, symbols: Optional[drgn.SymbolIndex] = None, where: str = "BTF"
+) -> None:
     """
     Make BTF the program's type source, and with ``symbols`` (kallsyms) its
     symbol table and its source of global variables and functions.  The
@@ -137,8 +138,9 @@ def _check_vmcoreinfo_layout(prog: Program, what: str) -> None:
             have = "no such member"
         if have != value:
             label = f"{kind}({name}{'.' + member if member else ''})"
-            raise KernelBtfError(f"{what} is not this kernel's: VMCOREINFO has "
-                                 f"{label}={value}, the BTF {have}")
+            raise KernelBtfError(
+                f"{what} is not this kernel's: VMCOREINFO has {label}={value}, the BTF {have}"
+            )
 
 
 def _vmcoreinfo_type(prog: Program, name: str) -> Optional[drgn.Type]:
@@ -159,8 +161,7 @@ def _load_kallsyms(prog: Program, live: bool) -> drgn.SymbolIndex:
         index = load_vmlinux_kallsyms(prog)
     except drgn.MissingDebugInfoError:
         # drgn's word for "VMCOREINFO does not locate the kallsyms tables".
-        raise KernelBtfError("its VMCOREINFO does not locate kallsyms (Linux 6.0+ does)") \
-            from None
+        raise KernelBtfError("its VMCOREINFO does not locate kallsyms (Linux 6.0+ does)") from None
     except (LookupError, ValueError, OSError, drgn.FaultError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         where = "/proc/kallsyms" if live else "the kallsyms VMCOREINFO locates"
@@ -171,8 +172,7 @@ def _load_kallsyms(prog: Program, live: bool) -> drgn.SymbolIndex:
     return index
 
 
-def _symbol_lookup(prog: Program,
-                   index: drgn.SymbolIndex) -> Callable[[str], Optional[int]]:
+def _symbol_lookup(prog: Program, index: drgn.SymbolIndex) -> Callable[[str], Optional[int]]:
     # kallsyms records no file names, and CONFIG_KALLSYMS_ALL puts static
     # variables (page_pools) in it: the first symbol of the name wins.
     def lookup(name: str) -> Optional[int]:
@@ -193,8 +193,9 @@ class _ModuleKallsyms:
     def __init__(self) -> None:
         self._index: Optional[drgn.SymbolIndex] = None
 
-    def __call__(self, prog: Program, name: Optional[str], address: Optional[int],
-                 one: bool) -> List[drgn.Symbol]:
+    def __call__(
+        self, prog: Program, name: Optional[str], address: Optional[int], one: bool
+    ) -> List[drgn.Symbol]:
         if self._index is None:
             # Empty while the list is read, so that a symbol lookup made
             # meanwhile cannot start a second read.
@@ -223,8 +224,14 @@ def _module_symbols(prog: Program) -> drgn.SymbolIndex:
         try:
             if module.kallsyms.num_symtab.value_() <= _MAX_MODULE_SYMBOLS:
                 symbols.extend(module_kallsyms(module))
-        except (AttributeError, LookupError, ValueError, UnicodeDecodeError, MemoryError,
-                drgn.FaultError):
+        except (
+            AttributeError,
+            LookupError,
+            ValueError,
+            UnicodeDecodeError,
+            MemoryError,
+            drgn.FaultError,
+        ):
             continue
     return drgn.SymbolIndex(symbols)
 
@@ -232,15 +239,17 @@ def _module_symbols(prog: Program) -> drgn.SymbolIndex:
 def _btf_in_memory(prog: Program, lookup: Callable[[str], Optional[int]]) -> Btf:
     start, stop = lookup("__start_BTF"), lookup("__stop_BTF")
     if start is None or stop is None:
-        raise KernelBtfError("the dump's kernel has no BTF (no __start_BTF in kallsyms; "
-                             "CONFIG_DEBUG_INFO_BTF off)")
+        raise KernelBtfError(
+            "the dump's kernel has no BTF (no __start_BTF in kallsyms; CONFIG_DEBUG_INFO_BTF off)"
+        )
     if not 0 < stop - start <= _MAX_BTF_SIZE:
         raise KernelBtfError(f"the dump's BTF bounds are absurd ({start:#x}-{stop:#x})")
     try:
         data = prog.read(start, stop - start)
     except drgn.FaultError as e:
-        raise KernelBtfError(f"the dump's BTF is unreadable ({e.message} at {e.address:#x})") \
-            from None
+        raise KernelBtfError(
+            f"the dump's BTF is unreadable ({e.message} at {e.address:#x})"
+        ) from None
     try:
         return parse_btf(data)
     except BtfError as e:

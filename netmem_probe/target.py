@@ -34,8 +34,16 @@ from netmem_probe.kallsyms_btf import (
     use_btf_and_kallsyms,
 )
 
-__all__ = ("FIXTURE_FILES", "TargetError", "core_truncation", "describe", "fallback_note",
-           "open_btf_types", "open_debug_info", "open_program")
+__all__ = (
+    "FIXTURE_FILES",
+    "TargetError",
+    "core_truncation",
+    "describe",
+    "fallback_note",
+    "open_btf_types",
+    "open_debug_info",
+    "open_program",
+)
 
 FIXTURE_FILES = ("vmcore", "types.elf", "expected.json")
 _SYMBOL_SUFFIXES = (".ko", ".ko.debug", ".debug")
@@ -61,8 +69,12 @@ class TargetError(Exception):
     """The target cannot be opened (exit code 3)."""
 
 
-def open_program(core: Optional[str] = None, symbols: Sequence[str] = (),
-                 fixture: Optional[str] = None, btf: Optional[str] = None) -> Program:
+def open_program(
+    core: Optional[str] = None,
+    symbols: Sequence[str] = (),
+    fixture: Optional[str] = None,
+    btf: Optional[str] = None,
+) -> Program:
     """
     Make the Program for a target.
 
@@ -106,7 +118,7 @@ def open_debug_info(symbols: Sequence[str]) -> Program:
         try:
             module.try_file(path, force=True)
         except (ValueError, OSError) as e:
-            raise TargetError(f"cannot read debug info {path}: {e}")
+            raise TargetError(f"cannot read debug info {path}: {e}") from e
         if module.debug_file_path is None:
             raise TargetError(f"{path} has no usable DWARF debug info")
     # Any program's DWARF loads; without struct page the layout check would
@@ -114,7 +126,9 @@ def open_debug_info(symbols: Sequence[str]) -> Program:
     try:
         prog.type("struct page")
     except LookupError:
-        raise TargetError(f"{', '.join(files)}: not a Linux kernel's debug info (no struct page)")
+        raise TargetError(
+            f"{', '.join(files)}: not a Linux kernel's debug info (no struct page)"
+        ) from None
     return prog
 
 
@@ -128,7 +142,7 @@ def open_btf_types(path: str) -> Program:
     try:
         btf = load_btf_file(path)
     except KernelBtfError as e:
-        raise TargetError(str(e))
+        raise TargetError(str(e)) from e
     ident = _elf_ident(path)
     platform = drgn.host_platform
     if ident is not None and ident[0] is not None:
@@ -144,9 +158,9 @@ def open_btf_types(path: str) -> Program:
         add_kernel_btf(prog, btf, where=f"BTF {path}")
         prog.type("struct page")
     except KernelBtfError as e:
-        raise TargetError(str(e))
+        raise TargetError(str(e)) from e
     except LookupError:
-        raise TargetError(f"{path}: not a Linux kernel's BTF (no struct page)")
+        raise TargetError(f"{path}: not a Linux kernel's BTF (no struct page)") from None
     return prog
 
 
@@ -169,9 +183,9 @@ def _check_file(path: Path, what: str) -> None:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise TargetError(f"{what} {path} does not exist")
+        raise TargetError(f"{what} {path} does not exist") from None
     except OSError as e:
-        raise TargetError(f"cannot read {what} {path}: {e.strerror}")
+        raise TargetError(f"cannot read {what} {path}: {e.strerror}") from e
     if not stat.S_ISREG(st.st_mode):
         raise TargetError(f"{what} {path} is not a regular file")
     if st.st_size == 0:
@@ -199,8 +213,10 @@ def _set_core_dump(path: Path) -> Program:
         # EINVAL (an OSError, where the helpers expect a FaultError).
         extent = _elf_core_extent(str(path))
         if extent is not None and extent[1] >= 1 << 63:
-            raise TargetError(f"core dump {path} is corrupt: its program headers place data "
-                              f"at file offset {extent[1]:#x}")
+            raise TargetError(
+                f"core dump {path} is corrupt: its program headers place data "
+                f"at file offset {extent[1]:#x}"
+            )
         return prog
     raise TargetError(f"cannot open core dump {path}: {errors[0]}")
 
@@ -227,8 +243,11 @@ def _check_platform(prog: Program, path: str) -> None:
     if ident is None or platform is None:
         return
     arch, is_64, little, machine = ident
-    want = (platform.arch, bool(platform.flags & drgn.PlatformFlags.IS_64_BIT),
-            bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    want = (
+        platform.arch,
+        bool(platform.flags & drgn.PlatformFlags.IS_64_BIT),
+        bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN),
+    )
     # An unknown e_machine cannot be compared; its word size and byte order can.
     if (arch is None or arch == want[0]) and (is_64, little) == want[1:]:
         return
@@ -237,7 +256,9 @@ def _check_platform(prog: Program, path: str) -> None:
         return f"{arch_name} ({64 if bits64 else 32}-bit {'little' if le else 'big'}-endian)"
 
     have = name(arch.name if arch else f"e_machine {machine}", is_64, little)
-    raise TargetError(f"debug info {path} is for {have}, the target is {name(want[0].name, *want[1:])}")
+    raise TargetError(
+        f"debug info {path} is for {have}, the target is {name(want[0].name, *want[1:])}"
+    )
 
 
 def core_truncation(path: str) -> Optional[str]:
@@ -249,8 +270,10 @@ def core_truncation(path: str) -> Optional[str]:
     extent = _elf_core_extent(path)
     if extent is None or extent[1] <= extent[0]:
         return None
-    return (f"core dump {path} is truncated: {extent[0]} bytes, its headers describe "
-            f"{extent[1]}; objects in the missing part are unreadable")
+    return (
+        f"core dump {path} is truncated: {extent[0]} bytes, its headers describe "
+        f"{extent[1]}; objects in the missing part are unreadable"
+    )
 
 
 def _elf_core_extent(path: str) -> Optional[Tuple[int, int]]:
@@ -318,7 +341,7 @@ def _load_symbols(prog: Program, symbols: Sequence[str], missing: str, hint: str
     except drgn.MissingDebugInfoError:
         pass  # modules without debug info are fine; the kernel is checked below
     except (ValueError, OSError) as e:
-        raise TargetError(f"cannot load debug info: {e}")
+        raise TargetError(f"cannot load debug info: {e}") from e
     main = prog.main_module()
     if main.debug_file_path is not None:
         _check_platform(prog, main.debug_file_path)
@@ -326,14 +349,16 @@ def _load_symbols(prog: Program, symbols: Sequence[str], missing: str, hint: str
         if files:
             # OSRELEASE comes from the dump's VMCOREINFO: any bytes at all.
             release = prog["UTS_RELEASE"].string_().decode(errors="replace")
-            raise TargetError(f"none of {', '.join(files)} is debug info for this kernel "
-                              f"({release}; build ID mismatch or no DWARF)")
+            raise TargetError(
+                f"none of {', '.join(files)} is debug info for this kernel "
+                f"({release}; build ID mismatch or no DWARF)"
+            )
         if symbols:
             raise TargetError(f"{missing} ({hint})")
         try:
             how = use_btf_and_kallsyms(prog)
         except KernelBtfError as e:
-            raise TargetError(f"{missing} ({hint}), and no BTF to fall back on: {e}")
+            raise TargetError(f"{missing} ({hint}), and no BTF to fall back on: {e}") from e
         prog.cache[_FALLBACK_NOTE] = f"{missing}: reading it with {how}"
 
 
@@ -344,7 +369,7 @@ def _use_btf(prog: Program, path: str) -> None:
     try:
         use_btf_and_kallsyms(prog, path)
     except KernelBtfError as e:
-        raise TargetError(str(e))
+        raise TargetError(str(e)) from e
 
 
 def _open_core(path: Path, symbols: Sequence[str], btf: Optional[str]) -> Program:
@@ -352,8 +377,12 @@ def _open_core(path: Path, symbols: Sequence[str], btf: Optional[str]) -> Progra
     if btf is not None:
         _use_btf(prog, btf)
         return prog
-    _load_symbols(prog, symbols, f"no debug info for the kernel of {path}",
-                  "pass its vmlinux with -s, e.g. from linux-image-VERSION-dbg")
+    _load_symbols(
+        prog,
+        symbols,
+        f"no debug info for the kernel of {path}",
+        "pass its vmlinux with -s, e.g. from linux-image-VERSION-dbg",
+    )
     return prog
 
 
@@ -362,17 +391,23 @@ def _open_live(symbols: Sequence[str], btf: Optional[str]) -> Program:
     try:
         prog.set_kernel()
     except PermissionError:
-        raise TargetError("reading the live kernel needs root (cannot open /proc/kcore)")
+        raise TargetError("reading the live kernel needs root (cannot open /proc/kcore)") from None
     except FileNotFoundError:
-        raise TargetError("/proc/kcore does not exist (kernel built without CONFIG_PROC_KCORE?)")
+        raise TargetError(
+            "/proc/kcore does not exist (kernel built without CONFIG_PROC_KCORE?)"
+        ) from None
     except (ValueError, OSError) as e:
-        raise TargetError(f"cannot open the live kernel: {e}")
+        raise TargetError(f"cannot open the live kernel: {e}") from e
     if btf is not None:
         _use_btf(prog, btf)
         return prog
     release = os.uname().release
-    _load_symbols(prog, symbols, f"no debug info found for the running kernel {release}",
-                  f"install linux-image-{release}-dbg or pass -s VMLINUX")
+    _load_symbols(
+        prog,
+        symbols,
+        f"no debug info found for the running kernel {release}",
+        f"install linux-image-{release}-dbg or pass -s VMLINUX",
+    )
     return prog
 
 
@@ -382,7 +417,7 @@ def _resolve_link(path: Path, within: Path, what: str) -> Path:
         target = path.resolve(strict=True)
         inside = within.resolve(strict=True)
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop
-        raise TargetError(f"{what} {path} is a broken or looping symbolic link")
+        raise TargetError(f"{what} {path} is a broken or looping symbolic link") from None
     if target.parent != inside:
         raise TargetError(f"{what} {path} is a symbolic link to {target}, outside {inside}")
     return target
@@ -400,19 +435,21 @@ def _open_fixture(path: Path) -> Program:
     try:
         real = path.resolve(strict=True)
     except FileNotFoundError:
-        raise TargetError(f"fixture {path} does not exist")
+        raise TargetError(f"fixture {path} does not exist") from None
     except (OSError, RuntimeError) as e:
-        raise TargetError(f"cannot open fixture {path}: {getattr(e, 'strerror', None) or e}")
+        raise TargetError(f"cannot open fixture {path}: {getattr(e, 'strerror', None) or e}") from e
     if not real.is_dir():
         raise TargetError(f"fixture {path} is not a directory")
     try:
         names = sorted(p.name for p in real.iterdir())
     except OSError as e:
-        raise TargetError(f"cannot list fixture {path}: {e.strerror}")
+        raise TargetError(f"cannot list fixture {path}: {e.strerror}") from e
     unexpected = [n for n in names if n not in FIXTURE_FILES]
     if unexpected:
-        raise TargetError(f"fixture {path} holds unexpected files ({', '.join(unexpected)}); "
-                          "fixtures are vmcore, types.elf and expected.json only")
+        raise TargetError(
+            f"fixture {path} holds unexpected files ({', '.join(unexpected)}); "
+            "fixtures are vmcore, types.elf and expected.json only"
+        )
     for name in FIXTURE_FILES:
         member = real / name
         if member.is_symlink():
@@ -429,15 +466,17 @@ def _open_fixture(path: Path) -> Program:
     try:
         module.try_file(types, force=True)
     except (ValueError, OSError) as e:
-        raise TargetError(f"cannot read fixture types {types}: {e}")
+        raise TargetError(f"cannot read fixture types {types}: {e}") from e
     if module.debug_file_path is None:
         raise TargetError(f"fixture types {types} are not an ELF with DWARF")
     _check_platform(prog, types)
     want = _vmcoreinfo_build_id(prog)
     have = module.build_id.hex() if module.build_id else None
     if want is None or have != want:
-        raise TargetError(f"fixture types {types} do not match its vmcore "
-                          f"(build ID {have}, VMCOREINFO has {want})")
+        raise TargetError(
+            f"fixture types {types} do not match its vmcore "
+            f"(build ID {have}, VMCOREINFO has {want})"
+        )
     return prog
 
 
@@ -453,7 +492,7 @@ def _check_expected_json(path: Path) -> None:
         value = json.loads(path.read_bytes())
     except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         reason = str(e).splitlines()[0] if isinstance(e, ValueError) else "nested too deeply"
-        raise TargetError(f"fixture file {path} is not valid JSON ({reason})")
+        raise TargetError(f"fixture file {path} is not valid JSON ({reason})") from e
     if not isinstance(value, dict):
         raise TargetError(f"fixture file {path} is not a JSON object")
 

@@ -48,27 +48,45 @@ def _values(args: Sequence[str]) -> List[int]:
         try:
             values.append(parse_netmem(word))
         except ValueError as e:
-            raise click.BadParameter(f"{word!r} is not a netmem_ref ({e})", param_hint="NETMEM")
+            raise click.BadParameter(
+                f"{word!r} is not a netmem_ref ({e})", param_hint="NETMEM"
+            ) from e
     return values
 
 
 def _record(info: Union[PageInfo, NetIovInfo]) -> Dict[str, Any]:
     if isinstance(info, PageInfo):
         return {
-            "netmem": hexaddr(info.netmem), "kind": "page", "page": hexaddr(info.page),
-            "pfn": info.pfn, "phys": hexaddr(info.phys),
+            "netmem": hexaddr(info.netmem),
+            "kind": "page",
+            "page": hexaddr(info.page),
+            "pfn": info.pfn,
+            "phys": hexaddr(info.phys),
             "pp": info.is_pp if info.refcount is not None else None,
-            "scheme": info.scheme, "pool": hexaddr(info.pool), "pool-id": info.pool_id,
-            "dma_addr": hexaddr(info.dma_addr), "dma-index": info.dma_index,
-            "pp_ref_count": info.pp_ref_count, "_refcount": info.refcount,
+            "scheme": info.scheme,
+            "pool": hexaddr(info.pool),
+            "pool-id": info.pool_id,
+            "dma_addr": hexaddr(info.dma_addr),
+            "dma-index": info.dma_index,
+            "pp_ref_count": info.pp_ref_count,
+            "_refcount": info.refcount,
             "error": info.problem,
         }
     return {
-        "netmem": hexaddr(info.netmem), "kind": "net_iov", "net_iov": hexaddr(info.niov),
-        "owner": hexaddr(info.owner), "index": info.index, "num_niovs": info.num_niovs,
-        "type": info.type, "pool": hexaddr(info.pool), "pool-id": info.pool_id,
-        "dma_addr": hexaddr(info.dma_addr), "pp_ref_count": info.pp_ref_count,
-        "user_refs": info.user_refs, "area-id": info.area_id, "dmabuf": info.binding_id,
+        "netmem": hexaddr(info.netmem),
+        "kind": "net_iov",
+        "net_iov": hexaddr(info.niov),
+        "owner": hexaddr(info.owner),
+        "index": info.index,
+        "num_niovs": info.num_niovs,
+        "type": info.type,
+        "pool": hexaddr(info.pool),
+        "pool-id": info.pool_id,
+        "dma_addr": hexaddr(info.dma_addr),
+        "pp_ref_count": info.pp_ref_count,
+        "user_refs": info.user_refs,
+        "area-id": info.area_id,
+        "dmabuf": info.binding_id,
         "error": info.problem,
     }
 

@@ -25,20 +25,40 @@ EXAMPLES:
       holders of every page a stalled pool waits for, in one search
 """
 
-COLUMNS = ["kind", "address", "skb", "frag", "sock", "queue", "family", "local", "remote",
-           "netdev", "pool-id", "detail"]
+COLUMNS = [
+    "kind",
+    "address",
+    "skb",
+    "frag",
+    "sock",
+    "queue",
+    "family",
+    "local",
+    "remote",
+    "netdev",
+    "pool-id",
+    "detail",
+]
 
 
 def holder_record(holder: Holder) -> Dict[str, Any]:
     """A reference as JSON; socket fields are null when no socket is known."""
     sock = holder.sock
     return {
-        "kind": holder.kind, "address": hexaddr(holder.address), "value": hexaddr(holder.value),
-        "skb": hexaddr(holder.skb), "frag": holder.frag,
-        "sock": hexaddr(sock.address) if sock else None, "queue": holder.queue,
-        "family": sock.family if sock else None, "local": sock.local if sock else None,
-        "remote": sock.remote if sock else None, "netns": sock.netns if sock else None,
-        "netdev": holder.netdev, "pool-id": holder.pool_id, "detail": holder.detail,
+        "kind": holder.kind,
+        "address": hexaddr(holder.address),
+        "value": hexaddr(holder.value),
+        "skb": hexaddr(holder.skb),
+        "frag": holder.frag,
+        "sock": hexaddr(sock.address) if sock else None,
+        "queue": holder.queue,
+        "family": sock.family if sock else None,
+        "local": sock.local if sock else None,
+        "remote": sock.remote if sock else None,
+        "netns": sock.netns if sock else None,
+        "netdev": holder.netdev,
+        "pool-id": holder.pool_id,
+        "detail": holder.detail,
     }
 
 
@@ -63,7 +83,7 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
         try:
             found_target = make_target(target.prog, parse_netmem(text), target.problems)
         except ValueError as e:
-            raise target.not_found(f"{text!r}: {e}", param_hint="NETMEM")
+            raise target.not_found(f"{text!r}: {e}", param_hint="NETMEM") from e
         if found_target is not None:  # else undecidable, recorded in problems
             targets.append(found_target)
     search = HolderSearch(target.prog, target.problems)
@@ -71,14 +91,18 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     records = []
     for t in targets:
         pool = search.pools.get(t.pool) if t.pool else None
-        records.append({
-            "netmem": hexaddr(t.netmem), "kind": t.kind, t.kind: hexaddr(t.address),
-            "pool-id": t.pool_id,
-            # The pool's netdev, for holders whose skb->dev is gone (UDP
-            # reuses it as dev_scratch).
-            "pool-netdev": _pool_netdev(pool),
-            "holders": [holder_record(h) for h in found[t.netmem]],
-        })
+        records.append(
+            {
+                "netmem": hexaddr(t.netmem),
+                "kind": t.kind,
+                t.kind: hexaddr(t.address),
+                "pool-id": t.pool_id,
+                # The pool's netdev, for holders whose skb->dev is gone (UDP
+                # reuses it as dev_scratch).
+                "pool-netdev": _pool_netdev(pool),
+                "holders": [holder_record(h) for h in found[t.netmem]],
+            }
+        )
     if as_json:
         emit_json(records)
     else:
@@ -107,8 +131,11 @@ def _print(records: List[Dict[str, Any]]) -> None:
         if rec["holders"]:
             # Only the columns some reference fills: a page in a pool's cache
             # has no socket to show.
-            columns = [c for c in COLUMNS if c in ("kind", "address") or any(
-                h[c] is not None for h in rec["holders"])]
+            columns = [
+                c
+                for c in COLUMNS
+                if c in ("kind", "address") or any(h[c] is not None for h in rec["holders"])
+            ]
             emit_table(rec["holders"], columns)
         else:
             click.echo("  no reference found in kernel memory")

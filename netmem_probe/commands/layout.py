@@ -22,8 +22,12 @@ EXAMPLES:
 
 
 def _member(layout: MemberLayout) -> Dict[str, Any]:
-    return {"type": layout.type, "member": layout.member, "offset": layout.offset,
-            "size": layout.size}
+    return {
+        "type": layout.type,
+        "member": layout.member,
+        "offset": layout.offset,
+        "size": layout.size,
+    }
 
 
 def _row(result: LayoutResult) -> Dict[str, Any]:
@@ -53,18 +57,47 @@ def layout(target: Target, as_json: bool) -> int:
     """
     results = check_layout(target.types_program())
     if as_json:
-        emit_json([{"assert": r.agreement.macro, "left": _member(r.left),
-                    "right": _member(r.right), "ok": r.ok, "reason": r.reason}
-                   for r in results])
+        emit_json(
+            [
+                {
+                    "assert": r.agreement.macro,
+                    "left": _member(r.left),
+                    "right": _member(r.right),
+                    "ok": r.ok,
+                    "reason": r.reason,
+                }
+                for r in results
+            ]
+        )
     elif results:
-        emit_table([_row(r) for r in results],
-                   ["assert", "left", "left-offset", "left-size", "right", "right-offset",
-                    "right-size", "result"],
-                   headers=["ASSERT", "MEMBER", "OFFSET", "SIZE", "MUST EQUAL", "OFFSET",
-                            "SIZE", "RESULT"])
+        emit_table(
+            [_row(r) for r in results],
+            [
+                "assert",
+                "left",
+                "left-offset",
+                "left-size",
+                "right",
+                "right-offset",
+                "right-size",
+                "result",
+            ],
+            headers=[
+                "ASSERT",
+                "MEMBER",
+                "OFFSET",
+                "SIZE",
+                "MUST EQUAL",
+                "OFFSET",
+                "SIZE",
+                "RESULT",
+            ],
+        )
     else:
-        click.echo("no netmem layout asserts apply to this kernel (no struct net_iov or "
-                   "struct netmem_desc)")
+        click.echo(
+            "no netmem layout asserts apply to this kernel (no struct net_iov or "
+            "struct netmem_desc)"
+        )
     bad = [r for r in results if not r.ok]
     for r in bad:
         click.echo(f"netmem-probe: layout mismatch: {r.reason}", err=True)

@@ -9,9 +9,9 @@ from netmem_probe.commands.holders import holder_record
 from netmem_probe.kernel.holders import Holder
 from netmem_probe.kernel.leaks import LeakReport, NetmemVerdict, PoolLeaks, find_leaks
 from netmem_probe.report import emit_json_line, emit_table, hexaddr, human_seconds
+from netmem_probe.report.progress import Progress
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pages import leaks_code
-from netmem_probe.report.progress import Progress
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -31,9 +31,15 @@ VERDICTS = ("parked", "cached", "leaked")
 def verdict_record(v: NetmemVerdict) -> Dict[str, Any]:
     t = v.target
     return {
-        "pool-id": v.pool_id, "netmem": hexaddr(t.netmem), "kind": t.kind,
-        t.kind: hexaddr(t.address), "pfn": v.pfn, "pp_ref_count": v.pp_ref_count,
-        "_refcount": v.refcount, "user_refs": v.user_refs, "verdict": v.verdict,
+        "pool-id": v.pool_id,
+        "netmem": hexaddr(t.netmem),
+        "kind": t.kind,
+        t.kind: hexaddr(t.address),
+        "pfn": v.pfn,
+        "pp_ref_count": v.pp_ref_count,
+        "_refcount": v.refcount,
+        "user_refs": v.user_refs,
+        "verdict": v.verdict,
         "evidence": [holder_record(h) for h in v.evidence],
         "references": [holder_record(h) for h in v.references],
     }
@@ -43,8 +49,11 @@ def _why(v: NetmemVerdict) -> str:
     """The evidence in a few words."""
     if v.verdict == "leaked":
         others = ", ".join(sorted({h.kind for h in v.references}))
-        return f"nothing holds it (other references: {others})" if others else (
-            "no reference anywhere in kernel memory")
+        return (
+            f"nothing holds it (other references: {others})"
+            if others
+            else ("no reference anywhere in kernel memory")
+        )
     if not v.evidence:
         return f"io_uring user space holds it (user_refs {v.user_refs})"
     return "; ".join(_holder_text(h) for h in v.evidence)
@@ -52,8 +61,11 @@ def _why(v: NetmemVerdict) -> str:
 
 def _holder_text(h: Holder) -> str:
     if h.kind in ("skb-frag", "skb-head"):
-        what = f"frag {h.frag} of skb {h.skb:#x}" if h.kind == "skb-frag" else (
-            f"head of skb {h.skb:#x}")
+        what = (
+            f"frag {h.frag} of skb {h.skb:#x}"
+            if h.kind == "skb-frag"
+            else (f"head of skb {h.skb:#x}")
+        )
         if h.sock is None:
             return f"{what} (on no socket queue found)"
         peer = f" from {h.sock.remote}" if h.sock.remote else ""
@@ -73,8 +85,14 @@ def _pool_line(p: PoolLeaks) -> str:
 
 
 @click.command(epilog=EXAMPLES)
-@click.option("--pool", "pool_ids", type=int, multiple=True, metavar="ID",
-              help="only this detached pool (repeatable)")
+@click.option(
+    "--pool",
+    "pool_ids",
+    type=int,
+    multiple=True,
+    metavar="ID",
+    help="only this detached pool (repeatable)",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one page or net_iov per line")
 @drgn_option(leaks_code)
 @click.pass_obj
@@ -98,8 +116,11 @@ def leaks(target: Target, pool_ids: Sequence[int], as_json: bool) -> int:
         known = {p.info.id for p in report.pools}
         for pool_id in pool_ids:
             if pool_id not in known:
-                click.echo(f"netmem-probe: note: pool {pool_id} is not a detached pool with "
-                           "pages in flight", err=True)
+                click.echo(
+                    f"netmem-probe: note: pool {pool_id} is not a detached pool with "
+                    "pages in flight",
+                    err=True,
+                )
     if as_json:
         for p in report.pools:
             for v in p.verdicts:
@@ -117,9 +138,15 @@ def _print(report: LeakReport) -> None:
         if i:
             click.echo()
         click.echo(_pool_line(p))
-        rows: List[Dict[str, Any]] = [{
-            "netmem": hexaddr(v.target.netmem), "kind": v.target.kind,
-            "pfn": hex(v.pfn) if v.pfn is not None else None, "verdict": v.verdict,
-            "evidence": _why(v)} for v in p.verdicts]
+        rows: List[Dict[str, Any]] = [
+            {
+                "netmem": hexaddr(v.target.netmem),
+                "kind": v.target.kind,
+                "pfn": hex(v.pfn) if v.pfn is not None else None,
+                "verdict": v.verdict,
+                "evidence": _why(v),
+            }
+            for v in p.verdicts
+        ]
         if rows:
             emit_table(rows, ["netmem", "kind", "pfn", "verdict", "evidence"])

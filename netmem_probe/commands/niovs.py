@@ -22,42 +22,70 @@ EXAMPLES:
       one zcrx area, by address (from the providers table)
 """
 
-COLUMNS = (("chunk", 5), ("index", 6), ("net_iov", 18), ("state", 6), ("pool-id", 6),
-           ("pp_ref_count", 8), ("user_refs", 9), ("dma_addr", 18), ("offset", 10))
-HEADERS = ("CHUNK", "INDEX", "NET_IOV", "STATE", "POOL", "PP_REFS", "USER_REFS", "DMA_ADDR",
-           "OFFSET")
+COLUMNS = (
+    ("chunk", 5),
+    ("index", 6),
+    ("net_iov", 18),
+    ("state", 6),
+    ("pool-id", 6),
+    ("pp_ref_count", 8),
+    ("user_refs", 9),
+    ("dma_addr", 18),
+    ("offset", 10),
+)
+HEADERS = (
+    "CHUNK",
+    "INDEX",
+    "NET_IOV",
+    "STATE",
+    "POOL",
+    "PP_REFS",
+    "USER_REFS",
+    "DMA_ADDR",
+    "OFFSET",
+)
 
 
 def niov_record(niov: NiovInfo) -> Dict[str, Any]:
     """A niov as JSON."""
     return {
-        "area": niov.area.key, "kind": niov.area.kind, "chunk": niov.span.chunk,
-        "index": niov.index, "net_iov": hexaddr(niov.address), "netmem": hexaddr(niov.netmem),
-        "state": niov.state, "pool-id": niov.pool_id, "pp_ref_count": niov.pp_ref_count,
-        "user_refs": niov.user_refs, "dma_addr": hexaddr(niov.dma_addr), "offset": niov.offset,
+        "area": niov.area.key,
+        "kind": niov.area.kind,
+        "chunk": niov.span.chunk,
+        "index": niov.index,
+        "net_iov": hexaddr(niov.address),
+        "netmem": hexaddr(niov.netmem),
+        "state": niov.state,
+        "pool-id": niov.pool_id,
+        "pp_ref_count": niov.pp_ref_count,
+        "user_refs": niov.user_refs,
+        "dma_addr": hexaddr(niov.dma_addr),
+        "offset": niov.offset,
     }
 
 
-def _select(target: Target, scanner: ProviderScanner, area_key: Optional[str],
-            pool_id: Optional[int]) -> List[ProviderArea]:
+def _select(
+    target: Target, scanner: ProviderScanner, area_key: Optional[str], pool_id: Optional[int]
+) -> List[ProviderArea]:
     if area_key is not None and pool_id is not None:
         raise click.UsageError("--area and --pool are mutually exclusive")
     if pool_id is not None:
         areas = scanner.areas_of_pool(pool_id)
         if not areas:
-            raise target.not_found(f"no page pool {pool_id} filled by a memory provider",
-                                   "--pool")
+            raise target.not_found(f"no page pool {pool_id} filled by a memory provider", "--pool")
         return areas
     if area_key is None:
         return scanner.areas()
     try:
         areas = scanner.find(area_key)
     except ValueError:
-        raise click.BadParameter(f"{area_key!r} is not dmabuf:ID, io_uring:ID or an address",
-                                 param_hint="--area")
+        raise click.BadParameter(
+            f"{area_key!r} is not dmabuf:ID, io_uring:ID or an address", param_hint="--area"
+        ) from None
     if not areas:
-        raise target.not_found(f"no provider area {area_key} (see netmem-probe providers)",
-                               "--area")
+        raise target.not_found(
+            f"no provider area {area_key} (see netmem-probe providers)", "--area"
+        )
     return areas
 
 
@@ -68,26 +96,50 @@ def _cell(value: Any) -> str:
 def _heading(area: ProviderArea) -> str:
     where = area.netdev.name if area.netdev else "no netdev"
     if area.queues:
-        where += " queue" + ("s " if len(area.queues) > 1 else " ") + ",".join(
-            map(str, area.queues))
+        where += (
+            " queue" + ("s " if len(area.queues) > 1 else " ") + ",".join(map(str, area.queues))
+        )
     pools = ",".join(map(str, area.pools)) or "none"
-    return (f"{area.key} ({area.kind} {area.id}, {where}, pools {pools}): "
-            f"{area.num_niovs} niovs of {1 << area.niov_shift} bytes")
+    return (
+        f"{area.key} ({area.kind} {area.id}, {where}, pools {pools}): "
+        f"{area.num_niovs} niovs of {1 << area.niov_shift} bytes"
+    )
 
 
 @click.command(epilog=EXAMPLES)
-@click.option("--area", "area_key", metavar="AREA",
-              help="only this area: dmabuf:ID, io_uring:ID or an address")
-@click.option("--pool", "pool_id", type=int, metavar="ID",
-              help="only the areas of the provider filling page pool ID")
-@click.option("--state", "states", type=click.Choice(NIOV_STATES), multiple=True,
-              help="only niovs in this state (repeatable)")
+@click.option(
+    "--area",
+    "area_key",
+    metavar="AREA",
+    help="only this area: dmabuf:ID, io_uring:ID or an address",
+)
+@click.option(
+    "--pool",
+    "pool_id",
+    type=int,
+    metavar="ID",
+    help="only the areas of the provider filling page pool ID",
+)
+@click.option(
+    "--state",
+    "states",
+    type=click.Choice(NIOV_STATES),
+    multiple=True,
+    help="only niovs in this state (repeatable)",
+)
 @ring_options
 @click.option("--json", "as_json", is_flag=True, help="print JSON Lines, one niov per line")
 @drgn_option(niovs_code)
 @click.pass_obj
-def niovs(target: Target, area_key: Optional[str], pool_id: Optional[int],
-          states: Sequence[str], rings: Sequence[str], scan_files: bool, as_json: bool) -> int:
+def niovs(
+    target: Target,
+    area_key: Optional[str],
+    pool_id: Optional[int],
+    states: Sequence[str],
+    rings: Sequence[str],
+    scan_files: bool,
+    as_json: bool,
+) -> int:
     """Every net_iov of the memory provider areas, one row each, as it is read.
 
     A niov is free (back with its provider), in a page pool's alloc cache or

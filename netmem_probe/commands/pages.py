@@ -9,9 +9,9 @@ from netmem_probe.cli import Target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPage, PpPageScanner
 from netmem_probe.report import emit_json, emit_json_line, emit_table, hexaddr
+from netmem_probe.report.progress import Progress
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pages import pages_code
-from netmem_probe.report.progress import Progress
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -25,29 +25,43 @@ EXAMPLES:
 
 WHERE = ("cache", "ring", "out")
 # Column widths of the streamed table: rows are printed as they are found.
-COLUMNS = (("PFN", 10), ("PAGE", 18), ("POOL", 6), ("PP_REF", 6), ("REFCOUNT", 8),
-           ("DMA-IDX", 8), ("WHERE", 5))
+COLUMNS = (
+    ("PFN", 10),
+    ("PAGE", 18),
+    ("POOL", 6),
+    ("PP_REF", 6),
+    ("REFCOUNT", 8),
+    ("DMA-IDX", 8),
+    ("WHERE", 5),
+)
 
 
 def page_record(page: PpPage) -> Dict[str, Any]:
     """A page as JSON: struct page address (its netmem_ref), pool, counts, place."""
     return {
-        "pfn": page.pfn, "page": hexaddr(page.page), "pool-id": page.pool_id,
-        "pool": hexaddr(page.pool), "pp_ref_count": page.pp_ref_count,
-        "_refcount": page.refcount, "dma-index": page.dma_index, "where": page.where,
+        "pfn": page.pfn,
+        "page": hexaddr(page.page),
+        "pool-id": page.pool_id,
+        "pool": hexaddr(page.pool),
+        "pp_ref_count": page.pp_ref_count,
+        "_refcount": page.refcount,
+        "dma-index": page.dma_index,
+        "where": page.where,
     }
 
 
-def select_pools(target: Target, scanner: PpPageScanner, ids: Sequence[int],
-                 all_pools: bool) -> List[PagePoolInfo]:
+def select_pools(
+    target: Target, scanner: PpPageScanner, ids: Sequence[int], all_pools: bool
+) -> List[PagePoolInfo]:
     """The pools a command looks at: ``ids``, all, or detached ones with pages out."""
     pools = sorted(scanner.pools.values(), key=lambda info: info.id)
     if ids:
         by_id = {info.id: info for info in pools}
         missing = [str(i) for i in ids if i not in by_id]
         if missing:
-            raise target.not_found(f"no page pool with id {', '.join(missing)}",
-                                   param_hint="--pool")
+            raise target.not_found(
+                f"no page pool with id {', '.join(missing)}", param_hint="--pool"
+            )
         return [by_id[i] for i in dict.fromkeys(ids)]
     if all_pools:
         return pools
@@ -60,18 +74,29 @@ def _print_header() -> None:
 
 
 def _print_row(page: PpPage) -> None:
-    cells = (hex(page.pfn), hex(page.page), page.pool_id, page.pp_ref_count, page.refcount,
-             "-" if page.dma_index is None else page.dma_index, page.where)
-    click.echo("  ".join(str(cell).ljust(width) for cell, (_, width) in zip(cells, COLUMNS))
-               .rstrip())
+    cells = (
+        hex(page.pfn),
+        hex(page.page),
+        page.pool_id,
+        page.pp_ref_count,
+        page.refcount,
+        "-" if page.dma_index is None else page.dma_index,
+        page.where,
+    )
+    click.echo(
+        "  ".join(str(cell).ljust(width) for cell, (_, width) in zip(cells, COLUMNS)).rstrip()
+    )
 
 
 def count_record(info: PagePoolInfo, counts: Optional[Dict[str, int]]) -> Dict[str, Any]:
     """A pool's pages found by place, against its in-flight count."""
     found = None if counts is None else sum(counts.values())
     return {
-        "id": info.id, "state": info.state, "detached": info.detached,
-        "inflight": info.inflight, "found": found,
+        "id": info.id,
+        "state": info.state,
+        "detached": info.detached,
+        "inflight": info.inflight,
+        "found": found,
         "alloc-cache": None if counts is None else counts["cache"],
         "ring": None if counts is None else counts["ring"],
         "out": None if counts is None else counts["out"],
@@ -80,17 +105,29 @@ def count_record(info: PagePoolInfo, counts: Optional[Dict[str, int]]) -> Dict[s
 
 
 @click.command(epilog=EXAMPLES)
-@click.option("--pool", "pool_ids", type=int, multiple=True, metavar="ID",
-              help="only pages of this pool (repeatable)")
+@click.option(
+    "--pool",
+    "pool_ids",
+    type=int,
+    multiple=True,
+    metavar="ID",
+    help="only pages of this pool (repeatable)",
+)
 @click.option("--all-pools", is_flag=True, help="pages of every pool")
-@click.option("--count", is_flag=True,
-              help="per-pool totals against each pool's in-flight count, not pages")
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON Lines, one page per line (with --count: a JSON array)")
+@click.option(
+    "--count", is_flag=True, help="per-pool totals against each pool's in-flight count, not pages"
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON Lines, one page per line (with --count: a JSON array)",
+)
 @drgn_option(pages_code)
 @click.pass_obj
-def pages(target: Target, pool_ids: Sequence[int], all_pools: bool, count: bool,
-          as_json: bool) -> int:
+def pages(
+    target: Target, pool_ids: Sequence[int], all_pools: bool, count: bool, as_json: bool
+) -> int:
     """Page-pool pages, found by scanning the whole memmap once.
 
     By default the pages of detached pools that still have pages in flight
@@ -106,8 +143,11 @@ def pages(target: Target, pool_ids: Sequence[int], all_pools: bool, count: bool,
     scanner = PpPageScanner(target.prog, target.problems)
     pools = select_pools(target, scanner, pool_ids, all_pools)
     if not pools:
-        click.echo("netmem-probe: note: no detached page pool has pages in flight "
-                   "(--all-pools scans for every pool's pages)", err=True)
+        click.echo(
+            "netmem-probe: note: no detached page pool has pages in flight "
+            "(--all-pools scans for every pool's pages)",
+            err=True,
+        )
         if count and as_json:
             emit_json([])
         return target.finish(findings=False)
@@ -132,13 +172,16 @@ def pages(target: Target, pool_ids: Sequence[int], all_pools: bool, count: bool,
         return _report_counts(target, pools, tally, as_json)
     if not as_json:
         found = sum(sum(t.values()) for t in tally.values())
-        click.echo(f"{found} page-pool pages of {len(pools)} pools; {scanner.total_pfns} "
-                   f"struct pages scanned in {elapsed:.1f}s [{target.describe()}]")
+        click.echo(
+            f"{found} page-pool pages of {len(pools)} pools; {scanner.total_pfns} "
+            f"struct pages scanned in {elapsed:.1f}s [{target.describe()}]"
+        )
     return target.finish(findings=False)
 
 
-def _report_counts(target: Target, pools: List[PagePoolInfo],
-                   tally: Dict[int, Dict[str, int]], as_json: bool) -> int:
+def _report_counts(
+    target: Target, pools: List[PagePoolInfo], tally: Dict[int, Dict[str, int]], as_json: bool
+) -> int:
     records = []
     for info in pools:
         # A memory provider's pool hands out net_iovs: the memmap has none.
@@ -146,19 +189,32 @@ def _report_counts(target: Target, pools: List[PagePoolInfo],
     if as_json:
         emit_json(records)
     else:
-        emit_table([{**r, "state": r["state"] + (",detached" if r["detached"] else ""),
-                     "difference": _signed(r["difference"])} for r in records],
-                   ["id", "state", "inflight", "found", "alloc-cache", "ring", "out",
-                    "difference"],
-                   headers=["ID", "STATE", "INFLIGHT", "FOUND", "CACHE", "RING", "OUT", "DIFF"])
+        emit_table(
+            [
+                {
+                    **r,
+                    "state": r["state"] + (",detached" if r["detached"] else ""),
+                    "difference": _signed(r["difference"]),
+                }
+                for r in records
+            ],
+            ["id", "state", "inflight", "found", "alloc-cache", "ring", "out", "difference"],
+            headers=["ID", "STATE", "INFLIGHT", "FOUND", "CACHE", "RING", "OUT", "DIFF"],
+        )
     differ = [r for r in records if r["difference"]]
     for r in differ:
-        click.echo(f"netmem-probe: note: pool {r['id']}: {r['found']} pages found, "
-                   f"{r['inflight']} in flight (hold - release)", err=True)
+        click.echo(
+            f"netmem-probe: note: pool {r['id']}: {r['found']} pages found, "
+            f"{r['inflight']} in flight (hold - release)",
+            err=True,
+        )
     for info in pools:
         if info.provider:
-            click.echo(f"netmem-probe: note: pool {info.id} is a {info.provider} memory "
-                       "provider's: its in-flight net_iovs are not in the memmap", err=True)
+            click.echo(
+                f"netmem-probe: note: pool {info.id} is a {info.provider} memory "
+                "provider's: its in-flight net_iovs are not in the memmap",
+                err=True,
+            )
     return target.finish(findings=bool(differ))
 
 

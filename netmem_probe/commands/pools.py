@@ -64,26 +64,28 @@ def pool_record(info: PagePoolInfo) -> Dict[str, Any]:
         rec["dmabuf"] = info.dmabuf
     if info.io_uring is not None:
         rec["io-uring"] = info.io_uring
-    rec.update({
-        "address": hexaddr(info.address),
-        "state": info.state,
-        "detached": info.detached,
-        "detach-age": info.detach_age,
-        "netdev": netdev.name if netdev else None,
-        "orig-netdev": info.orig_netdev,
-        "netns": netdev.netns if netdev else None,
-        "queue": info.queue,
-        "driver": netdev.driver if netdev and info.state == "listed" else None,
-        "order": info.order,
-        "pool-size": info.pool_size,
-        "nid": info.nid,
-        "cpuid": info.cpuid,
-        "flags": info.flags,
-        "dma-map": info.dma_map,
-        "hold": info.hold,
-        "release": info.release,
-        "destroy-cnt": info.destroy_cnt,
-    })
+    rec.update(
+        {
+            "address": hexaddr(info.address),
+            "state": info.state,
+            "detached": info.detached,
+            "detach-age": info.detach_age,
+            "netdev": netdev.name if netdev else None,
+            "orig-netdev": info.orig_netdev,
+            "netns": netdev.netns if netdev else None,
+            "queue": info.queue,
+            "driver": netdev.driver if netdev and info.state == "listed" else None,
+            "order": info.order,
+            "pool-size": info.pool_size,
+            "nid": info.nid,
+            "cpuid": info.cpuid,
+            "flags": info.flags,
+            "dma-map": info.dma_map,
+            "hold": info.hold,
+            "release": info.release,
+            "destroy-cnt": info.destroy_cnt,
+        }
+    )
     return rec
 
 
@@ -104,20 +106,31 @@ def _row(info: PagePoolInfo, rec: Dict[str, Any]) -> Dict[str, Any]:
     elif info.provider:
         provider = info.provider
     return {
-        "id": info.id, "state": state, "netdev": _netdev_cell(info),
-        "ifindex": rec.get("ifindex"), "napi": rec.get("napi-id"), "queue": info.queue,
-        "driver": rec["driver"], "inflight": info.inflight,
+        "id": info.id,
+        "state": state,
+        "netdev": _netdev_cell(info),
+        "ifindex": rec.get("ifindex"),
+        "napi": rec.get("napi-id"),
+        "queue": info.queue,
+        "driver": rec["driver"],
+        "inflight": info.inflight,
         "mem": human_bytes(info.inflight_mem),
-        "detached": human_seconds(info.detach_age) + " ago" if info.detach_age is not None
+        "detached": human_seconds(info.detach_age) + " ago"
+        if info.detach_age is not None
         else ("yes" if info.detached else None),
-        "provider": provider, "address": rec["address"],
+        "provider": provider,
+        "address": rec["address"],
     }
 
 
-def _selected(info: PagePoolInfo, netdev: Optional[str], states: List[str],
-              inflight_only: bool) -> bool:
-    if netdev is not None and (info.netdev is None or info.netdev.name != netdev) and (
-            info.orig_netdev != netdev):
+def _selected(
+    info: PagePoolInfo, netdev: Optional[str], states: List[str], inflight_only: bool
+) -> bool:
+    if (
+        netdev is not None
+        and (info.netdev is None or info.netdev.name != netdev)
+        and (info.orig_netdev != netdev)
+    ):
         return False
     if states and not any(s == info.state or (s == "detached" and info.detached) for s in states):
         return False
@@ -132,23 +145,56 @@ def _notes(infos: List[PagePoolInfo]) -> None:
 
 @click.command(epilog=POOLS_EXAMPLES)
 @click.option("--netdev", metavar="NAME", help="only pools of this netdev (or orphaned from it)")
-@click.option("--state", "states", type=click.Choice(STATES), multiple=True,
-              help="only pools in this state (repeatable)")
+@click.option(
+    "--state",
+    "states",
+    type=click.Choice(STATES),
+    multiple=True,
+    help="only pools in this state (repeatable)",
+)
 @click.option("--sort", type=click.Choice(sorted(SORTS)), default="id", show_default=True)
-@click.option("--all/--inflight-only", "show_all", default=True, show_default=True,
-              help="show every pool, or only pools with pages in flight")
-@click.option("--json", "as_json", is_flag=True,
-              help="print a JSON array (with --watch: JSON Lines, a pool per refresh)")
-@click.option("--watch", type=float, is_flag=False, flag_value=2.0, default=None,
-              metavar="[SECONDS]",
-              help="live kernel: refresh every SECONDS (2), like top, with the change of "
-                   "each pool's in flight and per-second rates of its counters")
-@click.option("-n", "--iterations", type=click.IntRange(min=1), metavar="N",
-              help="with --watch: stop after N refreshes (default: at Ctrl-C)")
+@click.option(
+    "--all/--inflight-only",
+    "show_all",
+    default=True,
+    show_default=True,
+    help="show every pool, or only pools with pages in flight",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="print a JSON array (with --watch: JSON Lines, a pool per refresh)",
+)
+@click.option(
+    "--watch",
+    type=float,
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="live kernel: refresh every SECONDS (2), like top, with the change of "
+    "each pool's in flight and per-second rates of its counters",
+)
+@click.option(
+    "-n",
+    "--iterations",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="with --watch: stop after N refreshes (default: at Ctrl-C)",
+)
 @drgn_option(pools_code)
 @click.pass_obj
-def pools(target: Target, netdev: Optional[str], states: List[str], sort: str, show_all: bool,
-          as_json: bool, watch: Optional[float], iterations: Optional[int]) -> int:
+def pools(
+    target: Target,
+    netdev: Optional[str],
+    states: List[str],
+    sort: str,
+    show_all: bool,
+    as_json: bool,
+    watch: Optional[float],
+    iterations: Optional[int],
+) -> int:
     """Every page pool in the kernel: listed, orphaned and invisible ones.
 
     Pools come from the kernel's page_pools registry, so pools netlink cannot
@@ -162,20 +208,40 @@ def pools(target: Target, netdev: Optional[str], states: List[str], sort: str, s
     if iterations is not None and watch is None:
         raise click.UsageError("--iterations needs --watch")
     if watch is not None:
-        return watch_pools(target, watch, iterations,
-                           lambda info: _selected(info, netdev, states, not show_all),
-                           SORTS[sort], as_json)
+        return watch_pools(
+            target,
+            watch,
+            iterations,
+            lambda info: _selected(info, netdev, states, not show_all),
+            SORTS[sort],
+            as_json,
+        )
     scanner = PagePoolScanner(target.prog, target.problems)
-    infos = sorted((i for i in scanner.pools() if _selected(i, netdev, states, not show_all)),
-                   key=SORTS[sort])
+    infos = sorted(
+        (i for i in scanner.pools() if _selected(i, netdev, states, not show_all)), key=SORTS[sort]
+    )
     _notes(infos)
     records = [pool_record(i) for i in infos]
     if as_json:
         emit_json(records)
     else:
-        emit_table([_row(i, r) for i, r in zip(infos, records)],
-                   ["id", "state", "netdev", "ifindex", "napi", "queue", "driver", "inflight",
-                    "mem", "detached", "provider", "address"])
+        emit_table(
+            [_row(i, r) for i, r in zip(infos, records)],
+            [
+                "id",
+                "state",
+                "netdev",
+                "ifindex",
+                "napi",
+                "queue",
+                "driver",
+                "inflight",
+                "mem",
+                "detached",
+                "provider",
+                "address",
+            ],
+        )
         click.echo(_summary(infos, target))
     stalled = [i for i in infos if i.detached and i.inflight]
     return target.finish(findings=bool(stalled))
@@ -187,8 +253,10 @@ def _summary(infos: List[PagePoolInfo], target: Target) -> str:
     text = f"{len(infos)} pools ({', '.join(f'{n} {s}' for s, n in counts.items() if n)})"
     text += f", {sum(i.inflight for i in infos)} pages in flight"
     if detached:
-        text += (f"; {len(detached)} detached, still waiting for "
-                 f"{sum(i.inflight for i in detached)} pages")
+        text += (
+            f"; {len(detached)} detached, still waiting for "
+            f"{sum(i.inflight for i in detached)} pages"
+        )
     return f"{text} [{target.describe()}]"
 
 
@@ -196,13 +264,16 @@ def _find_pool(target: Target, scanner: PagePoolScanner, key: str) -> PagePoolIn
     try:
         wanted = int(key, 16) if key.lower().startswith("0x") else int(key, 10)
     except ValueError:
-        raise click.BadParameter(f"{key!r} is neither a pool id nor an address", param_hint="POOL")
+        raise click.BadParameter(
+            f"{key!r} is neither a pool id nor an address", param_hint="POOL"
+        ) from None
     by_address = key.lower().startswith("0x")
     for info in scanner.pools():
         if (info.address if by_address else info.id) == wanted:
             return info
-    raise target.not_found(f"no page pool with {'address' if by_address else 'id'} {key}",
-                           param_hint="POOL")
+    raise target.not_found(
+        f"no page pool with {'address' if by_address else 'id'} {key}", param_hint="POOL"
+    )
 
 
 @click.command(epilog=POOL_EXAMPLES)

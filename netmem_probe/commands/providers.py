@@ -28,12 +28,19 @@ TOTALS = ("free", "in-pool", "stack", "user")
 def ring_options(command):
     """The options every provider command shares: extra rings, file scan."""
     command = click.option(
-        "--ring", "rings", metavar="ADDRESS", multiple=True,
-        help="also the zcrx ifqs of this struct io_ring_ctx (repeatable)")(command)
+        "--ring",
+        "rings",
+        metavar="ADDRESS",
+        multiple=True,
+        help="also the zcrx ifqs of this struct io_ring_ctx (repeatable)",
+    )(command)
     return click.option(
-        "--scan-files/--no-scan-files", default=True, show_default=True,
+        "--scan-files/--no-scan-files",
+        default=True,
+        show_default=True,
         help="look for io_uring rings in every task's open files (finds zcrx "
-             "ifqs that have no page pool)")(command)
+        "ifqs that have no page pool)",
+    )(command)
 
 
 def make_scanner(target: Target, rings: Sequence[str], scan_files: bool) -> ProviderScanner:
@@ -43,7 +50,7 @@ def make_scanner(target: Target, rings: Sequence[str], scan_files: bool) -> Prov
         try:
             addresses.append(int(text, 0))
         except ValueError:
-            raise click.BadParameter(f"{text!r} is not an address", param_hint="--ring")
+            raise click.BadParameter(f"{text!r} is not an address", param_hint="--ring") from None
     prog = target.prog
     if addresses:
         try:
@@ -52,8 +59,9 @@ def make_scanner(target: Target, rings: Sequence[str], scan_files: bool) -> Prov
         except LookupError:
             usable = False
         if not usable:
-            raise click.BadParameter("this kernel's io_uring rings have no zcrx ifqs",
-                                     param_hint="--ring")
+            raise click.BadParameter(
+                "this kernel's io_uring rings have no zcrx ifqs", param_hint="--ring"
+            )
     return ProviderScanner(prog, target.problems, rings=addresses, scan_files=scan_files)
 
 
@@ -61,14 +69,24 @@ def provider_record(area: ProviderArea, totals: Dict[str, int]) -> Dict[str, Any
     """A provider area as JSON."""
     netdev = area.netdev
     return {
-        "kind": area.kind, "id": area.id, "area": area.key, "address": hexaddr(area.address),
-        "ifq": hexaddr(area.ifq), "netdev": netdev.name if netdev else None,
-        "ifindex": netdev.ifindex if netdev else None, "queues": list(area.queues),
-        "pools": list(area.pools), "refcount": area.refcount, "direction": area.direction,
-        "niov-size": 1 << area.niov_shift, "size": area.size,
+        "kind": area.kind,
+        "id": area.id,
+        "area": area.key,
+        "address": hexaddr(area.address),
+        "ifq": hexaddr(area.ifq),
+        "netdev": netdev.name if netdev else None,
+        "ifindex": netdev.ifindex if netdev else None,
+        "queues": list(area.queues),
+        "pools": list(area.pools),
+        "refcount": area.refcount,
+        "direction": area.direction,
+        "niov-size": 1 << area.niov_shift,
+        "size": area.size,
         "chunks": len(area.spans) if area.kind == "dmabuf" else None,
-        "niovs": area.num_niovs, **{key: totals[key] for key in TOTALS},
-        "bytes": area.num_niovs << area.niov_shift, "inconsistent": totals["inconsistent"],
+        "niovs": area.num_niovs,
+        **{key: totals[key] for key in TOTALS},
+        "bytes": area.num_niovs << area.niov_shift,
+        "inconsistent": totals["inconsistent"],
     }
 
 
@@ -96,16 +114,28 @@ def providers(target: Target, rings: Sequence[str], scan_files: bool, as_json: b
     and held by user space (zcrx buffers not yet returned).
     """
     scanner = make_scanner(target, rings, scan_files)
-    records: List[Dict[str, Any]] = [provider_record(a, scanner.totals(a))
-                                     for a in scanner.areas()]
+    records: List[Dict[str, Any]] = [provider_record(a, scanner.totals(a)) for a in scanner.areas()]
     if as_json:
         emit_json(records)
     else:
-        emit_table([_row(r) for r in records],
-                   ["kind", "id", "netdev", "queues", "pools", "niovs", *TOTALS, "bytes",
-                    "area"],
-                   headers=["KIND", "ID", "NETDEV", "QUEUES", "POOLS", "NIOVS", "FREE",
-                            "IN POOL", "STACK", "USER", "BYTES", "AREA"])
+        emit_table(
+            [_row(r) for r in records],
+            ["kind", "id", "netdev", "queues", "pools", "niovs", *TOTALS, "bytes", "area"],
+            headers=[
+                "KIND",
+                "ID",
+                "NETDEV",
+                "QUEUES",
+                "POOLS",
+                "NIOVS",
+                "FREE",
+                "IN POOL",
+                "STACK",
+                "USER",
+                "BYTES",
+                "AREA",
+            ],
+        )
         click.echo(_summary(records, target))
     return target.finish(findings=False)
 

@@ -31,9 +31,15 @@ __all__ = ("GROWING_INTERVALS", "watch_pools")
 GROWING_INTERVALS = 2
 U32 = 1 << 32
 # Table columns: (header, counter) for the rates shown; --json has them all.
-RATE_COLUMNS = (("HOLD/s", "hold"), ("RELEASE/s", "release"), ("FAST/s", "alloc-fast"),
-                ("SLOW/s", "alloc-slow"), ("CACHED/s", "recycle-cached"),
-                ("RING/s", "recycle-ring"), ("RELEASED/s", "recycle-released-refcnt"))
+RATE_COLUMNS = (
+    ("HOLD/s", "hold"),
+    ("RELEASE/s", "release"),
+    ("FAST/s", "alloc-fast"),
+    ("SLOW/s", "alloc-slow"),
+    ("CACHED/s", "recycle-cached"),
+    ("RING/s", "recycle-ring"),
+    ("RELEASED/s", "recycle-released-refcnt"),
+)
 
 Select = Callable[[PagePoolInfo], bool]
 Sort = Callable[[PagePoolInfo], Any]
@@ -48,8 +54,9 @@ class _History:
     fell: bool = False
 
     def growing(self, inflight: int) -> bool:
-        return (self.intervals >= GROWING_INTERVALS and not self.fell
-                and inflight > self.first_inflight)
+        return (
+            self.intervals >= GROWING_INTERVALS and not self.fell and inflight > self.first_inflight
+        )
 
 
 @dataclass
@@ -75,27 +82,41 @@ def _delta(name: str, now: Optional[int], before: Optional[int]) -> Optional[int
     return (now - before) % U32 if name in ("hold", "release") else now - before
 
 
-def _record(sample: _Sample, previous: Optional[_Sample], elapsed: Optional[float],
-            history: _History, refresh: int) -> Dict[str, Any]:
+def _record(
+    sample: _Sample,
+    previous: Optional[_Sample],
+    elapsed: Optional[float],
+    history: _History,
+    refresh: int,
+) -> Dict[str, Any]:
     """A pool in one refresh: its counters, their deltas and rates since the last."""
     info = sample.info
     rec: Dict[str, Any] = {
-        "refresh": refresh, "id": info.id, "state": info.state, "detached": info.detached,
-        "netdev": info.netdev.name if info.netdev else None, "inflight": info.inflight,
+        "refresh": refresh,
+        "id": info.id,
+        "state": info.state,
+        "detached": info.detached,
+        "netdev": info.netdev.name if info.netdev else None,
+        "inflight": info.inflight,
         "counters": sample.counters,
     }
     if previous is None or not elapsed:
         rec.update({"interval": None, "inflight-delta": None, "deltas": None, "rates": None})
     else:
-        deltas = {name: _delta(name, value, previous.counters.get(name))
-                  for name, value in sample.counters.items()}
-        rec.update({
-            "interval": round(elapsed, 6),
-            "inflight-delta": info.inflight - previous.info.inflight,
-            "deltas": deltas,
-            "rates": {name: None if d is None else round(d / elapsed, 3)
-                      for name, d in deltas.items()},
-        })
+        deltas = {
+            name: _delta(name, value, previous.counters.get(name))
+            for name, value in sample.counters.items()
+        }
+        rec.update(
+            {
+                "interval": round(elapsed, 6),
+                "inflight-delta": info.inflight - previous.info.inflight,
+                "deltas": deltas,
+                "rates": {
+                    name: None if d is None else round(d / elapsed, 3) for name, d in deltas.items()
+                },
+            }
+        )
     rec["growing"] = history.growing(info.inflight)
     return rec
 
@@ -114,17 +135,35 @@ def _print_frame(records: List[Dict[str, Any]], header: str, tty: bool) -> None:
     rows = []
     for rec in records:
         delta = rec["inflight-delta"]
-        rows.append({
-            "id": rec["id"], "state": rec["state"] + (",detached" if rec["detached"] else ""),
-            "netdev": rec["netdev"], "inflight": rec["inflight"],
-            "change": "-" if delta is None else f"{delta:+d}",
-            **{name: _cell_rate(rec, name) for _, name in RATE_COLUMNS},
-            "trend": "GROWING" if rec["growing"] else None,
-        })
-    columns = ["id", "state", "netdev", "inflight", "change",
-               *(name for _, name in RATE_COLUMNS), "trend"]
-    headers = ["ID", "STATE", "NETDEV", "INFLIGHT", "CHANGE",
-               *(h for h, _ in RATE_COLUMNS), "TREND"]
+        rows.append(
+            {
+                "id": rec["id"],
+                "state": rec["state"] + (",detached" if rec["detached"] else ""),
+                "netdev": rec["netdev"],
+                "inflight": rec["inflight"],
+                "change": "-" if delta is None else f"{delta:+d}",
+                **{name: _cell_rate(rec, name) for _, name in RATE_COLUMNS},
+                "trend": "GROWING" if rec["growing"] else None,
+            }
+        )
+    columns = [
+        "id",
+        "state",
+        "netdev",
+        "inflight",
+        "change",
+        *(name for _, name in RATE_COLUMNS),
+        "trend",
+    ]
+    headers = [
+        "ID",
+        "STATE",
+        "NETDEV",
+        "INFLIGHT",
+        "CHANGE",
+        *(h for h, _ in RATE_COLUMNS),
+        "TREND",
+    ]
     table = io.StringIO()
     emit_table(rows, columns, headers, out=table)
     for i, line in enumerate(table.getvalue().splitlines()):
@@ -138,8 +177,14 @@ def _print_frame(records: List[Dict[str, Any]], header: str, tty: bool) -> None:
     click.echo(summary)
 
 
-def watch_pools(target: Target, interval: float, iterations: Optional[int], select: Select,
-                sort: Sort, as_json: bool) -> int:
+def watch_pools(
+    target: Target,
+    interval: float,
+    iterations: Optional[int],
+    select: Select,
+    sort: Sort,
+    as_json: bool,
+) -> int:
     """
     Refresh every ``interval`` seconds, ``iterations`` times (None: until
     Ctrl-C); a table per refresh, or with ``as_json`` one JSON object per
@@ -147,11 +192,13 @@ def watch_pools(target: Target, interval: float, iterations: Optional[int], sele
     """
     prog = target.prog
     if not prog.flags & drgn.ProgramFlags.IS_LIVE:
-        raise click.UsageError("--watch needs a live kernel: a core dump or fixture does "
-                               "not change")
+        raise click.UsageError(
+            "--watch needs a live kernel: a core dump or fixture does not change"
+        )
     if interval <= 0:
-        raise click.BadParameter("the interval must be a positive number of seconds",
-                                 param_hint="--watch")
+        raise click.BadParameter(
+            "the interval must be a positive number of seconds", param_hint="--watch"
+        )
     tty = sys.stdout.isatty() and not as_json
     previous: Dict[Tuple[int, int], Tuple[_Sample, float]] = {}
     histories: Dict[Tuple[int, int], _History] = {}
@@ -174,15 +221,25 @@ def watch_pools(target: Target, interval: float, iterations: Optional[int], sele
                     history.fell |= sample.info.inflight < before[0].info.inflight
                 histories[key] = history
                 current[key] = (sample, now)
-                records.append(_record(sample, before[0] if before else None,
-                                       now - before[1] if before else None, history, refresh))
+                records.append(
+                    _record(
+                        sample,
+                        before[0] if before else None,
+                        now - before[1] if before else None,
+                        history,
+                        refresh,
+                    )
+                )
             previous = current
             if as_json:
                 for rec in records:
                     click.echo(json.dumps(rec, separators=(",", ":")))
             else:
-                _print_frame(records, f"refresh {refresh}, every {interval:g}s "
-                             f"[{target.describe()}] (Ctrl-C quits)", tty)
+                _print_frame(
+                    records,
+                    f"refresh {refresh}, every {interval:g}s [{target.describe()}] (Ctrl-C quits)",
+                    tty,
+                )
                 if not tty:
                     click.echo()
             if iterations is not None and refresh >= iterations:

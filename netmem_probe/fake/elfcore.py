@@ -32,8 +32,8 @@ def _loads(region: Region) -> Iterator[Tuple[int, bytes, int]]:
     """Split a region into (offset, stored bytes, memory size) loads."""
     data = region.read(0, region.size)
     zero = bytes(CHUNK)
-    chunks = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
-    nonzero = [c != zero[:len(c)] for c in chunks]
+    chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+    nonzero = [c != zero[: len(c)] for c in chunks]
     i = 0
     while i < len(chunks):
         start = i
@@ -43,7 +43,7 @@ def _loads(region: Region) -> Iterator[Tuple[int, bytes, int]]:
         while i < len(chunks) and not nonzero[i]:
             i += 1
         memsz = min(i * CHUNK, region.size) - start * CHUNK
-        yield start * CHUNK, data[start * CHUNK:stored_end * CHUNK], memsz
+        yield start * CHUNK, data[start * CHUNK : stored_end * CHUNK], memsz
 
 
 def write_core(out: BinaryIO, memory: FakeMemory, vmcoreinfo: str) -> None:
@@ -63,13 +63,15 @@ def write_core(out: BinaryIO, memory: FakeMemory, vmcoreinfo: str) -> None:
         pad = -offset % CHUNK if data else 0
         blobs.append(b"\0" * pad)
         offset += pad
-        phdrs.append(struct.pack("<IIQQQQQQ", PT_LOAD, PF_RWX, offset, va, pa, len(data),
-                                 memsz, CHUNK))
+        phdrs.append(
+            struct.pack("<IIQQQQQQ", PT_LOAD, PF_RWX, offset, va, pa, len(data), memsz, CHUNK)
+        )
         blobs.append(data)
         offset += len(data)
     ident = b"\x7fELF\x02\x01\x01" + b"\0" * 9
-    ehdr = struct.pack("<16sHHIQQQIHHHHHH", ident, ET_CORE, EM_X86_64, 1, 0, 64, 0, 0, 64, 56,
-                       nphdr, 64, 0, 0)
+    ehdr = struct.pack(
+        "<16sHHIQQQIHHHHHH", ident, ET_CORE, EM_X86_64, 1, 0, 64, 0, 0, 64, 56, nphdr, 64, 0, 0
+    )
     out.write(ehdr)
     out.write(b"".join(phdrs))
     out.write(b"".join(blobs))

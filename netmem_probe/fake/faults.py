@@ -43,8 +43,9 @@ class FaultyMemory:
     :param max_bytes: bytes allowed to be read in total, likewise.
     """
 
-    def __init__(self, world: World, *, max_reads: Optional[int] = None,
-                 max_bytes: Optional[int] = None) -> None:
+    def __init__(
+        self, world: World, *, max_reads: Optional[int] = None, max_bytes: Optional[int] = None
+    ) -> None:
         self.world = world
         self.max_reads = max_reads
         self.max_bytes = max_bytes
@@ -68,7 +69,7 @@ class FaultyMemory:
                 page = self._pages[base] = bytearray(self._base(base, OVERLAY_PAGE))
             off = va - base
             n = min(len(data) - pos, OVERLAY_PAGE - off)
-            page[off:off + n] = data[pos:pos + n]
+            page[off : off + n] = data[pos : pos + n]
             pos += n
 
     def write_word(self, address: int, value: int, size: int = 8) -> None:
@@ -87,7 +88,7 @@ class FaultyMemory:
             if page is None:
                 continue
             lo, hi = max(base, address), min(base + OVERLAY_PAGE, address + count)
-            out[lo - address:hi - address] = page[lo - base:hi - base]
+            out[lo - address : hi - address] = page[lo - base : hi - base]
         return bytes(out)
 
     def peek_word(self, address: int, size: int = 8) -> int:
@@ -107,7 +108,7 @@ class FaultyMemory:
                 continue
             off = address + pos - region.va
             n = min(count - pos, region.size - off)
-            out[pos:pos + n] = region.read(off, n)
+            out[pos : pos + n] = region.read(off, n)
             pos += n
         return bytes(out)
 
@@ -149,8 +150,10 @@ class FaultyMemory:
         prog.set_linux_kernel_custom(world.vmcoreinfo().encode(), live)
         prog.main_module("kernel", create=True).try_file(str(world.types_elf), force=True)
         for region in world.mem.regions:
-            def read(address: int, count: int, offset: int, physical: bool,
-                     va: int = region.va) -> bytes:
+
+            def read(
+                address: int, count: int, offset: int, physical: bool, va: int = region.va
+            ) -> bytes:
                 return self.read(va + offset, count)
 
             prog.add_memory_segment(region.va, region.size, read)

@@ -20,8 +20,9 @@ from netmem_probe.fake.world import World
 __all__ = ("write_fixture",)
 
 
-def write_fixture(world: World, directory: str, description: str,
-                  extra: Dict[str, Any] = None) -> Path:
+def write_fixture(
+    world: World, directory: str, description: str, extra: Dict[str, Any] = None
+) -> Path:
     """Commit ``world`` and write it as a fixture in ``directory``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,9 @@ ReadFn = Callable[[int, int], bytes]
 class Region:
     """A contiguous range of fake kernel memory."""
 
-    def __init__(self, name: str, va: int, pa: Optional[int], size: int,
-                 read_fn: Optional[ReadFn] = None) -> None:
+    def __init__(
+        self, name: str, va: int, pa: Optional[int], size: int, read_fn: Optional[ReadFn] = None
+    ) -> None:
         self.name = name
         self.va = va
         self.pa = pa
@@ -50,7 +51,7 @@ class Region:
     def read(self, offset: int, count: int) -> bytes:
         if self.read_fn is not None:
             return self.read_fn(offset, count)
-        return bytes(self.data[offset:offset + count])
+        return bytes(self.data[offset : offset + count])
 
 
 class FakeMemory:
@@ -84,7 +85,7 @@ class FakeMemory:
         off = va - region.va
         if region.data is None or off + len(data) > region.size:
             raise ValueError(f"cannot write {len(data)} bytes at {va:#x} in {region.name}")
-        region.data[off:off + len(data)] = data
+        region.data[off : off + len(data)] = data
 
     def read(self, va: int, count: int) -> bytes:
         region = self.region_at(va)
@@ -93,8 +94,10 @@ class FakeMemory:
     def attach(self, prog: drgn.Program) -> None:
         """Add every region to ``prog`` as a virtual and a physical segment."""
         for region in self.regions:
-            def read(address: int, count: int, offset: int, physical: bool,
-                     region: Region = region) -> bytes:
+
+            def read(
+                address: int, count: int, offset: int, physical: bool, region: Region = region
+            ) -> bytes:
                 return region.read(offset, count)
 
             prog.add_memory_segment(region.va, region.size, read)

@@ -38,8 +38,15 @@ class NetNamespace:
         self.lo = self.netdev("lo")
         self.obj.set("loopback_dev", self.lo.obj.addr)
 
-    def netdev(self, name: str, *, driver: Optional[str] = None, kind: Optional[str] = None,
-               num_rx_queues: int = 1, ifindex: Optional[int] = None) -> "NetDevice":
+    def netdev(
+        self,
+        name: str,
+        *,
+        driver: Optional[str] = None,
+        kind: Optional[str] = None,
+        num_rx_queues: int = 1,
+        ifindex: Optional[int] = None,
+    ) -> "NetDevice":
         """Register a netdev in this namespace (ifindex allocated if not given)."""
         if ifindex is None:
             ifindex = self._ifindex + 1
@@ -71,8 +78,15 @@ class NetNamespace:
 class NetDevice:
     """A registered ``struct net_device``."""
 
-    def __init__(self, ns: NetNamespace, name: str, ifindex: int, driver: Optional[str],
-                 kind: Optional[str], num_rx_queues: int) -> None:
+    def __init__(
+        self,
+        ns: NetNamespace,
+        name: str,
+        ifindex: int,
+        driver: Optional[str],
+        kind: Optional[str],
+        num_rx_queues: int,
+    ) -> None:
         world = ns.world
         self.world = world
         self.ns = ns
@@ -82,18 +96,23 @@ class NetDevice:
         self.kind = kind
         self.registered = True
         self.pools: List["FakePagePool"] = []
-        self.obj = world.alloc("struct net_device", {
-            "name": cstr(name, 16),
-            "ifindex": ifindex,
-            "flags": IFF_UP,
-            "reg_state": NETREG_REGISTERED,
-            "nd_net": {"net": ns.obj.addr},
-            "num_rx_queues": num_rx_queues,
-            "real_num_rx_queues": num_rx_queues,
-        })
-        self.rx = world.alloc("struct netdev_rx_queue",
-                              [{"dev": self.obj.addr} for _ in range(num_rx_queues)],
-                              count=num_rx_queues)
+        self.obj = world.alloc(
+            "struct net_device",
+            {
+                "name": cstr(name, 16),
+                "ifindex": ifindex,
+                "flags": IFF_UP,
+                "reg_state": NETREG_REGISTERED,
+                "nd_net": {"net": ns.obj.addr},
+                "num_rx_queues": num_rx_queues,
+                "real_num_rx_queues": num_rx_queues,
+            },
+        )
+        self.rx = world.alloc(
+            "struct netdev_rx_queue",
+            [{"dev": self.obj.addr} for _ in range(num_rx_queues)],
+            count=num_rx_queues,
+        )
         self.obj.set("_rx", self.rx.addr)
         if driver is not None:
             drv = world.alloc("struct device_driver", {"name": world.string(driver)})
@@ -144,5 +163,6 @@ class _ArrayElement(KObject):
 
     def __init__(self, array: KObject, index: int) -> None:
         elem_type = array.type.type
-        super().__init__(array.world, array.addr + index * elem_type.size, elem_type,
-                         array.value[index])
+        super().__init__(
+            array.world, array.addr + index * elem_type.size, elem_type, array.value[index]
+        )

@@ -17,8 +17,14 @@ if TYPE_CHECKING:
     from netmem_probe.fake.world import World
 
 __all__ = (
-    "PP_FLAG_ALLOW_UNREADABLE_NETMEM", "PP_FLAG_DMA_MAP", "PP_FLAG_DMA_SYNC_DEV",
-    "PP_FLAG_SYSTEM_POOL", "PP_SIGNATURE", "FakePage", "FakePagePool", "STAT_NAMES",
+    "PP_FLAG_ALLOW_UNREADABLE_NETMEM",
+    "PP_FLAG_DMA_MAP",
+    "PP_FLAG_DMA_SYNC_DEV",
+    "PP_FLAG_SYSTEM_POOL",
+    "PP_SIGNATURE",
+    "FakePage",
+    "FakePagePool",
+    "STAT_NAMES",
 )
 
 PP_FLAG_DMA_MAP = 1 << 0
@@ -55,8 +61,15 @@ def s32(value: int) -> int:
 class FakePage:
     """A page-pool page: its pfn, owner, and where it sits."""
 
-    def __init__(self, pool: "FakePagePool", pfn: int, dma_index: int, where: str,
-                 pp_ref_count: int, refcount: int) -> None:
+    def __init__(
+        self,
+        pool: "FakePagePool",
+        pfn: int,
+        dma_index: int,
+        where: str,
+        pp_ref_count: int,
+        refcount: int,
+    ) -> None:
         self.pool = pool
         self.pfn = pfn
         self.dma_index = dma_index
@@ -100,23 +113,42 @@ class FakePage:
         else:
             scheme = "pp_magic+dma-index" if world.has_dma_index else "pp_magic"
         return {
-            "netmem": hex(self.netmem), "kind": "page", "page": hex(self.netmem),
-            "pfn": self.pfn, "phys": hex(self.pfn << 12), "pp": True, "scheme": scheme,
-            "pool": hex(self.pool.obj.addr), "pool-id": self.pool.id,
+            "netmem": hex(self.netmem),
+            "kind": "page",
+            "page": hex(self.netmem),
+            "pfn": self.pfn,
+            "phys": hex(self.pfn << 12),
+            "pp": True,
+            "scheme": scheme,
+            "pool": hex(self.pool.obj.addr),
+            "pool-id": self.pool.id,
             "dma_addr": hex(self.dma_addr),
             "dma-index": self.dma_index if world.has_dma_index else None,
-            "pp_ref_count": self.pp_ref_count, "_refcount": self.refcount, "error": None,
+            "pp_ref_count": self.pp_ref_count,
+            "_refcount": self.refcount,
+            "error": None,
         }
 
 
 class FakePagePool:
     """A ``struct page_pool`` in the ``page_pools`` XArray."""
 
-    def __init__(self, world: "World", *, netdev: Optional["NetDevice"] = None,
-                 napi_id: Optional[int] = None, queue: int = 0, order: int = 0,
-                 pool_size: int = 256, nid: int = -1, cpuid: int = -1, flags: int = 0,
-                 pool_id: Optional[int] = None, counter_base: int = 0,
-                 stats: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        world: "World",
+        *,
+        netdev: Optional["NetDevice"] = None,
+        napi_id: Optional[int] = None,
+        queue: int = 0,
+        order: int = 0,
+        pool_size: int = 256,
+        nid: int = -1,
+        cpuid: int = -1,
+        flags: int = 0,
+        pool_id: Optional[int] = None,
+        counter_base: int = 0,
+        stats: Optional[Dict[str, Any]] = None,
+    ) -> None:
         self.world = world
         self.id = pool_id if pool_id is not None else world._next_pool_id
         world._next_pool_id = self.id + 1
@@ -226,8 +258,9 @@ class FakePagePool:
 
     # -- pages -------------------------------------------------------------
 
-    def alloc_pages(self, count: int, where: str = "out", *, pp_ref_count: int = 1,
-                    refcount: int = 1) -> List[FakePage]:
+    def alloc_pages(
+        self, count: int, where: str = "out", *, pp_ref_count: int = 1, refcount: int = 1
+    ) -> List[FakePage]:
         """Take ``count`` pages from the page allocator (``hold`` grows)."""
         pages = []
         for _ in range(count):
@@ -281,9 +314,14 @@ class FakePagePool:
             page.write()
         netdev_addr = self._slow_netdev_addr()
         value: Dict[str, Any] = {
-            "p": {"order": self.order, "pool_size": self.pool_size, "nid": self.nid,
-                  "napi": self.napi.addr if self.napi else 0, "dma_dir": DMA_FROM_DEVICE,
-                  "max_len": PAGE_SIZE << self.order},
+            "p": {
+                "order": self.order,
+                "pool_size": self.pool_size,
+                "nid": self.nid,
+                "napi": self.napi.addr if self.napi else 0,
+                "dma_dir": DMA_FROM_DEVICE,
+                "max_len": PAGE_SIZE << self.order,
+            },
             "cpuid": self.cpuid,
             "pages_state_hold_cnt": self.hold & 0xFFFFFFFF,
             "dma_map": self.dma_map,
@@ -322,8 +360,13 @@ class FakePagePool:
         if self.detach_time is None:
             return 0
         # Since Linux kernel commit 28b225282d44 the field is a ktime_t (ns).
-        if self.world.type("struct page_pool").member("user").type.member(
-                "detach_time").type.type_name() == "ktime_t":
+        if (
+            self.world.type("struct page_pool")
+            .member("user")
+            .type.member("detach_time")
+            .type.type_name()
+            == "ktime_t"
+        ):
             return int(self.detach_time * 10**9)
         return int(self.detach_time)
 
@@ -337,20 +380,35 @@ class FakePagePool:
         for i, netmem in enumerate(self.ring):
             queue[(head + i) % size] = netmem
         self.ring_queue.value = queue
-        return {"producer": (head + len(self.ring)) % size, "consumer_head": head,
-                "consumer_tail": tail, "size": size, "batch": 16, "queue": self.ring_queue.addr}
+        return {
+            "producer": (head + len(self.ring)) % size,
+            "consumer_head": head,
+            "consumer_tail": tail,
+            "size": size,
+            "batch": 16,
+            "queue": self.ring_queue.addr,
+        }
 
     def _write_stats(self, value: Dict[str, Any]) -> None:
         if not self.has_stats:
             return
-        value["alloc_stats"] = {member: self.stats.get(name, 0)
-                                for name, (member, percpu) in STAT_NAMES.items() if not percpu}
+        value["alloc_stats"] = {
+            member: self.stats.get(name, 0)
+            for name, (member, percpu) in STAT_NAMES.items()
+            if not percpu
+        }
         value["recycle_stats"] = self.recycle_stats
         for cpu, per_cpu in enumerate(self.stats.get("recycle", [])):
-            self.world.per_cpu(self.recycle_stats, cpu, "struct page_pool_recycle_stats", {
-                member: per_cpu.get(name, 0)
-                for name, (member, percpu) in STAT_NAMES.items() if percpu
-            })
+            self.world.per_cpu(
+                self.recycle_stats,
+                cpu,
+                "struct page_pool_recycle_stats",
+                {
+                    member: per_cpu.get(name, 0)
+                    for name, (member, percpu) in STAT_NAMES.items()
+                    if percpu
+                },
+            )
 
     # -- truth -------------------------------------------------------------
 
@@ -400,10 +458,14 @@ class FakePagePool:
             "hold": self.hold & 0xFFFFFFFF,
             "release": self.release & 0xFFFFFFFF,
             "destroy-cnt": self.destroy_cnt,
-            "detach-age": (int(world.boottime_ns // 10**9) - int(self.detach_time)
-                           if self.detach_time is not None else None),
-            "orig-netdev": (self.napi_netdev.name if self.state == "orphaned" and self.napi
-                            else None),
+            "detach-age": (
+                int(world.boottime_ns // 10**9) - int(self.detach_time)
+                if self.detach_time is not None
+                else None
+            ),
+            "orig-netdev": (
+                self.napi_netdev.name if self.state == "orphaned" and self.napi else None
+            ),
         }
         if self.state == "listed" and netdev is not None and netdev.ifindex != 1:
             rec["ifindex"] = netdev.ifindex

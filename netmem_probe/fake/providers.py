@@ -23,11 +23,11 @@ from that model, never by reading memory back.
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from netmem_probe.fake.pools import (
+    PGTY_NETPP,
     PP_FLAG_ALLOW_UNREADABLE_NETMEM,
     PP_FLAG_DMA_MAP,
     PP_FLAG_DMA_SYNC_DEV,
     PP_SIGNATURE,
-    PGTY_NETPP,
     FakePagePool,
 )
 from netmem_probe.fake.world import PAGE_SHIFT, KObject
@@ -37,8 +37,14 @@ if TYPE_CHECKING:
     from netmem_probe.fake.world import World
 
 __all__ = (
-    "FakeBinding", "FakeNiov", "FakeRing", "FakeZcrxArea", "FakeZcrxIfq", "NIOV_STATES",
-    "PROVIDER_POOL_FLAGS", "add_providers",
+    "FakeBinding",
+    "FakeNiov",
+    "FakeRing",
+    "FakeZcrxArea",
+    "FakeZcrxIfq",
+    "NIOV_STATES",
+    "PROVIDER_POOL_FLAGS",
+    "add_providers",
 )
 
 NET_IOV_DMABUF = 0
@@ -89,8 +95,9 @@ class FakeNiov:
             "pp_magic": PP_SIGNATURE if owned and not world.netpp_page_type else 0,
         }
         value: Dict[str, Any] = {"desc": pp} if world.has_member("struct net_iov", "desc") else pp
-        value["owner"] = self.owner_override if self.owner_override is not None else (
-            self.area.owner_addr)
+        value["owner"] = (
+            self.owner_override if self.owner_override is not None else (self.area.owner_addr)
+        )
         if world.has_member("struct net_iov", "type"):
             value["type"] = self.area.niov_type
         if world.has_member("struct net_iov", "page_type"):
@@ -102,9 +109,14 @@ class FakeNiov:
         """The niov as ``netmem-probe niovs --json`` must report it."""
         area = self.area
         return {
-            "area": area.provider_key, "kind": area.kind, "chunk": area.chunk_index,
-            "index": self.index, "net_iov": hex(self.addr), "netmem": hex(self.netmem),
-            "state": self.state, "pool-id": self.pool.id if self.pool else None,
+            "area": area.provider_key,
+            "kind": area.kind,
+            "chunk": area.chunk_index,
+            "index": self.index,
+            "net_iov": hex(self.addr),
+            "netmem": hex(self.netmem),
+            "state": self.state,
+            "pool-id": self.pool.id if self.pool else None,
             "pp_ref_count": self.pp_ref_count,
             "user_refs": self.user_refs if area.kind == "io_uring" else None,
             "dma_addr": hex(self.dma_addr),
@@ -116,13 +128,21 @@ class FakeNiov:
         area = self.area
         zcrx = area.kind == "io_uring"
         return {
-            "netmem": hex(self.netmem), "kind": "net_iov", "net_iov": hex(self.addr),
-            "owner": hex(area.owner_addr), "index": self.index, "num_niovs": len(area.niovs),
-            "type": area.kind, "pool": hex(self.pool.obj.addr) if self.pool else None,
-            "pool-id": self.pool.id if self.pool else None, "dma_addr": hex(self.dma_addr),
-            "pp_ref_count": self.pp_ref_count, "user_refs": self.user_refs if zcrx else None,
+            "netmem": hex(self.netmem),
+            "kind": "net_iov",
+            "net_iov": hex(self.addr),
+            "owner": hex(area.owner_addr),
+            "index": self.index,
+            "num_niovs": len(area.niovs),
+            "type": area.kind,
+            "pool": hex(self.pool.obj.addr) if self.pool else None,
+            "pool-id": self.pool.id if self.pool else None,
+            "dma_addr": hex(self.dma_addr),
+            "pp_ref_count": self.pp_ref_count,
+            "user_refs": self.user_refs if zcrx else None,
             "area-id": area.area_id if zcrx else None,
-            "dmabuf": None if zcrx else area.provider_id, "error": None,
+            "dmabuf": None if zcrx else area.provider_id,
+            "error": None,
         }
 
 
@@ -213,16 +233,21 @@ class FakeChunk(_NiovArray):
 
     def write(self) -> None:
         size = len(self.niovs) << self.niov_shift
-        area = {"niovs": self.array.addr, "num_niovs": len(self.niovs),
-                "base_virtual": self.base_virtual}
+        area = {
+            "niovs": self.array.addr,
+            "num_niovs": len(self.niovs),
+            "base_virtual": self.base_virtual,
+        }
         value: Dict[str, Any] = dict(area) if self.flat else {"area": area}
         value.update({"binding": self.binding.obj.addr, "base_dma_addr": self.base_dma_addr})
         self.owner.value = value
         free = sum(1 for n in self.niovs if n.state == "free")
         # gen_pool_add_owner(pool, virt = dma address, phys = dma address, ...)
         self.chunk.value = {
-            "avail": {"counter": free << self.niov_shift}, "phys_addr": self.base_dma_addr,
-            "owner": self.owner.addr, "start_addr": self.base_dma_addr,
+            "avail": {"counter": free << self.niov_shift},
+            "phys_addr": self.base_dma_addr,
+            "owner": self.owner.addr,
+            "start_addr": self.base_dma_addr,
             "end_addr": self.base_dma_addr + size - 1,
         }
         words = [0] * (-(-len(self.niovs) // 64))
@@ -245,16 +270,28 @@ class FakeBinding:
         niovs hold references.
     """
 
-    def __init__(self, world: "World", netdev: "NetDevice", queues: Sequence[int],
-                 chunks: Sequence[int], *, binding_id: int, napi_base: int,
-                 niov_shift: int = PAGE_SHIFT, listed: bool = True) -> None:
+    def __init__(
+        self,
+        world: "World",
+        netdev: "NetDevice",
+        queues: Sequence[int],
+        chunks: Sequence[int],
+        *,
+        binding_id: int,
+        napi_base: int,
+        niov_shift: int = PAGE_SHIFT,
+        listed: bool = True,
+    ) -> None:
         self.world = world
         self.netdev = netdev
         self.id = binding_id
         self.listed = listed
         # Since Linux 7.3 a binding has its own niov size (rx-page-size).
-        self.niov_shift = niov_shift if world.has_member(
-            "struct net_devmem_dmabuf_binding", "niov_shift") else PAGE_SHIFT
+        self.niov_shift = (
+            niov_shift
+            if world.has_member("struct net_devmem_dmabuf_binding", "niov_shift")
+            else PAGE_SHIFT
+        )
         self.obj = world.alloc("struct net_devmem_dmabuf_binding")
         self.dmabuf = world.alloc("struct dma_buf")
         self.gen_pool = world.alloc("struct gen_pool")
@@ -277,8 +314,10 @@ class FakeBinding:
         for i, queue in enumerate(queues):
             self.pools.append(self._install(queue, napi_base + i))
         self.user_ref = 1
-        self.percpu_ref = world.type("struct net_devmem_dmabuf_binding").member(
-            "ref").type.type_name() == "struct percpu_ref"
+        self.percpu_ref = (
+            world.type("struct net_devmem_dmabuf_binding").member("ref").type.type_name()
+            == "struct percpu_ref"
+        )
         world.before_commit(self._write)
 
     @property
@@ -306,8 +345,14 @@ class FakeBinding:
         _set_mp_params(self.world, rxq, self)
         self.bound_rxqs.entries[len(self.queues)] = rxq.addr
         self.queues.append(queue)
-        pool = FakePagePool(self.world, netdev=self.netdev, napi_id=napi_id, queue=queue,
-                            flags=PROVIDER_POOL_FLAGS, order=self.niov_shift - PAGE_SHIFT)
+        pool = FakePagePool(
+            self.world,
+            netdev=self.netdev,
+            napi_id=napi_id,
+            queue=queue,
+            flags=PROVIDER_POOL_FLAGS,
+            order=self.niov_shift - PAGE_SHIFT,
+        )
         pool.provider = self
         return pool
 
@@ -322,8 +367,9 @@ class FakeBinding:
         self.queues = []
         self.user_ref = 0
 
-    def alloc(self, pool: FakePagePool, count: int, where: str,
-              pp_ref_count: int = 1) -> List[FakeNiov]:
+    def alloc(
+        self, pool: FakePagePool, count: int, where: str, pp_ref_count: int = 1
+    ) -> List[FakeNiov]:
         """``mp_dmabuf_devmem_alloc_netmems()``: ``count`` niovs from the genpool."""
         got = [n for n in self.niovs if n.state == "free"][:count]
         if len(got) < count:
@@ -344,13 +390,17 @@ class FakeBinding:
     def _write(self) -> None:
         world = self.world
         value: Dict[str, Any] = {
-            "dmabuf": self.dmabuf.addr, "dev": self.netdev.obj.addr,
-            "chunk_pool": self.gen_pool.addr, "id": self.id,
+            "dmabuf": self.dmabuf.addr,
+            "dev": self.netdev.obj.addr,
+            "chunk_pool": self.gen_pool.addr,
+            "id": self.id,
         }
         if self.percpu_ref:
             # A live percpu_ref counts per CPU: no single counter to read.
-            value["ref"] = {"percpu_count_ptr": world.percpu_alloc("unsigned long"),
-                            "data": world.heap.alloc(64)}
+            value["ref"] = {
+                "percpu_count_ptr": world.percpu_alloc("unsigned long"),
+                "data": world.heap.alloc(64),
+            }
         else:
             value["ref"] = {"refs": {"counter": self.refcount}}
         if world.has_member("struct net_devmem_dmabuf_binding", "direction"):
@@ -367,13 +417,24 @@ class FakeBinding:
         """The binding as ``netmem-probe providers --json`` must report it."""
         niovs = self.niovs
         return {
-            "kind": "dmabuf", "id": self.id, "area": self.key, "address": hex(self.obj.addr),
-            "ifq": None, "netdev": self.netdev.name, "ifindex": self.netdev.ifindex,
-            "queues": sorted(self.queues), "pools": sorted(p.id for p in self.pools),
+            "kind": "dmabuf",
+            "id": self.id,
+            "area": self.key,
+            "address": hex(self.obj.addr),
+            "ifq": None,
+            "netdev": self.netdev.name,
+            "ifindex": self.netdev.ifindex,
+            "queues": sorted(self.queues),
+            "pools": sorted(p.id for p in self.pools),
             "refcount": None if self.percpu_ref else self.refcount,
-            "direction": "rx", "niov-size": 1 << self.niov_shift, "size": self.size,
-            "chunks": len(self.chunks), "niovs": len(niovs), **_count(niovs),
-            "bytes": len(niovs) << self.niov_shift, "inconsistent": 0,
+            "direction": "rx",
+            "niov-size": 1 << self.niov_shift,
+            "size": self.size,
+            "chunks": len(self.chunks),
+            "niovs": len(niovs),
+            **_count(niovs),
+            "bytes": len(niovs) << self.niov_shift,
+            "inconsistent": 0,
         }
 
 
@@ -448,9 +509,12 @@ class FakeZcrxArea(_NiovArray):
         self.user_refs_array.value = [{"counter": n.user_refs} for n in self.niovs]
         value: Dict[str, Any] = {
             "nia": {"niovs": self.array.addr, "num_niovs": count, "base_virtual": 0},
-            "ifq": self.ifq.obj.addr, "user_refs": self.user_refs_array.addr,
-            "is_mapped": self.ifq.netdev is not None, "area_id": self.area_id,
-            "free_count": len(self.freelist), "freelist": self.freelist_array.addr,
+            "ifq": self.ifq.obj.addr,
+            "user_refs": self.user_refs_array.addr,
+            "is_mapped": self.ifq.netdev is not None,
+            "area_id": self.area_id,
+            "free_count": len(self.freelist),
+            "freelist": self.freelist_array.addr,
             "mem": {"size": count << self.niov_shift},
         }
         self.obj.value = value
@@ -461,16 +525,24 @@ class FakeZcrxArea(_NiovArray):
         ifq = self.ifq
         netdev = ifq.netdev
         return {
-            "kind": "io_uring", "id": self.area_id, "area": self.provider_key,
-            "address": hex(self.obj.addr), "ifq": hex(ifq.obj.addr),
+            "kind": "io_uring",
+            "id": self.area_id,
+            "area": self.provider_key,
+            "address": hex(self.obj.addr),
+            "ifq": hex(ifq.obj.addr),
             "netdev": netdev.name if netdev else None,
             "ifindex": netdev.ifindex if netdev else None,
             "queues": [ifq.queue] if netdev else [],
             "pools": [ifq.pool.id] if ifq.pool else [],
-            "refcount": ifq.refcount, "direction": "rx", "niov-size": 1 << self.niov_shift,
-            "size": len(self.niovs) << self.niov_shift, "chunks": None,
-            "niovs": len(self.niovs), **_count(self.niovs),
-            "bytes": len(self.niovs) << self.niov_shift, "inconsistent": 0,
+            "refcount": ifq.refcount,
+            "direction": "rx",
+            "niov-size": 1 << self.niov_shift,
+            "size": len(self.niovs) << self.niov_shift,
+            "chunks": None,
+            "niovs": len(self.niovs),
+            **_count(self.niovs),
+            "bytes": len(self.niovs) << self.niov_shift,
+            "inconsistent": 0,
         }
 
 
@@ -484,9 +556,16 @@ class FakeZcrxIfq:
     :param areas: niovs per area (more than one needs ``ifq->areas[]``, 7.3).
     """
 
-    def __init__(self, world: "World", netdev: Optional["NetDevice"], queue: int,
-                 areas: Sequence[int], *, napi_id: int = 0,
-                 niov_shift: int = PAGE_SHIFT) -> None:
+    def __init__(
+        self,
+        world: "World",
+        netdev: Optional["NetDevice"],
+        queue: int,
+        areas: Sequence[int],
+        *,
+        napi_id: int = 0,
+        niov_shift: int = PAGE_SHIFT,
+    ) -> None:
         self.world = world
         self.netdev = netdev
         self.queue = queue
@@ -499,15 +578,21 @@ class FakeZcrxIfq:
             raise ValueError("this layout has one area per ifq")
         self.obj = world.alloc("struct io_zcrx_ifq")
         self.areas = [FakeZcrxArea(self, count, i) for i, count in enumerate(areas)]
-        self.areas_array = (world.alloc("struct io_zcrx_area *", count=len(areas), align=8)
-                            if self.multi else None)
+        self.areas_array = (
+            world.alloc("struct io_zcrx_area *", count=len(areas), align=8) if self.multi else None
+        )
         self.rings: List["FakeRing"] = []
         self.pool: Optional[FakePagePool] = None
         if netdev is not None:
             _set_mp_params(world, netdev.rx_queue(queue), self)
-            self.pool = FakePagePool(world, netdev=netdev, napi_id=napi_id, queue=queue,
-                                     flags=PROVIDER_POOL_FLAGS,
-                                     order=self.niov_shift - PAGE_SHIFT)
+            self.pool = FakePagePool(
+                world,
+                netdev=netdev,
+                napi_id=napi_id,
+                queue=queue,
+                flags=PROVIDER_POOL_FLAGS,
+                order=self.niov_shift - PAGE_SHIFT,
+            )
             self.pool.provider = self
         world.before_commit(self._write)
 
@@ -531,8 +616,9 @@ class FakeZcrxIfq:
             return None
         return len(self.rings)
 
-    def alloc(self, count: int, where: str, *, area: int = 0, pp_ref_count: int = 1,
-              user_refs: int = 1) -> List[FakeNiov]:
+    def alloc(
+        self, count: int, where: str, *, area: int = 0, pp_ref_count: int = 1, user_refs: int = 1
+    ) -> List[FakeNiov]:
         """
         Take ``count`` niovs of ``area`` off its freelist into the pool
         (``net_mp_niov_set_page_pool()``), or to user space; a device-less
@@ -681,22 +767,34 @@ def add_providers(world: "World") -> List[Any]:
     world.expected["providers"] = [p.expected() for p in visible]
     if ring is not None:
         extra = [a.expected() for a in nodev.areas] if nodev else []
-        world.expected["providers-ring"] = {"ring": hex(ring.obj.addr),
-                                            "providers": world.expected["providers"] + extra}
+        world.expected["providers-ring"] = {
+            "ring": hex(ring.obj.addr),
+            "providers": world.expected["providers"] + extra,
+        }
     selections: List[Dict[str, Any]] = [
         {"args": ["--area", "dmabuf:1"], "niovs": [n.expected() for n in bound.niovs]},
-        {"args": ["--area", hex(lingering.obj.addr)],
-         "niovs": [n.expected() for n in lingering.niovs]},
+        {
+            "args": ["--area", hex(lingering.obj.addr)],
+            "niovs": [n.expected() for n in lingering.niovs],
+        },
         {"args": ["--pool", str(q1.id)], "niovs": [n.expected() for n in bound.niovs]},
     ]
     for ifq in ifqs:
         for area in ifq.areas:
-            selections.append({"args": ["--area", hex(area.obj.addr)],
-                               "niovs": [n.expected() for n in area.niovs]})
+            selections.append(
+                {
+                    "args": ["--area", hex(area.obj.addr)],
+                    "niovs": [n.expected() for n in area.niovs],
+                }
+            )
     if nodev is not None:
         area = nodev.areas[0]
-        selections.append({"args": ["--ring", hex(ring.obj.addr), "--area", hex(area.obj.addr)],
-                           "niovs": [n.expected() for n in area.niovs]})
+        selections.append(
+            {
+                "args": ["--ring", hex(ring.obj.addr), "--area", hex(area.obj.addr)],
+                "niovs": [n.expected() for n in area.niovs],
+            }
+        )
     world.expected["niovs"] = selections
     samples: List[FakeNiov] = []
     for provider in visible:

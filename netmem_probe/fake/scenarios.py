@@ -41,12 +41,22 @@ NIC_FLAGS = PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV
 
 def _nic_stats(seed: int, nr_cpus: int) -> Dict[str, object]:
     return {
-        "alloc-fast": 1000 * seed + 11, "alloc-slow": 40 + seed, "alloc-slow-high-order": 0,
-        "alloc-empty": 3 + seed, "alloc-refill": 17 * seed, "alloc-waive": seed,
-        "recycle": [{"recycle-cached": 500 * (cpu + 1) + seed, "recycle-cache-full": cpu,
-                     "recycle-ring": 90 + cpu, "recycle-ring-full": seed,
-                     "recycle-released-refcnt": 7 * cpu}
-                    for cpu in range(nr_cpus)],
+        "alloc-fast": 1000 * seed + 11,
+        "alloc-slow": 40 + seed,
+        "alloc-slow-high-order": 0,
+        "alloc-empty": 3 + seed,
+        "alloc-refill": 17 * seed,
+        "alloc-waive": seed,
+        "recycle": [
+            {
+                "recycle-cached": 500 * (cpu + 1) + seed,
+                "recycle-cache-full": cpu,
+                "recycle-ring": 90 + cpu,
+                "recycle-ring-full": seed,
+                "recycle-released-refcnt": 7 * cpu,
+            }
+            for cpu in range(nr_cpus)
+        ],
     }
 
 
@@ -54,8 +64,15 @@ def add_page_pools(w: World) -> None:
     """The page pool part of the mixed scenario: one pool in every state."""
     init = w.init_net
     eth0 = init.netdev("eth0", driver="virtio_net", num_rx_queues=2)
-    q0 = FakePagePool(w, netdev=eth0, napi_id=8200, queue=0, flags=NIC_FLAGS, nid=0,
-                      stats=_nic_stats(1, w.nr_cpus))
+    q0 = FakePagePool(
+        w,
+        netdev=eth0,
+        napi_id=8200,
+        queue=0,
+        flags=NIC_FLAGS,
+        nid=0,
+        stats=_nic_stats(1, w.nr_cpus),
+    )
     q0.alloc_pages(6, "out")
     q0.alloc_pages(3, "cache")
     # A ring that wraps around its end, with consumed slots not yet zeroed.
@@ -64,8 +81,16 @@ def add_page_pools(w: World) -> None:
     q0.ring_stale = [p.netmem for p in stale]
     q0.alloc_pages(4, "ring")
     # Counters that wrapped around 2**32: in flight is their s32 distance.
-    q1 = FakePagePool(w, netdev=eth0, napi_id=8201, queue=1, flags=NIC_FLAGS, nid=0,
-                      counter_base=(1 << 32) - 3, stats=_nic_stats(2, w.nr_cpus))
+    q1 = FakePagePool(
+        w,
+        netdev=eth0,
+        napi_id=8201,
+        queue=1,
+        flags=NIC_FLAGS,
+        nid=0,
+        counter_base=(1 << 32) - 3,
+        stats=_nic_stats(2, w.nr_cpus),
+    )
     q1.alloc_pages(5, "out")
 
     # eth1 unbound while sockets held its pages: the pool moved to lo.
@@ -127,13 +152,15 @@ def build_mixed(layout: str) -> Tuple[World, str]:
     add_sockets(w)
     w.expected["decode"] = _decode_expectations(w)
     w.expected["layout"] = {"asserts": LAYOUT_ASSERTS[layout], "mismatches": 0}
-    return w, ("Page pools in every state: listed on a NIC (DMA-mapped, wrapped ring, "
-               "wrapped counters), orphaned onto lo (detached and not), invisible veth "
-               "pools, a pool of a dismantled namespace, system pools. Memory providers "
-               "the layout has: devmem bindings (one unbound and lingering), zcrx areas "
-               "(several per ifq, device-less), niovs in every state. Sockets whose "
-               "receive/error queues and backlog hold pages and niovs in skb frags and "
-               "heads; detached pools' pages parked, back in the ring, and leaked.")
+    return w, (
+        "Page pools in every state: listed on a NIC (DMA-mapped, wrapped ring, "
+        "wrapped counters), orphaned onto lo (detached and not), invisible veth "
+        "pools, a pool of a dismantled namespace, system pools. Memory providers "
+        "the layout has: devmem bindings (one unbound and lingering), zcrx areas "
+        "(several per ifq, device-less), niovs in every state. Sockets whose "
+        "receive/error queues and backlog hold pages and niovs in skb frags and "
+        "heads; detached pools' pages parked, back in the ring, and leaked."
+    )
 
 
 def build_many_pools(layout: str) -> Tuple[World, str]:
@@ -145,8 +172,14 @@ def build_many_pools(layout: str) -> Tuple[World, str]:
         for d in range(5):
             dev = ns.netdev(f"eth{d}", driver="virtio_net", num_rx_queues=10)
             for q in range(10):
-                pool = FakePagePool(w, netdev=dev, napi_id=8300 + len(w.pools), queue=q,
-                                    flags=NIC_FLAGS, pool_id=next_id)
+                pool = FakePagePool(
+                    w,
+                    netdev=dev,
+                    napi_id=8300 + len(w.pools),
+                    queue=q,
+                    flags=NIC_FLAGS,
+                    pool_id=next_id,
+                )
                 pool.alloc_pages((n + d + q) % 4, "out")
                 next_id += 1 + (q % 3 == 2)  # destroyed pools leave id gaps
     w.expected["layout"] = {"asserts": LAYOUT_ASSERTS[layout], "mismatches": 0}
@@ -156,8 +189,10 @@ def build_many_pools(layout: str) -> Tuple[World, str]:
 def build_broken_layout(layout: str) -> Tuple[World, str]:
     w = World(layout, boottime=BOOTTIME)
     w.expected["layout"] = {"asserts": LAYOUT_ASSERTS[layout], "mismatches": 1}
-    return w, ("A kernel layout whose struct netmem_desc._pp_mapping_pad is 4 bytes, not "
-               "struct page's 8: the layout check must fail on exactly that agreement.")
+    return w, (
+        "A kernel layout whose struct netmem_desc._pp_mapping_pad is 4 bytes, not "
+        "struct page's 8: the layout check must fail on exactly that agreement."
+    )
 
 
 SCENARIOS: Dict[str, Callable[[str], Tuple[World, str]]] = {
@@ -168,8 +203,11 @@ SCENARIOS: Dict[str, Callable[[str], Tuple[World, str]]] = {
 
 # fixture name -> (scenario, layout)
 FIXTURES: Dict[str, Tuple[str, str]] = {
-    **{f"{layout}-mixed": ("mixed", layout)
-       for layout in available_layouts() if layout.startswith("linux-")},
+    **{
+        f"{layout}-mixed": ("mixed", layout)
+        for layout in available_layouts()
+        if layout.startswith("linux-")
+    },
     "linux-7.3-many-pools": ("many-pools", "linux-7.3"),
     "broken-netmem-desc": ("broken-layout", "broken-netmem-desc"),
 }

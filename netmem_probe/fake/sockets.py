@@ -59,8 +59,15 @@ class FakeSocket:
 
     QUEUES = {"receive": "sk_receive_queue", "error": "sk_error_queue"}
 
-    def __init__(self, world: "World", ns: "NetNamespace", *, local: Tuple[str, int],
-                 remote: Tuple[str, int] = ("0.0.0.0", 0), owns_skbs: bool = True) -> None:
+    def __init__(
+        self,
+        world: "World",
+        ns: "NetNamespace",
+        *,
+        local: Tuple[str, int],
+        remote: Tuple[str, int] = ("0.0.0.0", 0),
+        owns_skbs: bool = True,
+    ) -> None:
         self.world = world
         self.ns = ns
         self.local = local
@@ -77,8 +84,9 @@ class FakeSocket:
         }
         if self.v6:
             for member, address in (("skc_v6_rcv_saddr", local[0]), ("skc_v6_daddr", remote[0])):
-                common[member] = {"in6_u": {"u6_addr8": list(ipaddress.IPv6Address(
-                    address).packed)}}
+                common[member] = {
+                    "in6_u": {"u6_addr8": list(ipaddress.IPv6Address(address).packed)}
+                }
         else:
             common.update(skc_rcv_saddr=_be32(local[0]), skc_daddr=_be32(remote[0]))
         self.obj = world.alloc("struct sock", {"__sk_common": common})
@@ -108,12 +116,18 @@ class FakeSocket:
 
     def expected(self) -> Dict[str, Any]:
         """The socket as a holder row names it."""
+
         def name(address: str, port: int) -> str:
             return f"[{address}]:{port}" if self.v6 else f"{address}:{port}"
 
         remote = None if self.remote[1] == 0 else name(*self.remote)
-        return {"sock": hex(self.obj.addr), "family": "inet6" if self.v6 else "inet",
-                "local": name(*self.local), "remote": remote, "netns": self.ns.inum}
+        return {
+            "sock": hex(self.obj.addr),
+            "family": "inet6" if self.v6 else "inet",
+            "local": name(*self.local),
+            "remote": remote,
+            "netns": self.ns.inum,
+        }
 
 
 class FakeSkb:
@@ -122,9 +136,16 @@ class FakeSkb:
     the heap or, with ``head_page``, inside a page-pool page.
     """
 
-    def __init__(self, world: "World", frags: Sequence[Holdable] = (), *,
-                 head_page: Optional[FakePage] = None, dev: Optional["NetDevice"] = None,
-                 headlen: int = 128, frag_len: int = 1500) -> None:
+    def __init__(
+        self,
+        world: "World",
+        frags: Sequence[Holdable] = (),
+        *,
+        head_page: Optional[FakePage] = None,
+        dev: Optional["NetDevice"] = None,
+        headlen: int = 128,
+        frag_len: int = 1500,
+    ) -> None:
         self.world = world
         self.frags = list(frags)
         self.head_page = head_page
@@ -138,24 +159,31 @@ class FakeSkb:
         else:
             self.head = world.alloc("char", count=HEAD_BUFFER + shinfo_size).addr
             end = HEAD_BUFFER
-        self.shinfo = world.at(self.head + end, "struct skb_shared_info", {
-            "nr_frags": len(self.frags),
-            "dataref": {"counter": 1},
-            "frags": [{"netmem": f.netmem, "len": frag_len, "offset": 0} for f in self.frags],
-        })
+        self.shinfo = world.at(
+            self.head + end,
+            "struct skb_shared_info",
+            {
+                "nr_frags": len(self.frags),
+                "dataref": {"counter": 1},
+                "frags": [{"netmem": f.netmem, "len": frag_len, "offset": 0} for f in self.frags],
+            },
+        )
         data_len = frag_len * len(self.frags)
-        self.obj = world.alloc("struct sk_buff", {
-            "len": headlen + data_len,
-            "data_len": data_len,
-            "head_frag": head_page is not None,
-            "pp_recycle": True,
-            "head": self.head,
-            "data": self.head + NET_SKB_PAD,
-            "tail": NET_SKB_PAD + headlen,
-            "end": end,
-            "truesize": end + shinfo_size + data_len,
-            "users": {"refs": {"counter": 1}},
-        })
+        self.obj = world.alloc(
+            "struct sk_buff",
+            {
+                "len": headlen + data_len,
+                "data_len": data_len,
+                "head_frag": head_page is not None,
+                "pp_recycle": True,
+                "head": self.head,
+                "data": self.head + NET_SKB_PAD,
+                "tail": NET_SKB_PAD + headlen,
+                "end": end,
+                "truesize": end + shinfo_size + data_len,
+                "users": {"refs": {"counter": 1}},
+            },
+        )
         world.before_commit(self._write)
 
     def _write(self) -> None:
@@ -214,8 +242,11 @@ def _pool_niovs(pool: FakePagePool) -> List["FakeNiov"]:
     if provider is None:
         return []
     # A devmem binding lists its niovs; a zcrx ifq has them per area.
-    niovs = provider.niovs if hasattr(provider, "niovs") else [
-        n for area in provider.areas for n in area.niovs]
+    niovs = (
+        provider.niovs
+        if hasattr(provider, "niovs")
+        else [n for area in provider.areas for n in area.niovs]
+    )
     return [n for n in niovs if n.pool is pool and n.state != "free"]
 
 
@@ -246,8 +277,13 @@ def add_sockets(world: "World") -> None:
     skbs: List[FakeSkb] = []
     touched: List[Holdable] = []
 
-    def hold(sock: FakeSocket, which: str, frags: Sequence[Holdable] = (),
-             head: Optional[FakePage] = None, dev: Optional["NetDevice"] = None) -> None:
+    def hold(
+        sock: FakeSocket,
+        which: str,
+        frags: Sequence[Holdable] = (),
+        head: Optional[FakePage] = None,
+        dev: Optional["NetDevice"] = None,
+    ) -> None:
         skbs.append(sock.queue(FakeSkb(world, frags, head_page=head, dev=dev), which))
         touched.extend(frags)
         if head is not None:
@@ -271,8 +307,12 @@ def add_sockets(world: "World") -> None:
             hold(udp, "receive", head=out[2])
         elif n == 1 and len(out) >= 3:
             other = [ns for ns in world.namespaces if ns.alive and ns is not init]
-            ns_sock = FakeSocket(world, other[0] if other else init,
-                                 local=("192.168.7.1", 8080), remote=("192.168.7.2", 40000))
+            ns_sock = FakeSocket(
+                world,
+                other[0] if other else init,
+                local=("192.168.7.1", 8080),
+                remote=("192.168.7.2", 40000),
+            )
             hold(ns_sock, "receive", out[:1])
             hold(ns_sock, "backlog", out[1:2])
             pool.recycle_to_ring(out[2])
@@ -307,11 +347,19 @@ def add_sockets(world: "World") -> None:
 
 def _expected_pages(world: "World") -> List[Dict[str, Any]]:
     pages = sorted((page for pool in world.pools for page in pool.pages), key=lambda p: p.pfn)
-    return [{"pfn": page.pfn, "page": hex(page.netmem), "pool-id": page.pool.id,
-             "pool": hex(page.pool.obj.addr), "pp_ref_count": page.pp_ref_count,
-             "_refcount": page.refcount,
-             "dma-index": page.dma_index if world.has_dma_index else None,
-             "where": page.where} for page in pages]
+    return [
+        {
+            "pfn": page.pfn,
+            "page": hex(page.netmem),
+            "pool-id": page.pool.id,
+            "pool": hex(page.pool.obj.addr),
+            "pp_ref_count": page.pp_ref_count,
+            "_refcount": page.refcount,
+            "dma-index": page.dma_index if world.has_dma_index else None,
+            "where": page.where,
+        }
+        for page in pages
+    ]
 
 
 def _expected_leaks(world: "World", skbs: List[FakeSkb]) -> List[Dict[str, Any]]:
@@ -323,11 +371,18 @@ def _expected_leaks(world: "World", skbs: List[FakeSkb]) -> List[Dict[str, Any]]
         items += _pool_niovs(pool)
         for item in items:
             held = [r for skb in skbs for r in skb.holds(item)]
-            in_pool = [r for r in _pool_rows(world, item)
-                       if r["kind"] in ("pool-cache", "pool-ring")]
+            in_pool = [
+                r for r in _pool_rows(world, item) if r["kind"] in ("pool-cache", "pool-ring")
+            ]
             user = not isinstance(item, FakePage) and item.state == "user"
             verdict = "parked" if held or user else ("cached" if in_pool else "leaked")
-            rows.append({"pool-id": pool.id, "netmem": hex(item.netmem),
-                         "kind": "page" if isinstance(item, FakePage) else "net_iov",
-                         "verdict": verdict, "evidence": in_pool + held})
+            rows.append(
+                {
+                    "pool-id": pool.id,
+                    "netmem": hex(item.netmem),
+                    "kind": "page" if isinstance(item, FakePage) else "net_iov",
+                    "verdict": verdict,
+                    "evidence": in_pool + held,
+                }
+            )
     return rows

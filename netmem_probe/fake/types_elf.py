@@ -19,8 +19,15 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
-__all__ = ("LAYOUTS_DIR", "FixtureError", "GlobalDecl", "available_layouts", "build_types_elf",
-           "layout_globals", "layout_header")
+__all__ = (
+    "LAYOUTS_DIR",
+    "FixtureError",
+    "GlobalDecl",
+    "available_layouts",
+    "build_types_elf",
+    "layout_globals",
+    "layout_header",
+)
 
 LAYOUTS_DIR = Path(__file__).parent / "layouts"
 KERNEL_TEXT = 0xFFFFFFFF81000000
@@ -64,9 +71,7 @@ def layout_header(layout: str) -> Path:
         return path
     path = LAYOUTS_DIR / f"{layout}.h"
     if not path.exists():
-        raise FixtureError(
-            f"unknown layout {layout!r} (have: {', '.join(available_layouts())})"
-        )
+        raise FixtureError(f"unknown layout {layout!r} (have: {', '.join(available_layouts())})")
     return path
 
 
@@ -86,10 +91,12 @@ def _run(cmd: List[str], cwd: str) -> None:
     try:
         subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
     except FileNotFoundError:
-        raise FixtureError(f"{cmd[0]} is needed to build fixture types (apt-get install gcc binutils)")
+        raise FixtureError(
+            f"{cmd[0]} is needed to build fixture types (apt-get install gcc binutils)"
+        ) from None
     except subprocess.CalledProcessError as e:
         first = (e.stderr.strip().splitlines() or ["?"])[0]
-        raise FixtureError(f"{cmd[0]} failed building fixture types: {first}")
+        raise FixtureError(f"{cmd[0]} failed building fixture types: {first}") from e
 
 
 def _translation_units(header_text: str) -> Dict[str, str]:
@@ -101,7 +108,9 @@ def _translation_units(header_text: str) -> Dict[str, str]:
         )
     # drgn derives vmemmap only for kernels that have this function.
     units.setdefault("mm/sparse-vmemmap.c", []).append("void vmemmap_populate(void) {}")
-    return {path: '#include "layout.h"\n' + "\n".join(lines) + "\n" for path, lines in units.items()}
+    return {
+        path: '#include "layout.h"\n' + "\n".join(lines) + "\n" for path, lines in units.items()
+    }
 
 
 def build_types_elf(layout: str) -> Path:
@@ -128,8 +137,24 @@ def build_types_elf(layout: str) -> Path:
             Path(tmp, path).write_text(source)
             obj = f"{i}.o"
             flags = ["-fno-eliminate-unused-debug-types"] if path == "types.c" else []
-            _run(["gcc", "-g", "-O0", "-c", "-fno-common", "-w", f"-fdebug-prefix-map={tmp}=.",
-                  "-I", ".", *flags, "-o", obj, path], tmp)
+            _run(
+                [
+                    "gcc",
+                    "-g",
+                    "-O0",
+                    "-c",
+                    "-fno-common",
+                    "-w",
+                    f"-fdebug-prefix-map={tmp}=.",
+                    "-I",
+                    ".",
+                    *flags,
+                    "-o",
+                    obj,
+                    path,
+                ],
+                tmp,
+            )
             objects.append(obj)
         _run(["ld", "--build-id=sha1", "-T", "fake.ld", "-o", "types.elf", *objects], tmp)
         out.parent.mkdir(parents=True, exist_ok=True)

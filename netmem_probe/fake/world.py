@@ -14,13 +14,17 @@ The world also records the truth of what it built (``expected``), from the
 scenario description, never by reading memory back.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import drgn
 from drgn import Object, Program
 
 from netmem_probe.fake.memory import FakeMemory, ReadFn, Region
 from netmem_probe.fake.types_elf import KERNEL_DATA, build_types_elf, layout_header
+
+if TYPE_CHECKING:
+    # fake.pools builds on this module; the import is for annotations only.
+    from netmem_probe.fake.pools import FakePagePool
 
 __all__ = ("KObject", "World", "PAGE_OFFSET", "VMEMMAP", "POISON_POINTER_DELTA")
 
@@ -67,8 +71,9 @@ class KObject:
 
     __slots__ = ("world", "addr", "type", "value")
 
-    def __init__(self, world: "World", addr: int, type_: drgn.Type,
-                 value: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self, world: "World", addr: int, type_: drgn.Type, value: Optional[Dict[str, Any]] = None
+    ) -> None:
         self.world = world
         self.addr = addr
         self.type = type_
@@ -154,11 +159,24 @@ class FakeXArray:
             if shift == 0:
                 slots[slot] = group[base + slot]
             else:
-                child = self._node(world, group, shift - self.CHUNK_SHIFT,
-                                   base + (slot << shift), node.addr, slot, xa_addr)
+                child = self._node(
+                    world,
+                    group,
+                    shift - self.CHUNK_SHIFT,
+                    base + (slot << shift),
+                    node.addr,
+                    slot,
+                    xa_addr,
+                )
                 slots[slot] = child | 2
-        node.value = {"shift": shift, "offset": offset, "count": len(groups),
-                      "parent": parent, "array": xa_addr, "slots": slots}
+        node.value = {
+            "shift": shift,
+            "offset": offset,
+            "count": len(groups),
+            "parent": parent,
+            "array": xa_addr,
+            "slots": slots,
+        }
         return node.addr
 
 
@@ -176,10 +194,17 @@ class World:
         on (zeros without it), so a benchmark can have a huge memmap.
     """
 
-    def __init__(self, layout: str = "linux-7.3", *, nr_cpus: int = 2,
-                 boottime: float = 86400.0, osrelease: Optional[str] = None,
-                 heap_size: int = HEAP_SIZE, ram_size: int = RAM_SIZE,
-                 memmap_fn: Optional[ReadFn] = None) -> None:
+    def __init__(
+        self,
+        layout: str = "linux-7.3",
+        *,
+        nr_cpus: int = 2,
+        boottime: float = 86400.0,
+        osrelease: Optional[str] = None,
+        heap_size: int = HEAP_SIZE,
+        ram_size: int = RAM_SIZE,
+        memmap_fn: Optional[ReadFn] = None,
+    ) -> None:
         if ram_size < RAM_SIZE or ram_size % RAM_SIZE:
             raise ValueError(f"ram_size must be a multiple of {RAM_SIZE:#x}")
         self.ram_size = ram_size
@@ -188,7 +213,9 @@ class World:
         self.types_elf = build_types_elf(layout)
         self.nr_cpus = nr_cpus
         self.boottime_ns = int(boottime * 1e9)
-        self.osrelease = osrelease or f"{layout_header(layout).stem.split('-', 1)[1]}.0-netmem-fixture"
+        self.osrelease = (
+            osrelease or f"{layout_header(layout).stem.split('-', 1)[1]}.0-netmem-fixture"
+        )
         self.objects: List[KObject] = []
         self.wirings: List[Any] = []
         self.expected: Dict[str, Any] = {}
@@ -244,19 +271,30 @@ class World:
         prog.main_module("kernel", create=True).try_file(str(self.types_elf), force=True)
         data_size = -(-(data_end - KERNEL_DATA) // PAGE_SIZE) * PAGE_SIZE
         self.kernel_data = self.mem.add(
-            Region("kernel-data", KERNEL_DATA, KERNEL_DATA - START_KERNEL_MAP, data_size))
-        self.mem.add(Region("swapper_pg_dir", SWAPPER_PG_DIR,
-                            SWAPPER_PG_DIR - START_KERNEL_MAP, PAGE_SIZE))
+            Region("kernel-data", KERNEL_DATA, KERNEL_DATA - START_KERNEL_MAP, data_size)
+        )
+        self.mem.add(
+            Region("swapper_pg_dir", SWAPPER_PG_DIR, SWAPPER_PG_DIR - START_KERNEL_MAP, PAGE_SIZE)
+        )
         frames = HEAP_PA + self.heap_size
         self.heap = self.mem.add(Region("heap", PAGE_OFFSET + HEAP_PA, HEAP_PA, self.heap_size))
-        self.frames = self.mem.add(Region("page-frames", PAGE_OFFSET + frames, frames,
-                                          MEMMAP_PA - frames))
-        self.memmap = self.mem.add(Region("vmemmap", VMEMMAP, MEMMAP_PA,
-                                          (RAM_SIZE >> PAGE_SHIFT) * 64))
+        self.frames = self.mem.add(
+            Region("page-frames", PAGE_OFFSET + frames, frames, MEMMAP_PA - frames)
+        )
+        self.memmap = self.mem.add(
+            Region("vmemmap", VMEMMAP, MEMMAP_PA, (RAM_SIZE >> PAGE_SHIFT) * 64)
+        )
         if self.ram_size > RAM_SIZE:
             size = ((self.ram_size - RAM_SIZE) >> PAGE_SHIFT) * 64
-            self.mem.add(Region("vmemmap-generated", self.memmap.end, RAM_SIZE, size,
-                                read_fn=self.memmap_fn or (lambda offset, count: bytes(count))))
+            self.mem.add(
+                Region(
+                    "vmemmap-generated",
+                    self.memmap.end,
+                    RAM_SIZE,
+                    size,
+                    read_fn=self.memmap_fn or (lambda offset, count: bytes(count)),
+                )
+            )
         self.mem.attach(prog)
         return prog
 
@@ -290,9 +328,15 @@ class World:
         except LookupError:
             return False
 
-    def alloc(self, type_name: str, value: Optional[Dict[str, Any]] = None, *,
-              align: int = 64, count: Optional[int] = None,
-              region: Optional[Region] = None) -> KObject:
+    def alloc(
+        self,
+        type_name: str,
+        value: Optional[Dict[str, Any]] = None,
+        *,
+        align: int = 64,
+        count: Optional[int] = None,
+        region: Optional[Region] = None,
+    ) -> KObject:
         """Allocate a ``type_name`` (or an array of ``count`` of them) in the heap."""
         type_ = self.type(type_name)
         if count is not None:
@@ -333,8 +377,9 @@ class World:
             raise MemoryError("fake per-CPU area is full")
         return addr
 
-    def per_cpu(self, percpu_addr: int, cpu: int, type_name: str,
-                value: Optional[Dict[str, Any]] = None) -> KObject:
+    def per_cpu(
+        self, percpu_addr: int, cpu: int, type_name: str, value: Optional[Dict[str, Any]] = None
+    ) -> KObject:
         """The KObject of one CPU's copy of per-CPU data."""
         return self.at(self.percpu_base[cpu] + percpu_addr, type_name, value)
 
@@ -382,7 +427,8 @@ class World:
         for first in range(0, nr_sections, per_root):
             sections = self.alloc("struct mem_section", count=per_root, align=PAGE_SIZE)
             sections.value = [{"section_mem_map": VMEMMAP | SECTION_FLAGS}] * min(
-                per_root, nr_sections - first)
+                per_root, nr_sections - first
+            )
             roots.value.append(sections.addr)
         self.global_("mem_section").value = roots.addr
         self.global_("__highest_present_section_nr").value = nr_sections - 1
@@ -398,8 +444,13 @@ class World:
         self._setup_net()
 
     def _setup_clock(self) -> None:
-        value = {"timekeeper": {"tkr_mono": {"base": self.boottime_ns, "xtime_nsec": 0, "shift": 0},
-                                "ktime_sec": self.boottime_ns // 10**9, "offs_boot": 0}}
+        value = {
+            "timekeeper": {
+                "tkr_mono": {"base": self.boottime_ns, "xtime_nsec": 0, "shift": 0},
+                "ktime_sec": self.boottime_ns // 10**9,
+                "offs_boot": 0,
+            }
+        }
         # Since Linux kernel commit 22c62b9a84b8 ("timekeeping: Introduce
         # auxiliary timekeepers") (in v6.17), tk_core is timekeeper_data[0].
         name = "timekeeper_data" if self.has_symbol("timekeeper_data") else "tk_core"
@@ -411,8 +462,6 @@ class World:
 
     def _setup_net(self) -> None:
         from netmem_probe.fake.net import NetNamespace
-
-        from netmem_probe.fake.pools import FakePagePool
 
         self.has_dma_index = self.has_member("struct page_pool", "dma_mapped")
         self.netpp_page_type = self.has_constant("PGTY_netpp")
@@ -428,8 +477,9 @@ class World:
         """The per-CPU system page pool that net_page_pool_create() makes at boot."""
         from netmem_probe.fake.pools import PP_FLAG_SYSTEM_POOL, FakePagePool
 
-        pool = FakePagePool(self, pool_size=(1 << 20) // PAGE_SIZE, nid=0, cpuid=cpu,
-                            flags=PP_FLAG_SYSTEM_POOL)
+        pool = FakePagePool(
+            self, pool_size=(1 << 20) // PAGE_SIZE, nid=0, cpuid=cpu, flags=PP_FLAG_SYSTEM_POOL
+        )
         # Since the Linux kernel commit "xdp: Use nested-BH locking for
         # system_page_pool" (in v6.16) the per-CPU variable is a struct
         # page_pool_bh; before, a bare pointer.
@@ -474,4 +524,3 @@ class World:
         """Commit and return the drgn Program over this world's memory."""
         self.commit()
         return self.prog
-

@@ -68,8 +68,10 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     # Introduce auxiliary timekeepers") (in v6.17), tk_core is an element of
     # timekeeper_data[]; before struct tk_data (Linux 6.12 and older), its
     # type had no name
-    "tk_core": ("struct tk_data",
-                "struct { seqcount_raw_spinlock_t seq; struct timekeeper timekeeper; }"),
+    "tk_core": (
+        "struct tk_data",
+        "struct { seqcount_raw_spinlock_t seq; struct timekeeper timekeeper; }",
+    ),
     "timekeeper_data": "struct tk_data [TIMEKEEPERS_MAX]",
     "jiffies_64": "u64",
 }

@@ -152,8 +152,16 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
     if value & NET_IOV:
         niov = decode_net_iov(prog, value)
         if not niov.problem:
-            return Target(value, "net_iov", niov.niov, (value, niov.niov), None, niov.pool,
-                          niov.pool_id, niov.owner)
+            return Target(
+                value,
+                "net_iov",
+                niov.niov,
+                (value, niov.niov),
+                None,
+                niov.pool,
+                niov.pool_id,
+                niov.owner,
+            )
         # Not a net_iov: an odd address in the direct map still names a page.
         niov_problem = niov.problem
     memmap = memmap_description(prog, problems)
@@ -166,13 +174,16 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
         value = memmap.vmemmap + pfn * drgn.sizeof(prog.type("struct page"))
     info = decode_page(prog, value, problems)
     if info.pfn is None or info.refcount is None:
-        raise ValueError(f"{value:#x} is not a netmem_ref, struct page or direct-map "
-                         f"address ({niov_problem or info.problem})")
+        raise ValueError(
+            f"{value:#x} is not a netmem_ref, struct page or direct-map "
+            f"address ({niov_problem or info.problem})"
+        )
     order = 0
     if info.pool is not None:
         try:
-            order = prog.read_u8(wrap(info.pool + drgn.offsetof(prog.type("struct page_pool"),
-                                                                "p.order")))
+            order = prog.read_u8(
+                wrap(info.pool + drgn.offsetof(prog.type("struct page_pool"), "p.order"))
+            )
         except drgn.FaultError:
             pass
     # An impossible order is a corrupt pool: look at the head page alone.
@@ -180,9 +191,15 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
     return page_target(prog, info.pfn, value, info.pool, info.pool_id, order, problems)
 
 
-def page_target(prog: Program, pfn: int, page: int, pool: Optional[int],
-                pool_id: Optional[int], order: int,
-                problems: Optional[Problems] = None) -> Target:
+def page_target(
+    prog: Program,
+    pfn: int,
+    page: int,
+    pool: Optional[int],
+    pool_id: Optional[int],
+    order: int,
+    problems: Optional[Problems] = None,
+) -> Target:
     """
     The target for the ``struct page`` at ``page`` (pfn ``pfn``, of ``2**order``
     pages).  Without a readable direct map base it has no span: pointers into
@@ -197,8 +214,9 @@ def page_target(prog: Program, pfn: int, page: int, pool: Optional[int],
     return Target(page, "page", page, (page,), span, pool, pool_id, None)
 
 
-def _cover(values: Iterable[int], spans: Iterable[Tuple[int, int]],
-           limit: int) -> List[Tuple[int, int]]:
+def _cover(
+    values: Iterable[int], spans: Iterable[Tuple[int, int]], limit: int
+) -> List[Tuple[int, int]]:
     """At most ``limit`` inclusive ranges covering ``values`` and ``spans`` [lo, hi)."""
     ranges = sorted([(v, v) for v in values] + [(lo, hi - 1) for lo, hi in spans])
     merged: List[Tuple[int, int]] = []
@@ -210,12 +228,13 @@ def _cover(values: Iterable[int], spans: Iterable[Tuple[int, int]],
     while len(merged) > limit:
         # Close the smallest gap.
         i = min(range(len(merged) - 1), key=lambda j: merged[j + 1][0] - merged[j][1])
-        merged[i:i + 2] = [(merged[i][0], merged[i + 1][1])]
+        merged[i : i + 2] = [(merged[i][0], merged[i + 1][1])]
     return merged
 
 
-def search_words(prog: Program, values: Set[int], spans: Sequence[Tuple[int, int]],
-                 problems: Problems) -> Iterator[Tuple[int, int]]:
+def search_words(
+    prog: Program, values: Set[int], spans: Sequence[Tuple[int, int]], problems: Problems
+) -> Iterator[Tuple[int, int]]:
     """
     ``(direct-map address, value)`` of every aligned word of RAM (the valid
     pfn ranges) equal to one of ``values`` or within one of ``spans``
@@ -266,8 +285,9 @@ class HolderSearch:
         :class:`~netmem_probe.kernel.page_pool.PagePoolScanner` if not given).
     """
 
-    def __init__(self, prog: Program, problems: Problems,
-                 pools: Optional[Dict[int, PagePoolInfo]] = None) -> None:
+    def __init__(
+        self, prog: Program, problems: Problems, pools: Optional[Dict[int, PagePoolInfo]] = None
+    ) -> None:
         self.prog = prog
         self.problems = problems
         if pools is None:
@@ -275,13 +295,26 @@ class HolderSearch:
         self.pools = pools
         # skb->dev may be UDP's dev_scratch: a bad pointer there is no problem.
         self.netdevs = NetdevReader(prog, Problems())
-        self.skb_reader = StructReader(prog, "struct sk_buff", {
-            "next": "next", "prev": "prev", "sk": "sk", "dev": "dev", "len": "len",
-            "data_len": "data_len", "tail": "tail", "end": "end", "head": "head",
-            "data": "data", "users": "users.refs.counter",
-        })
-        self.shinfo_reader = StructReader(prog, "struct skb_shared_info", {
-            "nr_frags": "nr_frags", "dataref": "dataref.counter"})
+        self.skb_reader = StructReader(
+            prog,
+            "struct sk_buff",
+            {
+                "next": "next",
+                "prev": "prev",
+                "sk": "sk",
+                "dev": "dev",
+                "len": "len",
+                "data_len": "data_len",
+                "tail": "tail",
+                "end": "end",
+                "head": "head",
+                "data": "data",
+                "users": "users.refs.counter",
+            },
+        )
+        self.shinfo_reader = StructReader(
+            prog, "struct skb_shared_info", {"nr_frags": "nr_frags", "dataref": "dataref.counter"}
+        )
         shinfo = prog.type("struct skb_shared_info")
         frag = prog.type("struct skb_frag")
         self.frags_offset = drgn.offsetof(shinfo, "frags")
@@ -289,34 +322,45 @@ class HolderSearch:
         self.frag_size = drgn.sizeof(frag)
         self.frag_netmem = drgn.offsetof(frag, "netmem")
         sock = prog.type("struct sock")
-        self.sock_reader = StructReader(prog, "struct sock", {
-            "family": "__sk_common.skc_family",
-            "daddr": "__sk_common.skc_daddr",
-            "saddr": "__sk_common.skc_rcv_saddr",
-            "dport": "__sk_common.skc_dport",
-            "num": "__sk_common.skc_num",
-            "net": "__sk_common.skc_net.net",
-            "backlog": "sk_backlog.head",
-        })
+        self.sock_reader = StructReader(
+            prog,
+            "struct sock",
+            {
+                "family": "__sk_common.skc_family",
+                "daddr": "__sk_common.skc_daddr",
+                "saddr": "__sk_common.skc_rcv_saddr",
+                "dport": "__sk_common.skc_dport",
+                "num": "__sk_common.skc_num",
+                "net": "__sk_common.skc_net.net",
+                "backlog": "sk_backlog.head",
+            },
+        )
         common = prog.type("struct sock_common")
         # IPv6 addresses (CONFIG_IPV6), sliced from the bytes as they are.
         self.v6_offsets = tuple(
             drgn.offsetof(sock, "__sk_common." + name) if member_exists(common, name) else None
-            for name in ("skc_v6_rcv_saddr", "skc_v6_daddr"))
-        self.queue_offsets = {"receive": drgn.offsetof(sock, "sk_receive_queue"),
-                              "error": drgn.offsetof(sock, "sk_error_queue")}
+            for name in ("skc_v6_rcv_saddr", "skc_v6_daddr")
+        )
+        self.queue_offsets = {
+            "receive": drgn.offsetof(sock, "sk_receive_queue"),
+            "error": drgn.offsetof(sock, "sk_error_queue"),
+        }
         self.qlen_offset = drgn.offsetof(prog.type("struct sk_buff_head"), "qlen")
         self.inum_offset = drgn.offsetof(prog.type("struct net"), "ns.inum")
         pool_type = prog.type("struct page_pool")
         self.cache_offset = drgn.offsetof(pool_type, "alloc.cache")
         self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
         # The page being cut into fragments (page_pool_alloc_frag(), v5.15+).
-        self.frag_page_offset = (drgn.offsetof(pool_type, "frag_page")
-                                 if member_exists(pool_type, "frag_page") else None)
+        self.frag_page_offset = (
+            drgn.offsetof(pool_type, "frag_page") if member_exists(pool_type, "frag_page") else None
+        )
         # Since Linux kernel commit ee62ce7a1d90 ("page_pool: Track DMA-mapped
         # pages and unmap them when destroying the pool") (in v6.15).
-        self.dma_mapped_offset = (drgn.offsetof(pool_type, "dma_mapped")
-                                  if member_exists(pool_type, "dma_mapped") else None)
+        self.dma_mapped_offset = (
+            drgn.offsetof(pool_type, "dma_mapped")
+            if member_exists(pool_type, "dma_mapped")
+            else None
+        )
         node = prog.type("struct xa_node")
         self.xa_slots = drgn.offsetof(node, "slots")
         self.xa_array = drgn.offsetof(node, "array")
@@ -337,18 +381,37 @@ class HolderSearch:
             raw = info.raw
             base = info.address + self.cache_offset
             count = min(raw["alloc_count"], self.cache_capacity)
-            index.append((base, base + 8 * self.cache_capacity, "pool-cache", info,
-                          {base + 8 * i for i in range(count)}))
+            index.append(
+                (
+                    base,
+                    base + 8 * self.cache_capacity,
+                    "pool-cache",
+                    info,
+                    {base + 8 * i for i in range(count)},
+                )
+            )
             if raw["ring_queue"] and raw["ring_size"] > 0:
                 try:
-                    slots = ptr_ring_slots(raw["ring_producer"], raw["ring_consumer_head"],
-                                           raw["ring_size"], raw["ring_queue"], self.prog)
+                    slots = ptr_ring_slots(
+                        raw["ring_producer"],
+                        raw["ring_consumer_head"],
+                        raw["ring_size"],
+                        raw["ring_queue"],
+                        self.prog,
+                    )
                 except drgn.FaultError as e:
                     self.problems.fault("page pool ring", info.address, e)
                     continue
                 queue = raw["ring_queue"]
-                index.append((queue, queue + 8 * raw["ring_size"], "pool-ring", info,
-                              {queue + 8 * slot for slot in slots}))
+                index.append(
+                    (
+                        queue,
+                        queue + 8 * raw["ring_size"],
+                        "pool-ring",
+                        info,
+                        {queue + 8 * slot for slot in slots},
+                    )
+                )
         index.sort(key=lambda entry: entry[0])
         return index
 
@@ -357,11 +420,13 @@ class HolderSearch:
         if i >= 0:
             start, end, kind, info, live = self._pool_index[i]
             if address < end:
-                return Holder(kind if address in live else kind + "-stale", address, value,
-                              pool_id=info.id)
+                return Holder(
+                    kind if address in live else kind + "-stale", address, value, pool_id=info.id
+                )
         for info in self.pools.values():
             if self.frag_page_offset is not None and address == info.address + (
-                    self.frag_page_offset):
+                self.frag_page_offset
+            ):
                 return Holder("pool-frag-page", address, value, pool_id=info.id)
         return None
 
@@ -405,7 +470,7 @@ class HolderSearch:
         return skb
 
     def _shinfo_frag(self, address: int, value: int) -> Optional[Tuple[int, int]]:
-        """``(skb_shared_info address, frag index)`` if the word at ``address`` is a frag's netmem."""
+        """``(skb_shared_info address, frag index)`` if the word at ``address`` is a frag netmem."""
         for index in range(self.max_frags):
             shinfo = wrap(address - self.frag_netmem - self.frags_offset - index * self.frag_size)
             try:
@@ -415,15 +480,18 @@ class HolderSearch:
             f = self.shinfo_reader.decode(raw)
             if not index < f["nr_frags"] <= self.max_frags or not 0 < f["dataref"] < 1 << 20:
                 continue
-            netmems = [struct.unpack_from("<Q", raw, self.frags_offset + i * self.frag_size
-                                          + self.frag_netmem)[0]
-                       for i in range(f["nr_frags"])]
+            netmems = [
+                struct.unpack_from(
+                    "<Q", raw, self.frags_offset + i * self.frag_size + self.frag_netmem
+                )[0]
+                for i in range(f["nr_frags"])
+            ]
             if netmems[index] == value and all(netmems):
                 return shinfo, index
         return None
 
     def _skbs_of_shinfos(self, shinfos: Set[int]) -> Dict[int, Tuple[int, Dict[str, int]]]:
-        """The skb (address, fields) of each skb_shared_info, found by searching for ``skb->head``."""
+        """The skb (address, fields) of each skb_shared_info, found by searching ``skb->head``."""
         head_offset = self.skb_reader.offset("head")
         spans = [(s - MAX_SKB_END, s) for s in shinfos]
         found: Dict[int, Tuple[int, Dict[str, int]]] = {}
@@ -434,8 +502,7 @@ class HolderSearch:
                 found.setdefault(value + skb["end"], (skb_address, skb))
         return found
 
-    def _skb_at_field(self, address: int,
-                      target: Target) -> Optional[Tuple[int, Dict[str, int]]]:
+    def _skb_at_field(self, address: int, target: Target) -> Optional[Tuple[int, Dict[str, int]]]:
         """The skb whose ``head`` or ``data`` is the word at ``address``, pointing into the page."""
         lo, hi = target.span
         for field in ("head", "data"):
@@ -463,7 +530,7 @@ class HolderSearch:
             if port:
                 remote = f"{ipaddress.IPv4Address(f['daddr'].to_bytes(4, 'little'))}:{port}"
         elif family == "inet6" and None not in self.v6_offsets:
-            saddr, daddr = (ipaddress.IPv6Address(raw[at:at + 16]) for at in self.v6_offsets)
+            saddr, daddr = (ipaddress.IPv6Address(raw[at : at + 16]) for at in self.v6_offsets)
             local = f"[{saddr}]:{f['num']}"
             if port:
                 remote = f"[{daddr}]:{port}"
@@ -493,8 +560,9 @@ class HolderSearch:
             nodes.append(node)
         return nodes, False
 
-    def _owner(self, skb_address: int, skb: Dict[str, int]) -> Tuple[Optional[SockInfo],
-                                                                      Optional[str]]:
+    def _owner(
+        self, skb_address: int, skb: Dict[str, int]
+    ) -> Tuple[Optional[SockInfo], Optional[str]]:
         """The socket and queue holding an skb."""
         try:
             return self._sockets[skb_address]
@@ -542,15 +610,23 @@ class HolderSearch:
             pass
         return False
 
-    def _skb_holder(self, kind: str, address: int, value: int, skb_address: int,
-                    skb: Dict[str, int], frag: Optional[int] = None) -> Holder:
+    def _skb_holder(
+        self,
+        kind: str,
+        address: int,
+        value: int,
+        skb_address: int,
+        skb: Dict[str, int],
+        frag: Optional[int] = None,
+    ) -> Holder:
         sock, queue = self._owner(skb_address, skb)
         netdev = None
         if skb["dev"]:
             info = self.netdevs.info(skb["dev"])
             netdev = info.name if info is not None and info.name.isprintable() else None
-        return Holder(kind, address, value, skb=skb_address, frag=frag, sock=sock, queue=queue,
-                      netdev=netdev)
+        return Holder(
+            kind, address, value, skb=skb_address, frag=frag, sock=sock, queue=queue, netdev=netdev
+        )
 
     # -- the search ----------------------------------------------------------
 
@@ -566,8 +642,9 @@ class HolderSearch:
         frag_hits: List[Tuple[Target, int, int, int, int]] = []
         seen_heads: Set[Tuple[int, int]] = set()
         hits: Dict[int, int] = dict.fromkeys(result, 0)
-        for address, value in search_words(self.prog, set(by_word),
-                                           [(lo, hi) for lo, hi, _ in spans], self.problems):
+        for address, value in search_words(
+            self.prog, set(by_word), [(lo, hi) for lo, hi, _ in spans], self.problems
+        ):
             target = by_word.get(value)
             if target is None:
                 i = bisect.bisect_right(span_starts, value) - 1
@@ -575,9 +652,11 @@ class HolderSearch:
             hits[target.netmem] += 1
             if hits[target.netmem] > MAX_REFERENCES:
                 if hits[target.netmem] == MAX_REFERENCES + 1:
-                    self.problems.add("holders search", target.address,
-                                      f"more than {MAX_REFERENCES} references: stopped "
-                                      "classifying them")
+                    self.problems.add(
+                        "holders search",
+                        target.address,
+                        f"more than {MAX_REFERENCES} references: stopped classifying them",
+                    )
                 if all(n > MAX_REFERENCES for n in hits.values()):
                     break
                 continue
@@ -588,10 +667,12 @@ class HolderSearch:
                 elif (target.netmem, found_skb[0]) not in seen_heads:
                     seen_heads.add((target.netmem, found_skb[0]))
                     result[target.netmem].append(
-                        self._skb_holder("skb-head", address, value, *found_skb))
+                        self._skb_holder("skb-head", address, value, *found_skb)
+                    )
                 continue
             holder = self._pool_holder(address, value) or self._dma_mapped_holder(
-                target, address, value)
+                target, address, value
+            )
             if holder is not None:
                 result[target.netmem].append(holder)
                 continue
@@ -601,8 +682,9 @@ class HolderSearch:
                     frag_hits.append((target, address, value, frag[0], frag[1]))
                     continue
             if target.owner is not None and self._in_area(target, address):
-                result[target.netmem].append(Holder("net-iov-area", address, value,
-                                                   detail=f"area {target.owner:#x}"))
+                result[target.netmem].append(
+                    Holder("net-iov-area", address, value, detail=f"area {target.owner:#x}")
+                )
                 continue
             result[target.netmem].append(self._unknown(address, value))
         if frag_hits:
@@ -610,12 +692,19 @@ class HolderSearch:
             for target, address, value, shinfo, index in frag_hits:
                 found_skb = skbs.get(shinfo)
                 if found_skb is None:
-                    result[target.netmem].append(Holder(
-                        "skb-frag", address, value, frag=index,
-                        detail=f"skb_shared_info at {shinfo:#x}; no sk_buff points at it"))
+                    result[target.netmem].append(
+                        Holder(
+                            "skb-frag",
+                            address,
+                            value,
+                            frag=index,
+                            detail=f"skb_shared_info at {shinfo:#x}; no sk_buff points at it",
+                        )
+                    )
                 else:
                     result[target.netmem].append(
-                        self._skb_holder("skb-frag", address, value, *found_skb, frag=index))
+                        self._skb_holder("skb-frag", address, value, *found_skb, frag=index)
+                    )
         for holders in result.values():
             holders.sort(key=lambda h: h.address)
         return result

@@ -38,20 +38,33 @@ class Agreement:
 def _netmem_desc(page: str, desc: str) -> Agreement:
     # Since Linux v6.17, struct netmem_desc (include/net/netmem.h) mirrors
     # the page-pool part of struct page.
-    return Agreement("NETMEM_DESC_ASSERT_OFFSET", ("struct page", page),
-                     ("struct netmem_desc", desc), (("struct netmem_desc", None),))
+    return Agreement(
+        "NETMEM_DESC_ASSERT_OFFSET",
+        ("struct page", page),
+        ("struct netmem_desc", desc),
+        (("struct netmem_desc", None),),
+    )
 
 
 def _net_iov_page(pg: str, iov: str) -> Agreement:
     # Linux v6.12-v6.16 (devmem TCP, before netmem_desc): net_iov mirrors page.
-    return Agreement("NET_IOV_ASSERT_OFFSET", ("struct page", pg), ("struct net_iov", iov),
-                     (("struct net_iov", None),), (("struct netmem_desc", None),))
+    return Agreement(
+        "NET_IOV_ASSERT_OFFSET",
+        ("struct page", pg),
+        ("struct net_iov", iov),
+        (("struct net_iov", None),),
+        (("struct netmem_desc", None),),
+    )
 
 
 def _net_iov_desc(desc: str, iov: str) -> Agreement:
     # Linux v6.17-v6.18: net_iov = union { netmem_desc desc; mirrored fields }.
-    return Agreement("NET_IOV_ASSERT_OFFSET", ("struct netmem_desc", desc), ("struct net_iov", iov),
-                     (("struct net_iov", "desc"), ("struct net_iov", "pp_magic")))
+    return Agreement(
+        "NET_IOV_ASSERT_OFFSET",
+        ("struct netmem_desc", desc),
+        ("struct net_iov", iov),
+        (("struct net_iov", "desc"), ("struct net_iov", "pp_magic")),
+    )
 
 
 AGREEMENTS: Tuple[Agreement, ...] = (
@@ -61,8 +74,13 @@ AGREEMENTS: Tuple[Agreement, ...] = (
     _netmem_desc("_pp_mapping_pad", "_pp_mapping_pad"),
     _netmem_desc("dma_addr", "dma_addr"),
     _netmem_desc("pp_ref_count", "pp_ref_count"),
-    Agreement("static_assert", ("struct netmem_desc", "*"), ("struct page", "_refcount"),
-              (("struct netmem_desc", None),), kind="size-fits"),
+    Agreement(
+        "static_assert",
+        ("struct netmem_desc", "*"),
+        ("struct page", "_refcount"),
+        (("struct netmem_desc", None),),
+        kind="size-fits",
+    ),
     _net_iov_page("pp_magic", "pp_magic"),
     _net_iov_page("pp", "pp"),
     _net_iov_page("dma_addr", "dma_addr"),
@@ -75,8 +93,12 @@ AGREEMENTS: Tuple[Agreement, ...] = (
     _net_iov_desc("pp_ref_count", "pp_ref_count"),
     # Linux kernel commit db359fccf212 ("mm: introduce a new page type for
     # page pool in page type") (in 7.1-rc1; reverted by 54cf41c969da).
-    Agreement("NET_IOV_ASSERT_OFFSET", ("struct page", "page_type"), ("struct net_iov", "page_type"),
-              (("struct net_iov", "page_type"),)),
+    Agreement(
+        "NET_IOV_ASSERT_OFFSET",
+        ("struct page", "page_type"),
+        ("struct net_iov", "page_type"),
+        (("struct net_iov", "page_type"),),
+    ),
 )
 
 
@@ -134,11 +156,11 @@ def _layout(prog: Program, type_name: str, member: str) -> MemberLayout:
 
 def applies(prog: Program, agreement: Agreement) -> bool:
     return all(_present(prog, p) for p in agreement.requires) and not any(
-        _present(prog, p) for p in agreement.excludes)
+        _present(prog, p) for p in agreement.excludes
+    )
 
 
-def check_layout(prog: Program,
-                 agreements: Sequence[Agreement] = AGREEMENTS) -> List[LayoutResult]:
+def check_layout(prog: Program, agreements: Sequence[Agreement] = AGREEMENTS) -> List[LayoutResult]:
     """
     Evaluate every agreement that applies to the target's types.
 

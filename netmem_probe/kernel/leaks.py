@@ -38,6 +38,7 @@ from netmem_probe.kernel.walk import Problems
 
 __all__ = ("LeakReport", "NetmemVerdict", "PoolLeaks", "find_leaks")
 
+
 @dataclass(frozen=True)
 class NetmemVerdict:
     """One in-flight page or net_iov of a detached pool."""
@@ -86,15 +87,22 @@ def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
     return "leaked"
 
 
-def find_leaks(prog: Program, problems: Problems, pool_ids: Sequence[int] = (),
-               progress: Optional[ProgressFn] = None) -> LeakReport:
+def find_leaks(
+    prog: Program,
+    problems: Problems,
+    pool_ids: Sequence[int] = (),
+    progress: Optional[ProgressFn] = None,
+) -> LeakReport:
     """
     Verdicts for every in-flight page and net_iov of the detached pools
     (only ``pool_ids`` if given).
     """
     scanner = PpPageScanner(prog, problems)
-    pools = [info for info in sorted(scanner.pools.values(), key=lambda i: i.id)
-             if info.detached and info.inflight and (not pool_ids or info.id in pool_ids)]
+    pools = [
+        info
+        for info in sorted(scanner.pools.values(), key=lambda i: i.id)
+        if info.detached and info.inflight and (not pool_ids or info.id in pool_ids)
+    ]
     report = LeakReport([PoolLeaks(info) for info in pools])
     if not pools:
         return report
@@ -105,9 +113,17 @@ def find_leaks(prog: Program, problems: Problems, pool_ids: Sequence[int] = (),
     if page_pools:
         for page in scanner.pages(page_pools, progress):
             info = by_address[page.pool].info
-            items.append((page_target(prog, page.pfn, page.page, page.pool, page.pool_id,
-                                      info.order, problems),
-                          page.pfn, page.pp_ref_count, page.refcount, None))
+            items.append(
+                (
+                    page_target(
+                        prog, page.pfn, page.page, page.pool, page.pool_id, info.order, problems
+                    ),
+                    page.pfn,
+                    page.pp_ref_count,
+                    page.refcount,
+                    None,
+                )
+            )
     provider_pools = [info for info in pools if info.provider]
     if provider_pools:
         items += _provider_items(prog, problems, provider_pools)
@@ -115,10 +131,19 @@ def find_leaks(prog: Program, problems: Problems, pool_ids: Sequence[int] = (),
     for target, pfn, pp_ref_count, refcount, user_refs in items:
         holders = found[target.netmem]
         evidence = tuple(h for h in holders if h.holds)
-        by_address[target.pool].verdicts.append(NetmemVerdict(
-            pool_id=target.pool_id, target=target, pfn=pfn, pp_ref_count=pp_ref_count,
-            refcount=refcount, user_refs=user_refs, verdict=_verdict(holders, user_refs),
-            evidence=evidence, references=tuple(h for h in holders if not h.holds)))
+        by_address[target.pool].verdicts.append(
+            NetmemVerdict(
+                pool_id=target.pool_id,
+                target=target,
+                pfn=pfn,
+                pp_ref_count=pp_ref_count,
+                refcount=refcount,
+                user_refs=user_refs,
+                verdict=_verdict(holders, user_refs),
+                evidence=evidence,
+                references=tuple(h for h in holders if not h.holds),
+            )
+        )
     return report
 
 
@@ -133,8 +158,15 @@ def _provider_items(prog: Program, problems: Problems, pools: Sequence[PagePoolI
             for niov in scanner.niovs(area):
                 if niov.pool != info.address or niov.state == "free":
                     continue
-                target = Target(niov.netmem, "net_iov", niov.address,
-                                (niov.netmem, niov.address), None, info.address, info.id,
-                                niov.span.owner)
+                target = Target(
+                    niov.netmem,
+                    "net_iov",
+                    niov.address,
+                    (niov.netmem, niov.address),
+                    None,
+                    info.address,
+                    info.id,
+                    niov.span.owner,
+                )
                 items.append((target, None, niov.pp_ref_count, None, niov.user_refs or None))
     return items

@@ -39,8 +39,9 @@ def for_each_net_address(prog: Program, problems: Optional[Problems] = None) -> 
         yield node - offset
 
 
-def namespace_page_pool_lists(prog: Program,
-                              problems: Optional[Problems] = None) -> Iterator[Tuple[int, int]]:
+def namespace_page_pool_lists(
+    prog: Program, problems: Optional[Problems] = None
+) -> Iterator[Tuple[int, int]]:
     """
     ``(netdev address, hlist node address)`` for every pool linked on a
     netdev's ``page_pools`` hlist, in every namespace (what netlink dumps).
@@ -53,8 +54,9 @@ def namespace_page_pool_lists(prog: Program,
     for net in for_each_net_address(prog, problems):
         for node in list_nodes(prog, net + dev_list, what="dev_base_head", problems=problems):
             netdev = node - dev_node
-            for pool_node in hlist_nodes(prog, netdev + pools_head,
-                                         what="netdev page_pools hlist", problems=problems):
+            for pool_node in hlist_nodes(
+                prog, netdev + pools_head, what="netdev page_pools hlist", problems=problems
+            ):
                 yield netdev, pool_node
 
 
@@ -64,13 +66,17 @@ class NetdevReader:
     def __init__(self, prog: Program, problems: Problems) -> None:
         self.prog = prog
         self.problems = problems
-        self.reader = StructReader(prog, "struct net_device", {
-            "name": "name",
-            "ifindex": "ifindex",
-            "net": "nd_net.net",
-            "parent": "dev.parent",
-            "link_ops": "rtnl_link_ops",
-        })
+        self.reader = StructReader(
+            prog,
+            "struct net_device",
+            {
+                "name": "name",
+                "ifindex": "ifindex",
+                "net": "nd_net.net",
+                "parent": "dev.parent",
+                "link_ops": "rtnl_link_ops",
+            },
+        )
         net = prog.type("struct net")
         self.inum_offset = drgn.offsetof(net, "ns.inum")
         self.loopback_offset = drgn.offsetof(net, "loopback_dev")

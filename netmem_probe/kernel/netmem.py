@@ -71,8 +71,10 @@ def poison_pointer_delta(prog: Program) -> int:
     # (0xdead000000000000 on x86-64, arm64 and riscv); anything else is a
     # corrupt timer, and would make a nonsense page-pool signature.
     if delta % 0x10000:
-        raise CorruptionError(f"poll_spurious_irq_timer.entry.next is {delta + 0x300:#x}, "
-                              "not TIMER_ENTRY_STATIC (0x300 + POISON_POINTER_DELTA)")
+        raise CorruptionError(
+            f"poll_spurious_irq_timer.entry.next is {delta + 0x300:#x}, "
+            "not TIMER_ENTRY_STATIC (0x300 + POISON_POINTER_DELTA)"
+        )
     prog.cache["POISON_POINTER_DELTA"] = delta
     return delta
 
@@ -206,8 +208,7 @@ def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDesc
         # any number, but the memmap starts on a page like every array of
         # struct pages the kernel maps.
         if vmemmap % prog["PAGE_SIZE"].value_():
-            raise CorruptionError(f"vmemmap {vmemmap:#x} (from mem_section) is not "
-                                  "page-aligned")
+            raise CorruptionError(f"vmemmap {vmemmap:#x} (from mem_section) is not page-aligned")
         return MemmapDescription(vmemmap, valid_pfn_ranges(prog), pp_scheme(prog))
     except (drgn.FaultError, LookupError, CorruptionError) as e:
         # drgn derives vmemmap from mem_section: a zeroed section makes it
@@ -215,8 +216,11 @@ def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDesc
         address = getattr(e, "address", None)
         if address is None:
             address = prog.symbol("mem_section").address
-        problems.add("memmap description", address,
-                     f"unreadable ({e.message if isinstance(e, drgn.FaultError) else e})")
+        problems.add(
+            "memmap description",
+            address,
+            f"unreadable ({e.message if isinstance(e, drgn.FaultError) else e})",
+        )
         return None
 
 
@@ -226,17 +230,21 @@ def _page_reader(prog: Program) -> StructReader:
     except KeyError:
         pass
     flags = "flags.f" if member_exists(prog.type("struct page"), "flags.f") else "flags"
-    reader = StructReader(prog, "struct page", {
-        # Since Linux kernel commit 53fbef56e07d ("mm: introduce
-        # memdesc_flags_t") (in v6.18), page->flags is a struct.
-        "flags": flags,
-        "pp_magic": "pp_magic",
-        "pp": "pp",
-        "dma_addr": "dma_addr",
-        "pp_ref_count": "pp_ref_count.counter",
-        "refcount": "_refcount.counter",
-        "page_type": "page_type",
-    })
+    reader = StructReader(
+        prog,
+        "struct page",
+        {
+            # Since Linux kernel commit 53fbef56e07d ("mm: introduce
+            # memdesc_flags_t") (in v6.18), page->flags is a struct.
+            "flags": flags,
+            "pp_magic": "pp_magic",
+            "pp": "pp",
+            "dma_addr": "dma_addr",
+            "pp_ref_count": "pp_ref_count.counter",
+            "refcount": "_refcount.counter",
+            "page_type": "page_type",
+        },
+    )
     prog.cache["netmem_probe_page_reader"] = reader
     return reader
 
@@ -250,15 +258,19 @@ def _niov_reader(prog: Program) -> StructReader:
     # Since Linux 6.17 (struct netmem_desc, see include/net/netmem.h) the
     # page-pool fields of a net_iov live in niov->desc; before, in the net_iov.
     desc = "desc." if member_exists(niov, "desc") else ""
-    reader = StructReader(prog, "struct net_iov", {
-        "pp_magic": desc + "pp_magic",
-        "pp": desc + "pp",
-        "dma_addr": desc + "dma_addr",
-        "pp_ref_count": desc + "pp_ref_count.counter",
-        "owner": "owner",
-        # Since the devmem TX series (in v6.16), a net_iov has a type.
-        "type": "type",
-    })
+    reader = StructReader(
+        prog,
+        "struct net_iov",
+        {
+            "pp_magic": desc + "pp_magic",
+            "pp": desc + "pp",
+            "dma_addr": desc + "dma_addr",
+            "pp_ref_count": desc + "pp_ref_count.counter",
+            "owner": "owner",
+            # Since the devmem TX series (in v6.16), a net_iov has a type.
+            "type": "type",
+        },
+    )
     prog.cache["netmem_probe_niov_reader"] = reader
     return reader
 
@@ -324,16 +336,41 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
     page_shift = prog["PAGE_SHIFT"].value_()
     memmap = memmap_description(prog, problems if problems is not None else Problems())
     if memmap is None:
-        return PageInfo(netmem, netmem, None, None, False, "unknown", None, None, None, None,
-                        None, None, "undecided: the kernel's memmap description is unreadable")
+        return PageInfo(
+            netmem,
+            netmem,
+            None,
+            None,
+            False,
+            "unknown",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "undecided: the kernel's memmap description is unreadable",
+        )
     vmemmap, ranges, scheme = memmap
     offset = netmem - vmemmap
     pfn = offset // page_size
 
     def bad(reason: str, located: bool = True) -> PageInfo:
-        return PageInfo(netmem, netmem, pfn if located else None,
-                        pfn << page_shift if located else None, False, scheme.name, None,
-                        None, None, None, None, None, reason)
+        return PageInfo(
+            netmem,
+            netmem,
+            pfn if located else None,
+            pfn << page_shift if located else None,
+            False,
+            scheme.name,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            reason,
+        )
 
     if not netmem:
         return bad("NULL netmem_ref", located=False)
@@ -352,7 +389,11 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
     is_pp = scheme.is_pp(f["pp_magic"], f["page_type"])
     problem = None if is_pp else f"not a page-pool page ({scheme.describe()} fails)"
     return PageInfo(
-        netmem=netmem, page=netmem, pfn=pfn, phys=pfn << page_shift, is_pp=is_pp,
+        netmem=netmem,
+        page=netmem,
+        pfn=pfn,
+        phys=pfn << page_shift,
+        is_pp=is_pp,
         scheme=scheme.name,
         pool=f["pp"] if is_pp else None,
         pool_id=pool_id(prog, f["pp"]) if is_pp else None,
@@ -384,8 +425,9 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
     niov_size = drgn.sizeof(prog.type("struct net_iov"))
 
     def bad(reason: str, owner: int = 0) -> NetIovInfo:
-        return NetIovInfo(netmem, addr, owner, None, None, None, None, None, 0, 0, None, None,
-                          None, reason)
+        return NetIovInfo(
+            netmem, addr, owner, None, None, None, None, None, 0, 0, None, None, None, reason
+        )
 
     try:
         f = _niov_reader(prog).read(addr)
@@ -401,22 +443,45 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
     offset = addr - area.niovs
     index = offset // niov_size
     if area.niovs == 0 or offset % niov_size or not 0 <= index < area.num_niovs:
-        return NetIovInfo(netmem, addr, owner, None, area.num_niovs, None, None, None,
-                          f["dma_addr"], f["pp_ref_count"], None, None, None,
-                          f"net_iov is outside its owner's niovs[0..{area.num_niovs})")
+        return NetIovInfo(
+            netmem,
+            addr,
+            owner,
+            None,
+            area.num_niovs,
+            None,
+            None,
+            None,
+            f["dma_addr"],
+            f["pp_ref_count"],
+            None,
+            None,
+            None,
+            f"net_iov is outside its owner's niovs[0..{area.num_niovs})",
+        )
     kind = _niov_type_name(prog, f["type"]) or providers.infer_niov_kind(prog, f["pp"])
     extra = providers.niov_provider_details(prog, owner, index, kind)
     return NetIovInfo(
-        netmem=netmem, niov=addr, owner=owner, index=index, num_niovs=area.num_niovs,
-        type=kind, pool=f["pp"] or None, pool_id=pool_id(prog, f["pp"]),
-        dma_addr=f["dma_addr"], pp_ref_count=f["pp_ref_count"],
-        user_refs=extra.user_refs, area_id=extra.area_id, binding_id=extra.binding_id,
+        netmem=netmem,
+        niov=addr,
+        owner=owner,
+        index=index,
+        num_niovs=area.num_niovs,
+        type=kind,
+        pool=f["pp"] or None,
+        pool_id=pool_id(prog, f["pp"]),
+        dma_addr=f["dma_addr"],
+        pp_ref_count=f["pp_ref_count"],
+        user_refs=extra.user_refs,
+        area_id=extra.area_id,
+        binding_id=extra.binding_id,
         problem=None,
     )
 
 
-def decode_netmem(prog: Program, netmem: int,
-                  problems: Optional[Problems] = None) -> Union[PageInfo, NetIovInfo]:
+def decode_netmem(
+    prog: Program, netmem: int, problems: Optional[Problems] = None
+) -> Union[PageInfo, NetIovInfo]:
     """
     Decode a ``netmem_ref`` value into :class:`PageInfo` or :class:`NetIovInfo`.
 

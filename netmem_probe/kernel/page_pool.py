@@ -106,8 +106,9 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
-def ptr_ring_slots(producer: int, consumer_head: int, size: int, queue: int,
-                   prog: Program) -> List[int]:
+def ptr_ring_slots(
+    producer: int, consumer_head: int, size: int, queue: int, prog: Program
+) -> List[int]:
     """
     The slots of a ``struct ptr_ring`` that hold entries, oldest first:
     ``consumer_head`` up to ``producer`` (wrapping).  Consumed slots are
@@ -125,8 +126,9 @@ def ptr_ring_slots(producer: int, consumer_head: int, size: int, queue: int,
     return [(consumer_head + i) % size for i in range(count)]
 
 
-def ptr_ring_entries(producer: int, consumer_head: int, size: int, queue: int,
-                     prog: Program) -> List[int]:
+def ptr_ring_entries(
+    producer: int, consumer_head: int, size: int, queue: int, prog: Program
+) -> List[int]:
     """The entries a ``struct ptr_ring`` holds (see :func:`ptr_ring_slots`)."""
     slots = ptr_ring_slots(producer, consumer_head, size, queue, prog)
     if not slots:
@@ -190,39 +192,47 @@ class PagePoolScanner:
         self.problems = problems if problems is not None else Problems()
         pool_type = prog.type("struct page_pool")
         self.page_size = prog["PAGE_SIZE"].value_()
-        self.reader = StructReader(prog, "struct page_pool", {
-            "id": "user.id",
-            "hold": "pages_state_hold_cnt",
-            "release": "pages_state_release_cnt.counter",
-            "order": "p.order",
-            "pool_size": "p.pool_size",
-            "nid": "p.nid",
-            "napi": "p.napi",
-            "cpuid": "cpuid",
-            "dma_map": "dma_map",
-            "alloc_count": "alloc.count",
-            "ring_producer": "ring.producer",
-            "ring_consumer_head": "ring.consumer_head",
-            "ring_size": "ring.size",
-            "ring_queue": "ring.queue",
-            "mp_priv": "mp_priv",
-            # Since Linux v6.15 (io_uring zcrx) pools name their provider's
-            # ops; Debian's 6.12 has it backported.
-            "mp_ops": "mp_ops",
-            "user_cnt": "user_cnt.refs.counter",
-            "destroy_cnt": "destroy_cnt",
-            "netdev": "slow.netdev",
-            # Since Linux v6.12 (devmem TCP).
-            "queue": "slow.queue_idx",
-            "flags": "slow.flags",
-            "list_pprev": "user.list.pprev",
-            "detach_time": "user.detach_time",
-            # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't
-            # try to stash the napi id") (in v6.14).
-            "user_napi_id": "user.napi_id",
-            "recycle_stats": "recycle_stats",
-            **{name: path for name, path in STAT_NAMES.items() if path.startswith("alloc_stats")},
-        })
+        self.reader = StructReader(
+            prog,
+            "struct page_pool",
+            {
+                "id": "user.id",
+                "hold": "pages_state_hold_cnt",
+                "release": "pages_state_release_cnt.counter",
+                "order": "p.order",
+                "pool_size": "p.pool_size",
+                "nid": "p.nid",
+                "napi": "p.napi",
+                "cpuid": "cpuid",
+                "dma_map": "dma_map",
+                "alloc_count": "alloc.count",
+                "ring_producer": "ring.producer",
+                "ring_consumer_head": "ring.consumer_head",
+                "ring_size": "ring.size",
+                "ring_queue": "ring.queue",
+                "mp_priv": "mp_priv",
+                # Since Linux v6.15 (io_uring zcrx) pools name their provider's
+                # ops; Debian's 6.12 has it backported.
+                "mp_ops": "mp_ops",
+                "user_cnt": "user_cnt.refs.counter",
+                "destroy_cnt": "destroy_cnt",
+                "netdev": "slow.netdev",
+                # Since Linux v6.12 (devmem TCP).
+                "queue": "slow.queue_idx",
+                "flags": "slow.flags",
+                "list_pprev": "user.list.pprev",
+                "detach_time": "user.detach_time",
+                # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't
+                # try to stash the napi id") (in v6.14).
+                "user_napi_id": "user.napi_id",
+                "recycle_stats": "recycle_stats",
+                **{
+                    name: path
+                    for name, path in STAT_NAMES.items()
+                    if path.startswith("alloc_stats")
+                },
+            },
+        )
         # Since Linux kernel commit 28b225282d44 the detach time is a ktime_t
         # (nanoseconds); before, u64 seconds.  Both are CLOCK_BOOTTIME.
         detach_type = pool_type.member("user").type.member("detach_time").type
@@ -251,22 +261,29 @@ class PagePoolScanner:
         listed = self.listed_pools()
         seen = set()
         xa = page_pools_xarray(self.prog).value_()
-        for index, address in xa_entries(self.prog, xa, what="page_pools xarray",
-                                         problems=self.problems):
+        for index, address in xa_entries(
+            self.prog, xa, what="page_pools xarray", problems=self.problems
+        ):
             seen.add(address)
             info = self.read_pool(address, index, listed.get(address))
             if info is not None:
                 yield info
-        for address, netdev in listed.items():
+        for address in listed:
             if address not in seen:
-                self.problems.add("page pool", address,
-                                  "on a netdev's page_pools list but not in the page_pools xarray")
+                self.problems.add(
+                    "page pool",
+                    address,
+                    "on a netdev's page_pools list but not in the page_pools xarray",
+                )
         # page_pool_create_percpu() registers the system pools like any
         # other: one missing means the xarray lost entries.
         for address in self._system_pools():
             if address not in seen:
-                self.problems.add("page pool", address,
-                                  "a CPU's system page pool, but not in the page_pools xarray")
+                self.problems.add(
+                    "page pool",
+                    address,
+                    "a CPU's system page pool, but not in the page_pools xarray",
+                )
 
     def _system_pools(self) -> List[int]:
         """The per-CPU ``system_page_pool`` pools; none if they cannot be read."""
@@ -276,14 +293,20 @@ class PagePoolScanner:
             offset = drgn.offsetof(var.type_, "pool") if member_exists(var.type_, "pool") else 0
             # unsigned long arithmetic, as per_cpu_ptr(): with KASLR the
             # per-CPU symbol's address plus the offset wraps around 2**64.
-            return [address for address in (
-                self.prog.read_word(wrap(var.address_ + cpu_offset + offset))
-                for cpu_offset in _possible_cpu_offsets(self.prog)) if address]
+            return [
+                address
+                for address in (
+                    self.prog.read_word(wrap(var.address_ + cpu_offset + offset))
+                    for cpu_offset in _possible_cpu_offsets(self.prog)
+                )
+                if address
+            ]
         except (LookupError, drgn.FaultError):
             return []
 
-    def read_pool(self, address: int, index: Optional[int] = None,
-                  listed_on: Optional[int] = None) -> Optional[PagePoolInfo]:
+    def read_pool(
+        self, address: int, index: Optional[int] = None, listed_on: Optional[int] = None
+    ) -> Optional[PagePoolInfo]:
         """Read one pool; None (and a recorded problem) if unreadable or inconsistent."""
         reason = ""
         for _ in range(attempts(self.prog)):
@@ -309,14 +332,15 @@ class PagePoolScanner:
         # the record (breakdown, pages, holders): a pool with impossible ones
         # is not used at all.
         if raw["alloc_count"] > self.cache_capacity:
-            return (f"alloc.count {raw['alloc_count']} exceeds the "
-                    f"{self.cache_capacity}-slot cache")
+            return f"alloc.count {raw['alloc_count']} exceeds the {self.cache_capacity}-slot cache"
         size = raw["ring_size"]
         if size > MAX_RING_SIZE:
             return f"impossible ring.size {size}"
         if size and max(raw["ring_producer"], raw["ring_consumer_head"]) >= size:
-            return (f"ring indexes producer {raw['ring_producer']}, consumer_head "
-                    f"{raw['ring_consumer_head']} outside a ring of {size}")
+            return (
+                f"ring indexes producer {raw['ring_producer']}, consumer_head "
+                f"{raw['ring_consumer_head']} outside a ring of {size}"
+            )
         return ""
 
     # -- decoding ----------------------------------------------------------
@@ -329,8 +353,10 @@ class PagePoolScanner:
             netdev = self.netdevs.info(listed_on)
             state = "orphaned" if netdev is not None and netdev.is_loopback else "listed"
             if netdev_ptr != listed_on:
-                warnings.append(f"on {netdev.name if netdev else hex(listed_on)}'s page_pools "
-                                f"list but slow.netdev is {netdev_ptr:#x}")
+                warnings.append(
+                    f"on {netdev.name if netdev else hex(listed_on)}'s page_pools "
+                    f"list but slow.netdev is {netdev_ptr:#x}"
+                )
         elif raw["list_pprev"]:
             state = "unreachable"
             warnings.append("on a page_pools list that no namespace's netdev reaches")
@@ -433,18 +459,30 @@ class PagePoolScanner:
             raw = info.raw
             cache = raw["alloc_count"]
             try:
-                ring: Optional[int] = len(ptr_ring_entries(
-                    raw["ring_producer"], raw["ring_consumer_head"], raw["ring_size"],
-                    raw["ring_queue"], self.prog))
+                ring: Optional[int] = len(
+                    ptr_ring_entries(
+                        raw["ring_producer"],
+                        raw["ring_consumer_head"],
+                        raw["ring_size"],
+                        raw["ring_queue"],
+                        self.prog,
+                    )
+                )
             except drgn.FaultError as e:
                 self.problems.fault("page pool ring", info.address, e)
                 ring = None
             if ring is None or cache + ring <= info.inflight:
                 break
             if attempt + 1 == tries:
-                self.problems.add("page pool", info.address, inconsistent(
-                    self.prog, f"{cache} pages in the alloc cache and {ring} in the ring, "
-                               f"but {info.inflight} in flight"))
+                self.problems.add(
+                    "page pool",
+                    info.address,
+                    inconsistent(
+                        self.prog,
+                        f"{cache} pages in the alloc cache and {ring} in the ring, "
+                        f"but {info.inflight} in flight",
+                    ),
+                )
                 ring = None
                 break
             again = self.read_pool(info.address, info.id, self.listed_pools().get(info.address))
@@ -454,9 +492,15 @@ class PagePoolScanner:
         dma_mapped: Optional[int] = None
         if member_exists(self.reader.type, "dma_mapped"):
             offset = drgn.offsetof(self.reader.type, "dma_mapped")
-            dma_mapped = sum(1 for _ in xa_entries(self.prog, info.address + offset,
-                                                   what="dma_mapped xarray",
-                                                   problems=self.problems))
+            dma_mapped = sum(
+                1
+                for _ in xa_entries(
+                    self.prog,
+                    info.address + offset,
+                    what="dma_mapped xarray",
+                    problems=self.problems,
+                )
+            )
         out = None if ring is None else info.inflight - cache - ring
         return info, {"alloc-cache": cache, "ring": ring, "dma-mapped": dma_mapped, "out": out}
 
@@ -473,8 +517,11 @@ class PagePoolScanner:
         recycle = [name for name in STAT_NAMES if not STAT_NAMES[name].startswith("alloc_")]
         totals: Dict[str, Optional[int]] = dict.fromkeys(recycle, 0)
         if raw["recycle_stats"]:
-            reader = StructReader(self.prog, "struct page_pool_recycle_stats",
-                                  {name: STAT_NAMES[name] for name in recycle})
+            reader = StructReader(
+                self.prog,
+                "struct page_pool_recycle_stats",
+                {name: STAT_NAMES[name] for name in recycle},
+            )
             try:
                 for offset in _possible_cpu_offsets(self.prog):
                     values = reader.read((raw["recycle_stats"] + offset) & 0xFFFFFFFFFFFFFFFF)

@@ -104,9 +104,16 @@ class SignatureMatcher:
         return found
 
 
-def read_memmap(prog: Program, start_pfn: int, end_pfn: int, *, record_size: int,
-                chunk_pages: int, grain: int,
-                holes: List[MemmapHole]) -> Iterator[Tuple[int, bytes]]:
+def read_memmap(
+    prog: Program,
+    start_pfn: int,
+    end_pfn: int,
+    *,
+    record_size: int,
+    chunk_pages: int,
+    grain: int,
+    holes: List[MemmapHole],
+) -> Iterator[Tuple[int, bytes]]:
     """
     ``(first pfn, struct page bytes)`` for pfns ``start_pfn`` to ``end_pfn`` in
     chunks of ``chunk_pages``, in pfn order.  ``prog.read()`` is all or
@@ -160,8 +167,9 @@ class PpPage(NamedTuple):
     where: str
 
 
-def pool_structure_netmems(prog: Program, scanner: PagePoolScanner,
-                           info: PagePoolInfo) -> Dict[int, str]:
+def pool_structure_netmems(
+    prog: Program, scanner: PagePoolScanner, info: PagePoolInfo
+) -> Dict[int, str]:
     """
     The netmems a pool holds itself: ``netmem -> "cache"`` for
     ``pool->alloc.cache[0:alloc.count]`` and ``netmem -> "ring"`` for the
@@ -172,8 +180,13 @@ def pool_structure_netmems(prog: Program, scanner: PagePoolScanner,
     raw = info.raw
     held: Dict[int, str] = {}
     try:
-        for netmem in ptr_ring_entries(raw["ring_producer"], raw["ring_consumer_head"],
-                                       raw["ring_size"], raw["ring_queue"], prog):
+        for netmem in ptr_ring_entries(
+            raw["ring_producer"],
+            raw["ring_consumer_head"],
+            raw["ring_size"],
+            raw["ring_queue"],
+            prog,
+        ):
             held[netmem] = "ring"
     except drgn.FaultError as e:
         scanner.problems.fault("page pool ring", info.address, e)
@@ -198,13 +211,15 @@ class PpPageScanner:
     :param chunk_bytes: bytes of memmap per read.
     """
 
-    def __init__(self, prog: Program, problems: Optional[Problems] = None,
-                 chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(
+        self, prog: Program, problems: Optional[Problems] = None, chunk_bytes: int = CHUNK_BYTES
+    ) -> None:
         self.prog = prog
         self.problems = problems if problems is not None else Problems()
         self.pool_scanner = PagePoolScanner(prog, self.problems)
         self.pools: Dict[int, PagePoolInfo] = {
-            info.address: info for info in self.pool_scanner.pools()}
+            info.address: info for info in self.pool_scanner.pools()
+        }
         page_type = prog.type("struct page")
         # Unreadable (recorded in problems): nothing to scan.
         memmap = memmap_description(prog, self.problems)
@@ -215,16 +230,25 @@ class PpPageScanner:
         self.record_size = drgn.sizeof(page_type)
         page_size = prog["PAGE_SIZE"].value_()
         # One page of memmap: the smallest unit a vmemmap can miss.
-        self.grain = page_size * self.record_size // math.gcd(page_size, self.record_size) // (
-            self.record_size)
-        self.chunk_pages = max(self.grain, chunk_bytes // self.record_size // self.grain
-                               * self.grain)
-        reader = StructReader(prog, "struct page", {
-            "pp_magic": "pp_magic",
-            "pp": "pp",
-            "pp_ref_count": "pp_ref_count.counter",
-            "refcount": "_refcount.counter",
-        })
+        self.grain = (
+            page_size
+            * self.record_size
+            // math.gcd(page_size, self.record_size)
+            // (self.record_size)
+        )
+        self.chunk_pages = max(
+            self.grain, chunk_bytes // self.record_size // self.grain * self.grain
+        )
+        reader = StructReader(
+            prog,
+            "struct page",
+            {
+                "pp_magic": "pp_magic",
+                "pp": "pp",
+                "pp_ref_count": "pp_ref_count.counter",
+                "refcount": "_refcount.counter",
+            },
+        )
         self.unpacker = _record_struct(prog, reader, ("pp_magic", "pp", "pp_ref_count", "refcount"))
         self.holes: List[MemmapHole] = []
         self._held: Dict[int, Dict[int, str]] = {}
@@ -239,11 +263,13 @@ class PpPageScanner:
             return self._held[info.address]
         except KeyError:
             held = self._held[info.address] = pool_structure_netmems(
-                self.prog, self.pool_scanner, info)
+                self.prog, self.pool_scanner, info
+            )
             return held
 
-    def pages(self, pools: Optional[Sequence[PagePoolInfo]] = None,
-              progress: Optional[ProgressFn] = None) -> Iterator[PpPage]:
+    def pages(
+        self, pools: Optional[Sequence[PagePoolInfo]] = None, progress: Optional[ProgressFn] = None
+    ) -> Iterator[PpPage]:
         """
         Every page-pool page of the memmap, in pfn order.
 
@@ -256,25 +282,35 @@ class PpPageScanner:
         record_size = self.record_size
         memmap = self.memmap
         for start, end in self.ranges:
-            for first, data in read_memmap(self.prog, start, end, record_size=record_size,
-                                           chunk_pages=self.chunk_pages, grain=self.grain,
-                                           holes=self.holes):
+            for first, data in read_memmap(
+                self.prog,
+                start,
+                end,
+                record_size=record_size,
+                chunk_pages=self.chunk_pages,
+                grain=self.grain,
+                holes=self.holes,
+            ):
                 base = memmap + first * record_size
                 for index in self.matcher.matches(data):
-                    page = self._page(first + index, base + index * record_size,
-                                      data, index * record_size, wanted)
+                    page = self._page(
+                        first + index, base + index * record_size, data, index * record_size, wanted
+                    )
                     if page is not None:
                         yield page
                 done += len(data) // record_size
                 if progress is not None:
                     progress(done, total)
         for hole in self.holes:
-            self.problems.add("memmap", memmap + hole.start * record_size,
-                              f"struct pages of pfns {hole.start:#x}-{hole.end:#x} "
-                              f"unreadable ({hole.reason})")
+            self.problems.add(
+                "memmap",
+                memmap + hole.start * record_size,
+                f"struct pages of pfns {hole.start:#x}-{hole.end:#x} unreadable ({hole.reason})",
+            )
 
-    def _page(self, pfn: int, address: int, data: bytes, offset: int,
-              wanted: Optional[Set[int]]) -> Optional[PpPage]:
+    def _page(
+        self, pfn: int, address: int, data: bytes, offset: int, wanted: Optional[Set[int]]
+    ) -> Optional[PpPage]:
         magic, pool, pp_ref_count, refcount = self.unpacker.unpack_from(data, offset)
         if wanted is not None and pool not in wanted:
             return None
@@ -282,14 +318,23 @@ class PpPageScanner:
         if info is None:
             # A signature with no registered pool behind it: a page of a
             # pool that was freed (a use-after-free in waiting), or torn.
-            self.problems.add("struct page", address,
-                              f"page-pool signature but page->pp {pool:#x} is not a "
-                              "registered page pool")
+            self.problems.add(
+                "struct page",
+                address,
+                f"page-pool signature but page->pp {pool:#x} is not a registered page pool",
+            )
             return None
         scheme = self.scheme
-        return PpPage(pfn, address, pool, info.id, pp_ref_count, refcount,
-                      scheme.dma_index(magic) if scheme.dma_index_mask else None,
-                      self.held_by_pool(info).get(address, "out"))
+        return PpPage(
+            pfn,
+            address,
+            pool,
+            info.id,
+            pp_ref_count,
+            refcount,
+            scheme.dma_index(magic) if scheme.dma_index_mask else None,
+            self.held_by_pool(info).get(address, "out"),
+        )
 
 
 def _record_struct(prog: Program, reader: StructReader, keys: Sequence[str]) -> struct.Struct:
@@ -300,8 +345,10 @@ def _record_struct(prog: Program, reader: StructReader, keys: Sequence[str]) -> 
     for key in keys:
         field = reader.fields[key]
         if field is None or field.offset < end or field.bit_size or field.size not in codes:
-            raise ValueError(f"{reader.type.type_name()} member for {key!r} is not "
-                             "a plain integer after the previous one")
+            raise ValueError(
+                f"{reader.type.type_name()} member for {key!r} is not "
+                "a plain integer after the previous one"
+            )
         code = codes[field.size]
         fmt += f"{field.offset - end}x" + (code if field.signed else code.upper())
         end = field.offset + field.size

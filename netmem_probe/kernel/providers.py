@@ -21,8 +21,7 @@ import struct
 from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter
-from typing import (Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set,
-                    Tuple)
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import drgn
 from drgn import Object, Program
@@ -141,19 +140,27 @@ class NiovProviderDetails:
     binding_id: Optional[int] = None
 
 
-def niov_provider_details(prog: Program, owner: int, index: int,
-                          kind: Optional[str]) -> NiovProviderDetails:
+def niov_provider_details(
+    prog: Program, owner: int, index: int, kind: Optional[str]
+) -> NiovProviderDetails:
     """Provider-specific facts about niov ``index`` of the area at ``owner``."""
     try:
         if kind == "io_uring":
-            area = Object(prog, "struct io_zcrx_area *",
-                          owner - drgn.offsetof(prog.type("struct io_zcrx_area"), "nia"))
-            return NiovProviderDetails(user_refs=area.user_refs[index].counter.value_(),
-                                       area_id=area.area_id.value_())
+            area = Object(
+                prog,
+                "struct io_zcrx_area *",
+                owner - drgn.offsetof(prog.type("struct io_zcrx_area"), "nia"),
+            )
+            return NiovProviderDetails(
+                user_refs=area.user_refs[index].counter.value_(), area_id=area.area_id.value_()
+            )
         if kind == "dmabuf":
             chunk_type = prog.type("struct dmabuf_genpool_chunk_owner")
-            base = owner - drgn.offsetof(chunk_type, "area") if member_exists(
-                chunk_type, "area") else owner
+            base = (
+                owner - drgn.offsetof(chunk_type, "area")
+                if member_exists(chunk_type, "area")
+                else owner
+            )
             chunk = Object(prog, "struct dmabuf_genpool_chunk_owner *", base)
             return NiovProviderDetails(binding_id=chunk.binding.id.value_())
     except (drgn.FaultError, LookupError):
@@ -174,13 +181,17 @@ def niov_reader(prog: Program) -> StructReader:
     except KeyError:
         pass
     desc = "desc." if member_exists(prog.type("struct net_iov"), "desc") else ""
-    reader = StructReader(prog, "struct net_iov", {
-        "pp": desc + "pp",
-        "pp_ref_count": desc + "pp_ref_count.counter",
-        "dma_addr": desc + "dma_addr",
-        "owner": "owner",
-        "type": "type",
-    })
+    reader = StructReader(
+        prog,
+        "struct net_iov",
+        {
+            "pp": desc + "pp",
+            "pp_ref_count": desc + "pp_ref_count.counter",
+            "dma_addr": desc + "dma_addr",
+            "owner": "owner",
+            "type": "type",
+        },
+    )
     prog.cache["netmem_probe_provider_niov_reader"] = reader
     return reader
 
@@ -195,8 +206,7 @@ def dmabuf_bindings_xarray(prog: Program) -> Optional[int]:
     return None
 
 
-def ring_zcrx_ifqs(prog: Program, ctx: int,
-                   problems: Optional[Problems] = None) -> List[int]:
+def ring_zcrx_ifqs(prog: Program, ctx: int, problems: Optional[Problems] = None) -> List[int]:
     """
     The zcrx ifqs an io_uring ring has registered.
 
@@ -209,16 +219,19 @@ def ring_zcrx_ifqs(prog: Program, ctx: int,
     ctx_type = prog.type("struct io_ring_ctx")
     if member_exists(ctx_type, "zcrx_ctxs"):
         xa = ctx + drgn.offsetof(ctx_type, "zcrx_ctxs")
-        return [entry for _, entry in xa_entries(prog, xa, what="io_ring_ctx zcrx_ctxs",
-                                                 problems=problems)]
+        return [
+            entry
+            for _, entry in xa_entries(prog, xa, what="io_ring_ctx zcrx_ctxs", problems=problems)
+        ]
     if member_exists(ctx_type, "ifq"):
         ifq = prog.read_word(wrap(ctx + drgn.offsetof(ctx_type, "ifq")))
         return [ifq] if ifq else []
     raise ValueError("this kernel's io_uring rings have no zcrx interface queues")
 
 
-def io_uring_files(prog: Program,
-                   problems: Optional[Problems] = None) -> Tuple[List[int], List[int]]:
+def io_uring_files(
+    prog: Program, problems: Optional[Problems] = None
+) -> Tuple[List[int], List[int]]:
     """
     Rings and exported zcrx ifqs reachable from the files tasks have open.
 
@@ -372,8 +385,11 @@ def _niov_layout(prog: Program) -> _NiovLayout:
     except KeyError:
         pass
     reader = niov_reader(prog)
-    keys = [k for k in ("pp", "pp_ref_count", "dma_addr", "owner", "type")
-            if reader.fields[k] is not None]
+    keys = [
+        k
+        for k in ("pp", "pp_ref_count", "dma_addr", "owner", "type")
+        if reader.fields[k] is not None
+    ]
     codes = {1: "b", 2: "h", 4: "i", 8: "q"}
     fmt, end, order, fields = "<", 0, [], {}
     for key in sorted(keys, key=lambda k: reader.fields[k].offset):
@@ -407,7 +423,7 @@ def _columns(raw: bytes, niov_size: int, layout: _NiovLayout) -> Dict[str, List[
     for key, (offset, code) in layout.fields.items():
         width = struct.calcsize(code)
         view = memoryview(raw).cast(code)
-        out[key] = view[offset // width::niov_size // width].tolist()
+        out[key] = view[offset // width :: niov_size // width].tolist()
     return out
 
 
@@ -422,8 +438,13 @@ class ProviderScanner:
         files (device-less zcrx ifqs are only reachable that way).
     """
 
-    def __init__(self, prog: Program, problems: Optional[Problems] = None,
-                 rings: Sequence[int] = (), scan_files: bool = True) -> None:
+    def __init__(
+        self,
+        prog: Program,
+        problems: Optional[Problems] = None,
+        rings: Sequence[int] = (),
+        scan_files: bool = True,
+    ) -> None:
         from netmem_probe.kernel.page_pool import PagePoolScanner
 
         self.prog = prog
@@ -438,8 +459,10 @@ class ProviderScanner:
         except LookupError:  # before Linux 6.12 (devmem TCP) there are no providers
             self.niov_size = 0
         self.netdevs = NetdevReader(prog, self.problems)
-        self.niov_types = {_constant(prog, "NET_IOV_DMABUF"): "dmabuf",
-                           _constant(prog, "NET_IOV_IOURING"): "io_uring"}
+        self.niov_types = {
+            _constant(prog, "NET_IOV_DMABUF"): "dmabuf",
+            _constant(prog, "NET_IOV_IOURING"): "io_uring",
+        }
         self._areas: Optional[List[ProviderArea]] = None
         self._pools: Optional[list] = None
         self._locations: Optional[Dict[int, Tuple[int, str]]] = None
@@ -463,12 +486,16 @@ class ProviderScanner:
             ifqs: Dict[int, None] = {}
             xa = dmabuf_bindings_xarray(self.prog)
             if xa is not None:
-                for _, entry in xa_entries(self.prog, xa, what="net_devmem_dmabuf_bindings",
-                                           problems=self.problems):
+                for _, entry in xa_entries(
+                    self.prog, xa, what="net_devmem_dmabuf_bindings", problems=self.problems
+                ):
                     bindings[entry] = None
             for info in self.pools():
-                target = bindings if info.provider == "dmabuf" else (
-                    ifqs if info.provider == "io_uring" else None)
+                target = (
+                    bindings
+                    if info.provider == "dmabuf"
+                    else (ifqs if info.provider == "io_uring" else None)
+                )
                 if target is not None and info.raw["mp_priv"]:
                     target[info.raw["mp_priv"]] = None
             for kind, mp_priv in self._rx_queue_providers():
@@ -492,16 +519,21 @@ class ProviderScanner:
         params = "mp_params."
         if not member_exists(rxq_type, "mp_params"):
             return
-        reader = StructReader(prog, "struct netdev_rx_queue", {
-            "mp_priv": params + "mp_priv", "mp_ops": params + "mp_ops"})
-        dev_reader = StructReader(prog, "struct net_device", {
-            "rx": "_rx", "num_rx_queues": "num_rx_queues"})
+        reader = StructReader(
+            prog,
+            "struct netdev_rx_queue",
+            {"mp_priv": params + "mp_priv", "mp_ops": params + "mp_ops"},
+        )
+        dev_reader = StructReader(
+            prog, "struct net_device", {"rx": "_rx", "num_rx_queues": "num_rx_queues"}
+        )
         dev_node = drgn.offsetof(prog.type("struct net_device"), "dev_list")
         dev_list = drgn.offsetof(prog.type("struct net"), "dev_base_head")
         size = reader.size
         for net in for_each_net_address(prog, self.problems):
-            for node in list_nodes(prog, net + dev_list, what="dev_base_head",
-                                   problems=self.problems):
+            for node in list_nodes(
+                prog, net + dev_list, what="dev_base_head", problems=self.problems
+            ):
                 dev = node - dev_node
                 try:
                     d = dev_reader.read(dev)
@@ -513,7 +545,7 @@ class ProviderScanner:
                     self.problems.fault("net_device rx queues", dev, e)
                     continue
                 for i in range(count):
-                    q = reader.decode(raw[i * size:(i + 1) * size])
+                    q = reader.decode(raw[i * size : (i + 1) * size])
                     kind = pool_provider(prog, q["mp_ops"], q["mp_priv"])
                     if kind in ("dmabuf", "io_uring") and q["mp_priv"]:
                         yield kind, q["mp_priv"]
@@ -541,15 +573,22 @@ class ProviderScanner:
 
     def _binding(self, address: int) -> Optional[ProviderArea]:
         prog = self.prog
-        reader = StructReader(prog, "struct net_devmem_dmabuf_binding", {
-            "dmabuf": "dmabuf", "dev": "dev", "chunk_pool": "chunk_pool", "id": "id",
-            # refcount_t until the binding's ref became a percpu_ref (7.2+).
-            "ref": "ref.refs.counter",
-            # Since the devmem TX series (v6.16).
-            "direction": "direction",
-            # Since Linux 7.3 (rx-page-size).
-            "niov_shift": "niov_shift",
-        })
+        reader = StructReader(
+            prog,
+            "struct net_devmem_dmabuf_binding",
+            {
+                "dmabuf": "dmabuf",
+                "dev": "dev",
+                "chunk_pool": "chunk_pool",
+                "id": "id",
+                # refcount_t until the binding's ref became a percpu_ref (7.2+).
+                "ref": "ref.refs.counter",
+                # Since the devmem TX series (v6.16).
+                "direction": "direction",
+                # Since Linux 7.3 (rx-page-size).
+                "niov_shift": "niov_shift",
+            },
+        )
         try:
             b = reader.read(address)
         except drgn.FaultError as e:
@@ -562,18 +601,26 @@ class ProviderScanner:
         size = None
         if b["dmabuf"]:
             try:
-                size = prog.read_u64(wrap(b["dmabuf"] + drgn.offsetof(prog.type("struct dma_buf"),
-                                                                       "size")))
+                size = prog.read_u64(
+                    wrap(b["dmabuf"] + drgn.offsetof(prog.type("struct dma_buf"), "size"))
+                )
             except drgn.FaultError as e:
                 self.problems.fault("dma_buf", b["dmabuf"], e)
         pools = self._pools_of(address, "dmabuf")
         return ProviderArea(
-            kind="dmabuf", id=b["id"], address=address, ifq=None,
-            netdev=self._netdev(b["dev"]), queues=self._bound_queues(address),
+            kind="dmabuf",
+            id=b["id"],
+            address=address,
+            ifq=None,
+            netdev=self._netdev(b["dev"]),
+            queues=self._bound_queues(address),
             pools=tuple(sorted(p.id for p in pools)),
             pool_addresses=tuple(p.address for p in pools),
-            refcount=b["ref"], direction="tx" if b["direction"] == DMA_TO_DEVICE else "rx",
-            niov_shift=shift, size=size, spans=self._chunks(address, b["chunk_pool"], shift),
+            refcount=b["ref"],
+            direction="tx" if b["direction"] == DMA_TO_DEVICE else "rx",
+            niov_shift=shift,
+            size=size,
+            spans=self._chunks(address, b["chunk_pool"], shift),
         )
 
     def _bound_queues(self, binding: int) -> Tuple[int, ...]:
@@ -584,8 +631,9 @@ class ProviderScanner:
         rxq_dev = drgn.offsetof(rxq_type, "dev")
         dev_rx = drgn.offsetof(prog.type("struct net_device"), "_rx")
         queues = []
-        for _, rxq in xa_entries(prog, binding + offset, what="binding bound_rxqs",
-                                 problems=self.problems):
+        for _, rxq in xa_entries(
+            prog, binding + offset, what="binding bound_rxqs", problems=self.problems
+        ):
             try:
                 # get_netdev_rx_queue_index(): rxq - rxq->dev->_rx
                 rx = prog.read_word(wrap(prog.read_word(wrap(rxq + rxq_dev)) + dev_rx))
@@ -607,15 +655,25 @@ class ProviderScanner:
         pool_type = prog.type("struct gen_pool")
         chunk_type = prog.type("struct gen_pool_chunk")
         owner_type = prog.type("struct dmabuf_genpool_chunk_owner")
-        chunk_reader = StructReader(prog, "struct gen_pool_chunk", {
-            "owner": "owner", "start_addr": "start_addr", "end_addr": "end_addr"})
+        chunk_reader = StructReader(
+            prog,
+            "struct gen_pool_chunk",
+            {"owner": "owner", "start_addr": "start_addr", "end_addr": "end_addr"},
+        )
         # Since Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov
         # chunk owners") (in v6.15) the niov array is the owner's struct
         # net_iov_area; before, three members of the owner itself.
         area = "area." if member_exists(owner_type, "area") else ""
-        owner_reader = StructReader(prog, "struct dmabuf_genpool_chunk_owner", {
-            "niovs": area + "niovs", "num_niovs": area + "num_niovs",
-            "base_virtual": area + "base_virtual", "binding": "binding"})
+        owner_reader = StructReader(
+            prog,
+            "struct dmabuf_genpool_chunk_owner",
+            {
+                "niovs": area + "niovs",
+                "num_niovs": area + "num_niovs",
+                "base_virtual": area + "base_virtual",
+                "binding": "binding",
+            },
+        )
         area_offset = drgn.offsetof(owner_type, "area") if area else 0
         bits = drgn.offsetof(chunk_type, "bits")
         node_offset = drgn.offsetof(chunk_type, "next_chunk")
@@ -631,38 +689,63 @@ class ProviderScanner:
             try:
                 o = owner_reader.read(c["owner"])
             except drgn.FaultError as e:
-                self.problems.add("gen_pool_chunk", chunk,
-                                  f"owner pointer {c['owner']:#x} leads nowhere ({e.message})")
+                self.problems.add(
+                    "gen_pool_chunk",
+                    chunk,
+                    f"owner pointer {c['owner']:#x} leads nowhere ({e.message})",
+                )
                 continue
             if o["binding"] != binding:
-                self.problems.add("dmabuf chunk owner", c["owner"],
-                                  f"belongs to binding {o['binding']:#x}, not {binding:#x}")
+                self.problems.add(
+                    "dmabuf chunk owner",
+                    c["owner"],
+                    f"belongs to binding {o['binding']:#x}, not {binding:#x}",
+                )
                 continue
             nbits = (c["end_addr"] - c["start_addr"] + 1) >> shift
             if o["num_niovs"] != nbits or not 0 < nbits <= MAX_NIOVS:
-                self.problems.add("dmabuf chunk owner", c["owner"],
-                                  f"{o['num_niovs']} niovs for a chunk of {nbits}")
+                self.problems.add(
+                    "dmabuf chunk owner",
+                    c["owner"],
+                    f"{o['num_niovs']} niovs for a chunk of {nbits}",
+                )
                 continue
-            spans.append(NiovSpan(owner=c["owner"] + area_offset, niovs=o["niovs"],
-                                  count=nbits, base_virtual=o["base_virtual"], chunk=None,
-                                  bitmap=chunk + bits))
+            spans.append(
+                NiovSpan(
+                    owner=c["owner"] + area_offset,
+                    niovs=o["niovs"],
+                    count=nbits,
+                    base_virtual=o["base_virtual"],
+                    chunk=None,
+                    bitmap=chunk + bits,
+                )
+            )
         spans.sort(key=lambda s: s.base_virtual)
-        return tuple(NiovSpan(s.owner, s.niovs, s.count, s.base_virtual, i, s.bitmap)
-                     for i, s in enumerate(spans))
+        return tuple(
+            NiovSpan(s.owner, s.niovs, s.count, s.base_virtual, i, s.bitmap)
+            for i, s in enumerate(spans)
+        )
 
     # -- io_uring zcrx -----------------------------------------------------
 
     def _zcrx_areas(self, ifq: int) -> List[ProviderArea]:
         prog = self.prog
-        reader = StructReader(prog, "struct io_zcrx_ifq", {
-            # One area until Linux 7.3 made ifq->areas[nr_areas].
-            "area": "area", "areas": "areas", "nr_areas": "nr_areas",
-            # Since Linux 6.17 (rx_buf_len).
-            "niov_shift": "niov_shift",
-            "if_rxq": "if_rxq", "netdev": "netdev",
-            # Since ifqs can be shared by rings (7.x).
-            "refs": "refs.refs.counter",
-        })
+        reader = StructReader(
+            prog,
+            "struct io_zcrx_ifq",
+            {
+                # One area until Linux 7.3 made ifq->areas[nr_areas].
+                "area": "area",
+                "areas": "areas",
+                "nr_areas": "nr_areas",
+                # Since Linux 6.17 (rx_buf_len).
+                "niov_shift": "niov_shift",
+                "if_rxq": "if_rxq",
+                "netdev": "netdev",
+                # Since ifqs can be shared by rings (7.x).
+                "refs": "refs.refs.counter",
+            },
+        )
         try:
             q = reader.read(ifq)
             if q["areas"] is not None:
@@ -687,27 +770,48 @@ class ProviderScanner:
             if span is None:
                 continue
             span, area_id, size = span
-            out.append(ProviderArea(
-                kind="io_uring", id=area_id, address=address, ifq=ifq, netdev=netdev,
-                queues=(q["if_rxq"],) if q["netdev"] else (),
-                pools=tuple(sorted(p.id for p in pools)),
-                pool_addresses=tuple(p.address for p in pools), refcount=q["refs"],
-                direction="rx", niov_shift=shift, size=size, spans=(span,)))
+            out.append(
+                ProviderArea(
+                    kind="io_uring",
+                    id=area_id,
+                    address=address,
+                    ifq=ifq,
+                    netdev=netdev,
+                    queues=(q["if_rxq"],) if q["netdev"] else (),
+                    pools=tuple(sorted(p.id for p in pools)),
+                    pool_addresses=tuple(p.address for p in pools),
+                    refcount=q["refs"],
+                    direction="rx",
+                    niov_shift=shift,
+                    size=size,
+                    spans=(span,),
+                )
+            )
         return out
 
     def _zcrx_span(self, ifq: int, address: int) -> Optional[Tuple[NiovSpan, int, int]]:
         prog = self.prog
-        reader = StructReader(prog, "struct io_zcrx_area", {
-            "niovs": "nia.niovs", "num_niovs": "nia.num_niovs",
-            "base_virtual": "nia.base_virtual", "ifq": "ifq", "user_refs": "user_refs",
-            "area_id": "area_id", "free_count": "free_count", "freelist": "freelist",
-            "size": "mem.size",
-        })
+        reader = StructReader(
+            prog,
+            "struct io_zcrx_area",
+            {
+                "niovs": "nia.niovs",
+                "num_niovs": "nia.num_niovs",
+                "base_virtual": "nia.base_virtual",
+                "ifq": "ifq",
+                "user_refs": "user_refs",
+                "area_id": "area_id",
+                "free_count": "free_count",
+                "freelist": "freelist",
+                "size": "mem.size",
+            },
+        )
         try:
             a = reader.read(address)
         except drgn.FaultError as e:
-            self.problems.add("io_zcrx_ifq", ifq,
-                              f"area pointer {address:#x} leads nowhere ({e.message})")
+            self.problems.add(
+                "io_zcrx_ifq", ifq, f"area pointer {address:#x} leads nowhere ({e.message})"
+            )
             return None
         reason = ""
         if a["ifq"] != ifq:
@@ -720,9 +824,16 @@ class ProviderScanner:
             self.problems.add("io_zcrx_area", address, reason)
             return None
         owner = address + drgn.offsetof(reader.type, "nia")
-        span = NiovSpan(owner=owner, niovs=a["niovs"], count=a["num_niovs"],
-                        base_virtual=a["base_virtual"], chunk=None, user_refs=a["user_refs"],
-                        freelist=a["freelist"], free_count=a["free_count"])
+        span = NiovSpan(
+            owner=owner,
+            niovs=a["niovs"],
+            count=a["num_niovs"],
+            base_virtual=a["base_virtual"],
+            chunk=None,
+            user_refs=a["user_refs"],
+            freelist=a["freelist"],
+            free_count=a["free_count"],
+        )
         return span, a["area_id"], a["size"]
 
     # -- niovs -------------------------------------------------------------
@@ -754,8 +865,13 @@ class ProviderScanner:
             try:
                 count = min(raw["alloc_count"], capacity)
                 cache = read_words(prog, info.address + cache_offset, count) if count else ()
-                ring = ptr_ring_entries(raw["ring_producer"], raw["ring_consumer_head"],
-                                        raw["ring_size"], raw["ring_queue"], prog)
+                ring = ptr_ring_entries(
+                    raw["ring_producer"],
+                    raw["ring_consumer_head"],
+                    raw["ring_size"],
+                    raw["ring_queue"],
+                    prog,
+                )
             except drgn.FaultError as e:
                 self.problems.fault("page pool cache/ring", info.address, e)
                 continue
@@ -764,11 +880,14 @@ class ProviderScanner:
                     if not netmem & 1:
                         continue
                     niov = netmem & ~1
-                    if not any(s.contains(niov, self.niov_size)
-                               for s in spans.get(info.address, ())):
-                        self.problems.add("net_iov", niov,
-                                          f"in pool {info.id}'s {where} but outside every "
-                                          "area of its provider")
+                    if not any(
+                        s.contains(niov, self.niov_size) for s in spans.get(info.address, ())
+                    ):
+                        self.problems.add(
+                            "net_iov",
+                            niov,
+                            f"in pool {info.id}'s {where} but outside every area of its provider",
+                        )
                         continue
                     out[netmem] = (info.address, where)
         self._locations = out
@@ -818,8 +937,7 @@ class ProviderScanner:
                 self.problems.add("net_iov", address, reason)
         return _SpanState(raw, free, bytes(user), user_refs, pool, bad)
 
-    def _misfits(self, area: ProviderArea, span: NiovSpan,
-                 raw: bytes) -> Iterator[Tuple[int, str]]:
+    def _misfits(self, area: ProviderArea, span: NiovSpan, raw: bytes) -> Iterator[Tuple[int, str]]:
         """Indexes of niovs whose owner or type is not their area's, with why."""
         layout = _niov_layout(self.prog)
         columns = _columns(raw, self.niov_size, layout)
@@ -840,16 +958,18 @@ class ProviderScanner:
         free = bytearray(-(-span.count // 8))
         if not span.free_count:
             return bytes(free)
-        entries = struct.unpack(f"<{span.free_count}I",
-                                self.prog.read(span.freelist, 4 * span.free_count))
+        entries = struct.unpack(
+            f"<{span.free_count}I", self.prog.read(span.freelist, 4 * span.free_count)
+        )
         seen = 0
         for e in entries:
             if e < span.count and not free[e >> 3] >> (e & 7) & 1:
                 free[e >> 3] |= 1 << (e & 7)
                 seen += 1
         if seen != len(entries):
-            self.problems.add("io_zcrx_area freelist", span.freelist,
-                              "holds indexes out of range or twice")
+            self.problems.add(
+                "io_zcrx_area freelist", span.freelist, "holds indexes out of range or twice"
+            )
         return bytes(free)
 
     def _pool_ids(self) -> Dict[int, int]:
@@ -874,8 +994,13 @@ class ProviderScanner:
                 self.inconsistent[area.address] += span.count
                 continue
             self.inconsistent[area.address] += len(state.bad)
-            free, user, refs, pool, bad = state.free, state.user, state.user_refs, state.pool, \
-                state.bad
+            free, user, refs, pool, bad = (
+                state.free,
+                state.user,
+                state.user_refs,
+                state.pool,
+                state.bad,
+            )
             for i, values in enumerate(layout.unpacker.iter_unpack(state.raw)):
                 if i in bad:
                     continue
@@ -889,10 +1014,19 @@ class ProviderScanner:
                     kind = "user"
                 else:
                     kind = "stack"
-                yield NiovInfo(area, span, i, span.niovs + i * size, kind, pp,
-                               pool_ids.get(pp) if pp else None, pp_ref_count,
-                               refs[i] if refs is not None else None, dma_addr,
-                               span.base_virtual + (i << shift))
+                yield NiovInfo(
+                    area,
+                    span,
+                    i,
+                    span.niovs + i * size,
+                    kind,
+                    pp,
+                    pool_ids.get(pp) if pp else None,
+                    pp_ref_count,
+                    refs[i] if refs is not None else None,
+                    dma_addr,
+                    span.base_virtual + (i << shift),
+                )
 
     def totals(self, area: ProviderArea) -> Dict[str, int]:
         """
@@ -937,7 +1071,8 @@ class ProviderScanner:
             if (kind and not value.lower().startswith("0x")) and area.id == number:
                 out.append(area)
             elif value.lower().startswith("0x") and (
-                    number == area.address or any(s.owner == number for s in area.spans)):
+                number == area.address or any(s.owner == number for s in area.spans)
+            ):
                 out.append(area)
         return out
 

@@ -115,7 +115,7 @@ class StructReader:
         for unpacker, keys in self._plan.groups:
             out.update(zip(keys, unpacker.unpack_from(raw)))
         for key, field in self._plan.others:
-            chunk = raw[field.offset:field.offset + field.size]
+            chunk = raw[field.offset : field.offset + field.size]
             if field.is_string:
                 out[key] = chunk.split(b"\0", 1)[0].decode(errors="replace")
                 continue
@@ -145,9 +145,14 @@ def _plan(fields: Mapping[str, Optional[Field]]) -> _Plan:
     their overlaps allow (unions alias offsets), so decoding an object is a
     handful of C calls instead of one per member.
     """
-    plain = sorted(((f.offset, key, f) for key, f in fields.items()
-                    if f is not None and not f.bit_size and not f.is_string
-                    and f.size in _CODES), key=lambda t: t[0])
+    plain = sorted(
+        (
+            (f.offset, key, f)
+            for key, f in fields.items()
+            if f is not None and not f.bit_size and not f.is_string and f.size in _CODES
+        ),
+        key=lambda t: t[0],
+    )
     groups: List[Tuple[struct.Struct, Tuple[str, ...]]] = []
     while plain:
         fmt, keys, end, rest = "<", [], 0, []

@@ -17,8 +17,18 @@ from drgn import Program, ProgramFlags
 from drgn.helpers import ValidationError
 
 __all__ = (
-    "CorruptionError", "LIVE_RETRIES", "Problem", "Problems", "attempts", "hlist_nodes",
-    "inconsistent", "list_nodes", "read_pointer", "read_words", "wrap", "xa_count",
+    "CorruptionError",
+    "LIVE_RETRIES",
+    "Problem",
+    "Problems",
+    "attempts",
+    "hlist_nodes",
+    "inconsistent",
+    "list_nodes",
+    "read_pointer",
+    "read_words",
+    "wrap",
+    "xa_count",
     "xa_entries",
 )
 
@@ -131,8 +141,10 @@ def _walk_list(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failur
         except drgn.FaultError as e:
             return _and_back(prog, head, nodes, limit), (node, f"unreadable node ({e.message})")
         if back != prev:
-            return (_and_back(prog, head, nodes, limit),
-                    (node, f"node's prev is {back:#x}, expected {prev:#x}"))
+            return (
+                _and_back(prog, head, nodes, limit),
+                (node, f"node's prev is {back:#x}, expected {prev:#x}"),
+            )
         nodes.append(node)
         prev, node = node, nxt
     return nodes, (head, f"more than {limit} nodes")
@@ -190,8 +202,9 @@ def _walk_hlist(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failu
     return nodes, (head, f"more than {limit} nodes")
 
 
-def _validated_walk(prog: Program, walk, head: int, what: str, problems: Optional[Problems],
-                    limit: int) -> Iterator[int]:
+def _validated_walk(
+    prog: Program, walk, head: int, what: str, problems: Optional[Problems], limit: int
+) -> Iterator[int]:
     # The whole walk is validated before its nodes are handed out, so that on
     # a live kernel a walk torn by a concurrent list_del() is simply walked
     # again instead of yielding a mix of two moments.
@@ -204,9 +217,14 @@ def _validated_walk(prog: Program, walk, head: int, what: str, problems: Optiona
     yield from nodes
 
 
-def list_nodes(prog: Program, head: int, *, what: str = "list",
-               problems: Optional[Problems] = None,
-               limit: int = MAX_LIST_STEPS) -> Iterator[int]:
+def list_nodes(
+    prog: Program,
+    head: int,
+    *,
+    what: str = "list",
+    problems: Optional[Problems] = None,
+    limit: int = MAX_LIST_STEPS,
+) -> Iterator[int]:
     """
     Addresses of the ``struct list_head`` nodes on the list at ``head``
     (excluding the head), checking ``next->prev`` at every step.  A walk that
@@ -217,9 +235,14 @@ def list_nodes(prog: Program, head: int, *, what: str = "list",
     return _validated_walk(prog, _walk_list, head, what, problems, limit)
 
 
-def hlist_nodes(prog: Program, head: int, *, what: str = "hlist",
-                problems: Optional[Problems] = None,
-                limit: int = MAX_LIST_STEPS) -> Iterator[int]:
+def hlist_nodes(
+    prog: Program,
+    head: int,
+    *,
+    what: str = "hlist",
+    problems: Optional[Problems] = None,
+    limit: int = MAX_LIST_STEPS,
+) -> Iterator[int]:
     """
     Addresses of the ``struct hlist_node`` nodes on the hlist at ``head``,
     checking each node's ``pprev`` against the pointer that led to it (as
@@ -245,8 +268,12 @@ def _xa_layout(prog: Program) -> _XaLayout:
     node = prog.type("struct xa_node")
     nslots = node.member("slots").type.length
     layout = _XaLayout(
-        drgn.sizeof(node), drgn.offsetof(node, "shift"), drgn.offsetof(node, "offset"),
-        drgn.offsetof(node, "parent"), drgn.offsetof(node, "slots"), nslots.bit_length() - 1,
+        drgn.sizeof(node),
+        drgn.offsetof(node, "shift"),
+        drgn.offsetof(node, "offset"),
+        drgn.offsetof(node, "parent"),
+        drgn.offsetof(node, "slots"),
+        nslots.bit_length() - 1,
     )
     prog.cache["netmem_probe_xa_layout"] = layout
     return layout
@@ -256,9 +283,14 @@ def _xa_is_node(entry: int) -> bool:
     return entry & 3 == 2 and entry > 4096
 
 
-def xa_entries(prog: Program, xa: int, *, what: str = "xarray",
-               problems: Optional[Problems] = None,
-               limit: int = MAX_XA_ENTRIES) -> Iterator[Tuple[int, int]]:
+def xa_entries(
+    prog: Program,
+    xa: int,
+    *,
+    what: str = "xarray",
+    problems: Optional[Problems] = None,
+    limit: int = MAX_XA_ENTRIES,
+) -> Iterator[Tuple[int, int]]:
     """
     ``(index, entry)`` for every present entry of the ``struct xarray`` at
     ``xa``; internal entries (retry, zero, sibling) are skipped as in
@@ -319,17 +351,20 @@ def xa_entries(prog: Program, xa: int, *, what: str = "xarray",
         stack.extend(reversed(children))
 
 
-def _read_xa_node(prog: Program, layout: _XaLayout, node: int, want_shift: Optional[int],
-                  parent: int, offset: int) -> Tuple[Optional[bytes], str]:
+def _read_xa_node(
+    prog: Program, layout: _XaLayout, node: int, want_shift: Optional[int], parent: int, offset: int
+) -> Tuple[Optional[bytes], str]:
     """An xa_node read in one go, or None and why it does not fit its place in the tree."""
     try:
         raw = prog.read(node, layout.size)
     except drgn.FaultError as e:
         return None, f"unreadable node ({e.message})"
     shift = raw[layout.shift]
-    node_parent = int.from_bytes(raw[layout.parent:layout.parent + 8], "little")
-    if shift % layout.chunk_shift or shift > 64 - layout.chunk_shift or (
-        want_shift is not None and shift != want_shift
+    node_parent = int.from_bytes(raw[layout.parent : layout.parent + 8], "little")
+    if (
+        shift % layout.chunk_shift
+        or shift > 64 - layout.chunk_shift
+        or (want_shift is not None and shift != want_shift)
     ):
         return None, f"bad node shift {shift}"
     if want_shift is not None and (raw[layout.offset] != offset or node_parent != parent):
@@ -343,4 +378,3 @@ def xa_count(prog: Program, xa: int, problems: Optional[Problems] = None) -> int
 
 def read_words(prog: Program, address: int, count: int) -> Tuple[int, ...]:
     return struct.unpack(f"<{count}Q", prog.read(wrap(address), 8 * count))
-

@@ -9,8 +9,15 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 from tabulate import tabulate
 
-__all__ = ("emit_json", "emit_json_line", "emit_table", "human_bytes", "human_seconds", "hexaddr",
-           "or_dash")
+__all__ = (
+    "emit_json",
+    "emit_json_line",
+    "emit_table",
+    "human_bytes",
+    "human_seconds",
+    "hexaddr",
+    "or_dash",
+)
 
 
 def hexaddr(value: Optional[int]) -> Optional[str]:
@@ -46,12 +53,20 @@ def or_dash(value: Any) -> Any:
     return "-" if value is None or value == "" else value
 
 
-def emit_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str],
-               headers: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> None:
+def emit_table(
+    rows: Sequence[Dict[str, Any]],
+    columns: Sequence[str],
+    headers: Optional[Sequence[str]] = None,
+    out: Optional[TextIO] = None,
+) -> None:
     """Print ``rows`` as a table of ``columns`` (keys of each row)."""
     data: List[List[Any]] = [[or_dash(row.get(col)) for col in columns] for row in rows]
-    text = tabulate(data, headers=list(headers or [c.upper() for c in columns]),
-                    tablefmt="simple", disable_numparse=True)
+    text = tabulate(
+        data,
+        headers=list(headers or [c.upper() for c in columns]),
+        tablefmt="simple",
+        disable_numparse=True,
+    )
     (out or sys.stdout).write(text + "\n")
 
 
@@ -64,4 +79,3 @@ def emit_json_line(value: Any, out: Optional[TextIO] = None) -> None:
     stream = out or sys.stdout
     stream.write(json.dumps(value, separators=(",", ":")) + "\n")
     stream.flush()
-

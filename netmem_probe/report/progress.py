@@ -14,8 +14,9 @@ class Progress:
     erased by :meth:`close`.
     """
 
-    def __init__(self, what: str, unit: str, delay: float = 1.0,
-                 stream: Optional[TextIO] = None) -> None:
+    def __init__(
+        self, what: str, unit: str, delay: float = 1.0, stream: Optional[TextIO] = None
+    ) -> None:
         self.what = what
         self.unit = unit
         self.delay = delay
@@ -33,8 +34,9 @@ class Progress:
             return
         self.last = now
         percent = 100 * done // total if total else 100
-        self.stream.write(f"\r{self.what}: {percent}% ({_count(done)} of {_count(total)} "
-                          f"{self.unit})\033[K")
+        self.stream.write(
+            f"\r{self.what}: {percent}% ({_count(done)} of {_count(total)} {self.unit})\033[K"
+        )
         self.stream.flush()
         self.shown = True
 

@@ -32,15 +32,40 @@ from drgn.commands import DrgnCodeBuilder
 
 from netmem_probe.kernel.structs import member_exists
 
-__all__ = ("COUNT_KEYS", "KEYS", "Snippet", "drgn_option", "fill", "has_member", "has_object",
-           "has_type", "py_strings")
+__all__ = (
+    "COUNT_KEYS",
+    "KEYS",
+    "Snippet",
+    "drgn_option",
+    "fill",
+    "has_member",
+    "has_object",
+    "has_type",
+    "py_strings",
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 CodeGenerator = Callable[..., str]
 
-_POOL_KEYS = ("id", "ifindex", "napi-id", "inflight", "inflight-mem", "detach-time", "dmabuf",
-              "io-uring", "address", "state", "detached", "detach-age", "netdev", "orig-netdev",
-              "order", "hold", "release")
+_POOL_KEYS = (
+    "id",
+    "ifindex",
+    "napi-id",
+    "inflight",
+    "inflight-mem",
+    "detach-time",
+    "dmabuf",
+    "io-uring",
+    "address",
+    "state",
+    "detached",
+    "detach-age",
+    "netdev",
+    "orig-netdev",
+    "order",
+    "hold",
+    "release",
+)
 
 #: command -> the keys a printed row may have, with the values of the
 #: command's ``--json`` (a key it leaves out, the row leaves out).  ``pool``
@@ -51,20 +76,71 @@ _POOL_KEYS = ("id", "ifindex", "napi-id", "inflight", "inflight-mem", "detach-ti
 KEYS: Dict[str, Tuple[str, ...]] = {
     "pools": _POOL_KEYS,
     "pool": (*_POOL_KEYS, "breakdown", "stats"),
-    "decode": ("netmem", "kind", "page", "pfn", "phys", "pp", "pool", "pool-id", "dma_addr",
-               "dma-index", "pp_ref_count", "_refcount", "net_iov", "owner", "index",
-               "num_niovs", "type", "user_refs", "area-id", "dmabuf", "error"),
+    "decode": (
+        "netmem",
+        "kind",
+        "page",
+        "pfn",
+        "phys",
+        "pp",
+        "pool",
+        "pool-id",
+        "dma_addr",
+        "dma-index",
+        "pp_ref_count",
+        "_refcount",
+        "net_iov",
+        "owner",
+        "index",
+        "num_niovs",
+        "type",
+        "user_refs",
+        "area-id",
+        "dmabuf",
+        "error",
+    ),
     "layout": ("assert", "left", "right", "ok"),
-    "pages": ("pfn", "page", "pool-id", "pool", "pp_ref_count", "_refcount", "dma-index",
-              "where"),
-    "holders": ("netmem", "kind", "address", "value", "skb", "frag", "sock", "queue",
-                "pool-id"),
-    "leaks": ("pool-id", "netmem", "kind", "page", "net_iov", "pfn", "pp_ref_count",
-              "user_refs", "verdict"),
-    "providers": ("kind", "id", "area", "address", "netdev", "queues", "pools", "niovs",
-                  "free", "in-pool", "stack", "user"),
-    "niovs": ("area", "kind", "chunk", "index", "net_iov", "netmem", "state", "pool-id",
-              "pp_ref_count", "user_refs", "dma_addr", "offset"),
+    "pages": ("pfn", "page", "pool-id", "pool", "pp_ref_count", "_refcount", "dma-index", "where"),
+    "holders": ("netmem", "kind", "address", "value", "skb", "frag", "sock", "queue", "pool-id"),
+    "leaks": (
+        "pool-id",
+        "netmem",
+        "kind",
+        "page",
+        "net_iov",
+        "pfn",
+        "pp_ref_count",
+        "user_refs",
+        "verdict",
+    ),
+    "providers": (
+        "kind",
+        "id",
+        "area",
+        "address",
+        "netdev",
+        "queues",
+        "pools",
+        "niovs",
+        "free",
+        "in-pool",
+        "stack",
+        "user",
+    ),
+    "niovs": (
+        "area",
+        "kind",
+        "chunk",
+        "index",
+        "net_iov",
+        "netmem",
+        "state",
+        "pool-id",
+        "pp_ref_count",
+        "user_refs",
+        "dma_addr",
+        "offset",
+    ),
 }
 COUNT_KEYS = ("id", "inflight", "found", "alloc-cache", "ring", "out", "difference")
 
@@ -80,12 +156,16 @@ class Snippet(DrgnCodeBuilder):
         super().__init__(prog)
         self.add_import("json")
         self._defined: Set[str] = set()
-        about = textwrap.fill(f"{command_line}, as plain drgn code for this kernel: {what}. "
-                              "Prints one JSON object per row.", 76)
+        about = textwrap.fill(
+            f"{command_line}, as plain drgn code for this kernel: {what}. "
+            "Prints one JSON object per row.",
+            76,
+        )
         self._header = (
             textwrap.indent(about, "# ") + "\n#\n"
             "# Run it with: drgn -c vmcore -s vmlinux THIS.py (or drgn THIS.py on the\n"
-            "# running kernel), or paste it into drgn, where prog is defined.\n\n")
+            "# running kernel), or paste it into drgn, where prog is defined.\n\n"
+        )
 
     @property
     def prog(self) -> Program:
@@ -95,8 +175,9 @@ class Snippet(DrgnCodeBuilder):
         """The script: the header comment, the imports, then the code."""
         return self._header + super().get()
 
-    def define(self, name: str, code: str, imports: Iterable[Tuple[str, str]] = (),
-               **substitutions: str) -> None:
+    def define(
+        self, name: str, code: str, imports: Iterable[Tuple[str, str]] = (), **substitutions: str
+    ) -> None:
         """
         Append ``code`` (dedented, ``$NAME`` placeholders substituted) unless
         a definition called ``name`` was appended already; ``imports`` are
@@ -161,7 +242,7 @@ def fill(code: str, **substitutions: str) -> str:
             block = textwrap.dedent(substitutions[name]).strip("\n")
             if not block:
                 continue
-            margin = line[:len(line) - len(line.lstrip())]
+            margin = line[: len(line) - len(line.lstrip())]
             lines.extend(margin + x if x else x for x in block.splitlines())
             continue
         lines.append(line)
@@ -178,6 +259,7 @@ def drgn_option(generator: CodeGenerator, *, types_only: bool = False) -> Callab
     :param types_only: the code depends on types alone, so ``-s vmlinux``
         without a core is enough (``layout``).
     """
+
     def decorate(f: F) -> F:
         @functools.wraps(f)
         def wrapper(*args: Any, drgn_code: bool, **kwargs: Any) -> Any:
@@ -190,8 +272,11 @@ def drgn_option(generator: CodeGenerator, *, types_only: bool = False) -> Callab
             return 0
 
         return click.option(
-            "--drgn", "drgn_code", is_flag=True,
+            "--drgn",
+            "drgn_code",
+            is_flag=True,
             help="print drgn code that computes these rows (as JSON Lines) for this "
-                 "kernel, instead of running")(wrapper)  # type: ignore[return-value]
+            "kernel, instead of running",
+        )(wrapper)  # type: ignore[return-value]
 
     return decorate

@@ -20,16 +20,21 @@ def define_is_pp_page(s: Snippet) -> None:
     """
     prog = s.prog
     if not has_member(prog, "struct page_pool", "dma_mapped"):
-        s.define("dma_index", '''
+        s.define(
+            "dma_index",
+            '''
             def dma_index(page):
                 """None: no DMA index in pp_magic before Linux v6.15."""
                 return None
-            ''')
+            ''',
+        )
         # drgn's is_pp_page() knows the pp_magic signature (and the PGTY_netpp
         # page type of Linux 7.1-rc).
         s.add_from_import("drgn.helpers.linux.net", "is_pp_page")
         return
-    s.define("dma_index", '''
+    s.define(
+        "dma_index",
+        """
         # POISON_POINTER_DELTA (CONFIG_ILLEGAL_POINTER_VALUE), from a statically
         # initialised timer: its entry.next is TIMER_ENTRY_STATIC, 0x300 + it.
         POISON_POINTER_DELTA = prog["poll_spurious_irq_timer"].entry.next.value_() - 0x300
@@ -50,12 +55,15 @@ def define_is_pp_page(s: Snippet) -> None:
 
         def dma_index(page):
             return (page.pp_magic.value_() & PP_DMA_INDEX_MASK) >> PP_DMA_INDEX_SHIFT
-        ''')
+        """,
+    )
     if has_object(prog, "PGTY_netpp"):
         # drgn's is_pp_page() knows the PGTY_netpp page type of Linux 7.1-rc.
         s.add_from_import("drgn.helpers.linux.net", "is_pp_page")
         return
-    s.define("is_pp_page", '''
+    s.define(
+        "is_pp_page",
+        '''
         def is_pp_page(page):
             """
             Whether a struct page * belongs to a page pool.  Not drgn's
@@ -63,12 +71,15 @@ def define_is_pp_page(s: Snippet) -> None:
             in pp_magic defeats on this kernel.
             """
             return page.pp_magic.value_() & PP_MAGIC_MASK == PP_SIGNATURE
-        ''')
+        ''',
+    )
 
 
 def _define_decode_page(s: Snippet) -> None:
     define_is_pp_page(s)
-    s.define("decode_page", '''
+    s.define(
+        "decode_page",
+        '''
         VMEMMAP = prog["vmemmap"].value_()
         PAGE_STRUCT_SIZE = sizeof(prog.type("struct page"))
         PAGE_SHIFT = prog["PAGE_SHIFT"].value_()
@@ -99,34 +110,49 @@ def _define_decode_page(s: Snippet) -> None:
                 "pp_ref_count": page.pp_ref_count.counter.value_(),
             })
             return row
-        ''', [("drgn", "Object"), ("drgn", "sizeof"),
-              ("drgn.helpers.linux.mm", "for_each_valid_page_range")])
+        ''',
+        [
+            ("drgn", "Object"),
+            ("drgn", "sizeof"),
+            ("drgn.helpers.linux.mm", "for_each_valid_page_range"),
+        ],
+    )
 
 
 def define_niov_desc(s: Snippet) -> None:
     """``desc(niov)``: where a net_iov keeps its page-pool members."""
     if has_member(s.prog, "struct net_iov", "desc"):
-        s.define("desc", '''
+        s.define(
+            "desc",
+            '''
             def desc(niov):
                 """A net_iov's page-pool members: niov->desc since Linux 6.17."""
                 return niov.desc
-            ''')
+            ''',
+        )
     else:
-        s.define("desc", '''
+        s.define(
+            "desc",
+            '''
             def desc(niov):
                 """A net_iov's page-pool members: in the net_iov itself (before Linux 6.17)."""
                 return niov
-            ''')
+            ''',
+        )
 
 
 def define_niov_kind(s: Snippet) -> None:
     """``niov_kind(niov)``: ``"dmabuf"`` or ``"io_uring"``."""
     prog = s.prog
     if has_member(prog, "struct net_iov", "type"):
-        names = [f'prog["{constant}"].value_(): "{kind}",' for constant, kind in (
-            ("NET_IOV_DMABUF", "dmabuf"), ("NET_IOV_IOURING", "io_uring"))
-            if has_object(prog, constant)]
-        s.define("niov_kind", '''
+        names = [
+            f'prog["{constant}"].value_(): "{kind}",'
+            for constant, kind in (("NET_IOV_DMABUF", "dmabuf"), ("NET_IOV_IOURING", "io_uring"))
+            if has_object(prog, constant)
+        ]
+        s.define(
+            "niov_kind",
+            '''
             NIOV_TYPES = {
                 $names
             }
@@ -135,22 +161,30 @@ def define_niov_kind(s: Snippet) -> None:
             def niov_kind(niov):
                 """Which provider a net_iov is of (net_iov->type since Linux 6.16)."""
                 return NIOV_TYPES.get(niov.type.value_())
-            ''', names="\n".join(names))
+            ''',
+            names="\n".join(names),
+        )
         return
     if not has_object(prog, "io_uring_pp_zc_ops"):
-        s.define("niov_kind", '''
+        s.define(
+            "niov_kind",
+            '''
             def niov_kind(niov):
                 """devmem: this kernel's only provider (and net_iov has no type before v6.16)."""
                 return "dmabuf"
-            ''')
+            ''',
+        )
         return
     define_provider(s)
-    s.define("niov_kind", '''
+    s.define(
+        "niov_kind",
+        '''
         def niov_kind(niov):
             """Which provider a net_iov is of: its pool's (net_iov has no type before v6.16)."""
             pool = desc(niov).pp
             return provider(pool) if pool else None
-        ''')
+        ''',
+    )
 
 
 def _define_decode_net_iov(s: Snippet) -> None:
@@ -158,7 +192,7 @@ def _define_decode_net_iov(s: Snippet) -> None:
     define_niov_desc(s)
     define_niov_kind(s)
     if has_type(prog, "struct net_iov_area"):
-        area = '''
+        area = """
             # Since Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov chunk
             # owners") (in v6.15) owner is the struct net_iov_area of a zcrx area
             # or of a devmem chunk owner.
@@ -169,16 +203,18 @@ def _define_decode_net_iov(s: Snippet) -> None:
             elif kind == "dmabuf":
                 chunk = container_of(owner, "struct dmabuf_genpool_chunk_owner", "area")
                 row["dmabuf"] = chunk.binding.id.value_()
-            '''
+            """
         s.add_from_import("drgn", "container_of")
     else:
-        area = '''
+        area = """
             # Before Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov
             # chunk owners") (in v6.15) owner is the devmem chunk owner itself.
             if kind == "dmabuf":
                 row["dmabuf"] = owner.binding.id.value_()
-            '''
-    s.define("decode_net_iov", '''
+            """
+    s.define(
+        "decode_net_iov",
+        '''
         NET_IOV = 0x1
 
 
@@ -207,7 +243,10 @@ def _define_decode_net_iov(s: Snippet) -> None:
             })
             $area
             return row
-        ''', [("drgn", "Object"), ("drgn", "sizeof")], area=area)
+        ''',
+        [("drgn", "Object"), ("drgn", "sizeof")],
+        area=area,
+    )
 
 
 def decode_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
@@ -215,16 +254,22 @@ def decode_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
     from netmem_probe.commands.decode import _values
 
     values = _values(netmem)
-    s = Snippet(prog, "netmem-probe decode " + " ".join(hex(v) for v in values),
-                "what each netmem_ref points at")
+    s = Snippet(
+        prog,
+        "netmem-probe decode " + " ".join(hex(v) for v in values),
+        "what each netmem_ref points at",
+    )
     _define_decode_page(s)
     _define_decode_net_iov(s)
-    s.main('''
+    s.main(
+        """
         NETMEMS = [$values]
         for netmem in NETMEMS:
             row = decode_net_iov(netmem) if netmem & NET_IOV else decode_page(netmem)
             print(json.dumps(row))
-        ''', values=", ".join(hex(v) for v in values))
+        """,
+        values=", ".join(hex(v) for v in values),
+    )
     return s.get()
 
 
@@ -237,13 +282,16 @@ def _py(value: object) -> str:
 
 def layout_code(prog: Program, **_: object) -> str:
     """drgn code for ``layout``: the asserts that apply to this kernel, evaluated."""
-    s = Snippet(prog, "netmem-probe layout",
-                "the layout agreements include/net/netmem.h asserts")
-    asserts = "\n".join(f"({_py(a.macro)}, {_py(a.left)},\n {_py(a.right)}, {_py(a.kind)}),"
-                        for a in AGREEMENTS if applies(prog, a))
+    s = Snippet(prog, "netmem-probe layout", "the layout agreements include/net/netmem.h asserts")
+    asserts = "\n".join(
+        f"({_py(a.macro)}, {_py(a.left)},\n {_py(a.right)}, {_py(a.kind)}),"
+        for a in AGREEMENTS
+        if applies(prog, a)
+    )
     s.add_from_import("drgn", "offsetof")
     s.add_from_import("drgn", "sizeof")
-    s.main('''
+    s.main(
+        '''
         # The asserts of include/net/netmem.h that this kernel's types have:
         # (macro, (type, member), (type, member), check).  "same-offset": same
         # offset and size; "size-fits": sizeof(left type) <= offsetof(right).
@@ -273,5 +321,7 @@ def layout_code(prog: Program, **_: object) -> str:
             else:
                 ok = (left["offset"], left["size"]) == (right["offset"], right["size"])
             print(json.dumps({"assert": macro, "left": left, "right": right, "ok": ok}))
-        ''', asserts=asserts)
+        ''',
+        asserts=asserts,
+    )
     return s.get()

@@ -20,7 +20,9 @@ __all__ = ("holders_code", "leaks_code", "pages_code")
 
 def _define_pool_pages(s: Snippet) -> None:
     define_is_pp_page(s)
-    s.define("pool_pages", '''
+    s.define(
+        "pool_pages",
+        '''
         def pool_pages(pools):
             """
             (pfn, struct page *) of every page of these pools (addresses), in pfn
@@ -32,49 +34,62 @@ def _define_pool_pages(s: Snippet) -> None:
                     page = mem_map + pfn
                     if is_pp_page(page) and page.pp.value_() in pools:
                         yield pfn, page
-        ''', [("drgn.helpers.linux.mm", "for_each_valid_page_range")])
+        ''',
+        [("drgn.helpers.linux.mm", "for_each_valid_page_range")],
+    )
 
 
 def _pool_selection(pool_ids: Sequence[int], all_pools: bool) -> str:
     if pool_ids:
         ids = ", ".join(str(i) for i in dict.fromkeys(pool_ids))
-        return f'''
+        return f"""
             # --pool: these pools, in this order.
             by_id = {{row["id"]: (pool, row) for pool, row in every}}
             pools = [by_id[pool_id] for pool_id in ({ids},) if pool_id in by_id]
-            '''
+            """
     if all_pools:
         return "pools = every  # --all-pools"
-    return '''
+    return """
         # The pages "stalled pool shutdown" waits for: detached pools' in flight.
         pools = [(pool, row) for pool, row in every if row["detached"] and row["inflight"]]
-        '''
+        """
 
 
 def _options(pool_ids: Sequence[int], all_pools: bool) -> str:
     return "".join(f" --pool {i}" for i in pool_ids) + (" --all-pools" if all_pools else "")
 
 
-def pages_code(prog: Program, pool_ids: Sequence[int] = (), all_pools: bool = False,
-               count: bool = False, **_: object) -> str:
+def pages_code(
+    prog: Program,
+    pool_ids: Sequence[int] = (),
+    all_pools: bool = False,
+    count: bool = False,
+    **_: object,
+) -> str:
     """drgn code for ``pages``, with its pool selection, or ``--count``."""
     if pool_ids and all_pools:
         raise click.UsageError("--pool and --all-pools are mutually exclusive")
-    s = Snippet(prog, "netmem-probe pages" + _options(pool_ids, all_pools)
-                + (" --count" if count else ""),
-                "per-pool page counts against the in-flight counts" if count else
-                "the page-pool pages of the memmap")
+    s = Snippet(
+        prog,
+        "netmem-probe pages" + _options(pool_ids, all_pools) + (" --count" if count else ""),
+        "per-pool page counts against the in-flight counts"
+        if count
+        else "the page-pool pages of the memmap",
+    )
     define_pool_record(s)
     define_pool_places(s)
     _define_pool_pages(s)
-    s.main('''
+    s.main(
+        """
         listed = listed_pools()
         every = [(pool, pool_record(pool, listed)) for pool in for_each_pool()]
         $selection
         places = {pool.value_(): pool_places(pool) for pool, _ in pools}
         rows = {pool.value_(): row for pool, row in pools}
         $report
-        ''', selection=_pool_selection(pool_ids, all_pools), report='''
+        """,
+        selection=_pool_selection(pool_ids, all_pools),
+        report="""
         found = {address: {"cache": 0, "ring": 0, "out": 0} for address in rows}
         for _, page in pool_pages(rows):
             address = page.pp.value_()
@@ -91,7 +106,9 @@ def pages_code(prog: Program, pool_ids: Sequence[int] = (), all_pools: bool = Fa
                 "alloc-cache": counts["cache"], "ring": counts["ring"], "out": counts["out"],
                 "difference": None if total is None else total - row["inflight"],
             }))
-        ''' if count else '''
+        """
+        if count
+        else """
         for pfn, page in pool_pages(rows):
             address = page.pp.value_()
             print(json.dumps({
@@ -100,7 +117,8 @@ def pages_code(prog: Program, pool_ids: Sequence[int] = (), all_pools: bool = Fa
                 "_refcount": page._refcount.counter.value_(), "dma-index": dma_index(page),
                 "where": places[address].get(page.value_(), "out"),
             }))
-        ''')
+        """,
+    )
     return s.get()
 
 
@@ -108,7 +126,9 @@ def _define_targets(s: Snippet) -> None:
     """``target(value)``: what ``holders`` looks for, for a command-line value."""
     define_is_pp_page(s)
     define_niov_desc(s)
-    s.define("targets", '''
+    s.define(
+        "targets",
+        '''
         PAGE_SHIFT = prog["PAGE_SHIFT"].value_()
         VMEMMAP = prog["vmemmap"].value_()
         DIRECT_MAP = phys_to_virt(prog, 0).value_()
@@ -141,24 +161,32 @@ def _define_targets(s: Snippet) -> None:
                 raise SystemExit(f"{value:#x} is not a netmem_ref, struct page or direct-map "
                                  "address")
             return page_target(Object(prog, "struct page *", value))
-        ''', [("drgn", "Object"), ("drgn", "sizeof"),
-              ("drgn.helpers.linux.mm", "for_each_valid_page_range"),
-              ("drgn.helpers.linux.mm", "page_to_pfn"), ("drgn.helpers.linux.mm", "pfn_to_page"),
-              ("drgn.helpers.linux.mm", "phys_to_virt")])
+        ''',
+        [
+            ("drgn", "Object"),
+            ("drgn", "sizeof"),
+            ("drgn.helpers.linux.mm", "for_each_valid_page_range"),
+            ("drgn.helpers.linux.mm", "page_to_pfn"),
+            ("drgn.helpers.linux.mm", "pfn_to_page"),
+            ("drgn.helpers.linux.mm", "phys_to_virt"),
+        ],
+    )
 
 
 def _define_pool_holders(s: Snippet) -> None:
     prog = s.prog
     define_ring_slots(s)
     if has_member(prog, "struct page_pool", "frag_page"):
-        frag_page = '''
+        frag_page = """
             # The page being cut into fragments (page_pool_alloc_frag()).
             arrays.append((pool.frag_page.address_, pool.frag_page.address_ + 8,
                            "pool-frag-page", pool_id, {pool.frag_page.address_}))
-            '''
+            """
     else:
         frag_page = ""
-    s.define("pool_arrays", '''
+    s.define(
+        "pool_arrays",
+        '''
         def pool_arrays():
             """(start, end, kind, pool id, live slot addresses) of each pool's alloc
             cache and ptr_ring: a netmem in a live slot is the pool's."""
@@ -184,9 +212,14 @@ def _define_pool_holders(s: Snippet) -> None:
                 if start <= address < end:
                     return (kind if address in live else kind + "-stale"), pool_id
             return None
-        ''', [("drgn", "sizeof")], frag_page=frag_page)
+        ''',
+        [("drgn", "sizeof")],
+        frag_page=frag_page,
+    )
     if has_member(prog, "struct page_pool", "dma_mapped"):
-        s.define("in_dma_mapped", '''
+        s.define(
+            "in_dma_mapped",
+            '''
             XA_NODE = prog.type("struct xa_node")
             XA_CHUNK_SIZE = XA_NODE.member("slots").type.length
 
@@ -209,17 +242,24 @@ def _define_pool_holders(s: Snippet) -> None:
                     return node.shift == 0 and node.array.value_() == xa.address_
                 except FaultError:
                     return False
-            ''', [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")])
+            ''',
+            [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")],
+        )
     else:
-        s.define("in_dma_mapped", '''
+        s.define(
+            "in_dma_mapped",
+            '''
             def in_dma_mapped(address, target):
                 """No pool->dma_mapped before Linux v6.15."""
                 return False
-            ''')
+            ''',
+        )
 
 
 def _define_skbs(s: Snippet) -> None:
-    s.define("skbs", '''
+    s.define(
+        "skbs",
+        '''
         SK_BUFF = prog.type("struct sk_buff")
         SHINFO = prog.type("struct skb_shared_info")
         MAX_FRAGS = SHINFO.member("frags").type.length
@@ -330,8 +370,14 @@ def _define_skbs(s: Snippet) -> None:
             except FaultError:
                 pass
             return None, None
-        ''', [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof"),
-              ("drgn.helpers.linux.net", "skb_shinfo")])
+        ''',
+        [
+            ("drgn", "FaultError"),
+            ("drgn", "Object"),
+            ("drgn", "offsetof"),
+            ("drgn.helpers.linux.net", "skb_shinfo"),
+        ],
+    )
 
 
 def _define_holders(s: Snippet) -> None:
@@ -340,7 +386,9 @@ def _define_holders(s: Snippet) -> None:
     define_pool_record(s)
     _define_pool_holders(s)
     _define_skbs(s)
-    s.define("find_holders", '''
+    s.define(
+        "find_holders",
+        '''
         def search(values, spans):
             """
             (address, value) of every word of RAM equal to one of values or in one
@@ -415,8 +463,10 @@ def _define_holders(s: Snippet) -> None:
 
         POOL_ARRAYS = pool_arrays()
         $niovs_offset
-        ''', [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")],
-        niovs_offset=_niovs_offset(s.prog))
+        ''',
+        [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")],
+        niovs_offset=_niovs_offset(s.prog),
+    )
 
 
 def _niovs_offset(prog: Program) -> str:
@@ -438,25 +488,35 @@ def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
         try:
             values.append(parse_netmem(text))
         except ValueError as e:
-            raise click.BadParameter(f"{text!r} is not a netmem_ref ({e})",
-                                     param_hint="NETMEM") from None
-    s = Snippet(prog, "netmem-probe holders " + " ".join(hex(v) for v in values),
-                "who references each page or net_iov")
+            raise click.BadParameter(
+                f"{text!r} is not a netmem_ref ({e})", param_hint="NETMEM"
+            ) from None
+    s = Snippet(
+        prog,
+        "netmem-probe holders " + " ".join(hex(v) for v in values),
+        "who references each page or net_iov",
+    )
     _define_holders(s)
-    s.main('''
+    s.main(
+        """
         targets = [target(value) for value in [$values]]
         found = find_holders(targets)
         for t in targets:
             for row in found[t["netmem"]]:
                 print(json.dumps(row))
-        ''', values=", ".join(hex(v) for v in values))
+        """,
+        values=", ".join(hex(v) for v in values),
+    )
     return s.get()
 
 
 def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
     """drgn code for ``leaks``: each in-flight page or net_iov of detached pools, judged."""
-    s = Snippet(prog, "netmem-probe leaks" + "".join(f" --pool {i}" for i in pool_ids),
-                "the in-flight pages and net_iovs of detached pools, parked, cached or leaked")
+    s = Snippet(
+        prog,
+        "netmem-probe leaks" + "".join(f" --pool {i}" for i in pool_ids),
+        "the in-flight pages and net_iovs of detached pools, parked, cached or leaked",
+    )
     define_pool_record(s)
     define_provider(s)
     _define_pool_pages(s)
@@ -465,7 +525,7 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
     if has_type(prog, "struct net_iov"):
         define_areas(s, scan_files=False)
         define_niov_states(s)
-        niovs = '''
+        niovs = """
             # A memory provider's pool hands out net_iovs: those of its areas that
             # are this pool's and not back with the provider.
             for pool, row in pools.values():
@@ -481,11 +541,12 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
                                 "net_iov": hex(niov.value_()), "pfn": None,
                                 "pp_ref_count": desc(niov).pp_ref_count.counter.value_(),
                                 "user_refs": user_refs or None}))
-            '''
+            """
     selection = 'row["detached"] and row["inflight"]'
     if pool_ids:
         selection += f' and row["id"] in ({", ".join(str(i) for i in pool_ids)},)'
-    s.main('''
+    s.main(
+        """
         SKB_KINDS = ("skb-frag", "skb-head")
         POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
 
@@ -517,5 +578,8 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
                     verdict = "leaked"
                 print(json.dumps({"pool-id": row["id"], "netmem": hex(t["netmem"]),
                                   "kind": t["kind"], **fields, "verdict": verdict}))
-        ''', selection=selection, niovs=niovs)
+        """,
+        selection=selection,
+        niovs=niovs,
+    )
     return s.get()

@@ -9,8 +9,16 @@ from drgn import Program
 from netmem_probe.kernel.structs import member_exists
 from netmem_probe.snippets import Snippet, has_member, has_object, py_strings
 
-__all__ = ("define_name", "define_page_pools", "define_pool_places", "define_pool_record",
-           "define_provider", "define_ring_slots", "pool_code", "pools_code")
+__all__ = (
+    "define_name",
+    "define_page_pools",
+    "define_pool_places",
+    "define_pool_record",
+    "define_provider",
+    "define_ring_slots",
+    "pool_code",
+    "pools_code",
+)
 
 XARRAY = "drgn.helpers.linux.xarray"
 
@@ -23,7 +31,9 @@ def define_page_pools(s: Snippet) -> None:
         lookup = 'prog.object("page_pools", filename="page_pool_user.c")'
     except LookupError:
         lookup = 'prog["page_pools"]'
-    s.define("for_each_pool", '''
+    s.define(
+        "for_each_pool",
+        '''
         # Every pool is registered in this XArray (net/core/page_pool_user.c),
         # whatever its state; netlink only shows those on a netdev's list.
         PAGE_POOLS = $lookup.address_of_()
@@ -33,21 +43,29 @@ def define_page_pools(s: Snippet) -> None:
             """Every struct page_pool *, in id order."""
             for _, entry in xa_for_each(PAGE_POOLS):
                 yield cast("struct page_pool *", entry)
-        ''', [(XARRAY, "xa_for_each"), ("drgn", "cast")], lookup=lookup)
+        ''',
+        [(XARRAY, "xa_for_each"), ("drgn", "cast")],
+        lookup=lookup,
+    )
 
 
 def define_provider(s: Snippet) -> None:
     """``provider(obj)``: the memory provider of a pool or an rx queue's ``mp_params``."""
     prog = s.prog
     if not has_member(prog, "struct page_pool", "mp_priv"):
-        s.define("provider", '''
+        s.define(
+            "provider",
+            '''
             def provider(obj):
                 """No memory providers before Linux 6.12 (devmem TCP)."""
                 return None
-            ''')
+            ''',
+        )
         return
     if not has_member(prog, "struct page_pool", "mp_ops"):
-        s.define("provider", '''
+        s.define(
+            "provider",
+            '''
             def provider(obj):
                 """
                 The memory provider filling a pool (or an rx queue's mp_params).
@@ -56,14 +74,20 @@ def define_provider(s: Snippet) -> None:
                 only provider and mp_priv its binding.
                 """
                 return "dmabuf" if obj.mp_priv else None
-            ''')
+            ''',
+        )
         return
-    known = [(name, kind) for name, kind in (("dmabuf_devmem_ops", "dmabuf"),
-                                            ("io_uring_pp_zc_ops", "io_uring"))
-             if has_object(prog, name)]
-    tests = "".join(f'if ops == prog["{name}"].address_:\n    return "{kind}"\n'
-                    for name, kind in known)
-    s.define("provider", '''
+    known = [
+        (name, kind)
+        for name, kind in (("dmabuf_devmem_ops", "dmabuf"), ("io_uring_pp_zc_ops", "io_uring"))
+        if has_object(prog, name)
+    ]
+    tests = "".join(
+        f'if ops == prog["{name}"].address_:\n    return "{kind}"\n' for name, kind in known
+    )
+    s.define(
+        "provider",
+        '''
         def provider(obj):
             """
             The memory provider filling a pool (or an rx queue's mp_params):
@@ -74,15 +98,20 @@ def define_provider(s: Snippet) -> None:
                 return None
             $tests
             return "unknown"
-        ''', tests=tests.rstrip("\n"))
+        ''',
+        tests=tests.rstrip("\n"),
+    )
 
 
 def define_name(s: Snippet) -> None:
     """``name(dev)``: a ``struct net_device *``'s name, or None for NULL."""
-    s.define("name", '''
+    s.define(
+        "name",
+        """
         def name(dev):
             return dev.name.string_().decode(errors="replace") if dev else None
-        ''')
+        """,
+    )
 
 
 def define_pool_record(s: Snippet) -> None:
@@ -94,59 +123,61 @@ def define_pool_record(s: Snippet) -> None:
     pool_type = prog.type("struct page_pool")
     detach_type = pool_type.member("user").type.member("detach_time").type
     if detach_type.type_name() == "ktime_t":
-        detach = '''
+        detach = """
             # Since Linux kernel commit 28b225282d44 user.detach_time is a ktime_t
             # (CLOCK_BOOTTIME nanoseconds); netlink reports seconds.
             raw = pool.user.detach_time.value_()
             detach_time = raw // 10**9 if raw else None
-            '''
+            """
     else:
-        detach = '''
+        detach = """
             # CLOCK_BOOTTIME seconds here (a ktime_t since Linux kernel commit
             # 28b225282d44).
             raw = pool.user.detach_time.value_()
             detach_time = raw or None
-            '''
+            """
     if member_exists(pool_type, "user.napi_id"):
-        napi = '''
+        napi = """
             # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't try to
             # stash the napi id") (in v6.14), page_pool_list() saved the NAPI id.
             if pool.user.napi_id:
                 row["napi-id"] = pool.user.napi_id.value_()
-            '''
+            """
         constants = ""
     else:
-        napi = '''
+        napi = """
             # netlink reads the NAPI id through pool->p.napi, and only valid ones.
             if pool.p.napi and pool.p.napi.napi_id >= MIN_NAPI_ID:
                 row["napi-id"] = pool.p.napi.napi_id.value_()
-            '''
-        constants = '''
+            """
+        constants = """
             # napi_id_valid(): NAPI ids start at MIN_NAPI_ID = NR_CPUS + 1.
             MIN_NAPI_ID = prog["__per_cpu_offset"].type_.length + 1
-            '''
+            """
     provider = ""
     if member_exists(pool_type, "mp_priv"):
-        provider = dedent('''
+        provider = dedent("""
             kind = provider(pool)
             if kind == "dmabuf":
                 binding = cast("struct net_devmem_dmabuf_binding *", pool.mp_priv)
                 row["dmabuf"] = binding.id.value_()
-            ''')
+            """)
         if has_object(prog, "io_uring_pp_zc_ops"):
             if has_member(prog, "struct io_zcrx_ifq", "niov_shift"):
-                provider += dedent('''
+                provider += dedent("""
                     elif kind == "io_uring":
                         # Buffers of 1 << niov_shift bytes (Linux 6.17+).
                         ifq = cast("struct io_zcrx_ifq *", pool.mp_priv)
                         row["io-uring"] = {"rx-buf-len": 1 << ifq.niov_shift.value_()}
-                    ''')
+                    """)
             else:
-                provider += dedent('''
+                provider += dedent("""
                     elif kind == "io_uring":
                         row["io-uring"] = {}  # an empty nest: an io_uring provider
-                    ''')
-    s.define("pool_record", '''
+                    """)
+    s.define(
+        "pool_record",
+        '''
         PAGE_SIZE = prog["PAGE_SIZE"].value_()
         NOW = ktime_get_coarse_boottime_ns(prog).value_() // 10**9
         $constants
@@ -207,16 +238,26 @@ def define_pool_record(s: Snippet) -> None:
                 "release": release,
             })
             return row
-        ''', [("drgn", "cast"), ("drgn.helpers.linux.list", "hlist_for_each_entry"),
-              ("drgn.helpers.linux.net", "for_each_net"),
-              ("drgn.helpers.linux.net", "for_each_netdev"),
-              ("drgn.helpers.linux.timekeeping", "ktime_get_coarse_boottime_ns")],
-        constants=constants, detach=detach, napi=napi, provider=provider)
+        ''',
+        [
+            ("drgn", "cast"),
+            ("drgn.helpers.linux.list", "hlist_for_each_entry"),
+            ("drgn.helpers.linux.net", "for_each_net"),
+            ("drgn.helpers.linux.net", "for_each_netdev"),
+            ("drgn.helpers.linux.timekeeping", "ktime_get_coarse_boottime_ns"),
+        ],
+        constants=constants,
+        detach=detach,
+        napi=napi,
+        provider=provider,
+    )
 
 
 def define_ring_slots(s: Snippet) -> None:
     """``ring_slots(ring)``: the slots of a ``struct ptr_ring`` that hold entries."""
-    s.define("ring_slots", '''
+    s.define(
+        "ring_slots",
+        '''
         def ring_slots(ring):
             """
             The slots of a struct ptr_ring that hold entries, oldest first:
@@ -233,13 +274,16 @@ def define_ring_slots(s: Snippet) -> None:
             else:
                 count = (producer - head) % size
             return [(head + i) % size for i in range(count)]
-        ''')
+        ''',
+    )
 
 
 def define_pool_places(s: Snippet) -> None:
     """``pool_places(pool)``: the netmems the pool's cache and ring hold."""
     define_ring_slots(s)
-    s.define("pool_places", '''
+    s.define(
+        "pool_places",
+        '''
         def pool_places(pool):
             """netmem -> "cache" or "ring", for what the pool itself holds."""
             places = {}
@@ -248,20 +292,25 @@ def define_pool_places(s: Snippet) -> None:
             for i in range(pool.alloc.count.value_()):
                 places[pool.alloc.cache[i].value_()] = "cache"
             return places
-        ''')
+        ''',
+    )
 
 
 def _selection(netdev: Optional[str], states: Sequence[str], show_all: bool, sort: str) -> str:
     code = []
     if netdev is not None:
-        code.append(f'# --netdev: its pools, also those orphaned from it\n'
-                    f'rows = [row for row in rows if {netdev!r} in (row["netdev"], '
-                    f'row["orig-netdev"])]')
+        code.append(
+            f"# --netdev: its pools, also those orphaned from it\n"
+            f'rows = [row for row in rows if {netdev!r} in (row["netdev"], '
+            f'row["orig-netdev"])]'
+        )
     if states:
-        code.append(f'STATES = {py_strings(dict.fromkeys(states))}\n'
-                    'rows = [row for row in rows\n'
-                    '        if row["state"] in STATES or ("detached" in STATES and '
-                    'row["detached"])]')
+        code.append(
+            f"STATES = {py_strings(dict.fromkeys(states))}\n"
+            "rows = [row for row in rows\n"
+            '        if row["state"] in STATES or ("detached" in STATES and '
+            'row["detached"])]'
+        )
     if not show_all:
         code.append('rows = [row for row in rows if row["inflight"]]  # --inflight-only')
     if sort == "inflight":
@@ -271,22 +320,35 @@ def _selection(netdev: Optional[str], states: Sequence[str], show_all: bool, sor
     return "\n".join(code)
 
 
-def pools_code(prog: Program, netdev: Optional[str] = None, states: Sequence[str] = (),
-               sort: str = "id", show_all: bool = True, **_: object) -> str:
+def pools_code(
+    prog: Program,
+    netdev: Optional[str] = None,
+    states: Sequence[str] = (),
+    sort: str = "id",
+    show_all: bool = True,
+    **_: object,
+) -> str:
     """drgn code for ``pools`` with these filters."""
-    options = "".join([f" --netdev {netdev}" if netdev else "",
-                       "".join(f" --state {state}" for state in states),
-                       f" --sort {sort}" if sort != "id" else "",
-                       "" if show_all else " --inflight-only"])
+    options = "".join(
+        [
+            f" --netdev {netdev}" if netdev else "",
+            "".join(f" --state {state}" for state in states),
+            f" --sort {sort}" if sort != "id" else "",
+            "" if show_all else " --inflight-only",
+        ]
+    )
     s = Snippet(prog, f"netmem-probe pools{options}", "every page pool, listed or not")
     define_pool_record(s)
-    s.main('''
+    s.main(
+        """
         listed = listed_pools()
         rows = [pool_record(pool, listed) for pool in for_each_pool()]
         $selection
         for row in rows:
             print(json.dumps(row))
-        ''', selection=_selection(netdev, states, show_all, sort))
+        """,
+        selection=_selection(netdev, states, show_all, sort),
+    )
     return s.get()
 
 
@@ -295,34 +357,37 @@ def _pool_lookup(key: str) -> str:
         by_address = key.lower().startswith("0x")
         wanted = int(key, 16) if by_address else int(key, 10)
     except ValueError:
-        raise click.BadParameter(f"{key!r} is neither a pool id nor an address",
-                                 param_hint="POOL") from None
+        raise click.BadParameter(
+            f"{key!r} is neither a pool id nor an address", param_hint="POOL"
+        ) from None
     if by_address:
-        return f'''
+        return f"""
             pool = Object(prog, "struct page_pool *", {wanted:#x})
             # A pool is registered in page_pools under its id.
             if xa_load(PAGE_POOLS, pool.user.id).value_() != pool.value_():
                 raise SystemExit("no page pool at {wanted:#x}")
-            '''
-    return f'''
+            """
+    return f"""
         pool = cast("struct page_pool *", xa_load(PAGE_POOLS, {wanted}))
         if not pool:
             raise SystemExit("no page pool with id {wanted}")
-        '''
+        """
 
 
 def _define_breakdown(s: Snippet) -> None:
     define_ring_slots(s)
     if member_exists(s.prog.type("struct page_pool"), "dma_mapped"):
-        dma_mapped = '''
+        dma_mapped = """
             # Since Linux kernel commit ee62ce7a1d90 ("page_pool: Track DMA-mapped
             # pages and unmap them when destroying the pool") (in v6.15) the pool
             # indexes every page it has DMA-mapped.
             dma_mapped = sum(1 for _ in xa_for_each(pool.dma_mapped.address_of_()))
-            '''
+            """
     else:
         dma_mapped = "dma_mapped = None  # no pool->dma_mapped before Linux v6.15"
-    s.define("breakdown", '''
+    s.define(
+        "breakdown",
+        '''
         def breakdown(pool, inflight):
             """Where a pool's in-flight pages sit, as far as the pool sees."""
             cache = pool.alloc.count.value_()
@@ -330,18 +395,26 @@ def _define_breakdown(s: Snippet) -> None:
             $dma_mapped
             return {"alloc-cache": cache, "ring": ring, "dma-mapped": dma_mapped,
                     "out": inflight - cache - ring}
-        ''', [(XARRAY, "xa_for_each")], dma_mapped=dma_mapped)
+        ''',
+        [(XARRAY, "xa_for_each")],
+        dma_mapped=dma_mapped,
+    )
 
 
 def _define_stats(s: Snippet) -> None:
     if not member_exists(s.prog.type("struct page_pool"), "recycle_stats"):
-        s.define("stats", '''
+        s.define(
+            "stats",
+            '''
             def stats(pool):
                 """None: this kernel has no CONFIG_PAGE_POOL_STATS."""
                 return None
-            ''')
+            ''',
+        )
         return
-    s.define("stats", '''
+    s.define(
+        "stats",
+        '''
         ALLOC_STATS = {"alloc-fast": "fast", "alloc-slow": "slow",
                        "alloc-slow-high-order": "slow_high_order", "alloc-empty": "empty",
                        "alloc-refill": "refill", "alloc-waive": "waive"}
@@ -364,27 +437,36 @@ def _define_stats(s: Snippet) -> None:
                     for key, member in RECYCLE_STATS.items():
                         out[key] += getattr(recycle, member).value_()
             return out
-        ''', [("drgn.helpers.linux.cpumask", "for_each_possible_cpu"),
-              ("drgn.helpers.linux.percpu", "per_cpu_ptr")])
+        ''',
+        [
+            ("drgn.helpers.linux.cpumask", "for_each_possible_cpu"),
+            ("drgn.helpers.linux.percpu", "per_cpu_ptr"),
+        ],
+    )
 
 
 def pool_code(prog: Program, pool_key: str, **_: object) -> str:
     """drgn code for ``pool POOL``."""
     lookup = _pool_lookup(pool_key)
-    s = Snippet(prog, f"netmem-probe pool {pool_key}",
-                "one page pool, where its in-flight pages sit, and its stats")
+    s = Snippet(
+        prog,
+        f"netmem-probe pool {pool_key}",
+        "one page pool, where its in-flight pages sit, and its stats",
+    )
     define_pool_record(s)
     _define_breakdown(s)
     _define_stats(s)
     s.add_from_import(XARRAY, "xa_load")
     if "Object(" in lookup:
         s.add_from_import("drgn", "Object")
-    s.main('''
+    s.main(
+        """
         $lookup
         row = pool_record(pool, listed_pools())
         row["breakdown"] = breakdown(pool, row["inflight"])
         row["stats"] = stats(pool)
         print(json.dumps(row))
-        ''', lookup=lookup)
+        """,
+        lookup=lookup,
+    )
     return s.get()
-

@@ -25,14 +25,16 @@ def _define_binding_area(s: Snippet) -> None:
     else:
         shift = "shift = PAGE_SHIFT  # one niov per page before rx-page-size (Linux 7.3)"
     if has_member(prog, "struct dmabuf_genpool_chunk_owner", "area"):
-        area = '''
+        area = """
             # Since Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov
             # chunk owners") (in v6.15) the niov array is the owner's area.
             area = owner.area
-            '''
+            """
     else:
         area = "area = owner  # niovs, num_niovs, base_virtual: before v6.15"
-    s.define("binding_area", '''
+    s.define(
+        "binding_area",
+        '''
         def bound_queues(b):
             """The indexes of the rx queues a binding is bound to."""
             queues = []
@@ -64,26 +66,34 @@ def _define_binding_area(s: Snippet) -> None:
             return {"kind": "dmabuf", "id": b.id.value_(), "area": f"dmabuf:{b.id.value_()}",
                     "address": hex(address), "netdev": name(b.dev), "queues": bound_queues(b),
                     "pools": pools_of(address, "dmabuf"), "shift": shift, "spans": spans}
-        ''', [("drgn", "Object"), ("drgn", "cast"),
-              ("drgn.helpers.linux.list", "list_for_each_entry"),
-              ("drgn.helpers.linux.xarray", "xa_for_each")],
-        shift=shift, area=area)
+        ''',
+        [
+            ("drgn", "Object"),
+            ("drgn", "cast"),
+            ("drgn.helpers.linux.list", "list_for_each_entry"),
+            ("drgn.helpers.linux.xarray", "xa_for_each"),
+        ],
+        shift=shift,
+        area=area,
+    )
 
 
 def _define_zcrx_areas(s: Snippet) -> None:
     prog = s.prog
     if has_member(prog, "struct io_zcrx_ifq", "areas"):
-        areas = '''
+        areas = """
             # An ifq has an array of areas since Linux 7.3.
             areas = [q.areas[i] for i in range(q.nr_areas.value_())]
-            '''
+            """
     else:
         areas = "areas = [q.area] if q.area else []  # one area per ifq before Linux 7.3"
     if has_member(prog, "struct io_zcrx_ifq", "niov_shift"):
         shift = "shift = q.niov_shift.value_()  # rx_buf_len (Linux 6.17+)"
     else:
         shift = "shift = PAGE_SHIFT  # one niov per page before rx_buf_len (Linux 6.17)"
-    s.define("zcrx_areas", '''
+    s.define(
+        "zcrx_areas",
+        '''
         def zcrx_areas(address):
             """The areas of an io_uring zcrx interface queue."""
             q = Object(prog, "struct io_zcrx_ifq *", address)
@@ -106,13 +116,17 @@ def _define_zcrx_areas(s: Snippet) -> None:
                                "count": count, "base": nia.base_virtual.value_(),
                                "free": free, "user_refs": user_refs, "chunk": None}]})
             return out
-        ''', [("drgn", "Object")], shift=shift, areas=areas)
+        ''',
+        [("drgn", "Object")],
+        shift=shift,
+        areas=areas,
+    )
 
 
 def _rx_queues(prog: Program) -> str:
     if not has_member(prog, "struct netdev_rx_queue", "mp_params"):
         return ""
-    s_code = '''
+    s_code = """
         # An rx queue bound to a provider names it in mp_params.
         for net in for_each_net(prog):
             for dev in for_each_netdev(net):
@@ -123,7 +137,7 @@ def _rx_queues(prog: Program) -> str:
                         bindings[params.mp_priv.value_()] = None
                     elif kind == "io_uring" and params.mp_priv:
                         ifqs[params.mp_priv.value_()] = None
-        '''
+        """
     return s_code
 
 
@@ -132,44 +146,55 @@ def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
     prog = s.prog
     ctx_type = "struct io_ring_ctx"
     if has_member(prog, ctx_type, "zcrx_ctxs"):
-        ifqs = '''
+        ifqs = """
             # A ring's zcrx ifqs (several, shareable between rings, since Linux 6.17).
             for _, ifq in xa_for_each(ctx.zcrx_ctxs.address_of_()):
                 ifqs[ifq.value_()] = None
-            '''
+            """
         s.add_from_import("drgn.helpers.linux.xarray", "xa_for_each")
     elif has_member(prog, ctx_type, "ifq"):
-        ifqs = '''
+        ifqs = """
             if ctx.ifq:  # one zcrx ifq per ring in Linux 6.15-6.16
                 ifqs[ctx.ifq.value_()] = None
-            '''
+            """
     else:
         return ""
     code = [f"rings = [{', '.join(hex(r) for r in rings)}]" + ("  # --ring" if rings else "")]
     fops = [name for name in ("io_uring_fops", "zcrx_box_fops") if has_object(prog, name)]
-    if scan_files and fops and has_type(prog, "struct task_struct") and has_type(
-            prog, "struct files_struct"):
+    if (
+        scan_files
+        and fops
+        and has_type(prog, "struct task_struct")
+        and has_type(prog, "struct files_struct")
+    ):
         s.add_from_import("drgn.helpers.linux.pid", "for_each_task")
         s.add_from_import("drgn.helpers.linux.fs", "for_each_file")
         found = []
         if "io_uring_fops" in fops:
-            found.append('if file.f_op == prog["io_uring_fops"].address_of_():\n'
-                         '    rings.append(file.private_data.value_())')
+            found.append(
+                'if file.f_op == prog["io_uring_fops"].address_of_():\n'
+                "    rings.append(file.private_data.value_())"
+            )
         if "zcrx_box_fops" in fops:
-            found.append('if file.f_op == prog["zcrx_box_fops"].address_of_():\n'
-                         '    ifqs[file.private_data.value_()] = None  # an exported ifq')
+            found.append(
+                'if file.f_op == prog["zcrx_box_fops"].address_of_():\n'
+                "    ifqs[file.private_data.value_()] = None  # an exported ifq"
+            )
         tests = "\n".join(found).replace("\nif file.f_op", "\nelif file.f_op")
         code.append(
             "# A device-less ifq (ZCRX_REG_NODEV, Linux 7.1+) has no pool and no rx\n"
             "# queue: only the io_uring rings of tasks' open files lead to it.\n"
             "for task in for_each_task(prog):\n"
             "    for _, file in for_each_file(task):\n"
-            + "\n".join("        " + line for line in tests.splitlines()))
+            + "\n".join("        " + line for line in tests.splitlines())
+        )
     elif not rings:
         return ""  # no task or file types, or no io_uring: no rings to look through
-    code.append("for ctx in dict.fromkeys(rings):\n"
-                "    ctx = Object(prog, \"struct io_ring_ctx *\", ctx)\n"
-                + textwrap.indent(textwrap.dedent(ifqs).strip("\n"), "    "))
+    code.append(
+        "for ctx in dict.fromkeys(rings):\n"
+        '    ctx = Object(prog, "struct io_ring_ctx *", ctx)\n'
+        + textwrap.indent(textwrap.dedent(ifqs).strip("\n"), "    ")
+    )
     s.add_from_import("drgn", "Object")
     return "\n".join(code)
 
@@ -184,19 +209,21 @@ def define_areas(s: Snippet, rings: Sequence[int] = (), scan_files: bool = True)
     _define_binding_area(s)
     _define_zcrx_areas(s)
     if has_object(prog, "net_devmem_dmabuf_bindings"):
-        registry = '''
+        registry = """
             # The registry of bindings (net/core/devmem.c).  A binding whose
             # netlink socket closed leaves it but lives on while pools use it.
             for _, binding in xa_for_each(prog["net_devmem_dmabuf_bindings"].address_of_()):
                 bindings[binding.value_()] = None
-            '''
+            """
     else:
         registry = ""
     rx_queues = _rx_queues(prog)
     if rx_queues:
         s.add_from_import("drgn.helpers.linux.net", "for_each_net")
         s.add_from_import("drgn.helpers.linux.net", "for_each_netdev")
-    s.define("areas", '''
+    s.define(
+        "areas",
+        '''
         def pools_of(mp_priv, kind):
             """The ids of the pools a provider fills."""
             return sorted(pool.user.id.value_() for pool in for_each_pool()
@@ -219,15 +246,21 @@ def define_areas(s: Snippet, rings: Sequence[int] = (), scan_files: bool = True)
             for ifq in ifqs:
                 out.extend(zcrx_areas(ifq))
             return out
-        ''', [("drgn.helpers.linux.xarray", "xa_for_each")],
-        registry=registry, rx_queues=rx_queues, rings=_rings(s, rings, scan_files))
+        ''',
+        [("drgn.helpers.linux.xarray", "xa_for_each")],
+        registry=registry,
+        rx_queues=rx_queues,
+        rings=_rings(s, rings, scan_files),
+    )
 
 
 def define_niov_states(s: Snippet) -> None:
     """``niov_states(area)``: each niov of an area and what it is doing."""
     define_pool_places(s)
     define_niov_desc(s)
-    s.define("niov_states", '''
+    s.define(
+        "niov_states",
+        '''
         NIOV_SIZE = sizeof(prog.type("struct net_iov"))
 
 
@@ -256,7 +289,9 @@ def define_niov_states(s: Snippet) -> None:
                     else:
                         state = "stack"
                     yield span, i, Object(prog, "struct net_iov *", address), state
-        ''', [("drgn", "Object"), ("drgn", "sizeof")])
+        ''',
+        [("drgn", "Object"), ("drgn", "sizeof")],
+    )
 
 
 def _without_providers(s: Snippet) -> bool:
@@ -274,12 +309,14 @@ def _ring_addresses(prog: Program, rings: Sequence[str]) -> Sequence[int]:
         try:
             out.append(int(text, 0))
         except ValueError:
-            raise click.BadParameter(f"{text!r} is not an address",
-                                     param_hint="--ring") from None
-    if out and not (has_member(prog, "struct io_ring_ctx", "zcrx_ctxs")
-                    or has_member(prog, "struct io_ring_ctx", "ifq")):
-        raise click.BadParameter("this kernel's io_uring rings have no zcrx ifqs",
-                                 param_hint="--ring")
+            raise click.BadParameter(f"{text!r} is not an address", param_hint="--ring") from None
+    if out and not (
+        has_member(prog, "struct io_ring_ctx", "zcrx_ctxs")
+        or has_member(prog, "struct io_ring_ctx", "ifq")
+    ):
+        raise click.BadParameter(
+            "this kernel's io_uring rings have no zcrx ifqs", param_hint="--ring"
+        )
     return out
 
 
@@ -287,17 +324,21 @@ def _options(rings: Sequence[int], scan_files: bool) -> str:
     return "".join(f" --ring {r:#x}" for r in rings) + ("" if scan_files else " --no-scan-files")
 
 
-def providers_code(prog: Program, rings: Sequence[str] = (), scan_files: bool = True,
-                   **_: object) -> str:
+def providers_code(
+    prog: Program, rings: Sequence[str] = (), scan_files: bool = True, **_: object
+) -> str:
     """drgn code for ``providers``."""
     addresses = _ring_addresses(prog, rings)
-    s = Snippet(prog, "netmem-probe providers" + _options(addresses, scan_files),
-                "devmem dma-buf bindings and io_uring zcrx areas, and what their niovs do")
+    s = Snippet(
+        prog,
+        "netmem-probe providers" + _options(addresses, scan_files),
+        "devmem dma-buf bindings and io_uring zcrx areas, and what their niovs do",
+    )
     if _without_providers(s):
         return s.get()
     define_areas(s, addresses, scan_files)
     define_niov_states(s)
-    s.main('''
+    s.main("""
         for area in areas():
             counts = {"free": 0, "in-pool": 0, "stack": 0, "user": 0}
             for _, _, _, state in niov_states(area):
@@ -307,7 +348,7 @@ def providers_code(prog: Program, rings: Sequence[str] = (), scan_files: bool = 
             row["niovs"] = sum(span["count"] for span in area["spans"])
             row.update(counts)
             print(json.dumps(row))
-        ''')
+        """)
     return s.get()
 
 
@@ -319,28 +360,41 @@ def _area_test(area_key: Optional[str], pool_id: Optional[int]) -> str:
     try:
         number = int(value, 0)
     except ValueError:
-        raise click.BadParameter(f"{area_key!r} is not dmabuf:ID, io_uring:ID or an address",
-                                 param_hint="--area") from None
+        raise click.BadParameter(
+            f"{area_key!r} is not dmabuf:ID, io_uring:ID or an address", param_hint="--area"
+        ) from None
     test = f'area["kind"] == "{kind}" and ' if kind else ""
     if value.lower().startswith("0x"):
-        test += (f'({number:#x} == int(area["address"], 16)\n'
-                 f'        or any(span["owner"] == {number:#x} for span in area["spans"]))')
+        test += (
+            f'({number:#x} == int(area["address"], 16)\n'
+            f'        or any(span["owner"] == {number:#x} for span in area["spans"]))'
+        )
     else:
         test += f'area["id"] == {number}'
     return test
 
 
-def niovs_code(prog: Program, area_key: Optional[str] = None, pool_id: Optional[int] = None,
-               states: Sequence[str] = (), rings: Sequence[str] = (), scan_files: bool = True,
-               **_: object) -> str:
+def niovs_code(
+    prog: Program,
+    area_key: Optional[str] = None,
+    pool_id: Optional[int] = None,
+    states: Sequence[str] = (),
+    rings: Sequence[str] = (),
+    scan_files: bool = True,
+    **_: object,
+) -> str:
     """drgn code for ``niovs`` with its selection."""
     if area_key is not None and pool_id is not None:
         raise click.UsageError("--area and --pool are mutually exclusive")
     addresses = _ring_addresses(prog, rings)
-    options = "".join([f" --area {area_key}" if area_key else "",
-                       f" --pool {pool_id}" if pool_id is not None else "",
-                       "".join(f" --state {state}" for state in states),
-                       _options(addresses, scan_files)])
+    options = "".join(
+        [
+            f" --area {area_key}" if area_key else "",
+            f" --pool {pool_id}" if pool_id is not None else "",
+            "".join(f" --state {state}" for state in states),
+            _options(addresses, scan_files),
+        ]
+    )
     s = Snippet(prog, "netmem-probe niovs" + options, "every net_iov of the provider areas")
     if _without_providers(s):
         return s.get()
@@ -349,16 +403,23 @@ def niovs_code(prog: Program, area_key: Optional[str] = None, pool_id: Optional[
     selection = area_key is not None or pool_id is not None
     if selection:
         what = f"--area {area_key}" if area_key is not None else f"--pool {pool_id}"
-        s.define("selected", '''
+        s.define(
+            "selected",
+            '''
             def selected(area):
                 """$what"""
                 return $test
-            ''', what=what, test=_area_test(area_key, pool_id))
+            ''',
+            what=what,
+            test=_area_test(area_key, pool_id),
+        )
     state_test = ""
     if states:
-        state_test = (f"if state not in {py_strings(dict.fromkeys(states))}:  # --state\n"
-                      "    continue")
-    s.main('''
+        state_test = (
+            f"if state not in {py_strings(dict.fromkeys(states))}:  # --state\n    continue"
+        )
+    s.main(
+        """
         POOL_IDS = {pool.value_(): pool.user.id.value_() for pool in for_each_pool()}
         for area in $areas:
             for span, i, niov, state in niov_states(area):
@@ -374,6 +435,8 @@ def niovs_code(prog: Program, area_key: Optional[str] = None, pool_id: Optional[
                     # Offset in the dma-buf, or in the zcrx area as user space sees it.
                     "offset": span["base"] + (i << area["shift"]),
                 }))
-        ''', state_test=state_test,
-        areas="filter(selected, areas())" if selection else "areas()")
+        """,
+        state_test=state_test,
+        areas="filter(selected, areas())" if selection else "areas()",
+    )
     return s.get()
