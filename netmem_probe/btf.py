@@ -37,6 +37,7 @@ import sys
 import zlib
 from array import array
 from typing import (
+    BinaryIO,
     Callable,
     Dict,
     Iterable,
@@ -127,7 +128,8 @@ _U32 = "I" if array("I").itemsize == 4 else "L"
 # Words (u32) that follow the 3-word struct btf_type, per kind: a fixed number
 # plus a number per vlen entry. None marks kinds this parser does not know.
 _FIXED_WORDS = (None, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
-_VLEN_WORDS = (None, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
+# Kind 0 has no entry: _FIXED_WORDS' None refuses it first.
+_VLEN_WORDS = (0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
 
 # Named kinds, in two name indexes built on first use: the data types that
 # type lookups ask for, and the rest (about 60% of a kernel's names are FUNCs,
@@ -288,8 +290,8 @@ class Btf:
         self._strings = strings
         self.first_id = base.nr_types if base is not None else 1
         self.nr_types = self.first_id + len(starts)
-        self._str_base = base._str_end if base is not None else 0
-        self._str_end = self._str_base + len(strings)
+        self._str_base: int = base._str_end if base is not None else 0
+        self._str_end: int = self._str_base + len(strings)
         # Built on first use: names of this BTF's own types, enumerators, VARs.
         self._data_type_names: Optional[Dict[str, List[int]]] = None
         self._other_names: Optional[Dict[str, List[int]]] = None
@@ -1193,7 +1195,7 @@ class _SectionHeader(NamedTuple):
 class _ElfReader:
     """Just enough ELF to find one section by name, from the section headers."""
 
-    def __init__(self, f, path: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, f: BinaryIO, path: str) -> None:
         self._f = f
         self._path = path
         ident = self._read(0, 16)

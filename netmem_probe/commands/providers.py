@@ -1,6 +1,6 @@
 """``netmem-probe providers``: devmem dma-buf bindings and io_uring zcrx areas."""
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, TypeVar
 
 import click
 
@@ -25,7 +25,10 @@ EXAMPLES:
 TOTALS = ("free", "in-pool", "stack", "user")
 
 
-def ring_options(command):
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def ring_options(command: Command) -> Command:
     """The options every provider command shares: extra rings, file scan."""
     command = click.option(
         "--ring",

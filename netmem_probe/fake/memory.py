@@ -49,9 +49,10 @@ class Region:
         return self._next
 
     def read(self, offset: int, count: int) -> bytes:
-        if self.read_fn is not None:
-            return self.read_fn(offset, count)
-        return bytes(self.data[offset : offset + count])
+        if self.data is not None:
+            return bytes(self.data[offset : offset + count])
+        assert self.read_fn is not None  # a region has either data or a read function
+        return self.read_fn(offset, count)
 
 
 class FakeMemory:

@@ -464,7 +464,9 @@ class FakePagePool:
                 else None
             ),
             "orig-netdev": (
-                self.napi_netdev.name if self.state == "orphaned" and self.napi else None
+                self.napi_netdev.name
+                if self.state == "orphaned" and self.napi and self.napi_netdev is not None
+                else None
             ),
         }
         if self.state == "listed" and netdev is not None and netdev.ifindex != 1:

@@ -30,7 +30,7 @@ from netmem_probe.fake.pools import (
     PP_SIGNATURE,
     FakePagePool,
 )
-from netmem_probe.fake.world import PAGE_SHIFT, KObject
+from netmem_probe.fake.world import PAGE_SHIFT, FakeXArray, KObject
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetDevice
@@ -87,7 +87,7 @@ class FakeNiov:
         world = self.area.world
         owned = self.pool is not None
         pp: Dict[str, Any] = {
-            "pp": self.pool.obj.addr if owned else 0,
+            "pp": self.pool.obj.addr if self.pool is not None else 0,
             "dma_addr": self.dma_addr,
             "pp_ref_count": {"counter": self.pp_ref_count},
             # page_pool_set_pp_info() marks a niov like a page; the clear
@@ -438,7 +438,7 @@ class FakeBinding:
         }
 
 
-def _bindings_xarray(world: "World"):
+def _bindings_xarray(world: "World") -> FakeXArray:
     try:
         return world._netmem_bindings_xa  # type: ignore[attr-defined]
     except AttributeError:
@@ -469,6 +469,7 @@ class FakeZcrxArea(_NiovArray):
 
     kind = "io_uring"
     niov_type = NET_IOV_IOURING
+    area_id: int
 
     def __init__(self, ifq: "FakeZcrxIfq", count: int, area_id: int) -> None:
         world = ifq.world
@@ -651,6 +652,8 @@ class FakeZcrxIfq:
         for niov in niovs:
             if niov.pool is not None:
                 raise ValueError("pool niovs go back through the pool")
+            if not isinstance(niov.area, FakeZcrxArea) or niov.area.ifq is not self:
+                raise ValueError("only this ifq's niovs go back on its freelists")
             niov.state = "free"
             niov.user_refs = 0
             niov.area.freelist.append(niov.index)
@@ -663,7 +666,7 @@ class FakeZcrxIfq:
         }
         if self.has_shift:
             value["niov_shift"] = self.niov_shift
-        if self.multi:
+        if self.areas_array is not None:  # since 7.3, several areas
             self.areas_array.value = [a.obj.addr for a in self.areas]
             value.update({"areas": self.areas_array.addr, "nr_areas": len(self.areas)})
         else:
@@ -787,7 +790,7 @@ def add_providers(world: "World") -> List[Any]:
                     "niovs": [n.expected() for n in area.niovs],
                 }
             )
-    if nodev is not None:
+    if nodev is not None and ring is not None:
         area = nodev.areas[0]
         selections.append(
             {

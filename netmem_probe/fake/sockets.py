@@ -221,15 +221,16 @@ class FakeSkb:
 def _pool_rows(world: "World", item: Holdable) -> List[Dict[str, Any]]:
     """The references a netmem's own pool keeps to it."""
     pool = item.pool
-    rows = []
-    if item.netmem in pool.cache:
-        rows.append({"kind": "pool-cache", "pool-id": pool.id})
-    if item.netmem in pool.ring:
-        rows.append({"kind": "pool-ring", "pool-id": pool.id})
-    if item.netmem in pool.ring_stale:
-        rows.append({"kind": "pool-ring-stale", "pool-id": pool.id})
-    if isinstance(item, FakePage) and pool.dma_mapped.get(item.dma_index) == item.netmem:
-        rows.append({"kind": "pool-dma-mapped", "pool-id": pool.id})
+    rows: List[Dict[str, Any]] = []
+    if pool is not None:  # not a device-less zcrx niov
+        if item.netmem in pool.cache:
+            rows.append({"kind": "pool-cache", "pool-id": pool.id})
+        if item.netmem in pool.ring:
+            rows.append({"kind": "pool-ring", "pool-id": pool.id})
+        if item.netmem in pool.ring_stale:
+            rows.append({"kind": "pool-ring-stale", "pool-id": pool.id})
+        if isinstance(item, FakePage) and pool.dma_mapped.get(item.dma_index) == item.netmem:
+            rows.append({"kind": "pool-dma-mapped", "pool-id": pool.id})
     if not isinstance(item, FakePage) and item.index == 0:
         # The area's niovs pointer is the address of its first niov.
         rows.append({"kind": "net-iov-area"})

@@ -71,13 +71,12 @@ class KObject:
 
     __slots__ = ("world", "addr", "type", "value")
 
-    def __init__(
-        self, world: "World", addr: int, type_: drgn.Type, value: Optional[Dict[str, Any]] = None
-    ) -> None:
+    def __init__(self, world: "World", addr: int, type_: drgn.Type, value: Any = None) -> None:
         self.world = world
         self.addr = addr
         self.type = type_
-        self.value = value if value is not None else {}
+        # A dict for a struct, a list for an array, an int or bytes otherwise.
+        self.value: Any = value if value is not None else {}
 
     def addr_of(self, path: str) -> int:
         """Address of a member, e.g. ``pool.addr_of("user.list")``."""
@@ -149,7 +148,16 @@ class FakeXArray:
         head = self._node(world, entries, shift, 0, 0, 0, xa_addr)
         self.owner.set(join(self.path, "xa_head"), head | 2)
 
-    def _node(self, world, entries, shift, base, parent, offset, xa_addr) -> int:
+    def _node(
+        self,
+        world: "World",
+        entries: Dict[int, int],
+        shift: int,
+        base: int,
+        parent: int,
+        offset: int,
+        xa_addr: int,
+    ) -> int:
         node = world.alloc("struct xa_node")
         slots = [0] * (1 << self.CHUNK_SHIFT)
         groups: Dict[int, Dict[int, int]] = {}
@@ -331,7 +339,7 @@ class World:
     def alloc(
         self,
         type_name: str,
-        value: Optional[Dict[str, Any]] = None,
+        value: Any = None,
         *,
         align: int = 64,
         count: Optional[int] = None,
@@ -346,7 +354,7 @@ class World:
         self.objects.append(obj)
         return obj
 
-    def at(self, addr: int, type_name: str, value: Optional[Dict[str, Any]] = None) -> KObject:
+    def at(self, addr: int, type_name: str, value: Any = None) -> KObject:
         """A KObject at a fixed address (a global, a struct page)."""
         obj = KObject(self, addr, self.type(type_name), value)
         self.objects.append(obj)
@@ -377,9 +385,7 @@ class World:
             raise MemoryError("fake per-CPU area is full")
         return addr
 
-    def per_cpu(
-        self, percpu_addr: int, cpu: int, type_name: str, value: Optional[Dict[str, Any]] = None
-    ) -> KObject:
+    def per_cpu(self, percpu_addr: int, cpu: int, type_name: str, value: Any = None) -> KObject:
         """The KObject of one CPU's copy of per-CPU data."""
         return self.at(self.percpu_base[cpu] + percpu_addr, type_name, value)
 
@@ -409,7 +415,7 @@ class World:
     def page_virt(pfn: int) -> int:
         return PAGE_OFFSET + (pfn << PAGE_SHIFT)
 
-    def struct_page(self, pfn: int, value: Optional[Dict[str, Any]] = None) -> KObject:
+    def struct_page(self, pfn: int, value: Any = None) -> KObject:
         return self.at(self.page_struct_addr(pfn), "struct page", value)
 
     # -- the kernel's own setup --------------------------------------------

@@ -337,10 +337,10 @@ class HolderSearch:
         )
         common = prog.type("struct sock_common")
         # IPv6 addresses (CONFIG_IPV6), sliced from the bytes as they are.
-        self.v6_offsets = tuple(
-            drgn.offsetof(sock, "__sk_common." + name) if member_exists(common, name) else None
-            for name in ("skc_v6_rcv_saddr", "skc_v6_daddr")
-        )
+        v6_names = ("skc_v6_rcv_saddr", "skc_v6_daddr")
+        self.v6_offsets: Optional[Tuple[int, ...]] = None
+        if all(member_exists(common, name) for name in v6_names):
+            self.v6_offsets = tuple(drgn.offsetof(sock, "__sk_common." + n) for n in v6_names)
         self.queue_offsets = {
             "receive": drgn.offsetof(sock, "sk_receive_queue"),
             "error": drgn.offsetof(sock, "sk_error_queue"),
@@ -504,6 +504,8 @@ class HolderSearch:
 
     def _skb_at_field(self, address: int, target: Target) -> Optional[Tuple[int, Dict[str, int]]]:
         """The skb whose ``head`` or ``data`` is the word at ``address``, pointing into the page."""
+        if target.span is None:  # a net_iov: no memory of its own to point into
+            return None
         lo, hi = target.span
         for field in ("head", "data"):
             skb_address = address - self.skb_reader.offset(field)
@@ -529,7 +531,7 @@ class HolderSearch:
             local = f"{ipaddress.IPv4Address(f['saddr'].to_bytes(4, 'little'))}:{f['num']}"
             if port:
                 remote = f"{ipaddress.IPv4Address(f['daddr'].to_bytes(4, 'little'))}:{port}"
-        elif family == "inet6" and None not in self.v6_offsets:
+        elif family == "inet6" and self.v6_offsets is not None:
             saddr, daddr = (ipaddress.IPv6Address(raw[at : at + 16]) for at in self.v6_offsets)
             local = f"[{saddr}]:{f['num']}"
             if port:
@@ -645,10 +647,11 @@ class HolderSearch:
         for address, value in search_words(
             self.prog, set(by_word), [(lo, hi) for lo, hi, _ in spans], self.problems
         ):
-            target = by_word.get(value)
-            if target is None:
-                i = bisect.bisect_right(span_starts, value) - 1
-                target = spans[i][2]
+            named = by_word.get(value)
+            if named is not None:
+                target = named
+            else:
+                target = spans[bisect.bisect_right(span_starts, value) - 1][2]
             hits[target.netmem] += 1
             if hits[target.netmem] > MAX_REFERENCES:
                 if hits[target.netmem] == MAX_REFERENCES + 1:

@@ -177,6 +177,8 @@ def check_layout(prog: Program, agreements: Sequence[Agreement] = AGREEMENTS) ->
             missing = left if left.offset is None else right
             reason = f"{missing} does not exist"
         elif agreement.kind == "size-fits":
+            # A member that has an offset has a size: both come from one lookup.
+            assert left.size is not None
             if left.size > right.offset:
                 reason = f"{left} = {left.size} > offsetof({right}) = {right.offset}"
         elif left.offset != right.offset:

@@ -79,6 +79,10 @@ class LeakReport:
         return sum(p.count("leaked") + p.missing for p in self.pools)
 
 
+# (pool address, target, pfn, pp_ref_count, _refcount, user_refs)
+LeakItem = Tuple[int, Target, Optional[int], int, Optional[int], Optional[int]]
+
+
 def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
     if any(h.kind in SKB_KINDS and h.skb is not None for h in holders) or user_refs:
         return "parked"
@@ -107,14 +111,14 @@ def find_leaks(
     if not pools:
         return report
     by_address = {p.info.address: p for p in report.pools}
-    # (target, pfn, pp_ref_count, _refcount, user_refs)
-    items: List[Tuple[Target, Optional[int], int, Optional[int], Optional[int]]] = []
+    items: List[LeakItem] = []
     page_pools = [info for info in pools if not info.provider]
     if page_pools:
         for page in scanner.pages(page_pools, progress):
             info = by_address[page.pool].info
             items.append(
                 (
+                    page.pool,
                     page_target(
                         prog, page.pfn, page.page, page.pool, page.pool_id, info.order, problems
                     ),
@@ -127,13 +131,14 @@ def find_leaks(
     provider_pools = [info for info in pools if info.provider]
     if provider_pools:
         items += _provider_items(prog, problems, provider_pools)
-    found = HolderSearch(prog, problems, scanner.pools).find([item[0] for item in items])
-    for target, pfn, pp_ref_count, refcount, user_refs in items:
+    found = HolderSearch(prog, problems, scanner.pools).find([item[1] for item in items])
+    for pool, target, pfn, pp_ref_count, refcount, user_refs in items:
         holders = found[target.netmem]
         evidence = tuple(h for h in holders if h.holds)
-        by_address[target.pool].verdicts.append(
+        leaks = by_address[pool]
+        leaks.verdicts.append(
             NetmemVerdict(
-                pool_id=target.pool_id,
+                pool_id=leaks.info.id,
                 target=target,
                 pfn=pfn,
                 pp_ref_count=pp_ref_count,
@@ -147,12 +152,14 @@ def find_leaks(
     return report
 
 
-def _provider_items(prog: Program, problems: Problems, pools: Sequence[PagePoolInfo]):
+def _provider_items(
+    prog: Program, problems: Problems, pools: Sequence[PagePoolInfo]
+) -> List[LeakItem]:
     """The net_iovs memory providers' detached pools have out (not free)."""
     from netmem_probe.kernel.providers import ProviderScanner
 
     scanner = ProviderScanner(prog, problems, scan_files=False)
-    items = []
+    items: List[LeakItem] = []
     for info in pools:
         for area in scanner.areas_of_pool(info.id):
             for niov in scanner.niovs(area):
@@ -168,5 +175,7 @@ def _provider_items(prog: Program, problems: Problems, pools: Sequence[PagePoolI
                     info.id,
                     niov.span.owner,
                 )
-                items.append((target, None, niov.pp_ref_count, None, niov.user_refs or None))
+                items.append(
+                    (info.address, target, None, niov.pp_ref_count, None, niov.user_refs or None)
+                )
     return items

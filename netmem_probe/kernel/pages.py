@@ -226,7 +226,7 @@ class PpPageScanner:
         self.memmap = memmap.vmemmap if memmap else 0
         self.ranges = memmap.ranges if memmap else []
         self.scheme = memmap.scheme if memmap else None
-        self.matcher = SignatureMatcher(prog, page_type, self.scheme) if memmap else None
+        self.matcher = SignatureMatcher(prog, page_type, memmap.scheme) if memmap else None
         self.record_size = drgn.sizeof(page_type)
         page_size = prog["PAGE_SIZE"].value_()
         # One page of memmap: the smallest unit a vmemmap can miss.
@@ -276,6 +276,9 @@ class PpPageScanner:
         :param pools: only pages of these pools (default: every pool).
         :param progress: called after each chunk with (pfns done, pfns total).
         """
+        matcher = self.matcher
+        if matcher is None:  # no memmap to scan, recorded in problems
+            return
         wanted = None if pools is None else {info.address for info in pools}
         total = self.total_pfns
         done = 0
@@ -292,7 +295,7 @@ class PpPageScanner:
                 holes=self.holes,
             ):
                 base = memmap + first * record_size
-                for index in self.matcher.matches(data):
+                for index in matcher.matches(data):
                     page = self._page(
                         first + index, base + index * record_size, data, index * record_size, wanted
                     )
@@ -332,7 +335,7 @@ class PpPageScanner:
             info.id,
             pp_ref_count,
             refcount,
-            scheme.dma_index(magic) if scheme.dma_index_mask else None,
+            scheme.dma_index(magic) if scheme is not None and scheme.dma_index_mask else None,
             self.held_by_pool(info).get(address, "out"),
         )
 

@@ -21,7 +21,18 @@ import struct
 from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import (
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Literal,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 import drgn
 from drgn import Object, Program
@@ -348,7 +359,8 @@ class NiovInfo(NamedTuple):
 
     area: ProviderArea
     span: NiovSpan
-    index: int
+    # Its index in the area; hides tuple.index(), which nothing calls on a niov.
+    index: int  # type: ignore[assignment]
     address: int
     state: str  # one of NIOV_STATES
     pool: int  # niov->pp
@@ -365,12 +377,26 @@ class NiovInfo(NamedTuple):
         return self.address | 1
 
 
+# struct format codes of the integer members a niov is sliced into
+IntCode = Literal["b", "B", "h", "H", "i", "I", "q", "Q"]
+INT_CODES: Dict[Tuple[int, bool], IntCode] = {
+    (1, True): "b",
+    (1, False): "B",
+    (2, True): "h",
+    (2, False): "H",
+    (4, True): "i",
+    (4, False): "I",
+    (8, True): "q",
+    (8, False): "Q",
+}
+
+
 class _NiovLayout(NamedTuple):
     unpacker: struct.Struct
     #: itemgetter of (pp, pp_ref_count, dma_addr, owner[, type]) from an unpacked niov
     members: Callable[[Tuple[int, ...]], Tuple[int, ...]]
     #: member -> (offset, struct format code), for column slices of an array
-    fields: Dict[str, Tuple[int, str]]
+    fields: Dict[str, Tuple[int, "IntCode"]]
 
 
 def _niov_layout(prog: Program) -> _NiovLayout:
@@ -385,16 +411,17 @@ def _niov_layout(prog: Program) -> _NiovLayout:
     except KeyError:
         pass
     reader = niov_reader(prog)
-    keys = [
-        k
+    present = {
+        k: field
         for k in ("pp", "pp_ref_count", "dma_addr", "owner", "type")
-        if reader.fields[k] is not None
-    ]
-    codes = {1: "b", 2: "h", 4: "i", 8: "q"}
-    fmt, end, order, fields = "<", 0, [], {}
-    for key in sorted(keys, key=lambda k: reader.fields[k].offset):
-        field = reader.fields[key]
-        code = codes[field.size] if field.signed else codes[field.size].upper()
+        if (field := reader.fields[k]) is not None
+    }
+    keys = list(present)
+    fmt, end = "<", 0
+    order: List[str] = []
+    fields: Dict[str, Tuple[int, IntCode]] = {}
+    for key, field in sorted(present.items(), key=lambda kv: kv[1].offset):
+        code = INT_CODES[field.size, field.signed]
         fmt += f"{field.offset - end}x{code}"
         end = field.offset + field.size
         order.append(key)
@@ -766,10 +793,10 @@ class ProviderScanner:
         pools = self._pools_of(ifq, "io_uring")
         out = []
         for address in addresses:
-            span = self._zcrx_span(ifq, address)
-            if span is None:
+            found = self._zcrx_span(ifq, address)
+            if found is None:
                 continue
-            span, area_id, size = span
+            span, area_id, size = found
             out.append(
                 ProviderArea(
                     kind="io_uring",
@@ -948,7 +975,7 @@ class ProviderScanner:
                     yield i, f"owner is {owner:#x}, not its area {span.owner:#x}"
         kinds = columns.get("type")
         want = next((k for k, v in self.niov_types.items() if v == area.kind), None)
-        if kinds is not None and kinds.count(want) != span.count:
+        if kinds is not None and want is not None and kinds.count(want) != span.count:
             for i, kind in enumerate(kinds):
                 if kind != want and owners[i] == span.owner:
                     yield i, f"type {kind} is not {area.kind}'s"
@@ -956,7 +983,7 @@ class ProviderScanner:
     def _freelist_bits(self, span: NiovSpan) -> bytes:
         """The zcrx freelist (niov indexes) as a bitmap of free niovs."""
         free = bytearray(-(-span.count // 8))
-        if not span.free_count:
+        if not span.free_count or span.freelist is None:
             return bytes(free)
         entries = struct.unpack(
             f"<{span.free_count}I", self.prog.read(span.freelist, 4 * span.free_count)

@@ -12,7 +12,7 @@ decided from the target's types, never from its version number.
 """
 
 import struct
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import drgn
 from drgn import Program, TypeKind
@@ -110,14 +110,14 @@ class StructReader:
         """Read the object at ``address`` in one go and decode it."""
         return self.decode(self.prog.read(wrap(address), self.size))
 
-    def decode(self, raw: bytes) -> Dict[str, Any]:
+    def decode(self, raw: Union[bytes, memoryview]) -> Dict[str, Any]:
         out: Dict[str, Any] = dict.fromkeys(self._plan.missing)
         for unpacker, keys in self._plan.groups:
             out.update(zip(keys, unpacker.unpack_from(raw)))
         for key, field in self._plan.others:
             chunk = raw[field.offset : field.offset + field.size]
             if field.is_string:
-                out[key] = chunk.split(b"\0", 1)[0].decode(errors="replace")
+                out[key] = bytes(chunk).split(b"\0", 1)[0].decode(errors="replace")
                 continue
             value = int.from_bytes(chunk, "little")
             if not field.bit_size:  # wider than 8 bytes (an in6_addr, an array): whole

@@ -10,7 +10,7 @@ output still comes.
 """
 
 import struct
-from typing import Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import drgn
 from drgn import Program, ProgramFlags
@@ -203,7 +203,12 @@ def _walk_hlist(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failu
 
 
 def _validated_walk(
-    prog: Program, walk, head: int, what: str, problems: Optional[Problems], limit: int
+    prog: Program,
+    walk: Callable[[Program, int, int], Tuple[List[int], "_Failure"]],
+    head: int,
+    what: str,
+    problems: Optional[Problems],
+    limit: int,
 ) -> Iterator[int]:
     # The whole walk is validated before its nodes are handed out, so that on
     # a live kernel a walk torn by a concurrent list_del() is simply walked

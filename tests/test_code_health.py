@@ -1,0 +1,30 @@
+"""
+The code-health gates of issue 9: ruff's lint and format check and mypy's
+strict-enough check (every function annotated) over ``netmem_probe/``, with
+the settings in ``pyproject.toml``.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ruff", "check", "netmem_probe"],
+        ["ruff", "format", "--check", "netmem_probe"],
+        ["mypy"],
+    ],
+    ids=["ruff-lint", "ruff-format", "mypy"],
+)
+def test_package_passes(argv):
+    tool = Path(sys.executable).with_name(argv[0])
+    done = subprocess.run(
+        [str(tool), *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
