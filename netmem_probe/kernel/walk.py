@@ -103,7 +103,14 @@ def read_pointer(prog: Program, address: int) -> int:
 
 def attempts(prog: Program) -> int:
     """How many times to read a record that fails validation (see LIVE_RETRIES)."""
-    return LIVE_RETRIES if prog.flags & ProgramFlags.IS_LIVE else 1
+    # Asked once per record read: prog.flags builds an enum each time.
+    try:
+        return prog.cache["netmem_probe_attempts"]
+    except KeyError:
+        n = prog.cache["netmem_probe_attempts"] = (
+            LIVE_RETRIES if prog.flags & ProgramFlags.IS_LIVE else 1
+        )
+        return n
 
 
 def inconsistent(prog: Program, reason: str) -> str:
