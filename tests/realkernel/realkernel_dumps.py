@@ -17,8 +17,10 @@ import pytest
 
 from netmem_probe.target import open_program
 
-CACHE = Path(os.environ.get("NETMEM_PROBE_CACHE",
-                            Path.home() / ".cache" / "netmem-probe")) / "realkernel"
+# The same cache root as scripts/realkernel/make-vmcore's.
+CACHE = Path(
+    os.environ.get("NETMEM_PROBE_CACHE", "~/.cache/netmem-probe/realkernel")
+).expanduser()
 SERIES: List[str] = [s for s in os.environ.get("NETMEM_PROBE_REALKERNEL", "").split(",") if s]
 KINDS = ("elf", "kdump")
 
