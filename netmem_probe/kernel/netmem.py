@@ -30,6 +30,7 @@ __all__ = (
     "netmem_is_net_iov",
     "netmem_to_net_iov",
     "netmem_to_page",
+    "niov_reader",
     "poison_pointer_delta",
     "pp_scheme",
     "valid_pfn_ranges",
@@ -249,15 +250,21 @@ def _page_reader(prog: Program) -> StructReader:
     return reader
 
 
-def _niov_reader(prog: Program) -> StructReader:
+def niov_reader(prog: Program) -> StructReader:
+    """
+    Decoder of the ``struct net_iov`` members that ``decode`` and the provider
+    helpers read: ``pp_magic``, ``pp``, ``dma_addr``, ``pp_ref_count``,
+    ``owner`` and ``type``.
+
+    Since Linux 6.17 (``struct netmem_desc``, see include/net/netmem.h) the
+    page-pool members live in ``niov->desc``; since the devmem TX series
+    (v6.16) a niov has a ``type``.
+    """
     try:
         return prog.cache["netmem_probe_niov_reader"]
     except KeyError:
         pass
-    niov = prog.type("struct net_iov")
-    # Since Linux 6.17 (struct netmem_desc, see include/net/netmem.h) the
-    # page-pool fields of a net_iov live in niov->desc; before, in the net_iov.
-    desc = "desc." if member_exists(niov, "desc") else ""
+    desc = "desc." if member_exists(prog.type("struct net_iov"), "desc") else ""
     reader = StructReader(
         prog,
         "struct net_iov",
@@ -267,7 +274,6 @@ def _niov_reader(prog: Program) -> StructReader:
             "dma_addr": desc + "dma_addr",
             "pp_ref_count": desc + "pp_ref_count.counter",
             "owner": "owner",
-            # Since the devmem TX series (in v6.16), a net_iov has a type.
             "type": "type",
         },
     )
@@ -430,7 +436,7 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
         )
 
     try:
-        f = _niov_reader(prog).read(addr)
+        f = niov_reader(prog).read(addr)
     except drgn.FaultError as e:
         return bad(f"struct net_iov is unmapped ({e.message} at {e.address:#x})")
     owner = f["owner"]

@@ -38,6 +38,7 @@ import drgn
 from drgn import Object, Program
 
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, for_each_net_address
+from netmem_probe.kernel.netmem import niov_reader
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap, xa_entries
 
@@ -53,7 +54,6 @@ __all__ = (
     "infer_niov_kind",
     "io_uring_files",
     "niov_provider_details",
-    "niov_reader",
     "pool_provider",
     "provider_ops_address",
     "read_area",
@@ -177,34 +177,6 @@ def niov_provider_details(
     except (drgn.FaultError, LookupError):
         pass
     return NiovProviderDetails()
-
-
-def niov_reader(prog: Program) -> StructReader:
-    """
-    Decoder of the ``struct net_iov`` members the provider helpers read:
-    ``pp``, ``pp_ref_count``, ``dma_addr``, ``owner`` and ``type``.
-
-    Since Linux 6.17 (``struct netmem_desc``) the page-pool members live in
-    ``niov->desc``; since the devmem TX series (v6.16) a niov has a ``type``.
-    """
-    try:
-        return prog.cache["netmem_probe_provider_niov_reader"]
-    except KeyError:
-        pass
-    desc = "desc." if member_exists(prog.type("struct net_iov"), "desc") else ""
-    reader = StructReader(
-        prog,
-        "struct net_iov",
-        {
-            "pp": desc + "pp",
-            "pp_ref_count": desc + "pp_ref_count.counter",
-            "dma_addr": desc + "dma_addr",
-            "owner": "owner",
-            "type": "type",
-        },
-    )
-    prog.cache["netmem_probe_provider_niov_reader"] = reader
-    return reader
 
 
 def dmabuf_bindings_xarray(prog: Program) -> Optional[int]:
