@@ -68,7 +68,7 @@ def test_state_filter_keeps_only_user_held_niovs():
                      "--state", "user", "--json")
     got = json_lines(result.out)
     assert len(got) == area["user"] and {n["state"] for n in got} == {"user"}
-    assert all(n["user_refs"] > 0 for n in got)
+    assert all(n["user-refs"] > 0 for n in got)
 
 
 def test_no_selection_lists_every_area():

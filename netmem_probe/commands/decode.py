@@ -66,25 +66,25 @@ def _record(info: Union[PageInfo, NetIovInfo]) -> Dict[str, Any]:
             "scheme": info.scheme,
             "pool": hexaddr(info.pool),
             "pool-id": info.pool_id,
-            "dma_addr": hexaddr(info.dma_addr),
+            "dma-addr": hexaddr(info.dma_addr),
             "dma-index": info.dma_index,
-            "pp_ref_count": info.pp_ref_count,
-            "_refcount": info.refcount,
+            "pp-ref-count": info.pp_ref_count,
+            "refcount": info.refcount,
             "error": info.problem,
         }
     return {
         "netmem": hexaddr(info.netmem),
         "kind": "net_iov",
-        "net_iov": hexaddr(info.niov),
+        "net-iov": hexaddr(info.niov),
         "owner": hexaddr(info.owner),
         "index": info.index,
-        "num_niovs": info.num_niovs,
+        "num-niovs": info.num_niovs,
         "type": info.type,
         "pool": hexaddr(info.pool),
         "pool-id": info.pool_id,
-        "dma_addr": hexaddr(info.dma_addr),
-        "pp_ref_count": info.pp_ref_count,
-        "user_refs": info.user_refs,
+        "dma-addr": hexaddr(info.dma_addr),
+        "pp-ref-count": info.pp_ref_count,
+        "user-refs": info.user_refs,
         "area-id": info.area_id,
         "dmabuf": info.binding_id,
         "error": info.problem,
@@ -99,6 +99,8 @@ def _print_block(record: Dict[str, Any]) -> None:
             continue
         if isinstance(value, bool):
             value = "yes" if value else "no"
+        elif key == "pfn":
+            value = hex(value)  # as every table shows a pfn
         click.echo(f"  {key:<13} {value}")
 
 

@@ -25,6 +25,9 @@ EXAMPLES:
       holders of every page a stalled pool waits for, in one search
 """
 
+#: The key of a record's struct address, by its kind.
+ADDRESS_KEY = {"page": "page", "net_iov": "net-iov"}
+
 COLUMNS = [
     "kind",
     "address",
@@ -95,7 +98,7 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
             {
                 "netmem": hexaddr(t.netmem),
                 "kind": t.kind,
-                t.kind: hexaddr(t.address),
+                ADDRESS_KEY[t.kind]: hexaddr(t.address),
                 "pool-id": t.pool_id,
                 # The pool's netdev, for holders whose skb->dev is gone (UDP
                 # reuses it as dev_scratch).
@@ -127,7 +130,7 @@ def _print(records: List[Dict[str, Any]]) -> None:
         pool = f", pool {rec['pool-id']}" if rec["pool-id"] is not None else ""
         if rec["pool-netdev"]:
             pool += f" of {rec['pool-netdev']}"
-        click.echo(f"netmem {rec['netmem']}: {what} {rec[rec['kind']]}{pool}")
+        click.echo(f"netmem {rec['netmem']}: {what} {rec[ADDRESS_KEY[rec['kind']]]}{pool}")
         if rec["holders"]:
             # Only the columns some reference fills: a page in a pool's cache
             # has no socket to show.

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Sequence
 import click
 
 from netmem_probe.cli import Target
-from netmem_probe.commands.holders import holder_record
+from netmem_probe.commands.holders import ADDRESS_KEY, holder_record
 from netmem_probe.kernel.holders import Holder
 from netmem_probe.kernel.leaks import LeakReport, NetmemVerdict, PoolLeaks, find_leaks
 from netmem_probe.report import emit_json_line, emit_table, hexaddr, human_seconds
@@ -34,11 +34,11 @@ def verdict_record(v: NetmemVerdict) -> Dict[str, Any]:
         "pool-id": v.pool_id,
         "netmem": hexaddr(t.netmem),
         "kind": t.kind,
-        t.kind: hexaddr(t.address),
+        ADDRESS_KEY[t.kind]: hexaddr(t.address),
         "pfn": v.pfn,
-        "pp_ref_count": v.pp_ref_count,
-        "_refcount": v.refcount,
-        "user_refs": v.user_refs,
+        "pp-ref-count": v.pp_ref_count,
+        "refcount": v.refcount,
+        "user-refs": v.user_refs,
         "verdict": v.verdict,
         "evidence": [holder_record(h) for h in v.evidence],
         "references": [holder_record(h) for h in v.references],

@@ -25,12 +25,12 @@ EXAMPLES:
 COLUMNS = (
     ("chunk", 5),
     ("index", 6),
-    ("net_iov", 18),
+    ("net-iov", 18),
     ("state", 6),
     ("pool-id", 6),
-    ("pp_ref_count", 8),
-    ("user_refs", 9),
-    ("dma_addr", 18),
+    ("pp-ref-count", 8),
+    ("user-refs", 9),
+    ("dma-addr", 18),
     ("offset", 10),
 )
 HEADERS = (
@@ -53,13 +53,13 @@ def niov_record(niov: NiovInfo) -> Dict[str, Any]:
         "kind": niov.area.kind,
         "chunk": niov.span.chunk,
         "index": niov.index,
-        "net_iov": hexaddr(niov.address),
+        "net-iov": hexaddr(niov.address),
         "netmem": hexaddr(niov.netmem),
         "state": niov.state,
         "pool-id": niov.pool_id,
-        "pp_ref_count": niov.pp_ref_count,
-        "user_refs": niov.user_refs,
-        "dma_addr": hexaddr(niov.dma_addr),
+        "pp-ref-count": niov.pp_ref_count,
+        "user-refs": niov.user_refs,
+        "dma-addr": hexaddr(niov.dma_addr),
         "offset": niov.offset,
     }
 

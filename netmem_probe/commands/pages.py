@@ -43,8 +43,8 @@ def page_record(page: PpPage) -> Dict[str, Any]:
         "page": hexaddr(page.page),
         "pool-id": page.pool_id,
         "pool": hexaddr(page.pool),
-        "pp_ref_count": page.pp_ref_count,
-        "_refcount": page.refcount,
+        "pp-ref-count": page.pp_ref_count,
+        "refcount": page.refcount,
         "dma-index": page.dma_index,
         "where": page.where,
     }

@@ -122,10 +122,10 @@ class FakePage:
             "scheme": scheme,
             "pool": hex(self.pool.obj.addr),
             "pool-id": self.pool.id,
-            "dma_addr": hex(self.dma_addr),
+            "dma-addr": hex(self.dma_addr),
             "dma-index": self.dma_index if world.has_dma_index else None,
-            "pp_ref_count": self.pp_ref_count,
-            "_refcount": self.refcount,
+            "pp-ref-count": self.pp_ref_count,
+            "refcount": self.refcount,
             "error": None,
         }
 

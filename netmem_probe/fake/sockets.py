@@ -354,8 +354,8 @@ def _expected_pages(world: "World") -> List[Dict[str, Any]]:
             "page": hex(page.netmem),
             "pool-id": page.pool.id,
             "pool": hex(page.pool.obj.addr),
-            "pp_ref_count": page.pp_ref_count,
-            "_refcount": page.refcount,
+            "pp-ref-count": page.pp_ref_count,
+            "refcount": page.refcount,
             "dma-index": page.dma_index if world.has_dma_index else None,
             "where": page.where,
         }

@@ -176,6 +176,6 @@ def _provider_items(
                     niov.span.owner,
                 )
                 items.append(
-                    (info.address, target, None, niov.pp_ref_count, None, niov.user_refs or None)
+                    (info.address, target, None, niov.pp_ref_count, None, niov.user_refs)
                 )
     return items

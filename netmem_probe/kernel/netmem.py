@@ -10,7 +10,7 @@ the target kernel uses, and read the page-pool fields of either kind.
 """
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import drgn
 from drgn import Object, Program
@@ -306,14 +306,14 @@ class NetIovInfo:
 
     netmem: int
     niov: int
-    owner: int
+    owner: Optional[int]
     index: Optional[int]
     num_niovs: Optional[int]
     type: Optional[str]
     pool: Optional[int]
     pool_id: Optional[int]
-    dma_addr: int
-    pp_ref_count: int
+    dma_addr: Optional[int]
+    pp_ref_count: Optional[int]
     user_refs: Optional[int]
     area_id: Optional[int]
     binding_id: Optional[int]
@@ -430,9 +430,24 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
     addr = netmem & ~NET_IOV
     niov_size = drgn.sizeof(prog.type("struct net_iov"))
 
-    def bad(reason: str, owner: int = 0) -> NetIovInfo:
+    def bad(reason: str, f: Optional[Dict[str, Any]] = None) -> NetIovInfo:
+        # What was read is reported, what was not is None: an unmapped
+        # net_iov has no owner, DMA address or refcount to show.
         return NetIovInfo(
-            netmem, addr, owner, None, None, None, None, None, 0, 0, None, None, None, reason
+            netmem,
+            addr,
+            f["owner"] if f else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            f["dma_addr"] if f else None,
+            f["pp_ref_count"] if f else None,
+            None,
+            None,
+            None,
+            reason,
         )
 
     try:
@@ -441,11 +456,11 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
         return bad(f"struct net_iov is unmapped ({e.message} at {e.address:#x})")
     owner = f["owner"]
     if not owner:
-        return bad("net_iov has no owner area", owner)
+        return bad("net_iov has no owner area", f)
     try:
         area = providers.read_area(prog, owner)
     except drgn.FaultError as e:
-        return bad(f"owner area {owner:#x} is unreadable ({e.message})", owner)
+        return bad(f"owner area {owner:#x} is unreadable ({e.message})", f)
     offset = addr - area.niovs
     index = offset // niov_size
     if area.niovs == 0 or offset % niov_size or not 0 <= index < area.num_niovs:

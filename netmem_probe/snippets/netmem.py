@@ -97,7 +97,7 @@ def _define_decode_page(s: Snippet) -> None:
             if not any(start <= pfn < end for start, end in VALID_PFNS):
                 return {**row, "error": "no struct page for this pfn"}
             page = Object(prog, "struct page *", netmem)
-            row["_refcount"] = page._refcount.counter.value_()
+            row["refcount"] = page._refcount.counter.value_()
             if not is_pp_page(page):
                 return {**row, "pp": False, "error": "not a page-pool page"}
             pool = page.pp
@@ -105,9 +105,9 @@ def _define_decode_page(s: Snippet) -> None:
                 "pp": True,
                 "pool": hex(pool.value_()),
                 "pool-id": pool.user.id.value_(),
-                "dma_addr": hex(page.dma_addr.value_()),
+                "dma-addr": hex(page.dma_addr.value_()),
                 "dma-index": dma_index(page),
-                "pp_ref_count": page.pp_ref_count.counter.value_(),
+                "pp-ref-count": page.pp_ref_count.counter.value_(),
             })
             return row
         ''',
@@ -198,7 +198,7 @@ def _define_decode_net_iov(s: Snippet) -> None:
             # or of a devmem chunk owner.
             if kind == "io_uring":
                 zcrx = container_of(owner, "struct io_zcrx_area", "nia")
-                row["user_refs"] = zcrx.user_refs[index].counter.value_()
+                row["user-refs"] = zcrx.user_refs[index].counter.value_()
                 row["area-id"] = zcrx.area_id.value_()
             elif kind == "dmabuf":
                 chunk = container_of(owner, "struct dmabuf_genpool_chunk_owner", "area")
@@ -222,14 +222,14 @@ def _define_decode_net_iov(s: Snippet) -> None:
             """A netmem_ref with NET_IOV (bit 0) set: a struct net_iov * | 1."""
             niov = Object(prog, "struct net_iov *", netmem & ~NET_IOV)
             owner = niov.owner
-            row = {"netmem": hex(netmem), "kind": "net_iov", "net_iov": hex(niov.value_()),
+            row = {"netmem": hex(netmem), "kind": "net_iov", "net-iov": hex(niov.value_()),
                    "owner": hex(owner.value_())}
             if not owner:
                 return {**row, "error": "net_iov has no owner area"}
             # Its index in the array of net_iovs its owner area holds.
             index, rest = divmod(niov.value_() - owner.niovs.value_(), sizeof(niov.type_.type))
-            row["num_niovs"] = owner.num_niovs.value_()
-            if rest or not 0 <= index < row["num_niovs"]:
+            row["num-niovs"] = owner.num_niovs.value_()
+            if rest or not 0 <= index < row["num-niovs"]:
                 return {**row, "error": "net_iov is outside its owner's niovs"}
             pool = desc(niov).pp
             kind = niov_kind(niov)
@@ -238,8 +238,8 @@ def _define_decode_net_iov(s: Snippet) -> None:
                 "type": kind,
                 "pool": hex(pool.value_()) if pool else None,
                 "pool-id": pool.user.id.value_() if pool else None,
-                "dma_addr": hex(desc(niov).dma_addr.value_()),
-                "pp_ref_count": desc(niov).pp_ref_count.counter.value_(),
+                "dma-addr": hex(desc(niov).dma_addr.value_()),
+                "pp-ref-count": desc(niov).pp_ref_count.counter.value_(),
             })
             $area
             return row

@@ -113,8 +113,8 @@ def pages_code(
             address = page.pp.value_()
             print(json.dumps({
                 "pfn": pfn, "page": hex(page.value_()), "pool-id": rows[address]["id"],
-                "pool": hex(address), "pp_ref_count": page.pp_ref_count.counter.value_(),
-                "_refcount": page._refcount.counter.value_(), "dma-index": dma_index(page),
+                "pool": hex(address), "pp-ref-count": page.pp_ref_count.counter.value_(),
+                "refcount": page._refcount.counter.value_(), "dma-index": dma_index(page),
                 "where": places[address].get(page.value_(), "out"),
             }))
         """,
@@ -536,11 +536,12 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
                         continue
                     for span, i, niov, state in niov_states(area):
                         if desc(niov).pp == pool and state != "free":
+                            # user_refs: io_uring's only (a devmem niov has none).
                             user_refs = span["user_refs"][i] if span["user_refs"] else None
                             items.append((pool.value_(), target(niov.value_() | 1), {
-                                "net_iov": hex(niov.value_()), "pfn": None,
-                                "pp_ref_count": desc(niov).pp_ref_count.counter.value_(),
-                                "user_refs": user_refs or None}))
+                                "net-iov": hex(niov.value_()), "pfn": None,
+                                "pp-ref-count": desc(niov).pp_ref_count.counter.value_(),
+                                "user-refs": user_refs}))
             """
     selection = 'row["detached"] and row["inflight"]'
     if pool_ids:
@@ -561,7 +562,7 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
         for pfn, page in pool_pages(page_pools):
             items.append((page.pp.value_(), page_target(page), {
                 "page": hex(page.value_()), "pfn": pfn,
-                "pp_ref_count": page.pp_ref_count.counter.value_(), "user_refs": None}))
+                "pp-ref-count": page.pp_ref_count.counter.value_(), "user-refs": None}))
         $niovs
         found = find_holders([t for _, t, _ in items])
         for address, (pool, row) in sorted(pools.items(), key=lambda item: item[1][1]["id"]):
@@ -570,7 +571,7 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
                 # parked: an skb (on a socket queue, maybe forever) or io_uring user
                 # space holds it; cached: the pool's own cache or ring, which its
                 # release work empties; leaked: nothing that holds it was found.
-                if any(h["kind"] in SKB_KINDS and h["skb"] for h in holders) or fields["user_refs"]:
+                if any(h["kind"] in SKB_KINDS and h["skb"] for h in holders) or fields["user-refs"]:
                     verdict = "parked"
                 elif any(h["kind"] in POOL_KINDS for h in holders):
                     verdict = "cached"

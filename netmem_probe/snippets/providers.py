@@ -427,11 +427,11 @@ def niovs_code(
                 pool = desc(niov).pp.value_()
                 print(json.dumps({
                     "area": area["area"], "kind": area["kind"], "chunk": span["chunk"],
-                    "index": i, "net_iov": hex(niov.value_()), "netmem": hex(niov.value_() | 1),
+                    "index": i, "net-iov": hex(niov.value_()), "netmem": hex(niov.value_() | 1),
                     "state": state, "pool-id": POOL_IDS.get(pool) if pool else None,
-                    "pp_ref_count": desc(niov).pp_ref_count.counter.value_(),
-                    "user_refs": span["user_refs"][i] if span["user_refs"] is not None else None,
-                    "dma_addr": hex(desc(niov).dma_addr.value_()),
+                    "pp-ref-count": desc(niov).pp_ref_count.counter.value_(),
+                    "user-refs": span["user_refs"][i] if span["user_refs"] is not None else None,
+                    "dma-addr": hex(desc(niov).dma_addr.value_()),
                     # Offset in the dma-buf, or in the zcrx area as user space sees it.
                     "offset": span["base"] + (i << area["shift"]),
                 }))

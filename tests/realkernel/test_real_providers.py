@@ -45,7 +45,7 @@ def test_user_held_niovs_are_the_buffers_the_process_kept(zcrx_dump):
     assert result.code == 0, result.err
     held = [json.loads(line) for line in result.out.splitlines()]
     assert sorted(n["offset"] for n in held) == sorted(ZCRX["held_offsets"])
-    assert all(n["user_refs"] >= 1 and n["pool-id"] is None for n in held)
+    assert all(n["user-refs"] >= 1 and n["pool-id"] is None for n in held)
     decoded = run_cli("decode", "--json", held[0]["netmem"], program=prog).json()[0]
     assert (decoded["type"], decoded["index"], decoded["error"]) == (
         "io_uring", held[0]["index"], None)
