@@ -175,7 +175,5 @@ def _provider_items(
                     info.id,
                     niov.span.owner,
                 )
-                items.append(
-                    (info.address, target, None, niov.pp_ref_count, None, niov.user_refs)
-                )
+                items.append((info.address, target, None, niov.pp_ref_count, None, niov.user_refs))
     return items
