@@ -3,18 +3,23 @@ The ``netmem-probe`` command line: target options on the group, one
 subcommand per report (see :mod:`netmem_probe.commands`), and the exit codes
 every command shares:
 
-    0  ran, nothing to report beyond the output
-    1  findings (layout mismatch, leaked pages, detached pools with pages in flight)
-    2  usage error
-    3  cannot open the target
-    4  partial result: unreadable or inconsistent objects were skipped
+      0  ran, nothing to report beyond the output
+      1  findings (layout mismatch, leaked pages, detached pools with pages in flight)
+      2  usage error
+      3  cannot open the target
+      4  partial result: unreadable or inconsistent objects were skipped
+     70  internal error: an exception the tool did not expect (a bug; --debug shows it)
+    130  interrupted (Ctrl-C), as a shell reports a command SIGINT ended
+    141  the reader of the output went away (``| head``), as a shell reports a
+         command SIGPIPE ended: the output is cut, so no verdict is given
 """
 
 import contextlib
+import errno
 import os
 import sys
 import traceback
-from typing import Iterator, List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence
 
 import click
 import drgn
@@ -31,7 +36,10 @@ from netmem_probe.target import (
 )
 
 __all__ = (
+    "EXIT_CLOSED_PIPE",
     "EXIT_FINDINGS",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
     "EXIT_PARTIAL",
     "EXIT_TARGET",
     "EXIT_USAGE",
@@ -45,6 +53,12 @@ EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_TARGET = 3
 EXIT_PARTIAL = 4
+# sysexits.h's EX_SOFTWARE: distinct from every code a run that worked can give.
+EXIT_INTERNAL = 70
+# 128 + the signal's number: what a shell reports for a command the signal
+# killed, so scripts see the same code as for other tools.
+EXIT_INTERRUPTED = 128 + 2  # SIGINT
+EXIT_CLOSED_PIPE = 128 + 13  # SIGPIPE
 
 # Since click 8.2 a group run without a command raises this; older click
 # prints the help and exits 0 itself.
@@ -90,14 +104,15 @@ class Target:
         self.problems = Problems()
         self._prog = prog
         self._described = False
+        self._truncated: Optional[str] = None
 
     @property
     def prog(self) -> drgn.Program:
         if self._prog is None:
             self._prog = open_program(self.core, self.symbols, self.fixture, self.btf)
-            truncated = core_truncation(self.core) if self.core is not None else None
-            if truncated:
-                click.echo(f"netmem-probe: warning: {truncated}", err=True)
+            self._truncated = core_truncation(self.core) if self.core is not None else None
+            if self._truncated:
+                click.echo(f"netmem-probe: warning: {self._truncated}", err=True)
             note = fallback_note(self._prog)
             if note:
                 click.echo(f"netmem-probe: note: {note}", err=True)
@@ -117,9 +132,16 @@ class Target:
         return self.prog
 
     def describe(self) -> str:
-        """What the target is (live and racy, or a consistent dump), for the output."""
+        """
+        What the target is (live and racy, a consistent dump, or a dump cut
+        short), for the output.
+        """
         self._described = True
-        return describe(self.prog)
+        prog = self.prog  # opening it finds a truncation
+        if self._truncated:
+            # Consistent, but with a part missing: not the whole snapshot.
+            return "core dump (truncated)"
+        return describe(prog)
 
     def finish(self, findings: bool) -> int:
         """Report skipped objects on stderr and pick the exit code."""
@@ -168,7 +190,48 @@ class PartialResultError(click.ClickException):
     exit_code = EXIT_PARTIAL
 
 
-@click.group(epilog=GROUP_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+class _ClosedPipe(Exception):
+    """
+    Writing the output failed with EPIPE: its reader went away.  Not an
+    OSError, so that click's own handler (``sys.exit(1)``, a finding's
+    code) does not take it.
+    """
+
+
+class _Interrupted(Exception):
+    """Ctrl-C, kept from click, which turns it into an Abort."""
+
+
+@contextlib.contextmanager
+def _escaping_click() -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.EPIPE:
+            raise
+        raise _ClosedPipe() from e
+    except KeyboardInterrupt:
+        raise _Interrupted() from None
+
+
+class _Group(click.Group):
+    """The group, with a closed pipe and Ctrl-C passed on to :func:`main` as they are."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        # --help and --version print while the arguments are parsed.
+        with _escaping_click():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _escaping_click():
+            return super().invoke(ctx)
+
+
+@click.group(
+    cls=_Group,
+    epilog=GROUP_EXAMPLES,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option("-c", "--core", metavar="PATH", help="read a vmcore (ELF or kdump-compressed)")
 @click.option(
     "-s",
@@ -205,6 +268,8 @@ def cli(
         raise click.UsageError("-c/--core and -f/--fixture are mutually exclusive")
     if btf is not None and symbols:
         raise click.UsageError("--btf and -s/--symbols are mutually exclusive")
+    if fixture is not None and symbols:
+        raise click.UsageError("-s/--symbols does not apply to a fixture (it carries its types)")
     if btf is not None and fixture is not None:
         raise click.UsageError("--btf does not apply to a fixture (it carries its types)")
     # main(program=...) hands an already-open Program over in ctx.obj.
@@ -261,6 +326,8 @@ def _run(argv: Optional[List[str]], program: Optional[drgn.Program]) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         code = cli.main(args=argv, prog_name="netmem-probe", standalone_mode=False, obj=program)
+        # Output still buffered fails here, if its reader is gone.
+        sys.stdout.flush()
     except _NO_ARGS_IS_HELP as e:
         # No command at all: the help is what the user needs, on stdout so
         # that stderr keeps to the one-line error.
@@ -274,23 +341,40 @@ def _run(argv: Optional[List[str]], program: Optional[drgn.Program]) -> int:
     except click.ClickException as e:
         click.echo(f"netmem-probe: error: {e.format_message()}", err=True)
         return e.exit_code
-    except click.Abort:
-        click.echo("netmem-probe: error: aborted", err=True)
-        return EXIT_PARTIAL
+    except (_Interrupted, KeyboardInterrupt, click.Abort):
+        click.echo("netmem-probe: error: interrupted", err=True)
+        return EXIT_INTERRUPTED
     except click.exceptions.Exit as e:
         return e.exit_code
     except TargetError as e:
         click.echo(f"netmem-probe: error: {e}", err=True)
         return EXIT_TARGET
-    except BrokenPipeError:
-        return EXIT_OK
+    except (_ClosedPipe, BrokenPipeError):
+        _discard_stdout()
+        return EXIT_CLOSED_PIPE
     except Exception as e:  # noqa: BLE001 - a debugging tool must not die with a traceback
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if debug:
             traceback.print_exc()
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        click.echo(
-            f"netmem-probe: error: {type(e).__name__}: {reason} (use --debug for the traceback)",
-            err=True,
-        )
-        return EXIT_PARTIAL
+            hint = "an internal error (the traceback is above)"
+        else:
+            hint = "an internal error (use --debug for the traceback)"
+        click.echo(f"netmem-probe: error: {type(e).__name__}: {reason}: {hint}", err=True)
+        return EXIT_INTERNAL
     return code if isinstance(code, int) else EXIT_OK
+
+
+def _discard_stdout() -> None:
+    """
+    Point stdout at /dev/null: output still buffered for the closed pipe
+    would fail again when Python flushes it at exit.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a test's StringIO): nothing buffered for a pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -117,19 +117,28 @@ def open_debug_info(symbols: Sequence[str]) -> Program:
         module = prog.extra_module(path, i, create=True)
         try:
             module.try_file(path, force=True)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, drgn.BadDataError) as e:
             raise TargetError(f"cannot read debug info {path}: {e}") from e
         if module.debug_file_path is None:
             raise TargetError(f"{path} has no usable DWARF debug info")
     # Any program's DWARF loads; without struct page the layout check would
     # report "nothing applies" about something that is not a kernel at all.
+    _check_debug_info(prog, f"{', '.join(files)}: not a Linux kernel's debug info")
+    return prog
+
+
+def _check_debug_info(prog: Program, not_kernel: str) -> None:
+    """
+    Look up ``struct page``: drgn indexes the DWARF on the first lookup, so
+    damaged debug info is found here, while the target is being opened,
+    not halfway through a command.
+    """
     try:
         prog.type("struct page")
     except LookupError:
-        raise TargetError(
-            f"{', '.join(files)}: not a Linux kernel's debug info (no struct page)"
-        ) from None
-    return prog
+        raise TargetError(f"{not_kernel} (no struct page)") from None
+    except drgn.BadDataError as e:
+        raise TargetError(f"damaged debug info: {e}") from e
 
 
 def open_btf_types(path: str) -> Program:
@@ -340,11 +349,12 @@ def _load_symbols(prog: Program, symbols: Sequence[str], missing: str, hint: str
         prog.load_debug_info(files, main=True)
     except drgn.MissingDebugInfoError:
         pass  # modules without debug info are fine; the kernel is checked below
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, drgn.BadDataError) as e:
         raise TargetError(f"cannot load debug info: {e}") from e
     main = prog.main_module()
     if main.debug_file_path is not None:
         _check_platform(prog, main.debug_file_path)
+        _check_debug_info(prog, f"{main.debug_file_path} is not a Linux kernel's debug info")
     else:
         if files:
             # OSRELEASE comes from the dump's VMCOREINFO: any bytes at all.
@@ -465,10 +475,11 @@ def _open_fixture(path: Path) -> Program:
     module = prog.main_module("kernel", create=True)
     try:
         module.try_file(types, force=True)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, drgn.BadDataError) as e:
         raise TargetError(f"cannot read fixture types {types}: {e}") from e
     if module.debug_file_path is None:
         raise TargetError(f"fixture types {types} are not an ELF with DWARF")
+    _check_debug_info(prog, f"fixture types {types} are not a Linux kernel's")
     _check_platform(prog, types)
     want = _vmcoreinfo_build_id(prog)
     have = module.build_id.hex() if module.build_id else None

@@ -273,7 +273,7 @@ def test_fixture_path_linking_within_its_directory_is_followed(tmp_path):
 
 
 def test_fixture_with_symbols_is_refused():
-    one_line_error(run_cli("-f", str(GOOD), "-s", str(TYPES), "pools"), 3, says="-s/--symbols")
+    one_line_error(run_cli("-f", str(GOOD), "-s", str(TYPES), "pools"), 2, says="-s/--symbols")
 
 
 # -- the live kernel ------------------------------------------------------------

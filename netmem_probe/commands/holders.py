@@ -79,7 +79,8 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     into its memory, then names each reference: an skb frag or head (with
     its socket, queue and netdev), the pool's alloc cache or ring, a
     net_iov area, or unknown. One search covers every value given. Exit
-    code 1 when something is held by nothing (no skb, no pool structure).
+    code 1 when something is held by nothing: no skb, no pool cache or
+    ring slot, and no DMA mapping of a pool that is not detached.
     """
     targets = []
     for text in netmem:
@@ -92,8 +93,10 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     search = HolderSearch(target.prog, target.problems)
     found = search.find(targets)
     records = []
+    unheld = 0
     for t in targets:
         pool = search.pools.get(t.pool) if t.pool else None
+        unheld += not _held(found[t.netmem], pool)
         records.append(
             {
                 "netmem": hexaddr(t.netmem),
@@ -110,8 +113,23 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
         emit_json(records)
     else:
         _print(records)
-    unheld = [t for t in targets if not any(h.holds for h in found[t.netmem])]
     return target.finish(findings=bool(unheld))
+
+
+def _held(found: Sequence[Holder], pool: Optional[PagePoolInfo]) -> bool:
+    """
+    Whether something holds the target: a reference that holds it (an skb,
+    a live slot of its pool's cache or ring), or, for a pool its driver
+    still runs (not detached), the pool's own record of the page's DMA
+    mapping: the pool handed the page out to that driver and counts it in
+    flight.  A detached pool's mapping alone holds nothing (``leaks`` calls
+    that page leaked).
+    """
+    if any(h.holds for h in found):
+        return True
+    return (
+        pool is not None and not pool.detached and any(h.kind == "pool-dma-mapped" for h in found)
+    )
 
 
 def _pool_netdev(pool: Optional[PagePoolInfo]) -> Optional[str]:

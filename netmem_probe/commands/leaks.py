@@ -112,27 +112,33 @@ def leaks(target: Target, pool_ids: Sequence[int], as_json: bool) -> int:
         report = find_leaks(target.prog, target.problems, pool_ids, progress)
     finally:
         progress.close()
-    if pool_ids:
-        known = {p.info.id for p in report.pools}
-        for pool_id in pool_ids:
-            if pool_id not in known:
-                click.echo(
-                    f"netmem-probe: note: pool {pool_id} is not a detached pool with "
-                    "pages in flight",
-                    err=True,
-                )
+    missing = [str(i) for i in pool_ids if i not in report.pool_ids]
+    if missing:
+        raise target.not_found(f"no page pool with id {', '.join(missing)}", param_hint="--pool")
+    stalled = {p.info.id for p in report.pools}
+    for pool_id in dict.fromkeys(pool_ids):
+        if pool_id not in stalled:
+            click.echo(
+                f"netmem-probe: note: pool {pool_id} is not a detached pool with pages in flight",
+                err=True,
+            )
     if as_json:
         for p in report.pools:
             for v in p.verdicts:
                 emit_json_line(verdict_record(v))
     else:
-        _print(report)
+        _print(report, pool_ids)
     return target.finish(findings=report.leaked > 0)
 
 
-def _print(report: LeakReport) -> None:
+def _print(report: LeakReport, pool_ids: Sequence[int]) -> None:
     if not report.pools:
-        click.echo("no detached page pool has pages in flight")
+        if pool_ids:
+            ids = [str(i) for i in dict.fromkeys(pool_ids)]
+            among = f"pool {ids[0]}" if len(ids) == 1 else f"pools {', '.join(ids)}"
+            click.echo(f"no detached page pool with pages in flight among {among}")
+        else:
+            click.echo("no detached page pool has pages in flight")
         return
     for i, p in enumerate(report.pools):
         if i:

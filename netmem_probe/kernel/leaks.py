@@ -20,7 +20,7 @@ In-flight pages the memmap does not show at all are counted as missing.
 """
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import FrozenSet, List, Optional, Sequence, Tuple
 
 from drgn import Program
 
@@ -73,6 +73,8 @@ class PoolLeaks:
 @dataclass
 class LeakReport:
     pools: List[PoolLeaks]
+    # Every readable pool's id, detached or not: what a pool id can name.
+    pool_ids: FrozenSet[int] = frozenset()
 
     @property
     def leaked(self) -> int:
@@ -107,7 +109,9 @@ def find_leaks(
         for info in sorted(scanner.pools.values(), key=lambda i: i.id)
         if info.detached and info.inflight and (not pool_ids or info.id in pool_ids)
     ]
-    report = LeakReport([PoolLeaks(info) for info in pools])
+    report = LeakReport(
+        [PoolLeaks(info) for info in pools], frozenset(info.id for info in scanner.pools.values())
+    )
     if not pools:
         return report
     by_address = {p.info.address: p for p in report.pools}
