@@ -277,9 +277,9 @@ def cli(
 
 
 def _register_commands() -> None:
-    from netmem_probe.commands import COMMANDS
+    from netmem_probe.commands import COMMANDS, FLEET_COMMANDS
 
-    for command in COMMANDS:
+    for command in COMMANDS + FLEET_COMMANDS:
         cli.add_command(command)
 
 

@@ -1,5 +1,6 @@
 """One module per subcommand; each defines a click command named after it."""
 
+from netmem_probe.commands.check import check
 from netmem_probe.commands.decode import decode
 from netmem_probe.commands.holders import holders
 from netmem_probe.commands.layout import layout
@@ -9,4 +10,9 @@ from netmem_probe.commands.pages import pages
 from netmem_probe.commands.pools import pool, pools
 from netmem_probe.commands.providers import providers
 
+# Reports over one target, each with a --drgn equivalent (tests walk them all).
 COMMANDS = [pools, pool, decode, layout, pages, holders, leaks, providers, niovs]
+
+# Fleet commands, for operators: a verdict over the reports above (check).
+# They have no --drgn equivalent; their parts do.
+FLEET_COMMANDS = [check]

@@ -74,6 +74,10 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     ),
     "timekeeper_data": "struct tk_data [TIMEKEEPERS_MAX]",
     "jiffies_64": "u64",
+    # the kernel log (drgn's get_printk_records()): the lockless ring buffer
+    # since Linux kernel commit 896fbe20b4e2 ("printk: use the lockless
+    # ringbuffer") (in v5.10)
+    "prb": "struct printk_ringbuffer *",
 }
 
 
