@@ -39,6 +39,8 @@ COLUMNS = [
     "local",
     "remote",
     "netdev",
+    "rx-queue",
+    "slot",
     "pool-id",
     "detail",
 ]
@@ -60,6 +62,9 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
         "remote": sock.remote if sock else None,
         "netns": sock.netns if sock else None,
         "netdev": holder.netdev,
+        "driver": holder.rx_slot.driver if holder.rx_slot else None,
+        "rx-queue": holder.rx_slot.queue if holder.rx_slot else None,
+        "slot": holder.rx_slot.slot if holder.rx_slot else None,
         "pool-id": holder.pool_id,
         "detail": holder.detail,
     }

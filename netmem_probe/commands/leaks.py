@@ -66,11 +66,15 @@ def _holder_text(h: Holder) -> str:
             if h.kind == "skb-frag"
             else (f"head of skb {h.skb:#x}")
         )
+        if h.rx_slot is not None:
+            return f"{what} in {h.rx_slot}"
         if h.sock is None:
             return f"{what} (on no socket queue found)"
         peer = f" from {h.sock.remote}" if h.sock.remote else ""
         queue = f"{h.queue} queue" if h.queue else "a queue"
         return f"{what} on the {queue} of {h.sock.family} socket {h.sock.local}{peer}"
+    if h.rx_slot is not None:
+        return str(h.rx_slot)
     return f"{h.kind} of pool {h.pool_id} at {h.address:#x}"
 
 

@@ -2,6 +2,8 @@
 
 from typing import TYPE_CHECKING, List, Optional
 
+import drgn
+
 from netmem_probe.fake.world import INIT_NET_INUM, NET_PTR_POISON, KObject
 
 if TYPE_CHECKING:
@@ -46,14 +48,18 @@ class NetNamespace:
         kind: Optional[str] = None,
         num_rx_queues: int = 1,
         ifindex: Optional[int] = None,
+        priv: Optional[str] = None,
     ) -> "NetDevice":
-        """Register a netdev in this namespace (ifindex allocated if not given)."""
+        """
+        Register a netdev in this namespace (ifindex allocated if not given),
+        with a ``priv`` struct (type name) where ``netdev_priv()`` finds it.
+        """
         if ifindex is None:
             ifindex = self._ifindex + 1
         self._ifindex = max(self._ifindex, ifindex)
         if self.world.has_member("struct net", "ifindex"):
             self.obj.set("ifindex", self._ifindex)
-        dev = NetDevice(self, name, ifindex, driver, kind, num_rx_queues)
+        dev = NetDevice(self, name, ifindex, driver, kind, num_rx_queues, priv)
         self.netdevs.append(dev)
         return dev
 
@@ -86,6 +92,7 @@ class NetDevice:
         driver: Optional[str],
         kind: Optional[str],
         num_rx_queues: int,
+        priv: Optional[str] = None,
     ) -> None:
         world = ns.world
         self.world = world
@@ -108,6 +115,12 @@ class NetDevice:
                 "real_num_rx_queues": num_rx_queues,
             },
         )
+        self.priv: Optional[KObject] = None
+        if priv is not None:
+            # netdev_priv(): right after the net_device, NETDEV_ALIGN (32) aligned.
+            self.priv = world.alloc(priv, align=32)
+            size = drgn.sizeof(world.type("struct net_device"))
+            assert self.priv.addr == self.obj.addr + (-(-size // 32) * 32)
         self.rx = world.alloc(
             "struct netdev_rx_queue",
             [{"dev": self.obj.addr} for _ in range(num_rx_queues)],

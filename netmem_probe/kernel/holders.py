@@ -17,6 +17,9 @@ page any pointer into its memory.  Each hit is then classified:
   ``pool-cache-stale`` for consumed slots not yet cleared, and
   ``pool-dma-mapped`` for the pool's ``dma_mapped`` XArray (bookkeeping,
   not a holder);
+- ``rx-ring``: a slot of a driver's rx ring (see
+  :mod:`netmem_probe.kernel.drivers`), "<driver> <netdev> rx queue N, slot S";
+  an skb that sits in such a ring (veth's ``xdp_ring``) names the slot too;
 - ``net-iov-area``: the area that owns a net_iov;
 - ``unknown``: anything else, described by drgn's ``identify_address()``.
 
@@ -33,6 +36,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tupl
 import drgn
 from drgn import Program
 
+from netmem_probe.kernel.drivers import RxRings, RxSlot
 from netmem_probe.kernel.netdev import NetdevReader
 from netmem_probe.kernel.netmem import NET_IOV, decode_net_iov, decode_page, memmap_description
 from netmem_probe.kernel.page_pool import (
@@ -46,6 +50,7 @@ from netmem_probe.kernel.walk import Problems, wrap
 
 __all__ = (
     "POOL_KINDS",
+    "RING_KINDS",
     "SKB_KINDS",
     "Holder",
     "HolderSearch",
@@ -72,6 +77,7 @@ MAX_REFERENCES = 1 << 12
 FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 44: "xdp"}
 SKB_KINDS = ("skb-frag", "skb-head")
 POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
+RING_KINDS = ("rx-ring",)
 
 
 @dataclass(frozen=True)
@@ -111,15 +117,20 @@ class Holder:
     netdev: Optional[str] = None
     pool_id: Optional[int] = None
     detail: Optional[str] = None
+    rx_slot: Optional[RxSlot] = None  # the driver rx ring slot holding it (or its skb)
 
     @property
     def holds(self) -> bool:
         """
         Whether this reference keeps the target in use: an skb's, or a live
         slot of its pool's cache, ring or fragment page (not bookkeeping, not
-        a stale slot, not an unidentified word).
+        a stale slot, not an unidentified word), or a driver's rx ring slot.
         """
-        return self.kind in POOL_KINDS or (self.kind in SKB_KINDS and self.skb is not None)
+        return (
+            self.kind in POOL_KINDS
+            or self.kind in RING_KINDS
+            or (self.kind in SKB_KINDS and self.skb is not None)
+        )
 
 
 def _direct_map_base(prog: Program, problems: Problems) -> Optional[int]:
@@ -371,6 +382,7 @@ class HolderSearch:
         self._pool_starts = [entry[0] for entry in self._pool_index]
         self._sockets: Dict[int, Tuple[Optional[SockInfo], Optional[str]]] = {}
         self._identify_cache: Dict[object, object] = {}
+        self.rx_rings = RxRings(prog, problems)
 
     # -- the pools' own structures -------------------------------------------
 
@@ -626,8 +638,19 @@ class HolderSearch:
         if skb["dev"]:
             info = self.netdevs.info(skb["dev"])
             netdev = info.name if info is not None and info.name.isprintable() else None
+        rx_slot = self.rx_rings.of_skb(skb_address) if sock is None else None
+        if rx_slot is not None:
+            queue, netdev = "rx-ring", rx_slot.netdev
         return Holder(
-            kind, address, value, skb=skb_address, frag=frag, sock=sock, queue=queue, netdev=netdev
+            kind,
+            address,
+            value,
+            skb=skb_address,
+            frag=frag,
+            sock=sock,
+            queue=queue,
+            netdev=netdev,
+            rx_slot=rx_slot,
         )
 
     # -- the search ----------------------------------------------------------
@@ -722,6 +745,17 @@ class HolderSearch:
         return address == target.owner + drgn.offsetof(self.prog.type(area_type), "niovs")
 
     def _unknown(self, address: int, value: int) -> Holder:
+        """A reference in a driver's rx ring, else one described by ``identify_address()``."""
+        rx_slot = self.rx_rings.at(address)
+        if rx_slot is not None:
+            return Holder(
+                "rx-ring",
+                address,
+                value,
+                netdev=rx_slot.netdev,
+                detail=str(rx_slot),
+                rx_slot=rx_slot,
+            )
         from drgn.helpers.common.memory import identify_address
 
         try:

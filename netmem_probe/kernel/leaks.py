@@ -9,8 +9,8 @@ provider's areas), search kernel memory for what references it, and give a
 verdict:
 
 - ``parked``: an skb holds it (a frag or its head), normally on a live
-  socket's queue, or io_uring user space holds the net_iov: in use, maybe
-  forever, but not lost;
+  socket's queue, a driver's rx ring holds it (posted to the device), or
+  io_uring user space holds the net_iov: in use, maybe forever, but not lost;
 - ``cached``: it sits in one of the pool's own structures (alloc cache,
   ring, fragment page), and the pool's release work will free it;
 - ``leaked``: nothing that holds it was found anywhere; other references
@@ -26,6 +26,7 @@ from drgn import Program
 
 from netmem_probe.kernel.holders import (
     POOL_KINDS,
+    RING_KINDS,
     SKB_KINDS,
     Holder,
     HolderSearch,
@@ -86,7 +87,10 @@ LeakItem = Tuple[int, Target, Optional[int], int, Optional[int], Optional[int]]
 
 
 def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
-    if any(h.kind in SKB_KINDS and h.skb is not None for h in holders) or user_refs:
+    if (
+        any(h.kind in RING_KINDS or (h.kind in SKB_KINDS and h.skb is not None) for h in holders)
+        or user_refs
+    ):
         return "parked"
     if any(h.kind in POOL_KINDS for h in holders):
         return "cached"

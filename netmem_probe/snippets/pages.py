@@ -303,6 +303,8 @@ def _define_skbs(s: Snippet) -> None:
             """The sk_buff of each skb_shared_info (at skb->head + skb->end): found by
             a search for skb->head values below it."""
             found = {}
+            if not shinfos:
+                return found  # no frag found: nothing to search for
             head = offsetof(SK_BUFF, "head")
             for address, value in search(set(), [(s - MAX_SKB_END, s) for s in shinfos]):
                 skb = Object(prog, "struct sk_buff *", address - head)
@@ -410,17 +412,56 @@ def _define_holders(s: Snippet) -> None:
                         lo = ((e.address >> PAGE_SHIFT) + 1) << PAGE_SHIFT
 
 
-        def holder(target, address, value, kind, skb=None, frag=None, pool_id=None):
+        def holder(target, address, value, kind, skb=None, frag=None, pool_id=None,
+                   detail=None):
             """A row: one reference to a target."""
             sock, queue = socket_of(skb) if skb is not None else (None, None)
             return {"netmem": hex(target["netmem"]), "kind": kind, "address": hex(address),
                     "value": hex(value), "skb": hex(skb.value_()) if skb is not None else None,
                     "frag": frag, "sock": hex(sock) if sock else None, "queue": queue,
-                    "pool-id": pool_id}
+                    "pool-id": pool_id, "detail": detail}
+
+
+        def rx_rings():
+            """
+            Address of each virtio_net rx descriptor's token -> "virtio_net DEV rx
+            queue N, slot S": the driver's ring of posted buffers (netmem-probe
+            also walks veth's xdp_ring; see netmem_probe/kernel/drivers/).
+            """
+            slots = {}
+            try:
+                prog.type("struct virtnet_info")
+            except LookupError:
+                return slots  # no virtio_net debug info loaded: its rings stay unknown
+            for net in for_each_net(prog):
+                for dev in for_each_netdev(net):
+                    parent = dev.dev.parent
+                    if not parent or not parent.driver:
+                        continue
+                    if parent.driver.name.string_() != b"virtio_net":
+                        continue
+                    vi = cast("struct virtnet_info *", netdev_priv(dev))
+                    for q in range(vi.max_queue_pairs.value_()):
+                        vvq = container_of(vi.rq[q].vq, "struct vring_virtqueue", "vq")
+                        # enum vq_layout (7.x) or bool packed_ring (v5.0+)
+                        try:
+                            packed = bool(vvq.packed_ring)
+                        except AttributeError:
+                            packed = "PACKED" in vvq.layout.format_()
+                        ring = vvq.packed if packed else vvq.split
+                        for i in range(min(ring.vring.num.value_(), 1 << 16)):
+                            state = ring.desc_state[i]
+                            if state.data:
+                                slots[state.data.address_] = (
+                                    f"virtio_net {dev.name.string_().decode()} rx queue {q}, "
+                                    f"slot {i}"
+                                )
+            return slots
 
 
         def find_holders(targets):
             """netmem -> the rows of every reference to it, by address."""
+            rings = rx_rings()
             by_word = {word: t for t in targets for word in t["words"]}
             spans = [t for t in targets if t["span"]]
             found = {t["netmem"]: [] for t in targets}
@@ -433,7 +474,10 @@ def _define_holders(s: Snippet) -> None:
                     t = next(t for t in spans if t["span"][0] <= value < t["span"][1])
                     skb = skb_at(address, t)
                     if skb is None:
-                        found[t["netmem"]].append(holder(t, address, value, "unknown"))
+                        kind = "rx-ring" if address in rings else "unknown"
+                        found[t["netmem"]].append(
+                            holder(t, address, value, kind, detail=rings.get(address))
+                        )
                     elif (t["netmem"], skb.value_()) not in skb_heads:
                         skb_heads.add((t["netmem"], skb.value_()))
                         found[t["netmem"]].append(holder(t, address, value, "skb-head", skb))
@@ -450,7 +494,8 @@ def _define_holders(s: Snippet) -> None:
                 elif t["owner"] and address == t["owner"] + NIOVS_OFFSET:
                     row = holder(t, address, value, "net-iov-area")  # the area's niovs
                 else:
-                    row = holder(t, address, value, "unknown")
+                    kind = "rx-ring" if address in rings else "unknown"
+                    row = holder(t, address, value, kind, detail=rings.get(address))
                 found[t["netmem"]].append(row)
             skbs = skbs_of({shinfo for _, _, _, shinfo, _ in frags})
             for t, address, value, shinfo, i in frags:
@@ -464,7 +509,16 @@ def _define_holders(s: Snippet) -> None:
         POOL_ARRAYS = pool_arrays()
         $niovs_offset
         ''',
-        [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")],
+        [
+            ("drgn", "FaultError"),
+            ("drgn", "Object"),
+            ("drgn", "cast"),
+            ("drgn", "container_of"),
+            ("drgn", "offsetof"),
+            ("drgn.helpers.linux.net", "for_each_net"),
+            ("drgn.helpers.linux.net", "for_each_netdev"),
+            ("drgn.helpers.linux.net", "netdev_priv"),
+        ],
         niovs_offset=_niovs_offset(s.prog),
     )
 

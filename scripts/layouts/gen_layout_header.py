@@ -378,7 +378,9 @@ def generate(prog, name, source, overrides=None, drops=()):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--types", required=True, help="ELF with the kernel's DWARF")
+    parser.add_argument("--types", required=True, action="append",
+                        help="ELF with the kernel's DWARF; repeat for modules' .ko.debug "
+                        "(drivers' ring layouts)")
     parser.add_argument("--name", required=True, help="layout name, e.g. linux-7.3")
     parser.add_argument("--source", required=True, help="where the offsets came from")
     parser.add_argument("--override", help="C file of definitions taken from kernel source "
@@ -387,7 +389,8 @@ def main():
                         help="leave out a member this version does not have (becomes padding)")
     args = parser.parse_args()
     prog = Program(drgn.host_platform)
-    prog.extra_module("kernel-types", create=True).try_file(args.types, force=True)
+    for i, path in enumerate(args.types):
+        prog.extra_module(f"kernel-types-{i}", create=True).try_file(path, force=True)
     overrides = parse_overrides(open(args.override).read()) if args.override else None
     sys.stdout.write(generate(prog, args.name, args.source, overrides, args.drop))
 

@@ -87,6 +87,19 @@ STRUCTS = {
     ],
     "struct sock": ["__sk_common", "sk_receive_queue", "sk_error_queue", "sk_backlog"],
     "struct in6_addr": ALL,
+    # driver rx rings (netmem_probe/kernel/drivers/): virtio_net and virtio_ring
+    "struct virtnet_info": ["dev", "rq", "max_queue_pairs", "curr_queue_pairs"],
+    "struct receive_queue": ["vq", "page_pool"],
+    "struct virtqueue": ["index", "num_free"],
+    "struct vring_virtqueue": ["vq", "packed_ring", "layout", "split", "packed"],
+    "struct vring_virtqueue_split": ["vring", "desc_state"],
+    "struct vring_virtqueue_packed": ["vring", "desc_state"],
+    "struct vring": ["num"],
+    "struct vring_desc_state_split": ["data"],
+    "struct vring_desc_state_packed": ["data"],
+    # veth
+    "struct veth_priv": ["peer", "rq"],
+    "struct veth_rq": ["dev", "xdp_ring", "page_pool"],
     # clocks (detach ages are measured on CLOCK_BOOTTIME)
     "struct tk_data": ["seq", "timekeeper"],
     "struct timekeeper": ["tkr_mono", "ktime_sec", "offs_real", "offs_boot", "offs_tai", "coarse_nsec"],
@@ -100,7 +113,8 @@ TYPEDEFS = ["time64_t", "phys_addr_t", "dma_addr_t", "netmem_ref", "atomic_long_
             "size_t", "u32", "u16"]
 
 # Enumerations whose constants the tool looks up by name.
-ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction", "enum timekeeper_ids"]
+ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction", "enum timekeeper_ids",
+         "enum vq_layout"]
 
 # name -> kernel source file that defines it.
 GLOBALS = {

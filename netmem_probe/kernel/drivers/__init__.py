@@ -1,0 +1,113 @@
+"""
+Driver rx rings
+---------------
+
+Where a driver keeps the buffers it posted for receive.  A page a pool has
+handed out and no skb holds usually sits in one of these rings, so a
+reference found in one is named "``<driver> <netdev> rx queue N, slot S``".
+
+:data:`WALKERS` maps a driver name (the bound driver of the netdev's parent
+device, or its rtnl link kind, as :class:`~netmem_probe.kernel.netdev.NetdevReader`
+reports it) to a module-level function ``rx_entries(prog, dev)`` yielding
+:class:`RingEntry` for each posted buffer of the ``struct net_device *``
+``dev``.  Each walker lives in its own module with the layout it reads and
+the kernel commits behind it; it reads what the driver's types say, so a
+kernel without the driver's debug info (or BTF) has its ring reported as not
+walked, never guessed.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional
+
+import drgn
+from drgn import Object, Program
+
+from netmem_probe.kernel.drivers import veth, virtio_net
+from netmem_probe.kernel.drivers.common import RingEntry
+from netmem_probe.kernel.netdev import NetdevReader, for_each_net_address
+from netmem_probe.kernel.walk import Problems, list_nodes
+
+__all__ = ("WALKERS", "RingEntry", "RxRings", "RxSlot")
+
+Walker = Callable[[Program, Object], Iterator[RingEntry]]
+
+#: Ring walker by driver name.
+WALKERS: Dict[str, Walker] = {
+    "virtio_net": virtio_net.rx_entries,
+    "veth": veth.rx_entries,
+}
+
+
+@dataclass(frozen=True)
+class RxSlot:
+    """One posted receive buffer: where a driver's ring holds a word."""
+
+    driver: str
+    netdev: str
+    queue: int
+    slot: int
+
+    def __str__(self) -> str:
+        return f"{self.driver} {self.netdev} rx queue {self.queue}, slot {self.slot}"
+
+
+class RxRings:
+    """
+    The rx ring slots of every netdev (in every namespace on
+    ``net_namespace_list``) whose driver has a walker, read once.
+
+    ``by_address`` maps the address of each slot's word to its
+    :class:`RxSlot`; ``by_value`` maps the words that are ``struct sk_buff``
+    pointers (veth's ``xdp_ring``) to theirs, so an skb found holding a page
+    is placed in the ring.  ``unwalked`` says, per netdev, why a ring that
+    has a walker was not read (no type information for the driver, or a
+    fault: the latter is also recorded in ``problems``).
+    """
+
+    def __init__(self, prog: Program, problems: Problems) -> None:
+        self.by_address: Dict[int, RxSlot] = {}
+        self.by_value: Dict[int, RxSlot] = {}
+        self.unwalked: Dict[str, str] = {}
+        self.walked: List[str] = []
+        netdevs = NetdevReader(prog, Problems())
+        try:
+            dev_type = prog.type("struct net_device")
+        except LookupError:
+            return
+        dev_list = drgn.offsetof(prog.type("struct net"), "dev_base_head")
+        dev_node = drgn.offsetof(dev_type, "dev_list")
+        for net in for_each_net_address(prog, problems):
+            for node in list_nodes(prog, net + dev_list, what="dev_base_head", problems=problems):
+                info = netdevs.info(node - dev_node)
+                if info is None or info.driver not in WALKERS:
+                    continue
+                self._walk(prog, problems, info.driver, info.name, node - dev_node)
+
+    def _walk(self, prog: Program, problems: Problems, driver: str, name: str, dev: int) -> None:
+        what = f"{driver} {name}"
+        try:
+            for entry in WALKERS[driver](prog, Object(prog, "struct net_device *", dev)):
+                slot = RxSlot(driver, name, entry.queue, entry.slot)
+                self.by_address[entry.address] = slot
+                if entry.skb:
+                    self.by_value[entry.value] = slot
+        except LookupError as e:
+            self.unwalked[what] = f"rx ring not walked: no type information ({e})"
+            return
+        except drgn.FaultError as e:
+            self.unwalked[what] = f"rx ring walk stopped: {e}"
+            problems.fault(f"{what} rx ring", e.address, e)
+            return
+        except ValueError as e:  # a ring whose bounds make no sense
+            self.unwalked[what] = f"rx ring not walked: {e}"
+            problems.add(f"{what} rx ring", dev, str(e))
+            return
+        self.walked.append(what)
+
+    def at(self, address: int) -> Optional[RxSlot]:
+        """The slot whose word is at ``address``, if any."""
+        return self.by_address.get(address)
+
+    def of_skb(self, skb: int) -> Optional[RxSlot]:
+        """The slot holding the ``struct sk_buff`` at ``skb``, if any."""
+        return self.by_value.get(skb)
