@@ -2,6 +2,7 @@
 
 import pytest
 from conftest import run_cli
+from drgn import offsetof
 
 from netmem_probe.fake.drivers import FakeVeth, FakeVirtioNet
 from netmem_probe.fake.pools import FakePagePool
@@ -10,6 +11,7 @@ from netmem_probe.fake.world import World
 from netmem_probe.kernel.drivers import RxRings, RxSlot
 from netmem_probe.kernel.drivers.veth import VETH_XDP_FLAG
 from netmem_probe.kernel.holders import HolderSearch, make_target
+from netmem_probe.kernel.slab import member_at
 from netmem_probe.kernel.walk import Problems
 
 
@@ -83,3 +85,14 @@ def test_a_driver_without_type_information_is_left_unwalked():
     problems = Problems()
     rings = RxRings(w.program(), problems)
     assert "no type information" in rings.unwalked["virtio_net eth0"] and not problems
+
+
+def test_member_at_names_nested_members_and_array_elements():
+    prog = World("linux-7.3").program()
+    pool = prog.type("struct page_pool")
+    cache = offsetof(pool, "alloc.cache") + 3 * 8
+    assert member_at(pool, cache) == "alloc.cache[3]"
+    assert member_at(pool, offsetof(pool, "user.id")) == "user.id"
+    vvq = prog.type("struct vring_virtqueue")
+    assert member_at(vvq, offsetof(vvq, "split.desc_state")) == "split.desc_state"
+    assert member_at(prog.type("struct vring_desc_state_split"), 8) == "__pad_8[0]"

@@ -66,6 +66,9 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
         "rx-queue": holder.rx_slot.queue if holder.rx_slot else None,
         "slot": holder.rx_slot.slot if holder.rx_slot else None,
         "pool-id": holder.pool_id,
+        "slab-cache": holder.slab.cache if holder.slab else None,
+        "slab-object": hexaddr(holder.slab.object) if holder.slab else None,
+        "pointed-from": list(holder.pointed_from) if holder.pointed_from is not None else None,
         "detail": holder.detail,
     }
 

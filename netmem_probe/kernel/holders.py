@@ -21,13 +21,16 @@ page any pointer into its memory.  Each hit is then classified:
   :mod:`netmem_probe.kernel.drivers`), "<driver> <netdev> rx queue N, slot S";
   an skb that sits in such a ring (veth's ``xdp_ring``) names the slot too;
 - ``net-iov-area``: the area that owns a net_iov;
-- ``unknown``: anything else, described by drgn's ``identify_address()``.
+- ``unknown``: anything else: in a slab object, the cache, object and
+  member (:mod:`netmem_probe.kernel.slab`) and what points at that object;
+  elsewhere as drgn's ``identify_address()`` describes it.
 
 For skbs, the socket whose queue (receive, error, backlog) holds them is
 found from the queue itself, since UDP leaves ``skb->sk`` NULL.
 """
 
 import bisect
+import dataclasses
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ from netmem_probe.kernel.page_pool import (
     PagePoolScanner,
     ptr_ring_slots,
 )
+from netmem_probe.kernel.slab import SlabPlace, describe, page_place, referrers, slab_place
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, wrap
 
@@ -118,6 +122,8 @@ class Holder:
     pool_id: Optional[int] = None
     detail: Optional[str] = None
     rx_slot: Optional[RxSlot] = None  # the driver rx ring slot holding it (or its skb)
+    slab: Optional[SlabPlace] = None  # the slab object an unknown reference lies in
+    pointed_from: Optional[Tuple[str, ...]] = None  # places pointing at that object
 
     @property
     def holds(self) -> bool:
@@ -731,9 +737,33 @@ class HolderSearch:
                     result[target.netmem].append(
                         self._skb_holder("skb-frag", address, value, *found_skb, frag=index)
                     )
+        self._add_referrers(result)
         for holders in result.values():
             holders.sort(key=lambda h: h.address)
         return result
+
+    def _add_referrers(self, result: Dict[int, List[Holder]]) -> None:
+        """
+        One step back from each unknown reference in an allocated slab
+        object: the places of the words pointing at the object's start (one
+        more search of memory, for all of them at once).
+        """
+        objects = {
+            h.slab.object
+            for holders in result.values()
+            for h in holders
+            if h.kind == "unknown" and h.slab is not None and h.slab.allocated
+        }
+        if not objects:
+            return
+        found = referrers(self.prog, objects, search_words(self.prog, objects, (), self.problems))
+        for holders in result.values():
+            for i, h in enumerate(holders):
+                if h.kind == "unknown" and h.slab is not None and h.slab.object in found:
+                    places = tuple(found[h.slab.object])
+                    holders[i] = dataclasses.replace(
+                        h, pointed_from=places, detail=f"{h.detail}; {describe(places)}"
+                    )
 
     def _in_area(self, target: Target, address: int) -> bool:
         """Whether ``address`` is the owner area's ``niovs`` member."""
@@ -745,7 +775,10 @@ class HolderSearch:
         return address == target.owner + drgn.offsetof(self.prog.type(area_type), "niovs")
 
     def _unknown(self, address: int, value: int) -> Holder:
-        """A reference in a driver's rx ring, else one described by ``identify_address()``."""
+        """
+        A reference in a driver's rx ring, else in a slab object (cache, object,
+        member), else one described by ``identify_address()``.
+        """
         rx_slot = self.rx_rings.at(address)
         if rx_slot is not None:
             return Holder(
@@ -756,10 +789,13 @@ class HolderSearch:
                 detail=str(rx_slot),
                 rx_slot=rx_slot,
             )
+        place = slab_place(self.prog, address)
+        if place is not None:
+            return Holder("unknown", address, value, detail=f"slab {place}", slab=place)
         from drgn.helpers.common.memory import identify_address
 
         try:
             detail = identify_address(self.prog, address, cache=self._identify_cache)
         except Exception:  # noqa: BLE001 - it walks slab metadata that may be corrupt
             detail = None
-        return Holder("unknown", address, value, detail=detail)
+        return Holder("unknown", address, value, detail=detail or page_place(self.prog, address))

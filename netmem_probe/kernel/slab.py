@@ -1,0 +1,206 @@
+"""
+Slab places
+-----------
+
+Where an otherwise unclassified reference lies: the slab cache and object
+holding it (drgn's :func:`~drgn.helpers.linux.slab.slab_object_info`), and,
+one step back, what points at that object: the structure and member of
+each word found that holds the object's start address, named from the slab
+cache's type (caches that hold one kind of struct) or the kernel symbol it
+lies in.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import drgn
+from drgn import Program, TypeKind
+
+__all__ = (
+    "CACHE_TYPES",
+    "SlabPlace",
+    "describe",
+    "member_at",
+    "place_of",
+    "referrers",
+    "page_place",
+    "slab_place",
+)
+
+#: The struct a dedicated slab cache holds, by cache name (kmalloc caches
+#: hold anything: their objects are named by cache and offset only).
+CACHE_TYPES: Dict[str, str] = {
+    "skbuff_head_cache": "struct sk_buff",
+    "skbuff_fclone_cache": "struct sk_buff_fclones",
+    "TCP": "struct tcp_sock",
+    "TCPv6": "struct tcp6_sock",
+    "UDP": "struct udp_sock",
+    "UDPv6": "struct udp6_sock",
+    "RAW": "struct raw_sock",
+    "sock_inode_cache": "struct socket_alloc",
+    "task_struct": "struct task_struct",
+    "mm_struct": "struct mm_struct",
+    "files_cache": "struct files_struct",
+    "filp": "struct file",
+    "net_namespace": "struct net",
+    "io_kiocb": "struct io_kiocb",
+}
+
+#: Referrers named per slab object (a widely shared object has many).
+MAX_REFERRERS = 4
+
+
+@dataclass(frozen=True)
+class SlabPlace:
+    """A word inside a slab object."""
+
+    cache: Optional[str]  # the slab cache's name
+    object: int  # the object's start
+    offset: int  # of the word in the object
+    allocated: Optional[bool]
+    member: Optional[str] = None  # the member at offset, if the cache's type is known
+
+    def __str__(self) -> str:
+        where = f"+{self.offset:#x}" + (f" ({self.member})" if self.member else "")
+        state = " (free: a stale word)" if self.allocated is False else ""
+        return f"{self.cache or 'slab'} object {self.object:#x}{where}{state}"
+
+
+def member_at(type_: drgn.Type, offset: int) -> Optional[str]:
+    """
+    The path of the member of ``type_`` at byte ``offset`` (``"a.b[3].c"``,
+    ``"+0x10"`` past the start of a member that is not a struct), or None if
+    no member covers it.
+    """
+    type_ = type_.unaliased()
+    path = ""
+    while True:
+        if type_.kind == TypeKind.ARRAY and type_.length:
+            size = drgn.sizeof(type_.type)
+            index, offset = divmod(offset, size) if size else (0, offset)
+            if index >= type_.length:
+                return path or None
+            path += f"[{index}]"
+            type_ = type_.type.unaliased()
+            continue
+        if type_.kind not in (TypeKind.STRUCT, TypeKind.UNION):
+            return path + (f"+{offset:#x}" if offset else "") if path else None
+        found = None
+        members = type_.members or ()
+        for i, member in enumerate(members):
+            start = member.bit_offset // 8
+            try:
+                size = drgn.sizeof(member.type)
+            except TypeError:  # a flexible array
+                size = 0
+            # Zero-sized members (cacheline markers) cover nothing, except a
+            # trailing flexible array, which covers what follows.
+            if start <= offset < start + size or (
+                size == 0 and i == len(members) - 1 and offset >= start
+            ):
+                found = member, start
+                break
+        if found is None:
+            return path or None
+        member, start = found
+        if member.name:
+            path += ("." if path else "") + member.name
+        type_, offset = member.type.unaliased(), offset - start
+
+
+def slab_place(prog: Program, address: int) -> Optional[SlabPlace]:
+    """
+    The slab object holding ``address``, if it is in one, with the member
+    there when the cache holds a known struct; None for other memory or
+    slab metadata that cannot be read.
+    """
+    from drgn.helpers.linux.slab import slab_object_info
+
+    try:
+        info = slab_object_info(prog, address)
+    except (drgn.FaultError, ValueError, LookupError, NotImplementedError):
+        return None
+    if info is None:
+        return None
+    try:
+        cache = info.slab_cache.name.string_().decode(errors="replace")
+    except drgn.FaultError:
+        cache = None
+    start = info.address
+    offset = address - start
+    member = None
+    type_name = CACHE_TYPES.get(cache or "")
+    if type_name and info.allocated:
+        try:
+            member = member_at(prog.type(type_name), offset)
+        except LookupError:
+            pass
+    return SlabPlace(cache, start, offset, info.allocated, member)
+
+
+def page_place(prog: Program, address: int) -> Optional[str]:
+    """
+    The page a direct-map word lies in, when neither a slab nor a symbol
+    claims it: a free page (the word is stale), a reserved page, or a page
+    someone allocated directly (``_refcount``); None if it cannot be read.
+    """
+    from drgn.helpers.linux.mm import PageReserved, virt_to_page
+
+    try:
+        page = virt_to_page(prog, address)
+        refcount = page._refcount.counter.value_()
+        if PageReserved(page):
+            return f"in a reserved page ({page.value_():#x})"
+    except (drgn.FaultError, LookupError, ValueError):
+        return None
+    if refcount == 0:
+        return f"in a free page ({page.value_():#x}): a stale word"
+    return f"in an allocated page ({page.value_():#x}, _refcount {refcount}), not slab"
+
+
+def place_of(prog: Program, address: int) -> Optional[str]:
+    """
+    A word's place in a few words: its slab object (and member), or the
+    kernel or module symbol it lies in (and member, from the symbol's type),
+    or None if neither.
+    """
+    place = slab_place(prog, address)
+    if place is not None:
+        return str(place)
+    try:
+        symbol = prog.symbol(address)
+    except LookupError:
+        return None
+    offset = address - symbol.address
+    try:
+        member = member_at(prog.object(symbol.name).type_, offset)
+    except (LookupError, ValueError):
+        member = None
+    if member is None:
+        return f"{symbol.name}+{offset:#x}"
+    return symbol.name + ("" if member.startswith("[") else ".") + member
+
+
+def referrers(
+    prog: Program,
+    objects: Iterable[int],
+    words: Iterable[Tuple[int, int]],
+) -> Dict[int, List[str]]:
+    """
+    The places (see :func:`place_of`) of the words, given as ``(address,
+    value)`` pairs of a memory search for the ``objects``' start addresses,
+    by object: at most :data:`MAX_REFERRERS` each.
+    """
+    found: Dict[int, List[str]] = {o: [] for o in objects}
+    for address, value in words:
+        places = found.get(value)
+        if places is None or len(places) >= MAX_REFERRERS:
+            continue
+        place = place_of(prog, address)
+        places.append(place or f"{address:#x}")
+    return found
+
+
+def describe(places: Sequence[str]) -> str:
+    """``pointed at from A, B`` for the referrers of an object."""
+    return "pointed at from " + ", ".join(places) if places else "no pointer to it found"
