@@ -16,11 +16,12 @@ from typing import Any, Dict, List
 
 import pytest
 
-from conftest import FIXTURES, expected, run_cli
+from conftest import FIXTURE_NAMES, FIXTURES, expected, run_cli
+from invocations import invocations
 from netmem_probe.commands import COMMANDS
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.world import World
-from netmem_probe.snippets import COUNT_KEYS, KEYS
+from netmem_probe.snippets import COUNT_KEYS, HOLDER_KEYS, KEYS, LEFT_OUT
 
 MIXED = ["linux-6.12-mixed", "linux-6.16-mixed", "linux-6.18-mixed", "linux-7.1-rc-mixed",
          "linux-7.3-mixed"]
@@ -47,8 +48,15 @@ def run_snippet(code: str, prog) -> List[Dict[str, Any]]:
 
 
 def project(rows: List[Dict[str, Any]], keys) -> List[Dict[str, Any]]:
-    """Rows reduced to ``keys``; a key a row leaves out stays left out."""
-    return [{k: row.get(k, MISSING) for k in keys} for row in rows]
+    """Rows reduced to ``keys``; a key a row leaves out stays left out; the
+    references in a ``holders`` list reduced to HOLDER_KEYS."""
+    out = []
+    for row in rows:
+        reduced = {k: row.get(k, MISSING) for k in keys}
+        if isinstance(reduced.get("holders"), list):
+            reduced["holders"] = project(reduced["holders"], HOLDER_KEYS)
+        out.append(reduced)
+    return out
 
 
 def compare(name: str, fixture_program, command: List[str], keys) -> List[Dict[str, Any]]:
@@ -125,14 +133,12 @@ def test_pages_snippet_finds_the_pages_the_scan_finds(name, fixture_program):
 def test_holders_snippet_finds_and_names_every_reference(name, fixture_program):
     values = [h["netmem"] for h in expected(name)["holders"]]
     prog = fixture_program(name)
-    mine = [dict(holder, netmem=rec["netmem"])
-            for rec in run_cli("holders", *values, "--json", program=prog).json()
-            for holder in rec["holders"]]
+    mine = run_cli("holders", *values, "--json", program=prog).json()
     theirs = run_snippet(snippet(prog, "holders", *values), prog)
     assert project(theirs, KEYS["holders"]) == project(mine, KEYS["holders"])
-    kinds = {r["kind"] for r in mine}
-    assert {"skb-frag", "skb-head", "pool-cache", "pool-ring"} <= kinds
-    assert any(r["queue"] == "backlog" for r in mine)
+    references = [h for rec in mine for h in rec["holders"]]
+    assert {"skb-frag", "skb-head", "pool-cache", "pool-ring"} <= {h["kind"] for h in references}
+    assert any(h["queue"] == "backlog" for h in references)
 
 
 @pytest.mark.parametrize("name", SEARCHED)
@@ -221,3 +227,92 @@ def test_making_drgn_code_reads_no_memory(command):
     prog = FaultyMemory(_bare_world(), max_reads=0).program()
     result = run_cli(*_invocation(command), "--drgn", program=prog)
     assert result.code == 0, result
+
+
+def records(command: str, out: str) -> List[Dict[str, Any]]:
+    """The records of a command's --json output, as its --drgn script prints them:
+    an array's elements, a single object, or JSON Lines."""
+    text = out.strip()
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in text.splitlines()]
+    return value if isinstance(value, list) else [value]
+
+
+def same_records(command: str, theirs, mine, keys) -> bool:
+    """Whether a script printed the command's records (a decode error's text
+    may be worded differently: both must have one)."""
+    if command == "decode":
+        mine = [dict(r, error=bool(r["error"])) for r in mine]
+        theirs = [dict(r, error=bool(r["error"])) for r in theirs]
+    assert project(theirs, keys) == project(mine, keys)
+    return True
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_every_script_prints_the_records_of_json_on_every_fixture(name, fixture_program):
+    prog = fixture_program(name)
+    for args in invocations(name):
+        command = args[0]
+        keys = COUNT_KEYS if "--count" in args else KEYS[command]
+        result = run_cli(*args, "--json", program=prog)
+        assert result.code in (0, 1), (args, result)
+        mine = records(command, result.out)
+        theirs = run_snippet(snippet(prog, *args), prog)
+        for row in theirs:
+            assert set(row) <= set(keys), (args, set(row) - set(keys))
+        assert same_records(command, theirs, mine, keys), args
+
+
+def _first_page(prog) -> str:
+    """A page-pool page of the fixture, or a pool's address (a direct-map address)."""
+    lines = run_cli("pages", "--all-pools", "--json", program=prog).out.splitlines()
+    if lines:
+        return json.loads(lines[0])["page"]
+    return run_cli("pools", "--json", program=prog).json()[0]["address"]
+
+
+# Arguments the command takes whose scripts once raised: nothing to search
+# for (a page nothing references, no detached pool, an unknown pool), and
+# netmem_refs in unmapped memory.
+SCRIPT_CRASHES = [
+    ("linux-7.3-mixed", ["holders", "0xffffea0000180ec0"]),
+    ("linux-7.3-mixed", ["leaks", "--pool", "3"]),
+    ("linux-7.3-mixed", ["leaks", "--pool", "999"]),
+    ("linux-7.3-mixed", ["decode", "0x1"]),
+    ("linux-7.3-mixed", ["decode", "0xffffffffffffffff"]),
+    ("linux-7.3-many-pools", ["leaks"]),
+    ("linux-7.3-many-pools", ["holders", "PAGE"]),
+    ("broken-netmem-desc", ["leaks"]),
+    ("broken-netmem-desc", ["holders", "PAGE"]),
+]
+
+
+@pytest.mark.parametrize("name,args", SCRIPT_CRASHES, ids=lambda x: x if isinstance(x, str)
+                         else " ".join(x))
+def test_scripts_run_for_arguments_that_find_nothing(name, args, fixture_program):
+    prog = fixture_program(name)
+    args = [_first_page(prog) if a == "PAGE" else a for a in args]
+    result = run_cli(*args, "--json", program=prog)
+    theirs = run_snippet(snippet(prog, *args), prog)
+    assert same_records(args[0], theirs, records(args[0], result.out), KEYS[args[0]])
+
+
+@pytest.mark.parametrize("name", ["linux-7.3-mixed", "linux-6.12-mixed"])
+def test_a_script_leaves_out_only_the_keys_listed(name, fixture_program):
+    prog = fixture_program(name)
+    seen: Dict[str, set] = {}
+    for args in invocations(name):
+        command = args[0] + (" --count" if "--count" in args else "")
+        for rec in records(args[0], run_cli(*args, "--json", program=prog).out):
+            seen.setdefault(command, set()).update(rec)
+            if args[0] == "holders":
+                for ref in rec["holders"]:
+                    seen.setdefault("holders references", set()).update(ref)
+    for command, keys in seen.items():
+        kept = {"pages --count": COUNT_KEYS, "holders references": HOLDER_KEYS}.get(
+            command, KEYS.get(command))
+        assert keys - set(kept) == set(LEFT_OUT.get(command, ())), command

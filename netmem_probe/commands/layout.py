@@ -45,7 +45,7 @@ def _row(result: LayoutResult) -> Dict[str, Any]:
 
 @click.command(epilog=EXAMPLES)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@drgn_option(layout_code, types_only=True)
+@drgn_option(layout_code)
 @click.pass_obj
 def layout(target: Target, as_json: bool) -> int:
     """Check that struct page, struct netmem_desc and struct net_iov agree.

@@ -34,6 +34,8 @@ from netmem_probe.kernel.structs import member_exists
 
 __all__ = (
     "COUNT_KEYS",
+    "HOLDER_KEYS",
+    "LEFT_OUT",
     "KEYS",
     "Snippet",
     "drgn_option",
@@ -62,17 +64,26 @@ _POOL_KEYS = (
     "detach-age",
     "netdev",
     "orig-netdev",
+    "queue",
     "order",
+    "pool-size",
+    "nid",
+    "cpuid",
+    "flags",
+    "dma-map",
     "hold",
     "release",
+    "destroy-cnt",
 )
 
-#: command -> the keys a printed row may have, with the values of the
-#: command's ``--json`` (a key it leaves out, the row leaves out).  ``pool``
-#: rows also have ``breakdown`` and ``stats``; ``pages --count`` rows have
-#: :data:`COUNT_KEYS`; ``holders`` prints one row per reference (``--json``
-#: nests them under each value), with the ``netmem`` it names; a ``decode``
-#: row for a value that names nothing valid has ``error``, a short reason.
+#: command -> the keys of the records a script prints, one per line: the
+#: records of the command's ``--json`` (the elements of its array, its one
+#: object, or its JSON Lines), with the same values, in the same order.  A key
+#: of ``--json`` that is not here, the script leaves out (:data:`LEFT_OUT`).
+#: ``pool`` records also have ``breakdown`` and ``stats``; ``pages --count``
+#: records have :data:`COUNT_KEYS`; the references in a ``holders`` record's
+#: ``holders`` list have :data:`HOLDER_KEYS`; a ``decode`` record for a value
+#: that names nothing valid has ``error``, a reason worded more briefly.
 KEYS: Dict[str, Tuple[str, ...]] = {
     "pools": _POOL_KEYS,
     "pool": (*_POOL_KEYS, "breakdown", "stats"),
@@ -83,6 +94,7 @@ KEYS: Dict[str, Tuple[str, ...]] = {
         "pfn",
         "phys",
         "pp",
+        "scheme",
         "pool",
         "pool-id",
         "dma-addr",
@@ -101,7 +113,7 @@ KEYS: Dict[str, Tuple[str, ...]] = {
     ),
     "layout": ("assert", "left", "right", "ok"),
     "pages": ("pfn", "page", "pool-id", "pool", "pp-ref-count", "refcount", "dma-index", "where"),
-    "holders": ("netmem", "kind", "address", "value", "skb", "frag", "sock", "queue", "pool-id"),
+    "holders": ("netmem", "kind", "page", "net-iov", "pool-id", "holders"),
     "leaks": (
         "pool-id",
         "netmem",
@@ -142,6 +154,33 @@ KEYS: Dict[str, Tuple[str, ...]] = {
         "offset",
     ),
 }
+#: command -> the keys of its ``--json`` records its script leaves out: what
+#: the script would need much more code for (a netdev's driver and namespace,
+#: a socket's addresses, the evidence of a verdict) or that only restates
+#: others.
+LEFT_OUT: Dict[str, Tuple[str, ...]] = {
+    "pools": ("driver", "netns"),
+    "pool": ("driver", "netns"),
+    "layout": ("reason",),
+    "pages --count": ("state", "detached"),
+    "holders": ("pool-netdev",),
+    "holders references": ("family", "local", "remote", "netns", "netdev", "detail"),
+    "leaks": ("refcount", "evidence", "references"),
+    "providers": (
+        "ifq",
+        "ifindex",
+        "refcount",
+        "direction",
+        "niov-size",
+        "size",
+        "chunks",
+        "bytes",
+        "inconsistent",
+    ),
+}
+
+#: The keys of each reference in a ``holders`` (and ``leaks``) record's list.
+HOLDER_KEYS = ("kind", "address", "value", "skb", "frag", "sock", "queue", "pool-id")
 COUNT_KEYS = ("id", "inflight", "found", "alloc-cache", "ring", "out", "difference")
 
 
@@ -249,15 +288,13 @@ def fill(code: str, **substitutions: str) -> str:
     return Template("\n".join(lines) + "\n").substitute(substitutions)
 
 
-def drgn_option(generator: CodeGenerator, *, types_only: bool = False) -> Callable[[F], F]:
+def drgn_option(generator: CodeGenerator) -> Callable[[F], F]:
     """
     Add ``--drgn`` to a command: with it, the command prints what
     ``generator(prog, **params)`` returns (the command's parameters, without
     ``--json``) and exits 0 instead of running.  Placed above
-    ``@click.pass_obj``.
-
-    :param types_only: the code depends on types alone, so ``-s vmlinux``
-        without a core is enough (``layout``).
+    ``@click.pass_obj``.  ``prog`` may have types and no memory (``-s
+    vmlinux`` or ``--btf`` without a core): generators read types only.
     """
 
     def decorate(f: F) -> F:
@@ -265,8 +302,9 @@ def drgn_option(generator: CodeGenerator, *, types_only: bool = False) -> Callab
         def wrapper(*args: Any, drgn_code: bool, **kwargs: Any) -> Any:
             if not drgn_code:
                 return f(*args, **kwargs)
-            target = click.get_current_context().obj
-            prog = target.types_program() if types_only else target.prog
+            # The code depends on types alone: -s vmlinux or --btf without a
+            # core are enough.
+            prog = click.get_current_context().obj.types_program()
             kwargs.pop("as_json", None)
             click.echo(generator(prog, **kwargs), nl=False)
             return 0

@@ -9,7 +9,7 @@ from netmem_probe.kernel.layout import AGREEMENTS, applies
 from netmem_probe.snippets import Snippet, has_member, has_object, has_type
 from netmem_probe.snippets.pools import define_provider
 
-__all__ = ("decode_code", "define_is_pp_page", "layout_code")
+__all__ = ("decode_code", "define_decoders", "define_is_pp_page", "layout_code")
 
 
 def define_is_pp_page(s: Snippet) -> None:
@@ -75,6 +75,15 @@ def define_is_pp_page(s: Snippet) -> None:
     )
 
 
+def _scheme_name(prog: Program) -> str:
+    """How this kernel marks page-pool pages, as ``decode --json`` names it."""
+    if has_object(prog, "PGTY_netpp"):
+        return "page_type"
+    if has_member(prog, "struct page_pool", "dma_mapped"):
+        return "pp_magic+dma-index"
+    return "pp_magic"
+
+
 def _define_decode_page(s: Snippet) -> None:
     define_is_pp_page(s)
     s.define(
@@ -84,11 +93,18 @@ def _define_decode_page(s: Snippet) -> None:
         PAGE_STRUCT_SIZE = sizeof(prog.type("struct page"))
         PAGE_SHIFT = prog["PAGE_SHIFT"].value_()
         VALID_PFNS = [(start, end) for start, end, _ in for_each_valid_page_range(prog)]
+        PAGE_KEYS = ("netmem", "kind", "page", "pfn", "phys", "pp", "scheme", "pool", "pool-id",
+                     "dma-addr", "dma-index", "pp-ref-count", "refcount", "error")
 
 
         def decode_page(netmem):
-            """A netmem_ref without NET_IOV: the address of a struct page."""
-            row = {"netmem": hex(netmem), "kind": "page", "page": hex(netmem)}
+            """
+            A netmem_ref without NET_IOV: the address of a struct page.  Every
+            key is there; null where nothing was read or it does not apply.
+            """
+            row = dict.fromkeys(PAGE_KEYS)
+            row.update({"netmem": hex(netmem), "kind": "page", "page": hex(netmem),
+                        "scheme": "$scheme"})
             offset = netmem - VMEMMAP
             if not netmem or offset < 0 or offset % PAGE_STRUCT_SIZE:
                 return {**row, "error": "not a struct page address"}
@@ -96,15 +112,23 @@ def _define_decode_page(s: Snippet) -> None:
             row.update({"pfn": pfn, "phys": hex(pfn << PAGE_SHIFT)})
             if not any(start <= pfn < end for start, end in VALID_PFNS):
                 return {**row, "error": "no struct page for this pfn"}
-            page = Object(prog, "struct page *", netmem)
+            try:
+                # One read of the whole struct page: a hole in a dump faults here.
+                page = Object(prog, "struct page *", netmem)[0].read_()
+            except FaultError as e:
+                return {**row, "error": f"struct page is unreadable ({e})"}
             row["refcount"] = page._refcount.counter.value_()
-            if not is_pp_page(page):
+            if not is_pp_page(Object(prog, "struct page *", netmem)):
                 return {**row, "pp": False, "error": "not a page-pool page"}
             pool = page.pp
+            try:
+                pool_id = pool.user.id.value_()
+            except FaultError:
+                pool_id = None
             row.update({
                 "pp": True,
                 "pool": hex(pool.value_()),
-                "pool-id": pool.user.id.value_(),
+                "pool-id": pool_id,
                 "dma-addr": hex(page.dma_addr.value_()),
                 "dma-index": dma_index(page),
                 "pp-ref-count": page.pp_ref_count.counter.value_(),
@@ -112,10 +136,12 @@ def _define_decode_page(s: Snippet) -> None:
             return row
         ''',
         [
+            ("drgn", "FaultError"),
             ("drgn", "Object"),
             ("drgn", "sizeof"),
             ("drgn.helpers.linux.mm", "for_each_valid_page_range"),
         ],
+        scheme=_scheme_name(s.prog),
     )
 
 
@@ -160,7 +186,8 @@ def define_niov_kind(s: Snippet) -> None:
 
             def niov_kind(niov):
                 """Which provider a net_iov is of (net_iov->type since Linux 6.16)."""
-                return NIOV_TYPES.get(niov.type.value_())
+                value = niov.type.value_()
+                return NIOV_TYPES.get(value, f"unknown ({value})")
             ''',
             names="\n".join(names),
         )
@@ -216,37 +243,66 @@ def _define_decode_net_iov(s: Snippet) -> None:
         "decode_net_iov",
         '''
         NET_IOV = 0x1
+        NIOV_KEYS = ("netmem", "kind", "net-iov", "owner", "index", "num-niovs", "type", "pool",
+                     "pool-id", "dma-addr", "pp-ref-count", "user-refs", "area-id", "dmabuf",
+                     "error")
 
 
         def decode_net_iov(netmem):
-            """A netmem_ref with NET_IOV (bit 0) set: a struct net_iov * | 1."""
-            niov = Object(prog, "struct net_iov *", netmem & ~NET_IOV)
+            """
+            A netmem_ref with NET_IOV (bit 0) set: a struct net_iov * | 1.  Every
+            key is there; null where nothing was read or it does not apply.
+            """
+            address = netmem & ~NET_IOV
+            row = dict.fromkeys(NIOV_KEYS)
+            row.update({"netmem": hex(netmem), "kind": "net_iov", "net-iov": hex(address)})
+            try:
+                # One read of the whole net_iov: any address may be given.
+                niov = Object(prog, "struct net_iov *", address)[0].read_()
+            except FaultError as e:
+                return {**row, "error": f"struct net_iov is unmapped ({e})"}
             owner = niov.owner
-            row = {"netmem": hex(netmem), "kind": "net_iov", "net-iov": hex(niov.value_()),
-                   "owner": hex(owner.value_())}
+            row.update({"owner": hex(owner.value_()),
+                        "dma-addr": hex(desc(niov).dma_addr.value_()),
+                        "pp-ref-count": desc(niov).pp_ref_count.counter.value_()})
             if not owner:
                 return {**row, "error": "net_iov has no owner area"}
+            try:
+                niovs, num_niovs = owner.niovs.value_(), owner.num_niovs.value_()
+            except FaultError as e:
+                return {**row, "error": f"owner area is unreadable ({e})"}
             # Its index in the array of net_iovs its owner area holds.
-            index, rest = divmod(niov.value_() - owner.niovs.value_(), sizeof(niov.type_.type))
-            row["num-niovs"] = owner.num_niovs.value_()
-            if rest or not 0 <= index < row["num-niovs"]:
+            index, rest = divmod(address - niovs, sizeof(niov.type_))
+            row["num-niovs"] = num_niovs
+            if not niovs or rest or not 0 <= index < num_niovs:
                 return {**row, "error": "net_iov is outside its owner's niovs"}
             pool = desc(niov).pp
             kind = niov_kind(niov)
+            try:
+                pool_id = pool.user.id.value_() if pool else None
+            except FaultError:
+                pool_id = None
             row.update({
                 "index": index,
                 "type": kind,
                 "pool": hex(pool.value_()) if pool else None,
-                "pool-id": pool.user.id.value_() if pool else None,
-                "dma-addr": hex(desc(niov).dma_addr.value_()),
-                "pp-ref-count": desc(niov).pp_ref_count.counter.value_(),
+                "pool-id": pool_id,
             })
-            $area
+            try:
+                $area
+            except FaultError:
+                pass  # the provider's own structure is unreadable: its fields stay null
             return row
         ''',
-        [("drgn", "Object"), ("drgn", "sizeof")],
+        [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "sizeof")],
         area=area,
     )
+
+
+def define_decoders(s: Snippet) -> None:
+    """``decode_page(netmem)`` and ``decode_net_iov(netmem)``: ``decode``'s records."""
+    _define_decode_page(s)
+    _define_decode_net_iov(s)
 
 
 def decode_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
@@ -259,8 +315,7 @@ def decode_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
         "netmem-probe decode " + " ".join(hex(v) for v in values),
         "what each netmem_ref points at",
     )
-    _define_decode_page(s)
-    _define_decode_net_iov(s)
+    define_decoders(s)
     s.main(
         """
         NETMEMS = [$values]

@@ -6,7 +6,7 @@ import click
 from drgn import Program
 
 from netmem_probe.snippets import Snippet, has_member, has_type
-from netmem_probe.snippets.netmem import define_is_pp_page, define_niov_desc
+from netmem_probe.snippets.netmem import define_decoders, define_is_pp_page, define_niov_desc
 from netmem_probe.snippets.pools import (
     define_pool_places,
     define_pool_record,
@@ -126,46 +126,59 @@ def _define_targets(s: Snippet) -> None:
     """``target(value)``: what ``holders`` looks for, for a command-line value."""
     define_is_pp_page(s)
     define_niov_desc(s)
+    define_decoders(s)
     s.define(
         "targets",
         '''
-        PAGE_SHIFT = prog["PAGE_SHIFT"].value_()
-        VMEMMAP = prog["vmemmap"].value_()
         DIRECT_MAP = phys_to_virt(prog, 0).value_()
-        VALID_PFNS = [(start, end) for start, end, _ in for_each_valid_page_range(prog)]
+
+
+        def pool_id_of(pool):
+            """A struct page_pool *'s id, or None for NULL or an unreadable pool."""
+            try:
+                return pool.user.id.value_() if pool else None
+            except FaultError:
+                return None
 
 
         def page_target(page):
             """What names a struct page *: its address (its netmem_ref), and pointers
             into its memory (the direct map of its 2**order pages)."""
-            order = page.pp.p.order.value_() if is_pp_page(page) else 0
+            pool = page.pp if is_pp_page(page) else Object(prog, "struct page_pool *", 0)
+            try:
+                order = pool.p.order.value_() if pool else 0
+            except FaultError:
+                order = 0
             start = DIRECT_MAP + (page_to_pfn(page).value_() << PAGE_SHIFT)
             return {"netmem": page.value_(), "kind": "page", "address": page.value_(),
                     "words": {page.value_()}, "span": (start, start + (1 << PAGE_SHIFT + order)),
-                    "pool": page.pp.value_() if is_pp_page(page) else 0, "owner": None}
+                    "pool": pool.value_(), "pool-id": pool_id_of(pool), "owner": None}
 
 
         def target(value):
             """A net_iov netmem_ref (bit 0 set), a struct page, or an address in
-            the direct map (the page it lies in)."""
-            if value & 1:
-                niov = Object(prog, "struct net_iov *", value & ~1)
-                return {"netmem": value, "kind": "net_iov", "address": niov.value_(),
-                        "words": {value, niov.value_()}, "span": None,
-                        "pool": desc(niov).pp.value_(), "owner": niov.owner.value_()}
+            the direct map (the page it lies in), as decode tells them."""
+            if value & NET_IOV:
+                row = decode_net_iov(value)
+                if not row["error"]:
+                    address = int(row["net-iov"], 16)
+                    return {"netmem": value, "kind": "net_iov", "address": address,
+                            "words": {value, address}, "span": None,
+                            "pool": int(row["pool"] or "0", 16), "pool-id": row["pool-id"],
+                            "owner": int(row["owner"], 16)}
+                # Not a net_iov: an odd address in the direct map still names a page.
             pfn = (value - DIRECT_MAP) >> PAGE_SHIFT
             if value >= DIRECT_MAP and any(start <= pfn < end for start, end in VALID_PFNS):
                 value = pfn_to_page(prog, pfn).value_()
-            pfn, rest = divmod(value - VMEMMAP, sizeof(prog.type("struct page")))
-            if rest or not any(start <= pfn < end for start, end in VALID_PFNS):
+            row = decode_page(value)
+            if row["pfn"] is None or row["refcount"] is None:
                 raise SystemExit(f"{value:#x} is not a netmem_ref, struct page or direct-map "
-                                 "address")
+                                 f"address ({row['error']})")
             return page_target(Object(prog, "struct page *", value))
         ''',
         [
+            ("drgn", "FaultError"),
             ("drgn", "Object"),
-            ("drgn", "sizeof"),
-            ("drgn.helpers.linux.mm", "for_each_valid_page_range"),
             ("drgn.helpers.linux.mm", "page_to_pfn"),
             ("drgn.helpers.linux.mm", "pfn_to_page"),
             ("drgn.helpers.linux.mm", "phys_to_virt"),
@@ -397,6 +410,8 @@ def _define_holders(s: Snippet) -> None:
             of spans ([lo, hi)).  drgn searches in C, through physical memory so
             that each page is searched once; pages a dump lacks are skipped.
             """
+            if not values and not spans:
+                return  # nothing to look for (drgn refuses an empty search)
             it = prog.search_memory_word(*values, *[(lo, hi - 1) for lo, hi in spans])
             for start, end in VALID_PFNS:
                 lo, hi = start << PAGE_SHIFT, (end << PAGE_SHIFT) - 1
@@ -416,10 +431,10 @@ def _define_holders(s: Snippet) -> None:
                    detail=None):
             """A row: one reference to a target."""
             sock, queue = socket_of(skb) if skb is not None else (None, None)
-            return {"netmem": hex(target["netmem"]), "kind": kind, "address": hex(address),
-                    "value": hex(value), "skb": hex(skb.value_()) if skb is not None else None,
-                    "frag": frag, "sock": hex(sock) if sock else None, "queue": queue,
-                    "pool-id": pool_id, "detail": detail}
+            return {"kind": kind, "address": hex(address), "value": hex(value),
+                    "skb": hex(skb.value_()) if skb is not None else None, "frag": frag,
+                    "sock": hex(sock) if sock else None, "queue": queue, "pool-id": pool_id,
+                    "detail": detail}
 
 
         def rx_rings():
@@ -556,8 +571,11 @@ def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
         targets = [target(value) for value in [$values]]
         found = find_holders(targets)
         for t in targets:
-            for row in found[t["netmem"]]:
-                print(json.dumps(row))
+            print(json.dumps({
+                "netmem": hex(t["netmem"]), "kind": t["kind"],
+                "page" if t["kind"] == "page" else "net-iov": hex(t["address"]),
+                "pool-id": t["pool-id"], "holders": found[t["netmem"]],
+            }))
         """,
         values=", ".join(hex(v) for v in values),
     )

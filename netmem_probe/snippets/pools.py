@@ -233,9 +233,16 @@ def define_pool_record(s: Snippet) -> None:
                 # An orphaned pool's NAPI, while it has one, still names its netdev.
                 "orig-netdev": name(pool.p.napi.dev) if state == "orphaned" and pool.p.napi
                 else None,
+                "queue": $queue,
                 "order": pool.p.order.value_(),
+                "pool-size": pool.p.pool_size.value_(),
+                "nid": pool.p.nid.value_(),
+                "cpuid": pool.cpuid.value_(),
+                "flags": pool.slow.flags.value_(),
+                "dma-map": bool(pool.dma_map),
                 "hold": hold,
                 "release": release,
+                "destroy-cnt": pool.destroy_cnt.value_(),
             })
             return row
         ''',
@@ -247,6 +254,9 @@ def define_pool_record(s: Snippet) -> None:
             ("drgn.helpers.linux.timekeeping", "ktime_get_coarse_boottime_ns"),
         ],
         constants=constants,
+        queue="pool.slow.queue_idx.value_() if pool.slow.netdev else None"
+        if member_exists(pool_type, "slow.queue_idx")
+        else "None",  # no slow.queue_idx before Linux 6.12
         detach=detach,
         napi=napi,
         provider=provider,
