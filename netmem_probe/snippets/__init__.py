@@ -164,7 +164,17 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
     "layout": ("reason",),
     "pages --count": ("state", "detached"),
     "holders": ("pool-netdev",),
-    "holders references": ("family", "local", "remote", "netns", "netdev", "detail"),
+    "holders references": (
+        "family",
+        "local",
+        "remote",
+        "netns",
+        "netdev",
+        "detail",
+        "driver",
+        "rx-queue",
+        "slot",
+    ),
     "leaks": ("refcount", "evidence", "references"),
     "providers": (
         "ifq",
