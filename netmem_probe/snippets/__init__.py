@@ -174,6 +174,9 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
         "driver",
         "rx-queue",
         "slot",
+        "slab-cache",
+        "slab-object",
+        "pointed-from",
     ),
     "leaks": ("refcount", "evidence", "references"),
     "providers": (
