@@ -2,6 +2,7 @@
 
 from netmem_probe.commands.check import check
 from netmem_probe.commands.decode import decode
+from netmem_probe.commands.export import export
 from netmem_probe.commands.holders import holders
 from netmem_probe.commands.layout import layout
 from netmem_probe.commands.leaks import leaks
@@ -13,6 +14,7 @@ from netmem_probe.commands.providers import providers
 # Reports over one target, each with a --drgn equivalent (tests walk them all).
 COMMANDS = [pools, pool, decode, layout, pages, holders, leaks, providers, niovs]
 
-# Fleet commands, for operators: a verdict over the reports above (check).
+# Fleet commands, for operators: a verdict over the reports above (check),
+# a metrics exporter (export).
 # They have no --drgn equivalent; their parts do.
-FLEET_COMMANDS = [check]
+FLEET_COMMANDS = [check, export]
