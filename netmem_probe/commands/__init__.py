@@ -10,11 +10,12 @@ from netmem_probe.commands.niovs import niovs
 from netmem_probe.commands.pages import pages
 from netmem_probe.commands.pools import pool, pools
 from netmem_probe.commands.providers import providers
+from netmem_probe.commands.triage import triage
 
 # Reports over one target, each with a --drgn equivalent (tests walk them all).
 COMMANDS = [pools, pool, decode, layout, pages, holders, leaks, providers, niovs]
 
 # Fleet commands, for operators: a verdict over the reports above (check),
-# a metrics exporter (export).
+# a metrics exporter (export), check over many dumps (triage).
 # They have no --drgn equivalent; their parts do.
-FLEET_COMMANDS = [check, export]
+FLEET_COMMANDS = [check, export, triage]

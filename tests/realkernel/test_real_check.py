@@ -4,6 +4,8 @@ every detached pool with pages out is a finding with its next command, the
 kernel log is read, and without debug info (BTF) the answer is the same.
 """
 
+import json
+
 import pytest
 
 from conftest import run_cli
@@ -46,3 +48,21 @@ def test_check_without_debug_info_answers_as_with_it(series, kind):
     have = run_cli(*args, program=btf_program(series, kind))
     assert (have.code, have.out, have.err) == (want.code, want.out, want.err)
     assert have.json()["kernel-log"]["error"] is None
+
+
+@pytest.mark.parametrize("series", sorted({series for series, _ in DUMPS}))
+def test_triage_of_the_dumps_without_debug_info(series):
+    t = truth(series)
+    dumps = [t["dumps"][kind] for s, kind in DUMPS if s == series]
+    result = run_cli("triage", "--no-leaks", "--json", "--jobs", "2", *dumps)
+    rows = [json.loads(line) for line in result.out.splitlines()]
+    assert [row["dump"] for row in rows] == dumps
+    pools = run_cli("pools", "--json", program=program(series, "elf")).json()
+    waiting = [p for p in pools if p["detached"] and p["inflight"]]
+    for row in rows:
+        assert row["error"] is None, row
+        assert row["release"] == t["kernel"]
+        assert row["pools"] == len(pools)
+        assert row["detached-waiting"] == len(waiting)
+        assert row["verdict"] == "unhealthy"
+    assert result.code == 1
