@@ -38,8 +38,9 @@ from drgn import Object
 from drgn.helpers.linux.mm import for_each_page
 from drgn.helpers.linux.net import is_pp_page as drgn_is_pp_page
 
+from netmem_probe.fake.objects import PAGE_OFFSET, PAGE_SHIFT, RAM_SIZE, VMEMMAP
 from netmem_probe.fake.pools import PP_FLAG_DMA_MAP, PP_SIGNATURE, FakePagePool
-from netmem_probe.fake.world import PAGE_OFFSET, PAGE_SHIFT, RAM_SIZE, VMEMMAP, World
+from netmem_probe.fake.world import World
 from netmem_probe.kernel.netmem import pp_scheme, valid_pfn_ranges
 from netmem_probe.kernel.pages import CHUNK_BYTES, PpPageScanner
 from netmem_probe.target import open_program

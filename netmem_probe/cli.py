@@ -1,17 +1,8 @@
 """
 The ``netmem-probe`` command line: target options on the group, one
-subcommand per report (see :mod:`netmem_probe.commands`), and the exit codes
-every command shares:
-
-      0  ran, nothing to report beyond the output
-      1  findings (layout mismatch, leaked pages, detached pools with pages in flight)
-      2  usage error
-      3  cannot open the target
-      4  partial result: unreadable or inconsistent objects were skipped
-     70  internal error: an exception the tool did not expect (a bug; --debug shows it)
-    130  interrupted (Ctrl-C), as a shell reports a command SIGINT ended
-    141  the reader of the output went away (``| head``), as a shell reports a
-         command SIGPIPE ended: the output is cut, so no verdict is given
+subcommand per report (see :mod:`netmem_probe.commands`), and every failure
+turned into one line and an exit code (the codes are in
+:mod:`netmem_probe.context`).
 """
 
 import contextlib
@@ -24,41 +15,19 @@ from typing import Any, Iterator, List, Optional, Sequence
 import click
 import drgn
 
-from netmem_probe.kernel.walk import Problems
-from netmem_probe.target import (
-    TargetError,
-    core_truncation,
-    describe,
-    fallback_note,
-    open_btf_types,
-    open_debug_info,
-    open_program,
+from netmem_probe.commands import COMMANDS, FLEET_COMMANDS
+from netmem_probe.context import (
+    EXIT_CLOSED_PIPE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TARGET,
+    EXIT_USAGE,
+    Target,
 )
+from netmem_probe.target import TargetError
 
-__all__ = (
-    "EXIT_CLOSED_PIPE",
-    "EXIT_FINDINGS",
-    "EXIT_INTERNAL",
-    "EXIT_INTERRUPTED",
-    "EXIT_PARTIAL",
-    "EXIT_TARGET",
-    "EXIT_USAGE",
-    "PartialResultError",
-    "Target",
-    "main",
-)
-
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_USAGE = 2
-EXIT_TARGET = 3
-EXIT_PARTIAL = 4
-# sysexits.h's EX_SOFTWARE: distinct from every code a run that worked can give.
-EXIT_INTERNAL = 70
-# 128 + the signal's number: what a shell reports for a command the signal
-# killed, so scripts see the same code as for other tools.
-EXIT_INTERRUPTED = 128 + 2  # SIGINT
-EXIT_CLOSED_PIPE = 128 + 13  # SIGPIPE
+__all__ = ("cli", "main")
 
 # Since click 8.2 a group run without a command raises this; older click
 # prints the help and exits 0 itself.
@@ -82,112 +51,6 @@ EXAMPLES:
   netmem-probe -c vmcore -s vmlinux pool 19 --drgn > pool19.py
       any command as a plain drgn script for this kernel, to read and adapt
 """
-
-
-class Target:
-    """The target the group options name; the Program is opened on first use."""
-
-    def __init__(
-        self,
-        core: Optional[str],
-        symbols: Sequence[str],
-        fixture: Optional[str],
-        debug: bool,
-        prog: Optional[drgn.Program] = None,
-        btf: Optional[str] = None,
-    ) -> None:
-        self.core = core
-        self.symbols = tuple(symbols)
-        self.fixture = fixture
-        self.btf = btf
-        self.debug = debug
-        self.problems = Problems()
-        self._prog = prog
-        self._described = False
-        self._truncated: Optional[str] = None
-
-    @property
-    def prog(self) -> drgn.Program:
-        if self._prog is None:
-            self._prog = open_program(self.core, self.symbols, self.fixture, self.btf)
-            self._truncated = core_truncation(self.core) if self.core is not None else None
-            if self._truncated:
-                click.echo(f"netmem-probe: warning: {self._truncated}", err=True)
-            note = fallback_note(self._prog)
-            if note:
-                click.echo(f"netmem-probe: note: {note}", err=True)
-        return self._prog
-
-    def types_program(self) -> drgn.Program:
-        """
-        A Program for commands that need only types: with ``-s`` or
-        ``--btf`` and no core or fixture, the debug info or BTF alone (no
-        /proc/kcore, no root).
-        """
-        if self.core is None and self.fixture is None and self._prog is None:
-            if self.symbols:
-                return open_debug_info(self.symbols)
-            if self.btf is not None:
-                return open_btf_types(self.btf)
-        return self.prog
-
-    def describe(self) -> str:
-        """
-        What the target is (live and racy, a consistent dump, or a dump cut
-        short), for the output.
-        """
-        self._described = True
-        prog = self.prog  # opening it finds a truncation
-        if self._truncated:
-            # Consistent, but with a part missing: not the whole snapshot.
-            return "core dump (truncated)"
-        return describe(prog)
-
-    def finish(self, findings: bool) -> int:
-        """Report skipped objects on stderr and pick the exit code."""
-        if (
-            self._prog is not None
-            and not self._described
-            and (self._prog.flags & drgn.ProgramFlags.IS_LIVE)
-        ):
-            # Output without a summary line (JSON, one record) still says it.
-            click.echo(
-                f"netmem-probe: note: read from the {describe(self._prog)}: objects "
-                "were read one by one while the kernel ran",
-                err=True,
-            )
-        if self.problems:
-            self._report_problems()
-            return EXIT_PARTIAL
-        return EXIT_FINDINGS if findings else EXIT_OK
-
-    def not_found(self, message: str, param_hint: str) -> click.ClickException:
-        """
-        The error for something the user named that the target lacks: a
-        usage error when every object could be read, else a partial result
-        (exit code 4), since it may be one of the objects that could not.
-        """
-        if not self.problems:
-            return click.BadParameter(message, param_hint=param_hint)
-        self._report_problems()
-        return PartialResultError(f"{message} among the objects that could be read")
-
-    def _report_problems(self) -> None:
-        click.echo(
-            f"netmem-probe: warning: {len(self.problems)} object(s) skipped "
-            "(unreadable or inconsistent):",
-            err=True,
-        )
-        for problem in self.problems.items[:20]:
-            click.echo(f"  {problem}", err=True)
-        if len(self.problems) > 20:
-            click.echo(f"  ... and {len(self.problems) - 20} more", err=True)
-
-
-class PartialResultError(click.ClickException):
-    """A command cannot answer because objects it needed were unreadable."""
-
-    exit_code = EXIT_PARTIAL
 
 
 class _ClosedPipe(Exception):
@@ -276,14 +139,8 @@ def cli(
     ctx.obj = Target(core, symbols, fixture, debug, prog=ctx.obj, btf=btf)
 
 
-def _register_commands() -> None:
-    from netmem_probe.commands import COMMANDS, FLEET_COMMANDS
-
-    for command in COMMANDS + FLEET_COMMANDS:
-        cli.add_command(command)
-
-
-_register_commands()
+for _command in COMMANDS + FLEET_COMMANDS:
+    cli.add_command(_command)
 
 
 # drgn.plugins entry points that only add drgn CLI commands: drgn's own and ours.

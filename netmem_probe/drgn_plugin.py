@@ -31,7 +31,8 @@ _COMMANDS = {
 
 def _register(name: str, description: str) -> None:
     def run(prog: Program, name: str, args: Sequence[str], **kwargs: Any) -> None:
-        from netmem_probe.cli import EXIT_FINDINGS, main
+        from netmem_probe.cli import main
+        from netmem_probe.context import EXIT_FINDINGS
 
         code = main([name, *args], program=prog)
         if code not in (0, EXIT_FINDINGS):

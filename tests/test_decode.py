@@ -5,7 +5,8 @@ import pytest
 from conftest import expected, fixtures_with, run_cli
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.world import World
-from netmem_probe.kernel.netmem import decode_netmem, is_pp_page, netmem_to_page, pp_scheme
+from netmem_probe.kernel.decode import decode_netmem
+from netmem_probe.kernel.netmem import is_pp_page, netmem_to_page, pp_scheme
 
 DECODE_FIXTURES = fixtures_with("decode")
 

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import expected, fixtures_with, run_cli
 from netmem_probe.fake.pools import PP_FLAG_DMA_MAP, FakePagePool
-from netmem_probe.fake.world import PAGE_SHIFT, RAM_SIZE, World
+from netmem_probe.fake.objects import PAGE_SHIFT, RAM_SIZE
+from netmem_probe.fake.world import World
 from netmem_probe.kernel.pages import PpPageScanner, SignatureMatcher
 from netmem_probe.kernel.netmem import pp_scheme
 from netmem_probe.kernel.walk import Problems

@@ -1,12 +1,12 @@
 """``netmem-probe decode``: what a netmem_ref value points at."""
 
-import sys
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, Sequence, Union
 
 import click
 
-from netmem_probe.cli import Target
-from netmem_probe.kernel.netmem import NetIovInfo, PageInfo, decode_netmem
+from netmem_probe.context import Target, netmem_arguments
+from netmem_probe.kernel.decode import NetIovInfo, decode_netmem
+from netmem_probe.kernel.netmem import PageInfo
 from netmem_probe.report import emit_json, hexaddr
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.netmem import decode_code
@@ -20,38 +20,6 @@ EXAMPLES:
   grep -o 'netmem=0x[0-9a-f]*' trace.txt | cut -d= -f2 | netmem-probe decode -
       decode values read from standard input
 """
-
-WORD_MAX = (1 << 64) - 1
-
-
-def parse_netmem(text: str) -> int:
-    """A netmem_ref from hex (0x...) or decimal text; ValueError if malformed."""
-    try:
-        value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
-    except ValueError:
-        raise ValueError("not a hex (0x...) or decimal number") from None
-    if value < 0:
-        raise ValueError("negative")
-    if value > WORD_MAX:
-        raise ValueError("larger than 64 bits")
-    return value
-
-
-def _values(args: Sequence[str]) -> List[int]:
-    words: List[str] = []
-    for arg in args:
-        words.extend(sys.stdin.read().split() if arg == "-" else [arg])
-    if not words:
-        raise click.UsageError("no NETMEM values given")
-    values = []
-    for word in words:
-        try:
-            values.append(parse_netmem(word))
-        except ValueError as e:
-            raise click.BadParameter(
-                f"{word!r} is not a netmem_ref ({e})", param_hint="NETMEM"
-            ) from e
-    return values
 
 
 def _record(info: Union[PageInfo, NetIovInfo]) -> Dict[str, Any]:
@@ -117,7 +85,7 @@ def decode(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     page-pool ownership by this kernel's scheme, refcounts). Exit code 1 when
     a value points at nothing valid, with the reason.
     """
-    values = _values(netmem)
+    values = netmem_arguments(netmem)
     records = [_record(decode_netmem(target.prog, value, target.problems)) for value in values]
     if as_json:
         emit_json(records)

@@ -4,8 +4,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from netmem_probe.cli import Target
-from netmem_probe.commands.decode import parse_netmem
+from netmem_probe.context import Target, parse_netmem
 from netmem_probe.kernel.holders import Holder, HolderSearch, make_target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.report import emit_json, emit_table, hexaddr

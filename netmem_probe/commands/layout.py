@@ -4,7 +4,7 @@ from typing import Any, Dict
 
 import click
 
-from netmem_probe.cli import EXIT_FINDINGS, EXIT_OK, Target
+from netmem_probe.context import EXIT_FINDINGS, EXIT_OK, Target
 from netmem_probe.kernel.layout import LayoutResult, MemberLayout, check_layout
 from netmem_probe.report import emit_json, emit_table
 from netmem_probe.snippets import drgn_option

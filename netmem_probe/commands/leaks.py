@@ -4,8 +4,8 @@ from typing import Any, Dict, List, Sequence
 
 import click
 
-from netmem_probe.cli import Target
 from netmem_probe.commands.holders import ADDRESS_KEY, holder_record
+from netmem_probe.context import Target
 from netmem_probe.kernel.holders import Holder
 from netmem_probe.kernel.leaks import LeakReport, NetmemVerdict, PoolLeaks, find_leaks
 from netmem_probe.report import emit_json_line, emit_table, hexaddr, human_seconds

@@ -4,8 +4,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from netmem_probe.cli import Target
 from netmem_probe.commands.providers import make_scanner, ring_options
+from netmem_probe.context import Target
 from netmem_probe.kernel.providers import NIOV_STATES, NiovInfo, ProviderArea, ProviderScanner
 from netmem_probe.report import emit_json_line, hexaddr
 from netmem_probe.snippets import drgn_option

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from netmem_probe.cli import Target
+from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPage, PpPageScanner
 from netmem_probe.report import emit_json, emit_json_line, emit_table, hexaddr

@@ -4,8 +4,8 @@ from typing import Any, Dict, List, Optional
 
 import click
 
-from netmem_probe.cli import Target
 from netmem_probe.commands.watch import watch_pools
+from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
 from netmem_probe.report import emit_json, emit_table, hexaddr, human_bytes, human_seconds
 from netmem_probe.snippets import drgn_option

@@ -4,7 +4,7 @@ from typing import Any, Callable, Dict, List, Sequence, TypeVar
 
 import click
 
-from netmem_probe.cli import Target
+from netmem_probe.context import Target
 from netmem_probe.kernel.providers import ProviderArea, ProviderScanner
 from netmem_probe.kernel.structs import member_exists
 from netmem_probe.report import emit_json, emit_table, hexaddr, human_bytes

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import click
 import drgn
 
-from netmem_probe.cli import Target
+from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
 from netmem_probe.report import emit_table
 

@@ -17,7 +17,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import drgn
 
-from netmem_probe.fake.world import PLATFORM, World
+from netmem_probe.fake.objects import PLATFORM
+from netmem_probe.fake.world import World
 
 __all__ = ("BudgetExceeded", "FaultyMemory", "OnRead")
 

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import drgn
 
-from netmem_probe.fake.world import INIT_NET_INUM, NET_PTR_POISON, KObject
+from netmem_probe.fake.objects import INIT_NET_INUM, NET_PTR_POISON, KObject
 
 if TYPE_CHECKING:
     from netmem_probe.fake.pools import FakePagePool

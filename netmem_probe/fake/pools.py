@@ -10,7 +10,7 @@ from the model by :meth:`FakePagePool.expected`.
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
-from netmem_probe.fake.world import PAGE_SIZE, POISON_POINTER_DELTA, KObject
+from netmem_probe.fake.objects import PAGE_SIZE, POISON_POINTER_DELTA, KObject
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetDevice

@@ -22,6 +22,7 @@ from that model, never by reading memory back.
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from netmem_probe.fake.objects import PAGE_SHIFT, FakeXArray, KObject
 from netmem_probe.fake.pools import (
     PGTY_NETPP,
     PP_FLAG_ALLOW_UNREADABLE_NETMEM,
@@ -30,7 +31,6 @@ from netmem_probe.fake.pools import (
     PP_SIGNATURE,
     FakePagePool,
 )
-from netmem_probe.fake.world import PAGE_SHIFT, FakeXArray, KObject
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetDevice

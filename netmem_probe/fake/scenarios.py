@@ -11,6 +11,7 @@ writes every scenario on every layout it supports to
 from typing import Callable, Dict, List, Tuple
 
 from netmem_probe.fake.net import NetNamespace
+from netmem_probe.fake.objects import PAGE_OFFSET, VMEMMAP
 from netmem_probe.fake.pools import (
     PP_FLAG_DMA_MAP,
     PP_FLAG_DMA_SYNC_DEV,
@@ -19,7 +20,7 @@ from netmem_probe.fake.pools import (
 from netmem_probe.fake.providers import add_providers
 from netmem_probe.fake.sockets import add_sockets
 from netmem_probe.fake.types_elf import available_layouts
-from netmem_probe.fake.world import PAGE_OFFSET, VMEMMAP, World
+from netmem_probe.fake.world import World
 
 __all__ = ("LAYOUT_ASSERTS", "SCENARIOS", "build", "fixture_names")
 

@@ -16,8 +16,8 @@ report in ``world.expected``.
 import ipaddress
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from netmem_probe.fake.objects import PAGE_SIZE
 from netmem_probe.fake.pools import FakePage, FakePagePool
-from netmem_probe.fake.world import PAGE_SIZE
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetDevice, NetNamespace

@@ -14,178 +14,40 @@ The world also records the truth of what it built (``expected``), from the
 scenario description, never by reading memory back.
 """
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import drgn
 from drgn import Object, Program
 
 from netmem_probe.fake.memory import FakeMemory, ReadFn, Region
+from netmem_probe.fake.net import NetNamespace
+from netmem_probe.fake.objects import (
+    HEAP_PA,
+    HEAP_SIZE,
+    INIT_NET_INUM,
+    MAX_PHYSMEM_BITS,
+    MEMMAP_PA,
+    PAGE_OFFSET,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PERCPU_DYNAMIC,
+    PERCPU_UNIT,
+    PLATFORM,
+    RAM_SIZE,
+    SECTION_FLAGS,
+    SECTION_SIZE_BITS,
+    START_KERNEL_MAP,
+    SWAPPER_PG_DIR,
+    TIMER_ENTRY_STATIC,
+    VMEMMAP,
+    FakeList,
+    FakeXArray,
+    KObject,
+)
+from netmem_probe.fake.pools import PP_FLAG_SYSTEM_POOL, FakePagePool
 from netmem_probe.fake.types_elf import KERNEL_DATA, build_types_elf, layout_header
 
-if TYPE_CHECKING:
-    # fake.pools builds on this module; the import is for annotations only.
-    from netmem_probe.fake.pools import FakePagePool
-
-__all__ = ("KObject", "World", "PAGE_OFFSET", "VMEMMAP", "POISON_POINTER_DELTA")
-
-PLATFORM = drgn.Platform(
-    drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
-)
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
-PAGE_OFFSET = 0xFFFF888000000000
-VMEMMAP = 0xFFFFEA0000000000
-START_KERNEL_MAP = 0xFFFFFFFF80000000
-SWAPPER_PG_DIR = 0xFFFFFFFF82FFE000
-POISON_POINTER_DELTA = 0xDEAD000000000000
-TIMER_ENTRY_STATIC = 0x300 + POISON_POINTER_DELTA
-NET_PTR_POISON = 0x801 + POISON_POINTER_DELTA
-
-SECTION_SIZE_BITS = 27
-MAX_PHYSMEM_BITS = 46
-RAM_SIZE = 1 << SECTION_SIZE_BITS  # one memory section
-HEAP_PA = 0x4000000
-HEAP_SIZE = 0x2000000
-MEMMAP_PA = RAM_SIZE - (RAM_SIZE >> PAGE_SHIFT) * 64
-PERCPU_UNIT = 0x100000
-PERCPU_DYNAMIC = 0x8000  # first dynamically allocated per-CPU offset
-INIT_NET_INUM = 0xF0000000
-
-SECTION_FLAGS = 0x1 | 0x2 | 0x4 | 0x8  # present, has mem_map, online, early
-
-
-def join(path: str, member: str) -> str:
-    return f"{path}.{member}" if path else member
-
-
-def set_path(value: Dict[str, Any], path: str, item: Any) -> None:
-    """Set ``value["a"]["b"]`` for path ``"a.b"``, creating dicts on the way."""
-    *parents, last = path.split(".")
-    for name in parents:
-        value = value.setdefault(name, {})
-    value[last] = item
-
-
-class KObject:
-    """A kernel object of the fake world: its address, C type and value."""
-
-    __slots__ = ("world", "addr", "type", "value")
-
-    def __init__(self, world: "World", addr: int, type_: drgn.Type, value: Any = None) -> None:
-        self.world = world
-        self.addr = addr
-        self.type = type_
-        # A dict for a struct, a list for an array, an int or bytes otherwise.
-        self.value: Any = value if value is not None else {}
-
-    def addr_of(self, path: str) -> int:
-        """Address of a member, e.g. ``pool.addr_of("user.list")``."""
-        return self.addr + drgn.offsetof(self.type, path) if path else self.addr
-
-    def set(self, path: str, item: Any) -> None:
-        set_path(self.value, path, item)
-
-    def __repr__(self) -> str:
-        return f"<{self.type.type_name()} at {self.addr:#x}>"
-
-
-class FakeList:
-    """A ``list_head`` or ``hlist_head`` list, wired at commit."""
-
-    def __init__(self, head: KObject, head_path: str, hlist: bool = False) -> None:
-        self.head = head
-        self.head_path = head_path
-        self.hlist = hlist
-        self.nodes: List[Tuple[KObject, str]] = []
-
-    def add(self, node: KObject, node_path: str, *, head: bool = False) -> None:
-        if head:
-            self.nodes.insert(0, (node, node_path))
-        else:
-            self.nodes.append((node, node_path))
-
-    def remove(self, node: KObject) -> None:
-        self.nodes = [(n, p) for n, p in self.nodes if n is not node]
-
-    def wire(self) -> None:
-        head_addr = self.head.addr_of(self.head_path)
-        addrs = [n.addr_of(p) for n, p in self.nodes]
-        if self.hlist:
-            self.head.set(join(self.head_path, "first"), addrs[0] if addrs else 0)
-            for i, (node, path) in enumerate(self.nodes):
-                node.set(join(path, "next"), addrs[i + 1] if i + 1 < len(addrs) else 0)
-                node.set(join(path, "pprev"), head_addr if i == 0 else addrs[i - 1])
-            return
-        ring = [head_addr] + addrs
-        owners = [(self.head, self.head_path)] + self.nodes
-        for i, (owner, path) in enumerate(owners):
-            owner.set(join(path, "next"), ring[(i + 1) % len(ring)])
-            owner.set(join(path, "prev"), ring[i - 1])
-
-
-class FakeXArray:
-    """An XArray's entries; the node tree is built at commit."""
-
-    CHUNK_SHIFT = 6
-
-    def __init__(self, owner: KObject, path: str) -> None:
-        self.owner = owner
-        self.path = path
-        self.entries: Dict[int, int] = {}
-
-    def wire(self, world: "World") -> None:
-        xa_addr = self.owner.addr_of(self.path)
-        entries = {i: e for i, e in self.entries.items() if e}
-        if not entries:
-            self.owner.set(join(self.path, "xa_head"), 0)
-            return
-        if set(entries) == {0}:
-            self.owner.set(join(self.path, "xa_head"), entries[0])
-            return
-        shift = 0
-        while max(entries) >> shift >= 1 << self.CHUNK_SHIFT:
-            shift += self.CHUNK_SHIFT
-        head = self._node(world, entries, shift, 0, 0, 0, xa_addr)
-        self.owner.set(join(self.path, "xa_head"), head | 2)
-
-    def _node(
-        self,
-        world: "World",
-        entries: Dict[int, int],
-        shift: int,
-        base: int,
-        parent: int,
-        offset: int,
-        xa_addr: int,
-    ) -> int:
-        node = world.alloc("struct xa_node")
-        slots = [0] * (1 << self.CHUNK_SHIFT)
-        groups: Dict[int, Dict[int, int]] = {}
-        for index, entry in entries.items():
-            groups.setdefault((index - base) >> shift, {})[index] = entry
-        for slot, group in groups.items():
-            if shift == 0:
-                slots[slot] = group[base + slot]
-            else:
-                child = self._node(
-                    world,
-                    group,
-                    shift - self.CHUNK_SHIFT,
-                    base + (slot << shift),
-                    node.addr,
-                    slot,
-                    xa_addr,
-                )
-                slots[slot] = child | 2
-        node.value = {
-            "shift": shift,
-            "offset": offset,
-            "count": len(groups),
-            "parent": parent,
-            "array": xa_addr,
-            "slots": slots,
-        }
-        return node.addr
+__all__ = ("World",)
 
 
 class World:
@@ -467,8 +329,6 @@ class World:
         return name in self._symbols
 
     def _setup_net(self) -> None:
-        from netmem_probe.fake.net import NetNamespace
-
         self.has_dma_index = self.has_member("struct page_pool", "dma_mapped")
         self.netpp_page_type = self.has_constant("PGTY_netpp")
         self.page_pools_xa = self.xarray(self.global_("page_pools"), "")
@@ -479,10 +339,8 @@ class World:
         self._next_pool_id = 1
         self.system_pools = [self._system_pool(cpu) for cpu in range(self.nr_cpus)]
 
-    def _system_pool(self, cpu: int) -> "FakePagePool":
+    def _system_pool(self, cpu: int) -> FakePagePool:
         """The per-CPU system page pool that net_page_pool_create() makes at boot."""
-        from netmem_probe.fake.pools import PP_FLAG_SYSTEM_POOL, FakePagePool
-
         pool = FakePagePool(
             self, pool_size=(1 << 20) // PAGE_SIZE, nid=0, cpuid=cpu, flags=PP_FLAG_SYSTEM_POOL
         )

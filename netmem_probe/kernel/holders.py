@@ -39,9 +39,10 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tupl
 import drgn
 from drgn import Program
 
+from netmem_probe.kernel.decode import decode_net_iov
 from netmem_probe.kernel.drivers import RxRings, RxSlot
 from netmem_probe.kernel.netdev import NetdevReader
-from netmem_probe.kernel.netmem import NET_IOV, decode_net_iov, decode_page, memmap_description
+from netmem_probe.kernel.netmem import NET_IOV, decode_page, memmap_description
 from netmem_probe.kernel.page_pool import (
     MAX_PAGE_ORDER,
     PagePoolInfo,

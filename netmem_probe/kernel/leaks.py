@@ -35,6 +35,7 @@ from netmem_probe.kernel.holders import (
 )
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPageScanner, ProgressFn
+from netmem_probe.kernel.providers import ProviderScanner
 from netmem_probe.kernel.walk import Problems
 
 __all__ = ("LeakReport", "NetmemVerdict", "PoolLeaks", "find_leaks")
@@ -164,8 +165,6 @@ def _provider_items(
     prog: Program, problems: Problems, pools: Sequence[PagePoolInfo]
 ) -> List[LeakItem]:
     """The net_iovs memory providers' detached pools have out (not free)."""
-    from netmem_probe.kernel.providers import ProviderScanner
-
     scanner = ProviderScanner(prog, problems, scan_files=False)
     items: List[LeakItem] = []
     for info in pools:

@@ -18,7 +18,7 @@ import drgn
 from drgn import Object, Program
 
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
-from netmem_probe.kernel.providers import pool_provider
+from netmem_probe.kernel.netmem import poison_pointer_delta
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import (
     CorruptionError,
@@ -39,6 +39,8 @@ __all__ = (
     "for_each_page_pool",
     "page_pool_inflight",
     "page_pools_xarray",
+    "pool_provider",
+    "provider_ops_address",
     "ptr_ring_entries",
     "ptr_ring_slots",
 )
@@ -135,6 +137,36 @@ def ptr_ring_entries(
         return []
     words = read_words(prog, queue, size)
     return [words[slot] for slot in slots]
+
+
+def provider_ops_address(prog: Program, name: str) -> Optional[int]:
+    """Address of a ``memory_provider_ops`` instance, or None if not built."""
+    try:
+        return prog.object(name).address_
+    except (LookupError, ValueError):
+        return None
+
+
+def pool_provider(prog: Program, mp_ops: Optional[int], mp_priv: int) -> Optional[str]:
+    """
+    The memory provider of a page pool (or of an rx queue's
+    ``mp_params``): ``"dmabuf"``, ``"io_uring"``, ``"unknown"`` or None.
+
+    :param mp_ops: ``pool->mp_ops`` (None on kernels without it).
+    :param mp_priv: ``pool->mp_priv``.
+    """
+    if mp_ops is None:
+        # Before Linux kernel commit 57afb4830157 ("net: page_pool: create
+        # hooks for custom memory providers") (in v6.15), devmem was the only
+        # provider and mp_priv its binding.
+        return "dmabuf" if mp_priv else None
+    if not mp_ops:
+        return None
+    if mp_ops == provider_ops_address(prog, "dmabuf_devmem_ops"):
+        return "dmabuf"
+    if mp_ops == provider_ops_address(prog, "io_uring_pp_zc_ops"):
+        return "io_uring"
+    return "unknown"
 
 
 @dataclass
@@ -536,8 +568,6 @@ class PagePoolScanner:
 
 
 def _poison_delta(prog: Program) -> int:
-    from netmem_probe.kernel.netmem import poison_pointer_delta
-
     try:
         return poison_pointer_delta(prog)
     except (LookupError, drgn.FaultError, CorruptionError):

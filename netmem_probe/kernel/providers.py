@@ -39,6 +39,12 @@ from drgn import Object, Program
 
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, for_each_net_address
 from netmem_probe.kernel.netmem import niov_reader
+from netmem_probe.kernel.page_pool import (
+    PagePoolScanner,
+    pool_provider,
+    provider_ops_address,
+    ptr_ring_entries,
+)
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap, xa_entries
 
@@ -54,8 +60,6 @@ __all__ = (
     "infer_niov_kind",
     "io_uring_files",
     "niov_provider_details",
-    "pool_provider",
-    "provider_ops_address",
     "read_area",
     "ring_zcrx_ifqs",
 )
@@ -99,36 +103,6 @@ def read_area(prog: Program, owner: int) -> Area:
         type_name = "struct dmabuf_genpool_chunk_owner"
     area = Object(prog, type_name, address=owner).read_()
     return Area(owner, area.niovs.value_(), area.num_niovs.value_(), area.base_virtual.value_())
-
-
-def provider_ops_address(prog: Program, name: str) -> Optional[int]:
-    """Address of a ``memory_provider_ops`` instance, or None if not built."""
-    try:
-        return prog.object(name).address_
-    except (LookupError, ValueError):
-        return None
-
-
-def pool_provider(prog: Program, mp_ops: Optional[int], mp_priv: int) -> Optional[str]:
-    """
-    The memory provider of a page pool (or of an rx queue's
-    ``mp_params``): ``"dmabuf"``, ``"io_uring"``, ``"unknown"`` or None.
-
-    :param mp_ops: ``pool->mp_ops`` (None on kernels without it).
-    :param mp_priv: ``pool->mp_priv``.
-    """
-    if mp_ops is None:
-        # Before Linux kernel commit 57afb4830157 ("net: page_pool: create
-        # hooks for custom memory providers") (in v6.15), devmem was the only
-        # provider and mp_priv its binding.
-        return "dmabuf" if mp_priv else None
-    if not mp_ops:
-        return None
-    if mp_ops == provider_ops_address(prog, "dmabuf_devmem_ops"):
-        return "dmabuf"
-    if mp_ops == provider_ops_address(prog, "io_uring_pp_zc_ops"):
-        return "io_uring"
-    return "unknown"
 
 
 def infer_niov_kind(prog: Program, pool: int) -> Optional[str]:
@@ -444,8 +418,6 @@ class ProviderScanner:
         rings: Sequence[int] = (),
         scan_files: bool = True,
     ) -> None:
-        from netmem_probe.kernel.page_pool import PagePoolScanner
-
         self.prog = prog
         self.problems = problems if problems is not None else Problems()
         self.rings = tuple(rings)
@@ -846,8 +818,6 @@ class ProviderScanner:
         """
         if self._locations is not None:
             return self._locations
-        from netmem_probe.kernel.page_pool import ptr_ring_entries
-
         prog = self.prog
         pool_type = prog.type("struct page_pool")
         cache_offset = drgn.offsetof(pool_type, "alloc.cache")

@@ -5,6 +5,7 @@ from typing import Sequence
 
 from drgn import Program
 
+from netmem_probe.context import netmem_arguments
 from netmem_probe.kernel.layout import AGREEMENTS, applies
 from netmem_probe.snippets import Snippet, has_member, has_object, has_type
 from netmem_probe.snippets.pools import define_provider
@@ -307,9 +308,7 @@ def define_decoders(s: Snippet) -> None:
 
 def decode_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
     """drgn code for ``decode NETMEM...``."""
-    from netmem_probe.commands.decode import _values
-
-    values = _values(netmem)
+    values = netmem_arguments(netmem)
     s = Snippet(
         prog,
         "netmem-probe decode " + " ".join(hex(v) for v in values),

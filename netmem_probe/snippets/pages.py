@@ -5,6 +5,7 @@ from typing import List, Sequence
 import click
 from drgn import Program
 
+from netmem_probe.context import parse_netmem
 from netmem_probe.snippets import Snippet, has_member, has_type
 from netmem_probe.snippets.netmem import define_decoders, define_is_pp_page, define_niov_desc
 from netmem_probe.snippets.pools import (
@@ -550,8 +551,6 @@ def _niovs_offset(prog: Program) -> str:
 
 def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
     """drgn code for ``holders NETMEM...``."""
-    from netmem_probe.commands.decode import parse_netmem
-
     values: List[int] = []
     for text in netmem:
         try:

@@ -1,0 +1,148 @@
+"""
+Decoding a netmem_ref
+---------------------
+
+What a ``netmem_ref`` value points at: a ``struct page`` (decoded by
+:func:`netmem_probe.kernel.netmem.decode_page`) or a ``struct net_iov``,
+whose owner area and provider details come from
+:mod:`netmem_probe.kernel.providers`; hence this module sits above both.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
+
+import drgn
+from drgn import Program
+
+from netmem_probe.kernel.netmem import (
+    NET_IOV,
+    PageInfo,
+    decode_page,
+    netmem_is_net_iov,
+    niov_reader,
+    pool_id,
+)
+from netmem_probe.kernel.providers import infer_niov_kind, niov_provider_details, read_area
+from netmem_probe.kernel.walk import Problems
+
+__all__ = ("NetIovInfo", "decode_net_iov", "decode_netmem")
+
+
+@dataclass(frozen=True)
+class NetIovInfo:
+    """What a ``net_iov`` ``netmem_ref`` points at."""
+
+    netmem: int
+    niov: int
+    owner: Optional[int]
+    index: Optional[int]
+    num_niovs: Optional[int]
+    type: Optional[str]
+    pool: Optional[int]
+    pool_id: Optional[int]
+    dma_addr: Optional[int]
+    pp_ref_count: Optional[int]
+    user_refs: Optional[int]
+    area_id: Optional[int]
+    binding_id: Optional[int]
+    problem: Optional[str]
+
+
+def _niov_type_name(prog: Program, value: Optional[int]) -> Optional[str]:
+    if value is None:
+        return None
+    for name, label in (("NET_IOV_DMABUF", "dmabuf"), ("NET_IOV_IOURING", "io_uring")):
+        try:
+            if prog.constant(name).value_() == value:
+                return label
+        except LookupError:
+            pass
+    return f"unknown ({value})"
+
+
+def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
+    """Decode a ``netmem_ref`` with ``NET_IOV`` set (a ``struct net_iov *`` | 1)."""
+    addr = netmem & ~NET_IOV
+    niov_size = drgn.sizeof(prog.type("struct net_iov"))
+
+    def bad(reason: str, f: Optional[Dict[str, Any]] = None) -> NetIovInfo:
+        # What was read is reported, what was not is None: an unmapped
+        # net_iov has no owner, DMA address or refcount to show.
+        return NetIovInfo(
+            netmem,
+            addr,
+            f["owner"] if f else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            f["dma_addr"] if f else None,
+            f["pp_ref_count"] if f else None,
+            None,
+            None,
+            None,
+            reason,
+        )
+
+    try:
+        f = niov_reader(prog).read(addr)
+    except drgn.FaultError as e:
+        return bad(f"struct net_iov is unmapped ({e.message} at {e.address:#x})")
+    owner = f["owner"]
+    if not owner:
+        return bad("net_iov has no owner area", f)
+    try:
+        area = read_area(prog, owner)
+    except drgn.FaultError as e:
+        return bad(f"owner area {owner:#x} is unreadable ({e.message})", f)
+    offset = addr - area.niovs
+    index = offset // niov_size
+    if area.niovs == 0 or offset % niov_size or not 0 <= index < area.num_niovs:
+        return NetIovInfo(
+            netmem,
+            addr,
+            owner,
+            None,
+            area.num_niovs,
+            None,
+            None,
+            None,
+            f["dma_addr"],
+            f["pp_ref_count"],
+            None,
+            None,
+            None,
+            f"net_iov is outside its owner's niovs[0..{area.num_niovs})",
+        )
+    kind = _niov_type_name(prog, f["type"]) or infer_niov_kind(prog, f["pp"])
+    extra = niov_provider_details(prog, owner, index, kind)
+    return NetIovInfo(
+        netmem=netmem,
+        niov=addr,
+        owner=owner,
+        index=index,
+        num_niovs=area.num_niovs,
+        type=kind,
+        pool=f["pp"] or None,
+        pool_id=pool_id(prog, f["pp"]),
+        dma_addr=f["dma_addr"],
+        pp_ref_count=f["pp_ref_count"],
+        user_refs=extra.user_refs,
+        area_id=extra.area_id,
+        binding_id=extra.binding_id,
+        problem=None,
+    )
+
+
+def decode_netmem(
+    prog: Program, netmem: int, problems: Optional[Problems] = None
+) -> Union[PageInfo, NetIovInfo]:
+    """
+    Decode a ``netmem_ref`` value into :class:`PageInfo` or :class:`NetIovInfo`.
+
+    :param problems: see :func:`decode_page`.
+    """
+    if netmem_is_net_iov(netmem):
+        return decode_net_iov(prog, netmem)
+    return decode_page(prog, netmem, problems)
