@@ -22,10 +22,10 @@ PACKAGE = ROOT / "netmem_probe"
 #: modules of its own layer (without a cycle) and of the layers below.
 LAYERS = (
     ("", "btf", "report", "report.progress", "kernel", "kernel.walk"),
-    ("kernel.structs", "kernel.globals", "kernel.layout"),
+    ("kernel.structs", "kernel.globals", "kernel.layout", "kernel.printk"),
     ("kernel.netdev", "kernel.netmem"),
     ("kernel.page_pool",),
-    ("kernel.providers",),
+    ("kernel.providers", "kernel.drivers", "kernel.drivers.*"),
     ("kernel.decode", "kernel.pages", "kernel.holders", "kernel.leaks"),
     ("kallsyms_btf", "target"),
     ("context",),

@@ -1,5 +1,9 @@
 """One module per subcommand; each defines a click command named after it."""
 
+from typing import List
+
+import click
+
 from netmem_probe.commands.check import check
 from netmem_probe.commands.decode import decode
 from netmem_probe.commands.export import export
@@ -13,9 +17,19 @@ from netmem_probe.commands.providers import providers
 from netmem_probe.commands.triage import triage
 
 # Reports over one target, each with a --drgn equivalent (tests walk them all).
-COMMANDS = [pools, pool, decode, layout, pages, holders, leaks, providers, niovs]
+COMMANDS: List[click.Command] = [
+    pools,
+    pool,
+    decode,
+    layout,
+    pages,
+    holders,
+    leaks,
+    providers,
+    niovs,
+]
 
 # Fleet commands, for operators: a verdict over the reports above (check),
 # a metrics exporter (export), check over many dumps (triage).
 # They have no --drgn equivalent; their parts do.
-FLEET_COMMANDS = [check, export, triage]
+FLEET_COMMANDS: List[click.Command] = [check, export, triage]

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import click
 import drgn
 
-from netmem_probe.cli import Target
+from netmem_probe.context import Target
 from netmem_probe.kernel.layout import check_layout
 from netmem_probe.kernel.leaks import LeakReport, find_leaks
 from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner
