@@ -1,7 +1,7 @@
 """
 Every exit code in the README's table, each from a run that gives it, and
 the cases that once gave the wrong one.  The table itself is checked
-against the codes :mod:`netmem_probe.cli` defines.
+against the codes :mod:`netmem_probe.context` defines.
 """
 
 import os
@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from conftest import FIXTURES, ROOT, run_cli
-from netmem_probe import cli
+from netmem_probe import context
 from netmem_probe.fake import scenarios
 from netmem_probe.fake.faults import FaultyMemory
 
@@ -30,7 +30,7 @@ def readme_codes():
 
 
 def test_the_readme_table_lists_every_code_the_tool_defines():
-    defined = {v for k, v in vars(cli).items() if k.startswith("EXIT_")}
+    defined = {v for k, v in vars(context).items() if k.startswith("EXIT_")}
     assert set(readme_codes()) == defined
 
 
