@@ -22,7 +22,7 @@ PACKAGE = ROOT / "netmem_probe"
 #: modules of its own layer (without a cycle) and of the layers below.
 LAYERS = (
     ("", "btf", "report", "report.progress", "kernel", "kernel.walk"),
-    ("kernel.structs", "kernel.globals", "kernel.layout", "kernel.printk"),
+    ("kernel.structs", "kernel.globals", "kernel.layout", "kernel.printk", "kernel.slab"),
     ("kernel.netdev", "kernel.netmem"),
     ("kernel.page_pool",),
     ("kernel.providers", "kernel.drivers", "kernel.drivers.*"),
