@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 import click
 import drgn
 
-from netmem_probe.cli import EXIT_PARTIAL, Target
+from netmem_probe.context import EXIT_PARTIAL, Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
 from netmem_probe.kernel.walk import Problems
 

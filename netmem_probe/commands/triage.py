@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
-from netmem_probe.cli import EXIT_FINDINGS, EXIT_OK, EXIT_PARTIAL, Target
+from netmem_probe.context import EXIT_FINDINGS, EXIT_OK, EXIT_PARTIAL, Target
 from netmem_probe.report import emit_json_line, emit_table, human_seconds
 
 __all__ = ("triage",)
