@@ -205,3 +205,19 @@ def test_an_area_pointer_that_leads_nowhere_leaves_the_other_areas():
     result = run_cli("providers", "--json", program=w.program())
     assert result.code == 4 and "area pointer 0xdead000000001000 leads nowhere" in result.err
     assert [r["address"] for r in result.json()] == [hex(ifq.areas[0].obj.addr)]
+
+
+def test_an_area_id_two_zcrx_areas_share_is_refused_with_both_named(fixture_program):
+    # zcrx area ids count from 0 in each ifq: eth3's and eth4's area 0.
+    prog = fixture_program("linux-7.3-mixed")
+    result = run_cli("niovs", "--area", "io_uring:0", program=prog)
+    assert result.code == 2 and result.out == ""
+    assert result.err.count("\n") == 1
+    assert ("io_uring:0 names 2 areas: io_uring:0xffff888004224a00 (eth3), "
+            "io_uring:0xffff8880042271c0 (eth4); name one by its address") in result.err
+    script = run_cli("niovs", "--area", "io_uring:0", "--drgn", program=prog).out
+    with pytest.raises(SystemExit, match="io_uring:0 names 2 areas: .*eth3.*eth4"):
+        exec(compile(script, "<snippet>", "exec"), {"prog": prog, "__name__": "__main__"})
+    # An id one area has, and an address, still name it.
+    assert run_cli("niovs", "--area", "io_uring:1", program=prog).code == 0
+    assert run_cli("niovs", "--area", "io_uring:0xffff8880042271c0", program=prog).code == 0

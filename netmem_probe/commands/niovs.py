@@ -86,6 +86,15 @@ def _select(
         raise target.not_found(
             f"no provider area {area_key} (see netmem-probe providers)", "--area"
         )
+    if len(areas) > 1 and not area_key.lower().rpartition(":")[2].startswith("0x"):
+        # zcrx area ids count from 0 in each ifq: an id alone may name several.
+        candidates = ", ".join(
+            f"{a.key} ({a.netdev.name if a.netdev else 'no netdev'})" for a in areas
+        )
+        raise click.BadParameter(
+            f"{area_key} names {len(areas)} areas: {candidates}; name one by its address",
+            param_hint="--area",
+        )
     return areas
 
 

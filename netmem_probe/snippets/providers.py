@@ -418,10 +418,22 @@ def niovs_code(
         state_test = (
             f"if state not in {py_strings(dict.fromkeys(states))}:  # --state\n    continue"
         )
+    ambiguous = ""
+    if area_key is not None and not area_key.rpartition(":")[2].lower().startswith("0x"):
+        ambiguous = f"""
+            if len(chosen) > 1:
+                # zcrx area ids count from 0 in each ifq: an id alone may name several.
+                names = ", ".join(area["area"] + " (" + (area["netdev"] or "no netdev") + ")"
+                                  for area in chosen)
+                raise SystemExit(f"{area_key} names {{len(chosen)}} areas: {{names}}; "
+                                 "name one by its address")
+            """
     s.main(
         """
+        chosen = $areas
+        $ambiguous
         POOL_IDS = {pool.value_(): pool.user.id.value_() for pool in for_each_pool()}
-        for area in $areas:
+        for area in chosen:
             for span, i, niov, state in niov_states(area):
                 $state_test
                 pool = desc(niov).pp.value_()
@@ -437,6 +449,7 @@ def niovs_code(
                 }))
         """,
         state_test=state_test,
-        areas="filter(selected, areas())" if selection else "areas()",
+        areas="[area for area in areas() if selected(area)]" if selection else "areas()",
+        ambiguous=ambiguous,
     )
     return s.get()
