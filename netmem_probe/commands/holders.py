@@ -60,6 +60,15 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
         "local": sock.local if sock else None,
         "remote": sock.remote if sock else None,
         "netns": sock.netns if sock else None,
+        "protocol": sock.protocol if sock else None,
+        "state": sock.state if sock else None,
+        "owners": [
+            {"pid": o.pid, "comm": o.comm, "fd": o.fd, "cgroup": o.cgroup, "netns": o.netns}
+            for o in holder.owners
+        ]
+        if holder.owners is not None
+        else None,
+        "release": holder.release,
         "netdev": holder.netdev,
         "driver": holder.rx_slot.driver if holder.rx_slot else None,
         "rx-queue": holder.rx_slot.queue if holder.rx_slot else None,

@@ -16,6 +16,8 @@ report in ``world.expected``.
 import ipaddress
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from drgn import offsetof
+
 from netmem_probe.fake.objects import PAGE_SIZE
 from netmem_probe.fake.pools import FakePage, FakePagePool
 
@@ -28,6 +30,7 @@ __all__ = ("AF_INET", "AF_INET6", "FakeSkb", "FakeSocket", "add_sockets")
 
 AF_INET = 2
 AF_INET6 = 10
+IPPROTO = {"tcp": 6, "udp": 17}
 TCP_ESTABLISHED = 1
 TCP_CLOSE = 7
 NET_SKB_PAD = 64
@@ -55,6 +58,9 @@ class FakeSocket:
     :param owns_skbs: whether queued skbs point back (``skb->sk``), as
         ``skb_set_owner_r()`` does for TCP; UDP leaves ``skb->sk`` NULL and
         reuses ``skb->dev`` as ``dev_scratch``.
+    :param protocol: ``"tcp"`` or ``"udp"`` (``sk_protocol``; by default tcp
+        when it owns its skbs).  A TCP socket sits in a ``struct tcp_sock``
+        when the layout has one, with an out-of-order queue (``"tcp-ofo"``).
     """
 
     QUEUES = {"receive": "sk_receive_queue", "error": "sk_error_queue"}
@@ -67,6 +73,7 @@ class FakeSocket:
         local: Tuple[str, int],
         remote: Tuple[str, int] = ("0.0.0.0", 0),
         owns_skbs: bool = True,
+        protocol: Optional[str] = None,
     ) -> None:
         self.world = world
         self.ns = ns
@@ -89,7 +96,18 @@ class FakeSocket:
                 }
         else:
             common.update(skc_rcv_saddr=_be32(local[0]), skc_daddr=_be32(remote[0]))
-        self.obj = world.alloc("struct sock", {"__sk_common": common})
+        self.protocol = protocol or ("tcp" if owns_skbs else "udp")
+        value: Dict[str, Any] = {"__sk_common": common}
+        if world.has_member("struct sock", "sk_protocol"):
+            value["sk_protocol"] = IPPROTO[self.protocol]
+        tcp = self.protocol == "tcp" and world.has_type("struct tcp_sock")
+        size = world.type("struct tcp_sock" if tcp else "struct sock").size
+        self.obj = world.at(world.heap.alloc(size, 64), "struct sock", value)
+        self.ofo_root = None
+        if tcp:
+            at = self.obj.addr + offsetof(world.type("struct tcp_sock"), "out_of_order_queue")
+            self.ofo_root = world.at(at, "struct rb_root", {"rb_node": 0})
+        self.ofo: List["FakeSkb"] = []
         self.queues = {name: world.list(self.obj, path) for name, path in self.QUEUES.items()}
         self.backlog: List["FakeSkb"] = []
         self.skbs: List[Tuple["FakeSkb", str]] = []
@@ -100,6 +118,9 @@ class FakeSocket:
         skb.sock = self
         if which == "backlog":
             self.backlog.append(skb)
+        elif which == "tcp-ofo":
+            assert self.ofo_root is not None, "no out-of-order queue: not a TCP socket"
+            self.ofo.append(skb)
         else:
             self.queues[which].add(skb.obj, "")
         self.skbs.append((skb, which))
@@ -113,6 +134,18 @@ class FakeSocket:
         self.obj.set("sk_backlog.tail", chain[-1] if chain else 0)
         for skb, nxt in zip(self.backlog, chain[1:] + [0]):
             skb.obj.set("next", nxt)
+        # The out-of-order rbtree: each skb the right child of the one before
+        # (a valid binary tree; colours do not matter to a reader).
+        rbnode = offsetof(self.world.type("struct sk_buff"), "rbnode")
+        nodes = [skb.obj.addr + rbnode for skb in self.ofo]
+        for i, skb in enumerate(self.ofo):
+            parent = nodes[i - 1] if i else 0
+            right = nodes[i + 1] if i + 1 < len(nodes) else 0
+            skb.obj.set(
+                "rbnode", {"__rb_parent_color": parent | 1, "rb_right": right, "rb_left": 0}
+            )
+        if self.ofo_root is not None:
+            self.ofo_root.set("rb_node", nodes[0] if nodes else 0)
 
     def expected(self) -> Dict[str, Any]:
         """The socket as a holder row names it."""
@@ -123,6 +156,9 @@ class FakeSocket:
         remote = None if self.remote[1] == 0 else name(*self.remote)
         return {
             "sock": hex(self.obj.addr),
+            "protocol": self.protocol
+            if self.world.has_member("struct sock", "sk_protocol")
+            else None,
             "family": "inet6" if self.v6 else "inet",
             "local": name(*self.local),
             "remote": remote,
@@ -189,6 +225,8 @@ class FakeSkb:
     def _write(self) -> None:
         sock = self.sock
         self.obj.set("sk", sock.obj.addr if sock is not None and sock.owns_skbs else 0)
+        if sock is not None and self in sock.ofo:
+            return  # next, prev and dev are the rbnode's
         if sock is not None and not sock.owns_skbs:
             # UDP's dev_scratch (truesize, len, csum_unnecessary) overlays dev.
             self.obj.set("dev", 0x10000 << 32 | self.obj.value["truesize"])
@@ -213,7 +251,7 @@ class FakeSkb:
         else:
             row.update(sock.expected())
             row["queue"] = next(which for skb, which in sock.skbs if skb is self)
-        dev = self.dev if sock is None or sock.owns_skbs else None
+        dev = self.dev if sock is None or (sock.owns_skbs and self not in sock.ofo) else None
         row["netdev"] = dev.name if dev is not None else None
         return row
 

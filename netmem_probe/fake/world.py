@@ -310,6 +310,10 @@ class World:
 
         self._setup_clock()
         self._setup_net()
+        # The process list (init_task.tasks), for layouts with task types.
+        self.tasks: Optional[FakeList] = None
+        if self.has_type("struct task_struct"):
+            self.tasks = self.list(self.global_("init_task"), "tasks")
 
     def _setup_clock(self) -> None:
         value = {

@@ -39,6 +39,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tupl
 import drgn
 from drgn import Program
 
+from netmem_probe.kernel.actors import TCP_STATES, Owner, SocketOwners, release_action
 from netmem_probe.kernel.decode import decode_net_iov
 from netmem_probe.kernel.drivers import RxRings, RxSlot
 from netmem_probe.kernel.netdev import NetdevReader
@@ -49,6 +50,7 @@ from netmem_probe.kernel.page_pool import (
     PagePoolScanner,
     ptr_ring_slots,
 )
+from netmem_probe.kernel.queues import TcpOfoQueue
 from netmem_probe.kernel.slab import SlabPlace, describe, page_place, referrers, slab_place
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, wrap
@@ -80,6 +82,8 @@ MAX_REFERENCES = 1 << 12
 #: Socket families a queue head may belong to (AF_UNIX, AF_INET, AF_INET6,
 #: AF_NETLINK, AF_PACKET, AF_XDP).
 FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 44: "xdp"}
+#: IP protocols named in ``ss`` filters.
+PROTOCOLS = {6: "tcp", 17: "udp"}
 SKB_KINDS = ("skb-frag", "skb-head")
 POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
 RING_KINDS = ("rx-ring",)
@@ -106,6 +110,8 @@ class SockInfo:
     local: Optional[str]
     remote: Optional[str]
     netns: Optional[int]
+    protocol: Optional[str] = None  # "tcp", "udp", or the IP protocol number
+    state: Optional[str] = None  # a TCP socket's state
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,8 @@ class Holder:
     rx_slot: Optional[RxSlot] = None  # the driver rx ring slot holding it (or its skb)
     slab: Optional[SlabPlace] = None  # the slab object an unknown reference lies in
     pointed_from: Optional[Tuple[str, ...]] = None  # places pointing at that object
+    owners: Optional[Tuple[Owner, ...]] = None  # processes with the skb's socket open
+    release: Optional[str] = None  # the command that would release it
 
     @property
     def holds(self) -> bool:
@@ -350,6 +358,8 @@ class HolderSearch:
                 "dport": "__sk_common.skc_dport",
                 "num": "__sk_common.skc_num",
                 "net": "__sk_common.skc_net.net",
+                "state": "__sk_common.skc_state",
+                "protocol": "sk_protocol",
                 "backlog": "sk_backlog.head",
             },
         )
@@ -390,6 +400,12 @@ class HolderSearch:
         self._sockets: Dict[int, Tuple[Optional[SockInfo], Optional[str]]] = {}
         self._identify_cache: Dict[object, object] = {}
         self.rx_rings = RxRings(prog, problems)
+        self.tcp_ofo = TcpOfoQueue(prog, problems)
+        self.owners = SocketOwners(prog, problems)
+        try:
+            self.init_netns: Optional[int] = prog["init_net"].ns.inum.value_()
+        except (LookupError, drgn.FaultError):
+            self.init_netns = None
 
     # -- the pools' own structures -------------------------------------------
 
@@ -561,7 +577,11 @@ class HolderSearch:
                 netns = self.prog.read_u32(wrap(f["net"] + self.inum_offset))
             except drgn.FaultError:
                 pass
-        return SockInfo(address, family, local, remote, netns)
+        protocol = None
+        if f["protocol"] is not None and family in ("inet", "inet6"):
+            protocol = PROTOCOLS.get(f["protocol"], str(f["protocol"]))
+        state = TCP_STATES.get(f["state"]) if protocol == "tcp" else None
+        return SockInfo(address, family, local, remote, netns, protocol, state)
 
     def _queue_head_ring(self, skb_address: int) -> Tuple[List[int], bool]:
         """The nodes after an skb along ``next``, and whether they come back to it."""
@@ -596,7 +616,12 @@ class HolderSearch:
         elif skb["sk"]:
             sock = self._sock_info(skb["sk"])
             if sock is not None:
-                result = (sock, "backlog" if self._in_backlog(skb["sk"], skb_address) else None)
+                queue = None
+                if self._in_backlog(skb["sk"], skb_address):
+                    queue = "backlog"
+                elif self.tcp_ofo.holds(skb["sk"], skb_address):
+                    queue = "tcp-ofo"
+                result = (sock, queue)
         self._sockets[skb_address] = result
         return result
 
@@ -642,12 +667,25 @@ class HolderSearch:
     ) -> Holder:
         sock, queue = self._owner(skb_address, skb)
         netdev = None
-        if skb["dev"]:
+        # In the out-of-order rbtree, skb->dev is part of skb->rbnode.
+        if skb["dev"] and queue != "tcp-ofo":
             info = self.netdevs.info(skb["dev"])
             netdev = info.name if info is not None and info.name.isprintable() else None
         rx_slot = self.rx_rings.of_skb(skb_address) if sock is None else None
         if rx_slot is not None:
             queue, netdev = "rx-ring", rx_slot.netdev
+        owners = release = None
+        if sock is not None:
+            owners = self.owners.of(sock.address)
+            release = release_action(
+                sock.protocol,
+                sock.local,
+                sock.remote,
+                sock.netns,
+                owners,
+                self.owners.any_pid_in(sock.netns) if sock.netns is not None else None,
+                self.init_netns,
+            )
         return Holder(
             kind,
             address,
@@ -658,6 +696,8 @@ class HolderSearch:
             queue=queue,
             netdev=netdev,
             rx_slot=rx_slot,
+            owners=owners,
+            release=release,
         )
 
     # -- the search ----------------------------------------------------------

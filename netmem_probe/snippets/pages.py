@@ -567,6 +567,9 @@ def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
     _define_holders(s)
     s.main(
         """
+        # The simpler classification: netmem-probe also names veth's xdp_ring, the
+        # TCP out-of-order queue, slab objects and their referrers, and the
+        # processes owning a socket with the ss -K command that releases it.
         targets = [target(value) for value in [$values]]
         found = find_holders(targets)
         for t in targets:

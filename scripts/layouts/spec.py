@@ -76,7 +76,7 @@ STRUCTS = {
     # skbs and sockets (holders)
     "struct sk_buff": [
         "next", "prev", "sk", "dev", "len", "data_len", "head_frag", "pp_recycle",
-        "tail", "end", "head", "data", "truesize", "users",
+        "tail", "end", "head", "data", "truesize", "users", "rbnode",
     ],
     "struct sk_buff_head": ALL,
     "struct skb_shared_info": ["flags", "nr_frags", "frag_list", "dataref", "frags"],
@@ -85,7 +85,21 @@ STRUCTS = {
         "skc_daddr", "skc_rcv_saddr", "skc_dport", "skc_num", "skc_family",
         "skc_state", "skc_net", "skc_v6_daddr", "skc_v6_rcv_saddr",
     ],
-    "struct sock": ["__sk_common", "sk_receive_queue", "sk_error_queue", "sk_backlog"],
+    "struct sock": ["__sk_common", "sk_receive_queue", "sk_error_queue", "sk_backlog",
+                    "sk_protocol"],
+    # TCP's out-of-order queue (kernel/queues.py)
+    "struct tcp_sock": ["inet_conn", "out_of_order_queue"],
+    "struct inet_connection_sock": ["icsk_inet"],
+    "struct inet_sock": ["sk"],
+    "struct rb_root": ALL,
+    "struct rb_node": ALL,
+    # processes and their sockets (kernel/actors.py)
+    "struct task_struct": ["tasks", "tgid", "comm", "files", "nsproxy"],
+    "struct nsproxy": ["net_ns"],
+    "struct files_struct": ["fdt"],
+    "struct fdtable": ["max_fds", "fd"],
+    "struct file": ["f_op", "private_data"],
+    "struct socket": ["sk"],
     "struct in6_addr": ALL,
     # driver rx rings (netmem_probe/kernel/drivers/): virtio_net and virtio_ring
     "struct virtnet_info": ["dev", "rq", "max_queue_pairs", "curr_queue_pairs"],
@@ -119,6 +133,8 @@ ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction", "enum 
 # name -> kernel source file that defines it.
 GLOBALS = {
     "page_pools": "net/core/page_pool_user.c",
+    "init_task": "init/init_task.c",
+    "socket_file_ops": "net/socket.c",
     "init_net": "net/core/net_namespace.c",
     "net_namespace_list": "net/core/net_namespace.c",
     "system_page_pool": "net/core/dev.c",

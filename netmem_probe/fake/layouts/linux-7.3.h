@@ -13,6 +13,10 @@ struct device;
 struct device_driver;
 struct dma_buf;
 struct dma_buf_attachment;
+struct fdtable;
+struct file;
+struct file_operations;
+struct files_struct;
 struct gen_pool;
 struct hlist_node;
 struct io_ring_ctx;
@@ -32,11 +36,13 @@ struct net_devmem_dmabuf_binding;
 struct net_iov;
 struct net_iov_area;
 struct netdev_rx_queue;
+struct nsproxy;
 struct page;
 struct page_ext;
 struct page_pool;
 struct page_pool_recycle_stats;
 struct percpu_ref_data;
+struct rb_node;
 struct receive_queue;
 struct refcount_struct;
 struct rtnl_link_ops;
@@ -641,6 +647,12 @@ struct io_ring_ctx {
 	unsigned char __pad_912[560];
 };
 
+struct rb_node {
+	unsigned long __rb_parent_color;
+	struct rb_node *rb_right;
+	struct rb_node *rb_left;
+};
+
 typedef unsigned int sk_buff_data_t;
 
 struct sk_buff {
@@ -652,6 +664,7 @@ struct sk_buff {
 				struct net_device *dev;
 			};
 		};
+		struct rb_node rbnode;
 	};
 	struct sock *sk;
 	unsigned char __pad_32[80];
@@ -755,7 +768,81 @@ struct sock {
 		struct sk_buff *head;
 		struct sk_buff *tail;
 	} sk_backlog;
-	unsigned char __pad_216[584];
+	unsigned char __pad_216[324];
+	u16 sk_protocol;
+	unsigned char __pad_542[258];
+};
+
+struct inet_sock {
+	struct sock sk;
+	unsigned char __pad_800[248];
+};
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+	unsigned char __pad_1048[384];
+};
+
+struct rb_root {
+	struct rb_node *rb_node;
+};
+
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+	unsigned char __pad_1432[128];
+	struct rb_root out_of_order_queue;
+	unsigned char __pad_1568[864];
+};
+
+typedef int __kernel_pid_t;
+
+typedef __kernel_pid_t pid_t;
+
+struct task_struct {
+	unsigned char __pad_0[2664];
+	struct list_head tasks;
+	unsigned char __pad_2680[196];
+	pid_t tgid;
+	unsigned char __pad_2880[528];
+	char comm[16];
+	unsigned char __pad_3424[64];
+	struct files_struct *files;
+	unsigned char __pad_3496[16];
+	struct nsproxy *nsproxy;
+	unsigned char __pad_3520[2624];
+};
+
+struct nsproxy {
+	unsigned char __pad_0[40];
+	struct net *net_ns;
+	unsigned char __pad_48[24];
+};
+
+struct files_struct {
+	unsigned char __pad_0[32];
+	struct fdtable *fdt;
+	unsigned char __pad_40[664];
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	unsigned char __pad_4[4];
+	struct file **fd;
+	unsigned char __pad_16[40];
+};
+
+struct file {
+	unsigned char __pad_0[8];
+	const struct file_operations *f_op;
+	unsigned char __pad_16[8];
+	void *private_data;
+	unsigned char __pad_32[144];
+};
+
+struct socket {
+	unsigned char __pad_0[24];
+	struct sock *sk;
+	unsigned char __pad_32[96];
 };
 
 struct virtnet_info {
@@ -913,6 +1000,10 @@ enum pagetype {
 enum timekeeper_ids {
 	TIMEKEEPER_CORE = 0,
 	TIMEKEEPERS_MAX = 1
+};
+
+struct file_operations {
+	unsigned char __opaque[272];
 };
 
 _Static_assert(__builtin_offsetof(struct page, flags) == 0, "__builtin_offsetof(struct page, flags)");
@@ -1215,6 +1306,11 @@ _Static_assert(sizeof(struct io_ring_ctx) == 1472, "sizeof(struct io_ring_ctx)")
 _Static_assert(__builtin_offsetof(struct sk_buff, next) == 0, "__builtin_offsetof(struct sk_buff, next)");
 _Static_assert(__builtin_offsetof(struct sk_buff, prev) == 8, "__builtin_offsetof(struct sk_buff, prev)");
 _Static_assert(__builtin_offsetof(struct sk_buff, dev) == 16, "__builtin_offsetof(struct sk_buff, dev)");
+_Static_assert(__builtin_offsetof(struct rb_node, __rb_parent_color) == 0, "__builtin_offsetof(struct rb_node, __rb_parent_color)");
+_Static_assert(__builtin_offsetof(struct rb_node, rb_right) == 8, "__builtin_offsetof(struct rb_node, rb_right)");
+_Static_assert(__builtin_offsetof(struct rb_node, rb_left) == 16, "__builtin_offsetof(struct rb_node, rb_left)");
+_Static_assert(sizeof(struct rb_node) == 24, "sizeof(struct rb_node)");
+_Static_assert(__builtin_offsetof(struct sk_buff, rbnode) == 0, "__builtin_offsetof(struct sk_buff, rbnode)");
 _Static_assert(__builtin_offsetof(struct sk_buff, sk) == 24, "__builtin_offsetof(struct sk_buff, sk)");
 _Static_assert(__builtin_offsetof(struct sk_buff, len) == 112, "__builtin_offsetof(struct sk_buff, len)");
 _Static_assert(__builtin_offsetof(struct sk_buff, data_len) == 116, "__builtin_offsetof(struct sk_buff, data_len)");
@@ -1263,7 +1359,35 @@ _Static_assert(__builtin_offsetof(struct sock, sk_backlog.rmem_alloc) == 192, "_
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.len) == 196, "__builtin_offsetof(struct sock, sk_backlog.len)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.head) == 200, "__builtin_offsetof(struct sock, sk_backlog.head)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.tail) == 208, "__builtin_offsetof(struct sock, sk_backlog.tail)");
+_Static_assert(__builtin_offsetof(struct sock, sk_protocol) == 540, "__builtin_offsetof(struct sock, sk_protocol)");
 _Static_assert(sizeof(struct sock) == 800, "sizeof(struct sock)");
+_Static_assert(__builtin_offsetof(struct inet_sock, sk) == 0, "__builtin_offsetof(struct inet_sock, sk)");
+_Static_assert(sizeof(struct inet_sock) == 1048, "sizeof(struct inet_sock)");
+_Static_assert(__builtin_offsetof(struct inet_connection_sock, icsk_inet) == 0, "__builtin_offsetof(struct inet_connection_sock, icsk_inet)");
+_Static_assert(sizeof(struct inet_connection_sock) == 1432, "sizeof(struct inet_connection_sock)");
+_Static_assert(__builtin_offsetof(struct tcp_sock, inet_conn) == 0, "__builtin_offsetof(struct tcp_sock, inet_conn)");
+_Static_assert(__builtin_offsetof(struct rb_root, rb_node) == 0, "__builtin_offsetof(struct rb_root, rb_node)");
+_Static_assert(sizeof(struct rb_root) == 8, "sizeof(struct rb_root)");
+_Static_assert(__builtin_offsetof(struct tcp_sock, out_of_order_queue) == 1560, "__builtin_offsetof(struct tcp_sock, out_of_order_queue)");
+_Static_assert(sizeof(struct tcp_sock) == 2432, "sizeof(struct tcp_sock)");
+_Static_assert(__builtin_offsetof(struct task_struct, tasks) == 2664, "__builtin_offsetof(struct task_struct, tasks)");
+_Static_assert(__builtin_offsetof(struct task_struct, tgid) == 2876, "__builtin_offsetof(struct task_struct, tgid)");
+_Static_assert(__builtin_offsetof(struct task_struct, comm) == 3408, "__builtin_offsetof(struct task_struct, comm)");
+_Static_assert(__builtin_offsetof(struct task_struct, files) == 3488, "__builtin_offsetof(struct task_struct, files)");
+_Static_assert(__builtin_offsetof(struct task_struct, nsproxy) == 3512, "__builtin_offsetof(struct task_struct, nsproxy)");
+_Static_assert(sizeof(struct task_struct) == 6144, "sizeof(struct task_struct)");
+_Static_assert(__builtin_offsetof(struct nsproxy, net_ns) == 40, "__builtin_offsetof(struct nsproxy, net_ns)");
+_Static_assert(sizeof(struct nsproxy) == 72, "sizeof(struct nsproxy)");
+_Static_assert(__builtin_offsetof(struct files_struct, fdt) == 32, "__builtin_offsetof(struct files_struct, fdt)");
+_Static_assert(sizeof(struct files_struct) == 704, "sizeof(struct files_struct)");
+_Static_assert(__builtin_offsetof(struct fdtable, max_fds) == 0, "__builtin_offsetof(struct fdtable, max_fds)");
+_Static_assert(__builtin_offsetof(struct fdtable, fd) == 8, "__builtin_offsetof(struct fdtable, fd)");
+_Static_assert(sizeof(struct fdtable) == 56, "sizeof(struct fdtable)");
+_Static_assert(__builtin_offsetof(struct file, f_op) == 8, "__builtin_offsetof(struct file, f_op)");
+_Static_assert(__builtin_offsetof(struct file, private_data) == 24, "__builtin_offsetof(struct file, private_data)");
+_Static_assert(sizeof(struct file) == 176, "sizeof(struct file)");
+_Static_assert(__builtin_offsetof(struct socket, sk) == 24, "__builtin_offsetof(struct socket, sk)");
+_Static_assert(sizeof(struct socket) == 128, "sizeof(struct socket)");
 _Static_assert(__builtin_offsetof(struct virtnet_info, dev) == 16, "__builtin_offsetof(struct virtnet_info, dev)");
 _Static_assert(__builtin_offsetof(struct virtnet_info, rq) == 32, "__builtin_offsetof(struct virtnet_info, rq)");
 _Static_assert(__builtin_offsetof(struct virtnet_info, max_queue_pairs) == 44, "__builtin_offsetof(struct virtnet_info, max_queue_pairs)");
@@ -1323,9 +1447,14 @@ _Static_assert(__builtin_offsetof(struct tk_data, timekeeper) == 8, "__builtin_o
 _Static_assert(sizeof(struct tk_data) == 704, "sizeof(struct tk_data)");
 _Static_assert(sizeof(enum pagetype) == 4, "sizeof(enum pagetype)");
 _Static_assert(sizeof(enum timekeeper_ids) == 4, "sizeof(enum timekeeper_ids)");
+_Static_assert(sizeof(struct file_operations) == 272, "sizeof(struct file_operations)");
 
 /* netmem-global: page_pools net/core/page_pool_user.c */
 extern struct xarray page_pools;
+/* netmem-global: init_task init/init_task.c */
+extern struct task_struct init_task;
+/* netmem-global: socket_file_ops net/socket.c */
+extern const struct file_operations socket_file_ops;
 /* netmem-global: init_net net/core/net_namespace.c */
 extern struct net init_net;
 /* netmem-global: net_namespace_list net/core/net_namespace.c */

@@ -1,0 +1,196 @@
+"""
+Actors
+------
+
+Who can let go of what holds a page: the processes that have a socket open
+(found through every process's file table: ``init_task.tasks``, each
+``task->files->fdt->fd[]`` entry whose ``f_op`` is ``socket_file_ops``,
+``file->private_data`` the ``struct socket`` and its ``sk``), and the
+command that would release the socket's pages.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import drgn
+from drgn import Program
+
+from netmem_probe.kernel.structs import read_cstring
+from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap
+
+__all__ = ("TCP_STATES", "Owner", "SocketOwners", "release_action")
+
+#: ``include/net/tcp_states.h``.
+TCP_STATES = {
+    1: "ESTABLISHED",
+    2: "SYN-SENT",
+    3: "SYN-RECV",
+    4: "FIN-WAIT-1",
+    5: "FIN-WAIT-2",
+    6: "TIME-WAIT",
+    7: "CLOSE",
+    8: "CLOSE-WAIT",
+    9: "LAST-ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+    12: "NEW-SYN-RECV",
+}
+#: File descriptors read per process before giving up (a corrupt max_fds).
+MAX_FDS = 1 << 20
+#: Processes walked before giving up (a corrupt tasks list).
+MAX_TASKS = 1 << 22
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A process with a socket open."""
+
+    pid: int
+    comm: str
+    fd: int
+    cgroup: Optional[str]  # cgroup v2 path, None if not read
+    netns: Optional[int]  # the process's network namespace inode number
+
+
+class SocketOwners:
+    """
+    The processes that have each socket open, from one walk of every
+    process's file table (on first use).  ``available`` is False, and
+    :meth:`of` returns None, when the walk cannot be made (no
+    ``socket_file_ops`` symbol, no task types).
+    """
+
+    def __init__(self, prog: Program, problems: Problems) -> None:
+        self.prog = prog
+        self.problems = problems
+        self._owners: Optional[Dict[int, List[Owner]]] = None
+        self.available = True
+
+    def of(self, sk: int) -> Optional[Tuple[Owner, ...]]:
+        """The owners of the ``struct sock`` at ``sk`` (empty: none found), None if unknown."""
+        if self._owners is None:
+            self._owners = self._walk()
+        if not self.available:
+            return None
+        return tuple(self._owners.get(sk, ()))
+
+    def any_pid_in(self, netns: int) -> Optional[int]:
+        """A pid of some process in network namespace ``netns`` (for ``nsenter``)."""
+        if self._owners is None:
+            self._owners = self._walk()
+        return self._netns_pid.get(netns)
+
+    def _walk(self) -> Dict[int, List[Owner]]:
+        prog = self.prog
+        owners: Dict[int, List[Owner]] = {}
+        self._netns_pid: Dict[int, int] = {}
+        try:
+            socket_ops = prog.object("socket_file_ops").address_
+            task_type = prog.type("struct task_struct")
+            tasks = drgn.offsetof(task_type, "tasks")
+            files_at = drgn.offsetof(task_type, "files")
+            pid_at = drgn.offsetof(task_type, "tgid")
+            comm_at = drgn.offsetof(task_type, "comm")
+            fdt_at = drgn.offsetof(prog.type("struct files_struct"), "fdt")
+            fdtable = prog.type("struct fdtable")
+            max_fds_at = drgn.offsetof(fdtable, "max_fds")
+            fd_at = drgn.offsetof(fdtable, "fd")
+            file_type = prog.type("struct file")
+            f_op_at = drgn.offsetof(file_type, "f_op")
+            private_at = drgn.offsetof(file_type, "private_data")
+            sk_at = drgn.offsetof(prog.type("struct socket"), "sk")
+            head = prog["init_task"].address_ + tasks
+        except (LookupError, AttributeError):
+            self.available = False
+            return owners
+        if socket_ops is None:
+            self.available = False
+            return owners
+        for node in list_nodes(
+            prog, head, limit=MAX_TASKS, what="task list", problems=self.problems
+        ):
+            task = node - tasks
+            try:
+                files = prog.read_word(wrap(task + files_at))
+                if not files:
+                    continue  # a kernel thread
+                pid = prog.read_u32(wrap(task + pid_at))
+                comm = read_cstring(prog, task + comm_at, 16) or ""
+                netns = self._netns(task)
+                if netns is not None:
+                    self._netns_pid.setdefault(netns, pid)
+                fdt = prog.read_word(wrap(files + fdt_at))
+                max_fds = min(prog.read_u32(wrap(fdt + max_fds_at)), MAX_FDS)
+                fds = read_words(prog, prog.read_word(wrap(fdt + fd_at)), max_fds)
+            except drgn.FaultError as e:
+                self.problems.fault("task file table", task, e)
+                continue
+            cgroup: Optional[str] = None
+            cgroup_read = False
+            for fd, file in enumerate(fds):
+                if not file:
+                    continue
+                try:
+                    if prog.read_word(wrap(file + f_op_at)) != socket_ops:
+                        continue
+                    sock = prog.read_word(wrap(file + private_at))
+                    sk = prog.read_word(wrap(sock + sk_at)) if sock else 0
+                except drgn.FaultError as e:
+                    self.problems.fault("socket file", file, e)
+                    continue
+                if not sk:
+                    continue
+                if not cgroup_read:
+                    cgroup, cgroup_read = self._cgroup(task), True
+                owners.setdefault(sk, []).append(Owner(pid, comm, fd, cgroup, netns))
+        return owners
+
+    def _netns(self, task: int) -> Optional[int]:
+        try:
+            t = drgn.Object(self.prog, "struct task_struct *", task)
+            return t.nsproxy.net_ns.ns.inum.value_()
+        except (drgn.FaultError, LookupError, AttributeError):
+            return None
+
+    def _cgroup(self, task: int) -> Optional[str]:
+        """The task's cgroup v2 path, None if cgroups cannot be read."""
+        try:
+            from drgn.helpers.linux.cgroup import cgroup_path
+
+            t = drgn.Object(self.prog, "struct task_struct *", task)
+            return cgroup_path(t.cgroups.dfl_cgrp).decode(errors="replace")
+        except (drgn.FaultError, LookupError, AttributeError, ValueError):
+            return None
+
+
+def release_action(
+    protocol: Optional[str],
+    local: Optional[str],
+    remote: Optional[str],
+    netns: Optional[int],
+    owners: Optional[Tuple[Owner, ...]],
+    nsenter_pid: Optional[int],
+    init_netns: Optional[int],
+) -> Optional[str]:
+    """
+    The command that releases a socket's queued pages: ``ss -K`` with a
+    filter naming exactly that socket, for TCP and UDP sockets with known
+    addresses, run with ``nsenter -t PID -n`` in the socket's namespace when
+    it is not the initial one (``nsenter_pid``: a process in that namespace);
+    else closing the owning processes' file descriptors; None if neither is
+    known.
+    """
+    close = None
+    if owners:
+        close = "close " + ", ".join(f"fd {o.fd} of pid {o.pid} ({o.comm})" for o in owners)
+    if protocol not in ("tcp", "udp") or not local:
+        return close
+    flag = "-t" if protocol == "tcp" else "-u"
+    expression = f"src {local}" + (f" dst {remote}" if remote else "")
+    command = f"ss -K {flag} '{expression}'"
+    if netns is None or init_netns is None or netns == init_netns:
+        return command
+    if nsenter_pid is not None:
+        return f"nsenter -t {nsenter_pid} -n {command}"
+    # No process lives in the socket's namespace: ss cannot reach it.
+    return close

@@ -1,0 +1,81 @@
+"""The actor: which process holds a socket whose skbs hold pages, and what releases them."""
+
+from conftest import run_cli
+
+from netmem_probe.fake.pools import FakePagePool
+from netmem_probe.fake.sockets import FakeSkb, FakeSocket
+from netmem_probe.fake.tasks import FakeTask
+from netmem_probe.fake.world import World
+from netmem_probe.kernel.actors import Owner, release_action
+
+
+def _holders(prog, *pages):
+    result = run_cli("holders", "--json", *[hex(p.netmem) for p in pages], program=prog)
+    return {r["netmem"]: r["holders"] for r in result.json()}, result
+
+
+def test_a_udp_sink_names_its_process_and_the_ss_kill_filter():
+    w = World("linux-7.3")
+    pool = FakePagePool(w)
+    page = pool.alloc_pages(1)[0]
+    sink = FakeSocket(w, w.init_net, local=("10.0.2.15", 9000), owns_skbs=False)
+    sink.queue(FakeSkb(w, [page]))
+    FakeTask(w, 1, "init", w.init_net)
+    FakeTask(w, 4242, "sink", w.init_net).open(sink, 7)
+    got, result = _holders(w.program(), page)
+    (row,) = got[hex(page.netmem)]
+    assert row["protocol"] == "udp" and row["state"] is None and row["queue"] == "receive"
+    assert row["owners"] == [
+        {"pid": 4242, "comm": "sink", "fd": 7, "cgroup": None, "netns": w.init_net.inum}
+    ]
+    assert row["release"] == "ss -K -u 'src 10.0.2.15:9000'"
+    assert result.code == 0
+
+
+def test_a_tcp_out_of_order_queue_holds_its_pages():
+    w = World("linux-7.3")
+    pool = FakePagePool(w)
+    pages = pool.alloc_pages(3)
+    conn = FakeSocket(w, w.init_net, local=("10.0.2.15", 5201), remote=("10.0.2.2", 40000))
+    skbs = [conn.queue(FakeSkb(w, [p]), "tcp-ofo") for p in pages]
+    FakeTask(w, 77, "iperf3", w.init_net).open(conn, 3)
+    got, _ = _holders(w.program(), *pages)
+    for page, skb in zip(pages, skbs):
+        (row,) = got[hex(page.netmem)]
+        assert (row["kind"], row["skb"], row["queue"]) == ("skb-frag", hex(skb.obj.addr), "tcp-ofo")
+        assert row["state"] == "ESTABLISHED" and row["netdev"] is None
+        assert row["release"] == "ss -K -t 'src 10.0.2.15:5201 dst 10.0.2.2:40000'"
+
+
+def test_a_corrupt_out_of_order_tree_is_reported_not_followed():
+    w = World("linux-7.3")
+    pool = FakePagePool(w)
+    page = pool.alloc_pages(1)[0]
+    conn = FakeSocket(w, w.init_net, local=("10.0.2.15", 5201), remote=("10.0.2.2", 40000))
+    skb = conn.queue(FakeSkb(w, [page]), "tcp-ofo")
+    other = FakeSkb(w, [])
+    conn.queue(other, "tcp-ofo")
+
+    def loop():  # the second node's parent is itself: a cycle
+        node = other.obj.addr + w.type("struct sk_buff").member("rbnode").offset
+        other.obj.value["rbnode"]["__rb_parent_color"] = node | 1
+        skb.obj.value["rbnode"]["__rb_parent_color"] = node | 1
+
+    w.before_commit(loop)
+    got, result = _holders(w.program(), page)
+    (row,) = got[hex(page.netmem)]
+    assert row["queue"] is None and result.code == 4
+    assert "TCP out-of-order rbtree" in result.err and "loops" in result.err
+
+
+def test_a_socket_in_another_namespace_is_killed_from_inside_it():
+    owners = (Owner(10, "daemon", 4, "/system.slice/d.service", 1),)
+    assert (
+        release_action("udp", "10.9.0.1:53", None, 2, owners, 99, 1)
+        == "nsenter -t 99 -n ss -K -u 'src 10.9.0.1:53'"
+    )
+    # Nobody lives in the namespace: closing the owner's descriptor is the way.
+    assert release_action("udp", "10.9.0.1:53", None, 2, owners, None, 1) == (
+        "close fd 4 of pid 10 (daemon)"
+    )
+    assert release_action(None, None, None, None, (), None, 1) is None
