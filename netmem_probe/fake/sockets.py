@@ -136,6 +136,8 @@ class FakeSocket:
             skb.obj.set("next", nxt)
         # The out-of-order rbtree: each skb the right child of the one before
         # (a valid binary tree; colours do not matter to a reader).
+        if self.ofo_root is None:
+            return
         rbnode = offsetof(self.world.type("struct sk_buff"), "rbnode")
         nodes = [skb.obj.addr + rbnode for skb in self.ofo]
         for i, skb in enumerate(self.ofo):
@@ -144,8 +146,7 @@ class FakeSocket:
             skb.obj.set(
                 "rbnode", {"__rb_parent_color": parent | 1, "rb_right": right, "rb_left": 0}
             )
-        if self.ofo_root is not None:
-            self.ofo_root.set("rb_node", nodes[0] if nodes else 0)
+        self.ofo_root.set("rb_node", nodes[0] if nodes else 0)
 
     def expected(self) -> Dict[str, Any]:
         """The socket as a holder row names it."""
