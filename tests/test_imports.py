@@ -23,7 +23,7 @@ PACKAGE = ROOT / "netmem_probe"
 LAYERS = (
     ("", "btf", "report", "report.progress", "kernel", "kernel.walk"),
     ("kernel.structs", "kernel.globals", "kernel.layout", "kernel.printk", "kernel.slab"),
-    ("kernel.netdev", "kernel.netmem"),
+    ("kernel.netdev", "kernel.netmem", "kernel.actors", "kernel.queues"),
     ("kernel.page_pool",),
     ("kernel.providers", "kernel.drivers", "kernel.drivers.*"),
     ("kernel.decode", "kernel.pages", "kernel.holders", "kernel.leaks"),

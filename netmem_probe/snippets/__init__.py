@@ -177,6 +177,10 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
         "slab-cache",
         "slab-object",
         "pointed-from",
+        "protocol",
+        "state",
+        "owners",
+        "release",
     ),
     "leaks": ("refcount", "evidence", "references"),
     "providers": (
