@@ -26,7 +26,7 @@ LAYERS = (
     ("kernel.netdev", "kernel.netmem", "kernel.actors", "kernel.queues"),
     ("kernel.page_pool",),
     ("kernel.providers", "kernel.drivers", "kernel.drivers.*"),
-    ("kernel.decode", "kernel.pages", "kernel.holders", "kernel.leaks"),
+    ("kernel.decode", "kernel.pages", "kernel.holders", "kernel.leaks", "kernel.summary"),
     ("kallsyms_btf", "target"),
     ("context",),
     ("snippets", "snippets.*"),

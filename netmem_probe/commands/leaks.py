@@ -8,6 +8,7 @@ from netmem_probe.commands.holders import ADDRESS_KEY, holder_record
 from netmem_probe.context import Target
 from netmem_probe.kernel.holders import Holder
 from netmem_probe.kernel.leaks import LeakReport, NetmemVerdict, PoolLeaks, find_leaks
+from netmem_probe.kernel.summary import holder_kind, release_of, summarize
 from netmem_probe.report import emit_json_line, emit_table, hexaddr, human_seconds
 from netmem_probe.report.progress import Progress
 from netmem_probe.snippets import drgn_option
@@ -40,6 +41,8 @@ def verdict_record(v: NetmemVerdict) -> Dict[str, Any]:
         "refcount": v.refcount,
         "user-refs": v.user_refs,
         "verdict": v.verdict,
+        "holder-kind": holder_kind(v.evidence + v.references, v.user_refs),
+        "release": release_of(v.evidence + v.references, v.user_refs),
         "evidence": [holder_record(h) for h in v.evidence],
         "references": [holder_record(h) for h in v.references],
     }
@@ -160,3 +163,6 @@ def _print(report: LeakReport, pool_ids: Sequence[int]) -> None:
         ]
         if rows:
             emit_table(rows, ["netmem", "kind", "pfn", "verdict", "evidence"])
+            summary = summarize((v.evidence + v.references, v.user_refs) for v in p.verdicts)
+            for line in summary.lines():
+                click.echo(line)

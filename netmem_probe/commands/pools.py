@@ -279,17 +279,30 @@ def _find_pool(target: Target, scanner: PagePoolScanner, key: str) -> PagePoolIn
 @click.command(epilog=POOL_EXAMPLES)
 @click.argument("pool_key", metavar="POOL")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option(
+    "--holders",
+    "with_holders",
+    is_flag=True,
+    help="also search memory for what holds each in-flight page: counts by holder "
+    "kind and what would release them (one memmap scan and one memory search)",
+)
 @drgn_option(pool_code)
 @click.pass_obj
-def pool(target: Target, pool_key: str, as_json: bool) -> int:
+def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool) -> int:
     """One page pool by id or address: its state, where its in-flight pages
-    sit (alloc cache, ring, DMA-mapped, out), and its statistics."""
+    sit (alloc cache, ring, DMA-mapped, out), and its statistics; with
+    --holders, who holds them and what releases them."""
     scanner = PagePoolScanner(target.prog, target.problems)
     info, breakdown = scanner.breakdown(_find_pool(target, scanner, pool_key))
     _notes([info])
     rec = pool_record(info)
     rec["breakdown"] = breakdown
     rec["stats"] = scanner.stats(info)
+    if with_holders:
+        from netmem_probe.kernel.summary import pool_holders
+
+        summary = pool_holders(target.prog, target.problems, info)
+        rec["holders"] = summary.record() if summary is not None else None
     if as_json:
         emit_json(rec)
     else:
@@ -300,12 +313,22 @@ def pool(target: Target, pool_key: str, as_json: bool) -> int:
 def _print_pool(rec: Dict[str, Any]) -> None:
     click.echo(f"page pool {rec['id']} at {rec['address']}")
     for key, value in rec.items():
-        if key in ("id", "address", "breakdown", "stats"):
+        if key in ("id", "address", "breakdown", "stats", "holders"):
             continue
         click.echo(f"  {key:<24} {'-' if value is None else value}")
     click.echo("  in flight, as the pool sees it:")
     for key, value in rec["breakdown"].items():
         click.echo(f"    {key:<22} {'n/a' if value is None else value}")
+    if "holders" in rec:
+        click.echo("  who holds them:")
+        holders = rec["holders"]
+        if holders is None:
+            click.echo("    n/a (a memory provider's pool: see providers)")
+        else:
+            for kind, n in holders["holder-kinds"].items():
+                click.echo(f"    {kind:<22} {n}")
+            for release in holders["release"]:
+                click.echo(f"    to release {release['pages']}: {release['action']}")
     click.echo("  stats:")
     if rec["stats"] is None:
         click.echo("    n/a (CONFIG_PAGE_POOL_STATS off)")

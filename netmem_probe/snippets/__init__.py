@@ -182,7 +182,7 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
         "owners",
         "release",
     ),
-    "leaks": ("refcount", "evidence", "references"),
+    "leaks": ("refcount", "evidence", "references", "holder-kind", "release"),
     "providers": (
         "ifq",
         "ifindex",

@@ -27,7 +27,7 @@ from netmem_probe.kernel.drivers.common import RingEntry
 from netmem_probe.kernel.netdev import NetdevReader, for_each_net_address
 from netmem_probe.kernel.walk import Problems, list_nodes
 
-__all__ = ("WALKERS", "RingEntry", "RxRings", "RxSlot")
+__all__ = ("RELEASE", "WALKERS", "RingEntry", "RxRings", "RxSlot")
 
 Walker = Callable[[Program, Object], Iterator[RingEntry]]
 
@@ -35,6 +35,16 @@ Walker = Callable[[Program, Object], Iterator[RingEntry]]
 WALKERS: Dict[str, Walker] = {
     "virtio_net": virtio_net.rx_entries,
     "veth": veth.rx_entries,
+}
+
+
+#: What makes a driver give back the buffers posted in its rx rings.
+RELEASE: Dict[str, str] = {
+    # remove_vq_common() -> free_unused_bufs(): only when the device goes
+    # (unbind, removal, suspend); virtnet_close() leaves the buffers posted.
+    "virtio_net": "unbinding its virtio device ({netdev} down keeps the posted buffers)",
+    # veth_napi_del() -> ptr_ring_cleanup() purges the xdp_ring.
+    "veth": "ip link set {netdev} down (veth purges its xdp_ring)",
 }
 
 
@@ -49,6 +59,12 @@ class RxSlot:
 
     def __str__(self) -> str:
         return f"{self.driver} {self.netdev} rx queue {self.queue}, slot {self.slot}"
+
+    @property
+    def release(self) -> str:
+        """What would make the driver give the buffer back."""
+        hint = RELEASE.get(self.driver, "ip link set {netdev} down (the driver frees its rings)")
+        return hint.format(netdev=self.netdev)
 
 
 class RxRings:
