@@ -49,7 +49,10 @@ def test_pool_filter_and_summary():
     counts = ", ".join(f"{sum(t['verdict'] == v for t in mine)} {v}"
                        for v in ("parked", "cached", "leaked"))
     assert lines[0].startswith(f"pool {pool} (") and lines[0].endswith(counts)
-    assert len(lines) == 3 + len(mine)
+    # The table, then the pool's holder summary and what releases its pages.
+    summary = lines[3 + len(mine):]
+    assert summary[0].startswith("holders: ")
+    assert summary[1:] and all(line.startswith("to release ") for line in summary[1:])
 
 
 def _detached(world, pool):
