@@ -57,9 +57,10 @@ def test_pool_filter_and_table():
     want = [p for p in truth["pages"] if p["pool-id"] == pool]
     result = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pages", "--pool", str(pool))
     lines = result.out.splitlines()
-    assert lines[0].split() == ["PFN", "PAGE", "POOL", "PP_REF", "REFCOUNT", "DMA-IDX", "WHERE"]
+    assert lines[0].split() == ["PFN", "PAGE", "POOL-ID", "PP-REFS", "REFCOUNT", "DMA-INDEX",
+                                "WHERE"]
     assert [line.split()[1] for line in lines[2:-1]] == [p["page"] for p in want]
-    assert lines[-1].startswith(f"{len(want)} page-pool pages of 1 pools")
+    assert lines[-1].startswith(f"{len(want)} page-pool pages of 1 pool;")
 
 
 def test_an_unknown_pool_is_a_usage_error():

@@ -7,7 +7,8 @@ import click
 from netmem_probe.context import Target, parse_netmem
 from netmem_probe.kernel.holders import Holder, HolderSearch, make_target
 from netmem_probe.kernel.page_pool import PagePoolInfo
-from netmem_probe.report import emit_json, emit_table, hexaddr
+from netmem_probe.report import emit_json, hexaddr
+from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pages import holders_code
 
@@ -28,21 +29,26 @@ EXAMPLES:
 ADDRESS_KEY = {"page": "page", "net_iov": "net-iov"}
 
 COLUMNS = [
-    "kind",
-    "address",
-    "skb",
-    "frag",
-    "sock",
-    "queue",
-    "family",
-    "local",
-    "remote",
-    "netdev",
-    "rx-queue",
-    "slot",
-    "pool-id",
-    "detail",
+    Column("kind"),
+    Column("address"),
+    Column("skb"),
+    Column("frag", number=True),
+    Column("sock"),
+    Column("queue"),
+    Column("family"),
+    Column("local"),
+    Column("remote"),
+    Column("netdev"),
+    Column("driver"),
+    Column("rx-queue", number=True),
+    Column("slot", number=True),
+    Column("pool-id", number=True),
+    Column("detail", free_text=True),
+    Column("value"),
+    Column("netns", number=True),
 ]
+# The driver is in the detail of an rx-ring reference.
+DEFAULT_COLUMNS = [c.name for c in COLUMNS if c.name not in ("driver", "value", "netns")]
 
 
 def holder_record(holder: Holder) -> Dict[str, Any]:
@@ -84,9 +90,10 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
 @click.command(epilog=EXAMPLES)
 @click.argument("netmem", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@table_options(COLUMNS, DEFAULT_COLUMNS)
 @drgn_option(holders_code)
 @click.pass_obj
-def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
+def holders(target: Target, netmem: Sequence[str], as_json: bool, table: Table) -> int:
     """Who references pages or net_iovs (NETMEM values, struct page or
     direct-map addresses).
 
@@ -122,13 +129,13 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool) -> int:
                 # The pool's netdev, for holders whose skb->dev is gone (UDP
                 # reuses it as dev_scratch).
                 "pool-netdev": _pool_netdev(pool),
-                "holders": [holder_record(h) for h in found[t.netmem]],
+                "holders": table.sorted([holder_record(h) for h in found[t.netmem]]),
             }
         )
     if as_json:
         emit_json(records)
     else:
-        _print(records)
+        _print(records, table)
     return target.finish(findings=bool(unheld))
 
 
@@ -156,7 +163,7 @@ def _pool_netdev(pool: Optional[PagePoolInfo]) -> Optional[str]:
     return pool.netdev.name
 
 
-def _print(records: List[Dict[str, Any]]) -> None:
+def _print(records: List[Dict[str, Any]], table: Table) -> None:
     for i, rec in enumerate(records):
         if i:
             click.echo()
@@ -168,11 +175,17 @@ def _print(records: List[Dict[str, Any]]) -> None:
         if rec["holders"]:
             # Only the columns some reference fills: a page in a pool's cache
             # has no socket to show.
-            columns = [
-                c
-                for c in COLUMNS
-                if c in ("kind", "address") or any(h[c] is not None for h in rec["holders"])
-            ]
-            emit_table(rec["holders"], columns)
+            shown = table.defaults(
+                [
+                    c
+                    for c in COLUMNS
+                    if c.name in DEFAULT_COLUMNS
+                    and (
+                        c.name in ("kind", "address")
+                        or any(h[c.name] is not None for h in rec["holders"])
+                    )
+                ]
+            )
+            shown.print(rec["holders"])
         else:
             click.echo("  no reference found in kernel memory")

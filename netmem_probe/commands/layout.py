@@ -1,12 +1,13 @@
 """``netmem-probe layout``: the kernel's netmem layout asserts, checked on the target's types."""
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import click
 
 from netmem_probe.context import EXIT_FINDINGS, EXIT_OK, Target
 from netmem_probe.kernel.layout import LayoutResult, MemberLayout, check_layout
-from netmem_probe.report import emit_json, emit_table
+from netmem_probe.report import emit_json
+from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.netmem import layout_code
 
@@ -30,24 +31,49 @@ def _member(layout: MemberLayout) -> Dict[str, Any]:
     }
 
 
-def _row(result: LayoutResult) -> Dict[str, Any]:
+def _record(result: LayoutResult) -> Dict[str, Any]:
     return {
         "assert": result.agreement.macro,
-        "left": str(result.left),
-        "left-offset": result.left.offset,
-        "left-size": result.left.size,
-        "right": str(result.right),
-        "right-offset": result.right.offset,
-        "right-size": result.right.size,
-        "result": "ok" if result.ok else "MISMATCH: " + (result.reason or ""),
+        "left": _member(result.left),
+        "right": _member(result.right),
+        "ok": result.ok,
+        "reason": result.reason,
     }
+
+
+def _side(side: str, key: str) -> Callable[[Dict[str, Any]], Any]:
+    return lambda rec: rec[side][key]
+
+
+def _row(result: LayoutResult) -> Dict[str, Any]:
+    """A result's record, with the members as the table names them."""
+    return {**_record(result), "left-text": str(result.left), "right-text": str(result.right)}
+
+
+COLUMNS = [
+    Column("assert"),
+    Column("left", header="MEMBER", cell=lambda rec: rec["left-text"]),
+    Column("left-offset", header="OFFSET", get=_side("left", "offset"), number=True),
+    Column("left-size", header="SIZE", get=_side("left", "size"), number=True),
+    Column("right", header="MUST-EQUAL", cell=lambda rec: rec["right-text"]),
+    Column("right-offset", header="OFFSET", get=_side("right", "offset"), number=True),
+    Column("right-size", header="SIZE", get=_side("right", "size"), number=True),
+    Column(
+        "ok",
+        header="RESULT",
+        cell=lambda rec: "ok" if rec["ok"] else f"MISMATCH: {rec['reason'] or ''}",
+        color=lambda rec: None if rec["ok"] else "red",
+        free_text=True,
+    ),
+]
 
 
 @click.command(epilog=EXAMPLES)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@table_options(COLUMNS, [c.name for c in COLUMNS])
 @drgn_option(layout_code)
 @click.pass_obj
-def layout(target: Target, as_json: bool) -> int:
+def layout(target: Target, as_json: bool, table: Table) -> int:
     """Check that struct page, struct netmem_desc and struct net_iov agree.
 
     Evaluates every NETMEM_DESC_ASSERT_OFFSET / NET_IOV_ASSERT_OFFSET pair of
@@ -56,43 +82,11 @@ def layout(target: Target, as_json: bool) -> int:
     member sizes as well as offsets. Exit code 1 on any disagreement.
     """
     results = check_layout(target.types_program())
+    rows = table.sorted([_row(r) for r in results])
     if as_json:
-        emit_json(
-            [
-                {
-                    "assert": r.agreement.macro,
-                    "left": _member(r.left),
-                    "right": _member(r.right),
-                    "ok": r.ok,
-                    "reason": r.reason,
-                }
-                for r in results
-            ]
-        )
+        emit_json([_record(r) for r in table.sorted_by(results, _row)])
     elif results:
-        emit_table(
-            [_row(r) for r in results],
-            [
-                "assert",
-                "left",
-                "left-offset",
-                "left-size",
-                "right",
-                "right-offset",
-                "right-size",
-                "result",
-            ],
-            headers=[
-                "ASSERT",
-                "MEMBER",
-                "OFFSET",
-                "SIZE",
-                "MUST EQUAL",
-                "OFFSET",
-                "SIZE",
-                "RESULT",
-            ],
-        )
+        table.print(rows)
     else:
         click.echo(
             "no netmem layout asserts apply to this kernel (no struct net_iov or "

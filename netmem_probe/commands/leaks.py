@@ -1,6 +1,6 @@
 """``netmem-probe leaks``: is a stalled pool's memory parked, cached, or leaked?"""
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
 import click
 
@@ -9,8 +9,9 @@ from netmem_probe.context import Target
 from netmem_probe.kernel.holders import Holder
 from netmem_probe.kernel.leaks import LeakReport, NetmemVerdict, PoolLeaks, find_leaks
 from netmem_probe.kernel.summary import holder_kind, release_of, summarize
-from netmem_probe.report import emit_json_line, emit_table, hexaddr, human_seconds
+from netmem_probe.report import emit_json_line, hexaddr, human_seconds
 from netmem_probe.report.progress import Progress
+from netmem_probe.report.table import Column, Table, show_hex, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pages import leaks_code
 
@@ -46,6 +47,21 @@ def verdict_record(v: NetmemVerdict) -> Dict[str, Any]:
         "evidence": [holder_record(h) for h in v.evidence],
         "references": [holder_record(h) for h in v.references],
     }
+
+
+COLUMNS = [
+    Column("netmem"),
+    Column("kind"),
+    Column("pfn", number=True, show=show_hex),
+    Column("verdict", color=lambda r: "red" if r["verdict"] == "leaked" else None),
+    Column("evidence", cell=lambda r: r["why"], free_text=True),
+    Column("pool-id", number=True),
+    Column("pp-ref-count", number=True, largest_first=True),
+    Column("refcount", number=True, largest_first=True),
+    Column("user-refs", number=True, largest_first=True),
+    Column("holder-kind"),
+    Column("release", free_text=True),
+]
 
 
 def _why(v: NetmemVerdict) -> str:
@@ -101,9 +117,10 @@ def _pool_line(p: PoolLeaks) -> str:
     help="only this detached pool (repeatable)",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one page or net_iov per line")
+@table_options(COLUMNS, [c.name for c in COLUMNS[:5]])
 @drgn_option(leaks_code)
 @click.pass_obj
-def leaks(target: Target, pool_ids: Sequence[int], as_json: bool) -> int:
+def leaks(target: Target, pool_ids: Sequence[int], as_json: bool, table: Table) -> int:
     """Detached pools' in-flight pages and net_iovs: parked, cached or leaked.
 
     A detached pool (its driver destroyed it) waits for every page it handed
@@ -131,14 +148,14 @@ def leaks(target: Target, pool_ids: Sequence[int], as_json: bool) -> int:
             )
     if as_json:
         for p in report.pools:
-            for v in p.verdicts:
-                emit_json_line(verdict_record(v))
+            for rec in table.sorted([verdict_record(v) for v in p.verdicts]):
+                emit_json_line(rec)
     else:
-        _print(report, pool_ids)
+        _print(report, pool_ids, table)
     return target.finish(findings=report.leaked > 0)
 
 
-def _print(report: LeakReport, pool_ids: Sequence[int]) -> None:
+def _print(report: LeakReport, pool_ids: Sequence[int], table: Table) -> None:
     if not report.pools:
         if pool_ids:
             ids = [str(i) for i in dict.fromkeys(pool_ids)]
@@ -151,18 +168,10 @@ def _print(report: LeakReport, pool_ids: Sequence[int]) -> None:
         if i:
             click.echo()
         click.echo(_pool_line(p))
-        rows: List[Dict[str, Any]] = [
-            {
-                "netmem": hexaddr(v.target.netmem),
-                "kind": v.target.kind,
-                "pfn": hex(v.pfn) if v.pfn is not None else None,
-                "verdict": v.verdict,
-                "evidence": _why(v),
-            }
-            for v in p.verdicts
-        ]
-        if rows:
-            emit_table(rows, ["netmem", "kind", "pfn", "verdict", "evidence"])
+        if p.verdicts:
+            table.print([{**verdict_record(v), "why": _why(v)} for v in p.verdicts])
+            if not table.header:
+                continue
             summary = summarize((v.evidence + v.references, v.user_refs) for v in p.verdicts)
             for line in summary.lines():
                 click.echo(line)

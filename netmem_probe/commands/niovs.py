@@ -8,6 +8,7 @@ from netmem_probe.commands.providers import make_scanner, ring_options
 from netmem_probe.context import Target
 from netmem_probe.kernel.providers import NIOV_STATES, NiovInfo, ProviderArea, ProviderScanner
 from netmem_probe.report import emit_json_line, hexaddr
+from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.providers import niovs_code
 
@@ -22,28 +23,21 @@ EXAMPLES:
       one zcrx area, by address (from the providers table)
 """
 
-COLUMNS = (
-    ("chunk", 5),
-    ("index", 6),
-    ("net-iov", 18),
-    ("state", 6),
-    ("pool-id", 6),
-    ("pp-ref-count", 8),
-    ("user-refs", 9),
-    ("dma-addr", 18),
-    ("offset", 10),
-)
-HEADERS = (
-    "CHUNK",
-    "INDEX",
-    "NET_IOV",
-    "STATE",
-    "POOL",
-    "PP_REFS",
-    "USER_REFS",
-    "DMA_ADDR",
-    "OFFSET",
-)
+COLUMNS = [
+    Column("chunk", number=True, width=5),
+    Column("index", number=True, width=6),
+    Column("net-iov", width=18),
+    Column("state", width=6),
+    Column("pool-id", number=True, width=7),
+    Column("pp-ref-count", number=True, largest_first=True, width=7),
+    Column("user-refs", number=True, largest_first=True, width=9),
+    Column("dma-addr", width=18),
+    Column("offset", number=True, width=10),
+    Column("netmem", width=18),
+    Column("area"),
+    Column("kind"),
+]
+DEFAULT_COLUMNS = [c.name for c in COLUMNS[:9]]
 
 
 def niov_record(niov: NiovInfo) -> Dict[str, Any]:
@@ -98,10 +92,6 @@ def _select(
     return areas
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
 def _heading(area: ProviderArea) -> str:
     where = area.netdev.name if area.netdev else "no netdev"
     if area.queues:
@@ -138,6 +128,7 @@ def _heading(area: ProviderArea) -> str:
 )
 @ring_options
 @click.option("--json", "as_json", is_flag=True, help="print JSON Lines, one niov per line")
+@table_options(COLUMNS, DEFAULT_COLUMNS)
 @drgn_option(niovs_code)
 @click.pass_obj
 def niovs(
@@ -148,6 +139,7 @@ def niovs(
     rings: Sequence[str],
     scan_files: bool,
     as_json: bool,
+    table: Table,
 ) -> int:
     """Every net_iov of the memory provider areas, one row each, as it is read.
 
@@ -160,15 +152,14 @@ def niovs(
     scanner = make_scanner(target, rings, scan_files)
     areas = _select(target, scanner, area_key, pool_id)
     for area in areas:
-        if not as_json:
-            click.echo(_heading(area))
-            click.echo("  " + "  ".join(h.ljust(w) for h, (_, w) in zip(HEADERS, COLUMNS)).rstrip())
-        for niov in scanner.niovs(area):
-            if states and niov.state not in states:
-                continue
-            rec = niov_record(niov)
-            if as_json:
+        records = (
+            niov_record(niov) for niov in scanner.niovs(area) if not states or niov.state in states
+        )
+        if as_json:
+            for rec in table.sorted(records) if table.sort else records:
                 emit_json_line(rec)
-            else:
-                click.echo("  " + "  ".join(_cell(rec[k]).ljust(w) for k, w in COLUMNS).rstrip())
+            continue
+        click.echo(_heading(area))
+        for _ in table.stream(records, indent="  "):
+            pass
     return target.finish(findings=False)

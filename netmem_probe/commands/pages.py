@@ -1,15 +1,16 @@
 """``netmem-probe pages``: the page-pool pages in the memmap, streamed as found."""
 
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import click
 
 from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPage, PpPageScanner
-from netmem_probe.report import emit_json, emit_json_line, emit_table, hexaddr
+from netmem_probe.report import emit_json, emit_json_line, hexaddr, human_duration
 from netmem_probe.report.progress import Progress
+from netmem_probe.report.table import Column, Table, show_hex, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pages import pages_code
 
@@ -24,16 +25,37 @@ EXAMPLES:
 """
 
 WHERE = ("cache", "ring", "out")
-# Column widths of the streamed table: rows are printed as they are found.
-COLUMNS = (
-    ("PFN", 10),
-    ("PAGE", 18),
-    ("POOL", 6),
-    ("PP_REF", 6),
-    ("REFCOUNT", 8),
-    ("DMA-IDX", 8),
-    ("WHERE", 5),
-)
+PAGE_COLUMNS = [
+    Column("pfn", number=True, show=show_hex, width=10),
+    Column("page", width=18),
+    Column("pool-id", number=True, width=7),
+    Column("pp-ref-count", number=True, largest_first=True, width=7),
+    Column("refcount", number=True, largest_first=True, width=8),
+    Column("dma-index", number=True, width=9),
+    Column("where", width=5),
+    Column("pool", width=18),
+]
+
+
+def _signed(value: int) -> str:
+    return f"{value:+d}" if value else "0"
+
+
+# pages --count
+COUNT_COLUMNS = [
+    Column("id", number=True),
+    Column(
+        "state",
+        cell=lambda r: r["state"] + (",detached" if r["detached"] else ""),
+        color=lambda r: "yellow" if r["detached"] else None,
+    ),
+    Column("inflight", number=True, largest_first=True),
+    Column("found", number=True, largest_first=True),
+    Column("alloc-cache", number=True, largest_first=True),
+    Column("ring", number=True, largest_first=True),
+    Column("out", number=True, largest_first=True),
+    Column("difference", number=True, largest_first=True, show=_signed),
+]
 
 
 def page_record(page: PpPage) -> Dict[str, Any]:
@@ -66,26 +88,6 @@ def select_pools(
     if all_pools:
         return pools
     return [info for info in pools if info.detached and info.inflight]
-
-
-def _print_header() -> None:
-    click.echo("  ".join(name.ljust(width) for name, width in COLUMNS).rstrip())
-    click.echo("  ".join("-" * width for _, width in COLUMNS))
-
-
-def _print_row(page: PpPage) -> None:
-    cells = (
-        hex(page.pfn),
-        hex(page.page),
-        page.pool_id,
-        page.pp_ref_count,
-        page.refcount,
-        "-" if page.dma_index is None else page.dma_index,
-        page.where,
-    )
-    click.echo(
-        "  ".join(str(cell).ljust(width) for cell, (_, width) in zip(cells, COLUMNS)).rstrip()
-    )
 
 
 def count_record(info: PagePoolInfo, counts: Optional[Dict[str, int]]) -> Dict[str, Any]:
@@ -123,10 +125,16 @@ def count_record(info: PagePoolInfo, counts: Optional[Dict[str, int]]) -> Dict[s
     is_flag=True,
     help="JSON Lines, one page per line (with --count: a JSON array)",
 )
+@table_options(PAGE_COLUMNS + COUNT_COLUMNS, [c.name for c in PAGE_COLUMNS[:7]])
 @drgn_option(pages_code)
 @click.pass_obj
 def pages(
-    target: Target, pool_ids: Sequence[int], all_pools: bool, count: bool, as_json: bool
+    target: Target,
+    pool_ids: Sequence[int],
+    all_pools: bool,
+    count: bool,
+    as_json: bool,
+    table: Table,
 ) -> int:
     """Page-pool pages, found by scanning the whole memmap once.
 
@@ -154,53 +162,58 @@ def pages(
     progress = Progress("scanning the memmap", "struct pages")
     started = time.monotonic()
     tally: Dict[int, Dict[str, int]] = {info.address: dict.fromkeys(WHERE, 0) for info in pools}
-    if not count and not as_json:
-        _print_header()
-    try:
+
+    def found() -> Iterator[Dict[str, Any]]:
         for page in scanner.pages(pools, progress):
             tally[page.pool][page.where] += 1
-            if count:
-                continue
-            if as_json:
-                emit_json_line(page_record(page))
-            else:
-                _print_row(page)
+            yield page_record(page)
+
+    try:
+        if count:
+            for _ in found():
+                pass
+        elif as_json:
+            records = found()
+            for rec in table.sorted(records) if table.sort else records:
+                emit_json_line(rec)
+        else:
+            for _ in table.stream(found()):
+                pass
     finally:
         progress.close()
     elapsed = time.monotonic() - started
     if count:
-        return _report_counts(target, pools, tally, as_json)
-    if not as_json:
-        found = sum(sum(t.values()) for t in tally.values())
+        return _report_counts(target, pools, tally, as_json, table.defaults(COUNT_COLUMNS))
+    if not as_json and table.header:
+        total = sum(sum(t.values()) for t in tally.values())
         click.echo(
-            f"{found} page-pool pages of {len(pools)} pools; {scanner.total_pfns} "
-            f"struct pages scanned in {elapsed:.1f}s [{target.describe()}]"
+            f"{total} page-pool {_plural(total, 'page')} of {len(pools)} "
+            f"{_plural(len(pools), 'pool')}; {scanner.total_pfns} struct pages scanned "
+            f"in {human_duration(elapsed)} [{target.describe()}]"
         )
     return target.finish(findings=False)
 
 
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
 def _report_counts(
-    target: Target, pools: List[PagePoolInfo], tally: Dict[int, Dict[str, int]], as_json: bool
+    target: Target,
+    pools: List[PagePoolInfo],
+    tally: Dict[int, Dict[str, int]],
+    as_json: bool,
+    table: Table,
 ) -> int:
     records = []
     for info in pools:
         # A memory provider's pool hands out net_iovs: the memmap has none.
         records.append(count_record(info, None if info.provider else tally[info.address]))
+    records = table.sorted(records)
     if as_json:
         emit_json(records)
     else:
-        emit_table(
-            [
-                {
-                    **r,
-                    "state": r["state"] + (",detached" if r["detached"] else ""),
-                    "difference": _signed(r["difference"]),
-                }
-                for r in records
-            ],
-            ["id", "state", "inflight", "found", "alloc-cache", "ring", "out", "difference"],
-            headers=["ID", "STATE", "INFLIGHT", "FOUND", "CACHE", "RING", "OUT", "DIFF"],
-        )
+        table.print(records)
     differ = [r for r in records if r["difference"]]
     for r in differ:
         click.echo(
@@ -216,7 +229,3 @@ def _report_counts(
                 err=True,
             )
     return target.finish(findings=bool(differ))
-
-
-def _signed(value: Optional[int]) -> Optional[str]:
-    return None if value is None else f"{value:+d}" if value else "0"

@@ -7,7 +7,8 @@ import click
 from netmem_probe.commands.watch import watch_pools
 from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
-from netmem_probe.report import emit_json, emit_table, hexaddr, human_bytes, human_seconds
+from netmem_probe.report import emit_json, hexaddr, human_bytes, human_seconds
+from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pools import pool_code, pools_code
 
@@ -41,11 +42,6 @@ EXAMPLES:
 """
 
 STATES = ("listed", "orphaned", "invisible", "unreachable", "detached")
-SORTS = {
-    "id": lambda p: p.id,
-    "inflight": lambda p: -p.inflight,
-    "detach-age": lambda p: -(p.detach_age or -1),
-}
 
 
 def pool_record(info: PagePoolInfo) -> Dict[str, Any]:
@@ -89,38 +85,72 @@ def pool_record(info: PagePoolInfo) -> Dict[str, Any]:
     return rec
 
 
-def _netdev_cell(info: PagePoolInfo) -> str:
+def _netdev_cell(info: PagePoolInfo) -> Optional[str]:
     if info.netdev is not None:
         name = info.netdev.name
         return f"{name} (was {info.orig_netdev})" if info.orig_netdev else name
     if info.system:
         return f"(system cpu{info.cpuid})" if info.cpuid >= 0 else "(system)"
-    return "-"
+    return None
 
 
 def _row(info: PagePoolInfo, rec: Dict[str, Any]) -> Dict[str, Any]:
-    state = info.state + (",detached" if info.detached else "")
+    """A pool's record with what its table row shows beyond the record."""
     provider = None
     if info.provider == "dmabuf":
         provider = f"dmabuf:{info.dmabuf}"
     elif info.provider:
         provider = info.provider
-    return {
-        "id": info.id,
-        "state": state,
-        "netdev": _netdev_cell(info),
-        "ifindex": rec.get("ifindex"),
-        "napi": rec.get("napi-id"),
-        "queue": info.queue,
-        "driver": rec["driver"],
-        "inflight": info.inflight,
-        "mem": human_bytes(info.inflight_mem),
-        "detached": human_seconds(info.detach_age) + " ago"
-        if info.detach_age is not None
-        else ("yes" if info.detached else None),
-        "provider": provider,
-        "address": rec["address"],
-    }
+    return {**rec, "provider": provider, "netdev-cell": _netdev_cell(info), "record": rec}
+
+
+def _detached_cell(rec: Dict[str, Any]) -> Optional[str]:
+    if rec["detach-age"] is not None:
+        return human_seconds(rec["detach-age"]) + " ago"
+    return "yes" if rec["detached"] else None
+
+
+def _detached_color(rec: Dict[str, Any]) -> Optional[str]:
+    return "yellow" if rec["detached"] else None
+
+
+def _state_cell(rec: Dict[str, Any]) -> str:
+    return str(rec["state"]) + (",detached" if rec["detached"] else "")
+
+
+COLUMNS = [
+    Column("id", number=True),
+    Column("state", cell=_state_cell, color=_detached_color),
+    Column("netdev", cell=lambda r: r["netdev-cell"]),
+    Column("ifindex", number=True),
+    Column("napi-id", number=True),
+    Column("queue", number=True),
+    Column("driver"),
+    Column("inflight", number=True, largest_first=True),
+    Column("inflight-mem", number=True, largest_first=True, show=human_bytes),
+    Column(
+        "detach-age",
+        header="DETACHED",
+        cell=_detached_cell,
+        color=_detached_color,
+        number=True,
+        largest_first=True,
+    ),
+    Column("provider"),
+    Column("address"),
+    Column("orig-netdev"),
+    Column("netns", number=True),
+    Column("order", number=True),
+    Column("pool-size", number=True, largest_first=True),
+    Column("nid", number=True),
+    Column("cpuid", number=True),
+    Column("flags", number=True),
+    Column("dma-map"),
+    Column("hold", number=True, largest_first=True),
+    Column("release", number=True, largest_first=True),
+    Column("destroy-cnt", number=True, largest_first=True),
+]
+DEFAULT_COLUMNS = [c.name for c in COLUMNS[:12]]
 
 
 def _selected(
@@ -152,7 +182,6 @@ def _notes(infos: List[PagePoolInfo]) -> None:
     multiple=True,
     help="only pools in this state (repeatable)",
 )
-@click.option("--sort", type=click.Choice(sorted(SORTS)), default="id", show_default=True)
 @click.option(
     "--all/--inflight-only",
     "show_all",
@@ -183,17 +212,18 @@ def _notes(infos: List[PagePoolInfo]) -> None:
     metavar="N",
     help="with --watch: stop after N refreshes (default: at Ctrl-C)",
 )
+@table_options(COLUMNS, DEFAULT_COLUMNS, sort="id")
 @drgn_option(pools_code)
 @click.pass_obj
 def pools(
     target: Target,
     netdev: Optional[str],
     states: List[str],
-    sort: str,
     show_all: bool,
     as_json: bool,
     watch: Optional[float],
     iterations: Optional[int],
+    table: Table,
 ) -> int:
     """Every page pool in the kernel: listed, orphaned and invisible ones.
 
@@ -208,41 +238,27 @@ def pools(
     if iterations is not None and watch is None:
         raise click.UsageError("--iterations needs --watch")
     if watch is not None:
+        if table.chosen:
+            raise click.UsageError("--columns does not apply to --watch (its columns are fixed)")
         return watch_pools(
             target,
             watch,
             iterations,
             lambda info: _selected(info, netdev, states, not show_all),
-            SORTS[sort],
+            lambda infos: table.sorted_by(infos, lambda i: _row(i, pool_record(i))),
             as_json,
+            table,
         )
     scanner = PagePoolScanner(target.prog, target.problems)
-    infos = sorted(
-        (i for i in scanner.pools() if _selected(i, netdev, states, not show_all)), key=SORTS[sort]
-    )
+    infos = [i for i in scanner.pools() if _selected(i, netdev, states, not show_all)]
     _notes(infos)
-    records = [pool_record(i) for i in infos]
+    rows = table.sorted([_row(i, pool_record(i)) for i in infos])
     if as_json:
-        emit_json(records)
+        emit_json([r["record"] for r in rows])
     else:
-        emit_table(
-            [_row(i, r) for i, r in zip(infos, records)],
-            [
-                "id",
-                "state",
-                "netdev",
-                "ifindex",
-                "napi",
-                "queue",
-                "driver",
-                "inflight",
-                "mem",
-                "detached",
-                "provider",
-                "address",
-            ],
-        )
-        click.echo(_summary(infos, target))
+        table.print(rows)
+        if table.header:
+            click.echo(_summary(infos, target))
     stalled = [i for i in infos if i.detached and i.inflight]
     return target.finish(findings=bool(stalled))
 

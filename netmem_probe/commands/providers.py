@@ -1,13 +1,14 @@
 """``netmem-probe providers``: devmem dma-buf bindings and io_uring zcrx areas."""
 
-from typing import Any, Callable, Dict, List, Sequence, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import click
 
 from netmem_probe.context import Target
 from netmem_probe.kernel.providers import ProviderArea, ProviderScanner
 from netmem_probe.kernel.structs import member_exists
-from netmem_probe.report import emit_json, emit_table, hexaddr, human_bytes
+from netmem_probe.report import emit_json, hexaddr, human_bytes
+from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.providers import providers_code
 
@@ -93,21 +94,42 @@ def provider_record(area: ProviderArea, totals: Dict[str, int]) -> Dict[str, Any
     }
 
 
-def _row(rec: Dict[str, Any]) -> Dict[str, Any]:
-    return {
-        **rec,
-        "queues": ",".join(map(str, rec["queues"])) or None,
-        "pools": ",".join(map(str, rec["pools"])) or None,
-        "bytes": human_bytes(rec["bytes"]),
-    }
+def _joined(key: str) -> Callable[[Dict[str, Any]], Optional[str]]:
+    return lambda rec: ",".join(map(str, rec[key])) or None
+
+
+COLUMNS = [
+    Column("kind"),
+    Column("id", number=True),
+    Column("netdev"),
+    Column("queues", cell=_joined("queues")),
+    Column("pools", cell=_joined("pools")),
+    Column("niovs", number=True, largest_first=True),
+    *(Column(key, number=True, largest_first=True) for key in TOTALS),
+    Column("bytes", number=True, largest_first=True, show=human_bytes),
+    Column("area"),
+    Column("address"),
+    Column("ifq"),
+    Column("ifindex", number=True),
+    Column("refcount", number=True, largest_first=True),
+    Column("direction"),
+    Column("niov-size", number=True, largest_first=True, show=human_bytes),
+    Column("size", number=True, largest_first=True, show=human_bytes),
+    Column("chunks", number=True, largest_first=True),
+    Column("inconsistent", number=True, largest_first=True),
+]
+DEFAULT_COLUMNS = ["kind", "id", "netdev", "queues", "pools", "niovs", *TOTALS, "bytes", "area"]
 
 
 @click.command(epilog=EXAMPLES)
 @ring_options
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array")
+@table_options(COLUMNS, DEFAULT_COLUMNS)
 @drgn_option(providers_code)
 @click.pass_obj
-def providers(target: Target, rings: Sequence[str], scan_files: bool, as_json: bool) -> int:
+def providers(
+    target: Target, rings: Sequence[str], scan_files: bool, as_json: bool, table: Table
+) -> int:
     """Memory providers: devmem dma-buf bindings and io_uring zcrx areas.
 
     One row per binding (all its genpool chunks) or zcrx area, found through
@@ -117,29 +139,13 @@ def providers(target: Target, rings: Sequence[str], scan_files: bool, as_json: b
     and held by user space (zcrx buffers not yet returned).
     """
     scanner = make_scanner(target, rings, scan_files)
-    records: List[Dict[str, Any]] = [provider_record(a, scanner.totals(a)) for a in scanner.areas()]
+    records = table.sorted([provider_record(a, scanner.totals(a)) for a in scanner.areas()])
     if as_json:
         emit_json(records)
     else:
-        emit_table(
-            [_row(r) for r in records],
-            ["kind", "id", "netdev", "queues", "pools", "niovs", *TOTALS, "bytes", "area"],
-            headers=[
-                "KIND",
-                "ID",
-                "NETDEV",
-                "QUEUES",
-                "POOLS",
-                "NIOVS",
-                "FREE",
-                "IN POOL",
-                "STACK",
-                "USER",
-                "BYTES",
-                "AREA",
-            ],
-        )
-        click.echo(_summary(records, target))
+        table.print(records)
+        if table.header:
+            click.echo(_summary(records, target))
     return target.finish(findings=False)
 
 

@@ -10,7 +10,6 @@ count has not fallen in any interval and has risen overall, over at least
 do not come back.
 """
 
-import io
 import json
 import sys
 import time
@@ -22,7 +21,7 @@ import drgn
 
 from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
-from netmem_probe.report import emit_table
+from netmem_probe.report.table import Column, Table
 
 __all__ = ("GROWING_INTERVALS", "watch_pools")
 
@@ -42,7 +41,7 @@ RATE_COLUMNS = (
 )
 
 Select = Callable[[PagePoolInfo], bool]
-Sort = Callable[[PagePoolInfo], Any]
+Order = Callable[[List[PagePoolInfo]], List[PagePoolInfo]]
 
 
 @dataclass
@@ -65,11 +64,11 @@ class _Sample:
     counters: Dict[str, Optional[int]] = field(default_factory=dict)
 
 
-def _sample(target: Target, select: Select, sort: Sort) -> List[_Sample]:
+def _sample(target: Target, select: Select, order: Order) -> List[_Sample]:
     """Every selected pool with its counters: hold, release and the stats."""
     scanner = PagePoolScanner(target.prog, target.problems)
     samples = []
-    for info in sorted((i for i in scanner.pools() if select(i)), key=sort):
+    for info in order([i for i in scanner.pools() if select(i)]):
         stats = scanner.stats(info) or dict.fromkeys(STAT_NAMES)
         samples.append(_Sample(info, {"hold": info.hold, "release": info.release, **stats}))
     return samples
@@ -121,54 +120,45 @@ def _record(
     return rec
 
 
-def _cell_rate(rec: Dict[str, Any], name: str) -> str:
-    rates = rec["rates"]
-    if rates is None or rates[name] is None:
-        return "-"
-    return f"{rates[name]:.1f}"
+def _rate(name: str) -> Callable[[Dict[str, Any]], Optional[float]]:
+    def get(rec: Dict[str, Any]) -> Optional[float]:
+        return None if rec["rates"] is None else rec["rates"][name]
+
+    return get
 
 
-def _print_frame(records: List[Dict[str, Any]], header: str, tty: bool) -> None:
+def _growing_color(rec: Dict[str, Any]) -> Optional[str]:
+    return "red" if rec["growing"] else None
+
+
+COLUMNS = [
+    Column("id", number=True),
+    Column(
+        "state",
+        cell=lambda r: r["state"] + (",detached" if r["detached"] else ""),
+        color=lambda r: "yellow" if r["detached"] else None,
+    ),
+    Column("netdev"),
+    Column("inflight", number=True),
+    Column("inflight-delta", header="CHANGE", number=True, show=lambda d: f"{d:+d}" if d else "0"),
+    *(
+        Column(name + "/s", header=header, get=_rate(name), number=True, show=lambda r: f"{r:.1f}")
+        for header, name in RATE_COLUMNS
+    ),
+    Column(
+        "growing",
+        header="TREND",
+        cell=lambda r: "GROWING" if r["growing"] else None,
+        color=_growing_color,
+    ),
+]
+
+
+def _print_frame(records: List[Dict[str, Any]], header: str, table: Table, tty: bool) -> None:
     if tty:
         click.clear()
     click.echo(header)
-    rows = []
-    for rec in records:
-        delta = rec["inflight-delta"]
-        rows.append(
-            {
-                "id": rec["id"],
-                "state": rec["state"] + (",detached" if rec["detached"] else ""),
-                "netdev": rec["netdev"],
-                "inflight": rec["inflight"],
-                "change": "-" if delta is None else f"{delta:+d}",
-                **{name: _cell_rate(rec, name) for _, name in RATE_COLUMNS},
-                "trend": "GROWING" if rec["growing"] else None,
-            }
-        )
-    columns = [
-        "id",
-        "state",
-        "netdev",
-        "inflight",
-        "change",
-        *(name for _, name in RATE_COLUMNS),
-        "trend",
-    ]
-    headers = [
-        "ID",
-        "STATE",
-        "NETDEV",
-        "INFLIGHT",
-        "CHANGE",
-        *(h for h, _ in RATE_COLUMNS),
-        "TREND",
-    ]
-    table = io.StringIO()
-    emit_table(rows, columns, headers, out=table)
-    for i, line in enumerate(table.getvalue().splitlines()):
-        growing = i >= 2 and records[i - 2]["growing"]
-        click.echo(click.style(line, fg="red", bold=True) if growing and tty else line)
+    Table(COLUMNS, header=table.header, width=table.width, color=table.color).print(records)
     growing_ids = [str(r["id"]) for r in records if r["growing"]]
     total = sum(r["inflight"] for r in records)
     summary = f"{len(records)} pools, {total} pages in flight"
@@ -182,8 +172,9 @@ def watch_pools(
     interval: float,
     iterations: Optional[int],
     select: Select,
-    sort: Sort,
+    order: Order,
     as_json: bool,
+    table: Table,
 ) -> int:
     """
     Refresh every ``interval`` seconds, ``iterations`` times (None: until
@@ -207,7 +198,7 @@ def watch_pools(
     try:
         while iterations is None or refresh < iterations:
             refresh += 1
-            samples = _sample(target, select, sort)
+            samples = _sample(target, select, order)
             now = time.monotonic()
             records = []
             current = {}
@@ -238,6 +229,7 @@ def watch_pools(
                 _print_frame(
                     records,
                     f"refresh {refresh}, every {interval:g}s [{target.describe()}] (Ctrl-C quits)",
+                    table,
                     tty,
                 )
                 if not tty:

@@ -1,22 +1,21 @@
 """
-Output formatting: tables for people (tabulate), JSON and JSON Lines for
-programs.  Nothing here touches drgn; commands hand over plain records.
+Output formatting: tables for people (:mod:`netmem_probe.report.table`),
+JSON and JSON Lines for programs.  Nothing here touches drgn; commands hand
+over plain records.
 """
 
 import json
 import sys
-from typing import Any, Dict, List, Optional, Sequence, TextIO
-
-from tabulate import tabulate
+from typing import Any, Dict, Optional, Sequence, TextIO
 
 __all__ = (
     "emit_json",
     "emit_json_line",
     "emit_table",
     "human_bytes",
+    "human_duration",
     "human_seconds",
     "hexaddr",
-    "or_dash",
 )
 
 
@@ -49,8 +48,13 @@ def human_seconds(value: Optional[int]) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def or_dash(value: Any) -> Any:
-    return "-" if value is None or value == "" else value
+def human_duration(seconds: float) -> str:
+    """A run's duration: milliseconds below a second, so a fast one is not "0.0s"."""
+    if seconds < 0.001:
+        return "under 1 ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.1f} s"
 
 
 def emit_table(
@@ -59,15 +63,21 @@ def emit_table(
     headers: Optional[Sequence[str]] = None,
     out: Optional[TextIO] = None,
 ) -> None:
-    """Print ``rows`` as a table of ``columns`` (keys of each row)."""
-    data: List[List[Any]] = [[or_dash(row.get(col)) for col in columns] for row in rows]
-    text = tabulate(
-        data,
-        headers=list(headers or [c.upper() for c in columns]),
-        tablefmt="simple",
-        disable_numparse=True,
+    """
+    Print ``rows`` as a table of ``columns`` (keys of each row), numbers
+    right-aligned; a command's own tables use :mod:`netmem_probe.report.table`
+    and its options instead.
+    """
+    from netmem_probe.report.table import Column, Table
+
+    def number(key: str) -> bool:
+        values = [row.get(key) for row in rows if row.get(key) is not None]
+        return bool(values) and all(isinstance(v, int) for v in values)
+
+    titles = headers or [c.upper() for c in columns]
+    Table([Column(c, header=h, number=number(c)) for c, h in zip(columns, titles)], out=out).print(
+        [dict(row) for row in rows]
     )
-    (out or sys.stdout).write(text + "\n")
 
 
 def emit_json(value: Any, out: Optional[TextIO] = None) -> None:

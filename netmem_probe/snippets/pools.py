@@ -1,5 +1,6 @@
 """drgn code for ``pools`` and ``pool``, and the page-pool parts other snippets share."""
 
+import json
 from textwrap import dedent
 from typing import Optional, Sequence
 
@@ -7,6 +8,7 @@ import click
 from drgn import Program
 
 from netmem_probe.kernel.structs import member_exists
+from netmem_probe.report.table import Column, Table
 from netmem_probe.snippets import Snippet, has_member, has_object, py_strings
 
 __all__ = (
@@ -306,7 +308,9 @@ def define_pool_places(s: Snippet) -> None:
     )
 
 
-def _selection(netdev: Optional[str], states: Sequence[str], show_all: bool, sort: str) -> str:
+def _selection(
+    netdev: Optional[str], states: Sequence[str], show_all: bool, sort: Optional[Column]
+) -> str:
     code = []
     if netdev is not None:
         code.append(
@@ -323,10 +327,14 @@ def _selection(netdev: Optional[str], states: Sequence[str], show_all: bool, sor
         )
     if not show_all:
         code.append('rows = [row for row in rows if row["inflight"]]  # --inflight-only')
-    if sort == "inflight":
-        code.append('rows.sort(key=lambda row: -row["inflight"])')
-    elif sort == "detach-age":
-        code.append('rows.sort(key=lambda row: -(row["detach-age"] or -1))')
+    if sort is not None and sort.name != "id":
+        key = json.dumps(sort.name)
+        value = f"-row[{key}]" if sort.largest_first else f"row[{key}]"
+        code.append(
+            f"# --sort {sort.name}: what was not read last\n"
+            f"rows.sort(key=lambda row: (row.get({key}) is None, "
+            f"0 if row.get({key}) is None else {value}))"
+        )
     return "\n".join(code)
 
 
@@ -334,16 +342,17 @@ def pools_code(
     prog: Program,
     netdev: Optional[str] = None,
     states: Sequence[str] = (),
-    sort: str = "id",
     show_all: bool = True,
+    table: Optional[Table] = None,
     **_: object,
 ) -> str:
-    """drgn code for ``pools`` with these filters."""
+    """drgn code for ``pools`` with these filters, in ``table``'s --sort order."""
+    sort = table.sort if table is not None else None
     options = "".join(
         [
             f" --netdev {netdev}" if netdev else "",
             "".join(f" --state {state}" for state in states),
-            f" --sort {sort}" if sort != "id" else "",
+            f" --sort {sort.name}" if sort is not None and sort.name != "id" else "",
             "" if show_all else " --inflight-only",
         ]
     )
