@@ -58,7 +58,8 @@ def table_lines(out):
     rule = next(i for i, line in enumerate(lines) if line.strip() and set(line) <= {"-", " "})
     rows = []
     for line in lines[rule + 1:]:
-        if not line.strip() or " [core dump (" in line:  # the end, or the summary line
+        # The end, or summary lines: pools' and pages', or leaks' holder summary.
+        if not line.strip() or " [core dump (" in line or line.startswith(("holders:", "to ")):
             break
         rows.append(line)
     return lines[rule - 1], lines[rule], rows
