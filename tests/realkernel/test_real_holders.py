@@ -8,8 +8,10 @@ import pytest
 from realkernel_dumps import dumps, program, truth
 
 from netmem_probe.kernel.drivers import RxRings
-from netmem_probe.kernel.holders import search_words
+from netmem_probe.kernel.holders import HolderSearch, page_target, search_words
+from netmem_probe.kernel.pages import PpPageScanner
 from netmem_probe.kernel.slab import place_of, referrers, slab_place
+from netmem_probe.kernel.summary import HolderSummary
 from netmem_probe.kernel.walk import Problems
 
 pytestmark = pytest.mark.realkernel
@@ -47,3 +49,70 @@ def test_a_slab_object_is_named_with_the_member_pointing_at_it(dump):
                       search_words(prog, {place.object}, (), Problems()))[place.object]
     assert found and any(p.startswith("kmalloc-") for p in found), found
     assert place_of(prog, prog.symbol("init_net").address + 8).startswith("init_net.")
+
+
+@pytest.fixture(scope="module", params=[d for d in dumps() if d[1] == "elf"],
+                ids=lambda d: "-".join(d))
+def summaries(request):
+    """Every pool's holder summary (one memmap scan, one memory search) and the scenario."""
+    series, kind = request.param
+    prog = program(series, kind)
+    problems = Problems()
+    scanner = PpPageScanner(prog, problems)
+    pools = [info for info in scanner.pools.values() if info.inflight and not info.provider]
+    targets = {}
+    for page in scanner.pages(pools):
+        info = scanner.pools[page.pool]
+        t = page_target(prog, page.pfn, page.page, page.pool, page.pool_id, info.order, problems)
+        targets[t.netmem] = (info.id, t)
+    search = HolderSearch(prog, problems, scanner.pools)
+    found = search.find([t for _, t in targets.values()])
+    per_pool = {info.id: HolderSummary() for info in pools}
+    sockets = {}
+    for netmem, (pool_id, _) in targets.items():
+        per_pool[pool_id].add(found[netmem])
+        for h in found[netmem]:
+            if h.sock is not None and h.sock.local:
+                sockets.setdefault((pool_id, h.sock.local, h.queue), h)
+    return truth(series), {info.id: info for info in pools}, per_pool, sockets
+
+
+def test_every_in_flight_page_of_every_pool_has_a_holder(summaries):
+    _, pools, per_pool, _ = summaries
+    for pool_id, summary in per_pool.items():
+        assert sum(summary.kinds.values()) == pools[pool_id].inflight, (pool_id, summary.kinds)
+        assert summary.unexplained == 0, (pool_id, summary.kinds)
+
+
+def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
+    truth, pools, per_pool, sockets = summaries
+    listed = next(s for s in truth["scenario"] if s["id"] == "virtio-listed")
+    sink = f"{listed['sink']['addr']}:{listed['sink']['port']}"
+    (pool_id,) = [i for i, info in pools.items()
+                  if info.netdev is not None and info.netdev.name == listed["ifname"]]
+    kinds = per_pool[pool_id].kinds
+    assert set(kinds) <= {"rx-ring", "socket-receive", "pool-cache", "pool-ring"}, kinds
+    assert kinds["rx-ring"] > 64
+    # The sink's datagrams: at least the pages the scenario meant it to hold.
+    assert kinds["socket-receive"] >= listed["meant_to_hold_pages_min"]
+    holder = sockets[(pool_id, sink, "receive")]
+    pid = truth["holders"]["scenario_pid"]
+    fd = truth["holders"]["sink_fds"][sink]
+    assert [(o.pid, o.fd) for o in holder.owners] == [(pid, fd)]
+    assert holder.release == f"ss -K -u 'src {sink}'"
+    assert per_pool[pool_id].releases[f"ss -K -u 'src {sink}'"] == kinds["socket-receive"]
+
+
+def test_the_tcp_out_of_order_queue_holds_veth_pool_pages(summaries):
+    truth, pools, per_pool, sockets = summaries
+    ofo = truth["holders"]["tcp_ofo"]
+    held = [(pool_id, h) for (pool_id, local, queue), h in sockets.items()
+            if local == ofo["server"] and queue == "tcp-ofo"]
+    assert held, "no page of any pool is in the TCP out-of-order queue"
+    for pool_id, h in held:
+        assert h.sock.protocol == "tcp" and h.sock.state == "ESTABLISHED"
+        assert h.sock.remote == ofo["client"]
+        assert per_pool[pool_id].kinds["socket-tcp-ofo"] >= 1
+        # No process lives in the server's namespace: closing its fd releases them.
+        pid = truth["holders"]["scenario_pid"]
+        assert (pid, ofo["server_fd"]) in [(o.pid, o.fd) for o in h.owners]

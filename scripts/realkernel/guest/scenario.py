@@ -196,6 +196,62 @@ def settle(socks, quiet=1.0, timeout=20):
     return last
 
 
+# ---------------------------------------------------------------- TCP out-of-order queue
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
+TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
+OFO_SEGMENTS, OFO_BYTES = 4, 1000
+
+
+def _csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp_ofo(ns, addr, port):
+    """A TCP connection from init_net to a listener in `ns` whose out-of-order queue
+    holds OFO_SEGMENTS segments: the client's sequence numbers are read in repair
+    mode, then segments beyond a hole are sent with a raw socket, so the server
+    queues them in tp->out_of_order_queue for ever (the hole is never filled).
+    With XDP on the receiving veth, their memory is the veth pool's pages."""
+    with in_netns(ns):
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.bind((addr, port))
+        ls.listen(1)
+    # No timestamps: the raw segments carry no TCP options.
+    sysctl(None, "net.ipv4.tcp_timestamps", 0)
+    try:
+        c = socket.create_connection((addr, port), timeout=10)
+    finally:
+        sysctl(None, "net.ipv4.tcp_timestamps", 1)
+    srv, _ = ls.accept()
+    KEEP.extend([ls, srv, c])
+    c.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    seqs = {}
+    for name, queue in (("snd", TCP_SEND_QUEUE), ("rcv", TCP_RECV_QUEUE)):
+        c.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
+        seqs[name] = c.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ) & 0xFFFFFFFF
+    src, sport = c.getsockname()
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    payload = b"O" * OFO_BYTES
+    for i in range(OFO_SEGMENTS):
+        seq = (seqs["snd"] + (2 * i + 1) * OFO_BYTES) & 0xFFFFFFFF  # a hole before each
+        hdr = struct.pack("!HHIIBBHHH", sport, port, seq, seqs["rcv"], 5 << 4, 0x18, 65535, 0, 0)
+        pseudo = socket.inet_aton(src) + socket.inet_aton(addr) + struct.pack(
+            "!BBH", 0, socket.IPPROTO_TCP, len(hdr) + len(payload))
+        csum = _csum(pseudo + hdr + payload)
+        raw.sendto(hdr[:16] + struct.pack("!H", csum) + hdr[18:] + payload, (addr, 0))
+    raw.close()
+    wait_for(lambda: meminfo(srv)["rmem_alloc"] > 0, 10, "out-of-order segments queued")
+    settle([srv], quiet=0.5, timeout=10)
+    return {"netns": ns, "server": "%s:%d" % (addr, port), "client": "%s:%d" % (src, sport),
+            "segments": OFO_SEGMENTS, "bytes": OFO_SEGMENTS * OFO_BYTES,
+            "server_fd": srv.fileno(), "server_meminfo": meminfo(srv)}
+
+
 # ---------------------------------------------------------------- XDP (raw bpf syscall)
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -473,6 +529,10 @@ def main():
         veth_socks = [s_xdp, s_grob, s_groc, s_det, s_dying]
         settle(veth_socks, quiet=0.5, timeout=10)
 
+    with step("tcp-ofo"):
+        ofo = tcp_ofo("pp-xdp", "10.77.1.2", 5201)
+        log("tcp-ofo: %s" % ofo)
+
     with step("virtio-traffic"):
         wait_for(lambda: all(meminfo(s)["rmem_alloc"] > 0 for s in virtio_socks), 90,
                  "host warm-up datagrams on all virtio sinks: %s"
@@ -617,6 +677,13 @@ def main():
         "scenario": SCENARIO,
         "zcrx": zcrx,
         "zcrx_note": zcrx_note if not zcrx else None,
+        # What holders must name: this process owns every sink (their fds) and
+        # the TCP connection whose out-of-order queue holds veth pool pages.
+        "holders": {"scenario_pid": os.getpid(),
+                    "sink_fds": {"%s:%d" % s.getsockname(): s.fileno()
+                                 for s in KEEP if isinstance(s, socket.socket)
+                                 and s.type == socket.SOCK_DGRAM},
+                    "tcp_ofo": ofo},
         "clock_at_netlink_dump": {"before": c0, "after": c1},
         "uptime": c1["uptime"],
         "boottime_ns": c1["boottime_ns"],
