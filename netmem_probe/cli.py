@@ -39,8 +39,8 @@ EXAMPLES:
       every page pool of a bundled fixture (no root needed)
   sudo netmem-probe pools
       every page pool of the running kernel, listed or not
-  netmem-probe -c vmcore -s vmlinux pools --json
-      the pools of a crash dump, as JSON that diffs against ynl
+  netmem-probe -c vmcore -s vmlinux pools --ynl
+      the pools of a crash dump, exactly as ynl --dump page-pool-get prints them
   netmem-probe -s /usr/lib/debug/boot/vmlinux-$(uname -r) layout
       check struct page / netmem_desc / net_iov agreement from debug info
   netmem-probe --btf /sys/kernel/btf/vmlinux layout

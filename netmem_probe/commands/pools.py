@@ -1,5 +1,6 @@
 """``netmem-probe pools`` and ``pool``: every page pool, and one in depth."""
 
+import json
 from typing import Any, Dict, List, Optional
 
 import click
@@ -19,8 +20,10 @@ EXAMPLES:
   sudo netmem-probe pools --state detached --sort inflight
       pools whose driver destroyed them but which still wait for pages
   netmem-probe -c vmcore -s vmlinux pools --json > pools.json
-      JSON with netlink's attribute names; diff it against
-      ynl --family netdev --dump page-pool-get --output-json
+      JSON with netlink's attribute names first, then what netlink lacks
+  sudo netmem-probe pools --ynl > memory.json
+      exactly what ynl --family netdev --dump page-pool-get --output-json
+      prints (the pools netlink shows, netlink's attributes): diff the two
   netmem-probe pools --netdev eth0 --inflight-only
       eth0's pools that have pages out
   sudo netmem-probe pools --watch 5 --netdev eth0
@@ -83,6 +86,45 @@ def pool_record(info: PagePoolInfo) -> Dict[str, Any]:
         }
     )
     return rec
+
+
+#: netlink's page-pool-get attributes (netdev.yaml), what ``--ynl`` prints.
+NETLINK_KEYS = (
+    "id",
+    "ifindex",
+    "napi-id",
+    "inflight",
+    "inflight-mem",
+    "detach-time",
+    "dmabuf",
+    "io-uring",
+)
+#: The pools netlink shows: those on a netdev's page_pools list.
+NETLINK_STATES = ("listed", "orphaned")
+
+
+def ynl_record(rec: Dict[str, Any]) -> Dict[str, Any]:
+    """A pools record reduced to what ``ynl --dump page-pool-get`` prints for it."""
+    return {key: rec[key] for key in NETLINK_KEYS if key in rec}
+
+
+def ynl_stats(rec: Dict[str, Any], stats: Dict[str, Optional[int]]) -> Dict[str, Any]:
+    """What ``ynl --do page-pool-stats-get`` prints for a pool: its id (and
+    ifindex, unless on loopback) nested in ``info``, then the counters."""
+    info = {key: rec[key] for key in ("id", "ifindex") if key in rec}
+    return {"info": info, **{name: stats[name] for name in STAT_NAMES}}
+
+
+def _ynl_order(info: PagePoolInfo) -> Any:
+    # As the kernel dumps them: netdev by netdev (orphaned pools are on lo),
+    # each netdev's list newest first (hlist_add_head()).
+    netdev = info.netdev
+    return (netdev.netns or 0, netdev.ifindex, -info.id) if netdev else (0, 0, -info.id)
+
+
+def _print_ynl(value: Any) -> None:
+    # ynl's cli prints json.dumps() of the reply: one line, default separators.
+    click.echo(json.dumps(value))
 
 
 def _netdev_cell(info: PagePoolInfo) -> Optional[str]:
@@ -213,6 +255,12 @@ def _notes(infos: List[PagePoolInfo]) -> None:
     help="with --watch: stop after N refreshes (default: at Ctrl-C)",
 )
 @table_options(COLUMNS, DEFAULT_COLUMNS, sort="id")
+@click.option(
+    "--ynl",
+    is_flag=True,
+    help="print exactly what ynl --family netdev --dump page-pool-get --output-json "
+    "prints: the pools netlink shows, netlink attributes only, in its dump order",
+)
 @drgn_option(pools_code)
 @click.pass_obj
 def pools(
@@ -224,6 +272,7 @@ def pools(
     watch: Optional[float],
     iterations: Optional[int],
     table: Table,
+    ynl: bool,
 ) -> int:
     """Every page pool in the kernel: listed, orphaned and invisible ones.
 
@@ -237,6 +286,8 @@ def pools(
     """
     if iterations is not None and watch is None:
         raise click.UsageError("--iterations needs --watch")
+    if ynl and (as_json or watch is not None):
+        raise click.UsageError("--ynl prints netlink's dump: not with --json or --watch")
     if watch is not None:
         if table.chosen:
             raise click.UsageError("--columns does not apply to --watch (its columns are fixed)")
@@ -253,7 +304,10 @@ def pools(
     infos = [i for i in scanner.pools() if _selected(i, netdev, states, not show_all)]
     _notes(infos)
     rows = table.sorted([_row(i, pool_record(i)) for i in infos])
-    if as_json:
+    if ynl:
+        shown = sorted((i for i in infos if i.state in NETLINK_STATES), key=_ynl_order)
+        _print_ynl([ynl_record(pool_record(i)) for i in shown])
+    elif as_json:
         emit_json([r["record"] for r in rows])
     else:
         table.print(rows)
@@ -302,12 +356,20 @@ def _find_pool(target: Target, scanner: PagePoolScanner, key: str) -> PagePoolIn
     help="also search memory for what holds each in-flight page: counts by holder "
     "kind and what would release them (one memmap scan and one memory search)",
 )
+@click.option(
+    "--ynl",
+    is_flag=True,
+    help="print exactly what ynl --family netdev --do page-pool-stats-get "
+    '--json \'{"info": {"id": ID}}\' --output-json prints for this pool',
+)
 @drgn_option(pool_code)
 @click.pass_obj
-def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool) -> int:
+def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool, ynl: bool) -> int:
     """One page pool by id or address: its state, where its in-flight pages
     sit (alloc cache, ring, DMA-mapped, out), and its statistics; with
     --holders, who holds them and what releases them."""
+    if ynl and (as_json or with_holders):
+        raise click.UsageError("--ynl prints netlink's object: not with --json or --holders")
     scanner = PagePoolScanner(target.prog, target.problems)
     info, breakdown = scanner.breakdown(_find_pool(target, scanner, pool_key))
     _notes([info])
@@ -319,7 +381,20 @@ def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool) -> in
 
         summary = pool_holders(target.prog, target.problems, info)
         rec["holders"] = summary.record() if summary is not None else None
-    if as_json:
+    if ynl:
+        # netlink answers ENOENT for a pool it does not show, EOPNOTSUPP
+        # without CONFIG_PAGE_POOL_STATS: ynl prints no object.
+        if info.state not in NETLINK_STATES:
+            raise click.ClickException(
+                f"netlink does not show pool {info.id} ({info.state}): "
+                "page-pool-stats-get has no object for it"
+            )
+        if rec["stats"] is None:
+            raise click.ClickException(
+                "this kernel has no CONFIG_PAGE_POOL_STATS: page-pool-stats-get is not supported"
+            )
+        _print_ynl(ynl_stats(rec, rec["stats"]))
+    elif as_json:
         emit_json(rec)
     else:
         _print_pool(rec)

@@ -1,0 +1,61 @@
+"""
+``--ynl``: what ``ynl --family netdev --output-json`` prints, from memory:
+``pools`` the ``page-pool-get`` dump, ``pool`` a ``page-pool-stats-get``.
+"""
+
+import json
+
+import pytest
+
+from conftest import expected, fixtures_with, run_cli
+from netmem_probe.commands.pools import NETLINK_KEYS
+
+POOL_FIXTURES = fixtures_with("pools")
+
+
+def _key(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+@pytest.mark.parametrize("name", POOL_FIXTURES)
+def test_pools_ynl_prints_netlinks_attributes_of_the_pools_netlink_shows(name, fixture_program):
+    result = run_cli("pools", "--ynl", program=fixture_program(name))
+    assert result.code in (0, 1), result.err
+    assert result.out.count("\n") == 1  # one line, as ynl prints a dump
+    mine = json.loads(result.out)
+    want = [{k: v for k, v in p.items() if k in NETLINK_KEYS}
+            for p in expected(name)["pools"] if p["state"] in ("listed", "orphaned")]
+    assert sorted(map(_key, mine)) == sorted(map(_key, want))
+    assert all(list(p) == [k for k in NETLINK_KEYS if k in p] for p in mine)
+
+
+def test_pools_ynl_is_in_netlinks_dump_order(fixture_program):
+    # Netdev by netdev, each one's list newest pool first (hlist_add_head()).
+    mine = json.loads(run_cli("pools", "--ynl", program=fixture_program("linux-7.3-mixed")).out)
+    eth0 = [p["id"] for p in mine if p.get("ifindex") == 2]
+    assert eth0 == sorted(eth0, reverse=True) and len(eth0) > 1
+
+
+@pytest.mark.parametrize("name", POOL_FIXTURES)
+def test_pool_ynl_prints_the_stats_object_netlink_would(name, fixture_program):
+    prog = fixture_program(name)
+    for pool in expected(name)["pools"]:
+        result = run_cli("pool", str(pool["id"]), "--ynl", program=prog)
+        if pool["state"] not in ("listed", "orphaned"):
+            assert result.code == 1 and result.out == ""
+            assert "netlink does not show pool" in result.err
+            continue
+        stats = expected(name)["pool-details"][str(pool["id"])]["stats"]
+        if stats is None:  # no CONFIG_PAGE_POOL_STATS: netlink answers EOPNOTSUPP
+            assert result.code == 1 and "CONFIG_PAGE_POOL_STATS" in result.err
+            continue
+        info = {k: pool[k] for k in ("id", "ifindex") if k in pool}
+        assert json.loads(result.out) == {"info": info, **stats}
+
+
+def test_ynl_does_not_mix_with_other_output_modes(fixture_program):
+    prog = fixture_program("linux-7.3-mixed")
+    for args in (["pools", "--ynl", "--json"], ["pool", "3", "--ynl", "--holders"],
+                 ["pool", "3", "--ynl", "--json"]):
+        result = run_cli(*args, program=prog)
+        assert result.code == 2 and result.out == "", args
