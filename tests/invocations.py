@@ -44,6 +44,7 @@ def invocations(name: str) -> List[List[str]]:
     if pools:
         lines.append(["pool", pools[-1]["address"]])
     if detached:
+        lines.append(["pool", str(detached[-1]), "--holders"])
         lines.append(["leaks", "--pool", str(detached[-1])])
         lines.append(["pages", "--pool", str(detached[-1])])
     # A pool that is not detached: leaks has nothing to judge.
