@@ -134,7 +134,7 @@ class Subject:
 
     def _truth(self) -> Dict[str, List[str]]:
         w = self.world
-        pools = sorted(w.pools, key=lambda p: p.id)
+        pools = sorted(w.pools, key=lambda p: (p.id or 0, p.obj.addr))
         netmems = [hex(page.netmem) for p in pools for page in p.pages[:3]]
         for obj in w.objects:  # net_iovs of memory providers, if the world has any
             if obj.type.unaliased_kind() == TypeKind.ARRAY and \
@@ -145,7 +145,7 @@ class Subject:
         providers = w.expected.get("providers", [])
         ring = w.expected.get("providers-ring", {}).get("ring")
         return {
-            "ids": [str(p.id) for p in pools],
+            "ids": [str(p.id) for p in pools if p.id is not None] or ["1"],
             "addresses": [hex(p.obj.addr) for p in pools],
             "netmems": netmems or ["0x1"],
             "names": names or ["lo"],

@@ -33,9 +33,9 @@ def test_count_equals_each_pools_inflight(name):
     result = run_cli("-f", f"fixtures/vmcore-stubs/{name}", "pages", "--all-pools", "--count",
                      "--json")
     assert result.code == 0, result.err
-    counts = {r["id"]: r for r in result.json()}
+    counts = {r["address"]: r for r in result.json()}
     for pool in expected(name)["pools"]:
-        record = counts[pool["id"]]
+        record = counts[pool["address"]]
         assert record["inflight"] == pool["inflight"]
         if "dmabuf" in pool or "io-uring" in pool:
             assert record["found"] is None  # a provider's net_iovs are not in the memmap
@@ -46,9 +46,9 @@ def test_count_equals_each_pools_inflight(name):
 @pytest.mark.parametrize("name", PAGE_FIXTURES)
 def test_default_is_the_pages_of_detached_pools_with_pages_in_flight(name):
     truth = expected(name)
-    stalled = {p["id"] for p in truth["pools"] if p["detached"] and p["inflight"]}
+    stalled = {p["address"] for p in truth["pools"] if p["detached"] and p["inflight"]}
     result = run_cli("-f", f"fixtures/vmcore-stubs/{name}", "pages", "--json")
-    assert _lines(result) == [p for p in truth["pages"] if p["pool-id"] in stalled]
+    assert _lines(result) == [p for p in truth["pages"] if p["pool"] in stalled]
 
 
 def test_pool_filter_and_table():

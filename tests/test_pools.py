@@ -24,10 +24,11 @@ def test_pools_json_equals_the_scenario(name):
 def test_pool_detail_equals_the_scenario(name):
     truth = expected(name)
     for record in truth["pools"][:12]:
-        result = run_cli("-f", f"fixtures/vmcore-stubs/{name}", "pool", str(record["id"]),
-                         "--json")
+        # before Linux 6.8 pools have no id: the address names them
+        key = record["address"] if record["id"] is None else str(record["id"])
+        result = run_cli("-f", f"fixtures/vmcore-stubs/{name}", "pool", key, "--json")
         got = result.json()
-        details = truth["pool-details"][str(record["id"])]
+        details = truth["pool-details"][key]
         assert got["breakdown"] == details["breakdown"]
         assert got["stats"] == details["stats"]
         assert {k: v for k, v in got.items() if k not in ("breakdown", "stats")} == record

@@ -5,7 +5,12 @@ from typing import Any, Callable, Dict
 import click
 
 from netmem_probe.context import EXIT_FINDINGS, EXIT_OK, Target
-from netmem_probe.kernel.layout import LayoutResult, MemberLayout, check_layout
+from netmem_probe.kernel.layout import (
+    LayoutResult,
+    MemberLayout,
+    absent_netmem_asserts,
+    check_layout,
+)
 from netmem_probe.report import emit_json
 from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
@@ -71,7 +76,7 @@ COLUMNS = [
 @click.command(epilog=EXAMPLES)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @table_options(COLUMNS, [c.name for c in COLUMNS])
-@drgn_option(layout_code)
+@drgn_option(layout_code, needs_pools=False)
 @click.pass_obj
 def layout(target: Target, as_json: bool, table: Table) -> int:
     """Check that struct page, struct netmem_desc and struct net_iov agree.
@@ -81,8 +86,15 @@ def layout(target: Target, as_json: bool, table: Table) -> int:
     sizeof(struct netmem_desc) <= offsetof(struct page, _refcount), comparing
     member sizes as well as offsets. Exit code 1 on any disagreement.
     """
-    results = check_layout(target.types_program())
-    rows = table.sorted([_row(r) for r in results])
+    prog = target.types_program()
+    results = check_layout(prog)
+    absent = absent_netmem_asserts(prog)
+    if absent:
+        click.echo(
+            "netmem-probe: note: not in this kernel yet: " + ", ".join(absent),
+            err=True,
+        )
+        rows = table.sorted([_row(r) for r in results])
     if as_json:
         emit_json([_record(r) for r in table.sorted_by(results, _row)])
     elif results:

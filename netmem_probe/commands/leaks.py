@@ -94,6 +94,8 @@ def _holder_text(h: Holder) -> str:
         return f"{what} on the {queue} of {h.sock.family} socket {h.sock.local}{peer}"
     if h.rx_slot is not None:
         return str(h.rx_slot)
+    if h.pool_id is None:  # a kernel without pool ids (before v6.8)
+        return f"{h.kind} at {h.address:#x}"
     return f"{h.kind} of pool {h.pool_id} at {h.address:#x}"
 
 
@@ -104,7 +106,7 @@ def _pool_line(p: PoolLeaks) -> str:
         state += f" {human_seconds(info.detach_age)} ago"
     counts = ", ".join(f"{p.count(v)} {v}" for v in VERDICTS)
     missing = f", {p.missing} missing from the memmap" if p.missing else ""
-    return f"pool {info.id} ({state}): {info.inflight} in flight: {counts}{missing}"
+    return f"pool {info.label} ({state}): {info.inflight} in flight: {counts}{missing}"
 
 
 @click.command(epilog=EXAMPLES)

@@ -76,7 +76,7 @@ def select_pools(
     target: Target, scanner: PpPageScanner, ids: Sequence[int], all_pools: bool
 ) -> List[PagePoolInfo]:
     """The pools a command looks at: ``ids``, all, or detached ones with pages out."""
-    pools = sorted(scanner.pools.values(), key=lambda info: info.id)
+    pools = sorted(scanner.pools.values(), key=lambda info: info.sort_key)
     if ids:
         by_id = {info.id: info for info in pools}
         missing = [str(i) for i in ids if i not in by_id]
@@ -95,6 +95,7 @@ def count_record(info: PagePoolInfo, counts: Optional[Dict[str, int]]) -> Dict[s
     found = None if counts is None else sum(counts.values())
     return {
         "id": info.id,
+        "address": hexaddr(info.address),
         "state": info.state,
         "detached": info.detached,
         "inflight": info.inflight,
@@ -224,7 +225,7 @@ def _report_counts(
     for info in pools:
         if info.provider:
             click.echo(
-                f"netmem-probe: note: pool {info.id} is a {info.provider} memory "
+                f"netmem-probe: note: pool {info.label} is a {info.provider} memory "
                 "provider's: its in-flight net_iovs are not in the memmap",
                 err=True,
             )

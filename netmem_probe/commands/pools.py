@@ -44,7 +44,7 @@ EXAMPLES:
       the drgn code that computes it: xa_load(), ptr_ring slots, per-CPU stats
 """
 
-STATES = ("listed", "orphaned", "invisible", "unreachable", "detached")
+STATES = ("listed", "orphaned", "invisible", "unreachable", "unregistered", "detached")
 
 
 def pool_record(info: PagePoolInfo) -> Dict[str, Any]:
@@ -83,6 +83,8 @@ def pool_record(info: PagePoolInfo) -> Dict[str, Any]:
             "hold": info.hold,
             "release": info.release,
             "destroy-cnt": info.destroy_cnt,
+            "found-by": list(info.found_by),
+            "release-pending": info.release_pending,
         }
     )
     return rec
@@ -132,7 +134,11 @@ def _netdev_cell(info: PagePoolInfo) -> Optional[str]:
         name = info.netdev.name
         return f"{name} (was {info.orig_netdev})" if info.orig_netdev else name
     if info.system:
-        return f"(system cpu{info.cpuid})" if info.cpuid >= 0 else "(system)"
+        return (
+            f"(system cpu{info.cpuid})"
+            if info.cpuid is not None and info.cpuid >= 0
+            else "(system)"
+        )
     return None
 
 
@@ -209,10 +215,19 @@ def _selected(
     return not (inflight_only and info.inflight == 0)
 
 
-def _notes(infos: List[PagePoolInfo]) -> None:
+def _notes(infos: List[PagePoolInfo], scanner: Optional[PagePoolScanner] = None) -> None:
+    if scanner is not None and not scanner.registry:
+        click.echo(
+            "netmem-probe: note: this kernel keeps no registry of page pools (the "
+            "page_pools xarray came in Linux 6.8): no pool ids, netdevs or netlink "
+            "view; pools are found from the pages that name them and the slab",
+            err=True,
+        )
+        for note in scanner.notes:
+            click.echo(f"netmem-probe: note: {note}", err=True)
     for info in infos:
         for warning in info.warnings:
-            click.echo(f"netmem-probe: note: pool {info.id}: {warning}", err=True)
+            click.echo(f"netmem-probe: note: pool {info.label}: {warning}", err=True)
 
 
 @click.command(epilog=POOLS_EXAMPLES)
@@ -302,7 +317,7 @@ def pools(
         )
     scanner = PagePoolScanner(target.prog, target.problems)
     infos = [i for i in scanner.pools() if _selected(i, netdev, states, not show_all)]
-    _notes(infos)
+    _notes(infos, scanner)
     rows = table.sorted([_row(i, pool_record(i)) for i in infos])
     if ynl:
         shown = sorted((i for i in infos if i.state in NETLINK_STATES), key=_ynl_order)
@@ -318,7 +333,7 @@ def pools(
 
 
 def _summary(infos: List[PagePoolInfo], target: Target) -> str:
-    counts = {state: sum(1 for i in infos if i.state == state) for state in STATES[:4]}
+    counts = {state: sum(1 for i in infos if i.state == state) for state in STATES[:5]}
     detached = [i for i in infos if i.detached]
     text = f"{len(infos)} pools ({', '.join(f'{n} {s}' for s, n in counts.items() if n)})"
     text += f", {sum(i.inflight for i in infos)} pages in flight"
@@ -341,6 +356,11 @@ def _find_pool(target: Target, scanner: PagePoolScanner, key: str) -> PagePoolIn
     for info in scanner.pools():
         if (info.address if by_address else info.id) == wanted:
             return info
+    if by_address and not scanner.registry:
+        # Idle pools no page names are still pools: read the one named.
+        found = scanner.read_unregistered(wanted)
+        if found is not None:
+            return found
     raise target.not_found(
         f"no page pool with {'address' if by_address else 'id'} {key}", param_hint="POOL"
     )
@@ -372,7 +392,7 @@ def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool, ynl: 
         raise click.UsageError("--ynl prints netlink's object: not with --json or --holders")
     scanner = PagePoolScanner(target.prog, target.problems)
     info, breakdown = scanner.breakdown(_find_pool(target, scanner, pool_key))
-    _notes([info])
+    _notes([info], scanner)
     rec = pool_record(info)
     rec["breakdown"] = breakdown
     rec["stats"] = scanner.stats(info)
@@ -402,7 +422,11 @@ def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool, ynl: 
 
 
 def _print_pool(rec: Dict[str, Any]) -> None:
-    click.echo(f"page pool {rec['id']} at {rec['address']}")
+    click.echo(
+        f"page pool {rec['id']} at {rec['address']}"
+        if rec["id"] is not None
+        else f"page pool at {rec['address']} (this kernel gives pools no id)"
+    )
     for key, value in rec.items():
         if key in ("id", "address", "breakdown", "stats", "holders"):
             continue

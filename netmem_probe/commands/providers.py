@@ -66,6 +66,15 @@ def make_scanner(target: Target, rings: Sequence[str], scan_files: bool) -> Prov
             raise click.BadParameter(
                 "this kernel's io_uring rings have no zcrx ifqs", param_hint="--ring"
             )
+    try:
+        prog.type("struct net_iov")
+    except LookupError:
+        # Memory providers and their net_iovs came with devmem TCP (v6.12).
+        click.echo(
+            "netmem-probe: note: this kernel has no memory providers and no "
+            "struct net_iov (Linux 6.12+): nothing to list",
+            err=True,
+        )
     return ProviderScanner(prog, target.problems, rings=addresses, scan_files=scan_files)
 
 

@@ -191,8 +191,8 @@ def watch_pools(
             "the interval must be a positive number of seconds", param_hint="--watch"
         )
     tty = sys.stdout.isatty() and not as_json
-    previous: Dict[Tuple[int, int], Tuple[_Sample, float]] = {}
-    histories: Dict[Tuple[int, int], _History] = {}
+    previous: Dict[Tuple[int, Optional[int]], Tuple[_Sample, float]] = {}
+    histories: Dict[Tuple[int, Optional[int]], _History] = {}
     start = time.monotonic()
     refresh = 0
     try:

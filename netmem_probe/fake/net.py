@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import drgn
 
-from netmem_probe.fake.objects import INIT_NET_INUM, NET_PTR_POISON, KObject
+from netmem_probe.fake.objects import INIT_NET_INUM, NET_PTR_POISON, FakeList, KObject
 
 if TYPE_CHECKING:
     from netmem_probe.fake.pools import FakePagePool
@@ -134,7 +134,13 @@ class NetDevice:
         if kind is not None:
             ops = world.alloc("struct rtnl_link_ops", {"kind": world.string(kind)})
             self.obj.set("rtnl_link_ops", ops.addr)
-        self.page_pools = world.list(self.obj, "page_pools", hlist=True)
+        # netdevs list their pools since v6.8 (the page_pools registry);
+        # before, the list is never wired (nor in the layout).
+        self.page_pools = (
+            world.list(self.obj, "page_pools", hlist=True)
+            if world.has_registry
+            else FakeList(self.obj, "page_pools", hlist=True)
+        )
         self.napi_list = world.list(self.obj, "napi_list")
         ns.dev_list.add(self.obj, "dev_list")
 

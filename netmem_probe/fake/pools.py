@@ -10,6 +10,8 @@ from the model by :meth:`FakePagePool.expected`.
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
+from drgn import TypeKind
+
 from netmem_probe.fake.objects import PAGE_SIZE, POISON_POINTER_DELTA, KObject
 
 if TYPE_CHECKING:
@@ -53,6 +55,23 @@ STAT_NAMES = {
 }
 
 
+def _prune(type_: Any, value: Dict[str, Any]) -> Dict[str, Any]:
+    """``value`` without the members the layout's ``type_`` lacks (an older kernel's)."""
+    out: Dict[str, Any] = {}
+    for name, item in value.items():
+        try:
+            member = type_.unaliased().member(name)
+        except LookupError:
+            continue
+        if isinstance(item, dict) and member.type.unaliased_kind() in (
+            TypeKind.STRUCT,
+            TypeKind.UNION,
+        ):
+            item = _prune(member.type, item)
+        out[name] = item
+    return out
+
+
 def s32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >= 1 << 31 else value
@@ -93,7 +112,7 @@ class FakePage:
         value: Dict[str, Any] = {
             "pp": self.pool.obj.addr,
             "dma_addr": self.dma_addr,
-            "pp_ref_count": {"counter": self.pp_ref_count},
+            world.pp_ref_count_member: {"counter": self.pp_ref_count},
             "_refcount": {"counter": self.refcount},
         }
         if world.netpp_page_type:
@@ -150,8 +169,10 @@ class FakePagePool:
         stats: Optional[Dict[str, Any]] = None,
     ) -> None:
         self.world = world
-        self.id = pool_id if pool_id is not None else world._next_pool_id
-        world._next_pool_id = self.id + 1
+        self.id: Optional[int] = None
+        if world.has_registry:
+            self.id = pool_id if pool_id is not None else world._next_pool_id
+            world._next_pool_id = self.id + 1
         self.obj = world.alloc("struct page_pool")
         self.order = order
         self.pool_size = pool_size
@@ -177,19 +198,29 @@ class FakePagePool:
         self.napi: Optional[KObject] = None
         self.napi_id = 0
         self.slow_netdev: Union["NetDevice", int, None] = netdev
+        # The device a DMA-mapping pool maps for (p.dev): the NIC's own.
+        self.dev = netdev.obj.addr_of("dev") if netdev is not None and self.dma_map else 0
         self.listed_on: Optional["NetDevice"] = None
         self.napi_netdev = netdev
-        if netdev is not None and napi_id is not None:
+        # Pools know their NAPI (p.napi) since "page_pool: allow caching from
+        # safely localized NAPI" (in v6.5); Debian's 6.1 has no p.napi.
+        if (
+            netdev is not None
+            and napi_id is not None
+            and world.has_member("struct page_pool", "p.napi")
+        ):
             self.napi = netdev.napi(napi_id, queue)
             self.napi_id = napi_id
         # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't try
         # to stash the napi id") (in v6.14), page_pool_list() saved the NAPI
         # id of pools linked to a netdev, and netlink kept reporting it.
         self.user_napi_id = self.napi_id if netdev is not None else 0
-        # page_pool_list(): the XArray always, the netdev's hlist if any.
-        world.page_pools_xa.entries[self.id] = self.obj.addr
-        if netdev is not None:
-            self._link(netdev, head=True)
+        # page_pool_list(): the XArray always, the netdev's hlist if any
+        # (v6.8+; before, the kernel keeps no list of pools).
+        if world.page_pools_xa is not None and self.id is not None:
+            world.page_pools_xa.entries[self.id] = self.obj.addr
+            if netdev is not None:
+                self._link(netdev, head=True)
         self.ring_size = min(pool_size, 16384) if pool_size else 1024
         self.ring_queue = world.alloc("void *", count=self.ring_size, align=8)
         if world.has_member("struct page_pool", "dma_mapped"):
@@ -291,8 +322,14 @@ class FakePagePool:
     def destroy(self) -> None:
         """The last page came back: ``page_pool_unlist()`` frees the pool's id."""
         self.unlist()
-        del self.world.page_pools_xa.entries[self.id]
+        if self.world.page_pools_xa is not None and self.id is not None:
+            del self.world.page_pools_xa.entries[self.id]
         self.world.pools.remove(self)
+
+    @property
+    def key(self) -> str:
+        """How the truth names the pool: its id, or its address before ids (v6.8)."""
+        return str(self.id) if self.id is not None else hex(self.obj.addr)
 
     def release_pages(self, pages: Sequence[FakePage]) -> None:
         """Return pages to the page allocator (``release`` grows)."""
@@ -319,6 +356,7 @@ class FakePagePool:
                 "pool_size": self.pool_size,
                 "nid": self.nid,
                 "napi": self.napi.addr if self.napi else 0,
+                "dev": self.dev,
                 "dma_dir": DMA_FROM_DEVICE,
                 "max_len": PAGE_SIZE << self.order,
             },
@@ -334,6 +372,14 @@ class FakePagePool:
             "slow": {"netdev": netdev_addr, "flags": self.flags},
             "user": {"id": self.id, "detach_time": self._detach_time_value()},
         }
+        if not world.has_member("struct page_pool", "slow"):
+            # Before Linux kernel commit 5027ec19f104 ("net: page_pool: split
+            # the page_pool_params into fast and slow") (in v6.8): p.flags.
+            value["p"]["flags"] = self.flags
+        if self.destroy_cnt and self.inflight and self._release_pending():
+            # page_pool_destroy() with pages out: page_pool_release_retry()
+            # is queued as delayed work, its timer armed (on a wheel bucket).
+            value["release_dw"] = {"timer": {"entry": {"pprev": world.timer_bucket}}}
         if world.has_member("struct page_pool", "slow.queue_idx"):
             value["slow"]["queue_idx"] = self.queue
         if world.has_member("struct page_pool", "user.napi_id"):
@@ -345,7 +391,7 @@ class FakePagePool:
             if world.has_member("struct page_pool", "mp_ops"):
                 value["mp_ops"] = world.prog[self.provider.ops_symbol].address_
         self._write_stats(value)
-        self.obj.value = value
+        self.obj.value = _prune(self.obj.type, value)
         if hasattr(self, "dma_mapped_xa"):
             self.dma_mapped_xa.entries = dict(self.dma_mapped)
 
@@ -357,7 +403,9 @@ class FakePagePool:
         return self.slow_netdev.obj.addr
 
     def _detach_time_value(self) -> int:
-        if self.detach_time is None:
+        if self.detach_time is None or not self.world.has_member(
+            "struct page_pool", "user.detach_time"
+        ):
             return 0
         # Since Linux kernel commit 28b225282d44 the field is a ktime_t (ns).
         if (
@@ -414,6 +462,8 @@ class FakePagePool:
 
     @property
     def state(self) -> str:
+        if not self.world.has_registry:
+            return "unregistered"
         if self.listed_on is None:
             return "invisible"
         return "orphaned" if self.listed_on is self.listed_on.ns.lo else "listed"
@@ -438,6 +488,8 @@ class FakePagePool:
         """The pool as ``netmem-probe pools --json`` must report it."""
         world = self.world
         netdev = self.slow_netdev if not isinstance(self.slow_netdev, int) else None
+        if not world.has_registry:
+            return self._expected_unregistered()
         rec: Dict[str, Any] = {
             "id": self.id,
             "address": hex(self.obj.addr),
@@ -468,6 +520,8 @@ class FakePagePool:
                 if self.state == "orphaned" and self.napi and self.napi_netdev is not None
                 else None
             ),
+            "found-by": ["registry"],
+            "release-pending": self._release_pending(),
         }
         if self.state == "listed" and netdev is not None and netdev.ifindex != 1:
             rec["ifindex"] = netdev.ifindex
@@ -479,6 +533,45 @@ class FakePagePool:
         if self.provider is not None:
             rec.update(self.provider.netlink_attrs())
         return rec
+
+    def _expected_unregistered(self) -> Dict[str, Any]:
+        """
+        Before v6.8: no id, netdev, queue or detach time is recorded; the
+        pool is found from its pages, and a destroyed one has its release
+        work pending while pages are out.
+        """
+        world = self.world
+        return {
+            "id": None,
+            "inflight": self.inflight,
+            "inflight-mem": self.inflight * (PAGE_SIZE << self.order),
+            "address": hex(self.obj.addr),
+            "state": "unregistered",
+            "detached": self.destroy_cnt > 0,
+            "detach-age": None,
+            "netdev": None,
+            "orig-netdev": None,
+            "netns": None,
+            "queue": None,
+            "driver": None,
+            "order": self.order,
+            "pool-size": self.pool_size,
+            "nid": self.nid,
+            "cpuid": self.cpuid if world.has_member("struct page_pool", "cpuid") else None,
+            "flags": self.flags,
+            "dma-map": self.dma_map,
+            "hold": self.hold & 0xFFFFFFFF,
+            "release": self.release & 0xFFFFFFFF,
+            "destroy-cnt": self.destroy_cnt,
+            "found-by": ["pages"],
+            "release-pending": self._release_pending(),
+        }
+
+    def _release_pending(self) -> Optional[bool]:
+        """Whether page_pool_release_retry() is queued; None if the layout hides the timer."""
+        if not self.world.has_member("struct page_pool", "release_dw.timer.entry.pprev"):
+            return None
+        return bool(self.destroy_cnt and self.inflight)
 
     def expected_details(self) -> Dict[str, Any]:
         """What ``netmem-probe pool ID --json`` adds to the pool's record."""

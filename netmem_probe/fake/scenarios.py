@@ -28,6 +28,8 @@ __all__ = ("LAYOUT_ASSERTS", "SCENARIOS", "build", "fixture_names")
 # family's version (NETMEM_DESC_ASSERT_OFFSET + NET_IOV_ASSERT_OFFSET +
 # the sizeof(struct netmem_desc) static_assert).
 LAYOUT_ASSERTS = {
+    # no netmem.h asserts yet: page_pool's own pp_magic-over-compound_head
+    "linux-6.1": 1,
     "linux-6.12": 4,  # 4 NET_IOV_ASSERT_OFFSET (net_iov vs page)
     "linux-6.16": 4,  # the same 4
     "linux-6.18": 13,  # 6 NETMEM_DESC + sizeof + 6 NET_IOV (union mirror)

@@ -167,6 +167,13 @@ class FakeSocket:
         }
 
 
+def _frag(world: "World", netmem: int, length: int) -> Dict[str, Any]:
+    """An skb_frag_t: a netmem since Linux v6.9, a struct bio_vec before."""
+    if world.has_member("struct skb_shared_info", "frags[0].netmem"):
+        return {"netmem": netmem, "len": length, "offset": 0}
+    return {"bv_page": netmem, "bv_len": length, "bv_offset": 0}
+
+
 class FakeSkb:
     """
     A ``struct sk_buff`` holding ``frags`` (pages or niovs), with its head in
@@ -202,7 +209,7 @@ class FakeSkb:
             {
                 "nr_frags": len(self.frags),
                 "dataref": {"counter": 1},
-                "frags": [{"netmem": f.netmem, "len": frag_len, "offset": 0} for f in self.frags],
+                "frags": [_frag(world, f.netmem, frag_len) for f in self.frags],
             },
         )
         data_len = frag_len * len(self.frags)
@@ -404,7 +411,7 @@ def _expected_pages(world: "World") -> List[Dict[str, Any]]:
 
 def _expected_leaks(world: "World", skbs: List[FakeSkb]) -> List[Dict[str, Any]]:
     rows = []
-    for pool in sorted(world.pools, key=lambda p: p.id):
+    for pool in sorted(world.pools, key=lambda p: (p.id or 0, p.obj.addr)):
         if pool.detach_time is None:
             continue
         items: List[Holdable] = [p for p in pool.pages]

@@ -335,13 +335,29 @@ class World:
     def _setup_net(self) -> None:
         self.has_dma_index = self.has_member("struct page_pool", "dma_mapped")
         self.netpp_page_type = self.has_constant("PGTY_netpp")
-        self.page_pools_xa = self.xarray(self.global_("page_pools"), "")
+        # The page_pools registry (and pool ids, netdev hlists, pool->user)
+        # came with Linux kernel commit f17c69649c69 ("net: page_pool: id the
+        # page pools") (in v6.8).
+        self.has_registry = self.has_symbol("page_pools")
+        # pp_frag_count until Linux kernel commit "page_pool:
+        # Rename pp_frag_count to pp_ref_count" (in v6.8)
+        self.pp_ref_count_member = (
+            "pp_ref_count" if self.has_member("struct page", "pp_ref_count") else "pp_frag_count"
+        )
+        self._timer_bucket = 0
+        self.page_pools_xa = (
+            self.xarray(self.global_("page_pools"), "") if self.has_registry else None
+        )
         self.namespaces: List[NetNamespace] = []
         self.netns_list = self.list(self.global_("net_namespace_list"), "")
         self.init_net = NetNamespace(self, "init_net", self.global_("init_net"))
         self.pools: List[FakePagePool] = []
         self._next_pool_id = 1
-        self.system_pools = [self._system_pool(cpu) for cpu in range(self.nr_cpus)]
+        self.system_pools = (
+            [self._system_pool(cpu) for cpu in range(self.nr_cpus)]
+            if self.has_symbol("system_page_pool")
+            else []
+        )
 
     def _system_pool(self, cpu: int) -> FakePagePool:
         """The per-CPU system page pool that net_page_pool_create() makes at boot."""
@@ -357,6 +373,13 @@ class World:
             value = {"pool": pool.obj.addr}
         self.at(self.percpu_base[cpu] + per_cpu_var.address_, per_cpu_var.type_.type_name(), value)
         return pool
+
+    @property
+    def timer_bucket(self) -> int:
+        """A timer wheel bucket, for armed timers' ``entry.pprev`` (made on first use)."""
+        if not self._timer_bucket:
+            self._timer_bucket = self.alloc("struct hlist_head").addr
+        return self._timer_bucket
 
     def next_inum(self) -> int:
         self._inum += 1 if self._inum != INIT_NET_INUM else 0x2E1
@@ -380,12 +403,22 @@ class World:
     def before_commit(self, hook: Callable[[], None]) -> None:
         self._commit_hooks.append(hook)
 
+    def findable_pools(self) -> List["FakePagePool"]:
+        """
+        The pools a correct tool finds: every pool of the registry; without
+        one, the pools that some page names (no slab or owner structures
+        are modelled), in address order.
+        """
+        if self.has_registry:
+            return sorted(self.pools, key=lambda p: p.id or 0)
+        return sorted((p for p in self.pools if p.pages), key=lambda p: p.obj.addr)
+
     def expected_pools(self) -> List[Dict[str, Any]]:
-        return [pool.expected() for pool in sorted(self.pools, key=lambda p: p.id)]
+        return [pool.expected() for pool in self.findable_pools()]
 
     def expected_all(self) -> Dict[str, Any]:
         """Everything the world knows it built, for ``expected.json``."""
-        details = {str(p.id): p.expected_details() for p in self.pools}
+        details = {p.key: p.expected_details() for p in self.findable_pools()}
         return {"pools": self.expected_pools(), "pool-details": details, **self.expected}
 
     def program(self) -> Program:

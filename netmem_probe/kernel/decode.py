@@ -63,7 +63,6 @@ def _niov_type_name(prog: Program, value: Optional[int]) -> Optional[str]:
 def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
     """Decode a ``netmem_ref`` with ``NET_IOV`` set (a ``struct net_iov *`` | 1)."""
     addr = netmem & ~NET_IOV
-    niov_size = drgn.sizeof(prog.type("struct net_iov"))
 
     def bad(reason: str, f: Optional[Dict[str, Any]] = None) -> NetIovInfo:
         # What was read is reported, what was not is None: an unmapped
@@ -84,6 +83,13 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
             None,
             reason,
         )
+
+    try:
+        niov_size = drgn.sizeof(prog.type("struct net_iov"))
+    except LookupError:
+        # struct net_iov came with devmem TCP (v6.12); before, no netmem_ref
+        # has NET_IOV set.
+        return bad("this kernel has no struct net_iov (Linux 6.12+): nothing has bit 0 set")
 
     try:
         f = niov_reader(prog).read(addr)

@@ -342,11 +342,17 @@ class HolderSearch:
             prog, "struct skb_shared_info", {"nr_frags": "nr_frags", "dataref": "dataref.counter"}
         )
         shinfo = prog.type("struct skb_shared_info")
-        frag = prog.type("struct skb_frag")
+        frags = shinfo.member("frags").type.unaliased()
+        frag = frags.type
         self.frags_offset = drgn.offsetof(shinfo, "frags")
-        self.max_frags = shinfo.member("frags").type.length
+        self.max_frags = frags.length
         self.frag_size = drgn.sizeof(frag)
-        self.frag_netmem = drgn.offsetof(frag, "netmem")
+        # Since Linux kernel commit 21d2e6737c97 ("net: add netmem to
+        # skb_frag_t") (in v6.9) a frag holds a netmem_ref; before, the frag's
+        # bv_page is the same struct page pointer.
+        self.frag_netmem = drgn.offsetof(
+            frag, "netmem" if member_exists(frag, "netmem") else "bv_page"
+        )
         sock = prog.type("struct sock")
         self.sock_reader = StructReader(
             prog,

@@ -17,7 +17,14 @@ from typing import List, Optional, Sequence, Tuple
 import drgn
 from drgn import Program
 
-__all__ = ("AGREEMENTS", "Agreement", "LayoutResult", "MemberLayout", "check_layout")
+__all__ = (
+    "AGREEMENTS",
+    "Agreement",
+    "LayoutResult",
+    "MemberLayout",
+    "absent_netmem_asserts",
+    "check_layout",
+)
 
 Presence = Tuple[str, Optional[str]]  # (type, member or None for the type itself)
 
@@ -99,7 +106,34 @@ AGREEMENTS: Tuple[Agreement, ...] = (
         ("struct net_iov", "page_type"),
         (("struct net_iov", "page_type"),),
     ),
+    # Before netmem.h's asserts (no struct net_iov before v6.12, no
+    # struct netmem_desc before v6.17), page_pool's own use of struct page is
+    # the contract: pp_magic shares its word with compound_head, whose bit 0
+    # marks a tail page, and PP_SIGNATURE keeps that bit clear ("mm: add a
+    # signature in struct page", v5.14).
+    Agreement(
+        "page_pool: pp_magic over compound_head",
+        ("struct page", "pp_magic"),
+        ("struct page", "compound_head"),
+        (("struct page", "pp_magic"), ("struct page", "compound_head")),
+        (("struct net_iov", None), ("struct netmem_desc", None)),
+    ),
 )
+
+#: The asserts of include/net/netmem.h, with the type whose arrival brought them.
+NETMEM_H_ASSERTS = (
+    ("NET_IOV_ASSERT_OFFSET", "struct net_iov", "v6.12"),
+    ("NETMEM_DESC_ASSERT_OFFSET", "struct netmem_desc", "v6.17"),
+)
+
+
+def absent_netmem_asserts(prog: Program) -> List[str]:
+    """The netmem.h assert families the target's kernel does not have yet."""
+    return [
+        f"{macro} ({type_name}, Linux {version}+)"
+        for macro, type_name, version in NETMEM_H_ASSERTS
+        if not _present(prog, (type_name, None))
+    ]
 
 
 @dataclass(frozen=True)

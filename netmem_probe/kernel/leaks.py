@@ -45,7 +45,7 @@ __all__ = ("LeakReport", "NetmemVerdict", "PoolLeaks", "find_leaks")
 class NetmemVerdict:
     """One in-flight page or net_iov of a detached pool."""
 
-    pool_id: int
+    pool_id: Optional[int]
     target: Target
     pfn: Optional[int]
     pp_ref_count: int
@@ -111,7 +111,7 @@ def find_leaks(
     scanner = PpPageScanner(prog, problems)
     pools = [
         info
-        for info in sorted(scanner.pools.values(), key=lambda i: i.id)
+        for info in sorted(scanner.pools.values(), key=lambda i: i.sort_key)
         if info.detached and info.inflight and (not pool_ids or info.id in pool_ids)
     ]
     report = LeakReport(
@@ -168,7 +168,8 @@ def _provider_items(
     scanner = ProviderScanner(prog, problems, scan_files=False)
     items: List[LeakItem] = []
     for info in pools:
-        for area in scanner.areas_of_pool(info.id):
+        # Memory providers (v6.12+) came long after pool ids (v6.8).
+        for area in scanner.areas_of_pool(info.id) if info.id is not None else ():
             for niov in scanner.niovs(area):
                 if niov.pool != info.address or niov.state == "free":
                     continue

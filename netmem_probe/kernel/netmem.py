@@ -31,6 +31,7 @@ __all__ = (
     "niov_reader",
     "poison_pointer_delta",
     "pool_id",
+    "pp_ref_count_path",
     "pp_scheme",
     "valid_pfn_ranges",
 )
@@ -224,6 +225,24 @@ def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDesc
         return None
 
 
+def pp_ref_count_path(prog: Program) -> str:
+    """
+    The ``struct page`` member counting a page-pool page's references:
+    ``pp_ref_count`` since Linux kernel commit "page_pool:
+    Rename pp_frag_count to pp_ref_count" (in v6.8); before, the same
+    counter was ``pp_frag_count`` (v5.15-v6.7, in a union with
+    ``dma_addr_upper`` until v6.6).
+    """
+    page = prog.type("struct page")
+    for name in ("pp_ref_count", "pp_frag_count"):
+        try:
+            page.member(name)
+            return name + ".counter"
+        except LookupError:
+            pass
+    return "pp_ref_count.counter"  # decodes to None: a kernel before page-pool frags
+
+
 def _page_reader(prog: Program) -> StructReader:
     try:
         return prog.cache["netmem_probe_page_reader"]
@@ -240,7 +259,7 @@ def _page_reader(prog: Program) -> StructReader:
             "pp_magic": "pp_magic",
             "pp": "pp",
             "dma_addr": "dma_addr",
-            "pp_ref_count": "pp_ref_count.counter",
+            "pp_ref_count": pp_ref_count_path(prog),
             "refcount": "_refcount.counter",
             "page_type": "page_type",
         },
@@ -300,11 +319,15 @@ class PageInfo:
 
 
 def pool_id(prog: Program, pool: int) -> Optional[int]:
-    """``pool->user.id``, or None if the pool cannot be read."""
+    """``pool->user.id``, or None if the pool cannot be read or the kernel
+    gives pools no id (before v6.8)."""
     if not pool:
         return None
     try:
         offset = drgn.offsetof(prog.type("struct page_pool"), "user.id")
+    except LookupError:
+        return None  # before v6.8 pools have no id
+    try:
         return prog.read_u32(wrap(pool + offset))
     except drgn.FaultError:
         return None

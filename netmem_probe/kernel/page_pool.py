@@ -8,7 +8,9 @@ only shows those linked on a netdev's ``page_pools`` hlist in the caller's
 namespace.  These helpers enumerate the XArray, classify each pool by the
 kernel's own visibility rules (listed, orphaned onto loopback, invisible),
 and compute what ``page_pool_nl_fill()`` reports, plus the pool-internal state
-netlink does not show.
+netlink does not show.  Kernels before v6.8 keep no registry: there the pools
+come from :mod:`~netmem_probe.kernel.pool_discovery` (the pages that name
+them, the slab), each ``unregistered``, with no id.
 """
 
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from drgn import Object, Program
 
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
 from netmem_probe.kernel.netmem import poison_pointer_delta
+from netmem_probe.kernel.pool_discovery import discover_pools
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import (
     CorruptionError,
@@ -37,6 +40,7 @@ __all__ = (
     "PagePoolInfo",
     "PagePoolScanner",
     "for_each_page_pool",
+    "has_page_pool_registry",
     "page_pool_inflight",
     "page_pools_xarray",
     "pool_provider",
@@ -75,6 +79,19 @@ def page_pools_xarray(prog: Program) -> Object:
         return prog.object("page_pools", filename="page_pool_user.c").address_of_()
     except LookupError:
         return prog["page_pools"].address_of_()
+
+
+def has_page_pool_registry(prog: Program) -> bool:
+    """
+    Whether the kernel registers its pools: the ``page_pools`` XArray came
+    with Linux kernel commit f17c69649c69 ("net: page_pool: id the page
+    pools") (in v6.8).
+    """
+    try:
+        page_pools_xarray(prog)
+        return True
+    except LookupError:
+        return False
 
 
 def for_each_page_pool(prog: Program, problems: Optional[Problems] = None) -> Iterator[Object]:
@@ -173,9 +190,9 @@ def pool_provider(prog: Program, mp_ops: Optional[int], mp_priv: int) -> Optiona
 class PagePoolInfo:
     """A page pool, read once and decoded: what ``pools`` and ``pool`` show."""
 
-    id: int
+    id: Optional[int]  # None: the kernel has no registry (before v6.8), no ids
     address: int
-    state: str  # "listed", "orphaned", "invisible", "unreachable"
+    state: str  # "listed", "orphaned", "invisible", "unreachable", "unregistered"
     detached: bool
     netdev: Optional[NetdevInfo]
     orig_netdev: Optional[str]
@@ -184,7 +201,7 @@ class PagePoolInfo:
     order: int
     pool_size: int
     nid: int
-    cpuid: int
+    cpuid: Optional[int]
     flags: int
     dma_map: bool
     hold: int
@@ -197,6 +214,11 @@ class PagePoolInfo:
     io_uring: Optional[Dict[str, int]]
     raw: Dict[str, Any] = field(repr=False)
     warnings: List[str] = field(default_factory=list)
+    #: How the pool was found: ``registry``, ``pages``, ``slab``.
+    found_by: Tuple[str, ...] = ("registry",)
+    #: Whether the deferred release work (``release_dw``) is pending: a
+    #: destroyed pool retrying until its pages come back.  None if unknown.
+    release_pending: Optional[bool] = None
 
     @property
     def inflight(self) -> int:
@@ -208,7 +230,20 @@ class PagePoolInfo:
 
     @property
     def system(self) -> bool:
-        return bool(self.flags & PP_FLAG_SYSTEM_POOL)
+        # Bit 2 was PP_FLAG_PAGE_FRAG before the system pools (and cpuid) came
+        # with Linux kernel commit 2b0cfa6e4956 ("net: add generic percpu
+        # page_pool allocator") (in v6.9).
+        return self.cpuid is not None and bool(self.flags & PP_FLAG_SYSTEM_POOL)
+
+    @property
+    def label(self) -> str:
+        """How messages name the pool: its id, or its address on a kernel without ids."""
+        return str(self.id) if self.id is not None else f"{self.address:#x}"
+
+    @property
+    def sort_key(self) -> Tuple[int, int]:
+        """Id order, or address order for pools without ids."""
+        return (self.id if self.id is not None else -1, self.address)
 
 
 class PagePoolScanner:
@@ -224,6 +259,11 @@ class PagePoolScanner:
         self.problems = problems if problems is not None else Problems()
         pool_type = prog.type("struct page_pool")
         self.page_size = prog["PAGE_SIZE"].value_()
+        self.registry = has_page_pool_registry(prog)
+        # Since Linux kernel commit 5027ec19f104 ("net: page_pool: split the
+        # page_pool_params into fast and slow") (in v6.8) the flags are in
+        # pool->slow; before, in pool->p.
+        flags = "slow.flags" if member_exists(pool_type, "slow.flags") else "p.flags"
         self.reader = StructReader(
             prog,
             "struct page_pool",
@@ -251,13 +291,15 @@ class PagePoolScanner:
                 "netdev": "slow.netdev",
                 # Since Linux v6.12 (devmem TCP).
                 "queue": "slow.queue_idx",
-                "flags": "slow.flags",
+                "flags": flags,
                 "list_pprev": "user.list.pprev",
                 "detach_time": "user.detach_time",
                 # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't
                 # try to stash the napi id") (in v6.14).
                 "user_napi_id": "user.napi_id",
                 "recycle_stats": "recycle_stats",
+                # page_pool_release_retry() pending (timer armed)
+                "release_timer": "release_dw.timer.entry.pprev",
                 **{
                     name: path
                     for name, path in STAT_NAMES.items()
@@ -267,9 +309,13 @@ class PagePoolScanner:
         )
         # Since Linux kernel commit 28b225282d44 the detach time is a ktime_t
         # (nanoseconds); before, u64 seconds.  Both are CLOCK_BOOTTIME.
-        detach_type = pool_type.member("user").type.member("detach_time").type
-        self.detach_divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
-        self.list_offset = drgn.offsetof(pool_type, "user.list")
+        self.detach_divisor = 1
+        if member_exists(pool_type, "user.detach_time"):
+            detach_type = pool_type.member("user").type.member("detach_time").type
+            self.detach_divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
+        self.list_offset = (
+            drgn.offsetof(pool_type, "user.list") if member_exists(pool_type, "user.list") else None
+        )
         self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
         self.napi_id_offset = drgn.offsetof(prog.type("struct napi_struct"), "napi_id")
         self.netdevs = NetdevReader(prog, self.problems)
@@ -277,6 +323,9 @@ class PagePoolScanner:
         self.min_napi_id = _min_napi_id(prog)
         self.now = _boottime_seconds(prog)
         self._hlists: Optional[Dict[int, int]] = None
+        self._discovered: Optional[List[Tuple[int, Tuple[str, ...]]]] = None
+        #: What discovery could not use (e.g. a slab allocator drgn cannot walk).
+        self.notes: List[str] = []
 
     # -- enumeration -------------------------------------------------------
 
@@ -284,12 +333,24 @@ class PagePoolScanner:
         """pool address -> address of the netdev whose hlist holds it."""
         if self._hlists is None:
             self._hlists = {}
+            if self.list_offset is None:  # before v6.8 no netdev lists its pools
+                return self._hlists
             for netdev, node in namespace_page_pool_lists(self.prog, self.problems):
                 self._hlists[node - self.list_offset] = netdev
         return self._hlists
 
     def pools(self) -> Iterator[PagePoolInfo]:
-        """Every readable pool of the registry, in id order."""
+        """
+        Every readable pool of the registry, in id order; on a kernel without
+        one, every pool :func:`~netmem_probe.kernel.pool_discovery.discover_pools`
+        finds, in address order.
+        """
+        if not self.registry:
+            for address, found_by in self.discovered():
+                info = self.read_pool(address, found_by=found_by)
+                if info is not None:
+                    yield info
+            return
         listed = self.listed_pools()
         seen = set()
         xa = page_pools_xarray(self.prog).value_()
@@ -317,6 +378,26 @@ class PagePoolScanner:
                     "a CPU's system page pool, but not in the page_pools xarray",
                 )
 
+    def discovered(self) -> List[Tuple[int, Tuple[str, ...]]]:
+        """The pools of a kernel without a registry and how each was found, found once."""
+        if self._discovered is None:
+            self._discovered = discover_pools(self.prog, self.problems, notes=self.notes)
+        return self._discovered
+
+    def read_unregistered(self, address: int) -> Optional[PagePoolInfo]:
+        """
+        On a kernel without a registry, the pool at ``address`` if it reads as
+        one (:func:`~netmem_probe.kernel.pool_discovery.pool_invariant_violation`),
+        found by being named: for ``pool ADDRESS`` when nothing else finds it.
+        """
+        from netmem_probe.kernel.pool_discovery import check_pool_at
+
+        reason = check_pool_at(self.prog, address)
+        if reason:
+            self.notes.append(f"{address:#x} is not a page pool: {reason}")
+            return None
+        return self.read_pool(address, found_by=("address",))
+
     def _system_pools(self) -> List[int]:
         """The per-CPU ``system_page_pool`` pools; none if they cannot be read."""
         try:
@@ -337,7 +418,11 @@ class PagePoolScanner:
             return []
 
     def read_pool(
-        self, address: int, index: Optional[int] = None, listed_on: Optional[int] = None
+        self,
+        address: int,
+        index: Optional[int] = None,
+        listed_on: Optional[int] = None,
+        found_by: Tuple[str, ...] = ("registry",),
     ) -> Optional[PagePoolInfo]:
         """Read one pool; None (and a recorded problem) if unreadable or inconsistent."""
         reason = ""
@@ -351,7 +436,7 @@ class PagePoolScanner:
                 continue
             reason = self._inconsistency(raw, index)
             if not reason:
-                return self._info(address, raw, listed_on)
+                return self._info(address, raw, listed_on, found_by)
         self.problems.add("page pool", address, inconsistent(self.prog, reason))
         return None
 
@@ -377,11 +462,19 @@ class PagePoolScanner:
 
     # -- decoding ----------------------------------------------------------
 
-    def _info(self, address: int, raw: Dict[str, Any], listed_on: Optional[int]) -> PagePoolInfo:
+    def _info(
+        self,
+        address: int,
+        raw: Dict[str, Any],
+        listed_on: Optional[int],
+        found_by: Tuple[str, ...] = ("registry",),
+    ) -> PagePoolInfo:
         warnings: List[str] = []
         netdev_ptr = raw["netdev"]
         netdev: Optional[NetdevInfo] = None
-        if listed_on is not None:
+        if not self.registry:
+            state = "unregistered"
+        elif listed_on is not None:
             netdev = self.netdevs.info(listed_on)
             state = "orphaned" if netdev is not None and netdev.is_loopback else "listed"
             if netdev_ptr != listed_on:
@@ -397,6 +490,9 @@ class PagePoolScanner:
         if netdev_ptr == self.net_ptr_poison:
             warnings.append("slow.netdev is NET_PTR_POISON: its namespace was dismantled")
         detach_time = raw["detach_time"] // self.detach_divisor if raw["detach_time"] else None
+        # Before v6.8 no detach time is kept, but page_pool_scrub() counts
+        # every release attempt from page_pool_destroy() on in destroy_cnt.
+        detached = bool(raw["detach_time"]) if self.registry else raw["destroy_cnt"] > 0
         detach_age = self.now - detach_time if detach_time is not None and self.now else None
         if detach_age is not None and detach_age < 0:
             # Detached after the clock was read (live), or a corrupt time:
@@ -408,7 +504,7 @@ class PagePoolScanner:
             id=raw["id"],
             address=address,
             state=state,
-            detached=bool(raw["detach_time"]),
+            detached=detached,
             netdev=netdev,
             orig_netdev=self._orig_netdev(raw, state),
             queue=raw["queue"] if netdev_ptr else None,
@@ -418,7 +514,10 @@ class PagePoolScanner:
             nid=raw["nid"],
             cpuid=raw["cpuid"],
             flags=raw["flags"],
-            dma_map=bool(raw["dma_map"]),
+            # Before the dma_map bit (v6.9), PP_FLAG_DMA_MAP in the flags.
+            dma_map=bool(raw["dma_map"])
+            if raw["dma_map"] is not None
+            else bool(raw["flags"] & PP_FLAG_DMA_MAP),
             hold=raw["hold"],
             release=raw["release"] & 0xFFFFFFFF,
             destroy_cnt=raw["destroy_cnt"],
@@ -429,6 +528,10 @@ class PagePoolScanner:
             io_uring=self._io_uring_info(raw["mp_priv"]) if provider == "io_uring" else None,
             raw=raw,
             warnings=warnings,
+            found_by=found_by,
+            release_pending=bool(raw["release_timer"])
+            if raw["release_timer"] is not None
+            else None,
         )
 
     def _napi_id(self, raw: Dict[str, Any]) -> Optional[int]:
@@ -517,7 +620,9 @@ class PagePoolScanner:
                 )
                 ring = None
                 break
-            again = self.read_pool(info.address, info.id, self.listed_pools().get(info.address))
+            again = self.read_pool(
+                info.address, info.id, self.listed_pools().get(info.address), info.found_by
+            )
             if again is None:
                 return info, {"alloc-cache": cache, "ring": None, "dma-mapped": None, "out": None}
             info = again

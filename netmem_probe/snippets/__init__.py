@@ -305,7 +305,21 @@ def fill(code: str, **substitutions: str) -> str:
     return Template("\n".join(lines) + "\n").substitute(substitutions)
 
 
-def drgn_option(generator: CodeGenerator) -> Callable[[F], F]:
+def _require_registry(prog: Program) -> None:
+    """
+    The scripts find pools in the page_pools registry, which came with
+    pool->user (v6.8); refuse without it.
+    """
+    try:
+        prog.type("struct page_pool").member("user")
+    except LookupError:
+        raise click.UsageError(
+            "--drgn: the scripts walk the page_pools registry (Linux 6.8+), "
+            "which this kernel does not have; run the command without --drgn"
+        ) from None
+
+
+def drgn_option(generator: CodeGenerator, *, needs_pools: bool = True) -> Callable[[F], F]:
     """
     Add ``--drgn`` to a command: with it, the command prints what
     ``generator(prog, **params)`` returns (the command's parameters, without
@@ -322,6 +336,8 @@ def drgn_option(generator: CodeGenerator) -> Callable[[F], F]:
             # The code depends on types alone: -s vmlinux or --btf without a
             # core are enough.
             prog = click.get_current_context().obj.types_program()
+            if needs_pools:
+                _require_registry(prog)
             kwargs.pop("as_json", None)
             click.echo(generator(prog, **kwargs), nl=False)
             return 0

@@ -36,6 +36,15 @@ GLOBAL_NEEDS = {
     "pp_system_recycle_stats": "struct page_pool_recycle_stats",
     "timekeeper_data": "enum timekeeper_ids",
 }
+# Globals that exist only when a member does: the page_pools registry came
+# with pool->user in Linux kernel commit f17c69649c69 ("net: page_pool: id
+# the page pools") (in v6.8), the per-CPU system pools with pool->cpuid in
+# Linux kernel commit 2b0cfa6e4956 ("net: add generic percpu page_pool
+# allocator") (in v6.9).
+GLOBAL_NEEDS_MEMBER = {
+    "page_pools": ("struct page_pool", "user"),
+    "system_page_pool": ("struct page_pool", "cpuid"),
+}
 # Globals that a later kernel replaced: since Linux kernel commit 22c62b9a84b8
 # ("timekeeping: Introduce auxiliary timekeepers") (in v6.17), tk_core is an
 # element of timekeeper_data[].
@@ -308,6 +317,12 @@ class HeaderWriter:
             return None
         if name in GLOBAL_UNLESS and has_type(self.prog, GLOBAL_UNLESS[name]):
             return None
+        if name in GLOBAL_NEEDS_MEMBER:
+            type_name, member = GLOBAL_NEEDS_MEMBER[name]
+            if not has_type(self.prog, type_name) or not contains_member(
+                self.prog.type(type_name), {member}
+            ):
+                return None
         return global_type(self.prog, name)
 
 

@@ -33,8 +33,13 @@ STRUCTS = {
     "struct xa_node": ALL,
     "struct refcount_struct": ALL,
     "struct timer_list": ["entry", "expires", "flags"],
+    # a pool's deferred release (page_pool_release_retry) is a delayed work
+    "struct delayed_work": ["timer"],
     # page pools
     "struct page_pool": ALL,
+    # before Linux kernel commit 5027ec19f104 ("net: page_pool: split the
+    # page_pool_params into fast and slow") (in v6.8), one struct
+    "struct page_pool_params": ALL,
     "struct page_pool_params_fast": ALL,
     "struct page_pool_params_slow": ALL,
     "struct pp_alloc_cache": ALL,
@@ -81,6 +86,8 @@ STRUCTS = {
     "struct sk_buff_head": ALL,
     "struct skb_shared_info": ["flags", "nr_frags", "frag_list", "dataref", "frags"],
     "struct skb_frag": ALL,
+    # skb_frag_t before Linux v6.9 (frags[i].bv_page)
+    "struct bio_vec": ALL,
     "struct sock_common": [
         "skc_daddr", "skc_rcv_saddr", "skc_dport", "skc_num", "skc_family",
         "skc_state", "skc_net", "skc_v6_daddr", "skc_v6_rcv_saddr",

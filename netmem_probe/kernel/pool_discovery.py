@@ -1,0 +1,236 @@
+"""
+Page pools without a registry
+-----------------------------
+
+Before Linux kernel commit f17c69649c69 ("net: page_pool: id the page pools")
+(in v6.8) the kernel keeps no list of its page pools: no ``page_pools``
+XArray, no ``pool->user``, no netdev hlist, nothing netlink could dump.  A
+pool is then only reachable from what points at it.  These helpers find
+pools the ways the kernel's own memory allows, and say for each how it was
+found:
+
+- ``pages``: every page-pool page names its pool (``page->pp``), so one scan
+  of the memmap yields every pool with pages in flight, idle or detached;
+- ``slab``: every pool is a ``kzalloc()``\\ ed object of the kmalloc cache of
+  its size, so the allocated objects of that cache that hold a page pool's
+  invariants are the pools, including idle ones no page names.
+
+A candidate is only kept when it reads as a page pool (see
+:func:`pool_invariant_violation`); an address that fails is recorded as a
+problem, never shown as a pool.
+"""
+
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import drgn
+from drgn import Program
+
+from netmem_probe.kernel.memmap import MemmapScan
+from netmem_probe.kernel.structs import StructReader
+from netmem_probe.kernel.walk import Problems
+
+__all__ = (
+    "FOUND_BY",
+    "discover_pools",
+    "pool_invariant_violation",
+    "pools_from_pages",
+    "pools_from_slab",
+)
+
+#: The ways a pool can be found, in the order :func:`discover_pools` tries them.
+FOUND_BY = ("registry", "pages", "slab")
+
+MAX_PAGE_ORDER = 10
+# page_pool_init() refuses rings larger than this (-E2BIG).
+MAX_RING_SIZE = 32768
+# PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV | PP_FLAG_PAGE_FRAG (v5.15-v6.7) or
+# PP_FLAG_SYSTEM_POOL | PP_FLAG_ALLOW_UNREADABLE_NETMEM (later): no kernel
+# accepts a flag above bit 3 (page_pool_init() checks PP_FLAG_ALL).
+PP_FLAG_ALL = 0xF
+MAX_NUMNODES = 1 << 10  # CONFIG_NODES_SHIFT is at most 10
+
+
+def pool_invariant_violation(raw: Dict[str, Optional[int]], cache_capacity: int) -> str:
+    """
+    Why a ``struct page_pool`` read from memory cannot be a live page pool,
+    or ``""`` if it can: what ``page_pool_init()`` establishes and the pool
+    keeps while it lives.
+
+    :param raw: the members :func:`pool_reader` decodes.
+    :param cache_capacity: slots of ``pool->alloc.cache``.
+    """
+    order, size = raw["order"], raw["ring_size"]
+    assert order is not None and size is not None
+    if order > MAX_PAGE_ORDER:
+        return f"order {order} above MAX_PAGE_ORDER"
+    flags = raw["flags"]
+    if flags is not None and flags & ~PP_FLAG_ALL:
+        return f"flags {flags:#x} outside PP_FLAG_ALL"
+    pool_size = raw["pool_size"] or 0
+    # page_pool_init(): ptr_ring_init(&pool->ring, pool_size ?: 1024).
+    if not 0 < size <= MAX_RING_SIZE or size != (pool_size or 1024):
+        return f"ring.size {size} does not fit pool_size {pool_size}"
+    if not raw["ring_queue"]:
+        return "ring.queue is NULL"
+    for index in ("ring_producer", "ring_consumer_head", "ring_consumer_tail"):
+        value = raw[index]
+        if value is not None and not 0 <= value < size:
+            return f"{index.replace('_', '.', 1)} {value} outside a ring of {size}"
+    count = raw["alloc_count"]
+    assert count is not None
+    if count > cache_capacity:
+        return f"alloc.count {count} exceeds the {cache_capacity}-slot cache"
+    hold, release = raw["hold"], raw["release"]
+    assert hold is not None and release is not None
+    inflight = (hold - release) & 0xFFFFFFFF
+    if inflight >= 1 << 31:
+        return f"release {release & 0xFFFFFFFF} ahead of hold {hold}"
+    nid = raw["nid"]
+    if nid is not None and not -1 <= nid < MAX_NUMNODES:
+        return f"nid {nid} is no NUMA node"
+    dev = raw["dev"]
+    # Kernel pointers lie in the upper half of the address space (x86-64,
+    # arm64, with 4- or 5-level page tables).
+    if dev is not None and dev and not dev >> 63:
+        return f"p.dev {dev:#x} is not a kernel pointer"
+    if flags is not None and flags & 1 and not dev:
+        return "PP_FLAG_DMA_MAP without a device"
+    return ""
+
+
+def pool_reader(prog: Program) -> StructReader:
+    """The members of ``struct page_pool`` the invariants need."""
+    pool = prog.type("struct page_pool")
+    try:
+        pool.member("slow")
+        flags = "slow.flags"
+    except LookupError:
+        flags = "p.flags"
+    return StructReader(
+        prog,
+        "struct page_pool",
+        {
+            "order": "p.order",
+            "pool_size": "p.pool_size",
+            "nid": "p.nid",
+            "dev": "p.dev",
+            "flags": flags,
+            "hold": "pages_state_hold_cnt",
+            "release": "pages_state_release_cnt.counter",
+            "alloc_count": "alloc.count",
+            "ring_producer": "ring.producer",
+            "ring_consumer_head": "ring.consumer_head",
+            "ring_consumer_tail": "ring.consumer_tail",
+            "ring_size": "ring.size",
+            "ring_queue": "ring.queue",
+        },
+    )
+
+
+def pools_from_pages(scan: MemmapScan) -> Dict[int, int]:
+    """
+    ``page->pp -> number of pages`` over every page-pool page of the memmap
+    (one :meth:`MemmapScan.matches` pass).
+    """
+    counts: Dict[int, int] = {}
+    unpack = scan.unpacker.unpack_from
+    for _, _, data, offset in scan.matches():
+        pool = unpack(data, offset)[1]
+        counts[pool] = counts.get(pool, 0) + 1
+    return counts
+
+
+def pools_from_slab(prog: Program, notes: List[str]) -> Optional[List[int]]:
+    """
+    The allocated objects of the kmalloc cache that ``page_pool_create()``'s
+    ``kzalloc_node(sizeof(struct page_pool))`` takes them from, or None when
+    the target's slab allocator cannot be walked (no ``slab_caches``, no
+    such cache, a corrupt cache: said in ``notes``).
+    """
+    from drgn.helpers.linux.slab import (
+        find_slab_cache,
+        slab_cache_for_each_allocated_object,
+    )
+
+    size = drgn.sizeof(prog.type("struct page_pool"))
+    try:
+        for names in _kmalloc_cache_names(size):
+            caches = [c for c in (find_slab_cache(prog, name) for name in names) if c is not None]
+            if caches:
+                return [
+                    obj.value_()
+                    for cache in caches
+                    for obj in slab_cache_for_each_allocated_object(cache, "struct page_pool")
+                ]
+    except (LookupError, ValueError, NotImplementedError, drgn.FaultError) as e:
+        notes.append(f"the slab was not searched for pools: kmalloc caches not walkable ({e})")
+        return None
+    notes.append(f"the slab was not searched for pools: no kmalloc cache for {size} bytes")
+    return None
+
+
+def _kmalloc_cache_names(size: int) -> Iterator[List[str]]:
+    """
+    The names of the kmalloc caches an object of ``size`` bytes may be in,
+    smallest fitting size first: ``kmalloc-N``, and since Linux kernel commit
+    3c6152940584 ("Randomized slab caches for kmalloc()") (in v6.6) with
+    CONFIG_RANDOM_KMALLOC_CACHES its 15 random copies ``kmalloc-rnd-NN-N``.
+    """
+    fits = [n for n in (96, 192) if n >= size]
+    fits += [1 << shift for shift in range(3, 14) if 1 << shift >= size]
+    for n in sorted(set(fits)):
+        suffix = f"{n // 1024}k" if n >= 1024 else str(n)
+        yield [f"kmalloc-{suffix}"] + [f"kmalloc-rnd-{i:02d}-{suffix}" for i in range(1, 16)]
+
+
+def check_pool_at(prog: Program, address: int) -> str:
+    """Why the object at ``address`` is no page pool, or ``""`` if it reads as one."""
+    reader = pool_reader(prog)
+    capacity = reader.type.member("alloc").type.member("cache").type.length or 0
+    try:
+        return pool_invariant_violation(reader.read(address), capacity)
+    except drgn.FaultError as e:
+        return f"unreadable ({e.message} at {e.address:#x})"
+
+
+def discover_pools(
+    prog: Program,
+    problems: Problems,
+    scan: Optional[MemmapScan] = None,
+    notes: Optional[List[str]] = None,
+) -> List[Tuple[int, Tuple[str, ...]]]:
+    """
+    Every page pool found without a registry, by address, each with how it
+    was found (``"pages"``, ``"slab"``).  A ``page->pp`` that does not read as
+    a page pool is recorded in ``problems`` and left out; a slab object that
+    does not is simply another object of that size.
+
+    :param notes: collects the ways that could not be used, and why.
+    """
+    scan = scan or MemmapScan(prog, problems)
+    found: Dict[int, List[str]] = {}
+    for pool in pools_from_pages(scan):
+        found.setdefault(pool, []).append("pages")
+    slab = pools_from_slab(prog, notes if notes is not None else [])
+    for pool in slab or ():
+        found.setdefault(pool, []).append("slab")
+    reader = pool_reader(prog)
+    capacity = reader.type.member("alloc").type.member("cache").type.length or 0
+    kept: List[Tuple[int, Tuple[str, ...]]] = []
+    for address in sorted(found):
+        how = tuple(found[address])
+        try:
+            raw = reader.read(address)
+        except drgn.FaultError as e:
+            problems.fault("page pool", address, e)
+            continue
+        reason = pool_invariant_violation(raw, capacity)
+        if reason:
+            # An object of the cache that is no page pool is expected (the
+            # cache holds other objects of that size); a page naming one is
+            # a finding.
+            if "pages" in how:
+                problems.add("page pool", address, f"named by page->pp but not a pool: {reason}")
+            continue
+        kept.append((address, how))
+    return kept
