@@ -133,15 +133,15 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
         )
 
     pools = list(PagePoolScanner(prog, target.problems).pools())
-    by_id = {p.id: p for p in pools}
+    by_id = {p.id: p for p in pools if p.id is not None}
     detached = [p for p in pools if p.detached]
     waiting = [p for p in detached if p.inflight]
 
     leak_report: Optional[LeakReport] = find_leaks(prog, target.problems) if leaks else None
-    verdicts: Dict[int, Dict[str, int]] = {}
+    verdicts: Dict[int, Dict[str, int]] = {}  # by pool address
     if leak_report is not None:
         for pl in leak_report.pools:
-            verdicts[pl.info.id] = {
+            verdicts[pl.info.address] = {
                 "parked": pl.count("parked"),
                 "cached": pl.count("cached"),
                 "leaked": pl.count("leaked"),
@@ -149,14 +149,14 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
             }
 
     for p in sorted(waiting, key=lambda p: -(p.detach_age or 0)):
-        v = verdicts.get(p.id)
+        v = verdicts.get(p.address)
         if v is None:
             findings.append(
                 Finding(
                     "warning",
                     "detached-pool-inflight",
                     f"{_pool_words(p)} still waits for {p.inflight} pages",
-                    _command(target, "leaks", "--pool", str(p.id)),
+                    _command(target, "leaks", "--pool", p.label),
                     p.id,
                 )
             )
@@ -170,7 +170,7 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
                     "error",
                     "leaked-pages",
                     text,
-                    _command(target, "leaks", "--pool", str(p.id)),
+                    _command(target, "leaks", "--pool", p.label),
                     p.id,
                 )
             )
@@ -180,7 +180,7 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
                     "warning",
                     "detached-pool-inflight",
                     text + (" (sockets or user space hold them)" if v["parked"] else ""),
-                    _command(target, "leaks", "--pool", str(p.id)),
+                    _command(target, "leaks", "--pool", p.label),
                     p.id,
                 )
             )

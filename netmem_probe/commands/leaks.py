@@ -5,6 +5,7 @@ from typing import Any, Dict, Sequence
 import click
 
 from netmem_probe.commands.holders import ADDRESS_KEY, holder_record
+from netmem_probe.commands.pages import POOL_KEY
 from netmem_probe.context import Target
 from netmem_probe.kernel.holders import Holder
 from netmem_probe.kernel.leaks import LeakReport, NetmemVerdict, PoolLeaks, find_leaks
@@ -113,7 +114,7 @@ def _pool_line(p: PoolLeaks) -> str:
 @click.option(
     "--pool",
     "pool_ids",
-    type=int,
+    type=POOL_KEY,
     multiple=True,
     metavar="ID",
     help="only this detached pool (repeatable)",
@@ -141,7 +142,7 @@ def leaks(target: Target, pool_ids: Sequence[int], as_json: bool, table: Table) 
     missing = [str(i) for i in pool_ids if i not in report.pool_ids]
     if missing:
         raise target.not_found(f"no page pool with id {', '.join(missing)}", param_hint="--pool")
-    stalled = {p.info.id for p in report.pools}
+    stalled = {key for p in report.pools for key in (p.info.id, p.info.address)}
     for pool_id in dict.fromkeys(pool_ids):
         if pool_id not in stalled:
             click.echo(

@@ -72,19 +72,36 @@ def page_record(page: PpPage) -> Dict[str, Any]:
     }
 
 
+class PoolKey(click.ParamType):
+    """A pool id, or a pool's address (0x...): kernels before v6.8 give pools no id."""
+
+    name = "pool"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return int(value, 0)
+        except ValueError:
+            self.fail(f"{value!r} is neither a pool id nor an address", param, ctx)
+
+
+POOL_KEY = PoolKey()
+
+
 def select_pools(
     target: Target, scanner: PpPageScanner, ids: Sequence[int], all_pools: bool
 ) -> List[PagePoolInfo]:
     """The pools a command looks at: ``ids``, all, or detached ones with pages out."""
     pools = sorted(scanner.pools.values(), key=lambda info: info.sort_key)
     if ids:
-        by_id = {info.id: info for info in pools}
-        missing = [str(i) for i in ids if i not in by_id]
+        by_key = {key: info for info in pools for key in (info.id, info.address)}
+        missing = [str(i) for i in ids if i not in by_key]
         if missing:
             raise target.not_found(
                 f"no page pool with id {', '.join(missing)}", param_hint="--pool"
             )
-        return [by_id[i] for i in dict.fromkeys(ids)]
+        return list({by_key[i].address: by_key[i] for i in ids}.values())
     if all_pools:
         return pools
     return [info for info in pools if info.detached and info.inflight]
@@ -111,7 +128,7 @@ def count_record(info: PagePoolInfo, counts: Optional[Dict[str, int]]) -> Dict[s
 @click.option(
     "--pool",
     "pool_ids",
-    type=int,
+    type=POOL_KEY,
     multiple=True,
     metavar="ID",
     help="only pages of this pool (repeatable)",

@@ -112,10 +112,17 @@ def find_leaks(
     pools = [
         info
         for info in sorted(scanner.pools.values(), key=lambda i: i.sort_key)
-        if info.detached and info.inflight and (not pool_ids or info.id in pool_ids)
+        if info.detached and info.inflight and (not pool_ids or info.named_by(pool_ids))
     ]
+    # --pool takes ids and addresses (pools had no id before v6.8)
     report = LeakReport(
-        [PoolLeaks(info) for info in pools], frozenset(info.id for info in scanner.pools.values())
+        [PoolLeaks(info) for info in pools],
+        frozenset(
+            key
+            for info in scanner.pools.values()
+            for key in (info.id, info.address)
+            if key is not None
+        ),
     )
     if not pools:
         return report

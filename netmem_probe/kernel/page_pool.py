@@ -14,7 +14,7 @@ them, the slab), each ``unregistered``, with no id.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
 
 import drgn
 from drgn import Object, Program
@@ -234,6 +234,10 @@ class PagePoolInfo:
         # with Linux kernel commit 2b0cfa6e4956 ("net: add generic percpu
         # page_pool allocator") (in v6.9).
         return self.cpuid is not None and bool(self.flags & PP_FLAG_SYSTEM_POOL)
+
+    def named_by(self, keys: Collection[int]) -> bool:
+        """Whether one of ``keys`` is the pool's id or address (``--pool`` takes both)."""
+        return self.id in keys or self.address in keys
 
     @property
     def label(self) -> str:
