@@ -14,8 +14,13 @@ from conftest import expected
 BAD_NETMEMS = ["0x1", "0xffffffffffffffff", "0xffffea0000000001"]
 
 
-def _pool_ids(truth: Dict) -> List[int]:
-    return [pool["id"] for pool in truth.get("pools", [])]
+def _key(pool: Dict) -> str:
+    """How a command names a pool: its id, or its address (no ids before Linux 6.8)."""
+    return str(pool["id"]) if pool["id"] is not None else pool["address"]
+
+
+def _pool_ids(truth: Dict) -> List[str]:
+    return [_key(pool) for pool in truth.get("pools", [])]
 
 
 def invocations(name: str) -> List[List[str]]:
@@ -23,7 +28,7 @@ def invocations(name: str) -> List[List[str]]:
     truth = expected(name)
     pools = truth.get("pools", [])
     ids = _pool_ids(truth)
-    detached = [p["id"] for p in pools if p["detached"] and p["inflight"]]
+    detached = [_key(p) for p in pools if p["detached"] and p["inflight"]]
     netmems = [d["netmem"] for d in truth.get("decode", []) + truth.get("decode-niovs", [])]
     held = [h["netmem"] for h in truth.get("holders", [])]
     lines: List[List[str]] = [

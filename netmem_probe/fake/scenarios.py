@@ -30,6 +30,7 @@ __all__ = ("LAYOUT_ASSERTS", "SCENARIOS", "build", "fixture_names")
 LAYOUT_ASSERTS = {
     # no netmem.h asserts yet: page_pool's own pp_magic-over-compound_head
     "linux-6.1": 1,
+    "linux-6.8": 1,  # the same: no net_iov (v6.12) nor netmem_desc (v6.17)
     "linux-6.12": 4,  # 4 NET_IOV_ASSERT_OFFSET (net_iov vs page)
     "linux-6.16": 4,  # the same 4
     "linux-6.18": 13,  # 6 NETMEM_DESC + sizeof + 6 NET_IOV (union mirror)

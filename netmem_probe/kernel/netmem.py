@@ -228,10 +228,9 @@ def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDesc
 def pp_ref_count_path(prog: Program) -> str:
     """
     The ``struct page`` member counting a page-pool page's references:
-    ``pp_ref_count`` since Linux kernel commit "page_pool:
-    Rename pp_frag_count to pp_ref_count" (in v6.8); before, the same
-    counter was ``pp_frag_count`` (v5.15-v6.7, in a union with
-    ``dma_addr_upper`` until v6.6).
+    ``pp_ref_count`` since "page_pool: Rename pp_frag_count to
+    pp_ref_count" (in v6.8); before, the same counter was ``pp_frag_count``
+    (in a union with ``dma_addr_upper`` in v6.1).
     """
     page = prog.type("struct page")
     for name in ("pp_ref_count", "pp_frag_count"):

@@ -44,6 +44,7 @@ GLOBAL_NEEDS = {
 GLOBAL_NEEDS_MEMBER = {
     "page_pools": ("struct page_pool", "user"),
     "system_page_pool": ("struct page_pool", "cpuid"),
+    "pp_system_recycle_stats": ("struct page_pool", "cpuid"),
 }
 # Globals that a later kernel replaced: since Linux kernel commit 22c62b9a84b8
 # ("timekeeping: Introduce auxiliary timekeepers") (in v6.17), tk_core is an
@@ -69,10 +70,13 @@ def contains_member(type_, names):
 
 
 class HeaderWriter:
-    def __init__(self, prog, overrides=None, drops=()):
+    def __init__(self, prog, overrides=None, drops=(), excludes=()):
         self.prog = prog
         self.overrides = overrides or {}
         self.drops = set(drops)
+        # types (struct/enum keys, typedef names) a kernel older than the
+        # input does not have yet
+        self.excludes = set(excludes)
         self.definitions = []  # C text, in dependency order
         self.done = set()
         self.forward = set()
@@ -305,7 +309,19 @@ class HeaderWriter:
 
     # -- globals -----------------------------------------------------------
 
+    def has_member(self, type_name, member):
+        """Whether the header's ``type_name`` (an override's, or the input's) has ``member``."""
+        if type_name in self.overrides:
+            return re.search(rf"\b{re.escape(member)}\b", self.overrides[type_name]) is not None
+        return has_type(self.prog, type_name) and contains_member(
+            self.prog.type(type_name), {member}
+        )
+
     def global_type(self, name):
+        if GLOBAL_NEEDS.get(name) in self.excludes:
+            return None
+        if name in GLOBAL_NEEDS_MEMBER and not self.has_member(*GLOBAL_NEEDS_MEMBER[name]):
+            return None
         try:
             return self.prog.object(name).type_
         except (LookupError, ValueError):
@@ -317,12 +333,6 @@ class HeaderWriter:
             return None
         if name in GLOBAL_UNLESS and has_type(self.prog, GLOBAL_UNLESS[name]):
             return None
-        if name in GLOBAL_NEEDS_MEMBER:
-            type_name, member = GLOBAL_NEEDS_MEMBER[name]
-            if not has_type(self.prog, type_name) or not contains_member(
-                self.prog.type(type_name), {member}
-            ):
-                return None
         return global_type(self.prog, name)
 
 
@@ -334,9 +344,11 @@ def parse_overrides(text):
     return overrides
 
 
-def generate(prog, name, source, overrides=None, drops=()):
-    writer = HeaderWriter(prog, overrides, drops)
+def generate(prog, name, source, overrides=None, drops=(), excludes=()):
+    writer = HeaderWriter(prog, overrides, drops, excludes)
     for key in spec.STRUCTS:
+        if key in writer.excludes:
+            continue
         try:
             type_ = prog.type(key)
         except LookupError:
@@ -350,11 +362,15 @@ def generate(prog, name, source, overrides=None, drops=()):
         if key not in writer.done:
             writer.emit_override(key)
     for key in spec.TYPEDEFS:
+        if key in writer.excludes:
+            continue
         try:
             writer.typedef(prog.type(key))
         except LookupError:
             continue
     for key in spec.ENUMS:
+        if key in writer.excludes:
+            continue
         try:
             writer.enum(prog.type(key))
         except LookupError:
@@ -400,6 +416,9 @@ def main():
     parser.add_argument("--source", required=True, help="where the offsets came from")
     parser.add_argument("--override", help="C file of definitions taken from kernel source "
                         "that replace the input's (for versions without a debug vmlinux)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="TYPE",
+                        help="a type of the input the kernel at hand does not have yet "
+                        "(struct net_iov, netmem_ref); its globals go too")
     parser.add_argument("--drop", action="append", default=[], metavar="TYPE:MEMBER",
                         help="leave out a member this version does not have (becomes padding)")
     args = parser.parse_args()
@@ -407,7 +426,7 @@ def main():
     for i, path in enumerate(args.types):
         prog.extra_module(f"kernel-types-{i}", create=True).try_file(path, force=True)
     overrides = parse_overrides(open(args.override).read()) if args.override else None
-    sys.stdout.write(generate(prog, args.name, args.source, overrides, args.drop))
+    sys.stdout.write(generate(prog, args.name, args.source, overrides, args.drop, args.exclude))
 
 
 if __name__ == "__main__":
