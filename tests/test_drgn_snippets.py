@@ -255,8 +255,15 @@ def same_records(command: str, theirs, mine, keys) -> bool:
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_every_script_prints_the_records_of_json_on_every_fixture(name, fixture_program):
     prog = fixture_program(name)
+    registry = any(p["id"] is not None for p in expected(name).get("pools", []))
     for args in invocations(name):
         command = args[0]
+        if not registry and command != "layout":
+            # Before Linux 6.8 there is no page_pools registry for a script to
+            # walk: --drgn says so (usage error), it prints no wrong script.
+            result = run_cli(*args, "--drgn", program=prog)
+            assert result.code == 2 and "registry" in result.err, (args, result)
+            continue
         keys = COUNT_KEYS if "--count" in args else KEYS[command]
         result = run_cli(*args, "--json", program=prog)
         assert result.code in (0, 1), (args, result)

@@ -159,10 +159,10 @@ KEYS: Dict[str, Tuple[str, ...]] = {
 #: a socket's addresses, the evidence of a verdict) or that only restates
 #: others.
 LEFT_OUT: Dict[str, Tuple[str, ...]] = {
-    "pools": ("driver", "netns"),
-    "pool": ("driver", "netns", "holders"),
+    "pools": ("driver", "netns", "found-by", "release-pending"),
+    "pool": ("driver", "netns", "holders", "found-by", "release-pending"),
     "layout": ("reason",),
-    "pages --count": ("state", "detached"),
+    "pages --count": ("state", "detached", "address"),
     "holders": ("pool-netdev",),
     "holders references": (
         "family",

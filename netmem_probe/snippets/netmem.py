@@ -217,6 +217,25 @@ def define_niov_kind(s: Snippet) -> None:
 
 def _define_decode_net_iov(s: Snippet) -> None:
     prog = s.prog
+    if not has_type(prog, "struct net_iov"):
+        s.define(
+            "decode_net_iov",
+            '''
+            NET_IOV = 0x1
+            NIOV_KEYS = ("netmem", "kind", "net-iov", "owner", "index", "num-niovs", "type", "pool",
+                         "pool-id", "dma-addr", "pp-ref-count", "user-refs", "area-id", "dmabuf",
+                         "error")
+
+
+            def decode_net_iov(netmem):
+                """This kernel has no struct net_iov (it came with devmem TCP in v6.12)."""
+                row = dict.fromkeys(NIOV_KEYS)
+                row.update({"netmem": hex(netmem), "kind": "net_iov",
+                            "net-iov": hex(netmem & ~NET_IOV)})
+                return {**row, "error": "this kernel has no struct net_iov"}
+            ''',
+        )
+        return
     define_niov_desc(s)
     define_niov_kind(s)
     if has_type(prog, "struct net_iov_area"):

@@ -297,15 +297,15 @@ def _define_skbs(s: Snippet) -> None:
 
         def frag_of(address, value):
             """(skb_shared_info address, i) if the word at address is the
-            frags[i].netmem of a plausible skb_shared_info."""
+            frags[i].$frag_member of a plausible skb_shared_info."""
             for i in range(MAX_FRAGS):
                 shinfo = Object(prog, "struct skb_shared_info *",
-                                address - offsetof(SHINFO, f"frags[{i}].netmem"))
+                                address - offsetof(SHINFO, f"frags[{i}].$frag_member"))
                 try:
                     nr_frags = shinfo.nr_frags.value_()
                     if not i < nr_frags <= MAX_FRAGS or not 0 < shinfo.dataref.counter < 1 << 20:
                         continue
-                    netmems = [shinfo.frags[j].netmem.value_() for j in range(nr_frags)]
+                    netmems = [shinfo.frags[j].$frag_member.value_() for j in range(nr_frags)]
                 except FaultError:
                     continue
                 if netmems[i] == value and all(netmems):
@@ -393,6 +393,11 @@ def _define_skbs(s: Snippet) -> None:
             ("drgn", "offsetof"),
             ("drgn.helpers.linux.net", "skb_shinfo"),
         ],
+        # Since Linux kernel commit 21d2e6737c97 ("net: add netmem to
+        # skb_frag_t") (in v6.9) frags[i].netmem; before, frags[i].bv_page.
+        frag_member="netmem"
+        if has_member(s.prog, "struct skb_shared_info", "frags[0].netmem")
+        else "bv_page",
     )
 
 

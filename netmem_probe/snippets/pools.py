@@ -239,9 +239,9 @@ def define_pool_record(s: Snippet) -> None:
                 "order": pool.p.order.value_(),
                 "pool-size": pool.p.pool_size.value_(),
                 "nid": pool.p.nid.value_(),
-                "cpuid": pool.cpuid.value_(),
+                "cpuid": $cpuid,
                 "flags": pool.slow.flags.value_(),
-                "dma-map": bool(pool.dma_map),
+                "dma-map": $dma_map,
                 "hold": hold,
                 "release": release,
                 "destroy-cnt": pool.destroy_cnt.value_(),
@@ -259,6 +259,11 @@ def define_pool_record(s: Snippet) -> None:
         queue="pool.slow.queue_idx.value_() if pool.slow.netdev else None"
         if member_exists(pool_type, "slow.queue_idx")
         else "None",  # no slow.queue_idx before Linux 6.12
+        # no cpuid, dma_map bit before Linux 6.9: PP_FLAG_DMA_MAP in the flags
+        cpuid="pool.cpuid.value_()" if member_exists(pool_type, "cpuid") else "None",
+        dma_map="bool(pool.dma_map)"
+        if member_exists(pool_type, "dma_map")
+        else "bool(pool.slow.flags & 1)",
         detach=detach,
         napi=napi,
         provider=provider,
