@@ -40,8 +40,10 @@ def _samples(text: str) -> Dict[str, List[Tuple[Dict[str, str], float]]]:
     return out
 
 
-def _by_pool(samples, name: str) -> Dict[int, float]:
-    return {int(labels["id"]): value for labels, value in samples.get(name, [])}
+def _by_pool(samples, name: str, key: str = "id") -> Dict[Any, float]:
+    """A pool series by pool id, or by ``key="address"`` (no ids before Linux 6.8)."""
+    return {int(labels[key]) if key == "id" else labels[key]: value
+            for labels, value in samples.get(name, [])}
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
@@ -52,21 +54,22 @@ def test_textfile_holds_what_pools_json_says(name, tmp_path):
     assert result.code == 0, result.err
     assert result.out == ""
     samples = _samples(path.read_text())
-    want = {p["id"]: p for p in pools}
-    assert _by_pool(samples, "netmem_page_pool_inflight_pages") == {
+    key = "id" if all(p["id"] is not None for p in pools) else "address"
+    want = {p[key]: p for p in pools}
+    assert _by_pool(samples, "netmem_page_pool_inflight_pages", key) == {
         i: p["inflight"] for i, p in want.items()
     }
-    assert _by_pool(samples, "netmem_page_pool_inflight_bytes") == {
+    assert _by_pool(samples, "netmem_page_pool_inflight_bytes", key) == {
         i: p["inflight-mem"] for i, p in want.items()
     }
-    assert _by_pool(samples, "netmem_page_pool_pages_hold_total") == {
+    assert _by_pool(samples, "netmem_page_pool_pages_hold_total", key) == {
         i: p["hold"] for i, p in want.items()
     }
-    assert _by_pool(samples, "netmem_page_pool_detach_age_seconds") == {
+    assert _by_pool(samples, "netmem_page_pool_detach_age_seconds", key) == {
         i: p["detach-age"] for i, p in want.items() if p["detach-age"] is not None
     }
     for labels, value in samples["netmem_page_pool_inflight_pages"]:
-        pool = want[int(labels["id"])]
+        pool = want[int(labels["id"]) if key == "id" else labels["address"]]
         assert set(labels) == set(POOL_LABELS)
         assert labels["state"] == pool["state"]
         assert labels["detached"] == ("true" if pool["detached"] else "false")

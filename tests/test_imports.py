@@ -24,6 +24,8 @@ LAYERS = (
     ("", "btf", "report", "report.progress", "report.table", "kernel", "kernel.walk"),
     ("kernel.structs", "kernel.globals", "kernel.layout", "kernel.printk", "kernel.slab"),
     ("kernel.netdev", "kernel.netmem", "kernel.actors", "kernel.queues"),
+    ("kernel.memmap",),
+    ("kernel.pool_discovery",),
     ("kernel.page_pool",),
     ("kernel.providers", "kernel.drivers", "kernel.drivers.*"),
     ("kernel.decode", "kernel.pages", "kernel.holders", "kernel.leaks", "kernel.summary"),

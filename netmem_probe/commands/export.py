@@ -57,8 +57,10 @@ POOL_LABELS = (
     "state",
     "detached",
     "netns",
+    # a pool's identity where the kernel gives none (no ids before Linux 6.8)
+    "address",
 )
-STATES = ("listed", "orphaned", "invisible", "unreachable")
+STATES = ("listed", "orphaned", "invisible", "unreachable", "unregistered")
 NIOV_STATES = ("free", "in-pool", "stack", "user")
 
 
@@ -81,6 +83,7 @@ def pool_labels(info: PagePoolInfo) -> Tuple[str, ...]:
             info.state,
             "true" if info.detached else "false",
             netdev.netns if netdev else None,
+            f"{info.address:#x}",
         )
     )
 

@@ -497,12 +497,17 @@ class FakePagePool:
             "detached": self.detach_time is not None,
             "netdev": netdev.name if netdev is not None else None,
             "netns": netdev.ns.inum if netdev is not None else None,
-            "queue": self.queue if self.slow_netdev is not None else None,
+            # no slow.queue_idx before Linux 6.12
+            "queue": self.queue
+            if self.slow_netdev is not None
+            and world.has_member("struct page_pool", "slow.queue_idx")
+            else None,
             "driver": netdev.driver_name if netdev is not None and self.state == "listed" else None,
             "order": self.order,
             "pool-size": self.pool_size,
             "nid": self.nid,
-            "cpuid": self.cpuid,
+            # no pool->cpuid before Linux 6.9
+            "cpuid": self.cpuid if world.has_member("struct page_pool", "cpuid") else None,
             "flags": self.flags,
             "dma-map": self.dma_map,
             "inflight": self.inflight,
