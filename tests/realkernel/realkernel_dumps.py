@@ -69,4 +69,5 @@ def dumps() -> List[Tuple[str, str]]:
 
 def netlink_pools(t: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
     """Every pool the kernel's netlink listed, in any namespace, by id."""
-    return {pool["id"]: pool for ns in t["netns"] for pool in ns["page-pool-get"]}
+    # none before Linux 6.8: netlink has no page-pool commands
+    return {pool["id"]: pool for ns in t["netns"] for pool in ns["page-pool-get"] or []}

@@ -48,7 +48,8 @@ def test_pools_netlink_cannot_see_appear_in_their_scenario_state(series, kind):
             result = run_cli("pools", "--state", "invisible", program=program(series, kind))
             assert "NET_PTR_POISON" in result.err
     system = [p for p in ours if p["flags"] & 4]
-    assert len(system) == len([s for s in t["scenario"] if s["id"] == "system"]) * 2
+    expected_system = [s for s in t["scenario"] if s["id"] == "system" and s["pool_expected"]]
+    assert len(system) == len(expected_system) * 2
 
 
 @pytest.mark.parametrize("series,kind", DUMPS)
@@ -71,7 +72,9 @@ def test_pool_stats_equal_netlink_page_pool_stats(series, kind):
 def test_pool_breakdown_accounts_for_every_inflight_page(series, kind):
     prog = program(series, kind)
     for pool in run_cli("pools", "--json", program=prog).json():
-        detail = run_cli("pool", str(pool["id"]), "--json", program=prog).json()
+        # by address where the kernel gives pools no id (before Linux 6.8)
+        key = pool["address"] if pool["id"] is None else str(pool["id"])
+        detail = run_cli("pool", key, "--json", program=prog).json()
         parts = detail["breakdown"]
         assert parts["alloc-cache"] + parts["ring"] + parts["out"] == pool["inflight"]
 
@@ -99,6 +102,8 @@ def test_layout_agrees_on_the_real_kernel(series, kind):
 @pytest.mark.parametrize("series", sorted({s for s, _ in DUMPS}))
 def test_live_run_in_the_guest_matched_its_own_netlink(series):
     t = truth(series)
+    if not netlink_pools(t) and t["netns"][0].get("page-pool-get") is None:
+        pytest.skip(f"{series}: no page-pool netlink to match (Linux < 6.8)")
     if not t.get("live"):
         pytest.fail(f"{series}: no live run (scripts/realkernel/make-vmcore {series} --live)")
     live = json.loads(Path(t["live"]["live-pools.json"]).read_text())

@@ -190,6 +190,11 @@ def netns_path(name):
 
 def dump_netns(attrs, nspath=None, stats=True):
     """Return {"page-pool-get": [...], "page-pool-stats-get": [...] or None, ...}."""
+    if not attrs.get("cmds"):
+        # a kernel before page-pool netlink (6.8): nothing to ask
+        why = attrs.get("none") or "no page-pool netlink commands"
+        return {"page-pool-get": None, "page-pool-get-error": why,
+                "page-pool-stats-get": None, "page-pool-stats-get-error": why}
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
         if nspath:

@@ -373,6 +373,78 @@ def clocks():
             "realtime": time.time()}
 
 
+_KSYMS = None
+
+
+def ksym(name):
+    """Whether the running kernel (or a loaded module) has symbol ``name``."""
+    global _KSYMS
+    if _KSYMS is None:
+        with open("/proc/kallsyms") as f:
+            _KSYMS = {line.split()[2] for line in f if len(line.split()) >= 3}
+    return name in _KSYMS
+
+
+# ---------------------------------------------------------------- pp_test (c/pp_test)
+NR_FINIT_MODULE = 313
+PP_PARAMS = "/sys/module/pp_test/parameters/"
+PP_DST, PP_SRC, PP_PORT = "10.99.0.1", "10.99.0.2", 7000
+
+
+def pp_cmd(text):
+    with open(PP_PARAMS + "cmd", "w") as f:
+        f.write(text)
+
+
+def run_pp_test():
+    """
+    Page pools the way a driver makes them, with the pp_test module on its own
+    device pptest0 (for kernels whose drivers make none under QEMU): pool 0
+    hands out pages in skbs to an unread socket, keeps some in the module's
+    array and gets some back in its ring; pool 1 hands out pages and is
+    destroyed while they are out.  Returns the module's own account.
+    """
+    fd = os.open(CFG["pp_test_ko"], os.O_RDONLY)
+    try:
+        params = ("dst=%s src=%s port=%d" % (PP_DST, PP_SRC, PP_PORT)).encode()
+        if _libc.syscall(NR_FINIT_MODULE, fd, ctypes.c_char_p(params), 0) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "finit_module(%s): %s" % (CFG["pp_test_ko"], os.strerror(e)))
+    finally:
+        os.close(fd)
+    ipb(["addr add %s/24 dev pptest0" % PP_DST, "link set pptest0 up"])
+    s = sink(None, PP_DST, PP_PORT)
+    rx0, hold0, back0, rx1 = 24, 8, 8, 16
+    pp_cmd("pool 0")
+    pp_cmd("rx 0 %d" % rx0)
+    pp_cmd("hold 0 %d" % hold0)
+    settle([s], quiet=0.5, timeout=10)
+    s.setblocking(False)
+    for _ in range(back0):  # their pages go back into pool 0's ring
+        s.recv(65536)
+    pp_cmd("pool 1")
+    pp_cmd("rx 1 %d" % rx1)
+    pp_cmd("destroy 1")
+    settle([s], quiet=0.5, timeout=10)
+    with open(PP_PARAMS + "state") as f:
+        state = f.read()
+    pools, held_pages = [], []
+    for line in state.splitlines():
+        w = line.split()
+        if w[0] == "pool":
+            pools.append({"n": int(w[1]), "address": hex(int(w[2], 16)), "hold": int(w[3]),
+                          "release": int(w[4]) & 0xFFFFFFFF, "destroyed": w[5] == "1",
+                          "inflight": (int(w[3]) - int(w[4])) & 0xFFFFFFFF})
+        elif w[0] == "held":
+            held_pages.append({"pool": int(w[1]), "page": hex(int(w[2], 16))})
+    res = {"pools": pools, "held": held_pages, "sink": meminfo(s),
+           "ifindex": ifindex("init_net", "pptest0"),
+           "datagrams": {"pool0": rx0, "pool0-read-back": back0, "pool1": rx1},
+           "sink_queued": rx0 - back0 + rx1}
+    log("pp_test: %s" % json.dumps(res)[:400])
+    return res
+
+
 def netlink_all(with_links=True):
     res = []
     for ns in netns_names():
@@ -594,12 +666,15 @@ def main():
             log("zcrx: %s" % (json.dumps(zcrx)[:300] if zcrx else zcrx_note))
 
     # --- what the scenario meant to create
+    # veth makes page pools since Linux 6.6 (the host looked in veth.ko)
+    veth_pp = CFG.get("veth_page_pools", True)
     ns_i = lambda n: nsinum.get(n)
     vp = virtio_pp
     no_vpp = None if vp else "virtio_net of this kernel has no page pools"
     add(id="system", kind="system", netns=None, ifname=None, expected_state="invisible",
         expect_netdev="NULL", pools="one per possible CPU (system_page_pool)", meant_to_hold=0,
-        pool_expected=True, note="per-cpu system page pools, created at boot")
+        pool_expected=ksym("system_page_pool"),
+        note="per-cpu system page pools, created at boot (Linux 6.9+)")
     add(id="virtio-listed", kind="virtio_net", netns="init_net", netns_inum=ns_i("init_net"),
         ifname=eth0, ifindex=l0["ifindex"], mac=nics["listed"]["mac"], expected_state="listed",
         expect_netdev="self", expect_detach_time=False, pool_expected=vp, note=no_vpp,
@@ -632,33 +707,39 @@ def main():
         sink=sinkinfo(s_ethp, "pp-keep", nics["poison"]["fwd_ip"], nics["poison"]["port"]))
     add(id="veth-xdp", kind="veth", netns="pp-xdp", netns_inum=ns_i("pp-xdp"), ifname="vxa1",
         ifindex=veth_idx["vxa1"], expected_state="invisible", expect_netdev="NULL",
-        expect_detach_time=False, xdp=True, gro=False, pool_expected=True,
+        expect_detach_time=False, xdp=True, gro=False, pool_expected=veth_pp,
         **held(VETH_DATAGRAMS), sink=sinkinfo(s_xdp, "pp-xdp", "10.77.1.2", 9101),
         note="veth does not set pp_params.netdev: in the xarray, on no hlist")
     add(id="veth-xdp-b", kind="veth", netns="pp-gro-b", netns_inum=ns_i("pp-gro-b"),
         ifname="vgb0", ifindex=veth_idx["vgb0"], expected_state="invisible", expect_netdev="NULL",
-        expect_detach_time=False, xdp=True, gro=False, pool_expected=True,
+        expect_detach_time=False, xdp=True, gro=False, pool_expected=veth_pp,
         **held(VETH_DATAGRAMS), sink=sinkinfo(s_grob, "pp-gro-b", "10.77.2.1", 9102))
     add(id="veth-gro-c", kind="veth", netns="pp-gro-c", netns_inum=ns_i("pp-gro-c"),
         ifname="vgc0", ifindex=veth_idx["vgc0"], expected_state="invisible", expect_netdev="NULL",
-        expect_detach_time=False, xdp=False, gro=gro_err is None, pool_expected=gro_err is None,
+        expect_detach_time=False, xdp=False, gro=gro_err is None,
+        pool_expected=veth_pp and gro_err is None,
         **held(0), gro_error=gro_err,
         sink=sinkinfo(s_groc, "pp-gro-c", "10.77.2.2", 9103),
         note="GRO only: NAPI + page pool exist, but skbs are not converted, so no pool pages "
         "are used (the sink holds %d datagrams of other memory)" % VETH_DATAGRAMS)
     add(id="veth-detached", kind="veth", netns="pp-detach", netns_inum=ns_i("pp-detach"),
         ifname="vd0", ifindex=veth_idx["vd0"], expected_state="detached", expect_netdev="NULL",
-        expect_detach_time=True, device_deleted=True, xdp=True, pool_expected=True,
+        expect_detach_time=True, device_deleted=True, xdp=True, pool_expected=veth_pp,
         **held(VETH_DATAGRAMS), sink=sinkinfo(s_det, "pp-detach", "10.77.3.2", 9104),
         note="veth pair deleted while the sink in pp-detach holds the pages: pool destroyed "
         "with pages in flight; p.dev is a dangling pointer")
     add(id="veth-netns-deleted", kind="veth", netns="pp-dying",
         netns_inum=DELETED_NETNS["pp-dying"], netns_deleted=True, ifname="vn0",
         ifindex=veth_idx["vn0"], expected_state="detached", expect_netdev="NULL",
-        expect_detach_time=True, device_deleted=True, xdp=True, pool_expected=True,
+        expect_detach_time=True, device_deleted=True, xdp=True, pool_expected=veth_pp,
         **held(VETH_DATAGRAMS), sink=sinkinfo(s_dying, "pp-keep", "10.77.5.2", 9105),
         note="pages converted by XDP on vn0 and forwarded into pp-keep; pp-dying deleted while "
         "pp-keep holds them: invisible and detached, its netns gone")
+
+    pp_test = None
+    if CFG.get("pp_test_ko"):
+        with step("pp-test"):
+            pp_test = run_pp_test()
 
     with step("record"):
         time.sleep(1.0)
@@ -676,6 +757,8 @@ def main():
         "deleted_netns": [{"name": k, "inum": v} for k, v in DELETED_NETNS.items()],
         "scenario": SCENARIO,
         "zcrx": zcrx,
+        "pp_test": pp_test,
+        "pp_test_note": None if pp_test else CFG.get("pp_test_reason"),
         "zcrx_note": zcrx_note if not zcrx else None,
         # What holders must name: this process owns every sink (their fds) and
         # the TCP connection whose out-of-order queue holds veth pool pages.

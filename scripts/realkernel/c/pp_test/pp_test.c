@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pp_test: a page-pool user for netmem-probe's real-kernel tier, on kernels
+ * whose in-tree drivers make no page pool under QEMU (Debian 12's 6.1).
+ *
+ * It registers an Ethernet device "pptest0" (what a driver would own) and
+ * drives page pools on it as a driver does, by commands written to
+ * /sys/module/pp_test/parameters/cmd:
+ *
+ *   pool N        create pool N (0..3) on pptest0
+ *   rx N COUNT    COUNT UDP datagrams to DST:PORT (param dst/port), each with
+ *                 its payload in a page of pool N (skb frag, pp_recycle),
+ *                 received on pptest0 like a NIC's rx (netif_rx)
+ *   hold N COUNT  COUNT pages of pool N kept in the module's own array
+ *                 (a driver's rx ring)
+ *   destroy N     page_pool_destroy() of pool N, whatever is still out
+ *
+ * /sys/module/pp_test/parameters/state prints the truth, one line each:
+ *   pool N ADDRESS hold RELEASE_CNT destroyed
+ *   held N PAGE
+ */
+#include <linux/etherdevice.h>
+#include <linux/inet.h>
+#include <linux/ip.h>
+#include <linux/module.h>
+#include <linux/netdevice.h>
+#include <linux/skbuff.h>
+#include <linux/udp.h>
+#include <linux/version.h>
+#include <net/ip.h>
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+#include <net/page_pool/helpers.h>
+#else
+#include <net/page_pool.h>
+#endif
+
+#define NPOOLS 4
+#define NHELD 64
+#define PAYLOAD 1000
+
+static struct net_device *ppdev;
+static struct page_pool *pools[NPOOLS];
+static bool destroyed[NPOOLS];
+static struct page *held[NHELD];
+static int held_pool[NHELD];
+static int nheld;
+static DEFINE_MUTEX(lock);
+
+static char *dst = "10.99.0.1";
+module_param(dst, charp, 0444);
+static int port = 7000;
+module_param(port, int, 0444);
+static char *src = "10.99.0.2";
+module_param(src, charp, 0444);
+
+static netdev_tx_t pp_xmit(struct sk_buff *skb, struct net_device *dev)
+{
+	dev_kfree_skb_any(skb);
+	return NETDEV_TX_OK;
+}
+
+static const struct net_device_ops pp_ops = {
+	.ndo_start_xmit = pp_xmit,
+};
+
+static int pool_create(int n)
+{
+	struct page_pool_params pp = {
+		.order = 0,
+		.pool_size = 256,
+		.nid = NUMA_NO_NODE,
+		.dev = &ppdev->dev,
+		.dma_dir = DMA_FROM_DEVICE,
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+		.netdev = ppdev,
+#endif
+	};
+	struct page_pool *pool;
+
+	if (pools[n])
+		return -EEXIST;
+	pool = page_pool_create(&pp);
+	if (IS_ERR(pool))
+		return PTR_ERR(pool);
+	pools[n] = pool;
+	return 0;
+}
+
+static int rx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
+{
+	struct page *page = page_pool_dev_alloc_pages(pool);
+	struct sk_buff *skb;
+	struct udphdr *uh;
+	struct iphdr *iph;
+	struct ethhdr *eth;
+	int hlen = sizeof(*eth) + sizeof(*iph) + sizeof(*uh);
+
+	if (!page)
+		return -ENOMEM;
+	skb = netdev_alloc_skb(ppdev, hlen + NET_IP_ALIGN);
+	if (!skb) {
+		page_pool_put_full_page(pool, page, false);
+		return -ENOMEM;
+	}
+	skb_reserve(skb, NET_IP_ALIGN);
+	eth = skb_put(skb, sizeof(*eth));
+	ether_addr_copy(eth->h_dest, ppdev->dev_addr);
+	eth_zero_addr(eth->h_source);
+	eth->h_source[5] = 1;
+	eth->h_proto = htons(ETH_P_IP);
+	iph = skb_put(skb, sizeof(*iph));
+	memset(iph, 0, sizeof(*iph));
+	iph->version = 4;
+	iph->ihl = 5;
+	iph->ttl = 64;
+	iph->protocol = IPPROTO_UDP;
+	iph->saddr = saddr;
+	iph->daddr = daddr;
+	iph->tot_len = htons(sizeof(*iph) + sizeof(*uh) + PAYLOAD);
+	iph->id = htons(seq);
+	ip_send_check(iph);
+	uh = skb_put(skb, sizeof(*uh));
+	uh->source = htons(40000);
+	uh->dest = htons(port);
+	uh->len = htons(sizeof(*uh) + PAYLOAD);
+	uh->check = 0;
+	memset(page_address(page), 'p', PAYLOAD);
+	skb_add_rx_frag(skb, 0, page, 0, PAYLOAD, PAGE_SIZE);
+	skb_mark_for_recycle(skb);
+	skb->ip_summed = CHECKSUM_UNNECESSARY;
+	skb->protocol = eth_type_trans(skb, ppdev);
+	netif_rx(skb);
+	return 0;
+}
+
+static int do_cmd(const char *buf)
+{
+	char word[16];
+	int n = -1, count = 0, i, err = 0;
+	__be32 saddr, daddr;
+
+	if (sscanf(buf, "%15s %d %d", word, &n, &count) < 2 || n < 0 || n >= NPOOLS)
+		return -EINVAL;
+	if (!strcmp(word, "pool"))
+		return pool_create(n);
+	if (!pools[n] || destroyed[n])
+		return -ENOENT;
+	if (!strcmp(word, "rx")) {
+		saddr = in_aton(src);
+		daddr = in_aton(dst);
+		for (i = 0; i < count && !err; i++) {
+			local_bh_disable();
+			err = rx_one(pools[n], saddr, daddr, i);
+			local_bh_enable();
+		}
+		return err;
+	}
+	if (!strcmp(word, "hold")) {
+		for (i = 0; i < count && nheld < NHELD; i++) {
+			local_bh_disable();
+			held[nheld] = page_pool_dev_alloc_pages(pools[n]);
+			local_bh_enable();
+			if (!held[nheld])
+				return -ENOMEM;
+			held_pool[nheld++] = n;
+		}
+		return 0;
+	}
+	if (!strcmp(word, "destroy")) {
+		page_pool_destroy(pools[n]);
+		destroyed[n] = true;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int cmd_set(const char *val, const struct kernel_param *kp)
+{
+	int err;
+
+	mutex_lock(&lock);
+	err = do_cmd(val);
+	mutex_unlock(&lock);
+	return err;
+}
+
+static int state_get(char *buf, const struct kernel_param *kp)
+{
+	int n, i, len = 0;
+
+	mutex_lock(&lock);
+	for (n = 0; n < NPOOLS; n++)
+		if (pools[n])
+			len += scnprintf(buf + len, PAGE_SIZE - len, "pool %d %px %u %d %d\n", n,
+					 pools[n], pools[n]->pages_state_hold_cnt,
+					 atomic_read(&pools[n]->pages_state_release_cnt),
+					 destroyed[n]);
+	for (i = 0; i < nheld; i++)
+		len += scnprintf(buf + len, PAGE_SIZE - len, "held %d %px\n", held_pool[i],
+				 held[i]);
+	mutex_unlock(&lock);
+	return len;
+}
+
+static const struct kernel_param_ops cmd_ops = { .set = cmd_set };
+module_param_cb(cmd, &cmd_ops, NULL, 0200);
+static const struct kernel_param_ops state_ops = { .get = state_get };
+module_param_cb(state, &state_ops, NULL, 0444);
+
+static void pp_setup(struct net_device *dev)
+{
+	ether_setup(dev);
+	dev->netdev_ops = &pp_ops;
+}
+
+static int __init pp_init(void)
+{
+	int err;
+
+	ppdev = alloc_netdev(0, "pptest%d", NET_NAME_ENUM, pp_setup);
+	if (!ppdev)
+		return -ENOMEM;
+	eth_hw_addr_random(ppdev);
+	err = register_netdev(ppdev);
+	if (err)
+		free_netdev(ppdev);
+	return err;
+}
+
+/* No module_exit: pages still out hold the pools, so the module stays. */
+module_init(pp_init);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("page_pool user for netmem-probe's real-kernel tests");

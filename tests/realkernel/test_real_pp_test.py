@@ -1,0 +1,80 @@
+"""
+The pools of the pp_test module (scripts/realkernel/c/pp_test), on every
+kernel it was built for: made as a driver makes them, on its own device, and
+counted by the module itself inside the guest.  On Debian 12's 6.1 they are
+the only page pools there are, and the kernel keeps no registry of them.
+"""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from realkernel_dumps import dumps, program, truth
+
+pytestmark = pytest.mark.realkernel
+DUMPS = dumps()
+
+
+def _pp_test(series):
+    t = truth(series)
+    if not t.get("pp_test"):
+        pytest.skip(f"no pp_test on {series}: {t.get('pp_test_note')}")
+    return t["pp_test"]
+
+
+def _ours(series, kind):
+    result = run_cli("pools", "--json", program=program(series, kind))
+    assert result.code in (0, 1), result.err
+    return {p["address"]: p for p in result.json()}, result
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_every_pool_with_pages_in_flight_is_found_with_hold_minus_release(series, kind):
+    pp = _pp_test(series)
+    ours, result = _ours(series, kind)
+    for pool in pp["pools"]:
+        mine = ours.get(pool["address"])
+        assert mine is not None, (pool, result.err)
+        assert (mine["hold"], mine["release"]) == (pool["hold"], pool["release"])
+        assert mine["inflight"] == pool["inflight"] > 0
+        assert mine["detached"] == pool["destroyed"]
+        if mine["id"] is None:  # no registry: found from its pages, says the kernel has none
+            assert mine["state"] == "unregistered" and "pages" in mine["found-by"]
+            assert "no registry of page pools" in result.err
+    destroyed = [ours[p["address"]] for p in pp["pools"] if p["destroyed"]]
+    assert destroyed and all(p["release-pending"] is not False for p in destroyed)
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_the_pages_of_each_pool_are_its_in_flight_count(series, kind):
+    pp = _pp_test(series)
+    prog = program(series, kind)
+    for pool in pp["pools"]:
+        result = run_cli("pages", "--pool", pool["address"], "--count", "--json", program=prog)
+        (record,) = result.json()
+        assert record["found"] == pool["inflight"] and record["difference"] == 0, record
+    lines = run_cli("pages", "--all-pools", "--json", program=prog).out.splitlines()
+    out = {r["page"] for r in map(json.loads, lines) if r["where"] == "out"}
+    assert {h["page"] for h in pp["held"]} <= out
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_the_destroyed_pools_pages_are_parked_in_the_socket(series, kind):
+    pp = _pp_test(series)
+    (pool,) = [p for p in pp["pools"] if p["destroyed"]]
+    result = run_cli("leaks", "--pool", pool["address"], "--json", program=program(series, kind))
+    verdicts = [json.loads(line) for line in result.out.splitlines() if line.strip()]
+    assert len(verdicts) == pool["inflight"] == pp["datagrams"]["pool1"]
+    assert {v["verdict"] for v in verdicts} == {"parked"}
+    assert {e["local"] for v in verdicts for e in v["evidence"]} == {"10.99.0.1:7000"}
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_a_held_page_is_decoded_to_its_pool(series, kind):
+    pp = _pp_test(series)
+    addresses = {p["n"]: p["address"] for p in pp["pools"]}
+    held = pp["held"][0]
+    result = run_cli("decode", held["page"], "--json", program=program(series, kind))
+    (record,) = result.json()
+    assert record["pp"] is True and record["pool"] == addresses[held["pool"]]
