@@ -94,7 +94,7 @@ def layout(target: Target, as_json: bool, table: Table) -> int:
             "netmem-probe: note: not in this kernel yet: " + ", ".join(absent),
             err=True,
         )
-        rows = table.sorted([_row(r) for r in results])
+    rows = table.sorted([_row(r) for r in results])
     if as_json:
         emit_json([_record(r) for r in table.sorted_by(results, _row)])
     elif results:

@@ -121,7 +121,8 @@ def _ynl_order(info: PagePoolInfo) -> Any:
     # As the kernel dumps them: netdev by netdev (orphaned pools are on lo),
     # each netdev's list newest first (hlist_add_head()).
     netdev = info.netdev
-    return (netdev.netns or 0, netdev.ifindex, -info.id) if netdev else (0, 0, -info.id)
+    pool_id = info.id or 0  # shown pools are netlink's, which have ids
+    return (netdev.netns or 0, netdev.ifindex, -pool_id) if netdev else (0, 0, -pool_id)
 
 
 def _print_ynl(value: Any) -> None:
