@@ -7,6 +7,7 @@ against the codes :mod:`netmem_probe.context` defines.
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import textwrap
@@ -93,12 +94,25 @@ def test_leaks_of_a_pool_that_is_not_detached_says_so():
 # -- 3: cannot open the target ------------------------------------------------
 
 
+def _section_offset(elf: bytes, name: bytes) -> int:
+    """File offset of an ELF64 little-endian section, by name."""
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    strtab = struct.unpack_from("<Q", elf, shoff + shstrndx * shentsize + 0x18)[0]
+    for i in range(shnum):
+        header = shoff + i * shentsize
+        at = strtab + struct.unpack_from("<I", elf, header)[0]
+        if elf[at:at + len(name) + 1] == name + b"\0":
+            return struct.unpack_from("<Q", elf, header + 0x18)[0]
+    raise LookupError(name)
+
+
 def _damaged_types(tmp_path):
     """A copy of F whose DWARF has an abbreviation code nothing declares."""
     fx = shutil.copytree(F, tmp_path / "fx")
     types = fx / "types.elf"
     raw = bytearray(types.read_bytes())
-    debug_info = 0x3070  # its .debug_info section (readelf -S)
+    debug_info = _section_offset(raw, b".debug_info")
     raw[debug_info + 0x10:debug_info + 0x20] = b"\xff" * 16
     types.write_bytes(raw)
     return fx
