@@ -50,7 +50,7 @@ from netmem_probe.kernel.page_pool import (
     PagePoolScanner,
     ptr_ring_slots,
 )
-from netmem_probe.kernel.queues import TcpOfoQueue
+from netmem_probe.kernel.queues import GroLists, TcpOfoQueue
 from netmem_probe.kernel.slab import SlabPlace, describe, page_place, referrers, slab_place
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, wrap
@@ -401,6 +401,7 @@ class HolderSearch:
         self._identify_cache: Dict[object, object] = {}
         self.rx_rings = RxRings(prog, problems)
         self.tcp_ofo = TcpOfoQueue(prog, problems)
+        self.gro = GroLists(prog, problems)
         self.owners = SocketOwners(prog, problems)
         try:
             self.init_netns: Optional[int] = prog["init_net"].ns.inum.value_()
@@ -674,6 +675,10 @@ class HolderSearch:
         rx_slot = self.rx_rings.of_skb(skb_address) if sock is None else None
         if rx_slot is not None:
             queue, netdev = "rx-ring", rx_slot.netdev
+        detail = None
+        if sock is None and rx_slot is None:
+            detail = self.gro.of_skb(skb_address)
+            queue = "gro" if detail is not None else queue
         owners = release = None
         if sock is not None:
             owners = self.owners.of(sock.address)
@@ -698,6 +703,7 @@ class HolderSearch:
             rx_slot=rx_slot,
             owners=owners,
             release=release,
+            detail=detail,
         )
 
     # -- the search ----------------------------------------------------------

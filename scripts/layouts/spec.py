@@ -53,7 +53,9 @@ STRUCTS = {
     "struct net": ["list", "dev_base_head", "loopback_dev", "ns", "ifindex"],
     "struct ns_common": ["inum"],
     "struct netdev_rx_queue": ["dev", "napi", "mp_params"],
-    "struct napi_struct": ["dev_list", "dev", "napi_id", "index"],
+    "struct napi_struct": ["dev_list", "dev", "napi_id", "index", "gro", "gro_hash", "rx_list"],
+    "struct gro_node": ["hash", "rx_list"],
+    "struct gro_list": ALL,
     "struct device": ["parent", "driver"],
     "struct device_driver": ["name"],
     "struct rtnl_link_ops": ["kind"],
@@ -76,7 +78,7 @@ STRUCTS = {
     # skbs and sockets (holders)
     "struct sk_buff": [
         "next", "prev", "sk", "dev", "len", "data_len", "head_frag", "pp_recycle",
-        "tail", "end", "head", "data", "truesize", "users", "rbnode",
+        "tail", "end", "head", "data", "truesize", "users", "rbnode", "list",
     ],
     "struct sk_buff_head": ALL,
     "struct skb_shared_info": ["flags", "nr_frags", "frag_list", "dataref", "frags"],

@@ -471,10 +471,25 @@ struct netdev_rx_queue {
 	unsigned char __pad_208[48];
 };
 
+struct gro_list {
+	struct list_head list;
+	int count;
+	unsigned char __pad_20[4];
+};
+
+struct gro_node {
+	unsigned char __pad_0[8];
+	struct gro_list hash[8];
+	struct list_head rx_list;
+	unsigned char __pad_216[8];
+};
+
 struct napi_struct {
 	unsigned char __pad_0[48];
 	struct net_device *dev;
-	unsigned char __pad_56[340];
+	unsigned char __pad_56[8];
+	struct gro_node gro;
+	unsigned char __pad_288[108];
 	u32 napi_id;
 	struct list_head dev_list;
 	unsigned char __pad_416[84];
@@ -665,6 +680,7 @@ struct sk_buff {
 			};
 		};
 		struct rb_node rbnode;
+		struct list_head list;
 	};
 	struct sock *sk;
 	unsigned char __pad_32[80];
@@ -1204,6 +1220,13 @@ _Static_assert(__builtin_offsetof(struct netdev_rx_queue, napi) == 168, "__built
 _Static_assert(__builtin_offsetof(struct netdev_rx_queue, mp_params) == 184, "__builtin_offsetof(struct netdev_rx_queue, mp_params)");
 _Static_assert(sizeof(struct netdev_rx_queue) == 256, "sizeof(struct netdev_rx_queue)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev) == 48, "__builtin_offsetof(struct napi_struct, dev)");
+_Static_assert(__builtin_offsetof(struct gro_list, list) == 0, "__builtin_offsetof(struct gro_list, list)");
+_Static_assert(__builtin_offsetof(struct gro_list, count) == 16, "__builtin_offsetof(struct gro_list, count)");
+_Static_assert(sizeof(struct gro_list) == 24, "sizeof(struct gro_list)");
+_Static_assert(__builtin_offsetof(struct gro_node, hash) == 8, "__builtin_offsetof(struct gro_node, hash)");
+_Static_assert(__builtin_offsetof(struct gro_node, rx_list) == 200, "__builtin_offsetof(struct gro_node, rx_list)");
+_Static_assert(sizeof(struct gro_node) == 224, "sizeof(struct gro_node)");
+_Static_assert(__builtin_offsetof(struct napi_struct, gro) == 64, "__builtin_offsetof(struct napi_struct, gro)");
 _Static_assert(__builtin_offsetof(struct napi_struct, napi_id) == 396, "__builtin_offsetof(struct napi_struct, napi_id)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev_list) == 400, "__builtin_offsetof(struct napi_struct, dev_list)");
 _Static_assert(__builtin_offsetof(struct napi_struct, index) == 500, "__builtin_offsetof(struct napi_struct, index)");
@@ -1311,6 +1334,7 @@ _Static_assert(__builtin_offsetof(struct rb_node, rb_right) == 8, "__builtin_off
 _Static_assert(__builtin_offsetof(struct rb_node, rb_left) == 16, "__builtin_offsetof(struct rb_node, rb_left)");
 _Static_assert(sizeof(struct rb_node) == 24, "sizeof(struct rb_node)");
 _Static_assert(__builtin_offsetof(struct sk_buff, rbnode) == 0, "__builtin_offsetof(struct sk_buff, rbnode)");
+_Static_assert(__builtin_offsetof(struct sk_buff, list) == 0, "__builtin_offsetof(struct sk_buff, list)");
 _Static_assert(__builtin_offsetof(struct sk_buff, sk) == 24, "__builtin_offsetof(struct sk_buff, sk)");
 _Static_assert(__builtin_offsetof(struct sk_buff, len) == 112, "__builtin_offsetof(struct sk_buff, len)");
 _Static_assert(__builtin_offsetof(struct sk_buff, data_len) == 116, "__builtin_offsetof(struct sk_buff, data_len)");
