@@ -153,13 +153,12 @@ class NetDevice:
         self.napi_list.add(napi, "dev_list")
         if self.world.has_member("struct napi_struct", "gro.hash"):
             # Empty GRO lists point at themselves.
-            heads = {"hash": [], "rx_list": None}
+            buckets = []
             for path in [f"gro.hash[{b}].list" for b in range(GRO_HASH_BUCKETS)]:
                 at = napi.addr_of(path)
-                heads["hash"].append({"list": {"next": at, "prev": at}})
+                buckets.append({"list": {"next": at, "prev": at}})
             at = napi.addr_of("gro.rx_list")
-            heads["rx_list"] = {"next": at, "prev": at}
-            napi.set("gro", heads)
+            napi.set("gro", {"hash": buckets, "rx_list": {"next": at, "prev": at}})
         return napi
 
     def gro_hold(self, napi: KObject, bucket: int, skb: KObject) -> None:
