@@ -7,7 +7,10 @@ import click
 from netmem_probe.context import Target, parse_netmem
 from netmem_probe.kernel.holders import Holder, HolderSearch, make_target
 from netmem_probe.kernel.page_pool import PagePoolInfo
+from netmem_probe.kernel.search import SearchOptions
+from netmem_probe.kernel.skbs import find_skb_slabs
 from netmem_probe.report import emit_json, hexaddr
+from netmem_probe.report.progress import Progress
 from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pages import holders_code
@@ -51,6 +54,16 @@ COLUMNS = [
 DEFAULT_COLUMNS = [c.name for c in COLUMNS if c.name not in ("driver", "value", "netns")]
 
 
+jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="processes to search RAM with (default: one per CPU this process may use)",
+)
+
+
 def holder_record(holder: Holder) -> Dict[str, Any]:
     """A reference as JSON; socket fields are null when no socket is known."""
     sock = holder.sock
@@ -91,9 +104,12 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
 @click.argument("netmem", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @table_options(COLUMNS, DEFAULT_COLUMNS)
+@jobs_option
 @drgn_option(holders_code)
 @click.pass_obj
-def holders(target: Target, netmem: Sequence[str], as_json: bool, table: Table) -> int:
+def holders(
+    target: Target, netmem: Sequence[str], as_json: bool, table: Table, jobs: Optional[int]
+) -> int:
     """Who references pages or net_iovs (NETMEM values, struct page or
     direct-map addresses).
 
@@ -113,8 +129,14 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool, table: Table) 
             raise target.not_found(f"{text!r}: {e}", param_hint="NETMEM") from e
         if found_target is not None:  # else undecidable, recorded in problems
             targets.append(found_target)
-    search = HolderSearch(target.prog, target.problems)
-    found = search.find(targets)
+    progress = Progress("searching RAM", "bytes")
+    try:
+        search = HolderSearch(
+            target.prog, target.problems, search=SearchOptions(jobs=jobs, progress=progress)
+        )
+        found = search.find(targets, find_skb_slabs(target.prog, target.problems))
+    finally:
+        progress.close()
     records = []
     unheld = 0
     for t in targets:
