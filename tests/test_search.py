@@ -4,11 +4,10 @@ import random
 import struct
 
 import pytest
+from conftest import FIXTURE_NAMES
 
 from netmem_probe.kernel.search import SearchOptions, WordMatcher, search_words
 from netmem_probe.kernel.walk import Problems
-
-from conftest import FIXTURE_NAMES
 
 
 def _brute(words, values, spans):
@@ -55,7 +54,6 @@ def test_a_span_over_the_whole_word_space_matches_every_word():
 def _targets(prog):
     """The struct page and memory span of every page-pool page of the fixture's pools."""
     from netmem_probe.kernel.pages import PpPageScanner
-
     from netmem_probe.kernel.search import direct_map_base
 
     problems = Problems()

@@ -130,7 +130,11 @@ def find_skb_slabs(prog: Program, problems: Problems) -> Optional[SkbSlabs]:
                 pfn += count
                 continue
             words = np.frombuffer(buf, dtype=dtype).reshape(count, page_size // dtype.itemsize)
-            hits = np.flatnonzero(np.isin(words[:, cache_offset // dtype.itemsize], wanted))
+            column = words[:, cache_offset // dtype.itemsize]
+            match = column == wanted[0]
+            for other in wanted[1:]:
+                match |= column == other
+            hits = np.flatnonzero(match)
             for i in hits.tolist():
                 page = Object(prog, "struct page *", address + i * page_size)
                 try:
