@@ -24,7 +24,7 @@ LAYERS = (
     ("", "btf", "report", "report.progress", "report.table", "kernel", "kernel.walk"),
     ("kernel.structs", "kernel.globals", "kernel.layout", "kernel.printk", "kernel.slab"),
     ("kernel.netdev", "kernel.netmem", "kernel.actors", "kernel.queues"),
-    ("kernel.page_pool",),
+    ("kernel.page_pool", "kernel.search", "kernel.skbs"),
     ("kernel.providers", "kernel.drivers", "kernel.drivers.*"),
     ("kernel.decode", "kernel.pages", "kernel.holders", "kernel.leaks", "kernel.summary"),
     ("kallsyms_btf", "target"),
