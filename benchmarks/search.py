@@ -9,7 +9,7 @@ On one Program, one run times:
 
 - the raw read: ``prog.read()`` of every RAM range (the memmap's valid pfn
   ranges, physical) in 64 MiB chunks, nothing done with the bytes;
-- ``HolderSearch.find()`` (what ``holders`` runs) for N pages drawn at random
+- ``HolderSearch.find()`` with the skb slabs (what ``holders`` runs) for N pages drawn at random
   from RAM (with their struct page address and their memory as targets), for
   each N of ``--pages`` and each process count of ``--jobs``;
 - ``find_leaks()`` (what ``leaks`` runs: memmap scan, slab walk if any, RAM
@@ -35,6 +35,7 @@ from netmem_probe.kernel.holders import HolderSearch, page_target
 from netmem_probe.kernel.leaks import find_leaks
 from netmem_probe.kernel.netmem import valid_pfn_ranges
 from netmem_probe.kernel.search import SearchOptions, ram_ranges
+from netmem_probe.kernel.skbs import find_skb_slabs
 from netmem_probe.kernel.walk import Problems
 from netmem_probe.target import open_program
 
@@ -78,7 +79,8 @@ def bench_holders(prog: drgn.Program, count: int, jobs: int) -> Tuple[float, int
         for pfn in random_pages(prog, count)
     ]
     start = time.perf_counter()
-    found = HolderSearch(prog, problems, search=SearchOptions(jobs=jobs)).find(targets)
+    search = HolderSearch(prog, problems, search=SearchOptions(jobs=jobs))
+    found = search.find(targets, find_skb_slabs(prog, problems))
     return time.perf_counter() - start, sum(len(h) for h in found.values())
 
 

@@ -366,6 +366,7 @@ def _worker(
     fd: int,
 ) -> None:
     """A child's work: search ``stripes``, send progress, then the results."""
+    parent = os.getppid()
     hits: List[Tuple[int, int]] = []
     unreadable: List[Tuple[int, str]] = []
     pending = 0
@@ -376,6 +377,8 @@ def _worker(
         pending += n
         now = time.monotonic()
         if now - last >= 0.1:
+            if os.getppid() != parent:  # the parent was killed: nobody wants the rest
+                os._exit(1)
             _send(fd, ("progress", pending))
             pending, last = 0, now
 
