@@ -193,7 +193,10 @@ def _run(argv: Optional[List[str]], program: Optional[drgn.Program]) -> int:
         return EXIT_USAGE
     except click.UsageError as e:
         message = e.format_message()
-        click.echo(f"netmem-probe: error: {message} (see --help)", err=True)
+        # One pointer is enough: a message that ends in its own hint
+        # ("(see netmem-probe providers)", "(choose from ...)") keeps it.
+        hint = "" if message.endswith(")") else " (see --help)"
+        click.echo(f"netmem-probe: error: {message}{hint}", err=True)
         return EXIT_USAGE
     except click.ClickException as e:
         click.echo(f"netmem-probe: error: {e.format_message()}", err=True)
