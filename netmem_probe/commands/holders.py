@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from netmem_probe.context import Target, parse_netmem
+from netmem_probe.context import Target, netmem_arguments
 from netmem_probe.kernel.holders import Holder, HolderSearch, make_target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.search import SearchOptions
@@ -24,8 +24,9 @@ EXAMPLES:
   netmem-probe -c vmcore -s vmlinux holders 0xffff8c6942a35000 --json
       a direct-map address: the page it lies in
   netmem-probe -c vmcore -s vmlinux pages --pool 19 --json | jq -r .page |
-      xargs netmem-probe -c vmcore -s vmlinux holders
+      netmem-probe -c vmcore -s vmlinux holders -
       holders of every page a stalled pool waits for, in one search
+      (- reads the values from standard input, as decode does)
 """
 
 #: The key of a record's struct address, by its kind.
@@ -111,7 +112,7 @@ def holders(
     target: Target, netmem: Sequence[str], as_json: bool, table: Table, jobs: Optional[int]
 ) -> int:
     """Who references pages or net_iovs (NETMEM values, struct page or
-    direct-map addresses).
+    direct-map addresses; - reads more from standard input).
 
     Searches kernel memory (every RAM range, through the direct map) for the
     netmem_ref, the struct page or net_iov pointer and, for a page, pointers
@@ -122,11 +123,11 @@ def holders(
     ring slot, and no DMA mapping of a pool that is not detached.
     """
     targets = []
-    for text in netmem:
+    for value in netmem_arguments(netmem, target):
         try:
-            found_target = make_target(target.prog, parse_netmem(text), target.problems)
+            found_target = make_target(target.prog, value, target.problems)
         except ValueError as e:
-            raise target.not_found(f"{text!r}: {e}", param_hint="NETMEM") from e
+            raise target.not_found(f"{value:#x}: {e}", param_hint="NETMEM") from e
         if found_target is not None:  # else undecidable, recorded in problems
             targets.append(found_target)
     progress = Progress("searching RAM", "bytes")
