@@ -8,6 +8,7 @@ turned into one line and an exit code (the codes are in
 import contextlib
 import errno
 import os
+import re
 import sys
 import traceback
 from typing import Any, Iterator, List, Optional, Sequence
@@ -25,7 +26,7 @@ from netmem_probe.context import (
     EXIT_USAGE,
     Target,
 )
-from netmem_probe.target import TargetError
+from netmem_probe.target import BUNDLED_FIXTURES, TargetError
 
 __all__ = ("cli", "main")
 
@@ -90,23 +91,47 @@ class _Group(click.Group):
             return super().invoke(ctx)
 
 
+def _complete_fixture(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[Any]:
+    """A directory, or the name of a fixture bundled with netmem-probe."""
+    from click.shell_completion import CompletionItem
+
+    names = sorted(p.name for p in BUNDLED_FIXTURES.iterdir() if (p / "vmcore").is_file())
+    return [CompletionItem(incomplete, type="dir")] + [
+        CompletionItem(name) for name in names if name.startswith(incomplete)
+    ]
+
+
 @click.group(
     cls=_Group,
     epilog=GROUP_EXAMPLES,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.option("-c", "--core", metavar="PATH", help="read a vmcore (ELF or kdump-compressed)")
+@click.option(
+    "-c",
+    "--core",
+    metavar="PATH",
+    type=click.Path(),
+    help="read a vmcore (ELF or kdump-compressed)",
+)
 @click.option(
     "-s",
     "--symbols",
     metavar="PATH",
+    type=click.Path(),
     multiple=True,
     help="debug info: a vmlinux, a .ko.debug, or a directory (repeatable)",
 )
-@click.option("-f", "--fixture", metavar="DIR", help="read a vmcore stub fixture directory")
+@click.option(
+    "-f",
+    "--fixture",
+    metavar="DIR",
+    shell_complete=_complete_fixture,
+    help="read a vmcore stub fixture directory (or a bundled fixture's name)",
+)
 @click.option(
     "--btf",
     metavar="PATH",
+    type=click.Path(),
     help="kernel types from BTF instead of debug info: /sys/kernel/btf/vmlinux, "
     "or an ELF with a .BTF section (symbols then come from kallsyms)",
 )
@@ -193,7 +218,14 @@ def _run(argv: Optional[List[str]], program: Optional[drgn.Program]) -> int:
         return EXIT_USAGE
     except click.UsageError as e:
         message = e.format_message()
-        click.echo(f"netmem-probe: error: {message} (see --help)", err=True)
+        # One pointer is enough: a message that ends in its own hint
+        # ("(see netmem-probe providers)", "(choose from ...)") keeps it.
+        hint = "" if message.endswith(")") else " (see --help)"
+        extra = re.search(r"unexpected extra arguments? \((.*)\)", message)
+        if extra and e.ctx is not None and e.ctx.info_name == "pools":
+            # pools lists them all; pool ID shows one.
+            hint = f"; for one pool: netmem-probe pool {extra.group(1).split()[0]}"
+        click.echo(f"netmem-probe: error: {message}{hint}", err=True)
         return EXIT_USAGE
     except click.ClickException as e:
         click.echo(f"netmem-probe: error: {e.format_message()}", err=True)

@@ -18,14 +18,17 @@ The exit codes:
          command SIGPIPE ended: the output is cut, so no verdict is given
 """
 
+import os
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import click
 import drgn
 
+from netmem_probe.kallsyms_btf import LIVE_BTF
 from netmem_probe.kernel.walk import Problems
 from netmem_probe.target import (
+    TargetError,
     core_truncation,
     describe,
     fallback_note,
@@ -85,6 +88,7 @@ class Target:
         self._prog = prog
         self._described = False
         self._truncated: Optional[str] = None
+        self.skipped_input = 0  # malformed words read from standard input
 
     @property
     def prog(self) -> drgn.Program:
@@ -109,6 +113,19 @@ class Target:
                 return open_debug_info(self.symbols)
             if self.btf is not None:
                 return open_btf_types(self.btf)
+            try:
+                return self.prog
+            except TargetError:
+                # No /proc/kcore (or no root): the running kernel's own BTF
+                # still has its types, readable by anyone.
+                if not os.access(LIVE_BTF, os.R_OK):
+                    raise
+                click.echo(
+                    "netmem-probe: note: the live kernel's memory cannot be read here; "
+                    f"its types come from {LIVE_BTF}",
+                    err=True,
+                )
+                return open_btf_types(LIVE_BTF)
         return self.prog
 
     def describe(self) -> str:
@@ -139,6 +156,8 @@ class Target:
         if self.problems:
             self._report_problems()
             return EXIT_PARTIAL
+        if self.skipped_input:
+            return EXIT_PARTIAL  # each skipped word was named as it was read
         return EXIT_FINDINGS if findings else EXIT_OK
 
     def not_found(self, message: str, param_hint: str) -> click.ClickException:
@@ -183,22 +202,35 @@ def parse_netmem(text: str) -> int:
     return value
 
 
-def netmem_arguments(args: Sequence[str]) -> List[int]:
+def netmem_arguments(args: Sequence[str], target: Optional["Target"] = None) -> List[int]:
     """
     The netmem_ref values of a ``NETMEM...`` argument, ``-`` reading more
-    from standard input; a usage error for none or a malformed one.
+    from standard input; a usage error for none or a malformed argument.  A
+    malformed word of standard input is reported on stderr and skipped (the
+    rest is still read, and ``target`` finishes with exit code 4).
     """
-    words: List[str] = []
+    words: List[Tuple[str, bool]] = []
     for arg in args:
-        words.extend(sys.stdin.read().split() if arg == "-" else [arg])
+        if arg == "-":
+            words.extend((word, True) for word in sys.stdin.read().split())
+        else:
+            words.append((arg, False))
     if not words:
         raise click.UsageError("no NETMEM values given")
     values = []
-    for word in words:
+    for word, from_stdin in words:
         try:
             values.append(parse_netmem(word))
         except ValueError as e:
-            raise click.BadParameter(
-                f"{word!r} is not a netmem_ref ({e})", param_hint="NETMEM"
-            ) from e
+            if not from_stdin:
+                raise click.BadParameter(
+                    f"{word!r} is not a netmem_ref ({e})", param_hint="NETMEM"
+                ) from e
+            click.echo(
+                f"netmem-probe: warning: {word!r} on standard input is not a netmem_ref "
+                f"({e}): skipped",
+                err=True,
+            )
+            if target is not None:
+                target.skipped_input += 1
     return values

@@ -69,7 +69,11 @@ def load_btf_file(path: str) -> Btf:
             raise KernelBtfError(f"BTF {path} is larger than {_MAX_BTF_SIZE >> 20} MiB")
         return parse_btf(data)
     except BtfError as e:
-        raise KernelBtfError(f"BTF {path}: {e}") from None
+        # The ELF reader's errors name the file already.
+        text = str(e)
+        raise KernelBtfError(
+            text if text.startswith(f"{path}:") else f"BTF {path}: {text}"
+        ) from None
     except OSError as e:
         raise KernelBtfError(f"cannot read BTF {path}: {e.strerror or e}") from None
 
@@ -161,7 +165,9 @@ def _load_kallsyms(prog: Program, live: bool) -> drgn.SymbolIndex:
         index = load_vmlinux_kallsyms(prog)
     except drgn.MissingDebugInfoError:
         # drgn's word for "VMCOREINFO does not locate the kallsyms tables".
-        raise KernelBtfError("its VMCOREINFO does not locate kallsyms (Linux 6.0+ does)") from None
+        raise KernelBtfError(
+            "the dump's VMCOREINFO does not locate kallsyms (Linux 6.0+ does)"
+        ) from None
     except (LookupError, ValueError, OSError, drgn.FaultError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         where = "/proc/kallsyms" if live else "the kallsyms VMCOREINFO locates"

@@ -28,6 +28,7 @@ import drgn
 from drgn import Program
 
 from netmem_probe.kallsyms_btf import (
+    LIVE_BTF,
     KernelBtfError,
     add_kernel_btf,
     load_btf_file,
@@ -401,10 +402,15 @@ def _open_live(symbols: Sequence[str], btf: Optional[str]) -> Program:
     try:
         prog.set_kernel()
     except PermissionError:
-        raise TargetError("reading the live kernel needs root (cannot open /proc/kcore)") from None
+        raise TargetError(
+            "reading the live kernel needs root (cannot open /proc/kcore); without it, "
+            f"layout and --drgn scripts work from {LIVE_BTF}"
+        ) from None
     except FileNotFoundError:
         raise TargetError(
-            "/proc/kcore does not exist (kernel built without CONFIG_PROC_KCORE?)"
+            "/proc/kcore does not exist (kernel built without CONFIG_PROC_KCORE, or a "
+            "container); layout and --drgn scripts work without it, from "
+            f"{LIVE_BTF}, and every command reads a crash dump (-c VMCORE)"
         ) from None
     except (ValueError, OSError) as e:
         raise TargetError(f"cannot open the live kernel: {e}") from e
@@ -455,6 +461,12 @@ def _open_fixture(path: Path) -> Program:
     except OSError as e:
         raise TargetError(f"cannot list fixture {path}: {e.strerror}") from e
     unexpected = [n for n in names if n not in FIXTURE_FILES]
+    inside = [n for n in names if (real / n / "vmcore").is_file()]
+    if inside and not set(names) & set(FIXTURE_FILES):
+        raise TargetError(
+            f"{path} is a directory of fixtures, not a fixture: pick one, "
+            f"-f {path}/NAME with NAME one of {', '.join(inside)}"
+        )
     if unexpected:
         raise TargetError(
             f"fixture {path} holds unexpected files ({', '.join(unexpected)}); "

@@ -79,3 +79,21 @@ def test_a_socket_in_another_namespace_is_killed_from_inside_it():
         "close fd 4 of pid 10 (daemon)"
     )
     assert release_action(None, None, None, None, (), None, 1) is None
+
+
+def test_an_skb_held_for_gro_is_named_by_its_napi_and_bucket():
+    w = World("linux-7.3")
+    dev = w.init_net.netdev("eth0", driver="virtio_net")
+    napi = dev.napi(8500)
+    dev.napi(8501)  # another instance, its lists empty
+    pool = FakePagePool(w, netdev=dev, napi_id=8500)
+    page = pool.alloc_pages(1)[0]
+    skb = FakeSkb(w, [page], dev=dev)
+    dev.gro_hold(napi, 3, skb.obj)
+    got, result = _holders(w.program(), page)
+    (row,) = got[hex(page.netmem)]
+    assert (row["kind"], row["queue"]) == ("skb-frag", "gro")
+    assert row["detail"] == "GRO list of napi 8500 (eth0), bucket 3"
+    assert result.code == 0, result.err
+    summary = run_cli("pool", str(pool.id), "--holders", "--json", program=w.program())
+    assert summary.json()["holders"]["holder-kinds"] == {"gro": 1}

@@ -40,6 +40,16 @@ def test_the_guide_tells_the_whole_story():
     assert "(docs/guide.md)" in (ROOT / "README.md").read_text()
 
 
+def test_the_guide_and_the_readme_show_the_drgn_plugin():
+    # %pools at drgn's prompt; piped into drgn, the same through run_command().
+    text = GUIDE.read_text()
+    session = text[text.index("### Inside a drgn session"):].split("```")[1]
+    assert "%pools" in text and "| drgn -q -c fixtures/" in session
+    assert "4 pools (1 listed, 1 orphaned, 2 invisible)" in session  # it ran, as the CLI does
+    readme = (ROOT / "README.md").read_text()
+    assert ">>> %pools --state detached" in readme and 'run_command(prog, "pools' in readme
+
+
 def test_make_guide_rewrites_stale_outputs(tmp_path):
     stale = ("Intro.\n\n```console\n$ netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed "
              "pool 10 --json; echo \"exit status: $?\"\nold output\n"

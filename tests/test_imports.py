@@ -26,7 +26,7 @@ LAYERS = (
     ("kernel.netdev", "kernel.netmem", "kernel.actors", "kernel.queues"),
     ("kernel.memmap",),
     ("kernel.pool_discovery",),
-    ("kernel.page_pool",),
+    ("kernel.page_pool", "kernel.search", "kernel.skbs"),
     ("kernel.providers", "kernel.drivers", "kernel.drivers.*"),
     ("kernel.decode", "kernel.pages", "kernel.holders", "kernel.leaks", "kernel.summary"),
     ("kallsyms_btf", "target"),

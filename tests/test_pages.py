@@ -183,7 +183,8 @@ def test_progress_shows_on_a_terminal_only_and_is_erased(tty):
     shown = stream.text
     progress.close()
     if tty:
-        assert "scanning the memmap: 50% (2.0M of 4.0M struct pages)" in shown
+        assert "scanning the memmap: 50% (2.0M of 4.0M struct pages, " in shown
+        assert "struct pages/s, " in shown and " left)" in shown
         assert stream.text.endswith("\r\033[K")
     else:
         assert stream.text == ""

@@ -24,20 +24,23 @@ def _module(name):
     return importlib.import_module(f"netmem_probe.commands.{name}")
 
 
-holders, layout, leaks, niovs, pages, pools, providers, watch_command = map(
-    _module, ["holders", "layout", "leaks", "niovs", "pages", "pools", "providers", "watch"])
+holders, layout, leaks, niovs, pages, pools, providers, triage, watch_command = map(
+    _module,
+    ["holders", "layout", "leaks", "niovs", "pages", "pools", "providers", "triage", "watch"])
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # command line -> the header line of its (first) table
 TABULAR = {
-    "pools": ["pools"],
-    "layout": ["layout"],
-    "providers": ["providers"],
-    "niovs": ["niovs", "--area", "dmabuf:3"],
-    "pages": ["pages"],
-    "pages --count": ["pages", "--count"],
-    "holders": ["holders", "0xffffea0000180500"],
-    "leaks": ["leaks", "--pool", "10"],
+    "pools": ["-f", F, "pools"],
+    "layout": ["-f", F, "layout"],
+    "providers": ["-f", F, "providers"],
+    "niovs": ["-f", F, "niovs", "--area", "dmabuf:3"],
+    "pages": ["-f", F, "pages"],
+    "pages --count": ["-f", F, "pages", "--count"],
+    "holders": ["-f", F, "holders", "0xffffea0000180500"],
+    "leaks": ["-f", F, "leaks", "--pool", "10"],
+    "triage": ["triage", "--no-leaks", str(FIXTURES / "linux-7.3-mixed"),
+               str(FIXTURES / "linux-6.12-mixed")],
 }
 COLUMN_LISTS = {
     "pools": pools.COLUMNS,
@@ -49,6 +52,7 @@ COLUMN_LISTS = {
     "pages --count": pages.COUNT_COLUMNS,
     "holders": holders.COLUMNS,
     "leaks": leaks.COLUMNS,
+    "triage": triage.COLUMNS,
 }
 
 
@@ -58,8 +62,9 @@ def table_lines(out):
     rule = next(i for i, line in enumerate(lines) if line.strip() and set(line) <= {"-", " "})
     rows = []
     for line in lines[rule + 1:]:
-        # The end, or summary lines: pools' and pages', or leaks' holder summary.
-        if not line.strip() or " [core dump (" in line or line.startswith(("holders:", "to ")):
+        # The end, or summary lines: pools' and pages', leaks' holder summary, triage's.
+        if (not line.strip() or " [core dump (" in line or line.startswith(("holders:", "to "))
+                or re.match(r"\d+ dumps: ", line)):
             break
         rows.append(line)
     return lines[rule - 1], lines[rule], rows
@@ -67,9 +72,9 @@ def table_lines(out):
 
 @pytest.mark.parametrize("name", TABULAR)
 def test_every_tabular_command_drops_its_header_on_request(name):
-    with_header = run_cli("-f", F, *TABULAR[name])
+    with_header = run_cli(*TABULAR[name])
     header, rule, rows = table_lines(with_header.out)
-    without = run_cli("-f", F, *TABULAR[name], "--no-header")
+    without = run_cli(*TABULAR[name], "--no-header")
     assert without.code == with_header.code
     assert header not in without.out and rule not in without.out
     # The rows stay; a command's own summary line goes with the header.
@@ -81,7 +86,7 @@ def test_every_tabular_command_drops_its_header_on_request(name):
 def test_every_tabular_command_picks_its_columns_and_sorts(name):
     columns = COLUMN_LISTS[name]
     picked = [columns[1], columns[0]]
-    result = run_cli("-f", F, *TABULAR[name], "--columns", ",".join(c.name for c in picked),
+    result = run_cli(*TABULAR[name], "--columns", ",".join(c.name for c in picked),
                      "--sort", columns[0].name)
     header, rule, rows = table_lines(result.out)
     assert header.split() == [c.title for c in picked]

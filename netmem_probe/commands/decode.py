@@ -85,7 +85,7 @@ def decode(target: Target, netmem: Sequence[str], as_json: bool) -> int:
     page-pool ownership by this kernel's scheme, refcounts). Exit code 1 when
     a value points at nothing valid, with the reason.
     """
-    values = netmem_arguments(netmem)
+    values = netmem_arguments(netmem, target)
     records = [_record(decode_netmem(target.prog, value, target.problems)) for value in values]
     if as_json:
         emit_json(records)

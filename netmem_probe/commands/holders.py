@@ -4,10 +4,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from netmem_probe.context import Target, parse_netmem
+from netmem_probe.context import Target, netmem_arguments
 from netmem_probe.kernel.holders import Holder, HolderSearch, make_target
 from netmem_probe.kernel.page_pool import PagePoolInfo
+from netmem_probe.kernel.search import SearchOptions
+from netmem_probe.kernel.skbs import find_skb_slabs
 from netmem_probe.report import emit_json, hexaddr
+from netmem_probe.report.progress import Progress
 from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pages import holders_code
@@ -21,8 +24,9 @@ EXAMPLES:
   netmem-probe -c vmcore -s vmlinux holders 0xffff8c6942a35000 --json
       a direct-map address: the page it lies in
   netmem-probe -c vmcore -s vmlinux pages --pool 19 --json | jq -r .page |
-      xargs netmem-probe -c vmcore -s vmlinux holders
+      netmem-probe -c vmcore -s vmlinux holders -
       holders of every page a stalled pool waits for, in one search
+      (- reads the values from standard input, as decode does)
 """
 
 #: The key of a record's struct address, by its kind.
@@ -49,6 +53,16 @@ COLUMNS = [
 ]
 # The driver is in the detail of an rx-ring reference.
 DEFAULT_COLUMNS = [c.name for c in COLUMNS if c.name not in ("driver", "value", "netns")]
+
+
+jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="processes to search RAM with (default: one per CPU this process may use)",
+)
 
 
 def holder_record(holder: Holder) -> Dict[str, Any]:
@@ -91,11 +105,14 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
 @click.argument("netmem", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @table_options(COLUMNS, DEFAULT_COLUMNS)
+@jobs_option
 @drgn_option(holders_code)
 @click.pass_obj
-def holders(target: Target, netmem: Sequence[str], as_json: bool, table: Table) -> int:
+def holders(
+    target: Target, netmem: Sequence[str], as_json: bool, table: Table, jobs: Optional[int]
+) -> int:
     """Who references pages or net_iovs (NETMEM values, struct page or
-    direct-map addresses).
+    direct-map addresses; - reads more from standard input).
 
     Searches kernel memory (every RAM range, through the direct map) for the
     netmem_ref, the struct page or net_iov pointer and, for a page, pointers
@@ -106,15 +123,21 @@ def holders(target: Target, netmem: Sequence[str], as_json: bool, table: Table) 
     ring slot, and no DMA mapping of a pool that is not detached.
     """
     targets = []
-    for text in netmem:
+    for value in netmem_arguments(netmem, target):
         try:
-            found_target = make_target(target.prog, parse_netmem(text), target.problems)
+            found_target = make_target(target.prog, value, target.problems)
         except ValueError as e:
-            raise target.not_found(f"{text!r}: {e}", param_hint="NETMEM") from e
+            raise target.not_found(f"{value:#x}: {e}", param_hint="NETMEM") from e
         if found_target is not None:  # else undecidable, recorded in problems
             targets.append(found_target)
-    search = HolderSearch(target.prog, target.problems)
-    found = search.find(targets)
+    progress = Progress("searching RAM", "bytes")
+    try:
+        search = HolderSearch(
+            target.prog, target.problems, search=SearchOptions(jobs=jobs, progress=progress)
+        )
+        found = search.find(targets, find_skb_slabs(target.prog, target.problems))
+    finally:
+        progress.close()
     records = []
     unheld = 0
     for t in targets:

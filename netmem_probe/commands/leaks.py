@@ -1,14 +1,15 @@
 """``netmem-probe leaks``: is a stalled pool's memory parked, cached, or leaked?"""
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import click
 
-from netmem_probe.commands.holders import ADDRESS_KEY, holder_record
+from netmem_probe.commands.holders import ADDRESS_KEY, holder_record, jobs_option
 from netmem_probe.commands.pages import POOL_KEY
 from netmem_probe.context import Target
 from netmem_probe.kernel.holders import Holder
 from netmem_probe.kernel.leaks import LeakReport, NetmemVerdict, PoolLeaks, find_leaks
+from netmem_probe.kernel.search import SearchOptions
 from netmem_probe.kernel.summary import holder_kind, release_of, summarize
 from netmem_probe.report import emit_json_line, hexaddr, human_seconds
 from netmem_probe.report.progress import Progress
@@ -121,13 +122,29 @@ def _pool_line(p: PoolLeaks) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one page or net_iov per line")
 @table_options(COLUMNS, [c.name for c in COLUMNS[:5]])
+@click.option(
+    "--search-all",
+    is_flag=True,
+    help="search all of RAM for every page, even those an skb or the pool is found "
+    "holding without it (to list every reference)",
+)
+@jobs_option
 @drgn_option(leaks_code)
 @click.pass_obj
-def leaks(target: Target, pool_ids: Sequence[int], as_json: bool, table: Table) -> int:
+def leaks(
+    target: Target,
+    pool_ids: Sequence[int],
+    as_json: bool,
+    table: Table,
+    search_all: bool,
+    jobs: Optional[int],
+) -> int:
     """Detached pools' in-flight pages and net_iovs: parked, cached or leaked.
 
     A detached pool (its driver destroyed it) waits for every page it handed
-    out. For each, the memmap and then all kernel memory are searched:
+    out. Each is found in the memmap, then looked for in the skbs of the
+    skb slab caches and the pool's own cache and ring, and, if none holds
+    it (or with --search-all), in all of RAM:
     parked = an skb holds it (on a socket queue: legitimately in use, maybe
     forever) or io_uring user space holds the net_iov; cached = the pool's
     own alloc cache or ring holds it and its release work will free it;
@@ -135,10 +152,19 @@ def leaks(target: Target, pool_ids: Sequence[int], as_json: bool, table: Table) 
     Exit code 1 when anything is leaked or missing from the memmap.
     """
     progress = Progress("scanning the memmap", "struct pages")
+    search_progress = Progress("searching RAM", "bytes")
     try:
-        report = find_leaks(target.prog, target.problems, pool_ids, progress)
+        report = find_leaks(
+            target.prog,
+            target.problems,
+            pool_ids,
+            progress,
+            SearchOptions(jobs=jobs, progress=search_progress),
+            search_all,
+        )
     finally:
         progress.close()
+        search_progress.close()
     missing = [str(i) for i in pool_ids if i not in report.pool_ids]
     if missing:
         raise target.not_found(f"no page pool with id {', '.join(missing)}", param_hint="--pool")

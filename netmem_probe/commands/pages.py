@@ -8,7 +8,7 @@ import click
 from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPage, PpPageScanner
-from netmem_probe.report import emit_json, emit_json_line, hexaddr, human_duration
+from netmem_probe.report import emit_json, emit_json_line, hexaddr, human_duration, quantity
 from netmem_probe.report.progress import Progress
 from netmem_probe.report.table import Column, Table, show_hex, table_options
 from netmem_probe.snippets import drgn_option
@@ -205,15 +205,11 @@ def pages(
     if not as_json and table.header:
         total = sum(sum(t.values()) for t in tally.values())
         click.echo(
-            f"{total} page-pool {_plural(total, 'page')} of {len(pools)} "
-            f"{_plural(len(pools), 'pool')}; {scanner.total_pfns} struct pages scanned "
+            f"{quantity(total, 'page-pool page')} of {quantity(len(pools), 'pool')}; "
+            f"{quantity(scanner.total_pfns, 'struct page')} scanned "
             f"in {human_duration(elapsed)} [{target.describe()}]"
         )
     return target.finish(findings=False)
-
-
-def _plural(n: int, word: str) -> str:
-    return word if n == 1 else word + "s"
 
 
 def _report_counts(
@@ -242,8 +238,8 @@ def _report_counts(
     for info in pools:
         if info.provider:
             click.echo(
-                f"netmem-probe: note: pool {info.label} is a {info.provider} memory "
-                "provider's: its in-flight net_iovs are not in the memmap",
+                f"netmem-probe: note: pool {info.label} is filled by a memory provider "
+                f"({info.provider}): its in-flight net_iovs are not in the memmap",
                 err=True,
             )
     return target.finish(findings=bool(differ))

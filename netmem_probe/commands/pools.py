@@ -1,14 +1,14 @@
 """``netmem-probe pools`` and ``pool``: every page pool, and one in depth."""
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
 from netmem_probe.commands.watch import watch_pools
 from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
-from netmem_probe.report import emit_json, hexaddr, human_bytes, human_seconds
+from netmem_probe.report import emit_json, hexaddr, human_bytes, human_seconds, quantity
 from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
 from netmem_probe.snippets.pools import pool_code, pools_code
@@ -336,13 +336,12 @@ def pools(
 def _summary(infos: List[PagePoolInfo], target: Target) -> str:
     counts = {state: sum(1 for i in infos if i.state == state) for state in STATES[:5]}
     detached = [i for i in infos if i.detached]
-    text = f"{len(infos)} pools ({', '.join(f'{n} {s}' for s, n in counts.items() if n)})"
-    text += f", {sum(i.inflight for i in infos)} pages in flight"
+    by_state = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    text = quantity(len(infos), "pool") + (f" ({by_state})" if by_state else "")
+    text += f", {quantity(sum(i.inflight for i in infos), 'page')} in flight"
     if detached:
-        text += (
-            f"; {len(detached)} detached, still waiting for "
-            f"{sum(i.inflight for i in detached)} pages"
-        )
+        waiting = quantity(sum(i.inflight for i in detached), "page")
+        text += f"; {len(detached)} detached, still waiting for {waiting}"
     return f"{text} [{target.describe()}]"
 
 
@@ -423,32 +422,39 @@ def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool, ynl: 
 
 
 def _print_pool(rec: Dict[str, Any]) -> None:
+    """The pool as indented ``key value`` lines, every value in one column."""
+    lines: List[Tuple[str, Optional[str]]] = []  # (indented key, value); None: a heading
+
+    def add(indent: str, key: str, value: Any) -> None:
+        lines.append((indent + key, "-" if value is None else str(value)))
+
+    for key, value in rec.items():
+        if key not in ("id", "address", "breakdown", "stats", "holders"):
+            add("  ", key, value)
+    lines.append(("  in flight, as the pool sees it:", None))
+    for key, value in rec["breakdown"].items():
+        add("    ", key, value)
+    if "holders" in rec:
+        lines.append(("  who holds them:", None))
+        holders = rec["holders"]
+        if holders is None:
+            lines.append(("    n/a (a memory provider's pool: see providers)", None))
+        else:
+            for kind, n in holders["holder-kinds"].items():
+                add("    ", kind, n)
+            for release in holders["release"]:
+                lines.append((f"    to release {release['pages']}: {release['action']}", None))
+    if rec["stats"] is None:
+        lines.append(("  stats: n/a (CONFIG_PAGE_POOL_STATS off)", None))
+    else:
+        lines.append(("  stats:", None))
+        for key in STAT_NAMES:
+            add("    ", key, rec["stats"][key])
+    width = max(len(key) for key, value in lines if value is not None)
     click.echo(
         f"page pool {rec['id']} at {rec['address']}"
         if rec["id"] is not None
         else f"page pool at {rec['address']} (this kernel gives pools no id)"
     )
-    for key, value in rec.items():
-        if key in ("id", "address", "breakdown", "stats", "holders"):
-            continue
-        click.echo(f"  {key:<24} {'-' if value is None else value}")
-    click.echo("  in flight, as the pool sees it:")
-    for key, value in rec["breakdown"].items():
-        click.echo(f"    {key:<22} {'n/a' if value is None else value}")
-    if "holders" in rec:
-        click.echo("  who holds them:")
-        holders = rec["holders"]
-        if holders is None:
-            click.echo("    n/a (a memory provider's pool: see providers)")
-        else:
-            for kind, n in holders["holder-kinds"].items():
-                click.echo(f"    {kind:<22} {n}")
-            for release in holders["release"]:
-                click.echo(f"    to release {release['pages']}: {release['action']}")
-    click.echo("  stats:")
-    if rec["stats"] is None:
-        click.echo("    n/a (CONFIG_PAGE_POOL_STATS off)")
-        return
-    for key in STAT_NAMES:
-        value = rec["stats"][key]
-        click.echo(f"    {key:<22} {'unknown' if value is None else value}")
+    for key, value in lines:
+        click.echo(key if value is None else f"{key:<{width}}  {value}")

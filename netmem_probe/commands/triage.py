@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import click
 
 from netmem_probe.context import EXIT_FINDINGS, EXIT_OK, EXIT_PARTIAL, Target
-from netmem_probe.report import emit_json_line, emit_table, human_seconds
+from netmem_probe.report import emit_json_line, human_seconds
+from netmem_probe.report.table import Column, Table, table_options
 
 __all__ = ("triage",)
 
@@ -34,7 +35,36 @@ EXAMPLES:
 FIXTURE_FILES = ("vmcore", "types.elf", "expected.json")
 #: Directory levels searched below a DIR for dumps.
 MAX_DEPTH = 4
-COLUMNS = ["dump", "release", "pools", "detached", "leaked", "oldest", "verdict", "error"]
+COLUMNS = [
+    Column("dump"),
+    Column("release"),
+    Column("pools", number=True, largest_first=True),
+    Column(
+        "detached-waiting",
+        header="DETACHED",
+        cell=lambda r: (
+            None
+            if r["detached-waiting"] is None
+            else f"{r['detached-waiting']} ({r['inflight-waiting']} pages)"
+        ),
+        number=True,
+        largest_first=True,
+    ),
+    Column("leaked", number=True, largest_first=True),
+    Column(
+        "oldest-detach-age",
+        header="OLDEST",
+        cell=lambda r: (
+            None
+            if r["oldest-detach-age"] is None
+            else f"{human_seconds(r['oldest-detach-age'])} (pool {r['oldest-detach-id']})"
+        ),
+        number=True,
+        largest_first=True,
+    ),
+    Column("verdict", color=lambda r: "red" if r["verdict"] == "unhealthy" else None),
+    Column("error", free_text=True),
+]
 
 
 def _is_fixture(path: Path) -> bool:
@@ -148,19 +178,6 @@ def _run_one(
     return _row(path, kind, report, proc.returncode, error)
 
 
-def _table_row(row: Dict[str, Any]) -> Dict[str, Any]:
-    oldest = row["oldest-detach-age"]
-    return {
-        **row,
-        "detached": None
-        if row["detached-waiting"] is None
-        else f"{row['detached-waiting']} ({row['inflight-waiting']} pages)",
-        "oldest": None
-        if oldest is None
-        else f"{human_seconds(oldest)} (pool {row['oldest-detach-id']})",
-    }
-
-
 @click.command(epilog=EXAMPLES)
 @click.argument("paths", metavar="DUMP...|DIR", nargs=-1, required=True)
 @click.option(
@@ -187,6 +204,7 @@ def _table_row(row: Dict[str, Any]) -> Dict[str, Any]:
     metavar="SECONDS",
     help="give up on a dump after this long",
 )
+@table_options(COLUMNS, [c.name for c in COLUMNS])
 @click.pass_obj
 def triage(
     target: Target,
@@ -195,6 +213,7 @@ def triage(
     as_json: bool,
     leaks: bool,
     timeout: float,
+    table: Table,
 ) -> int:
     """check over many dumps: one summary row per dump.
 
@@ -227,10 +246,14 @@ def triage(
         for future in futures:
             row = future.result()
             rows.append(row)
-            if as_json:
+            if as_json and table.sort is None:
                 emit_json_line(row)
+    if as_json and table.sort is not None:
+        for row in table.sorted(rows):
+            emit_json_line(row)
     if not as_json:
-        emit_table([_table_row(r) for r in rows], COLUMNS)
+        table.print(rows)
+    if not as_json and table.header:
         checked = [r for r in rows if r["verdict"] is not None]
         click.echo(
             f"{len(rows)} dumps: {sum(1 for r in checked if r['verdict'] == 'unhealthy')} "

@@ -21,6 +21,7 @@ import drgn
 
 from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
+from netmem_probe.report import quantity
 from netmem_probe.report.table import Column, Table
 
 __all__ = ("GROWING_INTERVALS", "watch_pools")
@@ -161,7 +162,7 @@ def _print_frame(records: List[Dict[str, Any]], header: str, table: Table, tty: 
     Table(COLUMNS, header=table.header, width=table.width, color=table.color).print(records)
     growing_ids = [str(r["id"]) for r in records if r["growing"]]
     total = sum(r["inflight"] for r in records)
-    summary = f"{len(records)} pools, {total} pages in flight"
+    summary = f"{quantity(len(records), 'pool')}, {quantity(total, 'page')} in flight"
     if growing_ids:
         summary += f"; in flight only grows in pool {', '.join(growing_ids)}"
     click.echo(summary)

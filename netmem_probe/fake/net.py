@@ -15,6 +15,7 @@ __all__ = ("NetDevice", "NetNamespace", "cstr")
 NETREG_REGISTERED = 1
 NETREG_UNREGISTERED = 2
 IFF_UP = 0x1
+GRO_HASH_BUCKETS = 8
 
 
 def cstr(text: str, size: int) -> List[int]:
@@ -156,7 +157,22 @@ class NetDevice:
             value["index"] = index
         napi = self.world.alloc("struct napi_struct", value)
         self.napi_list.add(napi, "dev_list")
+        if self.world.has_member("struct napi_struct", "gro.hash"):
+            # Empty GRO lists point at themselves.
+            buckets = []
+            for path in [f"gro.hash[{b}].list" for b in range(GRO_HASH_BUCKETS)]:
+                at = napi.addr_of(path)
+                buckets.append({"list": {"next": at, "prev": at}})
+            at = napi.addr_of("gro.rx_list")
+            napi.set("gro", {"hash": buckets, "rx_list": {"next": at, "prev": at}})
         return napi
+
+    def gro_hold(self, napi: KObject, bucket: int, skb: KObject) -> None:
+        """Put ``skb`` alone on GRO list ``bucket`` of ``napi``."""
+        head = napi.addr_of(f"gro.hash[{bucket}].list")
+        napi.value["gro"]["hash"][bucket]["list"] = {"next": skb.addr, "prev": skb.addr}
+        skb.set("next", head)
+        skb.set("prev", head)
 
     def rx_queue(self, index: int) -> KObject:
         """The ``struct netdev_rx_queue`` of queue ``index`` (a view into ``_rx``)."""

@@ -20,6 +20,7 @@ from drgn import offsetof
 
 from netmem_probe.fake.objects import PAGE_SIZE
 from netmem_probe.fake.pools import FakePage, FakePagePool
+from netmem_probe.fake.slab import alloc_skb
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetDevice, NetNamespace
@@ -213,8 +214,8 @@ class FakeSkb:
             },
         )
         data_len = frag_len * len(self.frags)
-        self.obj = world.alloc(
-            "struct sk_buff",
+        self.obj = alloc_skb(
+            world,
             {
                 "len": headlen + data_len,
                 "data_len": data_len,

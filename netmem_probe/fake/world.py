@@ -98,6 +98,7 @@ class World:
         self._inum = INIT_NET_INUM
         self._globals: Dict[str, KObject] = {}
         self._commit_hooks: List[Callable[[], None]] = []
+        self.skb_caches: Optional[Any] = None  # fake.slab.SkbCaches, on the first skb
         self._setup_kernel()
 
     # -- program and memory ------------------------------------------------
@@ -117,8 +118,13 @@ class World:
             f"NUMBER(MAX_PHYSMEM_BITS)={MAX_PHYSMEM_BITS}\n"
             f"SYMBOL(vmemmap_base)={self.prog_symbol('vmemmap_base'):x}\n"
             f"SYMBOL(page_offset_base)={self.prog_symbol('page_offset_base'):x}\n"
-            f"BUILD-ID={self.build_id}\n"
+            f"BUILD-ID={self.build_id}\n" + self._slab_vmcoreinfo()
         )
+
+    def _slab_vmcoreinfo(self) -> str:
+        """The slab page type, as the kernel exports it for drgn's PageSlab()."""
+        value = self.slab_mapcount_value
+        return f"NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)={value}\n" if value is not None else ""
 
     def _nr_section_roots(self) -> int:
         sections = 1 << (MAX_PHYSMEM_BITS - SECTION_SIZE_BITS)
@@ -135,6 +141,13 @@ class World:
         self.build_id = scout_module.build_id.hex()
         self._symbols = {s.name: s.address for s in scout.symbols()}
         self.mem_section_size = drgn.sizeof(scout.type("struct mem_section"))
+        # Since Linux kernel commit 46df8e73a4a3 ("mm: free up PG_slab") (in
+        # v6.10), a slab page is a page type; VMCOREINFO gives its mapcount.
+        try:
+            pgty_slab = scout.constant("PGTY_slab").value_()
+            self.slab_mapcount_value: Optional[int] = (pgty_slab << 24) - (1 << 32)
+        except LookupError:
+            self.slab_mapcount_value = None
         data_end = max(s.address + s.size for s in scout.symbols() if s.address >= KERNEL_DATA)
         prog = Program(PLATFORM)
         prog.set_linux_kernel_custom(self.vmcoreinfo().encode(), False)

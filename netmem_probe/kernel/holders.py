@@ -34,7 +34,7 @@ import dataclasses
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import drgn
 from drgn import Program
@@ -50,7 +50,9 @@ from netmem_probe.kernel.page_pool import (
     PagePoolScanner,
     ptr_ring_slots,
 )
-from netmem_probe.kernel.queues import TcpOfoQueue
+from netmem_probe.kernel.queues import GroLists, TcpOfoQueue
+from netmem_probe.kernel.search import SearchOptions, direct_map_base, search_words
+from netmem_probe.kernel.skbs import SkbSlabs
 from netmem_probe.kernel.slab import SlabPlace, describe, page_place, referrers, slab_place
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, wrap
@@ -65,12 +67,8 @@ __all__ = (
     "Target",
     "make_target",
     "page_target",
-    "search_words",
 )
 
-#: Ranges of values one memory search looks for at once (drgn compares each
-#: word with every range, so a few wide ranges beat many exact values).
-MAX_SEARCH_RANGES = 8
 #: How far below its skb_shared_info an skb's head may start (``end``).
 MAX_SKB_END = 64 << 10
 #: skbs followed along a queue before giving up.
@@ -148,22 +146,6 @@ class Holder:
         )
 
 
-def _direct_map_base(prog: Program, problems: Problems) -> Optional[int]:
-    """``phys_to_virt(0)``; None, recorded, if it cannot be read (page_offset_base)."""
-    try:
-        return prog.cache["netmem_probe_direct_map"]
-    except KeyError:
-        pass
-    from drgn.helpers.linux.mm import phys_to_virt
-
-    try:
-        base = prog.cache["netmem_probe_direct_map"] = phys_to_virt(prog, 0).value_()
-    except drgn.FaultError as e:
-        problems.fault("direct map base", e.address, e)
-        return None
-    return base
-
-
 def make_target(prog: Program, value: int, problems: Problems) -> Optional[Target]:
     """
     The target a command-line value names: a net_iov ``netmem_ref`` (bit 0
@@ -191,7 +173,7 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
         # Not a net_iov: an odd address in the direct map still names a page.
         niov_problem = niov.problem
     memmap = memmap_description(prog, problems)
-    base = _direct_map_base(prog, problems)
+    base = direct_map_base(prog, problems)
     if memmap is None or base is None:
         return None
     page_shift = prog["PAGE_SHIFT"].value_()
@@ -232,73 +214,12 @@ def page_target(
     the page cannot be told, only the page's own words searched.
     """
     page_shift = prog["PAGE_SHIFT"].value_()
-    base = _direct_map_base(prog, problems if problems is not None else Problems())
+    base = direct_map_base(prog, problems if problems is not None else Problems())
     span = None
     if base is not None:
         start = base + (pfn << page_shift)
         span = (start, start + (1 << (page_shift + order)))
     return Target(page, "page", page, (page,), span, pool, pool_id, None)
-
-
-def _cover(
-    values: Iterable[int], spans: Iterable[Tuple[int, int]], limit: int
-) -> List[Tuple[int, int]]:
-    """At most ``limit`` inclusive ranges covering ``values`` and ``spans`` [lo, hi)."""
-    ranges = sorted([(v, v) for v in values] + [(lo, hi - 1) for lo, hi in spans])
-    merged: List[Tuple[int, int]] = []
-    for lo, hi in ranges:
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-        else:
-            merged.append((lo, hi))
-    while len(merged) > limit:
-        # Close the smallest gap.
-        i = min(range(len(merged) - 1), key=lambda j: merged[j + 1][0] - merged[j][1])
-        merged[i : i + 2] = [(merged[i][0], merged[i + 1][1])]
-    return merged
-
-
-def search_words(
-    prog: Program, values: Set[int], spans: Sequence[Tuple[int, int]], problems: Problems
-) -> Iterator[Tuple[int, int]]:
-    """
-    ``(direct-map address, value)`` of every aligned word of RAM (the valid
-    pfn ranges) equal to one of ``values`` or within one of ``spans``
-    ([lo, hi)).  Memory is searched physically with drgn's C
-    ``search_memory_word()``; pages that cannot be read are skipped and
-    recorded in ``problems``.
-    """
-    if not values and not spans:
-        return
-    memmap = memmap_description(prog, problems)
-    base = _direct_map_base(prog, problems)
-    if memmap is None or base is None:
-        return  # recorded: without RAM's ranges and place there is nothing to search
-    ranges = _cover(values, spans, MAX_SEARCH_RANGES)
-    starts = sorted(lo for lo, _ in spans)
-    ends = {lo: hi for lo, hi in spans}
-    page_shift = prog["PAGE_SHIFT"].value_()
-    it = prog.search_memory_word(*ranges)
-    for start_pfn, end_pfn in memmap.ranges:
-        lo, hi = start_pfn << page_shift, (end_pfn << page_shift) - 1
-        while lo <= hi:
-            it.set_address_range(lo, hi, True)
-            try:
-                for address, value in it:
-                    if value in values:
-                        yield base + address, value
-                        continue
-                    i = bisect.bisect_right(starts, value) - 1
-                    if i >= 0 and value < ends[starts[i]]:
-                        yield base + address, value
-                break
-            except drgn.FaultError as e:
-                if not lo <= e.address <= hi:
-                    problems.fault("RAM", base + lo, e)
-                    break
-                page = e.address >> page_shift << page_shift
-                problems.add("RAM", base + page, f"unreadable page, not searched ({e.message})")
-                lo = page + (1 << page_shift)
 
 
 class HolderSearch:
@@ -309,13 +230,19 @@ class HolderSearch:
     :param problems: collects unreadable or inconsistent objects.
     :param pools: the pools, by address (read with a
         :class:`~netmem_probe.kernel.page_pool.PagePoolScanner` if not given).
+    :param search: how to search RAM (processes, progress).
     """
 
     def __init__(
-        self, prog: Program, problems: Problems, pools: Optional[Dict[int, PagePoolInfo]] = None
+        self,
+        prog: Program,
+        problems: Problems,
+        pools: Optional[Dict[int, PagePoolInfo]] = None,
+        search: Optional[SearchOptions] = None,
     ) -> None:
         self.prog = prog
         self.problems = problems
+        self.search = search or SearchOptions()
         if pools is None:
             pools = {info.address: info for info in PagePoolScanner(prog, problems).pools()}
         self.pools = pools
@@ -407,11 +334,13 @@ class HolderSearch:
         self._identify_cache: Dict[object, object] = {}
         self.rx_rings = RxRings(prog, problems)
         self.tcp_ofo = TcpOfoQueue(prog, problems)
+        self.gro = GroLists(prog, problems)
         self.owners = SocketOwners(prog, problems)
         try:
             self.init_netns: Optional[int] = prog["init_net"].ns.inum.value_()
         except (LookupError, drgn.FaultError):
             self.init_netns = None
+        self._valid_cache: Optional[Tuple[SkbSlabs, List[Tuple[int, Dict[str, int]]]]] = None
 
     # -- the pools' own structures -------------------------------------------
 
@@ -531,12 +460,26 @@ class HolderSearch:
                 return shinfo, index
         return None
 
-    def _skbs_of_shinfos(self, shinfos: Set[int]) -> Dict[int, Tuple[int, Dict[str, int]]]:
-        """The skb (address, fields) of each skb_shared_info, found by searching ``skb->head``."""
-        head_offset = self.skb_reader.offset("head")
-        spans = [(s - MAX_SKB_END, s) for s in shinfos]
+    def _skbs_of_shinfos(
+        self, shinfos: Set[int], slabs: Optional[SkbSlabs] = None
+    ) -> Dict[int, Tuple[int, Dict[str, int]]]:
+        """
+        The skb (address, fields) of each skb_shared_info: from the skb slabs
+        if given, and by searching RAM for ``skb->head`` for the rest unless
+        the slabs were all read.
+        """
         found: Dict[int, Tuple[int, Dict[str, int]]] = {}
-        for address, value in search_words(self.prog, set(), spans, self.problems):
+        if slabs is not None:
+            for shinfo, owner in self._shinfo_owners(slabs).items():
+                if shinfo in shinfos:
+                    found[shinfo] = owner
+            if slabs.complete:
+                return found
+        head_offset = self.skb_reader.offset("head")
+        spans = [(s - MAX_SKB_END, s) for s in shinfos if s not in found]
+        if not spans:
+            return found
+        for address, value in search_words(self.prog, set(), spans, self.problems, self.search):
             skb_address = address - head_offset
             skb = self._read_skb(skb_address)
             if skb is not None and skb["head"] == value and value + skb["end"] in shinfos:
@@ -680,6 +623,10 @@ class HolderSearch:
         rx_slot = self.rx_rings.of_skb(skb_address) if sock is None else None
         if rx_slot is not None:
             queue, netdev = "rx-ring", rx_slot.netdev
+        detail = None
+        if sock is None and rx_slot is None:
+            detail = self.gro.of_skb(skb_address)
+            queue = "gro" if detail is not None else queue
         owners = release = None
         if sock is not None:
             owners = self.owners.of(sock.address)
@@ -704,12 +651,125 @@ class HolderSearch:
             rx_slot=rx_slot,
             owners=owners,
             release=release,
+            detail=detail,
         )
+
+    # -- without searching RAM -------------------------------------------------
+
+    def _valid_skbs(self, slabs: SkbSlabs) -> List[Tuple[int, Dict[str, int]]]:
+        """The candidates of the slabs that are valid sk_buffs, with their fields."""
+        if self._valid_cache is not None and self._valid_cache[0] is slabs:
+            return self._valid_cache[1]
+        valid = []
+        for address in slabs.skbs:
+            skb = self._read_skb(address)
+            if skb is not None:
+                valid.append((address, skb))
+        self._valid_cache = (slabs, valid)
+        return valid
+
+    def _shinfo_owners(self, slabs: SkbSlabs) -> Dict[int, Tuple[int, Dict[str, int]]]:
+        """
+        The valid sk_buffs of the slabs by the address of their
+        skb_shared_info (``head + end``); of the clones sharing one, the
+        lowest, which the search of RAM for ``skb->head`` finds first.
+        """
+        owners: Dict[int, Tuple[int, Dict[str, int]]] = {}
+        for address, skb in self._valid_skbs(slabs):
+            owners.setdefault(skb["head"] + skb["end"], (address, skb))
+        return owners
+
+    def _shinfo_netmems(self, shinfo: int) -> Optional[List[int]]:
+        """The frag netmems of a valid skb_shared_info, else None."""
+        try:
+            raw = self.prog.read(wrap(shinfo), self.frags_offset + self.max_frags * self.frag_size)
+        except drgn.FaultError:
+            return None
+        f = self.shinfo_reader.decode(raw)
+        if not 0 < f["nr_frags"] <= self.max_frags or not 0 < f["dataref"] < 1 << 20:
+            return None
+        at = self.frags_offset + self.frag_netmem
+        netmems = [
+            struct.unpack_from("<Q", raw, at + i * self.frag_size)[0] for i in range(f["nr_frags"])
+        ]
+        return netmems if all(netmems) else None
+
+    def skb_holders(self, targets: Sequence[Target], slabs: SkbSlabs) -> Dict[int, List[Holder]]:
+        """
+        The skb frags and heads that reference each target, among the
+        sk_buffs of ``slabs``, classified as :meth:`find` classifies them,
+        without searching RAM.
+        """
+        by_netmem = {t.netmem: t for t in targets}
+        spans = sorted((t.span[0], t.span[1], t) for t in targets if t.span)
+        starts = [span[0] for span in spans]
+        result: Dict[int, List[Holder]] = {t.netmem: [] for t in targets}
+        owners = self._shinfo_owners(slabs)
+        seen_heads: Set[Tuple[int, int]] = set()
+        for shinfo, (skb_address, skb) in sorted(owners.items(), key=lambda o: o[1][0]):
+            netmems = self._shinfo_netmems(shinfo)
+            for index, netmem in enumerate(netmems or ()):
+                target = by_netmem.get(netmem)
+                if target is not None:
+                    address = shinfo + self.frags_offset + index * self.frag_size + self.frag_netmem
+                    result[target.netmem].append(
+                        self._skb_holder("skb-frag", address, netmem, skb_address, skb, frag=index)
+                    )
+        for skb_address, skb in self._valid_skbs(slabs):
+            for field in ("head", "data"):
+                value = skb[field]
+                i = bisect.bisect_right(starts, value) - 1
+                if i < 0 or value >= spans[i][1]:
+                    continue
+                target = spans[i][2]
+                if (target.netmem, skb_address) not in seen_heads:
+                    seen_heads.add((target.netmem, skb_address))
+                    address = skb_address + self.skb_reader.offset(field)
+                    result[target.netmem].append(
+                        self._skb_holder("skb-head", address, value, skb_address, skb)
+                    )
+        for holders in result.values():
+            holders.sort(key=lambda h: h.address)
+        return result
+
+    def pool_holders(self, targets: Sequence[Target]) -> Dict[int, List[Holder]]:
+        """
+        The slots of the pools' own alloc caches, rings and fragment pages
+        that name each target, read directly, without searching RAM.
+        """
+        by_word = {word: t for t in targets for word in t.words}
+        result: Dict[int, List[Holder]] = {t.netmem: [] for t in targets}
+        places = [(start, end) for start, end, _, _, _ in self._pool_index]
+        if self.frag_page_offset is not None:
+            places += [
+                (info.address + self.frag_page_offset, info.address + self.frag_page_offset + 8)
+                for info in self.pools.values()
+            ]
+        for start, end in places:
+            try:
+                raw = self.prog.read(wrap(start), end - start)
+            except drgn.FaultError as e:
+                self.problems.fault("page pool", start, e)
+                continue
+            for j, (value,) in enumerate(struct.iter_unpack("<Q", raw)):
+                target = by_word.get(value)
+                if target is not None:
+                    holder = self._pool_holder(start + 8 * j, value)
+                    if holder is not None:
+                        result[target.netmem].append(holder)
+        return result
 
     # -- the search ----------------------------------------------------------
 
-    def find(self, targets: Sequence[Target]) -> Dict[int, List[Holder]]:
-        """Every reference to each target, by the target's netmem."""
+    def find(
+        self, targets: Sequence[Target], slabs: Optional[SkbSlabs] = None
+    ) -> Dict[int, List[Holder]]:
+        """
+        Every reference to each target, by the target's netmem, found by
+        searching RAM; the sk_buffs of skb frags found come from ``slabs``
+        (see :func:`~netmem_probe.kernel.skbs.find_skb_slabs`) when given, and
+        from a second search of RAM otherwise or for what they could not read.
+        """
         by_word: Dict[int, Target] = {}
         for target in targets:
             for word in target.words:
@@ -721,7 +781,7 @@ class HolderSearch:
         seen_heads: Set[Tuple[int, int]] = set()
         hits: Dict[int, int] = dict.fromkeys(result, 0)
         for address, value in search_words(
-            self.prog, set(by_word), [(lo, hi) for lo, hi, _ in spans], self.problems
+            self.prog, set(by_word), [(lo, hi) for lo, hi, _ in spans], self.problems, self.search
         ):
             named = by_word.get(value)
             if named is not None:
@@ -767,7 +827,7 @@ class HolderSearch:
                 continue
             result[target.netmem].append(self._unknown(address, value))
         if frag_hits:
-            skbs = self._skbs_of_shinfos({hit[3] for hit in frag_hits})
+            skbs = self._skbs_of_shinfos({hit[3] for hit in frag_hits}, slabs)
             for target, address, value, shinfo, index in frag_hits:
                 found_skb = skbs.get(shinfo)
                 if found_skb is None:
@@ -803,7 +863,8 @@ class HolderSearch:
         }
         if not objects:
             return
-        found = referrers(self.prog, objects, search_words(self.prog, objects, (), self.problems))
+        hits = search_words(self.prog, objects, (), self.problems, self.search)
+        found = referrers(self.prog, objects, hits)
         for holders in result.values():
             for i, h in enumerate(holders):
                 if h.kind == "unknown" and h.slab is not None and h.slab.object in found:

@@ -20,7 +20,7 @@ In-flight pages the memmap does not show at all are counted as missing.
 """
 
 from dataclasses import dataclass, field
-from typing import FrozenSet, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from drgn import Program
 
@@ -36,6 +36,8 @@ from netmem_probe.kernel.holders import (
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPageScanner, ProgressFn
 from netmem_probe.kernel.providers import ProviderScanner
+from netmem_probe.kernel.search import SearchOptions
+from netmem_probe.kernel.skbs import find_skb_slabs
 from netmem_probe.kernel.walk import Problems
 
 __all__ = ("LeakReport", "NetmemVerdict", "PoolLeaks", "find_leaks")
@@ -103,10 +105,19 @@ def find_leaks(
     problems: Problems,
     pool_ids: Sequence[int] = (),
     progress: Optional[ProgressFn] = None,
+    search: Optional[SearchOptions] = None,
+    search_all: bool = False,
 ) -> LeakReport:
     """
     Verdicts for every in-flight page and net_iov of the detached pools
-    (only ``pool_ids`` if given).
+    (only ``pool_ids`` if given); ``progress`` follows the memmap scan,
+    ``search`` says how to search RAM.
+
+    The sk_buffs of the skb slab caches and the pools' own caches and rings
+    are read first; only what they do not explain (nothing there holds it)
+    is searched for in RAM, unless ``search_all``.  An explained page's
+    ``references`` are then what those structures hold, not every word of
+    RAM that names it.
     """
     scanner = PpPageScanner(prog, problems)
     pools = [
@@ -147,7 +158,22 @@ def find_leaks(
     provider_pools = [info for info in pools if info.provider]
     if provider_pools:
         items += _provider_items(prog, problems, provider_pools)
-    found = HolderSearch(prog, problems, scanner.pools).find([item[1] for item in items])
+    targets = [item[1] for item in items]
+    holder_search = HolderSearch(prog, problems, scanner.pools, search)
+    slabs = find_skb_slabs(prog, problems)
+    found: Dict[int, List[Holder]] = {}
+    if slabs is not None and not search_all:
+        from_skbs = holder_search.skb_holders(targets, slabs)
+        from_pools = holder_search.pool_holders(targets)
+        for target in targets:
+            holders = sorted(
+                from_skbs[target.netmem] + from_pools[target.netmem], key=lambda h: h.address
+            )
+            if any(h.holds for h in holders):
+                found[target.netmem] = holders
+    rest = [t for t in targets if t.netmem not in found]
+    if rest:
+        found.update(holder_search.find(rest, slabs))
     for pool, target, pfn, pp_ref_count, refcount, user_refs in items:
         holders = found[target.netmem]
         evidence = tuple(h for h in holders if h.holds)

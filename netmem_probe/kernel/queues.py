@@ -2,20 +2,31 @@
 Queues
 ------
 
-Socket queues that are not ``sk_buff_head`` rings, told from the skb
-side: TCP's out-of-order queue, an rbtree of skbs (``skb->rbnode``) rooted
-at ``tcp_sock.out_of_order_queue``.  Walks are bounded; a parent chain that
-loops or runs too long is reported, never followed further.
+Where an skb waits that is not a socket's ``sk_buff_head`` ring:
+
+- TCP's out-of-order queue, an rbtree of skbs (``skb->rbnode``) rooted at
+  ``tcp_sock.out_of_order_queue``, told from the skb side;
+- NAPI's GRO lists: each NAPI instance's hash buckets and ``rx_list`` of
+  skbs held for merging, walked from every netdev's ``napi_list``.
+
+Walks are bounded and validated; a parent chain that loops or runs too long,
+or a list that does not link back, is reported, never followed further.
 """
 
-from typing import Optional
+from typing import Dict, Optional
 
 import drgn
 from drgn import Program
 
-from netmem_probe.kernel.walk import Problems, wrap
+from netmem_probe.kernel.netdev import for_each_net_address
+from netmem_probe.kernel.structs import member_exists, read_cstring
+from netmem_probe.kernel.walk import Problems, list_nodes, wrap
 
-__all__ = ("MAX_RB_DEPTH", "TcpOfoQueue")
+__all__ = ("MAX_GRO_SKBS", "MAX_RB_DEPTH", "GroLists", "TcpOfoQueue")
+
+#: skbs followed along one GRO list (GRO holds at most MAX_GRO_SKBS = 8 per
+#: bucket; a longer list is corrupt).
+MAX_GRO_SKBS = 64
 
 #: An rbtree of n nodes is at most 2*log2(n+1) deep: 128 covers any queue.
 MAX_RB_DEPTH = 128
@@ -66,3 +77,72 @@ class TcpOfoQueue:
         if not root:
             return False
         return self._top(skb) == root
+
+
+class GroLists:
+    """
+    The skbs every NAPI instance holds in its GRO lists, by skb address,
+    each named "GRO list of napi ID (DEV), bucket B" or "... rx_list".
+    """
+
+    def __init__(self, prog: Program, problems: Problems) -> None:
+        self.by_skb: Dict[int, str] = {}
+        napi_type = prog.type("struct napi_struct")
+        if member_exists(napi_type, "gro.hash"):
+            # Newer kernels group GRO state in napi->gro (struct gro_node;
+            # the commit is not looked up here).
+            hash_path, rx_path = "gro.hash", "gro.rx_list"
+        elif member_exists(napi_type, "gro_hash"):
+            hash_path, rx_path = "gro_hash", "rx_list"
+        else:
+            return  # no GRO types (a fixture or BTF without them)
+        try:
+            list_in_skb = drgn.offsetof(prog.type("struct sk_buff"), "list")
+            gro_list = prog.type("struct gro_list")
+        except LookupError:
+            return
+        buckets = drgn.offsetof(napi_type, hash_path)
+        count = napi_type.member(hash_path.split(".")[0]).type
+        nr_buckets = (count.member("hash").type.length if "." in hash_path else count.length) or 0
+        stride = drgn.sizeof(gro_list)
+        list_at = drgn.offsetof(gro_list, "list")
+        rx_list = drgn.offsetof(napi_type, rx_path)
+        napi_node = drgn.offsetof(napi_type, "dev_list")
+        napi_id = drgn.offsetof(napi_type, "napi_id")
+        dev_type = prog.type("struct net_device")
+        dev_napis = drgn.offsetof(dev_type, "napi_list")
+        dev_node = drgn.offsetof(dev_type, "dev_list")
+        dev_name = drgn.offsetof(dev_type, "name")
+        dev_list = drgn.offsetof(prog.type("struct net"), "dev_base_head")
+        for net in for_each_net_address(prog, problems):
+            for node in list_nodes(prog, net + dev_list, what="dev_base_head", problems=problems):
+                dev = node - dev_node
+                try:
+                    name = read_cstring(prog, dev + dev_name, 16) or "?"
+                except drgn.FaultError:
+                    name = "?"
+                napis = list_nodes(prog, dev + dev_napis, what="napi_list", problems=problems)
+                for napi_at in napis:
+                    napi = napi_at - napi_node
+                    try:
+                        nid = prog.read_u32(wrap(napi + napi_id))
+                    except drgn.FaultError as e:
+                        problems.fault("napi_struct", napi, e)
+                        continue
+                    heads = [
+                        (napi + buckets + b * stride + list_at, f"bucket {b}")
+                        for b in range(nr_buckets)
+                    ]
+                    heads.append((napi + rx_list, "rx_list"))
+                    for head, where in heads:
+                        skbs = list_nodes(
+                            prog, head, what="GRO list", problems=problems, limit=MAX_GRO_SKBS
+                        )
+                        for skb in skbs:
+                            self.by_skb[skb - list_in_skb] = (
+                                f"GRO list of napi {nid} ({name}), {where}"
+                            )
+
+    def of_skb(self, skb: int) -> Optional[str]:
+        """Where the skb at ``skb`` waits in a GRO list, if it does."""
+        return self.by_skb.get(skb)

@@ -8,9 +8,10 @@ before the pool's own cache), and what would release them.
 
 Kinds: ``socket-receive``, ``socket-error``, ``socket-backlog``,
 ``socket-tcp-ofo`` (or ``socket`` when the queue is not known), ``rx-ring``
-(a driver's ring slot or an skb in one), ``skb`` (an skb on no queue
-found), ``pool-cache``, ``pool-ring``, ``pool-frag-page``, ``user`` (io_uring
-user space), ``unexplained`` (nothing that holds it).
+(a driver's ring slot or an skb in one), ``gro`` (an skb in a NAPI GRO
+list), ``skb`` (an skb on no queue found), ``pool-cache``, ``pool-ring``,
+``pool-frag-page``, ``user`` (io_uring user space), ``unexplained``
+(nothing that holds it).
 """
 
 from collections import Counter
@@ -65,7 +66,7 @@ def holder_kind(holders: Sequence[Holder], user_refs: Optional[int] = None) -> s
     if h.kind in RING_KINDS or h.rx_slot is not None:
         return "rx-ring"
     if h.kind in SKB_KINDS:
-        return "skb"
+        return "gro" if h.queue == "gro" else "skb"
     return h.kind
 
 
@@ -82,6 +83,8 @@ def release_of(holders: Sequence[Holder], user_refs: Optional[int] = None) -> st
         return f"closing {h.sock.family} socket {h.sock.local or hex(h.sock.address)}"
     if h.rx_slot is not None:
         return h.rx_slot.release
+    if h.kind in SKB_KINDS and h.queue == "gro":
+        return "the next NAPI poll flushing GRO" + (f" on {h.netdev}" if h.netdev else "")
     if h.kind in SKB_KINDS:
         return "none known: an skb on no queue found"
     return POOL_RELEASE

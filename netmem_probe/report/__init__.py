@@ -9,6 +9,7 @@ import sys
 from typing import Any, Dict, Optional, Sequence, TextIO
 
 __all__ = (
+    "quantity",
     "emit_json",
     "emit_json_line",
     "emit_table",
@@ -46,6 +47,11 @@ def human_seconds(value: Optional[int]) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def quantity(n: int, noun: str) -> str:
+    """``n`` and the noun, singular for one: "1 pool", "0 pools", "3 pages"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def human_duration(seconds: float) -> str:

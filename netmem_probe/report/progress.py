@@ -10,8 +10,10 @@ __all__ = ("Progress",)
 class Progress:
     """
     Call with (done, total) as work advances; a line appears on stderr once
-    the work has run for ``delay`` seconds, if stderr is a terminal, and is
-    erased by :meth:`close`.
+    the work has run for ``delay`` seconds, if stderr is a terminal, with the
+    rate and the time left (counted from the last call with ``done`` 0), and
+    is erased by :meth:`close`.  With ``unit``
+    "bytes" the counts are sizes (MiB, GiB).
     """
 
     def __init__(
@@ -30,13 +32,22 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
+        if done == 0:  # the work (re)starts: rate and time left count from now
+            self.start = now
         if now - self.start < self.delay or now - self.last < 0.2:
             return
         self.last = now
         percent = 100 * done // total if total else 100
-        self.stream.write(
-            f"\r{self.what}: {percent}% ({_count(done)} of {_count(total)} {self.unit})\033[K"
-        )
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if self.unit == "bytes":
+            counts = f"{_size(done)} of {_size(total)}"
+            speed = f"{_size(rate)}/s"
+        else:
+            counts = f"{_count(done)} of {_count(total)} {self.unit}"
+            speed = f"{_count(int(rate))} {self.unit}/s"
+        left = f", {_duration((total - done) / rate)} left" if rate > 0 and total > done else ""
+        self.stream.write(f"\r{self.what}: {percent}% ({counts}, {speed}{left})\033[K")
         self.stream.flush()
         self.shown = True
 
@@ -53,3 +64,18 @@ def _count(n: int) -> str:
     if n >= 10**4:
         return f"{n / 10**3:.0f}k"
     return str(n)
+
+
+def _size(n: float) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"

@@ -58,7 +58,9 @@ STRUCTS = {
     "struct net": ["list", "dev_base_head", "loopback_dev", "ns", "ifindex"],
     "struct ns_common": ["inum"],
     "struct netdev_rx_queue": ["dev", "napi", "mp_params"],
-    "struct napi_struct": ["dev_list", "dev", "napi_id", "index"],
+    "struct napi_struct": ["dev_list", "dev", "napi_id", "index", "gro", "gro_hash", "rx_list"],
+    "struct gro_node": ["hash", "rx_list"],
+    "struct gro_list": ALL,
     "struct device": ["parent", "driver"],
     "struct device_driver": ["name"],
     "struct rtnl_link_ops": ["kind"],
@@ -81,9 +83,20 @@ STRUCTS = {
     # skbs and sockets (holders)
     "struct sk_buff": [
         "next", "prev", "sk", "dev", "len", "data_len", "head_frag", "pp_recycle",
-        "tail", "end", "head", "data", "truesize", "users", "rbnode",
+        "tail", "end", "head", "data", "truesize", "users", "rbnode", "list",
     ],
     "struct sk_buff_head": ALL,
+    "struct sk_buff_fclones": ALL,
+    # the skb slab caches (netmem_probe/kernel/skbs.py, drgn's slab helpers)
+    "struct net_hotdata": ["skbuff_cache", "skbuff_fclone_cache", "skb_small_head_cache"],
+    "struct kmem_cache": [
+        "cpu_sheaves", "flags", "size", "object_size", "offset", "oo", "refcount",
+        "red_left_pad", "name", "list", "per_node",
+    ],
+    "struct kmem_cache_per_node_ptrs": ALL,
+    "struct kmem_cache_order_objects": ALL,
+    "struct slab": ALL,
+    "struct freelist_counters": ALL,
     "struct skb_shared_info": ["flags", "nr_frags", "frag_list", "dataref", "frags"],
     "struct skb_frag": ALL,
     # skb_frag_t before Linux v6.9 (frags[i].bv_page)
@@ -153,6 +166,8 @@ GLOBALS = {
     "__highest_present_section_nr": "mm/sparse.c",
     "vmemmap_base": "arch/x86/kernel/head64.c",
     "page_offset_base": "arch/x86/kernel/head64.c",
+    "net_hotdata": "net/core/hotdata.c",
+    "slab_caches": "mm/slab_common.c",
     "__per_cpu_offset": "arch/x86/kernel/setup_percpu.c",
     "__cpu_possible_mask": "kernel/cpu.c",
     "__cpu_online_mask": "kernel/cpu.c",

@@ -74,7 +74,11 @@ def summaries(request):
         for h in found[netmem]:
             if h.sock is not None and h.sock.local:
                 sockets.setdefault((pool_id, h.sock.local, h.queue), h)
-    return truth(series), {info.id: info for info in pools}, per_pool, sockets
+    t = truth(series)
+    if "holders" not in t:
+        pytest.fail("the dump's truth.json has no 'holders' record: it was made before the "
+                    "scenario recorded them; rerun scripts/realkernel/make-vmcore " + series)
+    return t, {info.id: info for info in pools}, per_pool, sockets
 
 
 def test_every_in_flight_page_of_every_pool_has_a_holder(summaries):

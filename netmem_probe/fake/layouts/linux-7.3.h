@@ -23,6 +23,8 @@ struct io_ring_ctx;
 struct io_uring_zcrx_rqe;
 struct io_zcrx_area;
 struct io_zcrx_ifq;
+struct kmem_cache;
+struct kmem_cache_node;
 struct list_head;
 struct llist_node;
 struct mem_section;
@@ -36,6 +38,7 @@ struct net_devmem_dmabuf_binding;
 struct net_iov;
 struct net_iov_area;
 struct netdev_rx_queue;
+struct node_barn;
 struct nsproxy;
 struct page;
 struct page_ext;
@@ -51,6 +54,7 @@ struct seqcount_raw_spinlock;
 struct sg_table;
 struct sk_buff;
 struct skb_frag;
+struct slub_percpu_sheaves;
 struct sock;
 struct spinlock;
 struct user_struct;
@@ -471,10 +475,25 @@ struct netdev_rx_queue {
 	unsigned char __pad_208[48];
 };
 
+struct gro_list {
+	struct list_head list;
+	int count;
+	unsigned char __pad_20[4];
+};
+
+struct gro_node {
+	unsigned char __pad_0[8];
+	struct gro_list hash[8];
+	struct list_head rx_list;
+	unsigned char __pad_216[8];
+};
+
 struct napi_struct {
 	unsigned char __pad_0[48];
 	struct net_device *dev;
-	unsigned char __pad_56[340];
+	unsigned char __pad_56[8];
+	struct gro_node gro;
+	unsigned char __pad_288[108];
 	u32 napi_id;
 	struct list_head dev_list;
 	unsigned char __pad_416[84];
@@ -665,6 +684,7 @@ struct sk_buff {
 			};
 		};
 		struct rb_node rbnode;
+		struct list_head list;
 	};
 	struct sock *sk;
 	unsigned char __pad_32[80];
@@ -700,6 +720,114 @@ struct sk_buff_head {
 	};
 	__u32 qlen;
 	spinlock_t lock;
+};
+
+struct sk_buff_fclones {
+	struct sk_buff skb1;
+	struct sk_buff skb2;
+	refcount_t fclone_ref;
+	unsigned char __pad_468[4];
+};
+
+struct net_hotdata {
+	unsigned char __pad_0[336];
+	struct kmem_cache *skbuff_cache;
+	struct kmem_cache *skbuff_fclone_cache;
+	struct kmem_cache *skb_small_head_cache;
+	unsigned char __pad_360[72];
+};
+
+typedef unsigned int slab_flags_t;
+
+struct kmem_cache_order_objects {
+	unsigned int x;
+};
+
+struct kmem_cache_per_node_ptrs {
+	struct node_barn *barn;
+	struct kmem_cache_node *node;
+};
+
+struct kmem_cache {
+	struct slub_percpu_sheaves *cpu_sheaves;
+	slab_flags_t flags;
+	unsigned char __pad_12[12];
+	unsigned int size;
+	unsigned int object_size;
+	unsigned char __pad_32[8];
+	unsigned int offset;
+	unsigned char __pad_44[4];
+	struct kmem_cache_order_objects oo;
+	unsigned char __pad_52[8];
+	int refcount;
+	unsigned char __pad_64[16];
+	unsigned int red_left_pad;
+	unsigned char __pad_84[4];
+	const char *name;
+	struct list_head list;
+	unsigned char __pad_112[96];
+	struct kmem_cache_per_node_ptrs per_node[1024];
+};
+
+typedef __int128 unsigned __u128;
+
+typedef __u128 u128;
+
+typedef u128 freelist_full_t;
+
+struct slab {
+	memdesc_flags_t flags;
+	struct kmem_cache *slab_cache;
+	union {
+		struct {
+			struct list_head slab_list;
+			struct {
+				union {
+					struct {
+						void *freelist;
+						union {
+							unsigned long counters;
+							struct {
+								unsigned int inuse : 16;
+								unsigned int objects : 15;
+								unsigned int frozen : 1;
+								unsigned int obj_exts_in_object : 1;
+								unsigned int obj_exts_needs_objcg : 1;
+								unsigned char : 6;
+								unsigned char __pad_5[3];
+							};
+						};
+					};
+					freelist_full_t freelist_counters;
+				};
+			};
+		};
+		struct callback_head callback_head;
+	};
+	unsigned int __page_type;
+	atomic_t __page_refcount;
+	unsigned long obj_exts;
+};
+
+struct freelist_counters {
+	union {
+		struct {
+			void *freelist;
+			union {
+				unsigned long counters;
+				struct {
+					unsigned int inuse : 16;
+					unsigned int objects : 15;
+					unsigned int frozen : 1;
+					unsigned int obj_exts_in_object : 1;
+					unsigned int obj_exts_needs_objcg : 1;
+					unsigned char : 6;
+					unsigned char __pad_5[3];
+				};
+			};
+		};
+		freelist_full_t freelist_counters;
+	};
 };
 
 typedef struct skb_frag skb_frag_t;
@@ -1204,6 +1332,13 @@ _Static_assert(__builtin_offsetof(struct netdev_rx_queue, napi) == 168, "__built
 _Static_assert(__builtin_offsetof(struct netdev_rx_queue, mp_params) == 184, "__builtin_offsetof(struct netdev_rx_queue, mp_params)");
 _Static_assert(sizeof(struct netdev_rx_queue) == 256, "sizeof(struct netdev_rx_queue)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev) == 48, "__builtin_offsetof(struct napi_struct, dev)");
+_Static_assert(__builtin_offsetof(struct gro_list, list) == 0, "__builtin_offsetof(struct gro_list, list)");
+_Static_assert(__builtin_offsetof(struct gro_list, count) == 16, "__builtin_offsetof(struct gro_list, count)");
+_Static_assert(sizeof(struct gro_list) == 24, "sizeof(struct gro_list)");
+_Static_assert(__builtin_offsetof(struct gro_node, hash) == 8, "__builtin_offsetof(struct gro_node, hash)");
+_Static_assert(__builtin_offsetof(struct gro_node, rx_list) == 200, "__builtin_offsetof(struct gro_node, rx_list)");
+_Static_assert(sizeof(struct gro_node) == 224, "sizeof(struct gro_node)");
+_Static_assert(__builtin_offsetof(struct napi_struct, gro) == 64, "__builtin_offsetof(struct napi_struct, gro)");
 _Static_assert(__builtin_offsetof(struct napi_struct, napi_id) == 396, "__builtin_offsetof(struct napi_struct, napi_id)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev_list) == 400, "__builtin_offsetof(struct napi_struct, dev_list)");
 _Static_assert(__builtin_offsetof(struct napi_struct, index) == 500, "__builtin_offsetof(struct napi_struct, index)");
@@ -1311,6 +1446,7 @@ _Static_assert(__builtin_offsetof(struct rb_node, rb_right) == 8, "__builtin_off
 _Static_assert(__builtin_offsetof(struct rb_node, rb_left) == 16, "__builtin_offsetof(struct rb_node, rb_left)");
 _Static_assert(sizeof(struct rb_node) == 24, "sizeof(struct rb_node)");
 _Static_assert(__builtin_offsetof(struct sk_buff, rbnode) == 0, "__builtin_offsetof(struct sk_buff, rbnode)");
+_Static_assert(__builtin_offsetof(struct sk_buff, list) == 0, "__builtin_offsetof(struct sk_buff, list)");
 _Static_assert(__builtin_offsetof(struct sk_buff, sk) == 24, "__builtin_offsetof(struct sk_buff, sk)");
 _Static_assert(__builtin_offsetof(struct sk_buff, len) == 112, "__builtin_offsetof(struct sk_buff, len)");
 _Static_assert(__builtin_offsetof(struct sk_buff, data_len) == 116, "__builtin_offsetof(struct sk_buff, data_len)");
@@ -1328,6 +1464,46 @@ _Static_assert(__builtin_offsetof(struct sk_buff_head, list) == 0, "__builtin_of
 _Static_assert(__builtin_offsetof(struct sk_buff_head, qlen) == 16, "__builtin_offsetof(struct sk_buff_head, qlen)");
 _Static_assert(__builtin_offsetof(struct sk_buff_head, lock) == 20, "__builtin_offsetof(struct sk_buff_head, lock)");
 _Static_assert(sizeof(struct sk_buff_head) == 24, "sizeof(struct sk_buff_head)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, skb1) == 0, "__builtin_offsetof(struct sk_buff_fclones, skb1)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, skb2) == 232, "__builtin_offsetof(struct sk_buff_fclones, skb2)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, fclone_ref) == 464, "__builtin_offsetof(struct sk_buff_fclones, fclone_ref)");
+_Static_assert(sizeof(struct sk_buff_fclones) == 472, "sizeof(struct sk_buff_fclones)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_cache) == 336, "__builtin_offsetof(struct net_hotdata, skbuff_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache) == 344, "__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skb_small_head_cache) == 352, "__builtin_offsetof(struct net_hotdata, skb_small_head_cache)");
+_Static_assert(sizeof(struct net_hotdata) == 432, "sizeof(struct net_hotdata)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, cpu_sheaves) == 0, "__builtin_offsetof(struct kmem_cache, cpu_sheaves)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, flags) == 8, "__builtin_offsetof(struct kmem_cache, flags)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, size) == 24, "__builtin_offsetof(struct kmem_cache, size)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, object_size) == 28, "__builtin_offsetof(struct kmem_cache, object_size)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, offset) == 40, "__builtin_offsetof(struct kmem_cache, offset)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_order_objects, x) == 0, "__builtin_offsetof(struct kmem_cache_order_objects, x)");
+_Static_assert(sizeof(struct kmem_cache_order_objects) == 4, "sizeof(struct kmem_cache_order_objects)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, oo) == 48, "__builtin_offsetof(struct kmem_cache, oo)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, refcount) == 60, "__builtin_offsetof(struct kmem_cache, refcount)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, red_left_pad) == 80, "__builtin_offsetof(struct kmem_cache, red_left_pad)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, name) == 88, "__builtin_offsetof(struct kmem_cache, name)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, list) == 96, "__builtin_offsetof(struct kmem_cache, list)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_per_node_ptrs, barn) == 0, "__builtin_offsetof(struct kmem_cache_per_node_ptrs, barn)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_per_node_ptrs, node) == 8, "__builtin_offsetof(struct kmem_cache_per_node_ptrs, node)");
+_Static_assert(sizeof(struct kmem_cache_per_node_ptrs) == 16, "sizeof(struct kmem_cache_per_node_ptrs)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, per_node) == 208, "__builtin_offsetof(struct kmem_cache, per_node)");
+_Static_assert(sizeof(struct kmem_cache) == 16592, "sizeof(struct kmem_cache)");
+_Static_assert(__builtin_offsetof(struct slab, flags) == 0, "__builtin_offsetof(struct slab, flags)");
+_Static_assert(__builtin_offsetof(struct slab, slab_cache) == 8, "__builtin_offsetof(struct slab, slab_cache)");
+_Static_assert(__builtin_offsetof(struct slab, slab_list) == 16, "__builtin_offsetof(struct slab, slab_list)");
+_Static_assert(__builtin_offsetof(struct slab, freelist) == 32, "__builtin_offsetof(struct slab, freelist)");
+_Static_assert(__builtin_offsetof(struct slab, counters) == 40, "__builtin_offsetof(struct slab, counters)");
+_Static_assert(__builtin_offsetof(struct slab, freelist_counters) == 32, "__builtin_offsetof(struct slab, freelist_counters)");
+_Static_assert(__builtin_offsetof(struct slab, callback_head) == 16, "__builtin_offsetof(struct slab, callback_head)");
+_Static_assert(__builtin_offsetof(struct slab, __page_type) == 48, "__builtin_offsetof(struct slab, __page_type)");
+_Static_assert(__builtin_offsetof(struct slab, __page_refcount) == 52, "__builtin_offsetof(struct slab, __page_refcount)");
+_Static_assert(__builtin_offsetof(struct slab, obj_exts) == 56, "__builtin_offsetof(struct slab, obj_exts)");
+_Static_assert(sizeof(struct slab) == 64, "sizeof(struct slab)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, freelist) == 0, "__builtin_offsetof(struct freelist_counters, freelist)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, counters) == 8, "__builtin_offsetof(struct freelist_counters, counters)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, freelist_counters) == 0, "__builtin_offsetof(struct freelist_counters, freelist_counters)");
+_Static_assert(sizeof(struct freelist_counters) == 16, "sizeof(struct freelist_counters)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, flags) == 0, "__builtin_offsetof(struct skb_shared_info, flags)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, nr_frags) == 2, "__builtin_offsetof(struct skb_shared_info, nr_frags)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, frag_list) == 8, "__builtin_offsetof(struct skb_shared_info, frag_list)");
@@ -1477,6 +1653,10 @@ extern unsigned long __highest_present_section_nr;
 extern unsigned long vmemmap_base;
 /* netmem-global: page_offset_base arch/x86/kernel/head64.c */
 extern unsigned long page_offset_base;
+/* netmem-global: net_hotdata net/core/hotdata.c */
+extern struct net_hotdata net_hotdata;
+/* netmem-global: slab_caches mm/slab_common.c */
+extern struct list_head slab_caches;
 /* netmem-global: __per_cpu_offset arch/x86/kernel/setup_percpu.c */
 extern unsigned long __per_cpu_offset[8192];
 /* netmem-global: __cpu_possible_mask kernel/cpu.c */
