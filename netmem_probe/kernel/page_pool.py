@@ -41,6 +41,9 @@ __all__ = (
     "page_pools_xarray",
     "pool_provider",
     "provider_ops_address",
+    "AllocCache",
+    "PtrRing",
+    "pool_held_netmems",
     "ptr_ring_entries",
     "ptr_ring_slots",
 )
@@ -51,6 +54,9 @@ MAX_PAGE_ORDER = 10
 # page_pool_init() refuses rings larger than this (-E2BIG), and since Linux
 # 6.13 caps them at 16384.
 MAX_RING_SIZE = 32768
+# The slots of the alloc cache and the ptr_ring are pointers (netmem_ref,
+# void *), read as the 64-bit words of the targets netmem-probe supports.
+POINTER_SIZE = 8
 
 # netlink attribute -> member of struct page_pool_alloc_stats or
 # struct page_pool_recycle_stats (CONFIG_PAGE_POOL_STATS).
@@ -139,6 +145,74 @@ def ptr_ring_entries(
     return [words[slot] for slot in slots]
 
 
+@dataclass(frozen=True)
+class PtrRing:
+    """A ``struct ptr_ring`` as read with its pool: its indexes and slot array."""
+
+    producer: int
+    consumer_head: int
+    size: int
+    queue: int
+
+    def slots(self, prog: Program) -> List[int]:
+        """The slots holding entries, oldest first (see :func:`ptr_ring_slots`)."""
+        return ptr_ring_slots(self.producer, self.consumer_head, self.size, self.queue, prog)
+
+    def entries(self, prog: Program) -> List[int]:
+        """The entries the ring holds, oldest first (see :func:`ptr_ring_entries`)."""
+        return ptr_ring_entries(self.producer, self.consumer_head, self.size, self.queue, prog)
+
+    def slot_address(self, slot: int) -> int:
+        return self.queue + POINTER_SIZE * slot
+
+    @property
+    def end(self) -> int:
+        """The address after the slot array."""
+        return self.slot_address(self.size)
+
+
+@dataclass(frozen=True)
+class AllocCache:
+    """
+    A pool's lockless ``alloc.cache`` array as read with its pool: the netmems
+    in ``cache[0:count]`` are the pool's, the slots after them stale.
+    """
+
+    address: int  # of cache[0]
+    capacity: int  # PP_ALLOC_CACHE_SIZE
+    count: int  # alloc.count, at most the capacity (checked when the pool is read)
+
+    def slot_address(self, slot: int) -> int:
+        return self.address + POINTER_SIZE * slot
+
+    @property
+    def end(self) -> int:
+        """The address after the array."""
+        return self.slot_address(self.capacity)
+
+    def entries(self, prog: Program) -> Tuple[int, ...]:
+        """The netmems in ``cache[0:count]``."""
+        return read_words(prog, self.address, self.count) if self.count else ()
+
+
+def pool_held_netmems(prog: Program, info: "PagePoolInfo", problems: Problems) -> Dict[int, str]:
+    """
+    What a pool holds itself: ``netmem -> "cache"`` for its alloc cache and
+    ``netmem -> "ring"`` for its ptr_ring entries.  An unreadable part is
+    recorded in ``problems`` and left out; the other part is still returned.
+    """
+    held: Dict[int, str] = {}
+    try:
+        held.update(dict.fromkeys(info.ring.entries(prog), "ring"))
+    except drgn.FaultError as e:
+        problems.fault("page pool ring", info.address, e)
+    try:
+        held.update(dict.fromkeys(info.alloc_cache.entries(prog), "cache"))
+    except drgn.FaultError as e:
+        problems.fault("page pool alloc cache", info.address, e)
+    return held
+
+
 def provider_ops_address(prog: Program, name: str) -> Optional[int]:
     """Address of a ``memory_provider_ops`` instance, or None if not built."""
     try:
@@ -193,9 +267,17 @@ class PagePoolInfo:
     detach_time: Optional[int]
     detach_age: Optional[int]
     provider: Optional[str]
+    #: ``pool->mp_priv``: the provider's binding or zcrx ifq.
+    mp_priv: int
     dmabuf: Optional[int]
     io_uring: Optional[Dict[str, int]]
-    raw: Dict[str, Any] = field(repr=False)
+    alloc_cache: AllocCache = field(repr=False)
+    ring: PtrRing = field(repr=False)
+    #: ``pool->recycle_stats`` (per-CPU), None without CONFIG_PAGE_POOL_STATS.
+    recycle_stats: Optional[int] = field(repr=False)
+    #: The ``alloc_stats`` counters by netlink name (None each without
+    #: CONFIG_PAGE_POOL_STATS).
+    alloc_stats: Dict[str, Optional[int]] = field(repr=False)
     warnings: List[str] = field(default_factory=list)
 
     @property
@@ -270,6 +352,7 @@ class PagePoolScanner:
         detach_type = pool_type.member("user").type.member("detach_time").type
         self.detach_divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
         self.list_offset = drgn.offsetof(pool_type, "user.list")
+        self.cache_offset = drgn.offsetof(pool_type, "alloc.cache")
         self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
         self.napi_id_offset = drgn.offsetof(prog.type("struct napi_struct"), "napi_id")
         self.netdevs = NetdevReader(prog, self.problems)
@@ -425,9 +508,21 @@ class PagePoolScanner:
             detach_time=detach_time,
             detach_age=detach_age,
             provider=provider,
+            mp_priv=raw["mp_priv"],
             dmabuf=self._binding_id(raw["mp_priv"]) if provider == "dmabuf" else None,
             io_uring=self._io_uring_info(raw["mp_priv"]) if provider == "io_uring" else None,
-            raw=raw,
+            alloc_cache=AllocCache(
+                address + self.cache_offset, self.cache_capacity, raw["alloc_count"]
+            ),
+            ring=PtrRing(
+                raw["ring_producer"], raw["ring_consumer_head"], raw["ring_size"], raw["ring_queue"]
+            ),
+            recycle_stats=raw["recycle_stats"],
+            alloc_stats={
+                name: raw[name]
+                for name, path in STAT_NAMES.items()
+                if path.startswith("alloc_stats")
+            },
             warnings=warnings,
         )
 
@@ -488,18 +583,9 @@ class PagePoolScanner:
         """
         tries = attempts(self.prog)
         for attempt in range(tries):
-            raw = info.raw
-            cache = raw["alloc_count"]
+            cache = info.alloc_cache.count
             try:
-                ring: Optional[int] = len(
-                    ptr_ring_entries(
-                        raw["ring_producer"],
-                        raw["ring_consumer_head"],
-                        raw["ring_size"],
-                        raw["ring_queue"],
-                        self.prog,
-                    )
-                )
+                ring: Optional[int] = len(info.ring.entries(self.prog))
             except drgn.FaultError as e:
                 self.problems.fault("page pool ring", info.address, e)
                 ring = None
@@ -542,13 +628,12 @@ class PagePoolScanner:
         recycle stats summed over possible CPUs (None each if a CPU's cannot
         be read); None without ``CONFIG_PAGE_POOL_STATS``.
         """
-        raw = info.raw
-        if raw["recycle_stats"] is None:
+        if info.recycle_stats is None:
             return None
-        out = {name: raw[name] for name in STAT_NAMES if STAT_NAMES[name].startswith("alloc_")}
+        out: Dict[str, Optional[int]] = dict(info.alloc_stats)
         recycle = [name for name in STAT_NAMES if not STAT_NAMES[name].startswith("alloc_")]
         totals: Dict[str, Optional[int]] = dict.fromkeys(recycle, 0)
-        if raw["recycle_stats"]:
+        if info.recycle_stats:
             reader = StructReader(
                 self.prog,
                 "struct page_pool_recycle_stats",
@@ -556,7 +641,7 @@ class PagePoolScanner:
             )
             try:
                 for offset in _possible_cpu_offsets(self.prog):
-                    values = reader.read((raw["recycle_stats"] + offset) & 0xFFFFFFFFFFFFFFFF)
+                    values = reader.read(wrap(info.recycle_stats + offset))
                     for name in recycle:
                         totals[name] += values[name]
             except drgn.FaultError as e:

@@ -40,10 +40,11 @@ from drgn import Object, Program
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, for_each_net_address
 from netmem_probe.kernel.netmem import niov_reader
 from netmem_probe.kernel.page_pool import (
+    PagePoolInfo,
     PagePoolScanner,
+    pool_held_netmems,
     pool_provider,
     provider_ops_address,
-    ptr_ring_entries,
 )
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap, xa_entries
@@ -442,7 +443,7 @@ class ProviderScanner:
 
     # -- discovery ---------------------------------------------------------
 
-    def pools(self) -> list:
+    def pools(self) -> List[PagePoolInfo]:
         """Every page pool (:class:`~netmem_probe.kernel.page_pool.PagePoolInfo`)."""
         if self._pools is None:
             self._pools = list(self.pool_scanner.pools())
@@ -467,8 +468,8 @@ class ProviderScanner:
                     if info.provider == "dmabuf"
                     else (ifqs if info.provider == "io_uring" else None)
                 )
-                if target is not None and info.raw["mp_priv"]:
-                    target[info.raw["mp_priv"]] = None
+                if target is not None and info.mp_priv:
+                    target[info.mp_priv] = None
             for kind, mp_priv in self._rx_queue_providers():
                 (bindings if kind == "dmabuf" else ifqs)[mp_priv] = None
             for ifq in self._ring_ifqs():
@@ -534,8 +535,8 @@ class ProviderScanner:
                 self.problems.fault("io_ring_ctx", ctx, e)
         return [ifq for ifq in ifqs if ifq]
 
-    def _pools_of(self, mp_priv: int, kind: str) -> List:
-        return [p for p in self.pools() if p.provider == kind and p.raw["mp_priv"] == mp_priv]
+    def _pools_of(self, mp_priv: int, kind: str) -> List[PagePoolInfo]:
+        return [p for p in self.pools() if p.provider == kind and p.mp_priv == mp_priv]
 
     def _netdev(self, address: int) -> Optional[NetdevInfo]:
         return self.netdevs.info(address) if address else None
@@ -818,10 +819,6 @@ class ProviderScanner:
         """
         if self._locations is not None:
             return self._locations
-        prog = self.prog
-        pool_type = prog.type("struct page_pool")
-        cache_offset = drgn.offsetof(pool_type, "alloc.cache")
-        capacity = pool_type.member("alloc").type.member("cache").type.length or 0
         spans: Dict[int, List[NiovSpan]] = {}
         for area in self.areas():
             for pool in area.pool_addresses:
@@ -830,35 +827,18 @@ class ProviderScanner:
         for info in self.pools():
             if info.provider is None:
                 continue
-            raw = info.raw
-            try:
-                count = min(raw["alloc_count"], capacity)
-                cache = read_words(prog, info.address + cache_offset, count) if count else ()
-                ring = ptr_ring_entries(
-                    raw["ring_producer"],
-                    raw["ring_consumer_head"],
-                    raw["ring_size"],
-                    raw["ring_queue"],
-                    prog,
-                )
-            except drgn.FaultError as e:
-                self.problems.fault("page pool cache/ring", info.address, e)
-                continue
-            for where, netmems in (("cache", cache), ("ring", ring)):
-                for netmem in netmems:
-                    if not netmem & 1:
-                        continue
-                    niov = netmem & ~1
-                    if not any(
-                        s.contains(niov, self.niov_size) for s in spans.get(info.address, ())
-                    ):
-                        self.problems.add(
-                            "net_iov",
-                            niov,
-                            f"in pool {info.id}'s {where} but outside every area of its provider",
-                        )
-                        continue
-                    out[netmem] = (info.address, where)
+            for netmem, where in pool_held_netmems(self.prog, info, self.problems).items():
+                if not netmem & 1:
+                    continue
+                niov = netmem & ~1
+                if not any(s.contains(niov, self.niov_size) for s in spans.get(info.address, ())):
+                    self.problems.add(
+                        "net_iov",
+                        niov,
+                        f"in pool {info.id}'s {where} but outside every area of its provider",
+                    )
+                    continue
+                out[netmem] = (info.address, where)
         self._locations = out
         return out
 
