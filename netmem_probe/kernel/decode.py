@@ -69,20 +69,20 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
         # What was read is reported, what was not is None: an unmapped
         # net_iov has no owner, DMA address or refcount to show.
         return NetIovInfo(
-            netmem,
-            addr,
-            f["owner"] if f else None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            f["dma_addr"] if f else None,
-            f["pp_ref_count"] if f else None,
-            None,
-            None,
-            None,
-            reason,
+            netmem=netmem,
+            niov=addr,
+            owner=f["owner"] if f else None,
+            index=None,
+            num_niovs=None,
+            type=None,
+            pool=None,
+            pool_id=None,
+            dma_addr=f["dma_addr"] if f else None,
+            pp_ref_count=f["pp_ref_count"] if f else None,
+            user_refs=None,
+            area_id=None,
+            binding_id=None,
+            problem=reason,
         )
 
     try:
@@ -100,20 +100,20 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
     index = offset // niov_size
     if area.niovs == 0 or offset % niov_size or not 0 <= index < area.num_niovs:
         return NetIovInfo(
-            netmem,
-            addr,
-            owner,
-            None,
-            area.num_niovs,
-            None,
-            None,
-            None,
-            f["dma_addr"],
-            f["pp_ref_count"],
-            None,
-            None,
-            None,
-            f"net_iov is outside its owner's niovs[0..{area.num_niovs})",
+            netmem=netmem,
+            niov=addr,
+            owner=owner,
+            index=None,
+            num_niovs=area.num_niovs,
+            type=None,
+            pool=None,
+            pool_id=None,
+            dma_addr=f["dma_addr"],
+            pp_ref_count=f["pp_ref_count"],
+            user_refs=None,
+            area_id=None,
+            binding_id=None,
+            problem=f"net_iov is outside its owner's niovs[0..{area.num_niovs})",
         )
     kind = _niov_type_name(prog, f["type"]) or infer_niov_kind(prog, f["pp"])
     extra = niov_provider_details(prog, owner, index, kind)

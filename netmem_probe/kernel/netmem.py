@@ -15,6 +15,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.kernel.cache import per_program
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import CorruptionError, Problems, wrap
 
@@ -53,6 +54,7 @@ def netmem_to_net_iov(prog: Program, netmem: int) -> Object:
     return Object(prog, "struct net_iov *", netmem & ~NET_IOV)
 
 
+@per_program
 def poison_pointer_delta(prog: Program) -> int:
     """
     ``POISON_POINTER_DELTA`` of the target (``CONFIG_ILLEGAL_POINTER_VALUE``),
@@ -62,10 +64,6 @@ def poison_pointer_delta(prog: Program) -> int:
     ("include/linux/poison.h: use POISON_POINTER_DELTA for poison pointers")
     (in v4.5)).
     """
-    try:
-        return prog.cache["POISON_POINTER_DELTA"]
-    except KeyError:
-        pass
     delta = prog["poll_spurious_irq_timer"].entry.next.value_() - 0x300
     # CONFIG_ILLEGAL_POINTER_VALUE is 0 or far above page granularity
     # (0xdead000000000000 on x86-64, arm64 and riscv); anything else is a
@@ -75,7 +73,6 @@ def poison_pointer_delta(prog: Program) -> int:
             f"poll_spurious_irq_timer.entry.next is {delta + 0x300:#x}, "
             "not TIMER_ENTRY_STATIC (0x300 + POISON_POINTER_DELTA)"
         )
-    prog.cache["POISON_POINTER_DELTA"] = delta
     return delta
 
 
@@ -113,6 +110,7 @@ class PpScheme:
         return f"pp_magic & {self.magic_mask:#x} == {self.signature:#x}"
 
 
+@per_program
 def pp_scheme(prog: Program) -> PpScheme:
     """
     The page-pool page signature scheme of the target kernel.
@@ -127,10 +125,6 @@ def pp_scheme(prog: Program) -> PpScheme:
       page pool in page type") (in 7.1-rc1, reverted by 54cf41c969da before
       v7.1), the ``PGTY_netpp`` page type.
     """
-    try:
-        return prog.cache["netmem_probe_pp_scheme"]
-    except KeyError:
-        pass
     try:
         netpp: Optional[int] = prog.constant("PGTY_netpp").value_()
     except LookupError:
@@ -152,7 +146,6 @@ def pp_scheme(prog: Program) -> PpScheme:
         dma_index_mask=index_mask,
         page_type=netpp,
     )
-    prog.cache["netmem_probe_pp_scheme"] = scheme
     return scheme
 
 
@@ -169,12 +162,9 @@ def is_pp_page(page: Object) -> bool:
     return scheme.is_pp(page.pp_magic.value_(), page_type)
 
 
+@per_program
 def valid_pfn_ranges(prog: Program) -> List[Tuple[int, int]]:
     """``(start_pfn, end_pfn)`` ranges that have a ``struct page``."""
-    try:
-        return prog.cache["netmem_probe_pfn_ranges"]
-    except KeyError:
-        pass
     from drgn.helpers.linux.mm import for_each_valid_page_range
 
     ranges: List[Tuple[int, int]] = []
@@ -183,7 +173,6 @@ def valid_pfn_ranges(prog: Program) -> List[Tuple[int, int]]:
             ranges[-1] = (ranges[-1][0], end)
         else:
             ranges.append((start, end))
-    prog.cache["netmem_probe_pfn_ranges"] = ranges
     return ranges
 
 
@@ -224,11 +213,8 @@ def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDesc
         return None
 
 
+@per_program
 def _page_reader(prog: Program) -> StructReader:
-    try:
-        return prog.cache["netmem_probe_page_reader"]
-    except KeyError:
-        pass
     flags = "flags.f" if member_exists(prog.type("struct page"), "flags.f") else "flags"
     reader = StructReader(
         prog,
@@ -245,10 +231,10 @@ def _page_reader(prog: Program) -> StructReader:
             "page_type": "page_type",
         },
     )
-    prog.cache["netmem_probe_page_reader"] = reader
     return reader
 
 
+@per_program
 def niov_reader(prog: Program) -> StructReader:
     """
     Decoder of the ``struct net_iov`` members that ``decode`` and the provider
@@ -259,10 +245,6 @@ def niov_reader(prog: Program) -> StructReader:
     page-pool members live in ``niov->desc``; since the devmem TX series
     (v6.16) a niov has a ``type``.
     """
-    try:
-        return prog.cache["netmem_probe_niov_reader"]
-    except KeyError:
-        pass
     desc = "desc." if member_exists(prog.type("struct net_iov"), "desc") else ""
     reader = StructReader(
         prog,
@@ -276,7 +258,6 @@ def niov_reader(prog: Program) -> StructReader:
             "type": "type",
         },
     )
-    prog.cache["netmem_probe_niov_reader"] = reader
     return reader
 
 
@@ -322,19 +303,19 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
     memmap = memmap_description(prog, problems if problems is not None else Problems())
     if memmap is None:
         return PageInfo(
-            netmem,
-            netmem,
-            None,
-            None,
-            False,
-            "unknown",
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            "undecided: the kernel's memmap description is unreadable",
+            netmem=netmem,
+            page=netmem,
+            pfn=None,
+            phys=None,
+            is_pp=False,
+            scheme="unknown",
+            pool=None,
+            pool_id=None,
+            dma_index=None,
+            dma_addr=None,
+            pp_ref_count=None,
+            refcount=None,
+            problem="undecided: the kernel's memmap description is unreadable",
         )
     vmemmap, ranges, scheme = memmap
     offset = netmem - vmemmap
@@ -342,19 +323,19 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
 
     def bad(reason: str, located: bool = True) -> PageInfo:
         return PageInfo(
-            netmem,
-            netmem,
-            pfn if located else None,
-            pfn << page_shift if located else None,
-            False,
-            scheme.name,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            reason,
+            netmem=netmem,
+            page=netmem,
+            pfn=pfn if located else None,
+            phys=pfn << page_shift if located else None,
+            is_pp=False,
+            scheme=scheme.name,
+            pool=None,
+            pool_id=None,
+            dma_index=None,
+            dma_addr=None,
+            pp_ref_count=None,
+            refcount=None,
+            problem=reason,
         )
 
     if not netmem:

@@ -12,11 +12,12 @@ netlink does not show.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.kernel.cache import per_program
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
 from netmem_probe.kernel.netmem import poison_pointer_delta
 from netmem_probe.kernel.structs import StructReader, member_exists
@@ -293,6 +294,74 @@ class PagePoolInfo:
         return bool(self.flags & PP_FLAG_SYSTEM_POOL)
 
 
+class _PoolLayout(NamedTuple):
+    """What :class:`PagePoolScanner` derives from the types, once per Program."""
+
+    reader: StructReader
+    detach_divisor: int
+    list_offset: int
+    cache_offset: int
+    cache_capacity: int
+    napi_id_offset: int
+    net_ptr_poison: int
+    min_napi_id: int
+
+
+@per_program
+def _pool_layout(prog: Program) -> _PoolLayout:
+    pool_type = prog.type("struct page_pool")
+    reader = StructReader(
+        prog,
+        "struct page_pool",
+        {
+            "id": "user.id",
+            "hold": "pages_state_hold_cnt",
+            "release": "pages_state_release_cnt.counter",
+            "order": "p.order",
+            "pool_size": "p.pool_size",
+            "nid": "p.nid",
+            "napi": "p.napi",
+            "cpuid": "cpuid",
+            "dma_map": "dma_map",
+            "alloc_count": "alloc.count",
+            "ring_producer": "ring.producer",
+            "ring_consumer_head": "ring.consumer_head",
+            "ring_size": "ring.size",
+            "ring_queue": "ring.queue",
+            "mp_priv": "mp_priv",
+            # Since Linux v6.15 (io_uring zcrx) pools name their provider's
+            # ops; Debian's 6.12 has it backported.
+            "mp_ops": "mp_ops",
+            "user_cnt": "user_cnt.refs.counter",
+            "destroy_cnt": "destroy_cnt",
+            "netdev": "slow.netdev",
+            # Since Linux v6.12 (devmem TCP).
+            "queue": "slow.queue_idx",
+            "flags": "slow.flags",
+            "list_pprev": "user.list.pprev",
+            "detach_time": "user.detach_time",
+            # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't
+            # try to stash the napi id") (in v6.14).
+            "user_napi_id": "user.napi_id",
+            "recycle_stats": "recycle_stats",
+            **{name: path for name, path in STAT_NAMES.items() if path.startswith("alloc_stats")},
+        },
+    )
+    # Since Linux kernel commit 28b225282d44 the detach time is a ktime_t
+    # (nanoseconds); before, u64 seconds.  Both are CLOCK_BOOTTIME.
+    detach_type = pool_type.member("user").type.member("detach_time").type
+    return _PoolLayout(
+        reader=reader,
+        detach_divisor=10**9 if detach_type.type_name() == "ktime_t" else 1,
+        list_offset=drgn.offsetof(pool_type, "user.list"),
+        cache_offset=drgn.offsetof(pool_type, "alloc.cache"),
+        cache_capacity=pool_type.member("alloc").type.member("cache").type.length or 0,
+        napi_id_offset=drgn.offsetof(prog.type("struct napi_struct"), "napi_id"),
+        net_ptr_poison=0x801 + _poison_delta(prog),
+        min_napi_id=_min_napi_id(prog),
+    )
+
+
 class PagePoolScanner:
     """
     Reads every page pool of a Program once, with the netdev hlists of every
@@ -304,57 +373,16 @@ class PagePoolScanner:
     def __init__(self, prog: Program, problems: Optional[Problems] = None) -> None:
         self.prog = prog
         self.problems = problems if problems is not None else Problems()
-        pool_type = prog.type("struct page_pool")
+        layout = _pool_layout(prog)
         self.page_size = prog["PAGE_SIZE"].value_()
-        self.reader = StructReader(
-            prog,
-            "struct page_pool",
-            {
-                "id": "user.id",
-                "hold": "pages_state_hold_cnt",
-                "release": "pages_state_release_cnt.counter",
-                "order": "p.order",
-                "pool_size": "p.pool_size",
-                "nid": "p.nid",
-                "napi": "p.napi",
-                "cpuid": "cpuid",
-                "dma_map": "dma_map",
-                "alloc_count": "alloc.count",
-                "ring_producer": "ring.producer",
-                "ring_consumer_head": "ring.consumer_head",
-                "ring_size": "ring.size",
-                "ring_queue": "ring.queue",
-                "mp_priv": "mp_priv",
-                # Since Linux v6.15 (io_uring zcrx) pools name their provider's
-                # ops; Debian's 6.12 has it backported.
-                "mp_ops": "mp_ops",
-                "user_cnt": "user_cnt.refs.counter",
-                "destroy_cnt": "destroy_cnt",
-                "netdev": "slow.netdev",
-                # Since Linux v6.12 (devmem TCP).
-                "queue": "slow.queue_idx",
-                "flags": "slow.flags",
-                "list_pprev": "user.list.pprev",
-                "detach_time": "user.detach_time",
-                # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't
-                # try to stash the napi id") (in v6.14).
-                "user_napi_id": "user.napi_id",
-                "recycle_stats": "recycle_stats",
-                **{
-                    name: path
-                    for name, path in STAT_NAMES.items()
-                    if path.startswith("alloc_stats")
-                },
-            },
-        )
-        # Since Linux kernel commit 28b225282d44 the detach time is a ktime_t
-        # (nanoseconds); before, u64 seconds.  Both are CLOCK_BOOTTIME.
-        detach_type = pool_type.member("user").type.member("detach_time").type
-        self.detach_divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
-        self.list_offset = drgn.offsetof(pool_type, "user.list")
-        self.cache_offset = drgn.offsetof(pool_type, "alloc.cache")
-        self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
-        self.napi_id_offset = drgn.offsetof(prog.type("struct napi_struct"), "napi_id")
+        self.reader = layout.reader
+        self.detach_divisor = layout.detach_divisor
+        self.list_offset = layout.list_offset
+        self.cache_offset = layout.cache_offset
+        self.cache_capacity = layout.cache_capacity
+        self.napi_id_offset = layout.napi_id_offset
+        self.net_ptr_poison = layout.net_ptr_poison
+        self.min_napi_id = layout.min_napi_id
         self.netdevs = NetdevReader(prog, self.problems)
         self.net_ptr_poison = 0x801 + _poison_delta(prog)
         self.min_napi_id = _min_napi_id(prog)
@@ -676,14 +704,10 @@ def _boottime_seconds(prog: Program) -> Optional[int]:
         return None
 
 
+@per_program
 def _possible_cpu_offsets(prog: Program) -> Tuple[int, ...]:
-    try:
-        return prog.cache["netmem_probe_cpu_offsets"]
-    except KeyError:
-        pass
     from drgn.helpers.linux.cpumask import for_each_possible_cpu
 
     offsets = prog["__per_cpu_offset"]
     result = tuple(offsets[cpu].value_() for cpu in for_each_possible_cpu(prog))
-    prog.cache["netmem_probe_cpu_offsets"] = result
     return result

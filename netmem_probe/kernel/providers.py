@@ -37,6 +37,7 @@ from typing import (
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.kernel.cache import per_program
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, for_each_net_address
 from netmem_probe.kernel.netmem import niov_reader
 from netmem_probe.kernel.page_pool import (
@@ -346,6 +347,7 @@ class _NiovLayout(NamedTuple):
     fields: Dict[str, Tuple[int, "IntCode"]]
 
 
+@per_program
 def _niov_layout(prog: Program) -> _NiovLayout:
     """
     One ``struct.Struct`` the size of a ``struct net_iov`` for the members
@@ -353,10 +355,6 @@ def _niov_layout(prog: Program) -> _NiovLayout:
     ``iter_unpack()`` at C speed.  ``type`` is left out on kernels without
     it (before v6.16).
     """
-    try:
-        return prog.cache["netmem_probe_niov_layout"]
-    except KeyError:
-        pass
     reader = niov_reader(prog)
     present = {
         k: field
@@ -375,7 +373,6 @@ def _niov_layout(prog: Program) -> _NiovLayout:
         fields[key] = (field.offset, code)
     fmt += f"{reader.size - end}x"
     layout = _NiovLayout(struct.Struct(fmt), itemgetter(*(order.index(k) for k in keys)), fields)
-    prog.cache["netmem_probe_niov_layout"] = layout
     return layout
 
 
