@@ -30,22 +30,22 @@ __all__ = ("NetIovInfo", "decode_net_iov", "decode_netmem")
 
 @dataclass(frozen=True)
 class NetIovInfo:
-    """What a ``net_iov`` ``netmem_ref`` points at."""
+    """What a ``net_iov`` ``netmem_ref`` points at; None is a member not read."""
 
     netmem: int
     niov: int
-    owner: Optional[int]
-    index: Optional[int]
-    num_niovs: Optional[int]
-    type: Optional[str]
-    pool: Optional[int]
-    pool_id: Optional[int]
-    dma_addr: Optional[int]
-    pp_ref_count: Optional[int]
-    user_refs: Optional[int]
-    area_id: Optional[int]
-    binding_id: Optional[int]
-    problem: Optional[str]
+    owner: Optional[int] = None
+    index: Optional[int] = None
+    num_niovs: Optional[int] = None
+    type: Optional[str] = None
+    pool: Optional[int] = None
+    pool_id: Optional[int] = None
+    dma_addr: Optional[int] = None
+    pp_ref_count: Optional[int] = None
+    user_refs: Optional[int] = None
+    area_id: Optional[int] = None
+    binding_id: Optional[int] = None
+    problem: Optional[str] = None
 
 
 def _niov_type_name(prog: Program, value: Optional[int]) -> Optional[str]:
@@ -72,16 +72,8 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
             netmem=netmem,
             niov=addr,
             owner=f["owner"] if f else None,
-            index=None,
-            num_niovs=None,
-            type=None,
-            pool=None,
-            pool_id=None,
             dma_addr=f["dma_addr"] if f else None,
             pp_ref_count=f["pp_ref_count"] if f else None,
-            user_refs=None,
-            area_id=None,
-            binding_id=None,
             problem=reason,
         )
 
@@ -103,16 +95,9 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
             netmem=netmem,
             niov=addr,
             owner=owner,
-            index=None,
             num_niovs=area.num_niovs,
-            type=None,
-            pool=None,
-            pool_id=None,
             dma_addr=f["dma_addr"],
             pp_ref_count=f["pp_ref_count"],
-            user_refs=None,
-            area_id=None,
-            binding_id=None,
             problem=f"net_iov is outside its owner's niovs[0..{area.num_niovs})",
         )
     kind = _niov_type_name(prog, f["type"]) or infer_niov_kind(prog, f["pp"])
@@ -131,7 +116,6 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
         user_refs=extra.user_refs,
         area_id=extra.area_id,
         binding_id=extra.binding_id,
-        problem=None,
     )
 
 

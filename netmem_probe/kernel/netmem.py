@@ -263,7 +263,7 @@ def niov_reader(prog: Program) -> StructReader:
 
 @dataclass(frozen=True)
 class PageInfo:
-    """What a page ``netmem_ref`` points at."""
+    """What a page ``netmem_ref`` points at; None is a member not read."""
 
     netmem: int
     page: int
@@ -271,13 +271,13 @@ class PageInfo:
     phys: Optional[int]
     is_pp: bool
     scheme: str
-    pool: Optional[int]
-    pool_id: Optional[int]
-    dma_index: Optional[int]
-    dma_addr: Optional[int]
-    pp_ref_count: Optional[int]
-    refcount: Optional[int]
-    problem: Optional[str]
+    pool: Optional[int] = None
+    pool_id: Optional[int] = None
+    dma_index: Optional[int] = None
+    dma_addr: Optional[int] = None
+    pp_ref_count: Optional[int] = None
+    refcount: Optional[int] = None
+    problem: Optional[str] = None
 
 
 def pool_id(prog: Program, pool: int) -> Optional[int]:
@@ -309,12 +309,6 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
             phys=None,
             is_pp=False,
             scheme="unknown",
-            pool=None,
-            pool_id=None,
-            dma_index=None,
-            dma_addr=None,
-            pp_ref_count=None,
-            refcount=None,
             problem="undecided: the kernel's memmap description is unreadable",
         )
     vmemmap, ranges, scheme = memmap
@@ -329,12 +323,6 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
             phys=pfn << page_shift if located else None,
             is_pp=False,
             scheme=scheme.name,
-            pool=None,
-            pool_id=None,
-            dma_index=None,
-            dma_addr=None,
-            pp_ref_count=None,
-            refcount=None,
             problem=reason,
         )
 

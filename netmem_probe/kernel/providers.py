@@ -18,6 +18,7 @@ by user space (zcrx ``user_refs``).
 """
 
 import struct
+import sys
 from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter
@@ -78,6 +79,15 @@ MAX_AREAS = 1 << 16
 MAX_RX_QUEUES = 1 << 14
 
 DMA_TO_DEVICE = 1
+
+
+# The set bits of a bitmap: int.bit_count() is Python 3.10+, and 3.9 is the floor.
+if sys.version_info >= (3, 10):
+    _popcount = int.bit_count
+else:
+
+    def _popcount(value: int) -> int:
+        return bin(value).count("1")
 
 
 @dataclass(frozen=True)
@@ -991,10 +1001,10 @@ class ProviderScanner:
             good = every & ~bad
             free = int.from_bytes(state.free, "little") & good & ~pool
             user = int.from_bytes(state.user, "little") & good & ~pool & ~free
-            counts["in-pool"] += pool.bit_count()
-            counts["free"] += free.bit_count()
-            counts["user"] += user.bit_count()
-            counts["stack"] += good.bit_count() - (pool | free | user).bit_count()
+            counts["in-pool"] += _popcount(pool)
+            counts["free"] += _popcount(free)
+            counts["user"] += _popcount(user)
+            counts["stack"] += _popcount(good) - _popcount(pool | free | user)
             counts["inconsistent"] += len(state.bad)
         self.inconsistent[area.address] = counts["inconsistent"]
         return counts
