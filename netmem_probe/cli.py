@@ -30,10 +30,6 @@ from netmem_probe.target import BUNDLED_FIXTURES, TargetError
 
 __all__ = ("cli", "main")
 
-# Since click 8.2 a group run without a command raises this; older click
-# prints the help and exits 0 itself.
-_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
-
 GROUP_EXAMPLES = """\b
 EXAMPLES:
   netmem-probe -f fixtures/vmcore-stubs/linux-7.3-mixed pools
@@ -205,17 +201,21 @@ def main(argv: Optional[List[str]] = None, program: Optional[drgn.Program] = Non
 
 
 def _run(argv: Optional[List[str]], program: Optional[drgn.Program]) -> int:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
+    if not args and "_NETMEM_PROBE_COMPLETE" not in os.environ:
+        # No command at all (and no shell asking click for completions): the
+        # help is what the user needs, on stdout so that stderr keeps to the
+        # one-line error.  (click 8.2 raises NoArgsIsHelpError for this;
+        # click 8.1, the newest for Python 3.9, prints the help and exits 0.)
+        with click.Context(cli, info_name="netmem-probe") as ctx:
+            click.echo(ctx.get_help())
+        click.echo("netmem-probe: error: no command given (see --help)", err=True)
+        return EXIT_USAGE
     try:
         code = cli.main(args=argv, prog_name="netmem-probe", standalone_mode=False, obj=program)
         # Output still buffered fails here, if its reader is gone.
         sys.stdout.flush()
-    except _NO_ARGS_IS_HELP as e:
-        # No command at all: the help is what the user needs, on stdout so
-        # that stderr keeps to the one-line error.
-        click.echo(e.ctx.get_help() if e.ctx else "")
-        click.echo("netmem-probe: error: no command given (see --help)", err=True)
-        return EXIT_USAGE
     except click.UsageError as e:
         message = e.format_message()
         # One pointer is enough: a message that ends in its own hint

@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 )
 def test_package_passes(argv):
     tool = Path(sys.executable).with_name(argv[0])
+    if argv[0] == "mypy" and sys.version_info < (3, 10):
+        # The pinned mypy runs on 3.10+ (pyproject.toml); the run under the
+        # Python floor (scripts/test) is there for the code, not its types.
+        pytest.skip("mypy 2.4 needs Python 3.10+; the main run checks the types")
     done = subprocess.run(
         [str(tool), *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600
     )

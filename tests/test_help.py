@@ -66,7 +66,10 @@ def invocations(line: str) -> Iterator[List[str]]:
 def parse(args: List[str]) -> str:
     """Parse a command line as netmem-probe would, without running it; its command."""
     ctx = cli.make_context("netmem-probe", list(args))
-    rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+    # click 8.2 keeps the subcommand's words in _protected_args, click 8.1
+    # (the newest for Python 3.9) in protected_args.
+    protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+    rest = [*protected, *ctx.args]
     name, command, rest = cli.resolve_command(ctx, rest)
     command.make_context(name, rest, parent=ctx)
     return name

@@ -30,22 +30,22 @@ __all__ = ("NetIovInfo", "decode_net_iov", "decode_netmem")
 
 @dataclass(frozen=True)
 class NetIovInfo:
-    """What a ``net_iov`` ``netmem_ref`` points at."""
+    """What a ``net_iov`` ``netmem_ref`` points at; None is a member not read."""
 
     netmem: int
     niov: int
-    owner: Optional[int]
-    index: Optional[int]
-    num_niovs: Optional[int]
-    type: Optional[str]
-    pool: Optional[int]
-    pool_id: Optional[int]
-    dma_addr: Optional[int]
-    pp_ref_count: Optional[int]
-    user_refs: Optional[int]
-    area_id: Optional[int]
-    binding_id: Optional[int]
-    problem: Optional[str]
+    owner: Optional[int] = None
+    index: Optional[int] = None
+    num_niovs: Optional[int] = None
+    type: Optional[str] = None
+    pool: Optional[int] = None
+    pool_id: Optional[int] = None
+    dma_addr: Optional[int] = None
+    pp_ref_count: Optional[int] = None
+    user_refs: Optional[int] = None
+    area_id: Optional[int] = None
+    binding_id: Optional[int] = None
+    problem: Optional[str] = None
 
 
 def _niov_type_name(prog: Program, value: Optional[int]) -> Optional[str]:
@@ -68,20 +68,12 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
         # What was read is reported, what was not is None: an unmapped
         # net_iov has no owner, DMA address or refcount to show.
         return NetIovInfo(
-            netmem,
-            addr,
-            f["owner"] if f else None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            f["dma_addr"] if f else None,
-            f["pp_ref_count"] if f else None,
-            None,
-            None,
-            None,
-            reason,
+            netmem=netmem,
+            niov=addr,
+            owner=f["owner"] if f else None,
+            dma_addr=f["dma_addr"] if f else None,
+            pp_ref_count=f["pp_ref_count"] if f else None,
+            problem=reason,
         )
 
     try:
@@ -106,20 +98,13 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
     index = offset // niov_size
     if area.niovs == 0 or offset % niov_size or not 0 <= index < area.num_niovs:
         return NetIovInfo(
-            netmem,
-            addr,
-            owner,
-            None,
-            area.num_niovs,
-            None,
-            None,
-            None,
-            f["dma_addr"],
-            f["pp_ref_count"],
-            None,
-            None,
-            None,
-            f"net_iov is outside its owner's niovs[0..{area.num_niovs})",
+            netmem=netmem,
+            niov=addr,
+            owner=owner,
+            num_niovs=area.num_niovs,
+            dma_addr=f["dma_addr"],
+            pp_ref_count=f["pp_ref_count"],
+            problem=f"net_iov is outside its owner's niovs[0..{area.num_niovs})",
         )
     kind = _niov_type_name(prog, f["type"]) or infer_niov_kind(prog, f["pp"])
     extra = niov_provider_details(prog, owner, index, kind)
@@ -137,7 +122,6 @@ def decode_net_iov(prog: Program, netmem: int) -> NetIovInfo:
         user_refs=extra.user_refs,
         area_id=extra.area_id,
         binding_id=extra.binding_id,
-        problem=None,
     )
 
 

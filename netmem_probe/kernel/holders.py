@@ -48,7 +48,6 @@ from netmem_probe.kernel.page_pool import (
     MAX_PAGE_ORDER,
     PagePoolInfo,
     PagePoolScanner,
-    ptr_ring_slots,
 )
 from netmem_probe.kernel.queues import GroLists, TcpOfoQueue
 from netmem_probe.kernel.search import SearchOptions, direct_map_base, search_words
@@ -309,8 +308,6 @@ class HolderSearch:
         self.qlen_offset = drgn.offsetof(prog.type("struct sk_buff_head"), "qlen")
         self.inum_offset = drgn.offsetof(prog.type("struct net"), "ns.inum")
         pool_type = prog.type("struct page_pool")
-        self.cache_offset = drgn.offsetof(pool_type, "alloc.cache")
-        self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
         # The page being cut into fragments (page_pool_alloc_frag(), v5.15+).
         self.frag_page_offset = (
             drgn.offsetof(pool_type, "frag_page") if member_exists(pool_type, "frag_page") else None
@@ -348,40 +345,18 @@ class HolderSearch:
         """(start, end, kind, pool, live slot addresses) of each pool array, sorted."""
         index = []
         for info in self.pools.values():
-            raw = info.raw
-            base = info.address + self.cache_offset
-            count = min(raw["alloc_count"], self.cache_capacity)
-            index.append(
-                (
-                    base,
-                    base + 8 * self.cache_capacity,
-                    "pool-cache",
-                    info,
-                    {base + 8 * i for i in range(count)},
-                )
-            )
-            if raw["ring_queue"] and raw["ring_size"] > 0:
+            cache = info.alloc_cache
+            live = {cache.slot_address(i) for i in range(cache.count)}
+            index.append((cache.address, cache.end, "pool-cache", info, live))
+            ring = info.ring
+            if ring.queue and ring.size > 0:
                 try:
-                    slots = ptr_ring_slots(
-                        raw["ring_producer"],
-                        raw["ring_consumer_head"],
-                        raw["ring_size"],
-                        raw["ring_queue"],
-                        self.prog,
-                    )
+                    slots = ring.slots(self.prog)
                 except drgn.FaultError as e:
                     self.problems.fault("page pool ring", info.address, e)
                     continue
-                queue = raw["ring_queue"]
-                index.append(
-                    (
-                        queue,
-                        queue + 8 * raw["ring_size"],
-                        "pool-ring",
-                        info,
-                        {queue + 8 * slot for slot in slots},
-                    )
-                )
+                live = {ring.slot_address(slot) for slot in slots}
+                index.append((ring.queue, ring.end, "pool-ring", info, live))
         index.sort(key=lambda entry: entry[0])
         return index
 

@@ -15,6 +15,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.kernel.cache import per_program
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import CorruptionError, Problems, wrap
 
@@ -54,6 +55,7 @@ def netmem_to_net_iov(prog: Program, netmem: int) -> Object:
     return Object(prog, "struct net_iov *", netmem & ~NET_IOV)
 
 
+@per_program
 def poison_pointer_delta(prog: Program) -> int:
     """
     ``POISON_POINTER_DELTA`` of the target (``CONFIG_ILLEGAL_POINTER_VALUE``),
@@ -63,10 +65,6 @@ def poison_pointer_delta(prog: Program) -> int:
     ("include/linux/poison.h: use POISON_POINTER_DELTA for poison pointers")
     (in v4.5)).
     """
-    try:
-        return prog.cache["POISON_POINTER_DELTA"]
-    except KeyError:
-        pass
     delta = prog["poll_spurious_irq_timer"].entry.next.value_() - 0x300
     # CONFIG_ILLEGAL_POINTER_VALUE is 0 or far above page granularity
     # (0xdead000000000000 on x86-64, arm64 and riscv); anything else is a
@@ -76,7 +74,6 @@ def poison_pointer_delta(prog: Program) -> int:
             f"poll_spurious_irq_timer.entry.next is {delta + 0x300:#x}, "
             "not TIMER_ENTRY_STATIC (0x300 + POISON_POINTER_DELTA)"
         )
-    prog.cache["POISON_POINTER_DELTA"] = delta
     return delta
 
 
@@ -114,6 +111,7 @@ class PpScheme:
         return f"pp_magic & {self.magic_mask:#x} == {self.signature:#x}"
 
 
+@per_program
 def pp_scheme(prog: Program) -> PpScheme:
     """
     The page-pool page signature scheme of the target kernel.
@@ -128,10 +126,6 @@ def pp_scheme(prog: Program) -> PpScheme:
       page pool in page type") (in 7.1-rc1, reverted by 54cf41c969da before
       v7.1), the ``PGTY_netpp`` page type.
     """
-    try:
-        return prog.cache["netmem_probe_pp_scheme"]
-    except KeyError:
-        pass
     try:
         netpp: Optional[int] = prog.constant("PGTY_netpp").value_()
     except LookupError:
@@ -153,7 +147,6 @@ def pp_scheme(prog: Program) -> PpScheme:
         dma_index_mask=index_mask,
         page_type=netpp,
     )
-    prog.cache["netmem_probe_pp_scheme"] = scheme
     return scheme
 
 
@@ -170,12 +163,9 @@ def is_pp_page(page: Object) -> bool:
     return scheme.is_pp(page.pp_magic.value_(), page_type)
 
 
+@per_program
 def valid_pfn_ranges(prog: Program) -> List[Tuple[int, int]]:
     """``(start_pfn, end_pfn)`` ranges that have a ``struct page``."""
-    try:
-        return prog.cache["netmem_probe_pfn_ranges"]
-    except KeyError:
-        pass
     from drgn.helpers.linux.mm import for_each_valid_page_range
 
     ranges: List[Tuple[int, int]] = []
@@ -184,7 +174,6 @@ def valid_pfn_ranges(prog: Program) -> List[Tuple[int, int]]:
             ranges[-1] = (ranges[-1][0], end)
         else:
             ranges.append((start, end))
-    prog.cache["netmem_probe_pfn_ranges"] = ranges
     return ranges
 
 
@@ -242,11 +231,8 @@ def pp_ref_count_path(prog: Program) -> str:
     return "pp_ref_count.counter"  # decodes to None: a kernel before page-pool frags
 
 
+@per_program
 def _page_reader(prog: Program) -> StructReader:
-    try:
-        return prog.cache["netmem_probe_page_reader"]
-    except KeyError:
-        pass
     flags = "flags.f" if member_exists(prog.type("struct page"), "flags.f") else "flags"
     reader = StructReader(
         prog,
@@ -263,10 +249,10 @@ def _page_reader(prog: Program) -> StructReader:
             "page_type": "page_type",
         },
     )
-    prog.cache["netmem_probe_page_reader"] = reader
     return reader
 
 
+@per_program
 def niov_reader(prog: Program) -> StructReader:
     """
     Decoder of the ``struct net_iov`` members that ``decode`` and the provider
@@ -277,10 +263,6 @@ def niov_reader(prog: Program) -> StructReader:
     page-pool members live in ``niov->desc``; since the devmem TX series
     (v6.16) a niov has a ``type``.
     """
-    try:
-        return prog.cache["netmem_probe_niov_reader"]
-    except KeyError:
-        pass
     desc = "desc." if member_exists(prog.type("struct net_iov"), "desc") else ""
     reader = StructReader(
         prog,
@@ -294,13 +276,12 @@ def niov_reader(prog: Program) -> StructReader:
             "type": "type",
         },
     )
-    prog.cache["netmem_probe_niov_reader"] = reader
     return reader
 
 
 @dataclass(frozen=True)
 class PageInfo:
-    """What a page ``netmem_ref`` points at."""
+    """What a page ``netmem_ref`` points at; None is a member not read."""
 
     netmem: int
     page: int
@@ -308,13 +289,13 @@ class PageInfo:
     phys: Optional[int]
     is_pp: bool
     scheme: str
-    pool: Optional[int]
-    pool_id: Optional[int]
-    dma_index: Optional[int]
-    dma_addr: Optional[int]
-    pp_ref_count: Optional[int]
-    refcount: Optional[int]
-    problem: Optional[str]
+    pool: Optional[int] = None
+    pool_id: Optional[int] = None
+    dma_index: Optional[int] = None
+    dma_addr: Optional[int] = None
+    pp_ref_count: Optional[int] = None
+    refcount: Optional[int] = None
+    problem: Optional[str] = None
 
 
 def pool_id(prog: Program, pool: int) -> Optional[int]:
@@ -344,19 +325,13 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
     memmap = memmap_description(prog, problems if problems is not None else Problems())
     if memmap is None:
         return PageInfo(
-            netmem,
-            netmem,
-            None,
-            None,
-            False,
-            "unknown",
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            "undecided: the kernel's memmap description is unreadable",
+            netmem=netmem,
+            page=netmem,
+            pfn=None,
+            phys=None,
+            is_pp=False,
+            scheme="unknown",
+            problem="undecided: the kernel's memmap description is unreadable",
         )
     vmemmap, ranges, scheme = memmap
     offset = netmem - vmemmap
@@ -364,19 +339,13 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
 
     def bad(reason: str, located: bool = True) -> PageInfo:
         return PageInfo(
-            netmem,
-            netmem,
-            pfn if located else None,
-            pfn << page_shift if located else None,
-            False,
-            scheme.name,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            reason,
+            netmem=netmem,
+            page=netmem,
+            pfn=pfn if located else None,
+            phys=pfn << page_shift if located else None,
+            is_pp=False,
+            scheme=scheme.name,
+            problem=reason,
         )
 
     if not netmem:

@@ -14,11 +14,12 @@ them, the slab), each ``unregistered``, with no id.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Collection, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.kernel.cache import per_program
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
 from netmem_probe.kernel.netmem import poison_pointer_delta
 from netmem_probe.kernel.pool_discovery import discover_pools
@@ -45,6 +46,9 @@ __all__ = (
     "page_pools_xarray",
     "pool_provider",
     "provider_ops_address",
+    "AllocCache",
+    "PtrRing",
+    "pool_held_netmems",
     "ptr_ring_entries",
     "ptr_ring_slots",
 )
@@ -55,6 +59,9 @@ MAX_PAGE_ORDER = 10
 # page_pool_init() refuses rings larger than this (-E2BIG), and since Linux
 # 6.13 caps them at 16384.
 MAX_RING_SIZE = 32768
+# The slots of the alloc cache and the ptr_ring are pointers (netmem_ref,
+# void *), read as the 64-bit words of the targets netmem-probe supports.
+POINTER_SIZE = 8
 
 # netlink attribute -> member of struct page_pool_alloc_stats or
 # struct page_pool_recycle_stats (CONFIG_PAGE_POOL_STATS).
@@ -156,6 +163,74 @@ def ptr_ring_entries(
     return [words[slot] for slot in slots]
 
 
+@dataclass(frozen=True)
+class PtrRing:
+    """A ``struct ptr_ring`` as read with its pool: its indexes and slot array."""
+
+    producer: int
+    consumer_head: int
+    size: int
+    queue: int
+
+    def slots(self, prog: Program) -> List[int]:
+        """The slots holding entries, oldest first (see :func:`ptr_ring_slots`)."""
+        return ptr_ring_slots(self.producer, self.consumer_head, self.size, self.queue, prog)
+
+    def entries(self, prog: Program) -> List[int]:
+        """The entries the ring holds, oldest first (see :func:`ptr_ring_entries`)."""
+        return ptr_ring_entries(self.producer, self.consumer_head, self.size, self.queue, prog)
+
+    def slot_address(self, slot: int) -> int:
+        return self.queue + POINTER_SIZE * slot
+
+    @property
+    def end(self) -> int:
+        """The address after the slot array."""
+        return self.slot_address(self.size)
+
+
+@dataclass(frozen=True)
+class AllocCache:
+    """
+    A pool's lockless ``alloc.cache`` array as read with its pool: the netmems
+    in ``cache[0:count]`` are the pool's, the slots after them stale.
+    """
+
+    address: int  # of cache[0]
+    capacity: int  # PP_ALLOC_CACHE_SIZE
+    count: int  # alloc.count, at most the capacity (checked when the pool is read)
+
+    def slot_address(self, slot: int) -> int:
+        return self.address + POINTER_SIZE * slot
+
+    @property
+    def end(self) -> int:
+        """The address after the array."""
+        return self.slot_address(self.capacity)
+
+    def entries(self, prog: Program) -> Tuple[int, ...]:
+        """The netmems in ``cache[0:count]``."""
+        return read_words(prog, self.address, self.count) if self.count else ()
+
+
+def pool_held_netmems(prog: Program, info: "PagePoolInfo", problems: Problems) -> Dict[int, str]:
+    """
+    What a pool holds itself: ``netmem -> "cache"`` for its alloc cache and
+    ``netmem -> "ring"`` for its ptr_ring entries.  An unreadable part is
+    recorded in ``problems`` and left out; the other part is still returned.
+    """
+    held: Dict[int, str] = {}
+    try:
+        held.update(dict.fromkeys(info.ring.entries(prog), "ring"))
+    except drgn.FaultError as e:
+        problems.fault("page pool ring", info.address, e)
+    try:
+        held.update(dict.fromkeys(info.alloc_cache.entries(prog), "cache"))
+    except drgn.FaultError as e:
+        problems.fault("page pool alloc cache", info.address, e)
+    return held
+
+
 def provider_ops_address(prog: Program, name: str) -> Optional[int]:
     """Address of a ``memory_provider_ops`` instance, or None if not built."""
     try:
@@ -210,9 +285,17 @@ class PagePoolInfo:
     detach_time: Optional[int]
     detach_age: Optional[int]
     provider: Optional[str]
+    #: ``pool->mp_priv``: the provider's binding or zcrx ifq.
+    mp_priv: int
     dmabuf: Optional[int]
     io_uring: Optional[Dict[str, int]]
-    raw: Dict[str, Any] = field(repr=False)
+    alloc_cache: AllocCache = field(repr=False)
+    ring: PtrRing = field(repr=False)
+    #: ``pool->recycle_stats`` (per-CPU), None without CONFIG_PAGE_POOL_STATS.
+    recycle_stats: Optional[int] = field(repr=False)
+    #: The ``alloc_stats`` counters by netlink name (None each without
+    #: CONFIG_PAGE_POOL_STATS).
+    alloc_stats: Dict[str, Optional[int]] = field(repr=False)
     warnings: List[str] = field(default_factory=list)
     #: How the pool was found: ``registry``, ``pages``, ``slab``.
     found_by: Tuple[str, ...] = ("registry",)
@@ -250,6 +333,85 @@ class PagePoolInfo:
         return (self.id if self.id is not None else -1, self.address)
 
 
+class _PoolLayout(NamedTuple):
+    """What :class:`PagePoolScanner` derives from the types, once per Program."""
+
+    reader: StructReader
+    detach_divisor: int
+    list_offset: Optional[int]  # None: no pool->user (before v6.8)
+    cache_offset: int
+    cache_capacity: int
+    napi_id_offset: int
+    net_ptr_poison: int
+    min_napi_id: int
+
+
+@per_program
+def _pool_layout(prog: Program) -> _PoolLayout:
+    pool_type = prog.type("struct page_pool")
+    # Since Linux kernel commit 5027ec19f104 ("net: page_pool: split the
+    # page_pool_params into fast and slow") (in v6.8) the flags are in
+    # pool->slow; before, in pool->p.
+    flags = "slow.flags" if member_exists(pool_type, "slow.flags") else "p.flags"
+    reader = StructReader(
+        prog,
+        "struct page_pool",
+        {
+            "id": "user.id",
+            "hold": "pages_state_hold_cnt",
+            "release": "pages_state_release_cnt.counter",
+            "order": "p.order",
+            "pool_size": "p.pool_size",
+            "nid": "p.nid",
+            "napi": "p.napi",
+            "cpuid": "cpuid",
+            "dma_map": "dma_map",
+            "alloc_count": "alloc.count",
+            "ring_producer": "ring.producer",
+            "ring_consumer_head": "ring.consumer_head",
+            "ring_size": "ring.size",
+            "ring_queue": "ring.queue",
+            "mp_priv": "mp_priv",
+            # Since Linux v6.15 (io_uring zcrx) pools name their provider's
+            # ops; Debian's 6.12 has it backported.
+            "mp_ops": "mp_ops",
+            "user_cnt": "user_cnt.refs.counter",
+            "destroy_cnt": "destroy_cnt",
+            "netdev": "slow.netdev",
+            # Since Linux v6.12 (devmem TCP).
+            "queue": "slow.queue_idx",
+            "flags": flags,
+            "list_pprev": "user.list.pprev",
+            "detach_time": "user.detach_time",
+            # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't
+            # try to stash the napi id") (in v6.14).
+            "user_napi_id": "user.napi_id",
+            "recycle_stats": "recycle_stats",
+            # page_pool_release_retry() pending (timer armed)
+            "release_timer": "release_dw.timer.entry.pprev",
+            **{name: path for name, path in STAT_NAMES.items() if path.startswith("alloc_stats")},
+        },
+    )
+    # Since Linux kernel commit 28b225282d44 the detach time is a ktime_t
+    # (nanoseconds); before, u64 seconds.  Both are CLOCK_BOOTTIME.
+    divisor = 1
+    if member_exists(pool_type, "user.detach_time"):
+        detach_type = pool_type.member("user").type.member("detach_time").type
+        divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
+    return _PoolLayout(
+        reader=reader,
+        detach_divisor=divisor,
+        list_offset=drgn.offsetof(pool_type, "user.list")
+        if member_exists(pool_type, "user.list")
+        else None,
+        cache_offset=drgn.offsetof(pool_type, "alloc.cache"),
+        cache_capacity=pool_type.member("alloc").type.member("cache").type.length or 0,
+        napi_id_offset=drgn.offsetof(prog.type("struct napi_struct"), "napi_id"),
+        net_ptr_poison=0x801 + _poison_delta(prog),
+        min_napi_id=_min_napi_id(prog),
+    )
+
+
 class PagePoolScanner:
     """
     Reads every page pool of a Program once, with the netdev hlists of every
@@ -261,72 +423,22 @@ class PagePoolScanner:
     def __init__(self, prog: Program, problems: Optional[Problems] = None) -> None:
         self.prog = prog
         self.problems = problems if problems is not None else Problems()
-        pool_type = prog.type("struct page_pool")
+        layout = _pool_layout(prog)
         self.page_size = prog["PAGE_SIZE"].value_()
-        self.registry = has_page_pool_registry(prog)
-        # Since Linux kernel commit 5027ec19f104 ("net: page_pool: split the
-        # page_pool_params into fast and slow") (in v6.8) the flags are in
-        # pool->slow; before, in pool->p.
-        flags = "slow.flags" if member_exists(pool_type, "slow.flags") else "p.flags"
-        self.reader = StructReader(
-            prog,
-            "struct page_pool",
-            {
-                "id": "user.id",
-                "hold": "pages_state_hold_cnt",
-                "release": "pages_state_release_cnt.counter",
-                "order": "p.order",
-                "pool_size": "p.pool_size",
-                "nid": "p.nid",
-                "napi": "p.napi",
-                "cpuid": "cpuid",
-                "dma_map": "dma_map",
-                "alloc_count": "alloc.count",
-                "ring_producer": "ring.producer",
-                "ring_consumer_head": "ring.consumer_head",
-                "ring_size": "ring.size",
-                "ring_queue": "ring.queue",
-                "mp_priv": "mp_priv",
-                # Since Linux v6.15 (io_uring zcrx) pools name their provider's
-                # ops; Debian's 6.12 has it backported.
-                "mp_ops": "mp_ops",
-                "user_cnt": "user_cnt.refs.counter",
-                "destroy_cnt": "destroy_cnt",
-                "netdev": "slow.netdev",
-                # Since Linux v6.12 (devmem TCP).
-                "queue": "slow.queue_idx",
-                "flags": flags,
-                "list_pprev": "user.list.pprev",
-                "detach_time": "user.detach_time",
-                # Until Linux kernel commit 67e4bb2ced0f ("net: page_pool: don't
-                # try to stash the napi id") (in v6.14).
-                "user_napi_id": "user.napi_id",
-                "recycle_stats": "recycle_stats",
-                # page_pool_release_retry() pending (timer armed)
-                "release_timer": "release_dw.timer.entry.pprev",
-                **{
-                    name: path
-                    for name, path in STAT_NAMES.items()
-                    if path.startswith("alloc_stats")
-                },
-            },
-        )
-        # Since Linux kernel commit 28b225282d44 the detach time is a ktime_t
-        # (nanoseconds); before, u64 seconds.  Both are CLOCK_BOOTTIME.
-        self.detach_divisor = 1
-        if member_exists(pool_type, "user.detach_time"):
-            detach_type = pool_type.member("user").type.member("detach_time").type
-            self.detach_divisor = 10**9 if detach_type.type_name() == "ktime_t" else 1
-        self.list_offset = (
-            drgn.offsetof(pool_type, "user.list") if member_exists(pool_type, "user.list") else None
-        )
-        self.cache_capacity = pool_type.member("alloc").type.member("cache").type.length or 0
-        self.napi_id_offset = drgn.offsetof(prog.type("struct napi_struct"), "napi_id")
+        self.reader = layout.reader
+        self.detach_divisor = layout.detach_divisor
+        self.list_offset = layout.list_offset
+        self.cache_offset = layout.cache_offset
+        self.cache_capacity = layout.cache_capacity
+        self.napi_id_offset = layout.napi_id_offset
+        self.net_ptr_poison = layout.net_ptr_poison
+        self.min_napi_id = layout.min_napi_id
         self.netdevs = NetdevReader(prog, self.problems)
         self.net_ptr_poison = 0x801 + _poison_delta(prog)
         self.min_napi_id = _min_napi_id(prog)
         self.now = _boottime_seconds(prog)
         self._hlists: Optional[Dict[int, int]] = None
+        self.registry = has_page_pool_registry(prog)
         self._discovered: Optional[List[Tuple[int, Tuple[str, ...]]]] = None
         #: What discovery could not use (e.g. a slab allocator drgn cannot walk).
         self.notes: List[str] = []
@@ -528,9 +640,21 @@ class PagePoolScanner:
             detach_time=detach_time,
             detach_age=detach_age,
             provider=provider,
+            mp_priv=raw["mp_priv"],
             dmabuf=self._binding_id(raw["mp_priv"]) if provider == "dmabuf" else None,
             io_uring=self._io_uring_info(raw["mp_priv"]) if provider == "io_uring" else None,
-            raw=raw,
+            alloc_cache=AllocCache(
+                address + self.cache_offset, self.cache_capacity, raw["alloc_count"]
+            ),
+            ring=PtrRing(
+                raw["ring_producer"], raw["ring_consumer_head"], raw["ring_size"], raw["ring_queue"]
+            ),
+            recycle_stats=raw["recycle_stats"],
+            alloc_stats={
+                name: raw[name]
+                for name, path in STAT_NAMES.items()
+                if path.startswith("alloc_stats")
+            },
             warnings=warnings,
             found_by=found_by,
             release_pending=bool(raw["release_timer"])
@@ -595,18 +719,9 @@ class PagePoolScanner:
         """
         tries = attempts(self.prog)
         for attempt in range(tries):
-            raw = info.raw
-            cache = raw["alloc_count"]
+            cache = info.alloc_cache.count
             try:
-                ring: Optional[int] = len(
-                    ptr_ring_entries(
-                        raw["ring_producer"],
-                        raw["ring_consumer_head"],
-                        raw["ring_size"],
-                        raw["ring_queue"],
-                        self.prog,
-                    )
-                )
+                ring: Optional[int] = len(info.ring.entries(self.prog))
             except drgn.FaultError as e:
                 self.problems.fault("page pool ring", info.address, e)
                 ring = None
@@ -651,13 +766,12 @@ class PagePoolScanner:
         recycle stats summed over possible CPUs (None each if a CPU's cannot
         be read); None without ``CONFIG_PAGE_POOL_STATS``.
         """
-        raw = info.raw
-        if raw["recycle_stats"] is None:
+        if info.recycle_stats is None:
             return None
-        out = {name: raw[name] for name in STAT_NAMES if STAT_NAMES[name].startswith("alloc_")}
+        out: Dict[str, Optional[int]] = dict(info.alloc_stats)
         recycle = [name for name in STAT_NAMES if not STAT_NAMES[name].startswith("alloc_")]
         totals: Dict[str, Optional[int]] = dict.fromkeys(recycle, 0)
-        if raw["recycle_stats"]:
+        if info.recycle_stats:
             reader = StructReader(
                 self.prog,
                 "struct page_pool_recycle_stats",
@@ -665,7 +779,7 @@ class PagePoolScanner:
             )
             try:
                 for offset in _possible_cpu_offsets(self.prog):
-                    values = reader.read((raw["recycle_stats"] + offset) & 0xFFFFFFFFFFFFFFFF)
+                    values = reader.read(wrap(info.recycle_stats + offset))
                     for name in recycle:
                         totals[name] += values[name]
             except drgn.FaultError as e:
@@ -700,14 +814,10 @@ def _boottime_seconds(prog: Program) -> Optional[int]:
         return None
 
 
+@per_program
 def _possible_cpu_offsets(prog: Program) -> Tuple[int, ...]:
-    try:
-        return prog.cache["netmem_probe_cpu_offsets"]
-    except KeyError:
-        pass
     from drgn.helpers.linux.cpumask import for_each_possible_cpu
 
     offsets = prog["__per_cpu_offset"]
     result = tuple(offsets[cpu].value_() for cpu in for_each_possible_cpu(prog))
-    prog.cache["netmem_probe_cpu_offsets"] = result
     return result

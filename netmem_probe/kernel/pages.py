@@ -19,7 +19,6 @@ in its ptr_ring, or out (with the stack, a driver, or nobody).
 
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set
 
-import drgn
 from drgn import Program
 
 from netmem_probe.kernel.memmap import (
@@ -30,8 +29,8 @@ from netmem_probe.kernel.memmap import (
     SignatureMatcher,
     read_memmap,
 )
-from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner, ptr_ring_entries
-from netmem_probe.kernel.walk import Problems, read_words
+from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner, pool_held_netmems
+from netmem_probe.kernel.walk import Problems
 
 __all__ = (
     "CHUNK_BYTES",
@@ -40,7 +39,6 @@ __all__ = (
     "PpPageScanner",
     "ProgressFn",
     "SignatureMatcher",
-    "pool_structure_netmems",
     "read_memmap",
 )
 
@@ -58,41 +56,6 @@ class PpPage(NamedTuple):
     #: Where the pool sees it: ``"cache"`` (pool->alloc.cache), ``"ring"``
     #: (pool->ring), or ``"out"`` (handed out, not back yet).
     where: str
-
-
-def pool_structure_netmems(
-    prog: Program, scanner: PagePoolScanner, info: PagePoolInfo
-) -> Dict[int, str]:
-    """
-    The netmems a pool holds itself: ``netmem -> "cache"`` for
-    ``pool->alloc.cache[0:alloc.count]`` and ``netmem -> "ring"`` for the
-    entries of ``pool->ring`` (see
-    :func:`~netmem_probe.kernel.page_pool.ptr_ring_entries`).  Unreadable
-    parts are recorded in the scanner's problems.
-    """
-    raw = info.raw
-    held: Dict[int, str] = {}
-    try:
-        for netmem in ptr_ring_entries(
-            raw["ring_producer"],
-            raw["ring_consumer_head"],
-            raw["ring_size"],
-            raw["ring_queue"],
-            prog,
-        ):
-            held[netmem] = "ring"
-    except drgn.FaultError as e:
-        scanner.problems.fault("page pool ring", info.address, e)
-    cache_offset = drgn.offsetof(scanner.reader.type, "alloc.cache")
-    capacity = scanner.reader.type.member("alloc").type.member("cache").type.length or 0
-    count = min(raw["alloc_count"], capacity)
-    if count:
-        try:
-            for netmem in read_words(prog, info.address + cache_offset, count):
-                held[netmem] = "cache"
-        except drgn.FaultError as e:
-            scanner.problems.fault("page pool alloc cache", info.address, e)
-    return held
 
 
 class PpPageScanner:
@@ -127,13 +90,11 @@ class PpPageScanner:
         return self.scan.holes
 
     def held_by_pool(self, info: PagePoolInfo) -> Dict[int, str]:
-        """:func:`pool_structure_netmems` of a pool, read once."""
+        """:func:`~netmem_probe.kernel.page_pool.pool_held_netmems` of a pool, read once."""
         try:
             return self._held[info.address]
         except KeyError:
-            held = self._held[info.address] = pool_structure_netmems(
-                self.prog, self.pool_scanner, info
-            )
+            held = self._held[info.address] = pool_held_netmems(self.prog, info, self.problems)
             return held
 
     def pages(

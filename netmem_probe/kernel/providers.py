@@ -18,6 +18,7 @@ by user space (zcrx ``user_refs``).
 """
 
 import struct
+import sys
 from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter
@@ -37,13 +38,15 @@ from typing import (
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.kernel.cache import per_program
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, for_each_net_address
 from netmem_probe.kernel.netmem import niov_reader
 from netmem_probe.kernel.page_pool import (
+    PagePoolInfo,
     PagePoolScanner,
+    pool_held_netmems,
     pool_provider,
     provider_ops_address,
-    ptr_ring_entries,
 )
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap, xa_entries
@@ -76,6 +79,15 @@ MAX_AREAS = 1 << 16
 MAX_RX_QUEUES = 1 << 14
 
 DMA_TO_DEVICE = 1
+
+
+# The set bits of a bitmap: int.bit_count() is Python 3.10+, and 3.9 is the floor.
+if sys.version_info >= (3, 10):
+    _popcount = int.bit_count
+else:
+
+    def _popcount(value: int) -> int:
+        return bin(value).count("1")
 
 
 @dataclass(frozen=True)
@@ -345,6 +357,7 @@ class _NiovLayout(NamedTuple):
     fields: Dict[str, Tuple[int, "IntCode"]]
 
 
+@per_program
 def _niov_layout(prog: Program) -> _NiovLayout:
     """
     One ``struct.Struct`` the size of a ``struct net_iov`` for the members
@@ -352,10 +365,6 @@ def _niov_layout(prog: Program) -> _NiovLayout:
     ``iter_unpack()`` at C speed.  ``type`` is left out on kernels without
     it (before v6.16).
     """
-    try:
-        return prog.cache["netmem_probe_niov_layout"]
-    except KeyError:
-        pass
     reader = niov_reader(prog)
     present = {
         k: field
@@ -374,7 +383,6 @@ def _niov_layout(prog: Program) -> _NiovLayout:
         fields[key] = (field.offset, code)
     fmt += f"{reader.size - end}x"
     layout = _NiovLayout(struct.Struct(fmt), itemgetter(*(order.index(k) for k in keys)), fields)
-    prog.cache["netmem_probe_niov_layout"] = layout
     return layout
 
 
@@ -442,7 +450,7 @@ class ProviderScanner:
 
     # -- discovery ---------------------------------------------------------
 
-    def pools(self) -> list:
+    def pools(self) -> List[PagePoolInfo]:
         """Every page pool (:class:`~netmem_probe.kernel.page_pool.PagePoolInfo`)."""
         if self._pools is None:
             self._pools = list(self.pool_scanner.pools())
@@ -467,8 +475,8 @@ class ProviderScanner:
                     if info.provider == "dmabuf"
                     else (ifqs if info.provider == "io_uring" else None)
                 )
-                if target is not None and info.raw["mp_priv"]:
-                    target[info.raw["mp_priv"]] = None
+                if target is not None and info.mp_priv:
+                    target[info.mp_priv] = None
             for kind, mp_priv in self._rx_queue_providers():
                 (bindings if kind == "dmabuf" else ifqs)[mp_priv] = None
             for ifq in self._ring_ifqs():
@@ -534,8 +542,8 @@ class ProviderScanner:
                 self.problems.fault("io_ring_ctx", ctx, e)
         return [ifq for ifq in ifqs if ifq]
 
-    def _pools_of(self, mp_priv: int, kind: str) -> List:
-        return [p for p in self.pools() if p.provider == kind and p.raw["mp_priv"] == mp_priv]
+    def _pools_of(self, mp_priv: int, kind: str) -> List[PagePoolInfo]:
+        return [p for p in self.pools() if p.provider == kind and p.mp_priv == mp_priv]
 
     def _netdev(self, address: int) -> Optional[NetdevInfo]:
         return self.netdevs.info(address) if address else None
@@ -585,7 +593,7 @@ class ProviderScanner:
             ifq=None,
             netdev=self._netdev(b["dev"]),
             queues=self._bound_queues(address),
-            pools=tuple(sorted(p.id for p in pools)),
+            pools=tuple(sorted(p.id for p in pools if p.id is not None)),
             pool_addresses=tuple(p.address for p in pools),
             refcount=b["ref"],
             direction="tx" if b["direction"] == DMA_TO_DEVICE else "rx",
@@ -749,7 +757,7 @@ class ProviderScanner:
                     ifq=ifq,
                     netdev=netdev,
                     queues=(q["if_rxq"],) if q["netdev"] else (),
-                    pools=tuple(sorted(p.id for p in pools)),
+                    pools=tuple(sorted(p.id for p in pools if p.id is not None)),
                     pool_addresses=tuple(p.address for p in pools),
                     refcount=q["refs"],
                     direction="rx",
@@ -818,10 +826,6 @@ class ProviderScanner:
         """
         if self._locations is not None:
             return self._locations
-        prog = self.prog
-        pool_type = prog.type("struct page_pool")
-        cache_offset = drgn.offsetof(pool_type, "alloc.cache")
-        capacity = pool_type.member("alloc").type.member("cache").type.length or 0
         spans: Dict[int, List[NiovSpan]] = {}
         for area in self.areas():
             for pool in area.pool_addresses:
@@ -830,35 +834,18 @@ class ProviderScanner:
         for info in self.pools():
             if info.provider is None:
                 continue
-            raw = info.raw
-            try:
-                count = min(raw["alloc_count"], capacity)
-                cache = read_words(prog, info.address + cache_offset, count) if count else ()
-                ring = ptr_ring_entries(
-                    raw["ring_producer"],
-                    raw["ring_consumer_head"],
-                    raw["ring_size"],
-                    raw["ring_queue"],
-                    prog,
-                )
-            except drgn.FaultError as e:
-                self.problems.fault("page pool cache/ring", info.address, e)
-                continue
-            for where, netmems in (("cache", cache), ("ring", ring)):
-                for netmem in netmems:
-                    if not netmem & 1:
-                        continue
-                    niov = netmem & ~1
-                    if not any(
-                        s.contains(niov, self.niov_size) for s in spans.get(info.address, ())
-                    ):
-                        self.problems.add(
-                            "net_iov",
-                            niov,
-                            f"in pool {info.id}'s {where} but outside every area of its provider",
-                        )
-                        continue
-                    out[netmem] = (info.address, where)
+            for netmem, where in pool_held_netmems(self.prog, info, self.problems).items():
+                if not netmem & 1:
+                    continue
+                niov = netmem & ~1
+                if not any(s.contains(niov, self.niov_size) for s in spans.get(info.address, ())):
+                    self.problems.add(
+                        "net_iov",
+                        niov,
+                        f"in pool {info.id}'s {where} but outside every area of its provider",
+                    )
+                    continue
+                out[netmem] = (info.address, where)
         self._locations = out
         return out
 
@@ -942,7 +929,8 @@ class ProviderScanner:
         return bytes(free)
 
     def _pool_ids(self) -> Dict[int, int]:
-        return {p.address: p.id for p in self.pools()}
+        # providers came after pool ids (v6.8): every provider pool has one
+        return {p.address: p.id for p in self.pools() if p.id is not None}
 
     def niovs(self, area: ProviderArea) -> Iterator[NiovInfo]:
         """
@@ -1014,10 +1002,10 @@ class ProviderScanner:
             good = every & ~bad
             free = int.from_bytes(state.free, "little") & good & ~pool
             user = int.from_bytes(state.user, "little") & good & ~pool & ~free
-            counts["in-pool"] += pool.bit_count()
-            counts["free"] += free.bit_count()
-            counts["user"] += user.bit_count()
-            counts["stack"] += good.bit_count() - (pool | free | user).bit_count()
+            counts["in-pool"] += _popcount(pool)
+            counts["free"] += _popcount(free)
+            counts["user"] += _popcount(user)
+            counts["stack"] += _popcount(good) - _popcount(pool | free | user)
             counts["inconsistent"] += len(state.bad)
         self.inconsistent[area.address] = counts["inconsistent"]
         return counts

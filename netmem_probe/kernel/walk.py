@@ -16,6 +16,8 @@ import drgn
 from drgn import Program, ProgramFlags
 from drgn.helpers import ValidationError
 
+from netmem_probe.kernel.cache import per_program
+
 __all__ = (
     "CorruptionError",
     "LIVE_RETRIES",
@@ -101,16 +103,11 @@ def read_pointer(prog: Program, address: int) -> int:
     return prog.read_word(wrap(address))
 
 
+@per_program
 def attempts(prog: Program) -> int:
     """How many times to read a record that fails validation (see LIVE_RETRIES)."""
     # Asked once per record read: prog.flags builds an enum each time.
-    try:
-        return prog.cache["netmem_probe_attempts"]
-    except KeyError:
-        n = prog.cache["netmem_probe_attempts"] = (
-            LIVE_RETRIES if prog.flags & ProgramFlags.IS_LIVE else 1
-        )
-        return n
+    return LIVE_RETRIES if prog.flags & ProgramFlags.IS_LIVE else 1
 
 
 def inconsistent(prog: Program, reason: str) -> str:
@@ -272,11 +269,8 @@ class _XaLayout(NamedTuple):
     chunk_shift: int
 
 
+@per_program
 def _xa_layout(prog: Program) -> _XaLayout:
-    try:
-        return prog.cache["netmem_probe_xa_layout"]
-    except KeyError:
-        pass
     node = prog.type("struct xa_node")
     nslots = node.member("slots").type.length
     layout = _XaLayout(
@@ -287,7 +281,6 @@ def _xa_layout(prog: Program) -> _XaLayout:
         drgn.offsetof(node, "slots"),
         nslots.bit_length() - 1,
     )
-    prog.cache["netmem_probe_xa_layout"] = layout
     return layout
 
 

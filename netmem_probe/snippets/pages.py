@@ -1,11 +1,11 @@
 """drgn code for ``pages``, ``holders`` and ``leaks``: page-pool pages and who holds them."""
 
-from typing import List, Sequence
+from typing import Sequence
 
 import click
 from drgn import Program
 
-from netmem_probe.context import parse_netmem
+from netmem_probe.context import netmem_arguments
 from netmem_probe.snippets import Snippet, has_member, has_type
 from netmem_probe.snippets.netmem import define_decoders, define_is_pp_page, define_niov_desc
 from netmem_probe.snippets.pools import (
@@ -556,14 +556,7 @@ def _niovs_offset(prog: Program) -> str:
 
 def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
     """drgn code for ``holders NETMEM...``."""
-    values: List[int] = []
-    for text in netmem:
-        try:
-            values.append(parse_netmem(text))
-        except ValueError as e:
-            raise click.BadParameter(
-                f"{text!r} is not a netmem_ref ({e})", param_hint="NETMEM"
-            ) from None
+    values = netmem_arguments(netmem)
     s = Snippet(
         prog,
         "netmem-probe holders " + " ".join(hex(v) for v in values),
