@@ -5,9 +5,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from netmem_probe.commands.check import message_record
 from netmem_probe.commands.watch import watch_pools
 from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
+from netmem_probe.kernel.printk import KernelLog, page_pool_messages
 from netmem_probe.report import emit_json, hexaddr, human_bytes, human_seconds, quantity
 from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
@@ -209,10 +211,17 @@ def _selected(
     return not (inflight_only and info.inflight == 0)
 
 
-def _notes(infos: List[PagePoolInfo]) -> None:
+def _notes(infos: List[PagePoolInfo], log: Optional[KernelLog] = None) -> None:
     for info in infos:
         for warning in info.warnings:
             click.echo(f"netmem-probe: note: pool {info.id}: {warning}", err=True)
+        messages = log.of_pool(info.id) if log is not None else []
+        if messages:
+            click.echo(
+                f"netmem-probe: note: pool {info.id}: the kernel log has {len(messages)} "
+                f"message(s) about it, the last: {messages[-1].text.strip()!r}",
+                err=True,
+            )
 
 
 @click.command(epilog=POOLS_EXAMPLES)
@@ -302,7 +311,7 @@ def pools(
         )
     scanner = PagePoolScanner(target.prog, target.problems)
     infos = [i for i in scanner.pools() if _selected(i, netdev, states, not show_all)]
-    _notes(infos)
+    _notes(infos, page_pool_messages(target.prog))
     rows = table.sorted([_row(i, pool_record(i)) for i in infos])
     if ynl:
         shown = sorted((i for i in infos if i.state in NETLINK_STATES), key=_ynl_order)
@@ -371,6 +380,7 @@ def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool, ynl: 
         raise click.UsageError("--ynl prints netlink's object: not with --json or --holders")
     scanner = PagePoolScanner(target.prog, target.problems)
     info, breakdown = scanner.breakdown(_find_pool(target, scanner, pool_key))
+    log = page_pool_messages(target.prog)
     _notes([info])
     rec = pool_record(info)
     rec["breakdown"] = breakdown
@@ -380,6 +390,11 @@ def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool, ynl: 
 
         summary = pool_holders(target.prog, target.problems, info)
         rec["holders"] = summary.record() if summary is not None else None
+    # The kernel log's messages about this pool (stalled shutdown); null
+    # when the log cannot be read.
+    rec["kernel-log"] = (
+        None if log.error is not None else [message_record(m) for m in log.of_pool(info.id)]
+    )
     if ynl:
         # netlink answers ENOENT for a pool it does not show, EOPNOTSUPP
         # without CONFIG_PAGE_POOL_STATS: ynl prints no object.
@@ -408,7 +423,7 @@ def _print_pool(rec: Dict[str, Any]) -> None:
         lines.append((indent + key, "-" if value is None else str(value)))
 
     for key, value in rec.items():
-        if key not in ("id", "address", "breakdown", "stats", "holders"):
+        if key not in ("id", "address", "breakdown", "stats", "holders", "kernel-log"):
             add("  ", key, value)
     lines.append(("  in flight, as the pool sees it:", None))
     for key, value in rec["breakdown"].items():
@@ -423,6 +438,13 @@ def _print_pool(rec: Dict[str, Any]) -> None:
                 add("    ", kind, n)
             for release in holders["release"]:
                 lines.append((f"    to release {release['pages']}: {release['action']}", None))
+    lines.append(("  kernel log:", None))
+    if rec["kernel-log"] is None:
+        lines.append(("    n/a (cannot be read)", None))
+    elif not rec["kernel-log"]:
+        lines.append(("    no message about this pool", None))
+    for m in rec["kernel-log"] or ():
+        lines.append((f"    [{m['timestamp'] / 1e9:12.6f}] {m['text']}", None))
     if rec["stats"] is None:
         lines.append(("  stats: n/a (CONFIG_PAGE_POOL_STATS off)", None))
     else:

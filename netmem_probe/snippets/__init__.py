@@ -160,7 +160,7 @@ KEYS: Dict[str, Tuple[str, ...]] = {
 #: others.
 LEFT_OUT: Dict[str, Tuple[str, ...]] = {
     "pools": ("driver", "netns"),
-    "pool": ("driver", "netns", "holders"),
+    "pool": ("driver", "netns", "holders", "kernel-log"),
     "layout": ("reason",),
     "pages --count": ("state", "detached"),
     "holders": ("pool-netdev",),
