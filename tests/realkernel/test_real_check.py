@@ -104,3 +104,16 @@ def test_live_check_and_exporter_in_the_guest_without_debug_info(series):
     assert exported == set(pools)
     for pool_id in waiting:  # nothing returns a detached pool's parked pages
         assert samples[("netmem_page_pool_inflight_pages", str(pool_id))] == pools[pool_id]["inflight"]
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_exporter_without_debug_info_exports_what_it_does_with_it(series, kind):
+    def metrics(prog):
+        result = run_cli("export", "--textfile", "-", program=prog)
+        assert result.code == 0, result.err
+        # Everything but how long the reading took.
+        return [line for line in result.out.splitlines() if "read_duration" not in line]
+
+    with_debug_info = metrics(program(series, kind))
+    assert metrics(btf_program(series, kind)) == with_debug_info
+    assert any(line.startswith("netmem_page_pool_inflight_pages{") for line in with_debug_info)
