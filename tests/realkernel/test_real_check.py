@@ -16,7 +16,9 @@ pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
 
 
-@pytest.mark.parametrize("series,kind", DUMPS)
+# The leak verdicts search all of memory: on the ELF dump only (the kdump one
+# is the same memory, zlib-compressed, and takes twice as long).
+@pytest.mark.parametrize("series,kind", [(s, k) for s, k in DUMPS if k == "elf"])
 def test_check_finds_every_detached_pool_with_pages_out(series, kind):
     prog = program(series, kind)
     pools = run_cli("pools", "--json", program=prog).json()
