@@ -49,6 +49,12 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     "min_low_pfn": "unsigned long",
     "max_low_pfn": "unsigned long",
     "slab_caches": "struct list_head",
+    # the skb slab caches (kernel/skbs.py): in struct net_hotdata since
+    # Linux v6.9, before their own globals
+    "net_hotdata": "struct net_hotdata",
+    "skbuff_cache": "struct kmem_cache *",
+    "skbuff_head_cache": "struct kmem_cache *",
+    "skbuff_fclone_cache": "struct kmem_cache *",
     "init_mm": "struct mm_struct",
     "vmap_area_root": "struct rb_root",
     "vmap_area_list": "struct list_head",
