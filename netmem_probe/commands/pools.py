@@ -438,11 +438,11 @@ def _print_pool(rec: Dict[str, Any]) -> None:
                 add("    ", kind, n)
             for release in holders["release"]:
                 lines.append((f"    to release {release['pages']}: {release['action']}", None))
-    lines.append(("  kernel log:", None))
-    if rec["kernel-log"] is None:
-        lines.append(("    n/a (cannot be read)", None))
-    elif not rec["kernel-log"]:
-        lines.append(("    no message about this pool", None))
+    if not rec["kernel-log"]:
+        # "-": the log could not be read; "none": nothing in it names the pool.
+        add("  ", "kernel log", None if rec["kernel-log"] is None else "none")
+    else:
+        lines.append(("  kernel log:", None))
     for m in rec["kernel-log"] or ():
         lines.append((f"    [{m['timestamp'] / 1e9:12.6f}] {m['text']}", None))
     if rec["stats"] is None:
