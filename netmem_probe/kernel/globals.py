@@ -39,6 +39,14 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     "net_namespace_list": "struct list_head",
     "init_pid_ns": "struct pid_namespace",
     "init_task": "struct task_struct",
+    # holders' actors: a file is a socket when its f_op is this
+    "socket_file_ops": "const struct file_operations",
+    # the skb slab caches: in struct net_hotdata since Linux v6.10, before
+    # that globals (skbuff_head_cache renamed skbuff_cache in Linux v6.4)
+    "net_hotdata": "struct net_hotdata",
+    "skbuff_cache": "struct kmem_cache *",
+    "skbuff_head_cache": "struct kmem_cache *",
+    "skbuff_fclone_cache": "struct kmem_cache *",
     # memory model (drgn derives vmemmap from mem_section)
     "mem_section": "struct mem_section **",
     "__highest_present_section_nr": "unsigned long",
