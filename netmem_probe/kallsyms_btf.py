@@ -11,7 +11,8 @@ kallsyms address, typed by their BTF ``VAR`` (per-CPU variables) or else by
 :data:`netmem_probe.kernel.globals.GLOBAL_TYPES`.  Functions and enumerators
 come from BTF too, so drgn's own ``linux`` object finder (``vmemmap`` from
 ``vmemmap_populate`` and ``mem_section``, ``PAGE_SHIFT``, ...) keeps working.
-Module symbols are read from the kernel's module list when first needed.
+Module symbols, and the types of modules (their split BTF, ``mod->btf_data``),
+are read from the kernel's module list when first needed.
 
 BTF carries no build ID, so before it is used its sizes and offsets are checked
 against the ``SIZE(...)`` and ``OFFSET(...)`` lines of the kernel's VMCOREINFO
@@ -20,7 +21,7 @@ BTF of another kernel or configuration is refused rather than misread.
 """
 
 import re
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import drgn
 from drgn import Program
@@ -28,6 +29,7 @@ from drgn import Program
 from netmem_probe.btf import (
     Btf,
     BtfError,
+    BtfTypeFinder,
     add_btf_object_finder,
     add_btf_type_finder,
     parse_btf,
@@ -45,6 +47,8 @@ _MAX_BTF_SIZE = 256 << 20
 # the largest); past them the module list or a module is corrupt.
 _MAX_MODULES = 1 << 14
 _MAX_MODULE_SYMBOLS = 1 << 20
+# The largest module BTF of a Debian kernel is under 1 MiB.
+_MAX_MODULE_BTF_SIZE = 16 << 20
 
 
 class KernelBtfError(Exception):
@@ -97,6 +101,8 @@ def add_kernel_btf(
         lookup = _symbol_lookup(prog, symbols)
     try:
         add_btf_type_finder(prog, btf, enable_index=-1)
+        if symbols is not None:
+            prog.register_type_finder("module_btf", _ModuleBtf(btf), enable_index=-1)
         add_btf_object_finder(prog, btf, lookup, var_type=global_type, enable_index=-1)
         if prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
             _check_vmcoreinfo_layout(prog, where)
@@ -210,6 +216,70 @@ class _ModuleKallsyms:
         return self._index(prog, name, address, one)
 
 
+class _ModuleBtf:
+    """
+    A type finder for the types only modules define (a driver's private
+    structs: ``struct virtnet_info``, ``struct veth_priv``), from each loaded
+    module's split BTF (``mod->btf_data``, ``CONFIG_DEBUG_INFO_BTF_MODULES``),
+    read from the module list the first time vmlinux's BTF cannot answer.
+    """
+
+    def __init__(self, base: Btf) -> None:
+        self._base = base
+        self._finders: Optional[List[BtfTypeFinder]] = None
+
+    def __call__(
+        self, prog: Program, kinds: drgn.TypeKindSet, name: str, filename: Optional[str]
+    ) -> Optional[drgn.Type]:
+        if self._finders is None:
+            # Empty while the list is read, so that a lookup made meanwhile
+            # cannot start a second read.
+            self._finders = []
+            self._finders = [BtfTypeFinder(prog, btf) for btf in _module_btfs(prog, self._base)]
+        for finder in self._finders:
+            found = finder.find(kinds, name)
+            if found is not None:
+                return found
+        return None
+
+
+def _modules(prog: Program) -> Iterator[drgn.Object]:
+    """The loaded modules' ``struct module``, over a bounded walk of the list."""
+    try:
+        module_type = prog.type("struct module")
+        offset = drgn.offsetof(module_type, "list")
+        head = prog["modules"].address_
+    except LookupError:
+        return
+    for node in list_nodes(prog, head, what="modules", limit=_MAX_MODULES):
+        yield drgn.Object(prog, module_type, address=node - offset)
+
+
+def _module_btfs(prog: Program, base: Btf) -> List[Btf]:
+    """
+    Every loaded module's split BTF, as the BPF subsystem keeps it
+    (``btf_modules``: a module's own ``btf_data`` is freed once it is loaded);
+    a module whose BTF is unreadable is left out.
+    """
+    try:
+        entry_type = prog.type("struct btf_module")
+        offset = drgn.offsetof(entry_type, "list")
+        head = prog.symbol("btf_modules").address
+    except LookupError:
+        return []
+    btfs = []
+    for node in list_nodes(prog, head, what="btf_modules", limit=_MAX_MODULES):
+        try:
+            btf = drgn.Object(prog, entry_type, address=node - offset).btf
+            size = btf.data_size.value_()
+            if not 0 < size <= _MAX_MODULE_BTF_SIZE:
+                continue
+            btfs.append(parse_btf(prog.read(btf.data.value_(), size), base=base))
+        except (AttributeError, LookupError, BtfError, drgn.FaultError):
+            continue
+    return btfs
+
+
 def _module_symbols(prog: Program) -> drgn.SymbolIndex:
     """
     Every loaded module's kallsyms, as drgn's ``load_module_kallsyms()``
@@ -219,14 +289,7 @@ def _module_symbols(prog: Program) -> drgn.SymbolIndex:
     from drgn.helpers.linux.kallsyms import module_kallsyms
 
     symbols: List[drgn.Symbol] = []
-    try:
-        module_type = prog.type("struct module")
-        offset = drgn.offsetof(module_type, "list")
-        head = prog["modules"].address_
-    except LookupError:
-        return drgn.SymbolIndex(symbols)
-    for node in list_nodes(prog, head, what="modules", limit=_MAX_MODULES):
-        module = drgn.Object(prog, module_type, address=node - offset)
+    for module in _modules(prog):
         try:
             if module.kallsyms.num_symtab.value_() <= _MAX_MODULE_SYMBOLS:
                 symbols.extend(module_kallsyms(module))

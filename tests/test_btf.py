@@ -15,7 +15,6 @@ import re
 import shutil
 import struct
 import subprocess
-import time
 import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -1226,20 +1225,6 @@ def test_page_pool_lookup_builds_only_a_handful_of_types(host_btf):
     # graph reachable from page_pool has tens of thousands of types.
     assert finder.built_count < 80
     assert finder.built_count < host_btf.nr_types / 1000
-
-
-@needs_host_btf
-def test_parse_and_first_lookup_are_fast(host_btf_data):
-    start = time.perf_counter()
-    btf = parse_btf(host_btf_data)
-    parsed = time.perf_counter()
-    prog, _ = make_prog(btf, drgn.host_platform)
-    prog.type("struct page_pool")
-    looked_up = time.perf_counter()
-    # Measured 0.04-0.12 s and 0.04-0.08 s on a 2-core VM; the bounds leave room
-    # for slow CI machines.
-    assert parsed - start < 2.0
-    assert looked_up - parsed < 1.0
 
 
 # --------------------------------------------------------------------------

@@ -94,16 +94,15 @@ def test_leaks_of_a_pool_that_is_not_detached_says_so():
 # -- 3: cannot open the target ------------------------------------------------
 
 
-def _section_offset(elf: bytes, name: bytes) -> int:
-    """File offset of an ELF64 little-endian section, by name."""
+def _section_offset(elf: bytes, name: str) -> int:
+    """File offset of an ELF64 little-endian file's section ``name``."""
     shoff, = struct.unpack_from("<Q", elf, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-    strtab = struct.unpack_from("<Q", elf, shoff + shstrndx * shentsize + 0x18)[0]
-    for i in range(shnum):
-        header = shoff + i * shentsize
-        at = strtab + struct.unpack_from("<I", elf, header)[0]
-        if elf[at:at + len(name) + 1] == name + b"\0":
-            return struct.unpack_from("<Q", elf, header + 0x18)[0]
+    headers = [struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize) for i in range(shnum)]
+    strtab = headers[shstrndx][4]
+    for sh_name, _, _, _, offset, _ in headers:
+        if elf[strtab + sh_name:].split(b"\0", 1)[0] == name.encode():
+            return offset
     raise LookupError(name)
 
 
@@ -112,7 +111,7 @@ def _damaged_types(tmp_path):
     fx = shutil.copytree(F, tmp_path / "fx")
     types = fx / "types.elf"
     raw = bytearray(types.read_bytes())
-    debug_info = _section_offset(raw, b".debug_info")
+    debug_info = _section_offset(raw, ".debug_info")
     raw[debug_info + 0x10:debug_info + 0x20] = b"\xff" * 16
     types.write_bytes(raw)
     return fx

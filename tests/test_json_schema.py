@@ -20,7 +20,7 @@ from test_watch import _nic_pools, _traffic, _world
 
 SCHEMAS = ROOT / "docs" / "schema"
 #: Commands whose --json is JSON Lines: the schema is of one line.
-LINES = {"pages", "leaks", "niovs", "pools-watch"}
+LINES = {"pages", "leaks", "niovs", "pools-watch", "triage"}
 
 
 def schema_name(args: List[str]) -> str:
@@ -97,3 +97,15 @@ def test_a_schema_refuses_an_invented_or_renamed_key():
     renamed = {("dma_addr" if k == "dma-addr" else k): v for k, v in record.items()}
     assert list(validator("decode").iter_errors([renamed]))
     assert list(validator("decode").iter_errors([dict(record, owner=0)]))
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_check_json_matches_its_schema_on_every_fixture(name):
+    args = ["check", "--json"]
+    check(args, run_cli("-f", str(ROOT / "fixtures" / "vmcore-stubs" / name), *args).out)
+
+
+def test_triage_json_lines_match_their_schema(tmp_path):
+    (tmp_path / "junk").write_text("not a dump\n")
+    args = ["triage", "--json", "--no-leaks", str(ROOT / "fixtures" / "vmcore-stubs"), str(tmp_path)]
+    check(args, run_cli(*args).out)

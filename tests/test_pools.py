@@ -31,7 +31,15 @@ def test_pool_detail_equals_the_scenario(name):
         details = truth["pool-details"][key]
         assert got["breakdown"] == details["breakdown"]
         assert got["stats"] == details["stats"]
-        assert {k: v for k, v in got.items() if k not in ("breakdown", "stats")} == record
+        if "kernel-log" in truth:
+            assert [m["text"] for m in got["kernel-log"]] == [
+                m["text"] for m in truth["kernel-log"] if m["pool-id"] == record["id"]
+            ]
+        else:
+            assert got["kernel-log"] is None  # a layout without the printk ring buffer
+        assert {
+            k: v for k, v in got.items() if k not in ("breakdown", "stats", "kernel-log")
+        } == record
 
 
 def test_pool_by_address_finds_the_same_pool():

@@ -18,10 +18,10 @@ from netmem_probe.context import Target
 from netmem_probe.kernel.layout import check_layout
 from netmem_probe.kernel.leaks import LeakReport, find_leaks
 from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner
-from netmem_probe.kernel.printk import KernelLog, page_pool_messages
+from netmem_probe.kernel.printk import KernelLog, LogMessage, page_pool_messages
 from netmem_probe.report import emit_json, human_seconds
 
-__all__ = ("SEVERITIES", "Finding", "check", "check_report")
+__all__ = ("SEVERITIES", "Finding", "check", "check_report", "message_record")
 
 EXAMPLES = """\b
 EXAMPLES:
@@ -116,6 +116,7 @@ def _growth(target: Target, interval: float) -> Optional[List[Dict[str, Any]]]:
 def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -> Dict[str, Any]:
     """Everything ``check`` finds, as its JSON record (``findings`` included)."""
     prog = target.prog
+    live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
     findings: List[Finding] = []
     release = prog["UTS_RELEASE"].string_().decode(errors="replace")
 
@@ -137,6 +138,7 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
     detached = [p for p in pools if p.detached]
     waiting = [p for p in detached if p.inflight]
 
+    log = page_pool_messages(prog)
     leak_report: Optional[LeakReport] = find_leaks(prog, target.problems) if leaks else None
     verdicts: Dict[int, Dict[str, int]] = {}  # by pool address
     if leak_report is not None:
@@ -150,12 +152,13 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
 
     for p in sorted(waiting, key=lambda p: -(p.detach_age or 0)):
         v = verdicts.get(p.address)
+        logged = _logged(log, p.id) if p.id is not None else ""
         if v is None:
             findings.append(
                 Finding(
                     "warning",
                     "detached-pool-inflight",
-                    f"{_pool_words(p)} still waits for {p.inflight} pages",
+                    f"{_pool_words(p)} still waits for {p.inflight} pages{logged}",
                     _command(target, "leaks", "--pool", p.label),
                     p.id,
                 )
@@ -163,7 +166,7 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
             continue
         lost = v["leaked"] + v["missing"]
         parts = [f"{v[k]} {k}" for k in ("leaked", "missing", "parked", "cached") if v[k]]
-        text = f"{_pool_words(p)} still waits for {p.inflight} pages: {', '.join(parts)}"
+        text = f"{_pool_words(p)} still waits for {p.inflight} pages: {', '.join(parts)}{logged}"
         if lost:
             findings.append(
                 Finding(
@@ -185,7 +188,6 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
                 )
             )
 
-    log = page_pool_messages(prog)
     for pool_id in sorted({m.pool_id for m in log.messages if m.pool_id is not None}):
         if pool_id not in by_id:
             msgs = log.of_pool(pool_id)
@@ -208,7 +210,7 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
                 "kernel-log",
                 f"{len(unlinked)} page-pool message(s) in the kernel log name no pool "
                 f"({', '.join(kinds)}); last: {unlinked[-1].text.strip()!r}",
-                "dmesg | grep -iE 'page_pool|devmem|zcrx|net_iov'",
+                "dmesg | grep -iE 'page_pool|devmem|zcrx|net_iov'" if live else None,
             )
         )
 
@@ -270,6 +272,30 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
     }
 
 
+def _logged(log: KernelLog, pool_id: int) -> str:
+    """What the kernel log said about a pool, for its finding."""
+    messages = log.of_pool(pool_id)
+    if not messages:
+        return ""
+    last = messages[-1]
+    return (
+        f"; the kernel log has {len(messages)} message(s) about it, the last at "
+        f"{last.timestamp / 1e9:.1f}s: {last.text.strip()!r}"
+    )
+
+
+def message_record(m: LogMessage) -> Dict[str, Any]:
+    """A page-pool message of the kernel log as JSON."""
+    return {
+        "seq": m.seq,
+        "timestamp": m.timestamp,
+        "level": m.level,
+        "kind": m.kind,
+        "pool-id": m.pool_id,
+        "text": m.text,
+    }
+
+
 def _wrong(findings: List[Finding]) -> bool:
     return any(f.severity in ("error", "warning") for f in findings)
 
@@ -282,6 +308,9 @@ def _log_record(log: KernelLog, by_id: Dict[int, PagePoolInfo]) -> Dict[str, Any
         "linked": None
         if log.error is not None
         else sum(1 for m in log.messages if m.pool_id is not None and m.pool_id in by_id),
+        "page-pool-messages": None
+        if log.error is not None
+        else [message_record(m) for m in log.messages],
     }
 
 

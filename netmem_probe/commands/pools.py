@@ -5,9 +5,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from netmem_probe.commands.check import message_record
 from netmem_probe.commands.watch import watch_pools
 from netmem_probe.context import Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
+from netmem_probe.kernel.printk import KernelLog, page_pool_messages
 from netmem_probe.report import emit_json, hexaddr, human_bytes, human_seconds, quantity
 from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
@@ -216,7 +218,11 @@ def _selected(
     return not (inflight_only and info.inflight == 0)
 
 
-def _notes(infos: List[PagePoolInfo], scanner: Optional[PagePoolScanner] = None) -> None:
+def _notes(
+    infos: List[PagePoolInfo],
+    log: Optional[KernelLog] = None,
+    scanner: Optional[PagePoolScanner] = None,
+) -> None:
     if scanner is not None and not scanner.registry:
         click.echo(
             "netmem-probe: note: this kernel keeps no registry of page pools (the "
@@ -229,6 +235,14 @@ def _notes(infos: List[PagePoolInfo], scanner: Optional[PagePoolScanner] = None)
     for info in infos:
         for warning in info.warnings:
             click.echo(f"netmem-probe: note: pool {info.label}: {warning}", err=True)
+        # the kernel log names pools by id: none before Linux 6.8
+        messages = log.of_pool(info.id) if log is not None and info.id is not None else []
+        if messages:
+            click.echo(
+                f"netmem-probe: note: pool {info.label}: the kernel log has {len(messages)} "
+                f"message(s) about it, the last: {messages[-1].text.strip()!r}",
+                err=True,
+            )
 
 
 @click.command(epilog=POOLS_EXAMPLES)
@@ -318,7 +332,7 @@ def pools(
         )
     scanner = PagePoolScanner(target.prog, target.problems)
     infos = [i for i in scanner.pools() if _selected(i, netdev, states, not show_all)]
-    _notes(infos, scanner)
+    _notes(infos, page_pool_messages(target.prog), scanner)
     rows = table.sorted([_row(i, pool_record(i)) for i in infos])
     if ynl:
         shown = sorted((i for i in infos if i.state in NETLINK_STATES), key=_ynl_order)
@@ -392,7 +406,8 @@ def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool, ynl: 
         raise click.UsageError("--ynl prints netlink's object: not with --json or --holders")
     scanner = PagePoolScanner(target.prog, target.problems)
     info, breakdown = scanner.breakdown(_find_pool(target, scanner, pool_key))
-    _notes([info], scanner)
+    log = page_pool_messages(target.prog)
+    _notes([info], scanner=scanner)
     rec = pool_record(info)
     rec["breakdown"] = breakdown
     rec["stats"] = scanner.stats(info)
@@ -401,6 +416,15 @@ def pool(target: Target, pool_key: str, as_json: bool, with_holders: bool, ynl: 
 
         summary = pool_holders(target.prog, target.problems, info)
         rec["holders"] = summary.record() if summary is not None else None
+    # The kernel log's messages about this pool (stalled shutdown); null
+    # when the log cannot be read.
+    rec["kernel-log"] = (
+        None
+        if log.error is not None
+        else [message_record(m) for m in log.of_pool(info.id)]
+        if info.id is not None
+        else []
+    )
     if ynl:
         # netlink answers ENOENT for a pool it does not show, EOPNOTSUPP
         # without CONFIG_PAGE_POOL_STATS: ynl prints no object.
@@ -429,7 +453,7 @@ def _print_pool(rec: Dict[str, Any]) -> None:
         lines.append((indent + key, "-" if value is None else str(value)))
 
     for key, value in rec.items():
-        if key not in ("id", "address", "breakdown", "stats", "holders"):
+        if key not in ("id", "address", "breakdown", "stats", "holders", "kernel-log"):
             add("  ", key, value)
     lines.append(("  in flight, as the pool sees it:", None))
     for key, value in rec["breakdown"].items():
@@ -444,6 +468,13 @@ def _print_pool(rec: Dict[str, Any]) -> None:
                 add("    ", kind, n)
             for release in holders["release"]:
                 lines.append((f"    to release {release['pages']}: {release['action']}", None))
+    if not rec["kernel-log"]:
+        # "-": the log could not be read; "none": nothing in it names the pool.
+        add("  ", "kernel log", None if rec["kernel-log"] is None else "none")
+    else:
+        lines.append(("  kernel log:", None))
+    for m in rec["kernel-log"] or ():
+        lines.append((f"    [{m['timestamp'] / 1e9:12.6f}] {m['text']}", None))
     if rec["stats"] is None:
         lines.append(("  stats: n/a (CONFIG_PAGE_POOL_STATS off)", None))
     else:

@@ -17,6 +17,7 @@ from netmem_probe.fake.pools import (
     PP_FLAG_DMA_SYNC_DEV,
     FakePagePool,
 )
+from netmem_probe.fake.printk import KERN_ERR, KERN_WARNING, FakeKernelLog
 from netmem_probe.fake.providers import add_providers
 from netmem_probe.fake.sockets import add_sockets
 from netmem_probe.fake.types_elf import available_layouts
@@ -137,6 +138,72 @@ def add_page_pools(w: World) -> None:
     idle.release_pages(idle.alloc_pages(4, "out"))
 
 
+# The pool ids of page_pool_release_retry() warnings about pools that have
+# since gone (their pages came back, the pool was freed).
+GONE_POOL_ID = 42
+
+
+def add_kernel_log(w: World) -> None:
+    """
+    The kernel log, on layouts that have the lockless printk ring buffer:
+    boot lines, and what Linux 7.3 prints about page pools.  Since the Linux
+    kernel commit "net: page_pool: mute the periodic warning for visible
+    page pools" (in v6.8), page_pool_release_retry() warns every 60 s only
+    about detached pools with no netdev or a NET_PTR_POISON one; the ring
+    keeps the last three of each.  Also: a pool that has since gone, a WARN
+    in net/core/page_pool.c and a devmem TCP error, which name no pool.
+    """
+    if not FakeKernelLog.supported(w):
+        return
+    log = FakeKernelLog(w)
+    log.log(0.0, f"Linux version {w.osrelease} (netmem-probe fixture)")
+    log.log(1.2, "NET: Registered PF_INET protocol family")
+    warnings = [(BOOTTIME - 5000, GONE_POOL_ID, 1, 60)]
+    for pool in w.pools:
+        if (
+            pool.id is None
+            or pool.detach_time is None
+            or not pool.inflight
+            or pool.state != "invisible"
+        ):
+            continue
+        age = int(BOOTTIME - pool.detach_time)
+        for sec in range(age // 60 * 60 - 120, age // 60 * 60 + 1, 60):
+            warnings.append((pool.detach_time + sec, pool.id, pool.inflight, sec))
+    # (seconds after boot, level, text, truth)
+    messages = [
+        (
+            at,
+            KERN_WARNING,
+            "page_pool_release_retry() stalled pool shutdown: "
+            f"id {pool_id}, {inflight} inflight {sec} sec",
+            {"kind": "stalled-shutdown", "pool-id": pool_id, "inflight": inflight, "seconds": sec},
+        )
+        for at, pool_id, inflight, sec in warnings
+    ]
+    messages += [
+        (
+            BOOTTIME - 900,
+            KERN_WARNING,
+            "WARNING: net/core/page_pool.c:1190 at page_pool_put_unrefed_netmem+0x2a5/0x2f0, "
+            "CPU#1: swapper/1/0",
+            {"kind": "warning", "pool-id": None},
+        ),
+        (
+            BOOTTIME - 800,
+            KERN_ERR,
+            "TCP: Found non-dmabuf skb with net_iov",
+            {"kind": "devmem", "pool-id": None},
+        ),
+    ]
+    log.log(BOOTTIME - 900, "------------[ cut here ]------------", KERN_WARNING)
+    for at, level, text, _ in messages:
+        log.log(at, text, level, caller_id=0x80000001)
+    w.expected["kernel-log"] = [
+        {"text": text, **truth} for _, _, text, truth in sorted(messages, key=lambda m: m[0])
+    ]
+
+
 def _decode_expectations(w: World) -> List[Dict[str, object]]:
     """Netmem values and what ``decode`` must say about them."""
     out: List[Dict[str, object]] = []
@@ -154,6 +221,7 @@ def build_mixed(layout: str) -> Tuple[World, str]:
     add_page_pools(w)
     add_providers(w)
     add_sockets(w)
+    add_kernel_log(w)
     w.expected["decode"] = _decode_expectations(w)
     w.expected["layout"] = {"asserts": LAYOUT_ASSERTS[layout], "mismatches": 0}
     return w, (
@@ -186,6 +254,9 @@ def build_many_pools(layout: str) -> Tuple[World, str]:
                 )
                 pool.alloc_pages((n + d + q) % 4, "out")
                 next_id += 1 + (q % 3 == 2)  # destroyed pools leave id gaps
+    if FakeKernelLog.supported(w):
+        FakeKernelLog(w).log(0.0, f"Linux version {w.osrelease} (netmem-probe fixture)")
+        w.expected["kernel-log"] = []
     w.expected["layout"] = {"asserts": LAYOUT_ASSERTS[layout], "mismatches": 0}
     return w, "150 page pools in 3 namespaces with id gaps: a two-level page_pools XArray."
 

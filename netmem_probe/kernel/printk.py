@@ -107,6 +107,32 @@ def classify(text: str) -> Optional[Tuple[str, Optional[int], Optional[int], Opt
     return None
 
 
+# The kernel's ring buffers are at most 2**25 descriptors and 2**31 bytes
+# (CONFIG_LOG_BUF_SHIFT <= 25, log_buf_len at boot <= 2 GiB).
+MAX_COUNT_BITS = 25
+MAX_SIZE_BITS = 31
+
+
+def _corruption(prb: drgn.Object) -> str:
+    """
+    Why drgn's reader must not walk this ring buffer: it visits every id from
+    ``tail_id`` to ``head_id``, so corrupt ids would make it loop for 2**62
+    steps.  Empty when the ring buffer is sane.
+    """
+    ring = prb.desc_ring.read_()
+    count_bits = ring.count_bits.value_()
+    size_bits = prb.text_data_ring.size_bits.value_()
+    if count_bits > MAX_COUNT_BITS:
+        return f"desc_ring.count_bits {count_bits}"
+    if size_bits > MAX_SIZE_BITS:
+        return f"text_data_ring.size_bits {size_bits}"
+    bits = drgn.sizeof(ring.head_id.counter) * 8 - 2  # DESC_ID_MASK: the state takes 2
+    span = (ring.head_id.counter.value_() - ring.tail_id.counter.value_()) & ((1 << bits) - 1)
+    if span >= 1 << count_bits:
+        return f"{span + 1} records between tail_id and head_id in a ring of {1 << count_bits}"
+    return ""
+
+
 def page_pool_messages(prog: Program) -> KernelLog:
     """
     The page-pool messages of the target's kernel log (printk ring buffer,
@@ -115,11 +141,16 @@ def page_pool_messages(prog: Program) -> KernelLog:
     from drgn.helpers.linux.printk import get_printk_records
 
     try:
-        prog["prb"]
+        prb = prog["prb"]
     except KeyError:
         # Kernels before v5.10 (log_buf) are below this tool's floor.
         return KernelLog(0, (), "no printk ring buffer (prb) in the target's symbols or types")
     try:
+        corrupt = _corruption(prb)
+        if corrupt:
+            return KernelLog(
+                0, (), f"cannot read the kernel log: corrupt printk ring buffer: {corrupt}"
+            )
         records = get_printk_records(prog)
     except (LookupError, drgn.FaultError, ValueError, TypeError, AttributeError) as e:
         what = e.args[0] if e.args else type(e).__name__

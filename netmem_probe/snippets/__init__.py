@@ -160,7 +160,7 @@ KEYS: Dict[str, Tuple[str, ...]] = {
 #: others.
 LEFT_OUT: Dict[str, Tuple[str, ...]] = {
     "pools": ("driver", "netns", "found-by", "release-pending"),
-    "pool": ("driver", "netns", "holders", "found-by", "release-pending"),
+    "pool": ("driver", "netns", "holders", "kernel-log", "found-by", "release-pending"),
     "layout": ("reason",),
     "pages --count": ("state", "detached", "address"),
     "holders": ("pool-netdev",),

@@ -134,6 +134,14 @@ STRUCTS = {
     # veth
     "struct veth_priv": ["peer", "rq"],
     "struct veth_rq": ["dev", "xdp_ring", "page_pool"],
+    # the kernel log (drgn's get_printk_records(): the lockless ring buffer, v5.10+)
+    "struct printk_ringbuffer": ["desc_ring", "text_data_ring", "fail"],
+    "struct prb_desc_ring": ["count_bits", "descs", "infos", "head_id", "tail_id"],
+    "struct prb_data_ring": ["size_bits", "data", "head_lpos", "tail_lpos"],
+    "struct prb_desc": ALL,
+    "struct prb_data_blk_lpos": ALL,
+    "struct printk_info": ALL,
+    "struct dev_printk_info": ALL,
     # clocks (detach ages are measured on CLOCK_BOOTTIME)
     "struct tk_data": ["seq", "timekeeper"],
     "struct timekeeper": ["tkr_mono", "ktime_sec", "offs_real", "offs_boot", "offs_tai", "coarse_nsec"],
@@ -148,7 +156,7 @@ TYPEDEFS = ["time64_t", "phys_addr_t", "dma_addr_t", "netmem_ref", "atomic_long_
 
 # Enumerations whose constants the tool looks up by name.
 ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction", "enum timekeeper_ids",
-         "enum vq_layout"]
+         "enum vq_layout", "enum desc_state", "enum printk_info_flags"]
 
 # name -> kernel source file that defines it.
 GLOBALS = {
@@ -175,6 +183,7 @@ GLOBALS = {
     "poll_spurious_irq_timer": "kernel/irq/spurious.c",
     "tk_core": "kernel/time/timekeeping.c",
     "timekeeper_data": "kernel/time/timekeeping.c",
+    "prb": "kernel/printk/printk.c",
 }
 
 # Per-CPU variables live in the .data..percpu section, linked at address 0 as

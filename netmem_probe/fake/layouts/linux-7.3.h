@@ -45,6 +45,9 @@ struct page_ext;
 struct page_pool;
 struct page_pool_recycle_stats;
 struct percpu_ref_data;
+struct prb_desc;
+struct printk_info;
+struct printk_ringbuffer;
 struct rb_node;
 struct receive_queue;
 struct refcount_struct;
@@ -1069,6 +1072,59 @@ struct veth_rq {
 	unsigned char __pad_904[56];
 };
 
+struct prb_desc_ring {
+	unsigned int count_bits;
+	unsigned char __pad_4[4];
+	struct prb_desc *descs;
+	struct printk_info *infos;
+	atomic_long_t head_id;
+	atomic_long_t tail_id;
+	unsigned char __pad_40[8];
+};
+
+struct prb_data_ring {
+	unsigned int size_bits;
+	unsigned char __pad_4[4];
+	char *data;
+	atomic_long_t head_lpos;
+	atomic_long_t tail_lpos;
+};
+
+struct printk_ringbuffer {
+	struct prb_desc_ring desc_ring;
+	struct prb_data_ring text_data_ring;
+	atomic_long_t fail;
+};
+
+struct prb_data_blk_lpos {
+	unsigned long begin;
+	unsigned long next;
+};
+
+struct prb_desc {
+	atomic_long_t state_var;
+	struct prb_data_blk_lpos text_blk_lpos;
+};
+
+struct dev_printk_info {
+	char subsystem[16];
+	char device[48];
+};
+
+struct printk_info {
+	u64 seq;
+	u64 ts_nsec;
+	u16 text_len;
+	u8 facility;
+	u8 flags : 5;
+	u8 level : 3;
+	u32 caller_id;
+	u32 caller_id2;
+	char comm[16];
+	struct dev_printk_info dev_info;
+	unsigned char __pad_108[4];
+};
+
 typedef struct seqcount_raw_spinlock seqcount_raw_spinlock_t;
 
 typedef struct seqcount seqcount_t;
@@ -1128,6 +1184,20 @@ enum pagetype {
 enum timekeeper_ids {
 	TIMEKEEPER_CORE = 0,
 	TIMEKEEPERS_MAX = 1
+};
+
+enum desc_state {
+	desc_miss = -1,
+	desc_reserved = 0,
+	desc_committed = 1,
+	desc_finalized = 2,
+	desc_reusable = 3
+};
+
+enum printk_info_flags {
+	LOG_FORCE_CON = 1,
+	LOG_NEWLINE = 2,
+	LOG_CONT = 8
 };
 
 struct file_operations {
@@ -1603,6 +1673,39 @@ _Static_assert(__builtin_offsetof(struct veth_rq, dev) == 520, "__builtin_offset
 _Static_assert(__builtin_offsetof(struct veth_rq, xdp_ring) == 640, "__builtin_offsetof(struct veth_rq, xdp_ring)");
 _Static_assert(__builtin_offsetof(struct veth_rq, page_pool) == 896, "__builtin_offsetof(struct veth_rq, page_pool)");
 _Static_assert(sizeof(struct veth_rq) == 960, "sizeof(struct veth_rq)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, count_bits) == 0, "__builtin_offsetof(struct prb_desc_ring, count_bits)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, descs) == 8, "__builtin_offsetof(struct prb_desc_ring, descs)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, infos) == 16, "__builtin_offsetof(struct prb_desc_ring, infos)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, head_id) == 24, "__builtin_offsetof(struct prb_desc_ring, head_id)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, tail_id) == 32, "__builtin_offsetof(struct prb_desc_ring, tail_id)");
+_Static_assert(sizeof(struct prb_desc_ring) == 48, "sizeof(struct prb_desc_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, desc_ring) == 0, "__builtin_offsetof(struct printk_ringbuffer, desc_ring)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, size_bits) == 0, "__builtin_offsetof(struct prb_data_ring, size_bits)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, data) == 8, "__builtin_offsetof(struct prb_data_ring, data)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, head_lpos) == 16, "__builtin_offsetof(struct prb_data_ring, head_lpos)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, tail_lpos) == 24, "__builtin_offsetof(struct prb_data_ring, tail_lpos)");
+_Static_assert(sizeof(struct prb_data_ring) == 32, "sizeof(struct prb_data_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, text_data_ring) == 48, "__builtin_offsetof(struct printk_ringbuffer, text_data_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, fail) == 80, "__builtin_offsetof(struct printk_ringbuffer, fail)");
+_Static_assert(sizeof(struct printk_ringbuffer) == 88, "sizeof(struct printk_ringbuffer)");
+_Static_assert(__builtin_offsetof(struct prb_desc, state_var) == 0, "__builtin_offsetof(struct prb_desc, state_var)");
+_Static_assert(__builtin_offsetof(struct prb_data_blk_lpos, begin) == 0, "__builtin_offsetof(struct prb_data_blk_lpos, begin)");
+_Static_assert(__builtin_offsetof(struct prb_data_blk_lpos, next) == 8, "__builtin_offsetof(struct prb_data_blk_lpos, next)");
+_Static_assert(sizeof(struct prb_data_blk_lpos) == 16, "sizeof(struct prb_data_blk_lpos)");
+_Static_assert(__builtin_offsetof(struct prb_desc, text_blk_lpos) == 8, "__builtin_offsetof(struct prb_desc, text_blk_lpos)");
+_Static_assert(sizeof(struct prb_desc) == 24, "sizeof(struct prb_desc)");
+_Static_assert(__builtin_offsetof(struct printk_info, seq) == 0, "__builtin_offsetof(struct printk_info, seq)");
+_Static_assert(__builtin_offsetof(struct printk_info, ts_nsec) == 8, "__builtin_offsetof(struct printk_info, ts_nsec)");
+_Static_assert(__builtin_offsetof(struct printk_info, text_len) == 16, "__builtin_offsetof(struct printk_info, text_len)");
+_Static_assert(__builtin_offsetof(struct printk_info, facility) == 18, "__builtin_offsetof(struct printk_info, facility)");
+_Static_assert(__builtin_offsetof(struct printk_info, caller_id) == 20, "__builtin_offsetof(struct printk_info, caller_id)");
+_Static_assert(__builtin_offsetof(struct printk_info, caller_id2) == 24, "__builtin_offsetof(struct printk_info, caller_id2)");
+_Static_assert(__builtin_offsetof(struct printk_info, comm) == 28, "__builtin_offsetof(struct printk_info, comm)");
+_Static_assert(__builtin_offsetof(struct dev_printk_info, subsystem) == 0, "__builtin_offsetof(struct dev_printk_info, subsystem)");
+_Static_assert(__builtin_offsetof(struct dev_printk_info, device) == 16, "__builtin_offsetof(struct dev_printk_info, device)");
+_Static_assert(sizeof(struct dev_printk_info) == 64, "sizeof(struct dev_printk_info)");
+_Static_assert(__builtin_offsetof(struct printk_info, dev_info) == 44, "__builtin_offsetof(struct printk_info, dev_info)");
+_Static_assert(sizeof(struct printk_info) == 112, "sizeof(struct printk_info)");
 _Static_assert(__builtin_offsetof(struct seqcount, sequence) == 0, "__builtin_offsetof(struct seqcount, sequence)");
 _Static_assert(sizeof(struct seqcount) == 4, "sizeof(struct seqcount)");
 _Static_assert(__builtin_offsetof(struct seqcount_raw_spinlock, seqcount) == 0, "__builtin_offsetof(struct seqcount_raw_spinlock, seqcount)");
@@ -1623,6 +1726,8 @@ _Static_assert(__builtin_offsetof(struct tk_data, timekeeper) == 8, "__builtin_o
 _Static_assert(sizeof(struct tk_data) == 704, "sizeof(struct tk_data)");
 _Static_assert(sizeof(enum pagetype) == 4, "sizeof(enum pagetype)");
 _Static_assert(sizeof(enum timekeeper_ids) == 4, "sizeof(enum timekeeper_ids)");
+_Static_assert(sizeof(enum desc_state) == 4, "sizeof(enum desc_state)");
+_Static_assert(sizeof(enum printk_info_flags) == 4, "sizeof(enum printk_info_flags)");
 _Static_assert(sizeof(struct file_operations) == 272, "sizeof(struct file_operations)");
 
 /* netmem-global: page_pools net/core/page_pool_user.c */
@@ -1669,5 +1774,7 @@ extern unsigned int nr_cpu_ids;
 extern struct timer_list poll_spurious_irq_timer;
 /* netmem-global: timekeeper_data kernel/time/timekeeping.c */
 extern struct tk_data timekeeper_data[1];
+/* netmem-global: prb kernel/printk/printk.c */
+extern struct printk_ringbuffer *prb;
 
 #endif /* NETMEM_LAYOUT_LINUX_7_3 */

@@ -796,6 +796,12 @@ def live():
     # The same with no -s: the guest has no debug info where drgn looks, so
     # netmem-probe reads the kernel's BTF and /proc/kallsyms instead.
     res["btf"] = run_probe([CFG["probe_cmd"], "pools", "--json"])
+    # As on a fleet host (no debug info): check, with 1 s of growth measured,
+    # and one reading of the exporter in node_exporter's textfile format.
+    res["check"] = run_probe([CFG["probe_cmd"], "check", "--json", "--no-leaks",
+                              "--interval", "1"])
+    prom = os.path.join(OUT, "live-metrics.prom")
+    res["export"] = run_probe([CFG["probe_cmd"], "export", "--textfile", prom], textfile=prom)
     after = netlink_all(with_links=False)
     touch("live-pools.json", json.dumps(res, indent=1))
     touch("live-netlink.json", json.dumps({"before": before, "after": after,
@@ -804,8 +810,11 @@ def live():
     log("live: done in %.1f s (%s)" % (time.monotonic() - t, res.get("error") or "ok"))
 
 
-def run_probe(cmd):
-    """Run netmem-probe on /proc/kcore; its JSON output, exit code and stderr."""
+def run_probe(cmd, textfile=None):
+    """
+    Run netmem-probe on /proc/kcore; its JSON output (or the text it wrote to
+    ``textfile``), exit code and stderr.
+    """
     res = {"cmd": cmd, "target": "live (/proc/kcore in the guest)"}
     if not os.path.exists(CFG["probe_cmd"]):
         res.update(ok=False, error="%s does not exist (netmem-probe CLI not installed yet)"
@@ -816,6 +825,14 @@ def run_probe(cmd):
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=900)
         res.update(returncode=p.returncode, stderr=p.stderr[-20000:])
+        if textfile is not None:
+            try:
+                with open(textfile) as f:
+                    res.update(output=f.read(), ok=p.returncode == 0)
+            except OSError as e:
+                res.update(ok=False, output=None, error="no textfile: %r" % e)
+            res["duration_s"] = round(time.monotonic() - t1, 2)
+            return res
         try:
             res["output"] = json.loads(p.stdout)
             res["ok"] = p.returncode in (0, 1, 4)
