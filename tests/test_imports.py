@@ -30,7 +30,7 @@ LAYERS = (
     ("kernel.page_pool", "kernel.search", "kernel.skbs"),
     ("kernel.providers", "kernel.drivers", "kernel.drivers.*"),
     ("kernel.decode", "kernel.pages", "kernel.holders", "kernel.leaks", "kernel.summary"),
-    ("kallsyms_btf", "target"),
+    ("kallsyms_btf", "target", "netlink"),
     ("context",),
     ("snippets", "snippets.*"),
     ("commands.*",),

@@ -29,6 +29,8 @@ def schema_name(args: List[str]) -> str:
         return "pages-count"
     if args[0] == "pools" and "--watch" in args:
         return "pools-watch"
+    if args[0] == "pools" and "--check-netlink" in args:
+        return "pools-check-netlink"
     return args[0]
 
 

@@ -63,3 +63,27 @@ def test_ynl_does_not_mix_with_other_output_modes(fixture_program):
                  ["pool", "3", "--ynl", "--json"]):
         result = run_cli(*args, program=prog)
         assert result.code == 2 and result.out == "", args
+
+
+def test_check_netlink_reports_each_pool_and_attribute_that_disagree(fixture_program):
+    from netmem_probe.commands.pools import netlink_disagreements
+
+    memory = json.loads(run_cli("pools", "--ynl", program=fixture_program("linux-7.3-mixed")).out)
+    assert netlink_disagreements(memory, memory, memory) == []
+    first, second, third = memory[:3]
+    moved = [dict(p) for p in memory]
+    moved[0]["inflight"] += 1  # the kernel ran on: the second read has it
+    netlink = [dict(p) for p in moved[2:]] + [{"id": 999, "inflight": 0, "inflight-mem": 0}]
+    netlink[0]["napi-id"] = 1
+    found = netlink_disagreements(memory, netlink, moved)
+    assert found == sorted([
+        {"id": first["id"], "key": None, "memory": first, "netlink": None},
+        {"id": second["id"], "key": None, "memory": second, "netlink": None},
+        {"id": third["id"], "key": "napi-id", "memory": third.get("napi-id"), "netlink": 1},
+        {"id": 999, "key": None, "memory": None, "netlink": netlink[-1]},
+    ], key=lambda d: d["id"])
+
+
+def test_check_netlink_needs_a_live_kernel(fixture_program):
+    result = run_cli("pools", "--check-netlink", program=fixture_program("linux-7.3-mixed"))
+    assert result.code == 2 and "live" in result.err and result.out == ""

@@ -1,9 +1,11 @@
 """``netmem-probe pools`` and ``pool``: every page pool, and one in depth."""
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+import os
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import click
+import drgn
 
 from netmem_probe.commands.check import message_record
 from netmem_probe.commands.watch import watch_pools
@@ -125,6 +127,84 @@ def _ynl_order(info: PagePoolInfo) -> Any:
     netdev = info.netdev
     pool_id = info.id or 0  # shown pools are netlink's, which have ids
     return (netdev.netns or 0, netdev.ifindex, -pool_id) if netdev else (0, 0, -pool_id)
+
+
+def netlink_disagreements(
+    before: List[Dict[str, Any]], netlink: List[Dict[str, Any]], after: List[Dict[str, Any]]
+) -> List[Dict[str, Any]]:
+    """
+    Where netlink's ``page-pool-get`` dump and memory disagree: ``before`` and
+    ``after`` are the ``ynl_record`` of each pool netlink should show, read
+    just before and after the dump (a live kernel runs on: a value counts as
+    agreeing if either read has it).  One record per pool and attribute;
+    ``memory`` or ``netlink`` null where that side has no such pool or key.
+    """
+    theirs = {p["id"]: p for p in netlink}
+    first = {p["id"]: p for p in before}
+    second = {p["id"]: p for p in after}
+    out = []
+    for pool_id in sorted(set(theirs) | (set(first) & set(second))):
+        if pool_id not in theirs:
+            out.append({"id": pool_id, "key": None, "memory": first[pool_id], "netlink": None})
+            continue
+        if pool_id not in first and pool_id not in second:
+            out.append({"id": pool_id, "key": None, "memory": None, "netlink": theirs[pool_id]})
+            continue
+        mine = [r for r in (first.get(pool_id), second.get(pool_id)) if r is not None]
+        for key in NETLINK_KEYS:
+            value = theirs[pool_id].get(key)
+            if all(r.get(key) != value for r in mine):
+                out.append(
+                    {"id": pool_id, "key": key, "memory": mine[-1].get(key), "netlink": value}
+                )
+    return out
+
+
+def _check_netlink(
+    target: Target, infos_now: Callable[[], Iterable[PagePoolInfo]], as_json: bool
+) -> int:
+    """``pools --check-netlink``: the kernel's netlink against memory, in this namespace."""
+    from netmem_probe.netlink import NetlinkError, page_pool_dump
+
+    prog = target.prog
+    if not prog.flags & drgn.ProgramFlags.IS_LIVE:
+        raise click.UsageError("--check-netlink asks the running kernel: it needs a live target")
+    netns = os.stat("/proc/self/ns/net").st_ino
+
+    def shown() -> List[Dict[str, Any]]:
+        return [
+            ynl_record(rec)
+            for rec in map(pool_record, infos_now())
+            if rec["state"] in NETLINK_STATES and rec["netns"] == netns
+        ]
+
+    before = shown()
+    try:
+        netlink = page_pool_dump(prog)
+    except NetlinkError as e:
+        raise click.ClickException(str(e)) from None
+    found = netlink_disagreements(before, netlink, shown())
+    if as_json:
+        emit_json({"netns": netns, "netlink-pools": len(netlink), "disagreements": found})
+    else:
+        for d in found:
+            if d["key"] is None:
+                where = (
+                    "netlink lists it, memory does not"
+                    if d["memory"] is None
+                    else ("memory has it on a netdev's list, netlink does not")
+                )
+                click.echo(f"pool {d['id']}: {where}")
+            else:
+                click.echo(
+                    f"pool {d['id']}: {d['key']} is {d['memory']} in memory, "
+                    f"{d['netlink']} in netlink"
+                )
+        click.echo(
+            f"{len(netlink)} pools in netlink's dump (network namespace {netns}), "
+            f"{len({d['id'] for d in found})} disagree with memory [{target.describe()}]"
+        )
+    return target.finish(findings=bool(found))
 
 
 def _print_ynl(value: Any) -> None:
@@ -291,6 +371,12 @@ def _notes(
     help="print exactly what ynl --family netdev --dump page-pool-get --output-json "
     "prints: the pools netlink shows, netlink attributes only, in its dump order",
 )
+@click.option(
+    "--check-netlink",
+    is_flag=True,
+    help="live kernel: ask its netlink (page-pool-get) and report every pool of this "
+    "network namespace where netlink and memory disagree (exit code 1)",
+)
 @drgn_option(pools_code)
 @click.pass_obj
 def pools(
@@ -303,6 +389,7 @@ def pools(
     iterations: Optional[int],
     table: Table,
     ynl: bool,
+    check_netlink: bool,
 ) -> int:
     """Every page pool in the kernel: listed, orphaned and invisible ones.
 
@@ -318,6 +405,14 @@ def pools(
         raise click.UsageError("--iterations needs --watch")
     if ynl and (as_json or watch is not None):
         raise click.UsageError("--ynl prints netlink's dump: not with --json or --watch")
+    if check_netlink:
+        if ynl or watch is not None:
+            raise click.UsageError("--check-netlink is not with --ynl or --watch")
+        return _check_netlink(
+            target,
+            lambda: PagePoolScanner(target.prog, target.problems).pools(),
+            as_json,
+        )
     if watch is not None:
         if table.chosen:
             raise click.UsageError("--columns does not apply to --watch (its columns are fixed)")

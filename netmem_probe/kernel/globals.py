@@ -39,8 +39,6 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     "net_namespace_list": "struct list_head",
     "init_pid_ns": "struct pid_namespace",
     "init_task": "struct task_struct",
-    # holders' actors: a file is a socket when its f_op is this
-    "socket_file_ops": "const struct file_operations",
     # the skb slab caches: in struct net_hotdata since Linux v6.10, before
     # that globals (skbuff_head_cache renamed skbuff_cache in Linux v6.4)
     "net_hotdata": "struct net_hotdata",
@@ -57,12 +55,6 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     "min_low_pfn": "unsigned long",
     "max_low_pfn": "unsigned long",
     "slab_caches": "struct list_head",
-    # the skb slab caches (kernel/skbs.py): in struct net_hotdata since
-    # Linux v6.9, before their own globals
-    "net_hotdata": "struct net_hotdata",
-    "skbuff_cache": "struct kmem_cache *",
-    "skbuff_head_cache": "struct kmem_cache *",
-    "skbuff_fclone_cache": "struct kmem_cache *",
     "init_mm": "struct mm_struct",
     "vmap_area_root": "struct rb_root",
     "vmap_area_list": "struct list_head",

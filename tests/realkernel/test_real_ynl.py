@@ -5,11 +5,13 @@ namespace's ``page-pool-get`` dump, and ``page-pool-stats-get``).
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
-from realkernel_dumps import dumps, program, truth
+from test_json_schema import check as check_schema
+from realkernel_dumps import SERIES, dumps, program, truth
 
 pytestmark = pytest.mark.realkernel
 
@@ -34,3 +36,19 @@ def test_pool_ynl_prints_netlinks_stats_object(series, kind):
     for theirs in stats:
         result = run_cli("pool", str(theirs["info"]["id"]), "--ynl", program=prog)
         assert json.loads(result.out) == theirs
+
+
+@pytest.mark.parametrize("series", SERIES)
+def test_check_netlink_in_the_guest_found_netlink_and_memory_agree(series):
+    # make-vmcore --live runs pools --check-netlink in the guest: netmem-probe
+    # asked the running kernel's netlink itself and compared it with memory.
+    t = truth(series)
+    if not t.get("live"):
+        pytest.fail(f"{series}: no live run (scripts/realkernel/make-vmcore {series} --live)")
+    check = json.loads(Path(t["live"]["live-pools.json"]).read_text())["check-netlink"]
+    assert check["ok"] and check["returncode"] == 0, check.get("stderr")
+    netlink = json.loads(Path(t["live"]["live-netlink.json"]).read_text())
+    counts = {len(ns["page-pool-get"] or []) for ns in netlink["before"]}
+    check_schema(["pools", "--check-netlink"], json.dumps(check["output"]))
+    assert check["output"]["disagreements"] == []
+    assert check["output"]["netlink-pools"] in counts and check["output"]["netlink-pools"] > 0

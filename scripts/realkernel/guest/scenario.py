@@ -802,6 +802,10 @@ def live():
                               "--interval", "1"])
     prom = os.path.join(OUT, "live-metrics.prom")
     res["export"] = run_probe([CFG["probe_cmd"], "export", "--textfile", prom], textfile=prom)
+    # netmem-probe asks this kernel's netlink itself and compares (init_net);
+    # with BTF, whose NETDEV_* enumerators number its requests (and 40 s
+    # faster under TCG than loading the DWARF again).
+    res["check-netlink"] = run_probe([CFG["probe_cmd"], "pools", "--check-netlink", "--json"])
     after = netlink_all(with_links=False)
     touch("live-pools.json", json.dumps(res, indent=1))
     touch("live-netlink.json", json.dumps({"before": before, "after": after,
