@@ -194,7 +194,7 @@ def test_modules_import_only_their_layer_and_below():
 # imports one module into a fresh state: as `python -c "import MODULE"` would.
 IMPORT_EACH = """
 import os, sys, traceback
-import click, drgn, tabulate
+import click, drgn
 failed = []
 for name in sys.argv[1:]:
     pid = os.fork()
