@@ -45,11 +45,14 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     "skbuff_cache": "struct kmem_cache *",
     "skbuff_head_cache": "struct kmem_cache *",
     "skbuff_fclone_cache": "struct kmem_cache *",
-    # memory model (drgn derives vmemmap from mem_section)
+    # memory model: drgn derives vmemmap from mem_section, and the direct
+    # map from page_offset_base on x86-64; on other architectures (arm64)
+    # from the page tables' mapping of saved_command_line's string
     "mem_section": "struct mem_section **",
     "__highest_present_section_nr": "unsigned long",
     "vmemmap_base": "unsigned long",
     "page_offset_base": "unsigned long",
+    "saved_command_line": "char *",
     # identify_address() (holders' unknown referrers): the direct map, slab
     # caches, vmalloc areas (per-node lists since Linux v6.9), task stacks
     "min_low_pfn": "unsigned long",

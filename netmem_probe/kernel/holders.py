@@ -49,6 +49,7 @@ from netmem_probe.kernel.page_pool import (
     PagePoolInfo,
     PagePoolScanner,
 )
+from netmem_probe.kernel.platform import byte_order, page_shift, word_format, word_size
 from netmem_probe.kernel.queues import GroLists, TcpOfoQueue
 from netmem_probe.kernel.search import SearchOptions, direct_map_base, search_words
 from netmem_probe.kernel.skbs import SkbSlabs
@@ -175,8 +176,8 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
     base = direct_map_base(prog, problems)
     if memmap is None or base is None:
         return None
-    page_shift = prog["PAGE_SHIFT"].value_()
-    pfn = (value - base) >> page_shift
+    shift = page_shift(prog)
+    pfn = (value - base) >> shift
     if value >= base and any(start <= pfn < end for start, end in memmap.ranges):
         value = memmap.vmemmap + pfn * drgn.sizeof(prog.type("struct page"))
     info = decode_page(prog, value, problems)
@@ -212,12 +213,12 @@ def page_target(
     pages).  Without a readable direct map base it has no span: pointers into
     the page cannot be told, only the page's own words searched.
     """
-    page_shift = prog["PAGE_SHIFT"].value_()
+    shift = page_shift(prog)
     base = direct_map_base(prog, problems if problems is not None else Problems())
     span = None
     if base is not None:
-        start = base + (pfn << page_shift)
-        span = (start, start + (1 << (page_shift + order)))
+        start = base + (pfn << shift)
+        span = (start, start + (1 << (shift + order)))
     return Target(page, "page", page, (page,), span, pool, pool_id, None)
 
 
@@ -279,6 +280,9 @@ class HolderSearch:
         self.frag_netmem = drgn.offsetof(
             frag, "netmem" if member_exists(frag, "netmem") else "bv_page"
         )
+        self.word = word_format(prog)
+        self.word_size = word_size(prog)
+        self.byte_order = byte_order(prog)
         sock = prog.type("struct sock")
         self.sock_reader = StructReader(
             prog,
@@ -386,7 +390,7 @@ class HolderSearch:
             return None
         if address == xa + self.xa_head:
             return Holder("pool-dma-mapped", address, value, pool_id=info.id)
-        node = address - self.xa_slots - 8 * (index % self.xa_chunk)
+        node = address - self.xa_slots - self.word_size * (index % self.xa_chunk)
         try:
             shift = self.prog.read_u8(wrap(node + self.xa_shift))
             array = self.prog.read_word(wrap(node + self.xa_array))
@@ -427,7 +431,7 @@ class HolderSearch:
                 continue
             netmems = [
                 struct.unpack_from(
-                    "<Q", raw, self.frags_offset + i * self.frag_size + self.frag_netmem
+                    self.word, raw, self.frags_offset + i * self.frag_size + self.frag_netmem
                 )[0]
                 for i in range(f["nr_frags"])
             ]
@@ -485,11 +489,13 @@ class HolderSearch:
         if family is None:
             return None
         local = remote = None
-        port = int.from_bytes(f["dport"].to_bytes(2, "little"), "big")  # __be16
+        # __be16 and __be32 members, decoded as integers in the target's byte order
+        order = self.byte_order
+        port = int.from_bytes(f["dport"].to_bytes(2, order), "big")
         if family == "inet":
-            local = f"{ipaddress.IPv4Address(f['saddr'].to_bytes(4, 'little'))}:{f['num']}"
+            local = f"{ipaddress.IPv4Address(f['saddr'].to_bytes(4, order))}:{f['num']}"
             if port:
-                remote = f"{ipaddress.IPv4Address(f['daddr'].to_bytes(4, 'little'))}:{port}"
+                remote = f"{ipaddress.IPv4Address(f['daddr'].to_bytes(4, order))}:{port}"
         elif family == "inet6" and self.v6_offsets is not None:
             saddr, daddr = (ipaddress.IPv6Address(raw[at : at + 16]) for at in self.v6_offsets)
             local = f"[{saddr}]:{f['num']}"
@@ -665,7 +671,8 @@ class HolderSearch:
             return None
         at = self.frags_offset + self.frag_netmem
         netmems = [
-            struct.unpack_from("<Q", raw, at + i * self.frag_size)[0] for i in range(f["nr_frags"])
+            struct.unpack_from(self.word, raw, at + i * self.frag_size)[0]
+            for i in range(f["nr_frags"])
         ]
         return netmems if all(netmems) else None
 
@@ -717,7 +724,10 @@ class HolderSearch:
         places = [(start, end) for start, end, _, _, _ in self._pool_index]
         if self.frag_page_offset is not None:
             places += [
-                (info.address + self.frag_page_offset, info.address + self.frag_page_offset + 8)
+                (
+                    info.address + self.frag_page_offset,
+                    info.address + self.frag_page_offset + self.word_size,
+                )
                 for info in self.pools.values()
             ]
         for start, end in places:
@@ -726,10 +736,10 @@ class HolderSearch:
             except drgn.FaultError as e:
                 self.problems.fault("page pool", start, e)
                 continue
-            for j, (value,) in enumerate(struct.iter_unpack("<Q", raw)):
+            for j, (value,) in enumerate(struct.iter_unpack(self.word, raw)):
                 target = by_word.get(value)
                 if target is not None:
-                    holder = self._pool_holder(start + 8 * j, value)
+                    holder = self._pool_holder(start + self.word_size * j, value)
                     if holder is not None:
                         result[target.netmem].append(holder)
         return result

@@ -18,6 +18,7 @@ import drgn
 from drgn import Program
 
 from netmem_probe.kernel.netmem import PpScheme, memmap_description, pp_ref_count_path
+from netmem_probe.kernel.platform import byte_order, platform_facts
 from netmem_probe.kernel.structs import StructReader
 from netmem_probe.kernel.walk import Problems, wrap
 
@@ -70,7 +71,7 @@ class SignatureMatcher:
             value = scheme.page_type << (8 * size - 8)
         else:
             mask, value = scheme.magic_mask, scheme.signature
-        order = "little" if prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN else "big"
+        order = byte_order(prog)
         tables = []
         for i, (m, v) in enumerate(zip(mask.to_bytes(size, order), value.to_bytes(size, order))):
             if m:
@@ -147,7 +148,7 @@ def read_memmap(
 def record_struct(prog: Program, reader: StructReader, keys: Sequence[str]) -> struct.Struct:
     """A ``struct.Struct`` that unpacks members ``keys``, in increasing offset order."""
     codes = {1: "b", 2: "h", 4: "i", 8: "q"}
-    fmt = "<" if prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN else ">"
+    fmt = platform_facts(prog).endian
     end = 0
     for key in keys:
         field = reader.fields[key]
@@ -183,7 +184,7 @@ class MemmapScan:
         self.scheme: Optional[PpScheme] = memmap.scheme if memmap else None
         self.matcher = SignatureMatcher(prog, page_type, memmap.scheme) if memmap else None
         self.record_size = drgn.sizeof(page_type)
-        page_size = prog["PAGE_SIZE"].value_()
+        page_size = platform_facts(prog).page_size
         # One page of memmap: the smallest unit a vmemmap can miss.
         self.grain = page_size // math.gcd(page_size, self.record_size)
         self.chunk_pages = max(

@@ -16,6 +16,7 @@ import drgn
 from drgn import Object, Program
 
 from netmem_probe.kernel.cache import per_program
+from netmem_probe.kernel.platform import page_shift, page_size
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import CorruptionError, Problems, wrap
 
@@ -197,7 +198,7 @@ def memmap_description(prog: Program, problems: Problems) -> Optional[MemmapDesc
         # drgn derives it from mem_section: a corrupt section_mem_map gives
         # any number, but the memmap starts on a page like every array of
         # struct pages the kernel maps.
-        if vmemmap % prog["PAGE_SIZE"].value_():
+        if vmemmap % page_size(prog):
             raise CorruptionError(f"vmemmap {vmemmap:#x} (from mem_section) is not page-aligned")
         return MemmapDescription(vmemmap, valid_pfn_ranges(prog), pp_scheme(prog))
     except (drgn.FaultError, LookupError, CorruptionError) as e:
@@ -320,8 +321,8 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
     :param problems: collects an unreadable :func:`memmap_description` or
         struct page, which leave the value undecided rather than invalid.
     """
-    page_size = drgn.sizeof(prog.type("struct page"))
-    page_shift = prog["PAGE_SHIFT"].value_()
+    struct_size = drgn.sizeof(prog.type("struct page"))
+    shift = page_shift(prog)
     memmap = memmap_description(prog, problems if problems is not None else Problems())
     if memmap is None:
         return PageInfo(
@@ -335,14 +336,14 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
         )
     vmemmap, ranges, scheme = memmap
     offset = netmem - vmemmap
-    pfn = offset // page_size
+    pfn = offset // struct_size
 
     def bad(reason: str, located: bool = True) -> PageInfo:
         return PageInfo(
             netmem=netmem,
             page=netmem,
             pfn=pfn if located else None,
-            phys=pfn << page_shift if located else None,
+            phys=pfn << shift if located else None,
             is_pp=False,
             scheme=scheme.name,
             problem=reason,
@@ -350,7 +351,7 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
 
     if not netmem:
         return bad("NULL netmem_ref", located=False)
-    if offset < 0 or offset % page_size:
+    if offset < 0 or offset % struct_size:
         return bad("not a struct page address (outside the memmap or misaligned)", located=False)
     if not any(start <= pfn < end for start, end in ranges):
         return bad(f"pfn {pfn:#x} has no struct page (not in a valid memory range)")
@@ -368,7 +369,7 @@ def decode_page(prog: Program, netmem: int, problems: Optional[Problems] = None)
         netmem=netmem,
         page=netmem,
         pfn=pfn,
-        phys=pfn << page_shift,
+        phys=pfn << shift,
         is_pp=is_pp,
         scheme=scheme.name,
         pool=f["pp"] if is_pp else None,

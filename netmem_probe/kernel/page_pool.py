@@ -22,6 +22,7 @@ from drgn import Object, Program
 from netmem_probe.kernel.cache import per_program
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
 from netmem_probe.kernel.netmem import poison_pointer_delta
+from netmem_probe.kernel.platform import page_size, word_size
 from netmem_probe.kernel.pool_discovery import discover_pools
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import (
@@ -145,7 +146,7 @@ def ptr_ring_slots(
     if size <= 0 or not queue:
         return []
     if producer == consumer_head:
-        first = read_words(prog, queue + 8 * consumer_head, 1)[0]
+        first = read_words(prog, queue + word_size(prog) * consumer_head, 1)[0]
         count = size if first else 0
     else:
         count = (producer - consumer_head) % size
@@ -296,6 +297,8 @@ class PagePoolInfo:
     #: The ``alloc_stats`` counters by netlink name (None each without
     #: CONFIG_PAGE_POOL_STATS).
     alloc_stats: Dict[str, Optional[int]] = field(repr=False)
+    #: The kernel's PAGE_SIZE: a pool's pages are PAGE_SIZE << order bytes.
+    page_size: int
     warnings: List[str] = field(default_factory=list)
     #: How the pool was found: ``registry``, ``pages``, ``slab``.
     found_by: Tuple[str, ...] = ("registry",)
@@ -309,7 +312,7 @@ class PagePoolInfo:
 
     @property
     def inflight_mem(self) -> int:
-        return self.inflight * (4096 << self.order)
+        return self.inflight * (self.page_size << self.order)
 
     @property
     def system(self) -> bool:
@@ -424,7 +427,7 @@ class PagePoolScanner:
         self.prog = prog
         self.problems = problems if problems is not None else Problems()
         layout = _pool_layout(prog)
-        self.page_size = prog["PAGE_SIZE"].value_()
+        self.page_size = page_size(prog)
         self.reader = layout.reader
         self.detach_divisor = layout.detach_divisor
         self.list_offset = layout.list_offset
@@ -617,6 +620,7 @@ class PagePoolScanner:
             detach_age = None
         provider = pool_provider(self.prog, raw["mp_ops"], raw["mp_priv"])
         return PagePoolInfo(
+            page_size=self.page_size,
             id=raw["id"],
             address=address,
             state=state,

@@ -48,6 +48,7 @@ from netmem_probe.kernel.page_pool import (
     pool_provider,
     provider_ops_address,
 )
+from netmem_probe.kernel.platform import platform_facts, word_format
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap, xa_entries
 
@@ -372,7 +373,7 @@ def _niov_layout(prog: Program) -> _NiovLayout:
         if (field := reader.fields[k]) is not None
     }
     keys = list(present)
-    fmt, end = "<", 0
+    fmt, end = platform_facts(prog).endian, 0
     order: List[str] = []
     fields: Dict[str, Tuple[int, IntCode]] = {}
     for key, field in sorted(present.items(), key=lambda kv: kv[1].offset):
@@ -398,9 +399,16 @@ class _SpanState(NamedTuple):
 def _columns(raw: bytes, niov_size: int, layout: _NiovLayout) -> Dict[str, List[int]]:
     """
     Members of every niov of an array, a list per member, sliced at C speed
-    (a strided memoryview; the host's byte order is the x86-64 target's).
+    (a strided memoryview, when the host's byte order is the target's).
     """
     out = {}
+    endian = layout.unpacker.format[0]
+    if endian != ("<" if sys.byteorder == "little" else ">"):
+        for key, (offset, code) in layout.fields.items():
+            width = struct.calcsize(code)
+            column = struct.Struct(f"{endian}{offset}x{code}{niov_size - offset - width}x")
+            out[key] = [value for (value,) in column.iter_unpack(raw)]
+        return out
     for key, (offset, code) in layout.fields.items():
         width = struct.calcsize(code)
         view = memoryview(raw).cast(code)
@@ -431,8 +439,8 @@ class ProviderScanner:
         self.rings = tuple(rings)
         self.scan_files = scan_files
         self.pool_scanner = PagePoolScanner(prog, self.problems)
-        self.page_size = prog["PAGE_SIZE"].value_()
-        self.page_shift = self.page_size.bit_length() - 1
+        self.page_size = platform_facts(prog).page_size
+        self.page_shift = platform_facts(prog).page_shift
         try:
             self.niov_size = drgn.sizeof(prog.type("struct net_iov"))
         except LookupError:  # before Linux 6.12 (devmem TCP) there are no providers
@@ -861,15 +869,20 @@ class ProviderScanner:
         try:
             raw = prog.read(span.niovs, count * self.niov_size)
             if span.bitmap is not None:
-                # Little-endian words: bit i is bit i % 8 of byte i // 8.  The
-                # genpool marks allocated niovs; free ones are its zeros.
-                free = bytes(b ^ 0xFF for b in prog.read(span.bitmap, 8 * -(-count // 64)))
+                # The genpool marks allocated niovs in unsigned longs (bit i
+                # of word i // 64); free ones are its zeros.  Here bit i is
+                # bit i % 8 of byte i // 8.
+                nwords = -(-count // 64)
+                words = struct.unpack(word_format(prog, nwords), prog.read(span.bitmap, 8 * nwords))
+                allocated = sum(word << (64 * i) for i, word in enumerate(words))
+                free = (~allocated & ((1 << 64 * nwords) - 1)).to_bytes(8 * nwords, "little")
             else:
                 free = self._freelist_bits(span)
             user = bytearray(-(-count // 8))
             user_refs = None
             if span.user_refs:
-                user_refs = struct.unpack(f"<{count}i", prog.read(span.user_refs, 4 * count))
+                endian = platform_facts(prog).endian
+                user_refs = struct.unpack(f"{endian}{count}i", prog.read(span.user_refs, 4 * count))
                 for i in compress(range(count), user_refs):
                     user[i >> 3] |= 1 << (i & 7)
         except drgn.FaultError as e:
@@ -914,8 +927,9 @@ class ProviderScanner:
         free = bytearray(-(-span.count // 8))
         if not span.free_count or span.freelist is None:
             return bytes(free)
+        endian = platform_facts(self.prog).endian
         entries = struct.unpack(
-            f"<{span.free_count}I", self.prog.read(span.freelist, 4 * span.free_count)
+            f"{endian}{span.free_count}I", self.prog.read(span.freelist, 4 * span.free_count)
         )
         seen = 0
         for e in entries:

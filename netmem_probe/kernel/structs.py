@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 import drgn
 from drgn import Program, TypeKind
 
+from netmem_probe.kernel.platform import platform_facts
 from netmem_probe.kernel.walk import wrap
 
 __all__ = ("Field", "StructReader", "member_exists", "read_cstring")
@@ -95,7 +96,9 @@ class StructReader:
         self.fields: Dict[str, Optional[Field]] = {
             key: _field(self.type, path) for key, path in members.items()
         }
-        self._plan = _plan(self.fields)
+        facts = platform_facts(prog)
+        self._byte_order = facts.byte_order
+        self._plan = _plan(self.fields, facts.endian)
 
     def has(self, key: str) -> bool:
         return self.fields[key] is not None
@@ -119,7 +122,7 @@ class StructReader:
             if field.is_string:
                 out[key] = bytes(chunk).split(b"\0", 1)[0].decode(errors="replace")
                 continue
-            value = int.from_bytes(chunk, "little")
+            value = int.from_bytes(chunk, self._byte_order)
             if not field.bit_size:  # wider than 8 bytes (an in6_addr, an array): whole
                 out[key] = value
                 continue
@@ -139,7 +142,7 @@ class _Plan(NamedTuple):
 _CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
 
 
-def _plan(fields: Mapping[str, Optional[Field]]) -> _Plan:
+def _plan(fields: Mapping[str, Optional[Field]], endian: str) -> _Plan:
     """
     Group plain integer members into as few ``struct.Struct`` unpackers as
     their overlaps allow (unions alias offsets), so decoding an object is a
@@ -155,7 +158,7 @@ def _plan(fields: Mapping[str, Optional[Field]]) -> _Plan:
     )
     groups: List[Tuple[struct.Struct, Tuple[str, ...]]] = []
     while plain:
-        fmt, keys, end, rest = "<", [], 0, []
+        fmt, keys, end, rest = endian, [], 0, []
         for offset, key, f in plain:
             if offset < end:
                 rest.append((offset, key, f))
@@ -177,11 +180,12 @@ def read_cstring(prog: Program, address: int, limit: int = 64) -> Optional[str]:
     if not address:
         return None
     raw = b""
+    page = platform_facts(prog).page_size
     while b"\0" not in raw and len(raw) < limit:
         here = wrap(address + len(raw))
         try:
             # Never read across a page boundary the string may not reach.
-            raw += prog.read(here, min(16, 4096 - (here & 4095)))
+            raw += prog.read(here, min(16, page - (here & (page - 1))))
         except drgn.FaultError:
             return None
     if b"\0" not in raw[:limit]:

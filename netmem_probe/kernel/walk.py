@@ -17,6 +17,7 @@ from drgn import Program, ProgramFlags
 from drgn.helpers import ValidationError
 
 from netmem_probe.kernel.cache import per_program
+from netmem_probe.kernel.platform import byte_order, word_format, word_size
 
 __all__ = (
     "CorruptionError",
@@ -126,6 +127,12 @@ def inconsistent(prog: Program, reason: str) -> str:
 _Failure = Optional[Tuple[int, str]]
 
 
+def _two_words(prog: Program, address: int) -> Tuple[int, int]:
+    """The two pointers of a ``list_head`` or ``hlist_node`` (next, then prev or pprev)."""
+    nxt, back = struct.unpack(word_format(prog, 2), prog.read(address, 2 * word_size(prog)))
+    return nxt, back
+
+
 def _walk_list(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failure]:
     nodes: List[int] = []
     prev = head
@@ -141,7 +148,7 @@ def _walk_list(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failur
             return nodes, (head, f"cycle at node {node:#x}")
         seen.add(node)
         try:
-            nxt, back = struct.unpack("<QQ", prog.read(node, 16))
+            nxt, back = _two_words(prog, node)
         except drgn.FaultError as e:
             return _and_back(prog, head, nodes, limit), (node, f"unreadable node ({e.message})")
         if back != prev:
@@ -164,14 +171,14 @@ def _and_back(prog: Program, head: int, nodes: List[int], limit: int) -> List[in
     tail: List[int] = []
     later = head
     try:
-        node = read_pointer(prog, head + 8)
+        node = read_pointer(prog, head + word_size(prog))
     except drgn.FaultError:
         return nodes
     for _ in range(limit - len(nodes)):
         if node in known or node == head or node in tail:
             break
         try:
-            nxt, back = struct.unpack("<QQ", prog.read(node, 16))
+            nxt, back = _two_words(prog, node)
         except drgn.FaultError:
             break
         if nxt != later:
@@ -196,7 +203,7 @@ def _walk_hlist(prog: Program, head: int, limit: int) -> Tuple[List[int], _Failu
             return nodes, (head, f"cycle at node {node:#x}")
         seen.add(node)
         try:
-            nxt, pprev = struct.unpack("<QQ", prog.read(node, 16))
+            nxt, pprev = _two_words(prog, node)
         except drgn.FaultError as e:
             return nodes, (node, f"unreadable node ({e.message})")
         if pprev != link:
@@ -334,7 +341,7 @@ def xa_entries(
             _report(problems, what, node, inconsistent(prog, reason))
             continue
         shift = raw[layout.shift]
-        slots = struct.unpack_from(f"<{chunk}Q", raw, layout.slots)
+        slots = struct.unpack_from(word_format(prog, chunk), raw, layout.slots)
         children = []
         for slot, entry in enumerate(slots):
             if not entry:
@@ -365,7 +372,8 @@ def _read_xa_node(
     except drgn.FaultError as e:
         return None, f"unreadable node ({e.message})"
     shift = raw[layout.shift]
-    node_parent = int.from_bytes(raw[layout.parent : layout.parent + 8], "little")
+    size = word_size(prog)
+    node_parent = int.from_bytes(raw[layout.parent : layout.parent + size], byte_order(prog))
     if (
         shift % layout.chunk_shift
         or shift > 64 - layout.chunk_shift
@@ -382,4 +390,7 @@ def xa_count(prog: Program, xa: int, problems: Optional[Problems] = None) -> int
 
 
 def read_words(prog: Program, address: int, count: int) -> Tuple[int, ...]:
-    return struct.unpack(f"<{count}Q", prog.read(wrap(address), 8 * count))
+    """``count`` words of target memory at ``address``, as unsigned integers."""
+    return struct.unpack(
+        word_format(prog, count), prog.read(wrap(address), word_size(prog) * count)
+    )
