@@ -46,8 +46,10 @@ def _loads(region: Region) -> Iterator[Tuple[int, bytes, int]]:
         yield start * CHUNK, data[start * CHUNK : stored_end * CHUNK], memsz
 
 
-def write_core(out: BinaryIO, memory: FakeMemory, vmcoreinfo: str) -> None:
-    """Write ``memory`` to ``out`` as an x86-64 ELF core with ``vmcoreinfo``."""
+def write_core(
+    out: BinaryIO, memory: FakeMemory, vmcoreinfo: str, e_machine: int = EM_X86_64
+) -> None:
+    """Write ``memory`` to ``out`` as an ELF core of ``e_machine`` with ``vmcoreinfo``."""
     notes = _note(b"VMCOREINFO", 0, vmcoreinfo.encode())
     loads: List[Tuple[int, int, bytes, int]] = []
     for region in memory.regions:
@@ -70,7 +72,7 @@ def write_core(out: BinaryIO, memory: FakeMemory, vmcoreinfo: str) -> None:
         offset += len(data)
     ident = b"\x7fELF\x02\x01\x01" + b"\0" * 9
     ehdr = struct.pack(
-        "<16sHHIQQQIHHHHHH", ident, ET_CORE, EM_X86_64, 1, 0, 64, 0, 0, 64, 56, nphdr, 64, 0, 0
+        "<16sHHIQQQIHHHHHH", ident, ET_CORE, e_machine, 1, 0, 64, 0, 0, 64, 56, nphdr, 64, 0, 0
     )
     out.write(ehdr)
     out.write(b"".join(phdrs))

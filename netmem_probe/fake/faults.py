@@ -17,7 +17,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import drgn
 
-from netmem_probe.fake.objects import PLATFORM
 from netmem_probe.fake.world import World
 
 __all__ = ("BudgetExceeded", "FaultyMemory", "OnRead")
@@ -147,7 +146,7 @@ class FaultyMemory:
         ``/proc/kcore`` does, so helpers treat the target as racy.
         """
         world = self.world
-        prog = drgn.Program(PLATFORM)
+        prog = drgn.Program(world.machine.platform)
         prog.set_linux_kernel_custom(world.vmcoreinfo().encode(), live)
         prog.main_module("kernel", create=True).try_file(str(world.types_elf), force=True)
         for region in world.mem.regions:

@@ -28,7 +28,7 @@ def write_fixture(
     out.mkdir(parents=True, exist_ok=True)
     world.commit()
     with open(out / "vmcore", "wb") as f:
-        write_core(f, world.mem, world.vmcoreinfo())
+        write_core(f, world.mem, world.vmcoreinfo(), world.machine.e_machine)
     shutil.copyfile(world.types_elf, out / "types.elf")
     expected = {
         "description": description,

@@ -11,27 +11,24 @@ from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 import drgn
 
+from netmem_probe.fake.machine import MACHINES
+
 if TYPE_CHECKING:
     # The world allocates and commits these objects; annotations only.
     from netmem_probe.fake.world import World
 
 __all__ = (
-    "PLATFORM",
     "PAGE_SHIFT",
     "PAGE_SIZE",
     "PAGE_OFFSET",
     "VMEMMAP",
-    "START_KERNEL_MAP",
-    "SWAPPER_PG_DIR",
     "POISON_POINTER_DELTA",
     "TIMER_ENTRY_STATIC",
     "NET_PTR_POISON",
     "SECTION_SIZE_BITS",
-    "MAX_PHYSMEM_BITS",
     "RAM_SIZE",
     "HEAP_PA",
     "HEAP_SIZE",
-    "MEMMAP_PA",
     "PERCPU_UNIT",
     "PERCPU_DYNAMIC",
     "INIT_NET_INUM",
@@ -41,25 +38,20 @@ __all__ = (
     "KObject",
 )
 
-PLATFORM = drgn.Platform(
-    drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
-)
-PAGE_SHIFT = 12
+# The x86-64 machine's addresses, for benchmarks and tests that build x86-64
+# worlds; a World's own (arm64 too) are in ``world.machine`` (fake.machine).
+PAGE_SHIFT = MACHINES["x86_64"].page_shift
 PAGE_SIZE = 1 << PAGE_SHIFT
-PAGE_OFFSET = 0xFFFF888000000000
-VMEMMAP = 0xFFFFEA0000000000
-START_KERNEL_MAP = 0xFFFFFFFF80000000
-SWAPPER_PG_DIR = 0xFFFFFFFF82FFE000
+PAGE_OFFSET = MACHINES["x86_64"].page_offset
+VMEMMAP = MACHINES["x86_64"].vmemmap
 POISON_POINTER_DELTA = 0xDEAD000000000000
 TIMER_ENTRY_STATIC = 0x300 + POISON_POINTER_DELTA
 NET_PTR_POISON = 0x801 + POISON_POINTER_DELTA
 
 SECTION_SIZE_BITS = 27
-MAX_PHYSMEM_BITS = 46
 RAM_SIZE = 1 << SECTION_SIZE_BITS  # one memory section
-HEAP_PA = 0x4000000
+HEAP_PA = 0x4000000  # from the start of RAM
 HEAP_SIZE = 0x2000000
-MEMMAP_PA = RAM_SIZE - (RAM_SIZE >> PAGE_SHIFT) * 64
 PERCPU_UNIT = 0x100000
 PERCPU_DYNAMIC = 0x8000  # first dynamically allocated per-CPU offset
 INIT_NET_INUM = 0xF0000000

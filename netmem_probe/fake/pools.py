@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 from drgn import TypeKind
 
-from netmem_probe.fake.objects import PAGE_SIZE, POISON_POINTER_DELTA, KObject
+from netmem_probe.fake.objects import POISON_POINTER_DELTA, KObject
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetDevice
@@ -104,7 +104,11 @@ class FakePage:
 
     @property
     def dma_addr(self) -> int:
-        return FAKE_IOVA + (self.pfn << 12) if self.pool.dma_map and not self.unmapped else 0
+        return (
+            FAKE_IOVA + (self.pfn << self.pool.world.page_shift)
+            if self.pool.dma_map and not self.unmapped
+            else 0
+        )
 
     def write(self) -> None:
         world = self.pool.world
@@ -136,7 +140,7 @@ class FakePage:
             "kind": "page",
             "page": hex(self.netmem),
             "pfn": self.pfn,
-            "phys": hex(self.pfn << 12),
+            "phys": hex(self.pfn << self.pool.world.page_shift),
             "pp": True,
             "scheme": scheme,
             "pool": hex(self.pool.obj.addr),
@@ -358,7 +362,7 @@ class FakePagePool:
                 "napi": self.napi.addr if self.napi else 0,
                 "dev": self.dev,
                 "dma_dir": DMA_FROM_DEVICE,
-                "max_len": PAGE_SIZE << self.order,
+                "max_len": self.world.page_size << self.order,
             },
             "cpuid": self.cpuid,
             "pages_state_hold_cnt": self.hold & 0xFFFFFFFF,
@@ -511,7 +515,7 @@ class FakePagePool:
             "flags": self.flags,
             "dma-map": self.dma_map,
             "inflight": self.inflight,
-            "inflight-mem": self.inflight * (PAGE_SIZE << self.order),
+            "inflight-mem": self.inflight * (self.world.page_size << self.order),
             "hold": self.hold & 0xFFFFFFFF,
             "release": self.release & 0xFFFFFFFF,
             "destroy-cnt": self.destroy_cnt,
@@ -549,7 +553,7 @@ class FakePagePool:
         return {
             "id": None,
             "inflight": self.inflight,
-            "inflight-mem": self.inflight * (PAGE_SIZE << self.order),
+            "inflight-mem": self.inflight * (self.world.page_size << self.order),
             "address": hex(self.obj.addr),
             "state": "unregistered",
             "detached": self.destroy_cnt > 0,

@@ -22,7 +22,7 @@ from that model, never by reading memory back.
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from netmem_probe.fake.objects import PAGE_SHIFT, FakeXArray, KObject
+from netmem_probe.fake.objects import FakeXArray, KObject
 from netmem_probe.fake.pools import (
     PGTY_NETPP,
     PP_FLAG_ALLOW_UNREADABLE_NETMEM,
@@ -279,7 +279,7 @@ class FakeBinding:
         *,
         binding_id: int,
         napi_base: int,
-        niov_shift: int = PAGE_SHIFT,
+        niov_shift: Optional[int] = None,
         listed: bool = True,
     ) -> None:
         self.world = world
@@ -287,10 +287,12 @@ class FakeBinding:
         self.id = binding_id
         self.listed = listed
         # Since Linux 7.3 a binding has its own niov size (rx-page-size).
+        # One niov per page before that, and by default.
         self.niov_shift = (
             niov_shift
-            if world.has_member("struct net_devmem_dmabuf_binding", "niov_shift")
-            else PAGE_SHIFT
+            if niov_shift is not None
+            and world.has_member("struct net_devmem_dmabuf_binding", "niov_shift")
+            else world.page_shift
         )
         self.obj = world.alloc("struct net_devmem_dmabuf_binding")
         self.dmabuf = world.alloc("struct dma_buf")
@@ -351,7 +353,7 @@ class FakeBinding:
             napi_id=napi_id,
             queue=queue,
             flags=PROVIDER_POOL_FLAGS,
-            order=self.niov_shift - PAGE_SHIFT,
+            order=self.niov_shift - self.world.page_shift,
         )
         pool.provider = self
         return pool
@@ -565,14 +567,16 @@ class FakeZcrxIfq:
         areas: Sequence[int],
         *,
         napi_id: int = 0,
-        niov_shift: int = PAGE_SHIFT,
+        niov_shift: Optional[int] = None,
     ) -> None:
         self.world = world
         self.netdev = netdev
         self.queue = queue
         # Since Linux 6.17 an ifq has its own niov size (rx_buf_len).
         self.has_shift = world.has_member("struct io_zcrx_ifq", "niov_shift")
-        self.niov_shift = niov_shift if self.has_shift else PAGE_SHIFT
+        self.niov_shift = (
+            niov_shift if niov_shift is not None and self.has_shift else world.page_shift
+        )
         # Since Linux 7.3 an ifq has several areas (ifq->areas[], nr_areas).
         self.multi = world.has_member("struct io_zcrx_ifq", "areas")
         if len(areas) > 1 and not self.multi:
@@ -592,7 +596,7 @@ class FakeZcrxIfq:
                 napi_id=napi_id,
                 queue=queue,
                 flags=PROVIDER_POOL_FLAGS,
-                order=self.niov_shift - PAGE_SHIFT,
+                order=self.niov_shift - world.page_shift,
             )
             self.pool.provider = self
         world.before_commit(self._write)
@@ -747,7 +751,9 @@ def add_providers(world: "World") -> List[Any]:
         ifqs.append(zc)
         if world.has_member("struct io_zcrx_ifq", "areas"):
             nic2 = world.init_net.netdev("eth4", driver="mlx5_core")
-            big = FakeZcrxIfq(world, nic2, 0, [16, 8], napi_id=8310, niov_shift=PAGE_SHIFT + 1)
+            big = FakeZcrxIfq(
+                world, nic2, 0, [16, 8], napi_id=8310, niov_shift=world.page_shift + 1
+            )
             big.alloc(2, "cache", area=0)
             big.alloc(3, "user", area=0, user_refs=1, pp_ref_count=1)
             big.alloc(4, "stack", area=1)

@@ -11,7 +11,6 @@ writes every scenario on every layout it supports to
 from typing import Callable, Dict, List, Tuple
 
 from netmem_probe.fake.net import NetNamespace
-from netmem_probe.fake.objects import PAGE_OFFSET, VMEMMAP
 from netmem_probe.fake.pools import (
     PP_FLAG_DMA_MAP,
     PP_FLAG_DMA_SYNC_DEV,
@@ -37,6 +36,8 @@ LAYOUT_ASSERTS = {
     "linux-6.18": 13,  # 6 NETMEM_DESC + sizeof + 6 NET_IOV (union mirror)
     "linux-7.1-rc": 8,  # 6 NETMEM_DESC + sizeof + NET_IOV page_type
     "linux-7.3": 7,  # 6 NETMEM_DESC + sizeof
+    "linux-7.3-arm64": 7,  # the same netmem.h on arm64, 4 KiB pages
+    "linux-7.3-arm64-16k": 7,  # and 16 KiB pages
     "broken-netmem-desc": 7,
 }
 
@@ -210,8 +211,10 @@ def _decode_expectations(w: World) -> List[Dict[str, object]]:
     for pool in w.pools:
         for page in pool.pages[:2]:
             out.append(page.expected_decode())
-    not_pp = VMEMMAP + 64 * 5  # pfn 5: a struct page that no pool owns
-    bad = [0, VMEMMAP + 8, PAGE_OFFSET + 0x1000, not_pp]
+    machine = w.machine
+    # the 6th page of RAM: a struct page that no pool owns
+    not_pp = w.page_struct_addr((machine.ram_base >> machine.page_shift) + 5)
+    bad = [0, machine.vmemmap + 8, machine.page_offset + 0x1000, not_pp]
     out += [{"netmem": hex(value), "kind": "page", "error": True} for value in bad]
     return out
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 from drgn import offsetof
 
-from netmem_probe.fake.objects import PAGE_SIZE
 from netmem_probe.fake.pools import FakePage, FakePagePool
 from netmem_probe.fake.slab import alloc_skb
 
@@ -198,7 +197,7 @@ class FakeSkb:
         self.sock: Optional[FakeSocket] = None
         shinfo_size = world.type("struct skb_shared_info").size
         if head_page is not None:
-            span = PAGE_SIZE << head_page.pool.order
+            span = world.page_size << head_page.pool.order
             self.head = world.page_virt(head_page.pfn) + HEAD_FRAG_OFFSET
             end = span - HEAD_FRAG_OFFSET - shinfo_size
         else:

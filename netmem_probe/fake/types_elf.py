@@ -19,8 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
+from netmem_probe.fake.machine import MACHINES, Machine, machine_of_header
+
 __all__ = (
     "LAYOUTS_DIR",
+    "layout_machine",
     "FixtureError",
     "GlobalDecl",
     "available_layouts",
@@ -30,21 +33,25 @@ __all__ = (
 )
 
 LAYOUTS_DIR = Path(__file__).parent / "layouts"
-KERNEL_TEXT = 0xFFFFFFFF81000000
-KERNEL_DATA = 0xFFFFFFFF82000000
+# The x86-64 kernel image addresses (see fake.machine for the others).
+KERNEL_TEXT = MACHINES["x86_64"].kernel_text
+KERNEL_DATA = MACHINES["x86_64"].kernel_data
 
-_LINKER_SCRIPT = f"""\
+
+def _linker_script(machine: Machine) -> str:
+    return f"""\
 SECTIONS {{
   .data..percpu 0x1000 : {{ *(.data..percpu) }}
-  . = {KERNEL_TEXT:#x};
+  . = {machine.kernel_text:#x};
   .notes : {{ *(.note.gnu.build-id) }}
   .text : {{ *(.text*) }}
-  . = {KERNEL_DATA:#x};
+  . = {machine.kernel_data:#x};
   .data : {{ *(.data) *(.data.*) *(.rodata*) }}
   .bss : {{ *(.bss*) *(COMMON) }}
   /DISCARD/ : {{ *(.note.GNU-stack) *(.comment) *(.eh_frame) }}
 }}
 """
+
 
 _GLOBAL_RE = re.compile(r"^/\* netmem-global: (\S+) (\S+)( percpu)? \*/$", re.MULTILINE)
 
@@ -73,6 +80,11 @@ def layout_header(layout: str) -> Path:
     if not path.exists():
         raise FixtureError(f"unknown layout {layout!r} (have: {', '.join(available_layouts())})")
     return path
+
+
+def layout_machine(layout: str) -> Machine:
+    """The machine (architecture, page size, memory map) a layout is from."""
+    return machine_of_header(layout_header(layout).read_text())
 
 
 def layout_globals(header_text: str) -> List[GlobalDecl]:
@@ -113,6 +125,19 @@ def _translation_units(header_text: str) -> Dict[str, str]:
     }
 
 
+def _set_machine(path: Path, machine: Machine) -> None:
+    """
+    Mark the ELF as the layout's machine.  The host's compiler wrote it, but
+    it holds nothing the host's architecture shapes: DWARF of types whose
+    every member offset and size the header asserts (LP64, as on the
+    target), symbol addresses of the linker script, and no code that is
+    run; drgn and the build ID then see the target's ELF.
+    """
+    with open(path, "r+b") as f:
+        f.seek(18)  # e_machine, after e_ident and e_type
+        f.write(machine.e_machine.to_bytes(2, "little"))
+
+
 def build_types_elf(layout: str) -> Path:
     """
     Build (or reuse from the cache) the types ELF for a layout.
@@ -122,13 +147,15 @@ def build_types_elf(layout: str) -> Path:
     """
     header = layout_header(layout)
     text = header.read_text()
-    digest = hashlib.sha256(text.encode() + _LINKER_SCRIPT.encode()).hexdigest()[:16]
+    machine = machine_of_header(text)
+    script = _linker_script(machine)
+    digest = hashlib.sha256(text.encode() + script.encode()).hexdigest()[:16]
     out = _cache_dir() / f"{header.stem}-{digest}.elf"
     if out.exists():
         return out
     with tempfile.TemporaryDirectory(prefix="netmem-types-") as tmp:
         Path(tmp, "layout.h").write_text(text)
-        Path(tmp, "fake.ld").write_text(_LINKER_SCRIPT)
+        Path(tmp, "fake.ld").write_text(script)
         units = _translation_units(text)
         units["types.c"] = '#include "layout.h"\n'
         objects = []
@@ -157,6 +184,7 @@ def build_types_elf(layout: str) -> Path:
             )
             objects.append(obj)
         _run(["ld", "--build-id=sha1", "-T", "fake.ld", "-o", "types.elf", *objects], tmp)
+        _set_machine(Path(tmp, "types.elf"), machine)
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = out.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(Path(tmp, "types.elf"), staged)

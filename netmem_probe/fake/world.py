@@ -19,33 +19,25 @@ from typing import Any, Callable, Dict, List, Optional
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.fake.machine import Machine
 from netmem_probe.fake.memory import FakeMemory, ReadFn, Region
 from netmem_probe.fake.net import NetNamespace
 from netmem_probe.fake.objects import (
     HEAP_PA,
     HEAP_SIZE,
     INIT_NET_INUM,
-    MAX_PHYSMEM_BITS,
-    MEMMAP_PA,
-    PAGE_OFFSET,
-    PAGE_SHIFT,
-    PAGE_SIZE,
     PERCPU_DYNAMIC,
     PERCPU_UNIT,
-    PLATFORM,
     RAM_SIZE,
     SECTION_FLAGS,
     SECTION_SIZE_BITS,
-    START_KERNEL_MAP,
-    SWAPPER_PG_DIR,
     TIMER_ENTRY_STATIC,
-    VMEMMAP,
     FakeList,
     FakeXArray,
     KObject,
 )
 from netmem_probe.fake.pools import PP_FLAG_SYSTEM_POOL, FakePagePool
-from netmem_probe.fake.types_elf import KERNEL_DATA, build_types_elf, layout_header
+from netmem_probe.fake.types_elf import build_types_elf, layout_header, layout_machine
 
 __all__ = ("World",)
 
@@ -60,8 +52,12 @@ class World:
     :param boottime: seconds since boot at the moment of the "dump".
     :param ram_size: simulated RAM, whole 128 MiB memory sections.  Beyond
         the first section, struct pages are not stored: ``memmap_fn(offset,
-        count)`` generates the memmap bytes from pfn ``RAM_SIZE >> PAGE_SHIFT``
-        on (zeros without it), so a benchmark can have a huge memmap.
+        count)`` generates the memmap bytes from the first pfn past that
+        section on (zeros without it), so a benchmark can have a huge memmap.
+
+    The layout names the machine (``world.machine``): x86-64, or arm64 with
+    4 or 16 KiB pages; page frame numbers, the direct map, the vmemmap and
+    the kernel's VMCOREINFO follow it.
     """
 
     def __init__(
@@ -80,12 +76,18 @@ class World:
         self.ram_size = ram_size
         self.memmap_fn = memmap_fn
         self.layout = layout
+        self.machine: Machine = layout_machine(layout)
+        self.page_shift = self.machine.page_shift
+        self.page_size = self.machine.page_size
         self.types_elf = build_types_elf(layout)
         self.nr_cpus = nr_cpus
         self.boottime_ns = int(boottime * 1e9)
-        self.osrelease = (
-            osrelease or f"{layout_header(layout).stem.split('-', 1)[1]}.0-netmem-fixture"
-        )
+        version = layout_header(layout).stem.split("-", 1)[1]
+        suffix = ""
+        if "-arm64" in version:  # linux-7.3-arm64-16k: 7.3.0-netmem-fixture-arm64-16k
+            version, suffix = version.split("-arm64", 1)
+            suffix = "-arm64" + suffix
+        self.osrelease = osrelease or f"{version}.0-netmem-fixture{suffix}"
         self.objects: List[KObject] = []
         self.wirings: List[Any] = []
         self.expected: Dict[str, Any] = {}
@@ -93,7 +95,7 @@ class World:
         self.heap_size = heap_size
         self.prog = self._make_program()
         self._types: Dict[str, drgn.Type] = {}
-        self._next_pfn = (HEAP_PA + self.heap_size) >> PAGE_SHIFT
+        self._next_pfn = (self.machine.ram_base + HEAP_PA + self.heap_size) >> self.page_shift
         self._percpu_next = PERCPU_DYNAMIC
         self._inum = INIT_NET_INUM
         self._globals: Dict[str, KObject] = {}
@@ -104,22 +106,27 @@ class World:
     # -- program and memory ------------------------------------------------
 
     def vmcoreinfo(self) -> str:
-        return (
-            f"OSRELEASE={self.osrelease}\n"
-            f"PAGESIZE={PAGE_SIZE}\n"
-            f"SYMBOL(swapper_pg_dir)={SWAPPER_PG_DIR:x}\n"
-            "KERNELOFFSET=0\n"
-            "NUMBER(phys_base)=0\n"
-            f"SYMBOL(mem_section)={self.prog_symbol('mem_section'):x}\n"
-            f"LENGTH(mem_section)={self._nr_section_roots()}\n"
-            f"SIZE(mem_section)={self.mem_section_size}\n"
-            "OFFSET(mem_section.section_mem_map)=0\n"
-            f"NUMBER(SECTION_SIZE_BITS)={SECTION_SIZE_BITS}\n"
-            f"NUMBER(MAX_PHYSMEM_BITS)={MAX_PHYSMEM_BITS}\n"
-            f"SYMBOL(vmemmap_base)={self.prog_symbol('vmemmap_base'):x}\n"
-            f"SYMBOL(page_offset_base)={self.prog_symbol('page_offset_base'):x}\n"
-            f"BUILD-ID={self.build_id}\n" + self._slab_vmcoreinfo()
-        )
+        machine = self.machine
+        lines = [
+            f"OSRELEASE={self.osrelease}",
+            f"PAGESIZE={self.page_size}",
+            f"SYMBOL(swapper_pg_dir)={machine.swapper_pg_dir:x}",
+            "KERNELOFFSET=0",
+            *machine.vmcoreinfo(),
+            f"SYMBOL(mem_section)={self.prog_symbol('mem_section'):x}",
+            f"LENGTH(mem_section)={self._nr_section_roots()}",
+            f"SIZE(mem_section)={self.mem_section_size}",
+            "OFFSET(mem_section.section_mem_map)=0",
+            f"NUMBER(SECTION_SIZE_BITS)={SECTION_SIZE_BITS}",
+            f"NUMBER(MAX_PHYSMEM_BITS)={machine.max_physmem_bits}",
+        ]
+        lines += [
+            f"SYMBOL({name})={self.prog_symbol(name):x}"
+            for name in ("vmemmap_base", "page_offset_base")
+            if self.has_symbol(name)
+        ]
+        lines.append(f"BUILD-ID={self.build_id}")
+        return "".join(line + "\n" for line in lines) + self._slab_vmcoreinfo()
 
     def _slab_vmcoreinfo(self) -> str:
         """The slab page type, as the kernel exports it for drgn's PageSlab()."""
@@ -127,15 +134,19 @@ class World:
         return f"NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)={value}\n" if value is not None else ""
 
     def _nr_section_roots(self) -> int:
-        sections = 1 << (MAX_PHYSMEM_BITS - SECTION_SIZE_BITS)
-        return sections // (PAGE_SIZE // self.mem_section_size)
+        sections = 1 << (self.machine.max_physmem_bits - SECTION_SIZE_BITS)
+        return sections // self._sections_per_root()
+
+    def _sections_per_root(self) -> int:
+        return self.page_size // self.mem_section_size  # SECTIONS_PER_ROOT
 
     def prog_symbol(self, name: str) -> int:
         return self._symbols[name]
 
     def _make_program(self) -> Program:
         # A bare Program to learn the global addresses for VMCOREINFO.
-        scout = Program(PLATFORM)
+        machine = self.machine
+        scout = Program(machine.platform)
         scout_module = scout.extra_module("types", create=True)
         scout_module.try_file(str(self.types_elf), force=True)
         self.build_id = scout_module.build_id.hex()
@@ -148,32 +159,53 @@ class World:
             self.slab_mapcount_value: Optional[int] = (pgty_slab << 24) - (1 << 32)
         except LookupError:
             self.slab_mapcount_value = None
-        data_end = max(s.address + s.size for s in scout.symbols() if s.address >= KERNEL_DATA)
-        prog = Program(PLATFORM)
+        data_end = max(
+            s.address + s.size for s in scout.symbols() if s.address >= machine.kernel_data
+        )
+        prog = Program(machine.platform)
         prog.set_linux_kernel_custom(self.vmcoreinfo().encode(), False)
         prog.main_module("kernel", create=True).try_file(str(self.types_elf), force=True)
-        data_size = -(-(data_end - KERNEL_DATA) // PAGE_SIZE) * PAGE_SIZE
+        page = self.page_size
+        image = machine.kimage_voffset
+        data_size = -(-(data_end - machine.kernel_data) // page) * page
         self.kernel_data = self.mem.add(
-            Region("kernel-data", KERNEL_DATA, KERNEL_DATA - START_KERNEL_MAP, data_size)
+            Region("kernel-data", machine.kernel_data, machine.kernel_data - image, data_size)
         )
-        self.mem.add(
-            Region("swapper_pg_dir", SWAPPER_PG_DIR, SWAPPER_PG_DIR - START_KERNEL_MAP, PAGE_SIZE)
+        # swapper_pg_dir and, on arm64, the next level of the page tables
+        tables = 1 if machine.arch == "x86_64" else 2
+        self.page_tables = self.mem.add(
+            Region(
+                "swapper_pg_dir",
+                machine.swapper_pg_dir,
+                machine.swapper_pg_dir - image,
+                tables * page,
+            )
         )
-        frames = HEAP_PA + self.heap_size
-        self.heap = self.mem.add(Region("heap", PAGE_OFFSET + HEAP_PA, HEAP_PA, self.heap_size))
+        ram = machine.ram_base
+        direct = machine.direct_map_offset
+        heap_pa = ram + HEAP_PA
+        frames = heap_pa + self.heap_size
+        memmap_pa = ram + self.memmap_offset
+        self.heap = self.mem.add(Region("heap", direct + heap_pa, heap_pa, self.heap_size))
         self.frames = self.mem.add(
-            Region("page-frames", PAGE_OFFSET + frames, frames, MEMMAP_PA - frames)
+            Region("page-frames", direct + frames, frames, memmap_pa - frames)
         )
+        first_pfn = ram >> self.page_shift
         self.memmap = self.mem.add(
-            Region("vmemmap", VMEMMAP, MEMMAP_PA, (RAM_SIZE >> PAGE_SHIFT) * 64)
+            Region(
+                "vmemmap",
+                machine.vmemmap + first_pfn * 64,
+                memmap_pa,
+                (RAM_SIZE >> self.page_shift) * 64,
+            )
         )
         if self.ram_size > RAM_SIZE:
-            size = ((self.ram_size - RAM_SIZE) >> PAGE_SHIFT) * 64
+            size = ((self.ram_size - RAM_SIZE) >> self.page_shift) * 64
             self.mem.add(
                 Region(
                     "vmemmap-generated",
                     self.memmap.end,
-                    RAM_SIZE,
+                    ram + RAM_SIZE,
                     size,
                     read_fn=self.memmap_fn or (lambda offset, count: bytes(count)),
                 )
@@ -274,21 +306,24 @@ class World:
         self.wirings.append(lst)
         return lst
 
+    @property
+    def memmap_offset(self) -> int:
+        """Where in the first section of RAM the stored memmap lies."""
+        return RAM_SIZE - (RAM_SIZE >> self.page_shift) * 64
+
     def alloc_pfn(self, order: int = 0) -> int:
         """A free page frame number for a page (or 2**order pages)."""
         pfn = -(-self._next_pfn // (1 << order)) * (1 << order)
         self._next_pfn = pfn + (1 << order)
-        if self._next_pfn > MEMMAP_PA >> PAGE_SHIFT:
+        if self._next_pfn > (self.machine.ram_base + self.memmap_offset) >> self.page_shift:
             raise MemoryError("fake page frames exhausted")
         return pfn
 
-    @staticmethod
-    def page_struct_addr(pfn: int) -> int:
-        return VMEMMAP + pfn * 64
+    def page_struct_addr(self, pfn: int) -> int:
+        return self.machine.vmemmap + pfn * 64
 
-    @staticmethod
-    def page_virt(pfn: int) -> int:
-        return PAGE_OFFSET + (pfn << PAGE_SHIFT)
+    def page_virt(self, pfn: int) -> int:
+        return self.machine.direct_map_offset + (pfn << self.page_shift)
 
     def struct_page(self, pfn: int, value: Any = None) -> KObject:
         return self.at(self.page_struct_addr(pfn), "struct page", value)
@@ -296,29 +331,42 @@ class World:
     # -- the kernel's own setup --------------------------------------------
 
     def _setup_kernel(self) -> None:
-        self.global_("page_offset_base").value = PAGE_OFFSET
-        self.global_("vmemmap_base").value = VMEMMAP
+        machine = self.machine
+        page = self.page_size
+        # x86-64: drgn takes the direct map and the vmemmap base from these
+        for name, value in (
+            ("page_offset_base", machine.page_offset),
+            ("vmemmap_base", machine.vmemmap),
+        ):
+            if self.has_symbol(name):
+                self.global_(name).value = value
+        if machine.arch == "aarch64":
+            self._setup_page_tables()
         timer = self.global_("poll_spurious_irq_timer")
         timer.set("entry.next", TIMER_ENTRY_STATIC)
 
-        roots = self.alloc("struct mem_section *", count=self._nr_section_roots(), align=PAGE_SIZE)
-        nr_sections = self.ram_size >> SECTION_SIZE_BITS
-        per_root = PAGE_SIZE // self.mem_section_size  # SECTIONS_PER_ROOT
+        roots = self.alloc("struct mem_section *", count=self._nr_section_roots(), align=page)
+        first = machine.ram_base >> SECTION_SIZE_BITS
+        last = first + (self.ram_size >> SECTION_SIZE_BITS) - 1
+        per_root = self._sections_per_root()
+        present = {"section_mem_map": machine.vmemmap | SECTION_FLAGS}
         roots.value = []
-        for first in range(0, nr_sections, per_root):
-            sections = self.alloc("struct mem_section", count=per_root, align=PAGE_SIZE)
-            sections.value = [{"section_mem_map": VMEMMAP | SECTION_FLAGS}] * min(
-                per_root, nr_sections - first
-            )
+        for root in range(last // per_root + 1):
+            numbers = range(root * per_root, (root + 1) * per_root)
+            if first > numbers[-1]:
+                roots.value.append(0)
+                continue
+            sections = self.alloc("struct mem_section", count=per_root, align=page)
+            sections.value = [present if first <= n <= last else {} for n in numbers if n <= last]
             roots.value.append(sections.addr)
         self.global_("mem_section").value = roots.addr
-        self.global_("__highest_present_section_nr").value = nr_sections - 1
+        self.global_("__highest_present_section_nr").value = last
 
         cpus = (1 << self.nr_cpus) - 1
         self.global_("nr_cpu_ids").value = self.nr_cpus
         for mask in ("__cpu_possible_mask", "__cpu_online_mask"):
             self.global_(mask).value = {"bits": [cpus]}
-        self.percpu_base = [self.heap.alloc(PERCPU_UNIT, PAGE_SIZE) for _ in range(self.nr_cpus)]
+        self.percpu_base = [self.heap.alloc(PERCPU_UNIT, page) for _ in range(self.nr_cpus)]
         self.global_("__per_cpu_offset").value = list(self.percpu_base)
 
         self._setup_clock()
@@ -327,6 +375,31 @@ class World:
         self.tasks: Optional[FakeList] = None
         if self.has_type("struct task_struct"):
             self.tasks = self.list(self.global_("init_task"), "tasks")
+
+    def _setup_page_tables(self) -> None:
+        """
+        arm64's swapper_pg_dir mapping RAM in the direct map with block
+        entries, and saved_command_line in it: drgn finds the direct map
+        offset by translating that string's address through these tables.
+        """
+        machine = self.machine
+        shift = self.page_shift
+        bits = shift - 3  # table index bits per level
+        levels = (machine.va_bits_actual - shift + bits - 1) // bits
+        top_shift = shift + bits * (levels - 1)
+        block_shift = top_shift - bits
+        top, table = self.page_tables.va, self.page_tables.va + self.page_size
+        top_index = (machine.page_offset >> top_shift) & ((1 << bits) - 1)
+        table_pa = table - machine.kimage_voffset
+        self.mem.write(top + 8 * top_index, (table_pa | 0x3).to_bytes(8, "little"))
+        block = 1 << block_shift
+        ram = machine.ram_base
+        for pa in range(ram - ram % block, ram + self.ram_size, block):
+            index = ((machine.direct_map_offset + pa) >> block_shift) & ((1 << bits) - 1)
+            # a block descriptor: valid, access flag
+            self.mem.write(table + 8 * index, (pa | 0x401).to_bytes(8, "little"))
+        if self.has_symbol("saved_command_line"):
+            self.global_("saved_command_line").value = self.string("console=ttyAMA0")
 
     def _setup_clock(self) -> None:
         value = {
@@ -375,7 +448,7 @@ class World:
     def _system_pool(self, cpu: int) -> FakePagePool:
         """The per-CPU system page pool that net_page_pool_create() makes at boot."""
         pool = FakePagePool(
-            self, pool_size=(1 << 20) // PAGE_SIZE, nid=0, cpuid=cpu, flags=PP_FLAG_SYSTEM_POOL
+            self, pool_size=(1 << 20) // self.page_size, nid=0, cpuid=cpu, flags=PP_FLAG_SYSTEM_POOL
         )
         # Since the Linux kernel commit "xdp: Use nested-BH locking for
         # system_page_pool" (in v6.16) the per-CPU variable is a struct

@@ -176,6 +176,7 @@ GLOBALS = {
     "page_offset_base": "arch/x86/kernel/head64.c",
     "net_hotdata": "net/core/hotdata.c",
     "slab_caches": "mm/slab_common.c",
+    "saved_command_line": "init/main.c",
     "__per_cpu_offset": "arch/x86/kernel/setup_percpu.c",
     "__cpu_possible_mask": "kernel/cpu.c",
     "__cpu_online_mask": "kernel/cpu.c",
@@ -185,6 +186,17 @@ GLOBALS = {
     "timekeeper_data": "kernel/time/timekeeping.c",
     "prb": "kernel/printk/printk.c",
 }
+
+# Globals of one architecture's kernels only: drgn reads the direct map and
+# vmemmap bases of x86-64 from the first two; on arm64 it translates
+# saved_command_line's address through the page tables.
+ARCH_GLOBALS = {
+    "vmemmap_base": "x86_64",
+    "page_offset_base": "x86_64",
+    "saved_command_line": "aarch64",
+}
+# Where a global is defined when it is not where x86-64 defines it.
+ARCH_SOURCES = {"aarch64": {"__per_cpu_offset": "drivers/base/arch_numa.c"}}
 
 # Per-CPU variables live in the .data..percpu section, linked at address 0 as
 # in the kernel, so per_cpu_ptr() adds __per_cpu_offset[cpu] to them.

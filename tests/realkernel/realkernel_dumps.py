@@ -1,9 +1,10 @@
 """
 Where the real-kernel tier finds its dumps, and one Program per dump.
 
-``NETMEM_PROBE_REALKERNEL`` names the series to check (``7.3`` or
-``7.3,6.12``; ``scripts/test`` sets it and runs ``scripts/realkernel/make-vmcore``
-first).  Unset, the tier is skipped with that reason; set, a missing dump is a
+``NETMEM_PROBE_REALKERNEL`` names the kernels to check (``7.3`` or
+``7.3,6.12,7.3-arm64,7.3-arm64-16k``: a series, with the Debian arm64 flavour
+``make-vmcore SERIES --arch arm64 [--page-size 16k]`` boots; ``scripts/test``
+sets it and runs ``scripts/realkernel/make-vmcore`` first).  Unset, the tier is skipped with that reason; set, a missing dump is a
 failure, never a skip.
 """
 
@@ -29,10 +30,17 @@ if not SERIES:
                 allow_module_level=True)
 
 
+def make_vmcore(series: str) -> str:
+    """The command that makes a series' dumps (``7.3-arm64-16k``: ``7.3 --arch arm64 ...``)."""
+    version, _, flavour = series.partition("-")
+    args = f" --arch arm64{' --page-size 16k' if flavour.endswith('16k') else ''}" if flavour else ""
+    return f"scripts/realkernel/make-vmcore {version}{args}"
+
+
 def truth(series: str) -> Dict[str, Any]:
     path = CACHE / f"latest-{series}" / "truth.json"
     if not path.exists():
-        pytest.fail(f"no {series} dump: scripts/realkernel/make-vmcore {series} did not run "
+        pytest.fail(f"no {series} dump: {make_vmcore(series)} did not run "
                     f"or failed ({path} missing)")
     return json.loads(path.read_text())
 
@@ -64,7 +72,24 @@ def btf_program(series: str, kind: str) -> drgn.Program:
 
 
 def dumps() -> List[Tuple[str, str]]:
-    return [(series, kind) for series in SERIES for kind in KINDS]
+    """(series, dump kind) of every dump a series has (arm64: the ELF dump alone)."""
+    out = []
+    for series in SERIES:
+        path = CACHE / f"latest-{series}" / "truth.json"
+        have = json.loads(path.read_text())["dumps"] if path.exists() else {}
+        # a missing series keeps both kinds: each of its tests fails saying so
+        out += [(series, kind) for kind in KINDS if not have or have.get(kind)]
+    return out
+
+
+def small_kind(series: str) -> str:
+    """The smaller dump of a series: kdump-compressed, or the ELF one where there is none (arm64)."""
+    return "kdump" if truth(series)["dumps"].get("kdump") else "elf"
+
+
+def page_size(t: Dict[str, Any]) -> int:
+    """The kernel's PAGE_SIZE (truth.json before arm64 had none: x86-64, 4 KiB)."""
+    return t.get("page_size", 4096)
 
 
 def netlink_pools(t: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli
 from netmem_probe.target import fallback_note
-from realkernel_dumps import btf_program, dumps, program, truth
+from realkernel_dumps import make_vmcore, btf_program, dumps, program, small_kind, truth
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
@@ -81,9 +81,9 @@ def test_providers_holders_and_leaks_as_with_debug_info(series, kind):
 
 @pytest.mark.parametrize("series", SERIES)
 def test_the_command_line_with_no_symbols_says_how_it_read_the_dump(series):
-    dump = truth(series)["dumps"]["kdump"]
+    dump = truth(series)["dumps"][small_kind(series)]
     result = run_cli("-c", dump, "pools", "--json")
-    want = run_cli("pools", "--json", program=program(series, "kdump"))
+    want = run_cli("pools", "--json", program=program(series, small_kind(series)))
     note = (f"netmem-probe: note: no debug info for the kernel of {dump}: reading it with "
             "types from BTF (the dump's memory), symbols from kallsyms\n")
     assert (result.code, result.out, result.err) == (want.code, want.out, note + want.err)
@@ -91,7 +91,7 @@ def test_the_command_line_with_no_symbols_says_how_it_read_the_dump(series):
 
 def _btf_file(series: str, tmp_path) -> str:
     """The BTF bytes of a series' dump, as a file."""
-    prog = btf_program(series, "kdump")
+    prog = btf_program(series, small_kind(series))
     start, stop = (prog.symbol(name).address for name in ("__start_BTF", "__stop_BTF"))
     path = tmp_path / f"{series}.btf"
     path.write_bytes(prog.read(start, stop - start))
@@ -100,15 +100,15 @@ def _btf_file(series: str, tmp_path) -> str:
 
 @pytest.mark.parametrize("series", SERIES)
 def test_btf_given_as_a_file_reads_the_dump_as_its_memory_does(series, tmp_path):
-    dump = truth(series)["dumps"]["kdump"]
+    dump = truth(series)["dumps"][small_kind(series)]
     result = run_cli("-c", dump, "--btf", _btf_file(series, tmp_path), "pools", "--json")
-    want = run_cli("pools", "--json", program=program(series, "kdump"))
+    want = run_cli("pools", "--json", program=program(series, small_kind(series)))
     assert (result.code, result.out, result.err) == (want.code, want.out, want.err)
 
 
 @pytest.mark.parametrize("series,other", list(itertools.permutations(SERIES, 2)))
 def test_btf_of_another_kernel_is_refused(series, other, tmp_path):
-    dump = truth(series)["dumps"]["kdump"]
+    dump = truth(series)["dumps"][small_kind(series)]
     result = run_cli("-c", dump, "--btf", _btf_file(other, tmp_path), "pools")
     assert result.code == 3 and result.out == ""
     assert result.err.startswith("netmem-probe: error: BTF from ")
@@ -124,7 +124,7 @@ IDENTITY = ("id", "address", "state", "netdev", "orig-netdev", "ifindex", "napi-
 def test_live_run_with_no_symbols_read_btf_and_kallsyms_and_saw_the_same_pools(series):
     t = truth(series)
     if not t.get("live"):
-        pytest.fail(f"{series}: no live run (scripts/realkernel/make-vmcore {series} --live)")
+        pytest.fail(f"{series}: no live run ({make_vmcore(series)} --live)")
     live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
     btf = live.get("btf")
     if btf is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from realkernel_dumps import dumps, netlink_pools, program, truth
+from realkernel_dumps import make_vmcore, dumps, netlink_pools, page_size, program, small_kind, truth
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
@@ -69,6 +69,15 @@ def test_pool_stats_equal_netlink_page_pool_stats(series, kind):
 
 
 @pytest.mark.parametrize("series,kind", DUMPS)
+def test_inflight_mem_is_inflight_times_the_kernels_page_size_by_order(series, kind):
+    size = page_size(truth(series))
+    pools = run_cli("pools", "--json", program=program(series, kind)).json()
+    assert pools and any(p["inflight"] for p in pools)
+    for pool in pools:
+        assert pool["inflight-mem"] == pool["inflight"] * (size << pool["order"])
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
 def test_pool_breakdown_accounts_for_every_inflight_page(series, kind):
     prog = program(series, kind)
     for pool in run_cli("pools", "--json", program=prog).json():
@@ -105,7 +114,7 @@ def test_live_run_in_the_guest_matched_its_own_netlink(series):
     if not netlink_pools(t) and t["netns"][0].get("page-pool-get") is None:
         pytest.skip(f"{series}: no page-pool netlink to match (Linux < 6.8)")
     if not t.get("live"):
-        pytest.fail(f"{series}: no live run (scripts/realkernel/make-vmcore {series} --live)")
+        pytest.fail(f"{series}: no live run ({make_vmcore(series)} --live)")
     live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
     netlink = json.loads(Path(t["live"]["live-netlink.json"]).read_text())
     assert live["ok"] and live["returncode"] in (0, 1), live["stderr"]
@@ -113,7 +122,7 @@ def test_live_run_in_the_guest_matched_its_own_netlink(series):
     ours = {p["id"]: p for p in live["output"]}
     # The live run follows the dump in the same boot: every pool of the dump
     # is still there, in the same state (6.12's netlink lists no pool at all).
-    dumped = run_cli("pools", "--json", program=program(series, "kdump")).json()
+    dumped = run_cli("pools", "--json", program=program(series, small_kind(series))).json()
     assert {p["id"]: p["state"] for p in dumped} == {
         i: ours[i]["state"] for i in (p["id"] for p in dumped)}
     for moment in ("before", "after"):

@@ -12,8 +12,10 @@
 #    probe/restore time only; pools of a NIC created in init_net are orphaned
 #    onto init_net's lo when the NIC moves).  The 9p modules are not loaded yet:
 #    9pnet_virtio has no freeze/restore and would not survive the cycle;
-# 4. load the 9p stack, mount the host's / read-only (9p) and the output share,
-#    chroot into the host and run the scenario with the host's python.
+# 4. load the 9p stack, mount the root (the host's / on amd64, an arm64 userland
+#    otherwise) read-only (9p), the checkout and the cache at their host paths
+#    inside it (their own shares: the guest's tmpfs on /tmp would hide them) and
+#    the output share, chroot into it and run the scenario with its python.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -22,7 +24,7 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o mode=755 run /run
 say() { echo "netmem-init [$(cut -d' ' -f1 /proc/uptime)]: $*"; }
 fail() { echo "netmem-init: FATAL: $*"; echo "NETMEM-PROBE-FATAL $*"; sleep 1; poweroff -f; }
-PY= SCEN= PMAC= PMCYCLE=1 VPP=0
+PY= SCEN= PMAC= PMCYCLE=1 VPP=0 REPO= CACHE=
 for x in $(cat /proc/cmdline); do
 	case "$x" in
 	netmem.python=*) PY=${x#*=} ;;
@@ -30,6 +32,8 @@ for x in $(cat /proc/cmdline); do
 	netmem.poison_mac=*) PMAC=${x#*=} ;;
 	netmem.pmcycle=*) PMCYCLE=${x#*=} ;;
 	netmem.virtio_pp=*) VPP=${x#*=} ;;
+	netmem.repo=*) REPO=${x#*=} ;;
+	netmem.cache=*) CACHE=${x#*=} ;;
 	esac
 done
 for m in $(cat /modules/early); do
@@ -96,10 +100,16 @@ mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t tmpfs tmpfs /host/tmp
 mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
+for share in "netmemrepo:$REPO" "netmemcache:$CACHE"; do
+	dir=${share#*:}
+	mkdir -p "/host$dir" 2>/dev/null
+	mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose "${share%%:*}" "/host$dir" ||
+		fail "mount ${share%%:*} at $dir"
+done
 mkdir -p /host/run/netmem-out /host/run/netmem-bpf
 mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 netmemout /host/run/netmem-out || fail "mount netmemout"
 mount -t bpf bpf /host/run/netmem-bpf || fail "mount bpffs"
-say "host root mounted at $(cut -d' ' -f1 /proc/uptime) s; running $PY $SCEN"
+say "root, checkout and cache mounted at $(cut -d' ' -f1 /proc/uptime) s; running $PY $SCEN"
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	HOME=/root PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 	"$PY" -I -S "$SCEN" --out /run/netmem-out

@@ -255,7 +255,7 @@ def tcp_ofo(ns, addr, port):
 # ---------------------------------------------------------------- XDP (raw bpf syscall)
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-NR_BPF = 321
+NR_BPF = {"x86_64": 321, "aarch64": 280}[os.uname().machine]  # __NR_bpf
 BPF_PROG_LOAD, BPF_OBJ_PIN = 5, 6
 BPF_PROG_TYPE_XDP = 6
 
@@ -789,23 +789,26 @@ def live():
     log("live: start")
     t = time.monotonic()
     before = netlink_all(with_links=False)
-    cmd = [CFG["probe_cmd"]]
+    # the installed command (amd64: the checkout's venv), or python -m netmem_probe with
+    # the checkout and drgn's wheel on PYTHONPATH (arm64)
+    probe = CFG.get("probe_argv") or [CFG["probe_cmd"]]
+    cmd = list(probe)
     for s in CFG["symbols"]:
         cmd += ["-s", s]
     res = run_probe(cmd + ["pools", "--json"])
     # The same with no -s: the guest has no debug info where drgn looks, so
     # netmem-probe reads the kernel's BTF and /proc/kallsyms instead.
-    res["btf"] = run_probe([CFG["probe_cmd"], "pools", "--json"])
+    res["btf"] = run_probe(probe + ["pools", "--json"])
     # As on a fleet host (no debug info): check, with 1 s of growth measured,
     # and one reading of the exporter in node_exporter's textfile format.
-    res["check"] = run_probe([CFG["probe_cmd"], "check", "--json", "--no-leaks",
-                              "--interval", "1"])
+    res["check"] = run_probe(probe + ["check", "--json", "--no-leaks",
+                               "--interval", "1"])
     prom = os.path.join(OUT, "live-metrics.prom")
-    res["export"] = run_probe([CFG["probe_cmd"], "export", "--textfile", prom], textfile=prom)
+    res["export"] = run_probe(probe + ["export", "--textfile", prom], textfile=prom)
     # netmem-probe asks this kernel's netlink itself and compares (init_net);
     # with BTF, whose NETDEV_* enumerators number its requests (and 40 s
     # faster under TCG than loading the DWARF again).
-    res["check-netlink"] = run_probe([CFG["probe_cmd"], "pools", "--check-netlink", "--json"])
+    res["check-netlink"] = run_probe(probe + ["pools", "--check-netlink", "--json"])
     after = netlink_all(with_links=False)
     touch("live-pools.json", json.dumps(res, indent=1))
     touch("live-netlink.json", json.dumps({"before": before, "after": after,
@@ -820,14 +823,14 @@ def run_probe(cmd, textfile=None):
     ``textfile``), exit code and stderr.
     """
     res = {"cmd": cmd, "target": "live (/proc/kcore in the guest)"}
-    if not os.path.exists(CFG["probe_cmd"]):
+    if not os.path.exists(cmd[0]):
         res.update(ok=False, error="%s does not exist (netmem-probe CLI not installed yet)"
-                   % CFG["probe_cmd"])
+                   % cmd[0])
         return res
     t1 = time.monotonic()
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=900)
+                           timeout=900, env=dict(os.environ, **CFG.get("probe_env", {})))
         res.update(returncode=p.returncode, stderr=p.stderr[-20000:])
         if textfile is not None:
             try:
