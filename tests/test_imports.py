@@ -21,7 +21,16 @@ PACKAGE = ROOT / "netmem_probe"
 #: ``netmem_probe.`` prefix ("" is the package itself).  A module may import
 #: modules of its own layer (without a cycle) and of the layers below.
 LAYERS = (
-    ("", "btf", "report", "report.progress", "report.table", "kernel", "kernel.cache"),
+    (
+        "",
+        "btf",
+        "report",
+        "report.progress",
+        "report.table",
+        "kernel",
+        "kernel.cache",
+        "kernel.platform",
+    ),
     ("kernel.walk",),
     ("kernel.structs", "kernel.globals", "kernel.layout", "kernel.printk", "kernel.slab"),
     ("kernel.netdev", "kernel.netmem", "kernel.actors", "kernel.queues"),
