@@ -42,7 +42,9 @@
 #define AREA_PAGES	64
 #define RQ_ENTRIES	64
 #define MAX_CQES	256
-#define PAGE_SZ		4096
+/* the kernel's PAGE_SIZE (4 KiB on x86-64, 4 or 16 KiB on arm64): areas and the refill
+ * ring are registered in whole pages */
+#define PAGE_SZ		((size_t)sysconf(_SC_PAGESIZE))
 
 static void die(const char *what, long err)
 {
