@@ -19,29 +19,32 @@ import pytest
 from netmem_probe.target import open_program
 
 # The same cache root as scripts/realkernel/make-vmcore's.
-CACHE = Path(
-    os.environ.get("NETMEM_PROBE_CACHE", "~/.cache/netmem-probe/realkernel")
-).expanduser()
+CACHE = Path(os.environ.get("NETMEM_PROBE_CACHE", "~/.cache/netmem-probe/realkernel")).expanduser()
 SERIES: List[str] = [s for s in os.environ.get("NETMEM_PROBE_REALKERNEL", "").split(",") if s]
 KINDS = ("elf", "kdump")
 
 if not SERIES:
-    pytest.skip("real-kernel tier: set NETMEM_PROBE_REALKERNEL=7.3 (scripts/test does)",
-                allow_module_level=True)
+    pytest.skip(
+        "real-kernel tier: set NETMEM_PROBE_REALKERNEL=7.3 (scripts/test does)",
+        allow_module_level=True,
+    )
 
 
 def make_vmcore(series: str) -> str:
     """The command that makes a series' dumps (``7.3-arm64-16k``: ``7.3 --arch arm64 ...``)."""
     version, _, flavour = series.partition("-")
-    args = f" --arch arm64{' --page-size 16k' if flavour.endswith('16k') else ''}" if flavour else ""
+    args = (
+        f" --arch arm64{' --page-size 16k' if flavour.endswith('16k') else ''}" if flavour else ""
+    )
     return f"scripts/realkernel/make-vmcore {version}{args}"
 
 
 def truth(series: str) -> Dict[str, Any]:
     path = CACHE / f"latest-{series}" / "truth.json"
     if not path.exists():
-        pytest.fail(f"no {series} dump: {make_vmcore(series)} did not run "
-                    f"or failed ({path} missing)")
+        pytest.fail(
+            f"no {series} dump: {make_vmcore(series)} did not run or failed ({path} missing)"
+        )
     return json.loads(path.read_text())
 
 
@@ -80,6 +83,22 @@ def dumps() -> List[Tuple[str, str]]:
         # a missing series keeps both kinds: each of its tests fails saying so
         out += [(series, kind) for kind in KINDS if not have or have.get(kind)]
     return out
+
+
+def live_truth(series: str) -> Dict[str, Any]:
+    """
+    The truth of a series made with ``--live``.  arm64 has no live run (no drgn >= 0.3
+    for an arm64 guest): skipped with that reason; elsewhere a missing one fails.
+    """
+    t = truth(series)
+    if not t.get("live"):
+        if t.get("arch") == "arm64":
+            pytest.skip(
+                f"{series}: no live run on arm64 (no drgn >= 0.3 for the guest: "
+                "scripts/realkernel/README.md)"
+            )
+        pytest.fail(f"{series}: no live run ({make_vmcore(series)} --live)")
+    return t
 
 
 def small_kind(series: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli
 from netmem_probe.target import fallback_note
-from realkernel_dumps import make_vmcore, btf_program, dumps, program, small_kind, truth
+from realkernel_dumps import live_truth, btf_program, dumps, program, small_kind, truth
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
@@ -122,9 +122,7 @@ IDENTITY = ("id", "address", "state", "netdev", "orig-netdev", "ifindex", "napi-
 
 @pytest.mark.parametrize("series", SERIES)
 def test_live_run_with_no_symbols_read_btf_and_kallsyms_and_saw_the_same_pools(series):
-    t = truth(series)
-    if not t.get("live"):
-        pytest.fail(f"{series}: no live run ({make_vmcore(series)} --live)")
+    t = live_truth(series)
     live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
     btf = live.get("btf")
     if btf is None:

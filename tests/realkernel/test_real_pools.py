@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from realkernel_dumps import make_vmcore, dumps, netlink_pools, page_size, program, small_kind, truth
+from realkernel_dumps import dumps, live_truth, netlink_pools, page_size, program, small_kind, truth
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
@@ -113,8 +113,7 @@ def test_live_run_in_the_guest_matched_its_own_netlink(series):
     t = truth(series)
     if not netlink_pools(t) and t["netns"][0].get("page-pool-get") is None:
         pytest.skip(f"{series}: no page-pool netlink to match (Linux < 6.8)")
-    if not t.get("live"):
-        pytest.fail(f"{series}: no live run ({make_vmcore(series)} --live)")
+    t = live_truth(series)
     live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
     netlink = json.loads(Path(t["live"]["live-netlink.json"]).read_text())
     assert live["ok"] and live["returncode"] in (0, 1), live["stderr"]

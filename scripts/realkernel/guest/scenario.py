@@ -789,9 +789,7 @@ def live():
     log("live: start")
     t = time.monotonic()
     before = netlink_all(with_links=False)
-    # the installed command (amd64: the checkout's venv), or python -m netmem_probe with
-    # the checkout and drgn's wheel on PYTHONPATH (arm64)
-    probe = CFG.get("probe_argv") or [CFG["probe_cmd"]]
+    probe = [CFG["probe_cmd"]]
     cmd = list(probe)
     for s in CFG["symbols"]:
         cmd += ["-s", s]
@@ -830,7 +828,7 @@ def run_probe(cmd, textfile=None):
     t1 = time.monotonic()
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=900, env=dict(os.environ, **CFG.get("probe_env", {})))
+                           timeout=900)
         res.update(returncode=p.returncode, stderr=p.stderr[-20000:])
         if textfile is not None:
             try:
