@@ -650,7 +650,9 @@ def main():
     zcrx_note = CFG.get("zcrx_reason")
     if CFG.get("zcrx_bin"):
         with step("zcrx"):
-            p = subprocess.Popen([CFG["zcrx_bin"], str(40000), "4"], stdout=subprocess.PIPE,
+            # about 10 buffers' worth (40000 bytes with 4 KiB pages), 4 handed back
+            nbytes = 10 * os.sysconf("SC_PAGESIZE") - 960
+            p = subprocess.Popen([CFG["zcrx_bin"], str(nbytes), "4"], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
             KEEP.append(p)
             line = p.stdout.readline()
