@@ -14,12 +14,18 @@ struct device;
 struct device_driver;
 struct dma_buf;
 struct dma_buf_attachment;
+struct fdtable;
+struct file;
+struct file_operations;
+struct files_struct;
 struct gen_pool;
 struct hlist_node;
 struct io_ring_ctx;
 struct io_uring_zcrx_rqe;
 struct io_zcrx_area;
 struct io_zcrx_ifq;
+struct kmem_cache;
+struct kmem_cache_node;
 struct list_head;
 struct llist_node;
 struct mem_section;
@@ -33,11 +39,14 @@ struct net_devmem_dmabuf_binding;
 struct net_iov;
 struct net_iov_area;
 struct netdev_rx_queue;
+struct node_barn;
+struct nsproxy;
 struct page;
 struct page_ext;
 struct page_pool;
 struct page_pool_recycle_stats;
 struct percpu_ref_data;
+struct rb_node;
 struct receive_queue;
 struct refcount_struct;
 struct rtnl_link_ops;
@@ -46,6 +55,7 @@ struct seqcount_raw_spinlock;
 struct sg_table;
 struct sk_buff;
 struct skb_frag;
+struct slub_percpu_sheaves;
 struct sock;
 struct spinlock;
 struct user_struct;
@@ -466,10 +476,25 @@ struct netdev_rx_queue {
 	unsigned char __pad_208[48];
 };
 
+struct gro_list {
+	struct list_head list;
+	int count;
+	unsigned char __pad_20[4];
+};
+
+struct gro_node {
+	unsigned char __pad_0[8];
+	struct gro_list hash[8];
+	struct list_head rx_list;
+	unsigned char __pad_216[8];
+};
+
 struct napi_struct {
 	unsigned char __pad_0[48];
 	struct net_device *dev;
-	unsigned char __pad_56[340];
+	unsigned char __pad_56[8];
+	struct gro_node gro;
+	unsigned char __pad_288[108];
 	u32 napi_id;
 	struct list_head dev_list;
 	unsigned char __pad_416[84];
@@ -642,6 +667,12 @@ struct io_ring_ctx {
 	unsigned char __pad_912[560];
 };
 
+struct rb_node {
+	unsigned long __rb_parent_color;
+	struct rb_node *rb_right;
+	struct rb_node *rb_left;
+};
+
 typedef unsigned int sk_buff_data_t;
 
 struct sk_buff {
@@ -653,6 +684,8 @@ struct sk_buff {
 				struct net_device *dev;
 			};
 		};
+		struct rb_node rbnode;
+		struct list_head list;
 	};
 	struct sock *sk;
 	unsigned char __pad_32[80];
@@ -688,6 +721,114 @@ struct sk_buff_head {
 	};
 	__u32 qlen;
 	spinlock_t lock;
+};
+
+struct sk_buff_fclones {
+	struct sk_buff skb1;
+	struct sk_buff skb2;
+	refcount_t fclone_ref;
+	unsigned char __pad_468[4];
+};
+
+struct net_hotdata {
+	unsigned char __pad_0[336];
+	struct kmem_cache *skbuff_cache;
+	struct kmem_cache *skbuff_fclone_cache;
+	struct kmem_cache *skb_small_head_cache;
+	unsigned char __pad_360[72];
+};
+
+typedef unsigned int slab_flags_t;
+
+struct kmem_cache_order_objects {
+	unsigned int x;
+};
+
+struct kmem_cache_per_node_ptrs {
+	struct node_barn *barn;
+	struct kmem_cache_node *node;
+};
+
+struct kmem_cache {
+	struct slub_percpu_sheaves *cpu_sheaves;
+	slab_flags_t flags;
+	unsigned char __pad_12[12];
+	unsigned int size;
+	unsigned int object_size;
+	unsigned char __pad_32[8];
+	unsigned int offset;
+	unsigned char __pad_44[4];
+	struct kmem_cache_order_objects oo;
+	unsigned char __pad_52[8];
+	int refcount;
+	unsigned char __pad_64[16];
+	unsigned int red_left_pad;
+	unsigned char __pad_84[4];
+	const char *name;
+	struct list_head list;
+	unsigned char __pad_112[96];
+	struct kmem_cache_per_node_ptrs per_node[16];
+};
+
+typedef __int128 unsigned __u128;
+
+typedef __u128 u128;
+
+typedef u128 freelist_full_t;
+
+struct slab {
+	memdesc_flags_t flags;
+	struct kmem_cache *slab_cache;
+	union {
+		struct {
+			struct list_head slab_list;
+			struct {
+				union {
+					struct {
+						void *freelist;
+						union {
+							unsigned long counters;
+							struct {
+								unsigned int inuse : 16;
+								unsigned int objects : 15;
+								unsigned int frozen : 1;
+								unsigned int obj_exts_in_object : 1;
+								unsigned int obj_exts_needs_objcg : 1;
+								unsigned char : 6;
+								unsigned char __pad_5[3];
+							};
+						};
+					};
+					freelist_full_t freelist_counters;
+				};
+			};
+		};
+		struct callback_head callback_head;
+	};
+	unsigned int __page_type;
+	atomic_t __page_refcount;
+	unsigned long obj_exts;
+};
+
+struct freelist_counters {
+	union {
+		struct {
+			void *freelist;
+			union {
+				unsigned long counters;
+				struct {
+					unsigned int inuse : 16;
+					unsigned int objects : 15;
+					unsigned int frozen : 1;
+					unsigned int obj_exts_in_object : 1;
+					unsigned int obj_exts_needs_objcg : 1;
+					unsigned char : 6;
+					unsigned char __pad_5[3];
+				};
+			};
+		};
+		freelist_full_t freelist_counters;
+	};
 };
 
 typedef struct skb_frag skb_frag_t;
@@ -756,7 +897,81 @@ struct sock {
 		struct sk_buff *head;
 		struct sk_buff *tail;
 	} sk_backlog;
-	unsigned char __pad_216[584];
+	unsigned char __pad_216[324];
+	u16 sk_protocol;
+	unsigned char __pad_542[258];
+};
+
+struct inet_sock {
+	struct sock sk;
+	unsigned char __pad_800[248];
+};
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+	unsigned char __pad_1048[384];
+};
+
+struct rb_root {
+	struct rb_node *rb_node;
+};
+
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+	unsigned char __pad_1432[128];
+	struct rb_root out_of_order_queue;
+	unsigned char __pad_1568[864];
+};
+
+typedef int __kernel_pid_t;
+
+typedef __kernel_pid_t pid_t;
+
+struct task_struct {
+	unsigned char __pad_0[1672];
+	struct list_head tasks;
+	unsigned char __pad_1688[196];
+	pid_t tgid;
+	unsigned char __pad_1888[528];
+	char comm[16];
+	unsigned char __pad_2432[64];
+	struct files_struct *files;
+	unsigned char __pad_2504[16];
+	struct nsproxy *nsproxy;
+	unsigned char __pad_2528[2336];
+};
+
+struct nsproxy {
+	unsigned char __pad_0[40];
+	struct net *net_ns;
+	unsigned char __pad_48[24];
+};
+
+struct files_struct {
+	unsigned char __pad_0[32];
+	struct fdtable *fdt;
+	unsigned char __pad_40[664];
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	unsigned char __pad_4[4];
+	struct file **fd;
+	unsigned char __pad_16[40];
+};
+
+struct file {
+	unsigned char __pad_0[8];
+	const struct file_operations *f_op;
+	unsigned char __pad_16[8];
+	void *private_data;
+	unsigned char __pad_32[144];
+};
+
+struct socket {
+	unsigned char __pad_0[24];
+	struct sock *sk;
+	unsigned char __pad_32[96];
 };
 
 struct virtnet_info {
@@ -914,6 +1129,10 @@ enum pagetype {
 enum timekeeper_ids {
 	TIMEKEEPER_CORE = 0,
 	TIMEKEEPERS_MAX = 1
+};
+
+struct file_operations {
+	unsigned char __opaque[272];
 };
 
 _Static_assert(__builtin_offsetof(struct page, flags) == 0, "__builtin_offsetof(struct page, flags)");
@@ -1114,6 +1333,13 @@ _Static_assert(__builtin_offsetof(struct netdev_rx_queue, napi) == 168, "__built
 _Static_assert(__builtin_offsetof(struct netdev_rx_queue, mp_params) == 184, "__builtin_offsetof(struct netdev_rx_queue, mp_params)");
 _Static_assert(sizeof(struct netdev_rx_queue) == 256, "sizeof(struct netdev_rx_queue)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev) == 48, "__builtin_offsetof(struct napi_struct, dev)");
+_Static_assert(__builtin_offsetof(struct gro_list, list) == 0, "__builtin_offsetof(struct gro_list, list)");
+_Static_assert(__builtin_offsetof(struct gro_list, count) == 16, "__builtin_offsetof(struct gro_list, count)");
+_Static_assert(sizeof(struct gro_list) == 24, "sizeof(struct gro_list)");
+_Static_assert(__builtin_offsetof(struct gro_node, hash) == 8, "__builtin_offsetof(struct gro_node, hash)");
+_Static_assert(__builtin_offsetof(struct gro_node, rx_list) == 200, "__builtin_offsetof(struct gro_node, rx_list)");
+_Static_assert(sizeof(struct gro_node) == 224, "sizeof(struct gro_node)");
+_Static_assert(__builtin_offsetof(struct napi_struct, gro) == 64, "__builtin_offsetof(struct napi_struct, gro)");
 _Static_assert(__builtin_offsetof(struct napi_struct, napi_id) == 396, "__builtin_offsetof(struct napi_struct, napi_id)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev_list) == 400, "__builtin_offsetof(struct napi_struct, dev_list)");
 _Static_assert(__builtin_offsetof(struct napi_struct, index) == 500, "__builtin_offsetof(struct napi_struct, index)");
@@ -1216,6 +1442,12 @@ _Static_assert(sizeof(struct io_ring_ctx) == 1472, "sizeof(struct io_ring_ctx)")
 _Static_assert(__builtin_offsetof(struct sk_buff, next) == 0, "__builtin_offsetof(struct sk_buff, next)");
 _Static_assert(__builtin_offsetof(struct sk_buff, prev) == 8, "__builtin_offsetof(struct sk_buff, prev)");
 _Static_assert(__builtin_offsetof(struct sk_buff, dev) == 16, "__builtin_offsetof(struct sk_buff, dev)");
+_Static_assert(__builtin_offsetof(struct rb_node, __rb_parent_color) == 0, "__builtin_offsetof(struct rb_node, __rb_parent_color)");
+_Static_assert(__builtin_offsetof(struct rb_node, rb_right) == 8, "__builtin_offsetof(struct rb_node, rb_right)");
+_Static_assert(__builtin_offsetof(struct rb_node, rb_left) == 16, "__builtin_offsetof(struct rb_node, rb_left)");
+_Static_assert(sizeof(struct rb_node) == 24, "sizeof(struct rb_node)");
+_Static_assert(__builtin_offsetof(struct sk_buff, rbnode) == 0, "__builtin_offsetof(struct sk_buff, rbnode)");
+_Static_assert(__builtin_offsetof(struct sk_buff, list) == 0, "__builtin_offsetof(struct sk_buff, list)");
 _Static_assert(__builtin_offsetof(struct sk_buff, sk) == 24, "__builtin_offsetof(struct sk_buff, sk)");
 _Static_assert(__builtin_offsetof(struct sk_buff, len) == 112, "__builtin_offsetof(struct sk_buff, len)");
 _Static_assert(__builtin_offsetof(struct sk_buff, data_len) == 116, "__builtin_offsetof(struct sk_buff, data_len)");
@@ -1233,6 +1465,46 @@ _Static_assert(__builtin_offsetof(struct sk_buff_head, list) == 0, "__builtin_of
 _Static_assert(__builtin_offsetof(struct sk_buff_head, qlen) == 16, "__builtin_offsetof(struct sk_buff_head, qlen)");
 _Static_assert(__builtin_offsetof(struct sk_buff_head, lock) == 20, "__builtin_offsetof(struct sk_buff_head, lock)");
 _Static_assert(sizeof(struct sk_buff_head) == 24, "sizeof(struct sk_buff_head)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, skb1) == 0, "__builtin_offsetof(struct sk_buff_fclones, skb1)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, skb2) == 232, "__builtin_offsetof(struct sk_buff_fclones, skb2)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, fclone_ref) == 464, "__builtin_offsetof(struct sk_buff_fclones, fclone_ref)");
+_Static_assert(sizeof(struct sk_buff_fclones) == 472, "sizeof(struct sk_buff_fclones)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_cache) == 336, "__builtin_offsetof(struct net_hotdata, skbuff_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache) == 344, "__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skb_small_head_cache) == 352, "__builtin_offsetof(struct net_hotdata, skb_small_head_cache)");
+_Static_assert(sizeof(struct net_hotdata) == 432, "sizeof(struct net_hotdata)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, cpu_sheaves) == 0, "__builtin_offsetof(struct kmem_cache, cpu_sheaves)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, flags) == 8, "__builtin_offsetof(struct kmem_cache, flags)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, size) == 24, "__builtin_offsetof(struct kmem_cache, size)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, object_size) == 28, "__builtin_offsetof(struct kmem_cache, object_size)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, offset) == 40, "__builtin_offsetof(struct kmem_cache, offset)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_order_objects, x) == 0, "__builtin_offsetof(struct kmem_cache_order_objects, x)");
+_Static_assert(sizeof(struct kmem_cache_order_objects) == 4, "sizeof(struct kmem_cache_order_objects)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, oo) == 48, "__builtin_offsetof(struct kmem_cache, oo)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, refcount) == 60, "__builtin_offsetof(struct kmem_cache, refcount)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, red_left_pad) == 80, "__builtin_offsetof(struct kmem_cache, red_left_pad)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, name) == 88, "__builtin_offsetof(struct kmem_cache, name)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, list) == 96, "__builtin_offsetof(struct kmem_cache, list)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_per_node_ptrs, barn) == 0, "__builtin_offsetof(struct kmem_cache_per_node_ptrs, barn)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_per_node_ptrs, node) == 8, "__builtin_offsetof(struct kmem_cache_per_node_ptrs, node)");
+_Static_assert(sizeof(struct kmem_cache_per_node_ptrs) == 16, "sizeof(struct kmem_cache_per_node_ptrs)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, per_node) == 208, "__builtin_offsetof(struct kmem_cache, per_node)");
+_Static_assert(sizeof(struct kmem_cache) == 464, "sizeof(struct kmem_cache)");
+_Static_assert(__builtin_offsetof(struct slab, flags) == 0, "__builtin_offsetof(struct slab, flags)");
+_Static_assert(__builtin_offsetof(struct slab, slab_cache) == 8, "__builtin_offsetof(struct slab, slab_cache)");
+_Static_assert(__builtin_offsetof(struct slab, slab_list) == 16, "__builtin_offsetof(struct slab, slab_list)");
+_Static_assert(__builtin_offsetof(struct slab, freelist) == 32, "__builtin_offsetof(struct slab, freelist)");
+_Static_assert(__builtin_offsetof(struct slab, counters) == 40, "__builtin_offsetof(struct slab, counters)");
+_Static_assert(__builtin_offsetof(struct slab, freelist_counters) == 32, "__builtin_offsetof(struct slab, freelist_counters)");
+_Static_assert(__builtin_offsetof(struct slab, callback_head) == 16, "__builtin_offsetof(struct slab, callback_head)");
+_Static_assert(__builtin_offsetof(struct slab, __page_type) == 48, "__builtin_offsetof(struct slab, __page_type)");
+_Static_assert(__builtin_offsetof(struct slab, __page_refcount) == 52, "__builtin_offsetof(struct slab, __page_refcount)");
+_Static_assert(__builtin_offsetof(struct slab, obj_exts) == 56, "__builtin_offsetof(struct slab, obj_exts)");
+_Static_assert(sizeof(struct slab) == 64, "sizeof(struct slab)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, freelist) == 0, "__builtin_offsetof(struct freelist_counters, freelist)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, counters) == 8, "__builtin_offsetof(struct freelist_counters, counters)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, freelist_counters) == 0, "__builtin_offsetof(struct freelist_counters, freelist_counters)");
+_Static_assert(sizeof(struct freelist_counters) == 16, "sizeof(struct freelist_counters)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, flags) == 0, "__builtin_offsetof(struct skb_shared_info, flags)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, nr_frags) == 2, "__builtin_offsetof(struct skb_shared_info, nr_frags)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, frag_list) == 8, "__builtin_offsetof(struct skb_shared_info, frag_list)");
@@ -1264,7 +1536,35 @@ _Static_assert(__builtin_offsetof(struct sock, sk_backlog.rmem_alloc) == 192, "_
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.len) == 196, "__builtin_offsetof(struct sock, sk_backlog.len)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.head) == 200, "__builtin_offsetof(struct sock, sk_backlog.head)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.tail) == 208, "__builtin_offsetof(struct sock, sk_backlog.tail)");
+_Static_assert(__builtin_offsetof(struct sock, sk_protocol) == 540, "__builtin_offsetof(struct sock, sk_protocol)");
 _Static_assert(sizeof(struct sock) == 800, "sizeof(struct sock)");
+_Static_assert(__builtin_offsetof(struct inet_sock, sk) == 0, "__builtin_offsetof(struct inet_sock, sk)");
+_Static_assert(sizeof(struct inet_sock) == 1048, "sizeof(struct inet_sock)");
+_Static_assert(__builtin_offsetof(struct inet_connection_sock, icsk_inet) == 0, "__builtin_offsetof(struct inet_connection_sock, icsk_inet)");
+_Static_assert(sizeof(struct inet_connection_sock) == 1432, "sizeof(struct inet_connection_sock)");
+_Static_assert(__builtin_offsetof(struct tcp_sock, inet_conn) == 0, "__builtin_offsetof(struct tcp_sock, inet_conn)");
+_Static_assert(__builtin_offsetof(struct rb_root, rb_node) == 0, "__builtin_offsetof(struct rb_root, rb_node)");
+_Static_assert(sizeof(struct rb_root) == 8, "sizeof(struct rb_root)");
+_Static_assert(__builtin_offsetof(struct tcp_sock, out_of_order_queue) == 1560, "__builtin_offsetof(struct tcp_sock, out_of_order_queue)");
+_Static_assert(sizeof(struct tcp_sock) == 2432, "sizeof(struct tcp_sock)");
+_Static_assert(__builtin_offsetof(struct task_struct, tasks) == 1672, "__builtin_offsetof(struct task_struct, tasks)");
+_Static_assert(__builtin_offsetof(struct task_struct, tgid) == 1884, "__builtin_offsetof(struct task_struct, tgid)");
+_Static_assert(__builtin_offsetof(struct task_struct, comm) == 2416, "__builtin_offsetof(struct task_struct, comm)");
+_Static_assert(__builtin_offsetof(struct task_struct, files) == 2496, "__builtin_offsetof(struct task_struct, files)");
+_Static_assert(__builtin_offsetof(struct task_struct, nsproxy) == 2520, "__builtin_offsetof(struct task_struct, nsproxy)");
+_Static_assert(sizeof(struct task_struct) == 4864, "sizeof(struct task_struct)");
+_Static_assert(__builtin_offsetof(struct nsproxy, net_ns) == 40, "__builtin_offsetof(struct nsproxy, net_ns)");
+_Static_assert(sizeof(struct nsproxy) == 72, "sizeof(struct nsproxy)");
+_Static_assert(__builtin_offsetof(struct files_struct, fdt) == 32, "__builtin_offsetof(struct files_struct, fdt)");
+_Static_assert(sizeof(struct files_struct) == 704, "sizeof(struct files_struct)");
+_Static_assert(__builtin_offsetof(struct fdtable, max_fds) == 0, "__builtin_offsetof(struct fdtable, max_fds)");
+_Static_assert(__builtin_offsetof(struct fdtable, fd) == 8, "__builtin_offsetof(struct fdtable, fd)");
+_Static_assert(sizeof(struct fdtable) == 56, "sizeof(struct fdtable)");
+_Static_assert(__builtin_offsetof(struct file, f_op) == 8, "__builtin_offsetof(struct file, f_op)");
+_Static_assert(__builtin_offsetof(struct file, private_data) == 24, "__builtin_offsetof(struct file, private_data)");
+_Static_assert(sizeof(struct file) == 176, "sizeof(struct file)");
+_Static_assert(__builtin_offsetof(struct socket, sk) == 24, "__builtin_offsetof(struct socket, sk)");
+_Static_assert(sizeof(struct socket) == 128, "sizeof(struct socket)");
 _Static_assert(__builtin_offsetof(struct virtnet_info, dev) == 16, "__builtin_offsetof(struct virtnet_info, dev)");
 _Static_assert(__builtin_offsetof(struct virtnet_info, rq) == 32, "__builtin_offsetof(struct virtnet_info, rq)");
 _Static_assert(__builtin_offsetof(struct virtnet_info, max_queue_pairs) == 44, "__builtin_offsetof(struct virtnet_info, max_queue_pairs)");
@@ -1324,9 +1624,14 @@ _Static_assert(__builtin_offsetof(struct tk_data, timekeeper) == 8, "__builtin_o
 _Static_assert(sizeof(struct tk_data) == 704, "sizeof(struct tk_data)");
 _Static_assert(sizeof(enum pagetype) == 4, "sizeof(enum pagetype)");
 _Static_assert(sizeof(enum timekeeper_ids) == 4, "sizeof(enum timekeeper_ids)");
+_Static_assert(sizeof(struct file_operations) == 272, "sizeof(struct file_operations)");
 
 /* netmem-global: page_pools net/core/page_pool_user.c */
 extern struct xarray page_pools;
+/* netmem-global: init_task init/init_task.c */
+extern struct task_struct init_task;
+/* netmem-global: socket_file_ops net/socket.c */
+extern const struct file_operations socket_file_ops;
 /* netmem-global: init_net net/core/net_namespace.c */
 extern struct net init_net;
 /* netmem-global: net_namespace_list net/core/net_namespace.c */
@@ -1345,6 +1650,10 @@ extern const struct memory_provider_ops io_uring_pp_zc_ops;
 extern struct mem_section **mem_section;
 /* netmem-global: __highest_present_section_nr mm/sparse.c */
 extern unsigned long __highest_present_section_nr;
+/* netmem-global: net_hotdata net/core/hotdata.c */
+extern struct net_hotdata net_hotdata;
+/* netmem-global: slab_caches mm/slab_common.c */
+extern struct list_head slab_caches;
 /* netmem-global: saved_command_line init/main.c */
 extern char *saved_command_line;
 /* netmem-global: __per_cpu_offset drivers/base/arch_numa.c */
