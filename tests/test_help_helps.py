@@ -69,7 +69,8 @@ def test_completion_completes_paths(option):
 
 def test_completion_completes_fixture_names_and_directories():
     got = complete("-f", "linux-7.3")
-    assert got == [("dir", "linux-7.3"), ("plain", "linux-7.3-many-pools"),
+    assert got == [("dir", "linux-7.3"), ("plain", "linux-7.3-arm64-16k-mixed"),
+                   ("plain", "linux-7.3-arm64-mixed"), ("plain", "linux-7.3-many-pools"),
                    ("plain", "linux-7.3-mixed")]
 
 
