@@ -101,7 +101,7 @@ def test_an_unreadable_page_of_ram_is_skipped_and_the_rest_still_searched():
     from test_corrupt import nic_pools, partial, run, world
 
     from netmem_probe.fake.faults import FaultyMemory
-    from netmem_probe.fake.world import PAGE_OFFSET
+    from netmem_probe.fake.objects import PAGE_OFFSET
 
     w = world()
     page = nic_pools(w)[0].pages[0].netmem
