@@ -64,7 +64,7 @@ __all__ = (
     "Holder",
     "HolderSearch",
     "SockInfo",
-    "Target",
+    "NetmemTarget",
     "make_target",
     "page_target",
 )
@@ -88,7 +88,7 @@ RING_KINDS = ("rx-ring",)
 
 
 @dataclass(frozen=True)
-class Target:
+class NetmemTarget:
     """A page or net_iov to find references to."""
 
     netmem: int
@@ -146,7 +146,7 @@ class Holder:
         )
 
 
-def make_target(prog: Program, value: int, problems: Problems) -> Optional[Target]:
+def make_target(prog: Program, value: int, problems: Problems) -> Optional[NetmemTarget]:
     """
     The target a command-line value names: a net_iov ``netmem_ref`` (bit 0
     set, if it decodes as one), a page ``netmem_ref`` (a ``struct page``
@@ -160,7 +160,7 @@ def make_target(prog: Program, value: int, problems: Problems) -> Optional[Targe
     if value & NET_IOV:
         niov = decode_net_iov(prog, value)
         if not niov.problem:
-            return Target(
+            return NetmemTarget(
                 value,
                 "net_iov",
                 niov.niov,
@@ -207,7 +207,7 @@ def page_target(
     pool_id: Optional[int],
     order: int,
     problems: Optional[Problems] = None,
-) -> Target:
+) -> NetmemTarget:
     """
     The target for the ``struct page`` at ``page`` (pfn ``pfn``, of ``2**order``
     pages).  Without a readable direct map base it has no span: pointers into
@@ -219,7 +219,7 @@ def page_target(
     if base is not None:
         start = base + (pfn << shift)
         span = (start, start + (1 << (shift + order)))
-    return Target(page, "page", page, (page,), span, pool, pool_id, None)
+    return NetmemTarget(page, "page", page, (page,), span, pool, pool_id, None)
 
 
 class HolderSearch:
@@ -379,7 +379,9 @@ class HolderSearch:
                 return Holder("pool-frag-page", address, value, pool_id=info.id)
         return None
 
-    def _dma_mapped_holder(self, target: Target, address: int, value: int) -> Optional[Holder]:
+    def _dma_mapped_holder(
+        self, target: NetmemTarget, address: int, value: int
+    ) -> Optional[Holder]:
         """The page's slot in its pool's ``dma_mapped`` XArray (v6.15+), if the hit is it."""
         info = self.pools.get(target.pool) if target.pool else None
         if info is None or self.dma_mapped_offset is None or target.kind != "page":
@@ -465,7 +467,9 @@ class HolderSearch:
                 found.setdefault(value + skb["end"], (skb_address, skb))
         return found
 
-    def _skb_at_field(self, address: int, target: Target) -> Optional[Tuple[int, Dict[str, int]]]:
+    def _skb_at_field(
+        self, address: int, target: NetmemTarget
+    ) -> Optional[Tuple[int, Dict[str, int]]]:
         """The skb whose ``head`` or ``data`` is the word at ``address``, pointing into the page."""
         if target.span is None:  # a net_iov: no memory of its own to point into
             return None
@@ -676,7 +680,9 @@ class HolderSearch:
         ]
         return netmems if all(netmems) else None
 
-    def skb_holders(self, targets: Sequence[Target], slabs: SkbSlabs) -> Dict[int, List[Holder]]:
+    def skb_holders(
+        self, targets: Sequence[NetmemTarget], slabs: SkbSlabs
+    ) -> Dict[int, List[Holder]]:
         """
         The skb frags and heads that reference each target, among the
         sk_buffs of ``slabs``, classified as :meth:`find` classifies them,
@@ -714,7 +720,7 @@ class HolderSearch:
             holders.sort(key=lambda h: h.address)
         return result
 
-    def pool_holders(self, targets: Sequence[Target]) -> Dict[int, List[Holder]]:
+    def pool_holders(self, targets: Sequence[NetmemTarget]) -> Dict[int, List[Holder]]:
         """
         The slots of the pools' own alloc caches, rings and fragment pages
         that name each target, read directly, without searching RAM.
@@ -747,7 +753,7 @@ class HolderSearch:
     # -- the search ----------------------------------------------------------
 
     def find(
-        self, targets: Sequence[Target], slabs: Optional[SkbSlabs] = None
+        self, targets: Sequence[NetmemTarget], slabs: Optional[SkbSlabs] = None
     ) -> Dict[int, List[Holder]]:
         """
         Every reference to each target, by the target's netmem, found by
@@ -755,14 +761,14 @@ class HolderSearch:
         (see :func:`~netmem_probe.kernel.skbs.find_skb_slabs`) when given, and
         from a second search of RAM otherwise or for what they could not read.
         """
-        by_word: Dict[int, Target] = {}
+        by_word: Dict[int, NetmemTarget] = {}
         for target in targets:
             for word in target.words:
                 by_word[word] = target
         spans = sorted((t.span[0], t.span[1], t) for t in targets if t.span)
         span_starts = [s[0] for s in spans]
         result: Dict[int, List[Holder]] = {t.netmem: [] for t in targets}
-        frag_hits: List[Tuple[Target, int, int, int, int]] = []
+        frag_hits: List[Tuple[NetmemTarget, int, int, int, int]] = []
         seen_heads: Set[Tuple[int, int]] = set()
         hits: Dict[int, int] = dict.fromkeys(result, 0)
         for address, value in search_words(
@@ -858,7 +864,7 @@ class HolderSearch:
                         h, pointed_from=places, detail=f"{h.detail}; {describe(places)}"
                     )
 
-    def _in_area(self, target: Target, address: int) -> bool:
+    def _in_area(self, target: NetmemTarget, address: int) -> bool:
         """Whether ``address`` is the owner area's ``niovs`` member."""
         area_type = "struct net_iov_area"
         try:

@@ -30,7 +30,7 @@ from netmem_probe.kernel.holders import (
     SKB_KINDS,
     Holder,
     HolderSearch,
-    Target,
+    NetmemTarget,
     page_target,
 )
 from netmem_probe.kernel.page_pool import PagePoolInfo
@@ -48,7 +48,7 @@ class NetmemVerdict:
     """One in-flight page or net_iov of a detached pool."""
 
     pool_id: Optional[int]
-    target: Target
+    target: NetmemTarget
     pfn: Optional[int]
     pp_ref_count: int
     refcount: Optional[int]  # a page's _refcount
@@ -85,8 +85,16 @@ class LeakReport:
         return sum(p.count("leaked") + p.missing for p in self.pools)
 
 
-# (pool address, target, pfn, pp_ref_count, _refcount, user_refs)
-LeakItem = Tuple[int, Target, Optional[int], int, Optional[int], Optional[int]]
+@dataclass(frozen=True)
+class LeakItem:
+    """A page or net_iov a detached pool has out, with what was read of it."""
+
+    pool: int  # struct page_pool address
+    target: NetmemTarget
+    pfn: Optional[int]
+    pp_ref_count: int
+    refcount: Optional[int]  # a page's _refcount; None for a net_iov
+    user_refs: Optional[int]  # a net_iov's user references; None for a page
 
 
 def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
@@ -144,21 +152,21 @@ def find_leaks(
         for page in scanner.pages(page_pools, progress):
             info = by_address[page.pool].info
             items.append(
-                (
-                    page.pool,
-                    page_target(
+                LeakItem(
+                    pool=page.pool,
+                    target=page_target(
                         prog, page.pfn, page.page, page.pool, page.pool_id, info.order, problems
                     ),
-                    page.pfn,
-                    page.pp_ref_count,
-                    page.refcount,
-                    None,
+                    pfn=page.pfn,
+                    pp_ref_count=page.pp_ref_count,
+                    refcount=page.refcount,
+                    user_refs=None,
                 )
             )
     provider_pools = [info for info in pools if info.provider]
     if provider_pools:
         items += _provider_items(prog, problems, provider_pools)
-    targets = [item[1] for item in items]
+    targets = [item.target for item in items]
     holder_search = HolderSearch(prog, problems, scanner.pools, search)
     slabs = find_skb_slabs(prog, problems)
     found: Dict[int, List[Holder]] = {}
@@ -174,19 +182,19 @@ def find_leaks(
     rest = [t for t in targets if t.netmem not in found]
     if rest:
         found.update(holder_search.find(rest, slabs))
-    for pool, target, pfn, pp_ref_count, refcount, user_refs in items:
-        holders = found[target.netmem]
+    for item in items:
+        holders = found[item.target.netmem]
         evidence = tuple(h for h in holders if h.holds)
-        leaks = by_address[pool]
+        leaks = by_address[item.pool]
         leaks.verdicts.append(
             NetmemVerdict(
                 pool_id=leaks.info.id,
-                target=target,
-                pfn=pfn,
-                pp_ref_count=pp_ref_count,
-                refcount=refcount,
-                user_refs=user_refs,
-                verdict=_verdict(holders, user_refs),
+                target=item.target,
+                pfn=item.pfn,
+                pp_ref_count=item.pp_ref_count,
+                refcount=item.refcount,
+                user_refs=item.user_refs,
+                verdict=_verdict(holders, item.user_refs),
                 evidence=evidence,
                 references=tuple(h for h in holders if not h.holds),
             )
@@ -206,7 +214,7 @@ def _provider_items(
             for niov in scanner.niovs(area):
                 if niov.pool != info.address or niov.state == "free":
                     continue
-                target = Target(
+                target = NetmemTarget(
                     niov.netmem,
                     "net_iov",
                     niov.address,
@@ -216,5 +224,14 @@ def _provider_items(
                     info.id,
                     niov.span.owner,
                 )
-                items.append((info.address, target, None, niov.pp_ref_count, None, niov.user_refs))
+                items.append(
+                    LeakItem(
+                        pool=info.address,
+                        target=target,
+                        pfn=None,
+                        pp_ref_count=niov.pp_ref_count,
+                        refcount=None,
+                        user_refs=niov.user_refs,
+                    )
+                )
     return items
