@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from realkernel_dumps import btf_program, dumps, program, truth
+from realkernel_dumps import btf_program, dumps, live_truth, program, truth
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
@@ -75,9 +75,7 @@ def test_triage_of_the_dumps_without_debug_info(series):
 def test_live_check_and_exporter_in_the_guest_without_debug_info(series):
     from prometheus_client.parser import text_string_to_metric_families
 
-    t = truth(series)
-    if not t.get("live"):
-        pytest.fail(f"{series}: no live run (scripts/realkernel/make-vmcore {series} --live)")
+    t = live_truth(series)
     live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
     pools = {p["id"]: p for p in live["btf"]["output"]}
     check = live["check"]

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli
 from test_json_schema import check as check_schema
-from realkernel_dumps import SERIES, dumps, program, truth
+from realkernel_dumps import SERIES, dumps, live_truth, program, truth
 
 pytestmark = pytest.mark.realkernel
 
@@ -42,9 +42,7 @@ def test_pool_ynl_prints_netlinks_stats_object(series, kind):
 def test_check_netlink_in_the_guest_found_netlink_and_memory_agree(series):
     # make-vmcore --live runs pools --check-netlink in the guest: netmem-probe
     # asked the running kernel's netlink itself and compared it with memory.
-    t = truth(series)
-    if not t.get("live"):
-        pytest.fail(f"{series}: no live run (scripts/realkernel/make-vmcore {series} --live)")
+    t = live_truth(series)
     check = json.loads(Path(t["live"]["live-pools.json"]).read_text())["check-netlink"]
     assert check["ok"] and check["returncode"] == 0, check.get("stderr")
     netlink = json.loads(Path(t["live"]["live-netlink.json"]).read_text())
