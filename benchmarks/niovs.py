@@ -37,8 +37,9 @@ from netmem_probe.target import open_program
 def build(niovs: int) -> World:
     world = World("linux-7.3", heap_size=0x3000000)
     nic = world.init_net.netdev("eth9", driver="bnxt_en", num_rx_queues=1)
-    binding = FakeBinding(world, nic, [0], [niovs // 2, niovs - niovs // 2], binding_id=1,
-                          napi_base=8400)
+    binding = FakeBinding(
+        world, nic, [0], [niovs // 2, niovs - niovs // 2], binding_id=1, napi_base=8400
+    )
     binding.alloc(binding.pools[0], 100, "cache")
     binding.alloc(binding.pools[0], niovs // 4, "stack", pp_ref_count=2)
     world.commit()
@@ -59,17 +60,21 @@ def rows(prog: drgn.Program) -> int:
 
 def naive(prog: drgn.Program) -> int:
     stack = 0
-    (_, entry), = xa_for_each(prog["net_devmem_dmabuf_bindings"].address_of_())
+    ((_, entry),) = xa_for_each(prog["net_devmem_dmabuf_bindings"].address_of_())
     binding = drgn.cast("struct net_devmem_dmabuf_binding *", entry)
-    for chunk in list_for_each_entry("struct gen_pool_chunk",
-                                     binding.chunk_pool.chunks.address_of_(), "next_chunk"):
+    for chunk in list_for_each_entry(
+        "struct gen_pool_chunk", binding.chunk_pool.chunks.address_of_(), "next_chunk"
+    ):
         owner = drgn.cast("struct dmabuf_genpool_chunk_owner *", chunk.owner)
         niovs = owner.area.niovs
         for i in range(owner.area.num_niovs.value_()):
             niov = niovs[i]
             allocated = chunk.bits[i // 64].value_() >> (i % 64) & 1
-            if niov.owner.value_() == owner.area.address_ and allocated and (
-                    niov.desc.pp.value_() and niov.desc.pp_ref_count.counter.value_() > 1):
+            if (
+                niov.owner.value_() == owner.area.address_
+                and allocated
+                and (niov.desc.pp.value_() and niov.desc.pp_ref_count.counter.value_() > 1)
+            ):
                 stack += 1
     return stack
 
@@ -95,16 +100,20 @@ def main() -> None:
     print(f"world: one binding of {args.niovs} niovs built in {time.perf_counter() - start:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         write_fixture(world, tmp, "benchmark")
-        targets = [("fake memory (Python segments)", world.prog),
-                   ("ELF vmcore file", open_program(fixture=tmp))]
+        targets = [
+            ("fake memory (Python segments)", world.prog),
+            ("ELF vmcore file", open_program(fixture=tmp)),
+        ]
         for label, prog in targets:
             t_naive, n_naive = timed(naive, prog, 1)
             print(f"{label}:")
             for name, fn in (("providers (totals)", totals), ("niovs (a record each)", rows)):
                 elapsed, found = timed(fn, prog, args.repeat)
                 assert found == n_naive == args.niovs // 4, (found, n_naive)
-                print(f"  {name}: {elapsed:.3f} s ({args.niovs / elapsed:,.0f} niovs/s), "
-                      f"{t_naive / elapsed:.1f}x the naive loop")
+                print(
+                    f"  {name}: {elapsed:.3f} s ({args.niovs / elapsed:,.0f} niovs/s), "
+                    f"{t_naive / elapsed:.1f}x the naive loop"
+                )
             print(f"  naive drgn Objects: {t_naive:.3f} s ({args.niovs / t_naive:,.0f} niovs/s)")
 
 

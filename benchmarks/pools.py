@@ -47,8 +47,14 @@ def build(pools: int) -> World:
         if i % per_dev == 0:
             ns = world.init_net if i % (per_dev * 8) == 0 else NetNamespace(world, f"ns{i}")
             dev = ns.netdev(f"eth{i // per_dev}", driver="virtio_net", num_rx_queues=per_dev)
-        pool = FakePagePool(world, netdev=dev, napi_id=8193 + i, queue=i % per_dev,
-                            flags=PP_FLAG_DMA_MAP, pool_size=16)
+        pool = FakePagePool(
+            world,
+            netdev=dev,
+            napi_id=8193 + i,
+            queue=i % per_dev,
+            flags=PP_FLAG_DMA_MAP,
+            pool_size=16,
+        )
         pool.hold = 7 + i % 5
     world.commit()
     return world
@@ -94,8 +100,12 @@ def process_time(fixture: str, repeat: int) -> float:
     best = None
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run([str(exe), "-f", fixture, "pools"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [str(exe), "-f", fixture, "pools"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         elapsed = time.perf_counter() - start
         best = elapsed if best is None else min(best, elapsed)
     return best
@@ -111,21 +121,29 @@ def main() -> None:
     print(f"world: {args.pools} pools built in {time.perf_counter() - start:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         write_fixture(world, tmp, "benchmark")
-        targets = [("fake memory (Python segments)", world.prog),
-                   ("ELF vmcore file", open_program(fixture=tmp))]
+        targets = [
+            ("fake memory (Python segments)", world.prog),
+            ("ELF vmcore file", open_program(fixture=tmp)),
+        ]
         for label, prog in targets:
             t_ours, n_ours = timed(ours, prog, args.repeat)
             t_naive, n_naive = timed(naive, prog, args.repeat)
             assert n_ours == n_naive, (n_ours, n_naive)
             print(f"{label}:")
-            print(f"  netmem-probe PagePoolScanner: {t_ours:.3f} s "
-                  f"({args.pools / t_ours:,.0f} pools/s)")
-            print(f"  naive drgn xa_for_each + Objects: {t_naive:.3f} s "
-                  f"({args.pools / t_naive:,.0f} pools/s)")
+            print(
+                f"  netmem-probe PagePoolScanner: {t_ours:.3f} s "
+                f"({args.pools / t_ours:,.0f} pools/s)"
+            )
+            print(
+                f"  naive drgn xa_for_each + Objects: {t_naive:.3f} s "
+                f"({args.pools / t_naive:,.0f} pools/s)"
+            )
             print(f"  ratio: {t_naive / t_ours:.1f}x")
     fixture = str(ROOT / "fixtures/vmcore-stubs/linux-7.3-mixed")
-    print(f"process start to exit, netmem-probe -f linux-7.3-mixed pools: "
-          f"{process_time(fixture, args.repeat):.3f} s (best of {args.repeat})")
+    print(
+        f"process start to exit, netmem-probe -f linux-7.3-mixed pools: "
+        f"{process_time(fixture, args.repeat):.3f} s (best of {args.repeat})"
+    )
 
 
 if __name__ == "__main__":

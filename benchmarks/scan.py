@@ -66,28 +66,55 @@ def page_templates(world: World, pool: int) -> List[Callable[[int], bytes]]:
         return value
 
     def lru(i):
-        return make(with_flags({
-            "lru": {"next": VMEMMAP + 64 * (i + 7), "prev": VMEMMAP + 64 * (i + 3)},
-            "mapping": PAGE_OFFSET + 0x1234560 + 1, "__folio_index": i, "_mapcount": {"counter": 0},
-            "_refcount": {"counter": 2}}, 0x2000000000000068))
+        return make(
+            with_flags(
+                {
+                    "lru": {"next": VMEMMAP + 64 * (i + 7), "prev": VMEMMAP + 64 * (i + 3)},
+                    "mapping": PAGE_OFFSET + 0x1234560 + 1,
+                    "__folio_index": i,
+                    "_mapcount": {"counter": 0},
+                    "_refcount": {"counter": 2},
+                },
+                0x2000000000000068,
+            )
+        )
 
     def buddy(i):
-        return make(with_flags({
-            "lru": {"next": VMEMMAP + 64 * (i + 64), "prev": VMEMMAP + 64 * (i - 64)},
-            "private": 3, "page_type": PGTY_BUDDY}, 0x2000000000000000))
+        return make(
+            with_flags(
+                {
+                    "lru": {"next": VMEMMAP + 64 * (i + 64), "prev": VMEMMAP + 64 * (i - 64)},
+                    "private": 3,
+                    "page_type": PGTY_BUDDY,
+                },
+                0x2000000000000000,
+            )
+        )
 
     def poisoned(i):
-        return make(with_flags({"lru": {"next": LIST_POISON1, "prev": LIST_POISON2},
-                                "_refcount": {"counter": 1}}, 0x2000000000000000))
+        return make(
+            with_flags(
+                {"lru": {"next": LIST_POISON1, "prev": LIST_POISON2}, "_refcount": {"counter": 1}},
+                0x2000000000000000,
+            )
+        )
 
     def reserved(i):
         return make(with_flags({"_refcount": {"counter": 1}}, 0x400))
 
     def pp(i):
-        return make(with_flags({"pp_magic": PP_SIGNATURE | ((1 + i) << 7), "pp": pool,
-                                "dma_addr": 0x100000000 + (i << 12),
-                                "pp_ref_count": {"counter": 1}, "_refcount": {"counter": 1}},
-                               0x2000000000000000))
+        return make(
+            with_flags(
+                {
+                    "pp_magic": PP_SIGNATURE | ((1 + i) << 7),
+                    "pp": pool,
+                    "dma_addr": 0x100000000 + (i << 12),
+                    "pp_ref_count": {"counter": 1},
+                    "_refcount": {"counter": 1},
+                },
+                0x2000000000000000,
+            )
+        )
 
     return [lru, buddy, poisoned, reserved, pp]
 
@@ -117,16 +144,19 @@ def tiled(tile: bytes, max_read: int) -> Callable[[int, int], bytes]:
     def read(offset: int, count: int) -> bytes:
         start = offset % len(tile)
         if start + count <= len(big):
-            return big[start:start + count]
-        return (tile * (-(-(start + count) // len(tile))))[start:start + count]
+            return big[start : start + count]
+        return (tile * (-(-(start + count) // len(tile))))[start : start + count]
 
     return read
 
 
 def fake_program(ram_gib: int, density: int, chunk: int) -> Tuple[drgn.Program, int]:
     holder = {}
-    world = World("linux-7.3", ram_size=ram_gib << 30,
-                  memmap_fn=lambda offset, count: holder["read"](offset, count))
+    world = World(
+        "linux-7.3",
+        ram_size=ram_gib << 30,
+        memmap_fn=lambda offset, count: holder["read"](offset, count),
+    )
     pool = FakePagePool(world, flags=PP_FLAG_DMA_MAP)
     holder["read"] = tiled(memmap_tile(world, pool.obj.addr, density), max(chunk, 1 << 20))
     generated = ((ram_gib << 30) - RAM_SIZE) >> PAGE_SHIFT
@@ -173,18 +203,41 @@ def bench_naive(prog: drgn.Program, pages: int) -> Tuple[int, int, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--ram", type=int, default=16, metavar="GIB",
-                        help="simulated RAM of the fake world (default 16)")
-    parser.add_argument("--density", type=int, default=256, metavar="N",
-                        help="one page-pool page in N generated struct pages (default 256)")
-    parser.add_argument("--naive-pages", type=int, default=200_000, metavar="N",
-                        help="struct pages the naive loop visits (default 200000)")
-    parser.add_argument("--chunk", type=float, default=CHUNK_BYTES / (1 << 20), metavar="MIB",
-                        help="memmap bytes per read of our scan (default %(default)s)")
+    parser.add_argument(
+        "--ram",
+        type=int,
+        default=16,
+        metavar="GIB",
+        help="simulated RAM of the fake world (default 16)",
+    )
+    parser.add_argument(
+        "--density",
+        type=int,
+        default=256,
+        metavar="N",
+        help="one page-pool page in N generated struct pages (default 256)",
+    )
+    parser.add_argument(
+        "--naive-pages",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="struct pages the naive loop visits (default 200000)",
+    )
+    parser.add_argument(
+        "--chunk",
+        type=float,
+        default=CHUNK_BYTES / (1 << 20),
+        metavar="MIB",
+        help="memmap bytes per read of our scan (default %(default)s)",
+    )
     parser.add_argument("--core", metavar="VMCORE", help="a real vmcore instead of a fake world")
     parser.add_argument("-s", "--symbols", action="append", default=[], metavar="PATH")
-    parser.add_argument("--no-search", action="store_true",
-                        help="skip drgn's search_memory_word (it faults on QEMU kdump files)")
+    parser.add_argument(
+        "--no-search",
+        action="store_true",
+        help="skip drgn's search_memory_word (it faults on QEMU kdump files)",
+    )
     args = parser.parse_args()
     chunk = int(args.chunk * (1 << 20))
 
@@ -201,24 +254,37 @@ def main() -> int:
 
     found, seconds, setup = bench_ours(prog, chunk)
     ours = total / seconds
-    check = "" if truth is None else ("  (= the pool's in flight)" if found == truth
-                                      else f"  (MISMATCH: pool has {truth} in flight)")
-    print(f"ours (bulk read {chunk >> 10} KiB + byte tables): {found:,} pp pages in "
-          f"{seconds:.2f} s = {ours / 1e6:.1f} M pages/s{check}; the memmap scan alone "
-          f"(without reading the pools first, {setup:.3f} s): "
-          f"{total / (seconds - setup) / 1e6:.1f} M pages/s")
+    check = (
+        ""
+        if truth is None
+        else (
+            "  (= the pool's in flight)"
+            if found == truth
+            else f"  (MISMATCH: pool has {truth} in flight)"
+        )
+    )
+    print(
+        f"ours (bulk read {chunk >> 10} KiB + byte tables): {found:,} pp pages in "
+        f"{seconds:.2f} s = {ours / 1e6:.1f} M pages/s{check}; the memmap scan alone "
+        f"(without reading the pools first, {setup:.3f} s): "
+        f"{total / (seconds - setup) / 1e6:.1f} M pages/s"
+    )
     if not args.no_search:
         try:
             hits, seconds = bench_search(prog)
-            print(f"drgn search_memory_word + stride check: {hits:,} hits in {seconds:.2f} s = "
-                  f"{total / seconds / 1e6:.1f} M pages/s")
+            print(
+                f"drgn search_memory_word + stride check: {hits:,} hits in {seconds:.2f} s = "
+                f"{total / seconds / 1e6:.1f} M pages/s"
+            )
         except drgn.FaultError as e:
             print(f"drgn search_memory_word: fails: FaultError: {e}")
     hits, done, seconds = bench_naive(prog, args.naive_pages)
     naive = done / seconds
-    print(f"naive for_each_page + is_pp_page: {done:,} pages in {seconds:.2f} s = "
-          f"{naive / 1e6:.3f} M pages/s ({hits} pp pages), whole memmap "
-          f"≈ {total / naive:.0f} s")
+    print(
+        f"naive for_each_page + is_pp_page: {done:,} pages in {seconds:.2f} s = "
+        f"{naive / 1e6:.3f} M pages/s ({hits} pp pages), whole memmap "
+        f"≈ {total / naive:.0f} s"
+    )
     print(f"ratio ours / naive: {ours / naive:.0f}x")
     return 0
 

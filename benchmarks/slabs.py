@@ -70,8 +70,10 @@ def main() -> int:
             assert verdicts == ["parked"] * args.pages and not problems, (verdicts, problems.items)
         rows.append((gib, best))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{gib} GiB: leaks {best:.3f} s ({args.pages} pages parked), peak RSS {rss:.0f} MiB",
-              flush=True)
+        print(
+            f"{gib} GiB: leaks {best:.3f} s ({args.pages} pages parked), peak RSS {rss:.0f} MiB",
+            flush=True,
+        )
     base = rows[0][1]
     for gib, seconds in rows:
         print(f"  {gib} GiB: {seconds:.3f} s = {seconds / base:.2f}x the {rows[0][0]} GiB world")

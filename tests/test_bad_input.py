@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, ROOT, run_cli
 
 GOOD = FIXTURES / "linux-7.3-mixed"
@@ -36,7 +35,7 @@ def one_line_error(result, code, *, says=None):
 
 def patched(src: Path, dst: Path, offset: int, data: bytes) -> Path:
     raw = bytearray(src.read_bytes())
-    raw[offset:offset + len(data)] = data
+    raw[offset : offset + len(data)] = data
     dst.write_bytes(raw)
     return dst
 
@@ -49,8 +48,23 @@ def user_space_core(path: Path) -> Path:
     memory = b"\xcc" * 4096
     notes_off = 64 + 2 * 56
     load_off = -(-(notes_off + len(note)) // 4096) * 4096
-    ehdr = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), 4, 62, 1, 0, 64,
-                       0, 0, 64, 56, 2, 64, 0, 0)
+    ehdr = struct.pack(
+        "<16sHHIQQQIHHHHHH",
+        b"\x7fELF\x02\x01\x01" + bytes(9),
+        4,
+        62,
+        1,
+        0,
+        64,
+        0,
+        0,
+        64,
+        56,
+        2,
+        64,
+        0,
+        0,
+    )
     phdrs = struct.pack("<IIQQQQQQ", 4, 0, notes_off, 0, 0, len(note), 0, 4)
     phdrs += struct.pack("<IIQQQQQQ", 1, 5, load_off, 0x400000, 0, 4096, 4096, 4096)
     body = ehdr + phdrs + note
@@ -110,8 +124,9 @@ def test_non_core_files(tmp_path, kind):
         shutil.copyfile(sys.executable, core)
     else:
         shutil.copyfile(TYPES, core)
-    one_line_error(run_cli("-c", str(core), "-s", str(TYPES), "pools"), 3,
-                   says="cannot open core dump")
+    one_line_error(
+        run_cli("-c", str(core), "-s", str(TYPES), "pools"), 3, says="cannot open core dump"
+    )
 
 
 @pytest.mark.parametrize("path", ["/dev/null", "/"])
@@ -121,24 +136,31 @@ def test_core_that_is_not_a_regular_file(path):
 
 def test_user_space_core(tmp_path):
     core = user_space_core(tmp_path / "core")
-    one_line_error(run_cli("-c", str(core), "-s", str(TYPES), "pools"), 3,
-                   says="not a Linux kernel core dump")
+    one_line_error(
+        run_cli("-c", str(core), "-s", str(TYPES), "pools"), 3, says="not a Linux kernel core dump"
+    )
 
 
 @pytest.mark.skipif(shutil.which("gcore") is None, reason="needs gdb's gcore")
 def test_user_space_core_from_gcore(tmp_path):
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        made = subprocess.run(["gcore", "-o", str(tmp_path / "core"), str(sleeper.pid)],
-                              capture_output=True, timeout=60)
+        made = subprocess.run(
+            ["gcore", "-o", str(tmp_path / "core"), str(sleeper.pid)],
+            capture_output=True,
+            timeout=60,
+        )
     finally:
         sleeper.kill()
         sleeper.wait()
     cores = list(tmp_path.glob("core.*"))
     if made.returncode or not cores:
         pytest.skip("gcore cannot attach here (ptrace restricted)")
-    one_line_error(run_cli("-c", str(cores[0]), "-s", str(TYPES), "pools"), 3,
-                   says="not a Linux kernel core dump")
+    one_line_error(
+        run_cli("-c", str(cores[0]), "-s", str(TYPES), "pools"),
+        3,
+        says="not a Linux kernel core dump",
+    )
 
 
 def test_core_without_debug_info():
@@ -146,8 +168,9 @@ def test_core_without_debug_info():
 
 
 def test_core_with_mismatched_debug_info():
-    one_line_error(run_cli("-c", str(CORE), "-s", str(OTHER / "types.elf"), "pools"), 3,
-                   says="build ID")
+    one_line_error(
+        run_cli("-c", str(CORE), "-s", str(OTHER / "types.elf"), "pools"), 3, says="build ID"
+    )
 
 
 def test_core_with_debug_info_of_another_architecture(tmp_path):
@@ -168,8 +191,9 @@ def test_32_bit_debug_info_for_a_64_bit_core(tmp_path):
 
 
 def test_symbols_that_do_not_exist():
-    one_line_error(run_cli("-c", str(CORE), "-s", "/nonexistent/vmlinux", "pools"), 3,
-                   says="does not exist")
+    one_line_error(
+        run_cli("-c", str(CORE), "-s", "/nonexistent/vmlinux", "pools"), 3, says="does not exist"
+    )
 
 
 @pytest.mark.parametrize("kind", ["text", "no-dwarf"])
@@ -185,8 +209,7 @@ def test_symbols_that_are_not_debug_info(tmp_path, kind):
 
 def test_symbols_directory_without_debug_info(tmp_path):
     (tmp_path / "README").write_text("nothing here\n")
-    one_line_error(run_cli("-c", str(CORE), "-s", str(tmp_path), "pools"), 3,
-                   says="no debug info")
+    one_line_error(run_cli("-c", str(CORE), "-s", str(tmp_path), "pools"), 3, says="no debug info")
 
 
 # -- fixtures (-f) --------------------------------------------------------------
@@ -232,9 +255,18 @@ def test_fixture_with_a_truncated_vmcore(tmp_path):
     one_line_error(run_cli("-f", str(fx), "pools"), 3, says="is truncated")
 
 
-@pytest.mark.parametrize("text", [
-    "", "{", '{"pools": [1, 2,', "not json", '["an", "array"]', "[" * 100000, "\udcff",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{",
+        '{"pools": [1, 2,',
+        "not json",
+        '["an", "array"]',
+        "[" * 100000,
+        "\udcff",
+    ],
+)
 def test_fixture_with_malformed_expected_json(tmp_path, text):
     # The tool never reads a fixture's truth, but a fixture is ELF + JSON
     # data only: a file that is not a JSON object means a damaged fixture.
@@ -302,8 +334,9 @@ def _live(tmp_path: Path, kcore: str, drop_dac: bool):
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
     if probe.returncode:
         pytest.skip("cannot make a mount namespace here")
-    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
     class Result:
         code, out, err = done.returncode, done.stdout, done.stderr
@@ -333,14 +366,17 @@ def test_core_and_fixture_together_is_a_usage_error():
     one_line_error(run_cli("-c", str(CORE), "-f", str(GOOD), "pools"), 2, says="exclusive")
 
 
-@pytest.mark.parametrize("args", [
-    ["--bogus", "pools"],
-    ["-f", str(GOOD), "pools", "--bogus"],
-    ["-f", str(GOOD), "pools", "--state", "bogus"],
-    ["-f", str(GOOD), "pools", "--sort", "size"],
-    ["-f", str(GOOD), "pools", "--netdev"],
-    ["-c"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bogus", "pools"],
+        ["-f", str(GOOD), "pools", "--bogus"],
+        ["-f", str(GOOD), "pools", "--state", "bogus"],
+        ["-f", str(GOOD), "pools", "--sort", "size"],
+        ["-f", str(GOOD), "pools", "--netdev"],
+        ["-c"],
+    ],
+)
 def test_unknown_or_incomplete_options(args):
     one_line_error(run_cli(*args), 2)
 
@@ -362,8 +398,9 @@ def test_missing_argument():
 # -- decode values --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["zzz", "0xzz", "-4", "-0x10", "0x" + "f" * 17,
-                                   str(1 << 64), "1.5", "", " ", "0x"])
+@pytest.mark.parametrize(
+    "value", ["zzz", "0xzz", "-4", "-0x10", "0x" + "f" * 17, str(1 << 64), "1.5", "", " ", "0x"]
+)
 def test_decode_values_that_are_not_netmem_refs(value):
     one_line_error(run_cli("-f", str(GOOD), "decode", "--", value), 2)
 
@@ -372,16 +409,19 @@ def test_decode_without_values_on_stdin():
     one_line_error(run_cli("-f", str(GOOD), "decode", "-", stdin=""), 2, says="no NETMEM")
 
 
-@pytest.mark.parametrize("value, reason", [
-    ("0", "NULL"),
-    ("0xffffea0000000008", "misaligned"),  # inside the memmap, not on a struct page
-    ("0xffff888000001000", "outside the memmap"),  # a direct-map address
-    ("0xffffea00ffffffc0", "no struct page"),  # a pfn beyond memory
-    ("0xffffffffffffffc0", "no struct page"),  # the top of the address space
-    ("0x1", "unmapped"),  # NET_IOV | NULL
-    ("0xdead000000000001", "unmapped"),  # a net_iov in unmapped memory
-    ("0x00007f0000000001", "unmapped"),  # a user-space address
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("0", "NULL"),
+        ("0xffffea0000000008", "misaligned"),  # inside the memmap, not on a struct page
+        ("0xffff888000001000", "outside the memmap"),  # a direct-map address
+        ("0xffffea00ffffffc0", "no struct page"),  # a pfn beyond memory
+        ("0xffffffffffffffc0", "no struct page"),  # the top of the address space
+        ("0x1", "unmapped"),  # NET_IOV | NULL
+        ("0xdead000000000001", "unmapped"),  # a net_iov in unmapped memory
+        ("0x00007f0000000001", "unmapped"),  # a user-space address
+    ],
+)
 def test_decode_values_that_point_at_nothing_valid(value, reason):
     # A value that names nothing is a finding about the value (exit 1), with
     # the reason in the record, not an error.
@@ -394,14 +434,17 @@ def test_decode_values_that_point_at_nothing_valid(value, reason):
 # -- pool keys ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key, says", [
-    ("99999", "no page pool with id 99999"),
-    ("0xffff888000000000", "no page pool with address"),
-    ("eth0", "neither a pool id nor an address"),
-    ("-1", "-1"),
-    ("1" * 40, "no page pool with id"),
-    ("0x", "neither a pool id nor an address"),
-])
+@pytest.mark.parametrize(
+    "key, says",
+    [
+        ("99999", "no page pool with id 99999"),
+        ("0xffff888000000000", "no page pool with address"),
+        ("eth0", "neither a pool id nor an address"),
+        ("-1", "-1"),
+        ("1" * 40, "no page pool with id"),
+        ("0x", "neither a pool id nor an address"),
+    ],
+)
 def test_pool_keys_that_name_no_pool(key, says):
     one_line_error(run_cli("-f", str(GOOD), "pool", "--", key), 2, says=says)
 
@@ -412,9 +455,10 @@ def test_core_whose_osrelease_is_not_utf8(tmp_path):
     raw = CORE.read_bytes()
     at = raw.index(b"OSRELEASE=") + len(b"OSRELEASE=")
     core = tmp_path / "vmcore"
-    core.write_bytes(raw[:at] + b"\x80" + raw[at + 1:])
-    one_line_error(run_cli("-c", str(core), "-s", str(OTHER / "types.elf"), "pools"), 3,
-                   says="\ufffd")
+    core.write_bytes(raw[:at] + b"\x80" + raw[at + 1 :])
+    one_line_error(
+        run_cli("-c", str(core), "-s", str(OTHER / "types.elf"), "pools"), 3, says="\ufffd"
+    )
 
 
 def test_core_whose_headers_place_data_past_any_file(tmp_path):

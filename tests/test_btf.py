@@ -412,7 +412,7 @@ def test_out_of_range_type_id_raises_btf_error_when_used():
     with pytest.raises(BtfError, match="type id 1000 out of range"):
         finder.type(ptr)
     with pytest.raises(BtfError, match="type id 1000 out of range"):
-        prog.type("struct s").members[0].type
+        _ = prog.type("struct s").members[0].type
     with pytest.raises(BtfError, match="out of range"):
         btf.type(s + 1)
     with pytest.raises(BtfError, match="out of range"):
@@ -440,7 +440,7 @@ def test_typedef_const_cycle_raises_btf_error_not_recursion_error():
     with pytest.raises(BtfError, match="reference cycle through 1 -> 2"):
         prog.type("loop_t")
     with pytest.raises(BtfError, match="cycle"):
-        prog.type("struct holder").members[0].type
+        _ = prog.type("struct holder").members[0].type
 
 
 def test_pointer_to_itself_raises_btf_error():
@@ -496,7 +496,7 @@ def test_bit_field_wider_than_its_type_raises_btf_error():
     w.struct("s", 8, [("x", i, 0, 40)], kflag=True)
     prog, finder = make_prog(parse_btf(w.to_bytes()))
     with pytest.raises(BtfError, match="member 'x' bit field of 40 bits"):
-        prog.type("struct s").members[0].type
+        _ = prog.type("struct s").members[0].type
 
 
 def test_non_data_types_raise_btf_error():
@@ -825,7 +825,7 @@ def write_elf(
     ehsize, shentsize = (64, 64) if elf64 else (52, 40)
     body = bytearray()
     headers = bytearray(shentsize)  # section 0 is SHT_NULL
-    for (name, type_, flags, data), name_off in zip(sections, name_offsets):
+    for (_name, type_, flags, data), name_off in zip(sections, name_offsets):
         fields = (name_off, type_, flags, 0, ehsize + len(body), len(data), 0, 0, 1, 0)
         headers += struct.pack(byteorder + ("IIQQQQIIQQ" if elf64 else "10I"), *fields)
         body += data
@@ -1102,7 +1102,7 @@ def test_sysfs_module_split_btf_resolves_base_types(host_btf):
         if t.kind == BtfKind.STRUCT and t.name and any(m.type < split.first_id for m in t.members):
             drgn_type = prog.type("struct " + t.name)
             for member in drgn_type.members:
-                member.type  # resolves through the base
+                _ = member.type  # resolves through the base
             assert finder.built_count >= 1
             return
     pytest.skip(f"{preferred[0].name} has no struct referring to a base type")
@@ -1240,9 +1240,9 @@ def exercise_type(t: drgn.Type, depth: int = 0) -> None:
     if kind in (TypeKind.STRUCT, TypeKind.UNION) and t.is_complete():
         drgn.sizeof(t)
         for member in t.members[:40]:
-            member.bit_offset
+            _ = member.bit_offset
             if not member.bit_field_size:
-                member.offset
+                _ = member.offset
             exercise_type(member.type, depth + 1)
     elif kind in (TypeKind.TYPEDEF, TypeKind.POINTER, TypeKind.ARRAY):
         exercise_type(t.type, depth + 1)
@@ -1560,7 +1560,7 @@ def host_fuzz_inputs() -> Tuple[Dict[str, bytes], List[Tuple[int, int]]]:
         return start, start + size
 
     hot = [(4, hdr_len)]  # the small blobs cover magic and version
-    for kind, name in HOST_NAMES:
+    for _kind, name in HOST_NAMES:
         for type_id in btf.find_types(name)[:1]:
             hot.append(record(type_id))
             hot.extend(record(m.type) for m in btf.type(type_id).members[:8] if m.type)

@@ -8,8 +8,8 @@ counters move between samples.
 from collections import Counter
 
 import pytest
-
 from conftest import FIXTURE_NAMES, FIXTURES, expected, run_cli
+
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.world import World
@@ -61,9 +61,7 @@ def test_check_names_each_stalled_pool_with_its_verdicts_and_the_next_command():
         assert finding["severity"] == ("error" if leaked else "warning")
         assert finding["code"] == ("leaked-pages" if leaked else "detached-pool-inflight")
         assert f"waits for {pool['inflight']} pages" in finding["message"]
-        assert finding["next"] == (
-            f"netmem-probe -f {FIXTURES / name} leaks --pool {pool['id']}"
-        )
+        assert finding["next"] == (f"netmem-probe -f {FIXTURES / name} leaks --pool {pool['id']}")
     # Errors first.
     severities = [f["severity"] for f in findings]
     assert severities == sorted(severities, key=("error", "warning", "info").index)

@@ -9,8 +9,8 @@ from functools import lru_cache
 from typing import List, Tuple
 
 import pytest
-
 from conftest import run_cli
+
 from netmem_probe.fake import scenarios
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.world import World
@@ -36,8 +36,9 @@ def nic_pools(w: World):
 
 def run(fm: FaultyMemory, *args: str):
     result = run_cli(*args, program=fm.program())
-    assert "Traceback" not in result.err and "--debug for the traceback" not in result.err, \
+    assert "Traceback" not in result.err and "--debug for the traceback" not in result.err, (
         result.err
+    )
     return result
 
 
@@ -56,19 +57,23 @@ def pools_json(result) -> List[int]:
 # -- the memmap and other kernel-wide descriptions ------------------------------
 
 
-@pytest.mark.parametrize("where, value", [
-    ("roots", 0xFFFFFFFFFFFFFFC1),  # mem_section[0] points nowhere
-    ("section", 0),  # mem_section[0][0].section_mem_map = 0: drgn finds no vmemmap
-    ("section", 0x7FFFFFFF),  # drgn derives a vmemmap that is no page's address
-])
+@pytest.mark.parametrize(
+    "where, value",
+    [
+        ("roots", 0xFFFFFFFFFFFFFFC1),  # mem_section[0] points nowhere
+        ("section", 0),  # mem_section[0][0].section_mem_map = 0: drgn finds no vmemmap
+        ("section", 0x7FFFFFFF),  # drgn derives a vmemmap that is no page's address
+    ],
+)
 @pytest.mark.parametrize("command", ["decode", "pages"])
 def test_an_unreadable_memmap_description_is_one_skipped_object(where, value, command):
     w = world()
     fm = FaultyMemory(w)
     roots = w.global_("mem_section").value
     fm.write_word(roots if where == "roots" else fm.peek_word(roots), value)
-    args = [command, "--json"] + ([hex(nic_pools(w)[0].pages[0].netmem)] if command == "decode"
-                                  else ["--all-pools"])
+    args = [command, "--json"] + (
+        [hex(nic_pools(w)[0].pages[0].netmem)] if command == "decode" else ["--all-pools"]
+    )
     result = run(fm, *args)
     partial(result, "memmap description")
     if command == "decode":
@@ -108,22 +113,24 @@ def test_an_unreadable_pool_is_not_reported_as_missing():
     result = run(fm, "pool", str(pool.id))
     assert result.code == 4, result
     assert result.err.strip().splitlines()[-1] == (
-        f"netmem-probe: error: no page pool with id {pool.id} among the objects that could "
-        "be read")
+        f"netmem-probe: error: no page pool with id {pool.id} among the objects that could be read"
+    )
     pages = run(fm, "pages", "--pool", str(pool.id))
     assert pages.code == 4 and "among the objects that could be read" in pages.err
 
 
-@pytest.mark.parametrize("member, value, reason", [
-    ("ring.size", 0x7FFFFFFF, "impossible ring.size 2147483647"),
-    ("ring.producer", 1 << 20, "outside a ring of"),
-    ("ring.consumer_head", 999, "outside a ring of"),
-    ("alloc.count", 129, "exceeds the 128-slot cache"),
-    ("p.order", 200, "impossible order 200"),
-    ("user.id", 12345, "does not match its xarray index"),
-])
-def test_a_pool_with_impossible_counts_is_skipped_and_the_others_still_come(member, value,
-                                                                           reason):
+@pytest.mark.parametrize(
+    "member, value, reason",
+    [
+        ("ring.size", 0x7FFFFFFF, "impossible ring.size 2147483647"),
+        ("ring.producer", 1 << 20, "outside a ring of"),
+        ("ring.consumer_head", 999, "outside a ring of"),
+        ("alloc.count", 129, "exceeds the 128-slot cache"),
+        ("p.order", 200, "impossible order 200"),
+        ("user.id", 12345, "does not match its xarray index"),
+    ],
+)
+def test_a_pool_with_impossible_counts_is_skipped_and_the_others_still_come(member, value, reason):
     w = world()
     pool = nic_pools(w)[0]
     fm = FaultyMemory(w)
@@ -140,8 +147,11 @@ def test_an_emptied_page_pools_xarray_is_noticed_through_the_system_pools():
     fm = FaultyMemory(w)
     fm.write_word(w.global_("page_pools").addr_of("xa_head"), 0)
     result = run(fm, "pools", "--json")
-    partial(result, "a CPU's system page pool, but not in the page_pools xarray",
-            "on a netdev's page_pools list but not in the page_pools xarray")
+    partial(
+        result,
+        "a CPU's system page pool, but not in the page_pools xarray",
+        "on a netdev's page_pools list but not in the page_pools xarray",
+    )
     assert result.json() == []
 
 
@@ -149,7 +159,7 @@ def test_a_detach_time_after_the_kernels_clock_has_no_age():
     w = world()
     pool = next(p for p in w.pools if p.detach_time is not None)
     fm = FaultyMemory(w)
-    fm.write_word(pool.obj.addr_of("user.detach_time"), (10 ** 9) * 10 ** 9)
+    fm.write_word(pool.obj.addr_of("user.detach_time"), (10**9) * 10**9)
     result = run(fm, "pools", "--json")
     record = next(r for r in result.json() if r["id"] == pool.id)
     assert record["detach-age"] is None and record["detached"]
@@ -161,8 +171,11 @@ def test_an_absurd_io_uring_buffer_shift_is_not_computed():
     ifq = objects(w, "struct io_zcrx_ifq")
     if not ifq:
         pytest.skip("this layout has no io_uring zcrx")
-    pool = next(p for p in w.pools if p.provider is not None and
-                getattr(p.provider, "ops_symbol", "") == "io_uring_pp_zc_ops")
+    pool = next(
+        p
+        for p in w.pools
+        if p.provider is not None and getattr(p.provider, "ops_symbol", "") == "io_uring_pp_zc_ops"
+    )
     fm = FaultyMemory(w)
     fm.write_word(ifq[0].addr_of("niov_shift"), 0xFFFFFFFF, 4)
     result = run(fm, "pools", "--json")
@@ -175,8 +188,11 @@ def test_an_absurd_io_uring_buffer_shift_is_not_computed():
 
 def _hlist_nodes(w: World) -> List[Tuple[int, int]]:
     """(pool's user.list address, netdev page_pools head) of every listed pool."""
-    return [(p.obj.addr_of("user.list"), p.listed_on.obj.addr_of("page_pools"))
-            for p in w.pools if p.listed_on is not None]
+    return [
+        (p.obj.addr_of("user.list"), p.listed_on.obj.addr_of("page_pools"))
+        for p in w.pools
+        if p.listed_on is not None
+    ]
 
 
 @pytest.mark.parametrize("damage", ["self-cycle", "back-cycle", "pprev", "unmapped"])

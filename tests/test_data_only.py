@@ -10,8 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, run_cli
+
 from netmem_probe.commands import COMMANDS
 from netmem_probe.fake import scenarios
 
@@ -67,8 +67,13 @@ def test_core_and_debug_files_are_only_read(tmp_path):
         (tmp_path / name).chmod(0o444)
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
     for command in COMMANDS:
-        run_cli("-c", str(tmp_path / "vmcore"), "-s", str(tmp_path / "types.elf"),
-                *_args(command, scenarios.build("linux-7.3-mixed")[0]))
+        run_cli(
+            "-c",
+            str(tmp_path / "vmcore"),
+            "-s",
+            str(tmp_path / "types.elf"),
+            *_args(command, scenarios.build("linux-7.3-mixed")[0]),
+        )
     after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
     assert after == before
 
@@ -111,4 +116,3 @@ def test_scripts_next_to_a_vmcore_or_among_symbols_are_not_run(tmp_path):
     assert run_cli("-c", str(GOOD / "vmcore"), "-s", str(symbols), "pools").code == 3
     assert run_cli("-s", str(symbols), "layout").code == 3
     assert not marker.exists()
-

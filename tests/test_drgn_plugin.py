@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, run_cli
 
 DRGN = Path(sys.executable).parent / "drgn"
@@ -16,21 +15,34 @@ def drgn_session(command: str) -> str:
     """Output of ``command`` run through drgn's command machinery in a drgn CLI."""
     script = f"from drgn.commands import run_command\nrun_command(prog, {command!r})\n"
     result = subprocess.run(
-        [str(DRGN), "-q", "--no-default-symbols", "-c", str(FIXTURE / "vmcore"),
-         "-s", str(FIXTURE / "types.elf")],
-        input=script, capture_output=True, text=True, timeout=120,
+        [
+            str(DRGN),
+            "-q",
+            "--no-default-symbols",
+            "-c",
+            str(FIXTURE / "vmcore"),
+            "-s",
+            str(FIXTURE / "types.elf"),
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-@pytest.mark.parametrize("command", [
-    "pools --json",
-    "pools --state detached",
-    "pool 3 --json",
-    "layout",
-    "decode --json 0 0xffffea0000000140",
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "pools --json",
+        "pools --state detached",
+        "pool 3 --json",
+        "layout",
+        "decode --json 0 0xffffea0000000140",
+    ],
+)
 def test_plugin_command_prints_what_the_standalone_cli_prints(command):
     standalone = run_cli("-f", str(FIXTURE), *command.split())
     assert drgn_session(command) == standalone.out

@@ -15,16 +15,21 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-
 from conftest import FIXTURE_NAMES, FIXTURES, expected, run_cli
 from invocations import invocations
+
 from netmem_probe.commands import COMMANDS
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.world import World
 from netmem_probe.snippets import COUNT_KEYS, HOLDER_KEYS, KEYS, LEFT_OUT
 
-MIXED = ["linux-6.12-mixed", "linux-6.16-mixed", "linux-6.18-mixed", "linux-7.1-rc-mixed",
-         "linux-7.3-mixed"]
+MIXED = [
+    "linux-6.12-mixed",
+    "linux-6.16-mixed",
+    "linux-6.18-mixed",
+    "linux-7.1-rc-mixed",
+    "linux-7.3-mixed",
+]
 # The searches of holders and leaks are the slow part: the kernels the task
 # names (6.16 sits between 6.12 and 6.18 in every adaptation they make).
 SEARCHED = [name for name in MIXED if name != "linux-6.16-mixed"]
@@ -65,8 +70,11 @@ def compare(name: str, fixture_program, command: List[str], keys) -> List[Dict[s
     result = run_cli(*command, "--json", program=prog)
     assert result.code in (0, 1), result
     text = result.out.strip()
-    mine = json.loads(text) if text.startswith("[") or text.startswith("{\n") else [
-        json.loads(line) for line in text.splitlines()]
+    mine = (
+        json.loads(text)
+        if text.startswith("[") or text.startswith("{\n")
+        else [json.loads(line) for line in text.splitlines()]
+    )
     mine = mine if isinstance(mine, list) else [mine]
     theirs = run_snippet(snippet(prog, *command), prog)
     for row in theirs:
@@ -76,9 +84,11 @@ def compare(name: str, fixture_program, command: List[str], keys) -> List[Dict[s
 
 
 @pytest.mark.parametrize("name", MIXED)
-@pytest.mark.parametrize("args", [[], ["--state", "detached", "--sort", "detach-age"],
-                                  ["--netdev", "eth2", "--inflight-only"]],
-                         ids=["all", "detached", "netdev"])
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--state", "detached", "--sort", "detach-age"], ["--netdev", "eth2", "--inflight-only"]],
+    ids=["all", "detached", "netdev"],
+)
 def test_pools_snippet_prints_the_pools(name, args, fixture_program):
     rows = compare(name, fixture_program, ["pools", *args], KEYS["pools"])
     assert rows
@@ -123,8 +133,12 @@ def test_layout_snippet_evaluates_the_asserts_of_this_kernel(name, fixture_progr
 def test_pages_snippet_finds_the_pages_the_scan_finds(name, fixture_program):
     assert compare(name, fixture_program, ["pages"], KEYS["pages"])
     detached = [p for p in expected(name)["pools"] if p["detached"] and p["inflight"]]
-    compare(name, fixture_program, ["pages", "--pool", str(detached[-1]["id"]), "--pool", "3"],
-            KEYS["pages"])
+    compare(
+        name,
+        fixture_program,
+        ["pages", "--pool", str(detached[-1]["id"]), "--pool", "3"],
+        KEYS["pages"],
+    )
     rows = compare(name, fixture_program, ["pages", "--all-pools", "--count"], COUNT_KEYS)
     assert [r["id"] for r in rows] == sorted(p["id"] for p in expected(name)["pools"])
 
@@ -158,13 +172,15 @@ def test_providers_snippet_counts_niov_states(name, fixture_program):
 def test_niovs_snippet_lists_every_niov(name, fixture_program):
     rows = compare(name, fixture_program, ["niovs"], KEYS["niovs"])
     assert len({r["state"] for r in rows}) >= 3
-    compare(name, fixture_program, ["niovs", "--area", "dmabuf:1", "--state", "stack"],
-            KEYS["niovs"])
+    compare(
+        name, fixture_program, ["niovs", "--area", "dmabuf:1", "--state", "stack"], KEYS["niovs"]
+    )
     compare(name, fixture_program, ["niovs", "--area", rows[-1]["area"]], KEYS["niovs"])
     areas = run_cli("providers", "--json", program=fixture_program(name)).json()
     compare(name, fixture_program, ["niovs", "--area", areas[-1]["address"]], KEYS["niovs"])
-    compare(name, fixture_program, ["niovs", "--pool", str(rows[-1]["pool-id"] or 12)],
-            KEYS["niovs"])
+    compare(
+        name, fixture_program, ["niovs", "--pool", str(rows[-1]["pool-id"] or 12)], KEYS["niovs"]
+    )
 
 
 def _invocation(command) -> List[str]:
@@ -182,8 +198,9 @@ def test_every_command_prints_drgn_code_that_needs_only_drgn(command, fixture_pr
             modules.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             modules.add(node.module)
-    assert modules and all(m == "json" or m == "drgn" or m.startswith("drgn.helpers.")
-                           for m in modules), modules
+    assert modules and all(
+        m == "json" or m == "drgn" or m.startswith("drgn.helpers.") for m in modules
+    ), modules
     assert code.startswith(f"# netmem-probe {command.name}")
 
 
@@ -192,22 +209,40 @@ def test_a_snippet_runs_as_a_drgn_script(tmp_path, fixture_program):
     script = tmp_path / "leaks.py"
     script.write_text(snippet(fixture_program("linux-7.3-mixed"), "leaks", "--pool", "10"))
     drgn = Path(sys.executable).parent / "drgn"
-    result = subprocess.run([str(drgn), "-q", "--no-default-symbols", "-c",
-                             str(fixture / "vmcore"), "-s", str(fixture / "types.elf"),
-                             str(script)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            str(drgn),
+            "-q",
+            "--no-default-symbols",
+            "-c",
+            str(fixture / "vmcore"),
+            "-s",
+            str(fixture / "types.elf"),
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     mine = run_cli("-f", str(fixture), "leaks", "--pool", "10", "--json")
     assert project(rows, KEYS["leaks"]) == project(
-        [json.loads(line) for line in mine.out.splitlines()], KEYS["leaks"])
+        [json.loads(line) for line in mine.out.splitlines()], KEYS["leaks"]
+    )
 
 
 def test_drgn_code_honours_the_arguments_and_refuses_bad_ones(fixture_program):
     prog = fixture_program("linux-7.3-mixed")
     assert "xa_load(PAGE_POOLS, 10)" in snippet(prog, "pool", "10")
     assert '"detached"' in snippet(prog, "pools", "--state", "detached")
-    for args in (["pool", "ten"], ["decode", "0xzz"], ["holders", "-1"],
-                 ["pages", "--pool", "3", "--all-pools"], ["niovs", "--area", "x:y"]):
+    for args in (
+        ["pool", "ten"],
+        ["decode", "0xzz"],
+        ["holders", "-1"],
+        ["pages", "--pool", "3", "--all-pools"],
+        ["niovs", "--area", "x:y"],
+    ):
         result = run_cli(*args, "--drgn", program=prog)
         assert result.code == 2 and result.out == "", result
         assert result.err.startswith("netmem-probe: error: ") and result.err.count("\n") == 1
@@ -298,8 +333,9 @@ SCRIPT_CRASHES = [
 ]
 
 
-@pytest.mark.parametrize("name,args", SCRIPT_CRASHES, ids=lambda x: x if isinstance(x, str)
-                         else " ".join(x))
+@pytest.mark.parametrize(
+    "name,args", SCRIPT_CRASHES, ids=lambda x: x if isinstance(x, str) else " ".join(x)
+)
 def test_scripts_run_for_arguments_that_find_nothing(name, args, fixture_program):
     prog = fixture_program(name)
     args = [_first_page(prog) if a == "PAGE" else a for a in args]
@@ -321,5 +357,6 @@ def test_a_script_leaves_out_only_the_keys_listed(name, fixture_program):
                     seen.setdefault("holders references", set()).update(ref)
     for command, keys in seen.items():
         kept = {"pages --count": COUNT_KEYS, "holders references": HOLDER_KEYS}.get(
-            command, KEYS.get(command))
+            command, KEYS.get(command)
+        )
         assert keys - set(kept) == set(LEFT_OUT.get(command, ())), command

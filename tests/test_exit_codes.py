@@ -13,8 +13,8 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import FIXTURES, ROOT, run_cli
+
 from netmem_probe import context
 from netmem_probe.fake import scenarios
 from netmem_probe.fake.faults import FaultyMemory
@@ -26,7 +26,7 @@ M = str(FIXTURES / "linux-7.3-many-pools")
 def readme_codes():
     """code -> meaning, from the README's exit-code table."""
     text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Exit codes"):]
+    table = text[text.index("## Exit codes") :]
     return {int(m[1]): m[2] for m in re.finditer(r"^\| (\d+) \| (.*) \|$", table, re.M)}
 
 
@@ -43,8 +43,13 @@ def _error_line(result):
 
 
 def _subprocess(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "netmem_probe", *args], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "netmem_probe", *args],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 # -- 0 and 1 -------------------------------------------------------------------
@@ -96,12 +101,12 @@ def test_leaks_of_a_pool_that_is_not_detached_says_so():
 
 def _section_offset(elf: bytes, name: str) -> int:
     """File offset of an ELF64 little-endian file's section ``name``."""
-    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
     headers = [struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize) for i in range(shnum)]
     strtab = headers[shstrndx][4]
     for sh_name, _, _, _, offset, _ in headers:
-        if elf[strtab + sh_name:].split(b"\0", 1)[0] == name.encode():
+        if elf[strtab + sh_name :].split(b"\0", 1)[0] == name.encode():
             return offset
     raise LookupError(name)
 
@@ -112,7 +117,7 @@ def _damaged_types(tmp_path):
     types = fx / "types.elf"
     raw = bytearray(types.read_bytes())
     debug_info = _section_offset(raw, ".debug_info")
-    raw[debug_info + 0x10:debug_info + 0x20] = b"\xff" * 16
+    raw[debug_info + 0x10 : debug_info + 0x20] = b"\xff" * 16
     types.write_bytes(raw)
     return fx
 
@@ -126,8 +131,10 @@ def test_3_damaged_debug_info_of_a_fixture(tmp_path):
 
 def test_3_damaged_debug_info_given_with_s(tmp_path):
     fx = _damaged_types(tmp_path)
-    for args in (["-c", str(fx / "vmcore"), "-s", str(fx / "types.elf"), "pools"],
-                 ["-s", str(fx / "types.elf"), "layout"]):
+    for args in (
+        ["-c", str(fx / "vmcore"), "-s", str(fx / "types.elf"), "pools"],
+        ["-s", str(fx / "types.elf"), "layout"],
+    ):
         result = run_cli(*args)
         assert result.code == 3, (args, result)
         assert ".debug_info" in _error_line(result)
@@ -139,9 +146,10 @@ def test_3_damaged_debug_info_given_with_s(tmp_path):
 def test_4_a_dump_cut_in_half_is_partial_and_not_called_consistent(tmp_path):
     core = tmp_path / "vmcore"
     whole = (FIXTURES / "linux-7.3-mixed" / "vmcore").read_bytes()
-    core.write_bytes(whole[:len(whole) // 2])
-    result = run_cli("-c", str(core), "-s", str(FIXTURES / "linux-7.3-mixed" / "types.elf"),
-                     "pools")
+    core.write_bytes(whole[: len(whole) // 2])
+    result = run_cli(
+        "-c", str(core), "-s", str(FIXTURES / "linux-7.3-mixed" / "types.elf"), "pools"
+    )
     assert result.code == 4, result
     assert "object(s) skipped" in result.err
     assert result.out.rstrip().endswith("[core dump (truncated)]"), result.out
@@ -170,8 +178,9 @@ def test_70_an_unexpected_exception_is_an_internal_error(debug):
     result = run_cli(*(["--debug"] if debug else []), "pools", program=program)
     assert result.code == 70, result
     last = result.err.strip().splitlines()[-1]
-    assert last.startswith("netmem-probe: error: RuntimeError: nobody expected this: "
-                           "an internal error"), last
+    assert last.startswith(
+        "netmem-probe: error: RuntimeError: nobody expected this: an internal error"
+    ), last
     if debug:
         assert "Traceback" in result.err and "use --debug" not in result.err
     else:
@@ -197,8 +206,9 @@ def test_130_ctrl_c():
         memory.on_read.append(interrupt)
         sys.exit(main(["pools"], program=memory.program()))
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "netmem-probe: error: interrupted"
     assert "Traceback" not in done.stderr
@@ -207,10 +217,13 @@ def test_130_ctrl_c():
 # -- 141: the reader went away -------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [
-    [M, "pools"],  # a table, written at the end
-    [F, "niovs", "--json"],  # JSON Lines, flushed line by line
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [M, "pools"],  # a table, written at the end
+        [F, "niovs", "--json"],  # JSON Lines, flushed line by line
+    ],
+)
 def test_141_a_closed_pipe_is_not_a_finding(args):
     fixture, *command = args
     reader, writer = os.pipe()

@@ -20,10 +20,10 @@ from typing import Any, Dict, List, Tuple
 
 import drgn
 import pytest
+from conftest import FIXTURE_NAMES, FIXTURES, ROOT, run_cli
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FIXTURE_NAMES, FIXTURES, ROOT, run_cli
 from netmem_probe.commands.export import POOL_LABELS, PoolCollector
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.pools import FakePagePool
@@ -42,8 +42,10 @@ def _samples(text: str) -> Dict[str, List[Tuple[Dict[str, str], float]]]:
 
 def _by_pool(samples, name: str, key: str = "id") -> Dict[Any, float]:
     """A pool series by pool id, or by ``key="address"`` (no ids before Linux 6.8)."""
-    return {int(labels[key]) if key == "id" else labels[key]: value
-            for labels, value in samples.get(name, [])}
+    return {
+        int(labels[key]) if key == "id" else labels[key]: value
+        for labels, value in samples.get(name, [])
+    }
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
@@ -68,7 +70,7 @@ def test_textfile_holds_what_pools_json_says(name, tmp_path):
     assert _by_pool(samples, "netmem_page_pool_detach_age_seconds", key) == {
         i: p["detach-age"] for i, p in want.items() if p["detach-age"] is not None
     }
-    for labels, value in samples["netmem_page_pool_inflight_pages"]:
+    for labels, _value in samples["netmem_page_pool_inflight_pages"]:
         pool = want[int(labels["id"]) if key == "id" else labels["address"]]
         assert set(labels) == set(POOL_LABELS)
         assert labels["state"] == pool["state"]
@@ -277,7 +279,8 @@ def _query(port: int, expr: str) -> List[Dict[str, Any]]:
 
 
 @pytest.mark.skipif(
-    shutil.which("prometheus") is None, reason="Debian's prometheus missing (scripts/test installs it)"
+    shutil.which("prometheus") is None,
+    reason="Debian's prometheus missing (scripts/test installs it)",
 )
 def test_a_real_prometheus_scrapes_the_exporter_and_stores_what_pools_json_says(tmp_path):
     pools = {p["id"]: p for p in run_cli("-f", MIXED, "pools", "--json").json()}
@@ -323,9 +326,7 @@ def test_a_real_prometheus_scrapes_the_exporter_and_stores_what_pools_json_says(
             i: p["detach-age"] for i, p in pools.items() if p["detach-age"] is not None
         }
         # The alert of the README: detached pools with pages out.
-        alert = _query(
-            prom_port, 'netmem_page_pool_inflight_pages{detached="true"} > 0'
-        )
+        alert = _query(prom_port, 'netmem_page_pool_inflight_pages{detached="true"} > 0')
         assert {int(s["metric"]["id"]) for s in alert} == {
             i for i, p in pools.items() if p["detached"] and p["inflight"]
         }

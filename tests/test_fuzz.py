@@ -30,11 +30,11 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Tuple
 import click
 import drgn
 import pytest
+from conftest import FIXTURE_NAMES, FIXTURES, run_cli
 from drgn import TypeKind
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
-from conftest import FIXTURE_NAMES, FIXTURES, run_cli
 from netmem_probe.commands import COMMANDS
 from netmem_probe.fake import scenarios
 from netmem_probe.fake.faults import BudgetExceeded, FaultyMemory
@@ -61,11 +61,42 @@ FUZZ_SETTINGS = settings(
 # Members whose corruption the walkers and readers must bound: counts and
 # indexes that size reads and loops, and the links of every walked structure.
 INTERESTING = (
-    "count", "size", "producer", "consumer_head", "consumer_tail", "queue", "num_niovs",
-    "niovs", "pages_state_hold_cnt", "pages_state_release_cnt", "order", "pool_size", "id",
-    "shift", "offset", "parent", "slots", "next", "prev", "pprev", "first", "xa_head",
-    "pp", "pp_magic", "owner", "mp_priv", "mp_ops", "netdev", "napi", "dev", "net",
-    "recycle_stats", "detach_time", "user_refs", "niov_shift", "page_type",
+    "count",
+    "size",
+    "producer",
+    "consumer_head",
+    "consumer_tail",
+    "queue",
+    "num_niovs",
+    "niovs",
+    "pages_state_hold_cnt",
+    "pages_state_release_cnt",
+    "order",
+    "pool_size",
+    "id",
+    "shift",
+    "offset",
+    "parent",
+    "slots",
+    "next",
+    "prev",
+    "pprev",
+    "first",
+    "xa_head",
+    "pp",
+    "pp_magic",
+    "owner",
+    "mp_priv",
+    "mp_ops",
+    "netdev",
+    "napi",
+    "dev",
+    "net",
+    "recycle_stats",
+    "detach_time",
+    "user_refs",
+    "niov_shift",
+    "page_type",
 )
 
 
@@ -128,8 +159,15 @@ class Subject:
                 self.objects.append((obj.addr, drgn.sizeof(obj.type), leaves_of[key]))
         self.objects.sort()
         fm = FaultyMemory(self.world)
-        self.pointers = sorted({fm.peek_word(addr + leaf.offset) for addr, _, leaves in self.objects
-                                for leaf in leaves if leaf.pointer} - {0})
+        self.pointers = sorted(
+            {
+                fm.peek_word(addr + leaf.offset)
+                for addr, _, leaves in self.objects
+                for leaf in leaves
+                if leaf.pointer
+            }
+            - {0}
+        )
         self.truth = self._truth()
 
     def _truth(self) -> Dict[str, List[str]]:
@@ -137,8 +175,10 @@ class Subject:
         pools = sorted(w.pools, key=lambda p: (p.id or 0, p.obj.addr))
         netmems = [hex(page.netmem) for p in pools for page in p.pages[:3]]
         for obj in w.objects:  # net_iovs of memory providers, if the world has any
-            if obj.type.unaliased_kind() == TypeKind.ARRAY and \
-                    obj.type.unaliased().type.type_name() == "struct net_iov":
+            if (
+                obj.type.unaliased_kind() == TypeKind.ARRAY
+                and obj.type.unaliased().type.type_name() == "struct net_iov"
+            ):
                 size = drgn.sizeof(obj.type.unaliased().type)
                 netmems += [hex(obj.addr + i * size | 1) for i in (0, 1)]
         names = sorted({dev.name for ns in w.namespaces for dev in ns.netdevs})
@@ -149,7 +189,8 @@ class Subject:
             "addresses": [hex(p.obj.addr) for p in pools],
             "netmems": netmems or ["0x1"],
             "names": names or ["lo"],
-            "areas": [p["area"] for p in providers] + [p["address"] for p in providers[:1]]
+            "areas": [p["area"] for p in providers]
+            + [p["address"] for p in providers[:1]]
             + ["dmabuf:99"],
             "rings": [ring] if ring else [hex(pools[0].obj.addr)],
         }
@@ -162,10 +203,36 @@ def subject(name: str) -> Subject:
 
 # -- corruption ---------------------------------------------------------------
 
-WORD_VALUES = [0, 1, 8, 64, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 1 << 16, 1 << 20, 0x7FFFFFFF,
-               0x80000000, 0xFFFFFFFF, 1 << 32, 0x7FFFFFFFFFFFFFFF, (1 << 64) - 1]
-BAD_POINTERS = [1, 0x1000, 0xDEAD000000000100, 0xDEAD000000000122, 0xFFFF888000000000,
-                0xFFFFEA0000000000, 0xFFFFFFFFFFFFF000, 0x00007F0000000000, (1 << 64) - 1]
+WORD_VALUES = [
+    0,
+    1,
+    8,
+    64,
+    0x7F,
+    0x80,
+    0xFF,
+    0x7FFF,
+    0xFFFF,
+    1 << 16,
+    1 << 20,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFF,
+    1 << 32,
+    0x7FFFFFFFFFFFFFFF,
+    (1 << 64) - 1,
+]
+BAD_POINTERS = [
+    1,
+    0x1000,
+    0xDEAD000000000100,
+    0xDEAD000000000122,
+    0xFFFF888000000000,
+    0xFFFFEA0000000000,
+    0xFFFFFFFFFFFFF000,
+    0x00007F0000000000,
+    (1 << 64) - 1,
+]
 
 
 @st.composite
@@ -204,16 +271,23 @@ def _damage(draw, s: Subject):
     if kind == "bytes":
         offset = draw(st.integers(0, max(size - 1, 0)))
         data = draw(st.binary(min_size=1, max_size=32))
-        return (f"bytes {addr + offset:#x} = {data.hex()}",
-                lambda fm: fm.write(addr + offset, data))
+        return (
+            f"bytes {addr + offset:#x} = {data.hex()}",
+            lambda fm: fm.write(addr + offset, data),
+        )
     interesting = [leaf for leaf in leaves if _interesting(leaf)]
     leaf = draw(st.sampled_from(interesting if interesting and draw(st.booleans()) else leaves))
     where = addr + leaf.offset
     if leaf.pointer:
         others = [a for a, _, lv in s.objects if lv is leaves and a != addr]
-        choices = [st.sampled_from(BAD_POINTERS), st.sampled_from(s.pointers or [0]),
-                   st.just(0), st.just(where), st.just(addr),
-                   st.integers(0, (1 << 64) - 1)]
+        choices = [
+            st.sampled_from(BAD_POINTERS),
+            st.sampled_from(s.pointers or [0]),
+            st.just(0),
+            st.just(where),
+            st.just(addr),
+            st.integers(0, (1 << 64) - 1),
+        ]
         if others:
             # the same member of a sibling: lists cross and cycle
             choices.append(st.sampled_from(others).map(lambda a: a + leaf.offset))
@@ -221,10 +295,17 @@ def _damage(draw, s: Subject):
         if draw(st.integers(0, 9)) == 0:
             value += draw(st.sampled_from([-64, -8, -2, 1, 2, 8, 64]))
     else:
-        value = draw(st.one_of(st.sampled_from(WORD_VALUES), st.integers(0, (1 << 64) - 1),
-                               st.integers(-3, 3).map(lambda d: ("delta", d))))
-    return (f"{leaf.path or 'value'} at {where:#x} = {value}",
-            lambda fm: _set(fm, where, leaf.size, value))
+        value = draw(
+            st.one_of(
+                st.sampled_from(WORD_VALUES),
+                st.integers(0, (1 << 64) - 1),
+                st.integers(-3, 3).map(lambda d: ("delta", d)),
+            )
+        )
+    return (
+        f"{leaf.path or 'value'} at {where:#x} = {value}",
+        lambda fm: _set(fm, where, leaf.size, value),
+    )
 
 
 def _forge(fm: FaultyMemory, s: Subject, page: int, pool: int) -> None:
@@ -249,8 +330,11 @@ def _set(fm: FaultyMemory, where: int, size: int, value: Any) -> None:
 def _values_for(name: str, s: Subject) -> st.SearchStrategy:
     name = name.upper()
     t = s.truth
-    if "AREA" not in name and "RING" not in name and (
-            "NETMEM" in name or "PAGE" in name or "ADDR" in name):
+    if (
+        "AREA" not in name
+        and "RING" not in name
+        and ("NETMEM" in name or "PAGE" in name or "ADDR" in name)
+    ):
         return st.sampled_from(t["netmems"] + t["addresses"] + ["0x0"])
     if "POOL" in name or name == "ID":
         return st.sampled_from(t["ids"] + t["addresses"][:2])
@@ -273,8 +357,12 @@ def command_args(draw, command: click.Command, s: Subject, live: bool) -> List[s
             count = param.nargs if param.nargs > 0 else draw(st.integers(1, 3))
             positional += [draw(_values_for(key, s)) for _ in range(count)]
             continue
-        if not isinstance(param, click.Option) or param.hidden or param.is_eager or \
-                isinstance(param.type, (click.Path, click.File)):
+        if (
+            not isinstance(param, click.Option)
+            or param.hidden
+            or param.is_eager
+            or isinstance(param.type, (click.Path, click.File))
+        ):
             continue
         if not param.required and not draw(st.booleans()):
             continue
@@ -290,8 +378,11 @@ def command_args(draw, command: click.Command, s: Subject, live: bool) -> List[s
                 value = draw(st.sampled_from(list(param.type.choices)))
             elif isinstance(param.type, (click.types.IntParamType, click.IntRange)):
                 least = getattr(param.type, "min", None) or 0
-                value = draw(st.sampled_from([v for v in s.truth["ids"] + ["0", "1", "64"]
-                                              if int(v) >= least]))
+                value = draw(
+                    st.sampled_from(
+                        [v for v in s.truth["ids"] + ["0", "1", "64"] if int(v) >= least]
+                    )
+                )
             elif isinstance(param.type, (click.types.FloatParamType, click.FloatRange)):
                 value = draw(st.sampled_from(["0.001", "0.01"]))  # intervals
             else:
@@ -316,10 +407,12 @@ def command_args(draw, command: click.Command, s: Subject, live: bool) -> List[s
 
 def survey_args(command: click.Command, args: List[str]) -> List[str]:
     """The command that reads what ``args`` name and reports if any was unreadable."""
-    netmem_args = any(isinstance(p, click.Argument) and "NETMEM" in
-                      f"{p.metavar} {p.name}".upper() for p in command.params)
+    netmem_args = any(
+        isinstance(p, click.Argument) and "NETMEM" in f"{p.metavar} {p.name}".upper()
+        for p in command.params
+    )
     if netmem_args and "--" in args:
-        return ["decode", "--json"] + args[args.index("--") + 1:]
+        return ["decode", "--json"] + args[args.index("--") + 1 :]
     return ["pools", "--json"]
 
 
@@ -375,8 +468,7 @@ def check(result, args: List[str]) -> None:
 @given(data=st.data())
 def test_commands_survive_corrupt_kernels(command, data):
     s = subject(data.draw(st.sampled_from(FIXTURE_NAMES), label="fixture"))
-    corruptions = data.draw(st.lists(corruption(s), min_size=1, max_size=6),
-                            label="corruptions")
+    corruptions = data.draw(st.lists(corruption(s), min_size=1, max_size=6), label="corruptions")
     live = data.draw(st.integers(0, 3), label="live") == 0
     args = data.draw(command_args(command, s, live), label="args")
     for description, _ in corruptions:
@@ -412,9 +504,13 @@ def test_corrupt_core_file_headers(tmp_path_factory, data):
     raw = bytearray((FIXTURES / name / "vmcore").read_bytes())
     for _ in range(data.draw(st.integers(1, 8), label="edits")):
         offset = data.draw(st.integers(0, 2047), label="offset")
-        raw[offset:offset + 8] = data.draw(st.one_of(
-            st.binary(min_size=1, max_size=8),
-            st.sampled_from(WORD_VALUES).map(lambda v: struct.pack("<Q", v))), label="bytes")
+        raw[offset : offset + 8] = data.draw(
+            st.one_of(
+                st.binary(min_size=1, max_size=8),
+                st.sampled_from(WORD_VALUES).map(lambda v: struct.pack("<Q", v)),
+            ),
+            label="bytes",
+        )
     core = Path(tmp_path_factory.mktemp("core")) / "vmcore"
     core.write_bytes(raw)
     with time_budget(SECONDS_PER_RUN):

@@ -15,8 +15,8 @@ from typing import Iterator, List, Tuple
 
 import click
 import pytest
-
 from conftest import ROOT, run_cli
+
 from netmem_probe.cli import cli, main
 from netmem_probe.commands import COMMANDS
 
@@ -30,7 +30,7 @@ def examples(command: click.Command) -> List[Tuple[str, str]]:
     assert "EXAMPLES:" in lines, f"{command.name} has no EXAMPLES"
     out: List[Tuple[str, str]] = []
     pending = ""
-    for line in lines[lines.index("EXAMPLES:") + 1:]:
+    for line in lines[lines.index("EXAMPLES:") + 1 :]:
         if not line.strip():
             break
         if line.startswith("  ") and not line.startswith("    "):
@@ -53,7 +53,7 @@ def invocations(line: str) -> Iterator[List[str]]:
         if token != "|":
             segment.append(token)
             continue
-        words = segment[:segment.index(">")] if ">" in segment else segment
+        words = segment[: segment.index(">")] if ">" in segment else segment
         segment = []
         piped = bool(words) and words[0] == "xargs"
         while words and words[0] in ("sudo", "xargs"):
@@ -82,13 +82,15 @@ def test_help_ends_with_examples(command):
     assert result.code == 0, result
     lines = result.out.rstrip("\n").splitlines()
     start = lines.index("  EXAMPLES:")
-    assert lines[start + 1:] and all(line.startswith("    ") for line in lines[start + 1:]), \
+    assert lines[start + 1 :] and all(line.startswith("    ") for line in lines[start + 1 :]), (
         result.out
+    )
     found = examples(command)
     assert len(found) >= 2 and all(explanation for _, explanation in found)
     if command is not cli:
-        assert any("fixtures/vmcore-stubs/" in line for line, _ in found), \
+        assert any("fixtures/vmcore-stubs/" in line for line, _ in found), (
             "no example a user can try without root"
+        )
 
 
 def test_a_bad_example_would_not_parse():
@@ -122,8 +124,9 @@ def _fixture_examples() -> List[Tuple[str, List[str]]]:
 FIXTURE_EXAMPLES = _fixture_examples()
 
 
-@pytest.mark.parametrize("line,argv", FIXTURE_EXAMPLES,
-                         ids=[" ".join(argv[2:]) for _, argv in FIXTURE_EXAMPLES])
+@pytest.mark.parametrize(
+    "line,argv", FIXTURE_EXAMPLES, ids=[" ".join(argv[2:]) for _, argv in FIXTURE_EXAMPLES]
+)
 def test_fixture_examples_run(line, argv, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = run_cli(*argv)
@@ -150,27 +153,48 @@ def test_shell_completion_scripts_and_completions(monkeypatch, capsys):
     script = _complete(monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="bash_source")
     assert "_netmem_probe_completion()" in script
     assert "complete -o nosort -F _netmem_probe_completion netmem-probe" in script
-    assert "#compdef netmem-probe" in _complete(monkeypatch, capsys,
-                                                _NETMEM_PROBE_COMPLETE="zsh_source")
+    assert "#compdef netmem-probe" in _complete(
+        monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="zsh_source"
+    )
     assert "complete --no-files --command netmem-probe" in _complete(
-        monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="fish_source")
-    words = _complete(monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="bash_complete",
-                      COMP_WORDS="netmem-probe po", COMP_CWORD="1")
+        monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="fish_source"
+    )
+    words = _complete(
+        monkeypatch,
+        capsys,
+        _NETMEM_PROBE_COMPLETE="bash_complete",
+        COMP_WORDS="netmem-probe po",
+        COMP_CWORD="1",
+    )
     assert words.split() == ["plain,pool", "plain,pools"]
-    states = _complete(monkeypatch, capsys, _NETMEM_PROBE_COMPLETE="bash_complete",
-                       COMP_WORDS="netmem-probe pools --state ", COMP_CWORD="3")
+    states = _complete(
+        monkeypatch,
+        capsys,
+        _NETMEM_PROBE_COMPLETE="bash_complete",
+        COMP_WORDS="netmem-probe pools --state ",
+        COMP_CWORD="3",
+    )
     assert "plain,detached" in states.split()
 
 
 def test_the_readme_bash_line_completes_in_bash():
     # What the README says to put in ~/.bashrc, then what bash does on <Tab>.
-    script = ('eval "$(_NETMEM_PROBE_COMPLETE=bash_source netmem-probe)"\n'
-              "COMP_WORDS=(netmem-probe pools --wa); COMP_CWORD=2\n"
-              "_netmem_probe_completion netmem-probe\n"
-              'echo "${COMPREPLY[@]}"\n')
+    script = (
+        'eval "$(_NETMEM_PROBE_COMPLETE=bash_source netmem-probe)"\n'
+        "COMP_WORDS=(netmem-probe pools --wa); COMP_CWORD=2\n"
+        "_netmem_probe_completion netmem-probe\n"
+        'echo "${COMPREPLY[@]}"\n'
+    )
     path = f"{NETMEM_PROBE.parent}:{os.environ.get('PATH', '')}"
-    result = subprocess.run(["bash", "-c", script], env={**os.environ, "PATH": path},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.stdout.split() == ["--watch"], result
-    assert 'eval "$(_NETMEM_PROBE_COMPLETE=bash_source netmem-probe)"' in (
-        ROOT / "README.md").read_text()
+    assert (
+        'eval "$(_NETMEM_PROBE_COMPLETE=bash_source netmem-probe)"'
+        in (ROOT / "README.md").read_text()
+    )

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURE_NAMES, FIXTURES, ROOT, run_cli
 
 F = str(FIXTURES / "linux-7.3-mixed")
@@ -45,8 +44,9 @@ def test_without_proc_kcore_the_error_says_what_works():
 
 
 @no_kcore
-@pytest.mark.parametrize("args", [["layout"], ["layout", "--json"], ["pools", "--drgn"],
-                                  ["leaks", "--drgn"]])
+@pytest.mark.parametrize(
+    "args", [["layout"], ["layout", "--json"], ["pools", "--drgn"], ["leaks", "--drgn"]]
+)
 def test_without_proc_kcore_commands_that_need_only_types_work(args):
     result = run_cli(*args)
     assert result.code in (0, 1), result.err  # layout: 1 if this kernel's layout disagrees
@@ -55,10 +55,20 @@ def test_without_proc_kcore_commands_that_need_only_types_work(args):
 
 
 def complete(*words):
-    env = {**os.environ, "COMP_WORDS": " ".join(["netmem-probe", *words]),
-           "COMP_CWORD": str(len(words)), "_NETMEM_PROBE_COMPLETE": "bash_complete"}
-    done = subprocess.run([sys.executable, "-m", "netmem_probe"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "COMP_WORDS": " ".join(["netmem-probe", *words]),
+        "COMP_CWORD": str(len(words)),
+        "_NETMEM_PROBE_COMPLETE": "bash_complete",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "netmem_probe"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return [tuple(line.split(",", 1)) for line in done.stdout.splitlines()]
 
 
@@ -69,9 +79,13 @@ def test_completion_completes_paths(option):
 
 def test_completion_completes_fixture_names_and_directories():
     got = complete("-f", "linux-7.3")
-    assert got == [("dir", "linux-7.3"), ("plain", "linux-7.3-arm64-16k-mixed"),
-                   ("plain", "linux-7.3-arm64-mixed"), ("plain", "linux-7.3-many-pools"),
-                   ("plain", "linux-7.3-mixed")]
+    assert got == [
+        ("dir", "linux-7.3"),
+        ("plain", "linux-7.3-arm64-16k-mixed"),
+        ("plain", "linux-7.3-arm64-mixed"),
+        ("plain", "linux-7.3-many-pools"),
+        ("plain", "linux-7.3-mixed"),
+    ]
 
 
 def test_completion_completes_columns_one_after_the_other():

@@ -1,8 +1,8 @@
 """``holders``: every reference the scenario made to a page or net_iov, and nothing else."""
 
 import pytest
-
 from conftest import expected, fixtures_with, run_cli
+
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.sockets import FakeSkb, FakeSocket
 from netmem_probe.fake.world import World
@@ -25,15 +25,21 @@ def _matches(got, want):
 @pytest.mark.parametrize("name", HOLDER_FIXTURES)
 def test_holders_are_the_references_the_scenario_made(name):
     truth = expected(name)["holders"]
-    result = run_cli("-f", f"fixtures/vmcore-stubs/{name}", "holders", "--json",
-                     *[t["netmem"] for t in truth])
+    result = run_cli(
+        "-f", f"fixtures/vmcore-stubs/{name}", "holders", "--json", *[t["netmem"] for t in truth]
+    )
     got = {r["netmem"]: r for r in result.json()}
     for want in truth:
         record = got[want["netmem"]]
         assert record["kind"] == ("net_iov" if int(want["netmem"], 16) & 1 else "page")
         _matches(record["holders"], want["holders"])
-    unheld = [t for t in truth if not any(h["kind"] in ("skb-frag", "skb-head", "pool-cache",
-                                                        "pool-ring") for h in t["holders"])]
+    unheld = [
+        t
+        for t in truth
+        if not any(
+            h["kind"] in ("skb-frag", "skb-head", "pool-cache", "pool-ring") for h in t["holders"]
+        )
+    ]
     assert result.code == (1 if unheld else 0), result.err
 
 
@@ -80,7 +86,11 @@ def test_an_ipv6_socket_is_named_by_its_addresses():
     found = HolderSearch(prog, Problems()).find([make_target(prog, page.netmem, Problems())])
     (holder,) = found[page.netmem]
     assert (holder.sock.family, holder.sock.local, holder.sock.remote, holder.queue) == (
-        "inet6", "[fd00::1]:443", "[fd00::2]:5555", "error")
+        "inet6",
+        "[fd00::1]:443",
+        "[fd00::2]:5555",
+        "error",
+    )
     assert holder.sock.netns == w.init_net.inum
 
 
@@ -88,7 +98,9 @@ def test_a_frag_found_without_its_skb_says_so():
     w, head, frag, skb = _world_with_one_skb()
     skb.obj.value["head"] = 0  # no sk_buff points at the shared info any more
     prog = w.program()
-    found = HolderSearch(prog, Problems()).find([make_target(prog, frag.netmem, Problems())])[frag.netmem]
+    found = HolderSearch(prog, Problems()).find([make_target(prog, frag.netmem, Problems())])[
+        frag.netmem
+    ]
     assert [(h.kind, h.skb, h.frag) for h in found] == [("skb-frag", None, 0)]
     assert "no sk_buff points at it" in found[0].detail
 
@@ -100,9 +112,12 @@ def test_an_skb_on_no_socket_has_no_owner():
     skb = FakeSkb(w, [page])
     skb.obj.value.update(next=skb.obj.addr, prev=skb.obj.addr)  # skb_queue_head_init'ed alone
     prog = w.program()
-    found = HolderSearch(prog, Problems()).find([make_target(prog, page.netmem, Problems())])[page.netmem]
+    found = HolderSearch(prog, Problems()).find([make_target(prog, page.netmem, Problems())])[
+        page.netmem
+    ]
     assert [(h.kind, h.skb, h.sock, h.queue) for h in found] == [
-        ("skb-frag", skb.obj.addr, None, None)]
+        ("skb-frag", skb.obj.addr, None, None)
+    ]
 
 
 @pytest.mark.parametrize("value", ["0xffffea0000000008", "0x10", "0xffff888100000001", "zz"])

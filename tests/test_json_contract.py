@@ -8,7 +8,6 @@ import re
 from typing import Any, Iterator, List, Tuple
 
 import pytest
-
 from conftest import FIXTURE_NAMES, run_cli
 from invocations import invocations
 
@@ -43,8 +42,11 @@ def test_every_json_key_is_kebab_case(name, fixture_program):
     for args in invocations(name):
         result = run_cli(*args, "--json", program=prog)
         assert result.code in (0, 1), (args, result)
-        bad += [f"{' '.join(args)}: {path}.{key}" for path, key in keys(parse(result.out))
-                if not KEBAB.match(key)]
+        bad += [
+            f"{' '.join(args)}: {path}.{key}"
+            for path, key in keys(parse(result.out))
+            if not KEBAB.match(key)
+        ]
     assert not bad
 
 

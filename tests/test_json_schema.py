@@ -12,11 +12,11 @@ from typing import Any, Dict, List
 
 import jsonschema
 import pytest
-
 from conftest import FIXTURE_NAMES, ROOT, run_cli
 from invocations import invocations
-from netmem_probe.fake.faults import FaultyMemory
 from test_watch import _nic_pools, _traffic, _world
+
+from netmem_probe.fake.faults import FaultyMemory
 
 SCHEMAS = ROOT / "docs" / "schema"
 #: Commands whose --json is JSON Lines: the schema is of one line.
@@ -65,8 +65,11 @@ def test_every_command_has_a_schema():
 
 
 def test_the_schemas_are_what_make_schemas_writes():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make-schemas"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make-schemas"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -109,5 +112,11 @@ def test_check_json_matches_its_schema_on_every_fixture(name):
 
 def test_triage_json_lines_match_their_schema(tmp_path):
     (tmp_path / "junk").write_text("not a dump\n")
-    args = ["triage", "--json", "--no-leaks", str(ROOT / "fixtures" / "vmcore-stubs"), str(tmp_path)]
+    args = [
+        "triage",
+        "--json",
+        "--no-leaks",
+        str(ROOT / "fixtures" / "vmcore-stubs"),
+        str(tmp_path),
+    ]
     check(args, run_cli(*args).out)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import drgn
 import pytest
-
 from conftest import FIXTURES, run_cli
+from test_bad_input import one_line_error
+
 from netmem_probe.btf import BtfKind, parse_btf, read_btf_from_elf
 from netmem_probe.kallsyms_btf import KernelBtfError, add_kernel_btf
 from netmem_probe.kernel.globals import GLOBAL_TYPES, global_type
-from test_bad_input import one_line_error
 
 MIXED = [p.name for p in sorted(FIXTURES.iterdir()) if p.name.endswith("-mixed")]
 HOST_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -56,10 +56,14 @@ def btf_program(name: str, dwarf: drgn.Program, tmp_path_factory) -> drgn.Progra
 def _commands(dwarf: drgn.Program):
     """Every command, with arguments naming the fixture's real pages, niovs and pools."""
     pools = run_cli("pools", "--json", program=dwarf).json()
-    pages = [json.loads(line)["page"] for line in
-             run_cli("pages", "--all-pools", "--json", program=dwarf).out.splitlines()][:8]
-    niovs = [json.loads(line)["netmem"] for line in
-             run_cli("niovs", "--json", program=dwarf).out.splitlines()][:8]
+    pages = [
+        json.loads(line)["page"]
+        for line in run_cli("pages", "--all-pools", "--json", program=dwarf).out.splitlines()
+    ][:8]
+    niovs = [
+        json.loads(line)["netmem"]
+        for line in run_cli("niovs", "--json", program=dwarf).out.splitlines()
+    ][:8]
     yield ("pools", "--json")
     for pool in pools:
         yield ("pool", str(pool["id"]), "--json")
@@ -76,7 +80,8 @@ def _commands(dwarf: drgn.Program):
 
 @pytest.mark.parametrize("name", MIXED)
 def test_every_command_answers_the_same_from_btf_and_a_symbol_table(
-        name, fixture_program, tmp_path_factory):
+    name, fixture_program, tmp_path_factory
+):
     dwarf = fixture_program(name)
     prog = btf_program(name, dwarf, tmp_path_factory)
     for args in _commands(dwarf):
@@ -117,8 +122,7 @@ def test_an_anonymous_global_type_is_laid_out_as_c_does(fixture_program):
         assert drgn.offsetof(have, member) == drgn.offsetof(want, member)
 
 
-def test_the_btf_finder_builds_only_the_types_a_command_touches(fixture_program,
-                                                              tmp_path_factory):
+def test_the_btf_finder_builds_only_the_types_a_command_touches(fixture_program, tmp_path_factory):
     dwarf = fixture_program("linux-7.3-mixed")
     prog = btf_program("linux-7.3-mixed", dwarf, tmp_path_factory)
     run_cli("pools", "--json", program=prog)
@@ -144,24 +148,36 @@ def test_bad_btf_files_fail_in_one_line(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not BTF at all\n")
     one_line_error(run_cli("--btf", str(text), "layout"), 3, says="bad BTF magic")
-    one_line_error(run_cli("--btf", str(tmp_path / "missing"), "layout"), 3,
-                   says="does not exist")
-    one_line_error(run_cli("--btf", str(FIXTURES / "linux-7.3-mixed" / "types.elf"), "layout"),
-                   3, says="no .BTF section")
+    one_line_error(run_cli("--btf", str(tmp_path / "missing"), "layout"), 3, says="does not exist")
+    one_line_error(
+        run_cli("--btf", str(FIXTURES / "linux-7.3-mixed" / "types.elf"), "layout"),
+        3,
+        says="no .BTF section",
+    )
     truncated = tmp_path / "truncated"
-    truncated.write_bytes(HOST_BTF.read_bytes()[:5000] if HOST_BTF.exists()
-                          else b"\x9f\xeb\x01\x00" + bytes(20))
+    truncated.write_bytes(
+        HOST_BTF.read_bytes()[:5000] if HOST_BTF.exists() else b"\x9f\xeb\x01\x00" + bytes(20)
+    )
     one_line_error(run_cli("--btf", str(truncated), "layout"), 3, says="BTF")
 
 
 def test_btf_that_is_not_a_kernels_fails_in_one_line(tmp_path):
     # A valid BTF of one int: parses, but has no struct page.
     strings = b"\0int\0"
-    types = (1).to_bytes(4, "little") + (1 << 24).to_bytes(4, "little") + \
-        (4).to_bytes(4, "little") + ((1 << 24) | 32).to_bytes(4, "little")
-    header = b"\x9f\xeb\x01\x00" + (24).to_bytes(4, "little") + bytes(4) + \
-        len(types).to_bytes(4, "little") + len(types).to_bytes(4, "little") + \
-        len(strings).to_bytes(4, "little")
+    types = (
+        (1).to_bytes(4, "little")
+        + (1 << 24).to_bytes(4, "little")
+        + (4).to_bytes(4, "little")
+        + ((1 << 24) | 32).to_bytes(4, "little")
+    )
+    header = (
+        b"\x9f\xeb\x01\x00"
+        + (24).to_bytes(4, "little")
+        + bytes(4)
+        + len(types).to_bytes(4, "little")
+        + len(types).to_bytes(4, "little")
+        + len(strings).to_bytes(4, "little")
+    )
     path = tmp_path / "int.btf"
     path.write_bytes(header + types + strings)
     assert parse_btf(path.read_bytes()).kind(1) == BtfKind.INT
@@ -170,10 +186,14 @@ def test_btf_that_is_not_a_kernels_fails_in_one_line(tmp_path):
 
 def test_btf_options_that_conflict_are_usage_errors():
     types = str(FIXTURES / "linux-7.3-mixed" / "types.elf")
-    one_line_error(run_cli("--btf", str(HOST_BTF), "-s", types, "layout"), 2,
-                   says="mutually exclusive")
-    one_line_error(run_cli("--btf", str(HOST_BTF), "-f", str(FIXTURES / "linux-7.3-mixed"),
-                           "pools"), 2, says="does not apply to a fixture")
+    one_line_error(
+        run_cli("--btf", str(HOST_BTF), "-s", types, "layout"), 2, says="mutually exclusive"
+    )
+    one_line_error(
+        run_cli("--btf", str(HOST_BTF), "-f", str(FIXTURES / "linux-7.3-mixed"), "pools"),
+        2,
+        says="does not apply to a fixture",
+    )
 
 
 def test_a_dump_without_debug_info_or_kallsyms_says_both_in_one_line():
@@ -189,15 +209,20 @@ def test_btf_that_contradicts_vmcoreinfo_sizes_is_refused():
     probe = drgn.Program(drgn.host_platform)
     add_kernel_btf(probe, btf)
     page = drgn.sizeof(probe.type("struct page"))
-    vmcoreinfo = ("OSRELEASE=6.18.0-other\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff82ffe000\n"
-                  "SIZE(list_head)=16\nOFFSET(list_head.prev)=8\nSIZE(page)={}\n")
+    vmcoreinfo = (
+        "OSRELEASE=6.18.0-other\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff82ffe000\n"
+        "SIZE(list_head)=16\nOFFSET(list_head.prev)=8\nSIZE(page)={}\n"
+    )
     same = drgn.Program(drgn.host_platform)
     same.set_linux_kernel_custom(vmcoreinfo.format(page).encode(), False)
     add_kernel_btf(same, btf)
     other = drgn.Program(drgn.host_platform)
     other.set_linux_kernel_custom(vmcoreinfo.format(page + 8).encode(), False)
-    with pytest.raises(KernelBtfError, match=rf"VMCOREINFO has SIZE\(page\)={page + 8}, "
-                                             rf"the BTF {page}"):
+    with pytest.raises(
+        KernelBtfError,
+        match=rf"VMCOREINFO has SIZE\(page\)={page + 8}, "
+        rf"the BTF {page}",
+    ):
         add_kernel_btf(other, btf, where="BTF x")
 
 
@@ -212,13 +237,15 @@ def test_layout_from_btf_needs_no_root():
         pytest.skip("this Python cannot run as an unprivileged user")
     result = subprocess.run(
         [*nobody, sys.executable, "-m", "netmem_probe", "--btf", str(HOST_BTF), "layout", "--json"],
-        capture_output=True, text=True, cwd="/")
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == run_cli("--btf", str(HOST_BTF), "layout", "--json").json()
 
 
-def test_a_kernel_without_a_module_list_has_vmlinux_symbols_only(fixture_program,
-                                                                 tmp_path_factory):
+def test_a_kernel_without_a_module_list_has_vmlinux_symbols_only(fixture_program, tmp_path_factory):
     dwarf = fixture_program("linux-7.3-mixed")
     prog = btf_program("linux-7.3-mixed", dwarf, tmp_path_factory)
     # The fixture has no 'modules' list: the module symbol finder has none.

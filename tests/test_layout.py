@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, ROOT, expected, fixtures_with, run_cli
 
 LAYOUT_FIXTURES = fixtures_with("layout")
@@ -25,8 +24,9 @@ def test_layout_checks_the_asserts_of_the_fixture_kernel(name):
 def test_broken_layout_names_both_members_and_offsets():
     result = run_cli("-f", "fixtures/vmcore-stubs/broken-netmem-desc", "layout")
     assert result.code == 1
-    assert ("struct page._pp_mapping_pad is 8 bytes but struct netmem_desc._pp_mapping_pad "
-            "is 4") in result.err
+    assert (
+        "struct page._pp_mapping_pad is 8 bytes but struct netmem_desc._pp_mapping_pad is 4"
+    ) in result.err
     assert "MISMATCH" in result.out
 
 
@@ -39,8 +39,9 @@ def test_layout_runs_on_debug_info_alone():
 
 def _pahole_members(btf: str, struct: str):
     """member name -> (offset, size), and the struct size, from pahole."""
-    text = subprocess.run(["pahole", "-C", struct, btf], capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(
+        ["pahole", "-C", struct, btf], capture_output=True, text=True, check=True
+    ).stdout
     members = {}
     for line in text.splitlines():
         m = re.match(r"\s+.*?[\s*]([A-Za-z_]\w*)(\[\d*\])*;\s+/\*\s+(\d+)\s+(\d+)\s+\*/", line)

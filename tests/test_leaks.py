@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import expected, fixtures_with, run_cli
+
 from netmem_probe.fake.net import NetNamespace
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.sockets import FakeSkb, FakeSocket
@@ -23,11 +23,14 @@ def test_verdicts_and_evidence_are_the_scenarios(name):
     result = run_cli("-f", f"fixtures/vmcore-stubs/{name}", "leaks", "--json")
     got = _lines(result)
     assert [(g["pool-id"], g["netmem"], g["verdict"]) for g in got] == [
-        (t["pool-id"], t["netmem"], t["verdict"]) for t in truth]
+        (t["pool-id"], t["netmem"], t["verdict"]) for t in truth
+    ]
     for have, want in zip(got, truth):
         assert len(have["evidence"]) == len(want["evidence"])
-        for row, evidence in zip(sorted(have["evidence"], key=lambda r: r["kind"]),
-                                 sorted(want["evidence"], key=lambda r: r["kind"])):
+        for row, evidence in zip(
+            sorted(have["evidence"], key=lambda r: r["kind"]),
+            sorted(want["evidence"], key=lambda r: r["kind"]),
+        ):
             assert {k: row[k] for k in evidence} == evidence
     assert result.code == (1 if any(t["verdict"] == "leaked" for t in truth) else 0)
 
@@ -46,11 +49,12 @@ def test_pool_filter_and_summary():
     mine = [t for t in truth if t["pool-id"] == pool]
     result = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "leaks", "--pool", str(pool))
     lines = result.out.splitlines()
-    counts = ", ".join(f"{sum(t['verdict'] == v for t in mine)} {v}"
-                       for v in ("parked", "cached", "leaked"))
+    counts = ", ".join(
+        f"{sum(t['verdict'] == v for t in mine)} {v}" for v in ("parked", "cached", "leaked")
+    )
     assert lines[0].startswith(f"pool {pool} (") and lines[0].endswith(counts)
     # The table, then the pool's holder summary and what releases its pages.
-    summary = lines[3 + len(mine):]
+    summary = lines[3 + len(mine) :]
     assert summary[0].startswith("holders: ")
     assert summary[1:] and all(line.startswith("to release ") for line in summary[1:])
 

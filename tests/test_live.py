@@ -14,8 +14,8 @@ from typing import Callable, List
 
 import drgn
 import pytest
-
 from conftest import run_cli
+
 from netmem_probe.commands import COMMANDS
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.pools import FakePagePool
@@ -56,8 +56,9 @@ def _counting(fm: FaultyMemory, target: int) -> List[int]:
 def _on_read_of(fm: FaultyMemory, target: int, times: int, then: Callable[[], None]) -> None:
     """Run ``then`` after the ``times``-th read that covers ``target``."""
     hits = _counting(fm, target)
-    fm.on_read.append(lambda _, a, n: then() if _covers(a, n, target) and len(hits) == times
-                      else None)
+    fm.on_read.append(
+        lambda _, a, n: then() if _covers(a, n, target) and len(hits) == times else None
+    )
 
 
 def _args(command, w: World) -> List[str]:
@@ -74,8 +75,9 @@ def _args(command, w: World) -> List[str]:
     return args
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c.name != "layout"],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "command", [c for c in COMMANDS if c.name != "layout"], ids=lambda c: c.name
+)
 def test_every_command_says_a_live_snapshot_is_racy(command):
     w = _world()
     live = run_cli(*_args(command, w), program=FaultyMemory(w).program(live=True))
@@ -106,8 +108,10 @@ def test_counters_that_move_between_reads_are_read_together():
     fm = FaultyMemory(w)
     hits = {}
     for pool in _nic_pools(w):
-        hold, release = _member(pool, "pages_state_hold_cnt"), \
-            _member(pool, "pages_state_release_cnt")
+        hold, release = (
+            _member(pool, "pages_state_hold_cnt"),
+            _member(pool, "pages_state_release_cnt"),
+        )
         hits[pool.id] = _counting(fm, hold)
 
         def tick(_, address, count, hold=hold, release=release):
@@ -153,8 +157,10 @@ def test_a_pool_torn_on_every_read_is_flagged_inconsistent():
     result = run_cli("pools", "--json", program=fm.program(live=True))
     assert result.code == 4
     assert len(hits) == LIVE_RETRIES
-    assert f"page pool at {pool.obj.addr:#x}: inconsistent after {LIVE_RETRIES} reads: " \
-           f"user.id 65535 does not match its xarray index {pool.id}" in result.err
+    assert (
+        f"page pool at {pool.obj.addr:#x}: inconsistent after {LIVE_RETRIES} reads: "
+        f"user.id 65535 does not match its xarray index {pool.id}" in result.err
+    )
     assert len(result.json()) == len(w.pools) - 1
 
 
@@ -255,8 +261,10 @@ def test_a_ring_that_never_agrees_with_its_pool_is_flagged_inconsistent():
     _ring_grows_after_pool_read(fm, pool, times=1000)
     result = run_cli("pool", str(pool.id), "--json", program=fm.program(live=True))
     assert result.code == 4
-    assert "inconsistent after 3 reads: 0 pages in the alloc cache and 3 in the ring, " \
-           "but 0 in flight" in result.err
+    assert (
+        "inconsistent after 3 reads: 0 pages in the alloc cache and 3 in the ring, "
+        "but 0 in flight" in result.err
+    )
     assert result.json()["breakdown"]["out"] is None, "unknown, not a guess"
 
 
@@ -265,9 +273,11 @@ def test_an_xa_node_caught_mid_update_is_read_again():
     for _ in range(70):  # ids past 63: a two-level page_pools XArray
         FakePagePool(w)
     w.commit()
-    child = next(o for o in w.objects
-                 if o.type.type_name() == "struct xa_node" and o.value["shift"] == 0
-                 and o.value["parent"])
+    child = next(
+        o
+        for o in w.objects
+        if o.type.type_name() == "struct xa_node" and o.value["shift"] == 0 and o.value["parent"]
+    )
     fm = FaultyMemory(w)
     offset_at = child.addr_of("offset")
     fm.write(offset_at, bytes([child.value["offset"] + 1]))

@@ -4,13 +4,13 @@ import json
 
 import drgn
 import pytest
-
 from conftest import expected, fixtures_with, run_cli
-from netmem_probe.fake.pools import PP_FLAG_DMA_MAP, FakePagePool
+
 from netmem_probe.fake.objects import PAGE_SHIFT, RAM_SIZE
+from netmem_probe.fake.pools import PP_FLAG_DMA_MAP, FakePagePool
 from netmem_probe.fake.world import World
-from netmem_probe.kernel.pages import PpPageScanner, SignatureMatcher
 from netmem_probe.kernel.netmem import pp_scheme
+from netmem_probe.kernel.pages import PpPageScanner, SignatureMatcher
 from netmem_probe.kernel.walk import Problems
 
 PAGE_FIXTURES = fixtures_with("pages")
@@ -30,8 +30,9 @@ def test_every_pp_page_is_found_where_the_scenario_put_it(name):
 
 @pytest.mark.parametrize("name", POOL_FIXTURES)
 def test_count_equals_each_pools_inflight(name):
-    result = run_cli("-f", f"fixtures/vmcore-stubs/{name}", "pages", "--all-pools", "--count",
-                     "--json")
+    result = run_cli(
+        "-f", f"fixtures/vmcore-stubs/{name}", "pages", "--all-pools", "--count", "--json"
+    )
     assert result.code == 0, result.err
     counts = {r["address"]: r for r in result.json()}
     for pool in expected(name)["pools"]:
@@ -57,8 +58,15 @@ def test_pool_filter_and_table():
     want = [p for p in truth["pages"] if p["pool-id"] == pool]
     result = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pages", "--pool", str(pool))
     lines = result.out.splitlines()
-    assert lines[0].split() == ["PFN", "PAGE", "POOL-ID", "PP-REFS", "REFCOUNT", "DMA-INDEX",
-                                "WHERE"]
+    assert lines[0].split() == [
+        "PFN",
+        "PAGE",
+        "POOL-ID",
+        "PP-REFS",
+        "REFCOUNT",
+        "DMA-INDEX",
+        "WHERE",
+    ]
     assert [line.split()[1] for line in lines[2:-1]] == [p["page"] for p in want]
     assert lines[-1].startswith(f"{len(want)} page-pool pages of 1 pool;")
 
@@ -118,11 +126,14 @@ def test_matcher_checks_the_whole_signature_word():
 
 def test_matcher_uses_the_page_type_on_pgty_netpp_kernels():
     w, matcher = _matcher("linux-7.1-rc")
-    pages = [drgn.Object(w.prog, "struct page", value=v).to_bytes_() for v in (
-        {"pp_magic": 0xDEAD000000000040},  # no longer the signature there
-        {"page_type": 0xF9 << 24},
-        {"page_type": 0xF0 << 24},  # PGTY_buddy
-    )]
+    pages = [
+        drgn.Object(w.prog, "struct page", value=v).to_bytes_()
+        for v in (
+            {"pp_magic": 0xDEAD000000000040},  # no longer the signature there
+            {"page_type": 0xF9 << 24},
+            {"page_type": 0xF0 << 24},  # PGTY_buddy
+        )
+    ]
     assert matcher.matches(b"".join(pages)) == [1]
 
 

@@ -7,8 +7,8 @@ import struct
 
 import drgn
 import pytest
-
 from conftest import FIXTURES, expected, run_cli
+
 from netmem_probe.fake.fixture import write_fixture
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.sockets import FakeSkb, FakeSocket

@@ -1,8 +1,8 @@
 """``pools`` and ``pool``: every fixture's pools exactly as its scenario built them."""
 
 import pytest
-
 from conftest import FIXTURE_NAMES, expected, fixtures_with, run_cli
+
 from netmem_probe.fake.net import NetNamespace
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.world import World
@@ -44,10 +44,12 @@ def test_pool_detail_equals_the_scenario(name):
 
 def test_pool_by_address_finds_the_same_pool():
     record = expected("linux-7.3-mixed")["pools"][3]
-    by_id = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pool", str(record["id"]),
-                    "--json").json()
-    by_addr = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pool", record["address"],
-                      "--json").json()
+    by_id = run_cli(
+        "-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pool", str(record["id"]), "--json"
+    ).json()
+    by_addr = run_cli(
+        "-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pool", record["address"], "--json"
+    ).json()
     assert by_id == by_addr
 
 
@@ -57,15 +59,24 @@ def test_stats_are_na_without_config_page_pool_stats():
 
 
 def test_state_filter_keeps_only_detached_pools():
-    result = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pools", "--state",
-                     "detached", "--json")
+    result = run_cli(
+        "-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pools", "--state", "detached", "--json"
+    )
     want = [p for p in expected("linux-7.3-mixed")["pools"] if p["detached"]]
     assert result.json() == want and want
 
 
 def test_netdev_filter_and_inflight_sort():
-    result = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pools", "--netdev", "eth0",
-                     "--sort", "inflight", "--json")
+    result = run_cli(
+        "-f",
+        "fixtures/vmcore-stubs/linux-7.3-mixed",
+        "pools",
+        "--netdev",
+        "eth0",
+        "--sort",
+        "inflight",
+        "--json",
+    )
     got = result.json()
     want = [p for p in expected("linux-7.3-mixed")["pools"] if p["netdev"] == "eth0"]
     assert sorted(p["id"] for p in got) == sorted(p["id"] for p in want)
@@ -73,8 +84,9 @@ def test_netdev_filter_and_inflight_sort():
 
 
 def test_inflight_only_hides_idle_pools():
-    result = run_cli("-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pools", "--inflight-only",
-                     "--json")
+    result = run_cli(
+        "-f", "fixtures/vmcore-stubs/linux-7.3-mixed", "pools", "--inflight-only", "--json"
+    )
     want = [p for p in expected("linux-7.3-mixed")["pools"] if p["inflight"]]
     assert result.json() == want
 

@@ -7,8 +7,8 @@ Linux 7.3 lays it out), each linked to the pool it names in ``check``,
 
 import drgn
 import pytest
-
 from conftest import FIXTURES, expected, fixtures_with, run_cli
+
 from netmem_probe.fake import scenarios
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.kernel.printk import classify, page_pool_messages
@@ -117,7 +117,8 @@ def test_a_corrupt_ring_buffer_is_refused_not_walked_for_ever(member, value):
             None,
         ),
         (
-            "WARNING: CPU: 3 PID: 0 at net/core/page_pool.c:1021 page_pool_put_unrefed_netmem+0x5/0x9",
+            "WARNING: CPU: 3 PID: 0 at net/core/page_pool.c:1021"
+            " page_pool_put_unrefed_netmem+0x5/0x9",
             "warning",
             None,
         ),

@@ -4,8 +4,8 @@ import json
 from typing import Any, Dict, List
 
 import pytest
-
 from conftest import expected, fixtures_with, run_cli
+
 from netmem_probe.fake.providers import FakeBinding, FakeZcrxIfq
 from netmem_probe.fake.world import World
 
@@ -64,8 +64,16 @@ def test_decode_names_a_niovs_provider_area_and_index(name):
 def test_state_filter_keeps_only_user_held_niovs():
     truth = expected("linux-7.3-mixed")
     area = next(p for p in truth["providers"] if p["kind"] == "io_uring" and p["user"])
-    result = run_cli("-f", fixture("linux-7.3-mixed"), "niovs", "--area", area["address"],
-                     "--state", "user", "--json")
+    result = run_cli(
+        "-f",
+        fixture("linux-7.3-mixed"),
+        "niovs",
+        "--area",
+        area["address"],
+        "--state",
+        "user",
+        "--json",
+    )
     got = json_lines(result.out)
     assert len(got) == area["user"] and {n["state"] for n in got} == {"user"}
     assert all(n["user-refs"] > 0 for n in got)
@@ -99,14 +107,17 @@ def test_tables_show_every_area_with_a_summary(name):
     assert len(niov_lines) == sum(3 + p["niovs"] for p in truth)
 
 
-@pytest.mark.parametrize("args", [
-    ["niovs", "--area", "dmabuf:99"],
-    ["niovs", "--area", "io_uring:0"],  # 6.12 has no io_uring zcrx
-    ["niovs", "--area", "banana"],
-    ["niovs", "--pool", "1"],  # a system pool: no provider
-    ["niovs", "--area", "dmabuf:1", "--pool", "3"],
-    ["providers", "--ring", "zzz"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["niovs", "--area", "dmabuf:99"],
+        ["niovs", "--area", "io_uring:0"],  # 6.12 has no io_uring zcrx
+        ["niovs", "--area", "banana"],
+        ["niovs", "--pool", "1"],  # a system pool: no provider
+        ["niovs", "--area", "dmabuf:1", "--pool", "3"],
+        ["providers", "--ring", "zzz"],
+    ],
+)
 def test_bad_selections_are_one_line_usage_errors(args):
     result = run_cli("-f", fixture("linux-6.12-mixed"), *args)
     assert result.code == 2, result
@@ -188,7 +199,8 @@ def test_a_chunk_owner_pointer_that_leads_nowhere_skips_only_that_chunk(layout):
     result = run_cli("providers", "--json", program=w.program())
     assert result.code == 4
     assert f"gen_pool_chunk at {broken.chunk.addr:#x}: owner pointer 0x10 leads nowhere" in (
-        result.err)
+        result.err
+    )
     record = area_record(result)
     assert (record["chunks"], record["niovs"], record["in-pool"], record["free"]) == (1, 4, 2, 2)
 
@@ -214,8 +226,10 @@ def test_an_area_id_two_zcrx_areas_share_is_refused_with_both_named(fixture_prog
     result = run_cli("niovs", "--area", "io_uring:0", program=prog)
     assert result.code == 2 and result.out == ""
     assert result.err.count("\n") == 1
-    assert ("io_uring:0 names 2 areas: io_uring:0xffff888004224a00 (eth3), "
-            "io_uring:0xffff8880042271c0 (eth4); name one by its address") in result.err
+    assert (
+        "io_uring:0 names 2 areas: io_uring:0xffff888004224a00 (eth3), "
+        "io_uring:0xffff8880042271c0 (eth4); name one by its address"
+    ) in result.err
     script = run_cli("niovs", "--area", "io_uring:0", "--drgn", program=prog).out
     with pytest.raises(SystemExit, match="io_uring:0 names 2 areas: .*eth3.*eth4"):
         exec(compile(script, "<snippet>", "exec"), {"prog": prog, "__name__": "__main__"})

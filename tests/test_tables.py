@@ -11,8 +11,8 @@ import re
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
-
 from conftest import FIXTURES, run_cli
+
 from netmem_probe.cli import main
 from netmem_probe.report.table import Column, Table
 
@@ -26,7 +26,8 @@ def _module(name):
 
 holders, layout, leaks, niovs, pages, pools, providers, triage, watch_command = map(
     _module,
-    ["holders", "layout", "leaks", "niovs", "pages", "pools", "providers", "triage", "watch"])
+    ["holders", "layout", "leaks", "niovs", "pages", "pools", "providers", "triage", "watch"],
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # command line -> the header line of its (first) table
@@ -39,8 +40,12 @@ TABULAR = {
     "pages --count": ["-f", F, "pages", "--count"],
     "holders": ["-f", F, "holders", "0xffffea0000180500"],
     "leaks": ["-f", F, "leaks", "--pool", "10"],
-    "triage": ["triage", "--no-leaks", str(FIXTURES / "linux-7.3-mixed"),
-               str(FIXTURES / "linux-6.12-mixed")],
+    "triage": [
+        "triage",
+        "--no-leaks",
+        str(FIXTURES / "linux-7.3-mixed"),
+        str(FIXTURES / "linux-6.12-mixed"),
+    ],
 }
 COLUMN_LISTS = {
     "pools": pools.COLUMNS,
@@ -61,10 +66,14 @@ def table_lines(out):
     lines = out.splitlines()
     rule = next(i for i, line in enumerate(lines) if line.strip() and set(line) <= {"-", " "})
     rows = []
-    for line in lines[rule + 1:]:
+    for line in lines[rule + 1 :]:
         # The end, or summary lines: pools' and pages', leaks' holder summary, triage's.
-        if (not line.strip() or " [core dump (" in line or line.startswith(("holders:", "to "))
-                or re.match(r"\d+ dumps: ", line)):
+        if (
+            not line.strip()
+            or " [core dump (" in line
+            or line.startswith(("holders:", "to "))
+            or re.match(r"\d+ dumps: ", line)
+        ):
             break
         rows.append(line)
     return lines[rule - 1], lines[rule], rows
@@ -86,8 +95,9 @@ def test_every_tabular_command_drops_its_header_on_request(name):
 def test_every_tabular_command_picks_its_columns_and_sorts(name):
     columns = COLUMN_LISTS[name]
     picked = [columns[1], columns[0]]
-    result = run_cli(*TABULAR[name], "--columns", ",".join(c.name for c in picked),
-                     "--sort", columns[0].name)
+    result = run_cli(
+        *TABULAR[name], "--columns", ",".join(c.name for c in picked), "--sort", columns[0].name
+    )
     header, rule, rows = table_lines(result.out)
     assert header.split() == [c.title for c in picked]
     assert rows and len(rule.split()) == 2
@@ -126,9 +136,9 @@ def test_numbers_are_right_aligned_text_left():
     inflight = spans[titles.index("INFLIGHT")]
     netdev = spans[titles.index("NETDEV")]
     for row in rows:
-        cell = row[inflight[0]:inflight[1]]
+        cell = row[inflight[0] : inflight[1]]
         assert cell == cell.strip().rjust(len(cell)), row
-        text = row[netdev[0]:netdev[1]]
+        text = row[netdev[0] : netdev[1]]
         assert text == text.strip().ljust(len(text)), row
 
 

@@ -11,8 +11,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from typing import Any, Dict, List, Optional
 
 import pytest
-
 from conftest import FIXTURES, run_cli
+
 from netmem_probe.cli import main
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.pools import FakePagePool
@@ -35,8 +35,15 @@ def _nic_pools(w: World) -> List[FakePagePool]:
     return [p for p in w.pools if p.listed_on is not None]
 
 
-def _traffic(fm: FaultyMemory, pool: FakePagePool, *, hold: int, release: int,
-             alloc_fast: int = 0, reads: Optional[List[int]] = None) -> None:
+def _traffic(
+    fm: FaultyMemory,
+    pool: FakePagePool,
+    *,
+    hold: int,
+    release: int,
+    alloc_fast: int = 0,
+    reads: Optional[List[int]] = None,
+) -> None:
     """After each read of the pool (one per refresh), its counters move."""
     at_hold = pool.obj.addr_of("pages_state_hold_cnt")
     at_release = pool.obj.addr_of("pages_state_release_cnt")
@@ -64,8 +71,9 @@ def test_watch_shows_deltas_rates_and_the_pool_that_only_grows():
     reads: List[int] = []
     _traffic(fm, leaking, hold=3, release=1, alloc_fast=30, reads=reads)
     _traffic(fm, steady, hold=4, release=4)
-    result = run_cli("pools", "--watch", INTERVAL, "-n", "4", "--json",
-                     program=fm.program(live=True))
+    result = run_cli(
+        "pools", "--watch", INTERVAL, "-n", "4", "--json", program=fm.program(live=True)
+    )
     assert result.code == 0, result
     records = _records(result.out)
     by_pool = {p.id: [r for r in records if r["id"] == p.id] for p in (leaking, steady, idle)}
@@ -124,18 +132,32 @@ def test_ctrl_c_ends_the_watch_cleanly():
     assert result.out.count("refresh ") == 2
 
 
-@pytest.mark.parametrize("args", [["-f", str(FIXTURES / "linux-7.3-mixed"), "pools", "--watch"],
-                                  ["-f", str(FIXTURES / "linux-6.12-mixed"), "pools",
-                                   "--watch", "1", "--json"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-f", str(FIXTURES / "linux-7.3-mixed"), "pools", "--watch"],
+        ["-f", str(FIXTURES / "linux-6.12-mixed"), "pools", "--watch", "1", "--json"],
+    ],
+)
 def test_watch_refuses_a_core_dump(args):
     result = run_cli(*args)
     assert result.code == 2 and result.out == ""
-    assert result.err == ("netmem-probe: error: --watch needs a live kernel: a core dump or "
-                          "fixture does not change (see --help)\n")
+    assert result.err == (
+        "netmem-probe: error: --watch needs a live kernel: a core dump or "
+        "fixture does not change (see --help)\n"
+    )
 
 
-@pytest.mark.parametrize("args", [["--watch", "0"], ["--watch", "-1"], ["-n", "2"],
-                                  ["--watch", "1", "-n", "0"], ["--watch", "soon"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--watch", "0"],
+        ["--watch", "-1"],
+        ["-n", "2"],
+        ["--watch", "1", "-n", "0"],
+        ["--watch", "soon"],
+    ],
+)
 def test_watch_arguments_are_checked(args):
     result = run_cli("pools", *args, program=FaultyMemory(_world()).program(live=True))
     assert result.code == 2, result

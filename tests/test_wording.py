@@ -22,8 +22,9 @@ def test_no_pools_is_not_followed_by_empty_parentheses():
 
 def test_one_pool_and_one_page_are_singular():
     line = summary(run_cli("-f", str(F), "pools", "--netdev", "lo", "--state", "detached"))
-    assert line.startswith("1 pool (1 orphaned), 4 pages in flight; 1 detached, still waiting "
-                           "for 4 pages ["), line
+    assert line.startswith(
+        "1 pool (1 orphaned), 4 pages in flight; 1 detached, still waiting for 4 pages ["
+    ), line
     line = summary(run_cli("-f", str(F), "pages", "--pool", "3"))
     assert line.startswith("15 page-pool pages of 1 pool;"), line
 

@@ -6,8 +6,8 @@
 import json
 
 import pytest
-
 from conftest import expected, fixtures_with, run_cli
+
 from netmem_probe.commands.pools import NETLINK_KEYS
 
 POOL_FIXTURES = fixtures_with("pools")
@@ -23,8 +23,11 @@ def test_pools_ynl_prints_netlinks_attributes_of_the_pools_netlink_shows(name, f
     assert result.code in (0, 1), result.err
     assert result.out.count("\n") == 1  # one line, as ynl prints a dump
     mine = json.loads(result.out)
-    want = [{k: v for k, v in p.items() if k in NETLINK_KEYS}
-            for p in expected(name)["pools"] if p["state"] in ("listed", "orphaned")]
+    want = [
+        {k: v for k, v in p.items() if k in NETLINK_KEYS}
+        for p in expected(name)["pools"]
+        if p["state"] in ("listed", "orphaned")
+    ]
     assert sorted(map(_key, mine)) == sorted(map(_key, want))
     assert all(list(p) == [k for k in NETLINK_KEYS if k in p] for p in mine)
 
@@ -59,8 +62,11 @@ def test_pool_ynl_prints_the_stats_object_netlink_would(name, fixture_program):
 
 def test_ynl_does_not_mix_with_other_output_modes(fixture_program):
     prog = fixture_program("linux-7.3-mixed")
-    for args in (["pools", "--ynl", "--json"], ["pool", "3", "--ynl", "--holders"],
-                 ["pool", "3", "--ynl", "--json"]):
+    for args in (
+        ["pools", "--ynl", "--json"],
+        ["pool", "3", "--ynl", "--holders"],
+        ["pool", "3", "--ynl", "--json"],
+    ):
         result = run_cli(*args, program=prog)
         assert result.code == 2 and result.out == "", args
 
@@ -76,12 +82,15 @@ def test_check_netlink_reports_each_pool_and_attribute_that_disagree(fixture_pro
     netlink = [dict(p) for p in moved[2:]] + [{"id": 999, "inflight": 0, "inflight-mem": 0}]
     netlink[0]["napi-id"] = 1
     found = netlink_disagreements(memory, netlink, moved)
-    assert found == sorted([
-        {"id": first["id"], "key": None, "memory": first, "netlink": None},
-        {"id": second["id"], "key": None, "memory": second, "netlink": None},
-        {"id": third["id"], "key": "napi-id", "memory": third.get("napi-id"), "netlink": 1},
-        {"id": 999, "key": None, "memory": None, "netlink": netlink[-1]},
-    ], key=lambda d: d["id"])
+    assert found == sorted(
+        [
+            {"id": first["id"], "key": None, "memory": first, "netlink": None},
+            {"id": second["id"], "key": None, "memory": second, "netlink": None},
+            {"id": third["id"], "key": "napi-id", "memory": third.get("napi-id"), "netlink": 1},
+            {"id": 999, "key": None, "memory": None, "netlink": netlink[-1]},
+        ],
+        key=lambda d: d["id"],
+    )
 
 
 def test_check_netlink_needs_a_live_kernel(fixture_program):

@@ -156,8 +156,7 @@ class HeaderWriter:
 
     def enum_body(self, type_):
         values = ",\n".join(
-            f"\t{e.name} = {e.value}{'UL' if e.value >= 1 << 63 else ''}"
-            for e in type_.enumerators
+            f"\t{e.name} = {e.value}{'UL' if e.value >= 1 << 63 else ''}" for e in type_.enumerators
         )
         tag = f" {type_.tag}" if type_.tag else ""
         return f"enum{tag} {{\n{values}\n}}"
@@ -245,20 +244,25 @@ class HeaderWriter:
         members = sorted(self.kept_members(type_, keep), key=lambda mk: mk[0].bit_offset)
         for member, sub_keep in members:
             off = member.bit_offset
-            member_path = f"{path}.{member.name}" if path and member.name else (
-                member.name or path)
+            member_path = f"{path}.{member.name}" if path and member.name else (member.name or path)
             if assert_root is not None and f"{assert_root}:{member_path}" in self.drops:
                 continue  # dropped: this kernel version lacks it; padding takes its place
             if not is_union:
                 if off < cur:
-                    raise ValueError(f"{type_.type_name()}.{member.name} overlaps the previous member")
+                    raise ValueError(
+                        f"{type_.type_name()}.{member.name} overlaps the previous member"
+                    )
                 lines += self.pad(cur, off, tabs)
-            anonymous_type = (member.type.kind in COMPOUND and member.type.tag is None
-                              and not member.type.qualifiers)
+            anonymous_type = (
+                member.type.kind in COMPOUND
+                and member.type.tag is None
+                and not member.type.qualifiers
+            )
             if member.name is None or anonymous_type:
                 keyword = "struct" if member.type.kind == TypeKind.STRUCT else "union"
-                inner = self.body(member.type, sub_keep, depth + 1, assert_root, base_bits + off,
-                                  member_path)
+                inner = self.body(
+                    member.type, sub_keep, depth + 1, assert_root, base_bits + off, member_path
+                )
                 name = f" {member.name}" if member.name else ""
                 text = f"{tabs}{keyword} {{\n{inner}\n{tabs}}}{name};"
                 size = member.type.size * 8
@@ -271,8 +275,11 @@ class HeaderWriter:
                     size = self.bits_of(member.type)
                     if assert_root is not None and size:
                         self.asserts.append(
-                            (f"__builtin_offsetof({assert_root}, {member_path})",
-                             (base_bits + off) // 8))
+                            (
+                                f"__builtin_offsetof({assert_root}, {member_path})",
+                                (base_bits + off) // 8,
+                            )
+                        )
                 text += ";"
             lines.append(text)
             cur = max(cur, off + size) if not is_union else max(cur, size)
@@ -418,20 +425,40 @@ def generate(
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--types", required=True, action="append",
-                        help="ELF with the kernel's DWARF; repeat for modules' .ko.debug "
-                        "(drivers' ring layouts)")
+    parser.add_argument(
+        "--types",
+        required=True,
+        action="append",
+        help="ELF with the kernel's DWARF; repeat for modules' .ko.debug (drivers' ring layouts)",
+    )
     parser.add_argument("--name", required=True, help="layout name, e.g. linux-7.3")
     parser.add_argument("--source", required=True, help="where the offsets came from")
-    parser.add_argument("--override", help="C file of definitions taken from kernel source "
-                        "that replace the input's (for versions without a debug vmlinux)")
-    parser.add_argument("--exclude", action="append", default=[], metavar="TYPE",
-                        help="a type of the input the kernel at hand does not have yet "
-                        "(struct net_iov, netmem_ref); its globals go too")
-    parser.add_argument("--drop", action="append", default=[], metavar="TYPE:MEMBER",
-                        help="leave out a member this version does not have (becomes padding)")
-    parser.add_argument("--page-shift", type=int, default=12,
-                        help="the kernel's PAGE_SHIFT (CONFIG_PAGE_SHIFT of its config)")
+    parser.add_argument(
+        "--override",
+        help="C file of definitions taken from kernel source "
+        "that replace the input's (for versions without a debug vmlinux)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a type of the input the kernel at hand does not have yet "
+        "(struct net_iov, netmem_ref); its globals go too",
+    )
+    parser.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="TYPE:MEMBER",
+        help="leave out a member this version does not have (becomes padding)",
+    )
+    parser.add_argument(
+        "--page-shift",
+        type=int,
+        default=12,
+        help="the kernel's PAGE_SHIFT (CONFIG_PAGE_SHIFT of its config)",
+    )
     args = parser.parse_args()
     arch = elf_arch(args.types[0])  # the vmlinux's
     prog = Program(drgn.host_platform)

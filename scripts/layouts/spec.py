@@ -51,9 +51,19 @@ STRUCTS = {
     "struct pp_memory_provider_params": ALL,
     # netdevs and namespaces
     "struct net_device": [
-        "name", "dev_list", "ifindex", "flags", "reg_state", "rtnl_link_ops",
-        "_rx", "num_rx_queues", "real_num_rx_queues", "nd_net", "dev",
-        "page_pools", "napi_list",
+        "name",
+        "dev_list",
+        "ifindex",
+        "flags",
+        "reg_state",
+        "rtnl_link_ops",
+        "_rx",
+        "num_rx_queues",
+        "real_num_rx_queues",
+        "nd_net",
+        "dev",
+        "page_pools",
+        "napi_list",
     ],
     "struct net": ["list", "dev_base_head", "loopback_dev", "ns", "ifindex"],
     "struct ns_common": ["inum"],
@@ -82,16 +92,39 @@ STRUCTS = {
     "struct io_ring_ctx": ["zcrx_ctxs"],
     # skbs and sockets (holders)
     "struct sk_buff": [
-        "next", "prev", "sk", "dev", "len", "data_len", "head_frag", "pp_recycle",
-        "tail", "end", "head", "data", "truesize", "users", "rbnode", "list",
+        "next",
+        "prev",
+        "sk",
+        "dev",
+        "len",
+        "data_len",
+        "head_frag",
+        "pp_recycle",
+        "tail",
+        "end",
+        "head",
+        "data",
+        "truesize",
+        "users",
+        "rbnode",
+        "list",
     ],
     "struct sk_buff_head": ALL,
     "struct sk_buff_fclones": ALL,
     # the skb slab caches (netmem_probe/kernel/skbs.py, drgn's slab helpers)
     "struct net_hotdata": ["skbuff_cache", "skbuff_fclone_cache", "skb_small_head_cache"],
     "struct kmem_cache": [
-        "cpu_sheaves", "flags", "size", "object_size", "offset", "oo", "refcount",
-        "red_left_pad", "name", "list", "per_node",
+        "cpu_sheaves",
+        "flags",
+        "size",
+        "object_size",
+        "offset",
+        "oo",
+        "refcount",
+        "red_left_pad",
+        "name",
+        "list",
+        "per_node",
     ],
     "struct kmem_cache_per_node_ptrs": ALL,
     "struct kmem_cache_order_objects": ALL,
@@ -102,11 +135,23 @@ STRUCTS = {
     # skb_frag_t before Linux v6.9 (frags[i].bv_page)
     "struct bio_vec": ALL,
     "struct sock_common": [
-        "skc_daddr", "skc_rcv_saddr", "skc_dport", "skc_num", "skc_family",
-        "skc_state", "skc_net", "skc_v6_daddr", "skc_v6_rcv_saddr",
+        "skc_daddr",
+        "skc_rcv_saddr",
+        "skc_dport",
+        "skc_num",
+        "skc_family",
+        "skc_state",
+        "skc_net",
+        "skc_v6_daddr",
+        "skc_v6_rcv_saddr",
     ],
-    "struct sock": ["__sk_common", "sk_receive_queue", "sk_error_queue", "sk_backlog",
-                    "sk_protocol"],
+    "struct sock": [
+        "__sk_common",
+        "sk_receive_queue",
+        "sk_error_queue",
+        "sk_backlog",
+        "sk_protocol",
+    ],
     # TCP's out-of-order queue (kernel/queues.py)
     "struct tcp_sock": ["inet_conn", "out_of_order_queue"],
     "struct inet_connection_sock": ["icsk_inet"],
@@ -144,19 +189,42 @@ STRUCTS = {
     "struct dev_printk_info": ALL,
     # clocks (detach ages are measured on CLOCK_BOOTTIME)
     "struct tk_data": ["seq", "timekeeper"],
-    "struct timekeeper": ["tkr_mono", "ktime_sec", "offs_real", "offs_boot", "offs_tai", "coarse_nsec"],
+    "struct timekeeper": [
+        "tkr_mono",
+        "ktime_sec",
+        "offs_real",
+        "offs_boot",
+        "offs_tai",
+        "coarse_nsec",
+    ],
     "struct tk_read_base": ["base", "xtime_nsec", "shift"],
     "struct seqcount_raw_spinlock": ALL,
     "struct seqcount": ALL,
 }
 
 # Typedefs that drgn's helpers or netmem-probe name directly.
-TYPEDEFS = ["time64_t", "phys_addr_t", "dma_addr_t", "netmem_ref", "atomic_long_t", "ktime_t",
-            "size_t", "u32", "u16"]
+TYPEDEFS = [
+    "time64_t",
+    "phys_addr_t",
+    "dma_addr_t",
+    "netmem_ref",
+    "atomic_long_t",
+    "ktime_t",
+    "size_t",
+    "u32",
+    "u16",
+]
 
 # Enumerations whose constants the tool looks up by name.
-ENUMS = ["enum pagetype", "enum net_iov_type", "enum dma_data_direction", "enum timekeeper_ids",
-         "enum vq_layout", "enum desc_state", "enum printk_info_flags"]
+ENUMS = [
+    "enum pagetype",
+    "enum net_iov_type",
+    "enum dma_data_direction",
+    "enum timekeeper_ids",
+    "enum vq_layout",
+    "enum desc_state",
+    "enum printk_info_flags",
+]
 
 # name -> kernel source file that defines it.
 GLOBALS = {

@@ -4,8 +4,8 @@ Where the real-kernel tier finds its dumps, and one Program per dump.
 ``NETMEM_PROBE_REALKERNEL`` names the kernels to check (``7.3`` or
 ``7.3,6.12,7.3-arm64,7.3-arm64-16k``: a series, with the Debian arm64 flavour
 ``make-vmcore SERIES --arch arm64 [--page-size 16k]`` boots; ``scripts/test``
-sets it and runs ``scripts/realkernel/make-vmcore`` first).  Unset, the tier is skipped with that reason; set, a missing dump is a
-failure, never a skip.
+sets it and runs ``scripts/realkernel/make-vmcore`` first).  Unset, the tier is
+skipped with that reason; set, a missing dump is a failure, never a skip.
 """
 
 import json
@@ -102,7 +102,7 @@ def live_truth(series: str) -> Dict[str, Any]:
 
 
 def small_kind(series: str) -> str:
-    """The smaller dump of a series: kdump-compressed, or the ELF one where there is none (arm64)."""
+    """The smaller dump of a series: kdump-compressed, or ELF where there is none (arm64)."""
     return "kdump" if truth(series)["dumps"].get("kdump") else "elf"
 
 

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+from realkernel_dumps import btf_program, dumps, live_truth, program, small_kind, truth
+
 from netmem_probe.target import fallback_note
-from realkernel_dumps import live_truth, btf_program, dumps, program, small_kind, truth
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
@@ -84,8 +84,10 @@ def test_the_command_line_with_no_symbols_says_how_it_read_the_dump(series):
     dump = truth(series)["dumps"][small_kind(series)]
     result = run_cli("-c", dump, "pools", "--json")
     want = run_cli("pools", "--json", program=program(series, small_kind(series)))
-    note = (f"netmem-probe: note: no debug info for the kernel of {dump}: reading it with "
-            "types from BTF (the dump's memory), symbols from kallsyms\n")
+    note = (
+        f"netmem-probe: note: no debug info for the kernel of {dump}: reading it with "
+        "types from BTF (the dump's memory), symbols from kallsyms\n"
+    )
     assert (result.code, result.out, result.err) == (want.code, want.out, note + want.err)
 
 
@@ -116,8 +118,23 @@ def test_btf_of_another_kernel_is_refused(series, other, tmp_path):
     assert len(result.err.splitlines()) == 1
 
 
-IDENTITY = ("id", "address", "state", "netdev", "orig-netdev", "ifindex", "napi-id", "netns",
-            "queue", "driver", "order", "pool-size", "nid", "cpuid", "flags")
+IDENTITY = (
+    "id",
+    "address",
+    "state",
+    "netdev",
+    "orig-netdev",
+    "ifindex",
+    "napi-id",
+    "netns",
+    "queue",
+    "driver",
+    "order",
+    "pool-size",
+    "nid",
+    "cpuid",
+    "flags",
+)
 
 
 @pytest.mark.parametrize("series", SERIES)
@@ -126,15 +143,19 @@ def test_live_run_with_no_symbols_read_btf_and_kallsyms_and_saw_the_same_pools(s
     live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
     btf = live.get("btf")
     if btf is None:
-        pytest.fail(f"{series}: the live run predates the BTF-only run "
-                    f"(scripts/realkernel/make-vmcore {series} --live)")
+        pytest.fail(
+            f"{series}: the live run predates the BTF-only run "
+            f"(scripts/realkernel/make-vmcore {series} --live)"
+        )
     assert btf["ok"] and btf["returncode"] in (0, 1), btf.get("error") or btf["stderr"]
-    assert ("reading it with types from BTF (/sys/kernel/btf/vmlinux), symbols from "
-            "/proc/kallsyms") in btf["stderr"]
+    assert (
+        "reading it with types from BTF (/sys/kernel/btf/vmlinux), symbols from /proc/kallsyms"
+    ) in btf["stderr"]
     # Both runs read the same running kernel one after the other: the same
     # pools, each with the same identity (counts move on a live kernel).
     assert [{k: p.get(k) for k in IDENTITY} for p in btf["output"]] == [
-        {k: p.get(k) for k in IDENTITY} for p in live["output"]]
+        {k: p.get(k) for k in IDENTITY} for p in live["output"]
+    ]
 
 
 @pytest.mark.parametrize("series,kind", DUMPS)
@@ -144,5 +165,8 @@ def test_module_symbols_come_from_the_module_list_as_from_module_debug_files(ser
     dwarf = program(series, kind)
     for name in ("veth_xmit", "virtnet_poll"):
         address = dwarf.symbol(name).address + 1
-        assert identify_address(btf_program(series, kind), address) == \
-            identify_address(dwarf, address) == f"function symbol: {name}+0x1"
+        assert (
+            identify_address(btf_program(series, kind), address)
+            == identify_address(dwarf, address)
+            == f"function symbol: {name}+0x1"
+        )

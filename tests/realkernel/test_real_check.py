@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 from realkernel_dumps import btf_program, dumps, live_truth, program, truth
 
@@ -103,7 +102,9 @@ def test_live_check_and_exporter_in_the_guest_without_debug_info(series):
     exported = {int(i) for name, i in samples if name == "netmem_page_pool_inflight_pages"}
     assert exported == set(pools)
     for pool_id in waiting:  # nothing returns a detached pool's parked pages
-        assert samples[("netmem_page_pool_inflight_pages", str(pool_id))] == pools[pool_id]["inflight"]
+        assert (
+            samples[("netmem_page_pool_inflight_pages", str(pool_id))] == pools[pool_id]["inflight"]
+        )
 
 
 @pytest.mark.parametrize("series,kind", DUMPS)

@@ -27,8 +27,11 @@ def test_virtio_net_rx_rings_are_walked_on_every_device(dump):
     truth, prog = dump
     rings = RxRings(prog, Problems())
     assert not rings.unwalked
-    virtio = {s["ifname"] for s in truth["scenario"]
-              if s["kind"] == "virtio_net" and not s.get("device_deleted")}
+    virtio = {
+        s["ifname"]
+        for s in truth["scenario"]
+        if s["kind"] == "virtio_net" and not s.get("device_deleted")
+    }
     walked = {name.split()[1] for name in rings.walked if name.startswith("virtio_net ")}
     assert virtio <= walked
     per_device = {}
@@ -45,14 +48,16 @@ def test_a_slab_object_is_named_with_the_member_pointing_at_it(dump):
     place = slab_place(prog, address)
     assert place is not None and place.allocated and place.cache.startswith("kmalloc-")
     # One step back: the vring_virtqueue's split.desc_state points at the array.
-    found = referrers(prog, {place.object},
-                      search_words(prog, {place.object}, (), Problems()))[place.object]
+    found = referrers(prog, {place.object}, search_words(prog, {place.object}, (), Problems()))[
+        place.object
+    ]
     assert found and any(p.startswith("kmalloc-") for p in found), found
     assert place_of(prog, prog.symbol("init_net").address + 8).startswith("init_net.")
 
 
-@pytest.fixture(scope="module", params=[d for d in dumps() if d[1] == "elf"],
-                ids=lambda d: "-".join(d))
+@pytest.fixture(
+    scope="module", params=[d for d in dumps() if d[1] == "elf"], ids=lambda d: "-".join(d)
+)
 def summaries(request):
     """Every pool's holder summary (one memmap scan, one memory search) and the scenario."""
     series, kind = request.param
@@ -76,8 +81,10 @@ def summaries(request):
                 sockets.setdefault((pool_id, h.sock.local, h.queue), h)
     t = truth(series)
     if "holders" not in t:
-        pytest.fail("the dump's truth.json has no 'holders' record: it was made before the "
-                    "scenario recorded them; rerun scripts/realkernel/make-vmcore " + series)
+        pytest.fail(
+            "the dump's truth.json has no 'holders' record: it was made before the "
+            "scenario recorded them; rerun scripts/realkernel/make-vmcore " + series
+        )
     return t, {info.id: info for info in pools}, per_pool, sockets
 
 
@@ -92,8 +99,11 @@ def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
     truth, pools, per_pool, sockets = summaries
     listed = next(s for s in truth["scenario"] if s["id"] == "virtio-listed")
     sink = f"{listed['sink']['addr']}:{listed['sink']['port']}"
-    (pool_id,) = [i for i, info in pools.items()
-                  if info.netdev is not None and info.netdev.name == listed["ifname"]]
+    (pool_id,) = [
+        i
+        for i, info in pools.items()
+        if info.netdev is not None and info.netdev.name == listed["ifname"]
+    ]
     kinds = per_pool[pool_id].kinds
     assert set(kinds) <= {"rx-ring", "socket-receive", "pool-cache", "pool-ring"}, kinds
     # 256 buffers posted: over 64 pages of 4 KiB, fewer of 16 KiB (more buffers per page)
@@ -111,8 +121,11 @@ def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
 def test_the_tcp_out_of_order_queue_holds_veth_pool_pages(summaries):
     truth, pools, per_pool, sockets = summaries
     ofo = truth["holders"]["tcp_ofo"]
-    held = [(pool_id, h) for (pool_id, local, queue), h in sockets.items()
-            if local == ofo["server"] and queue == "tcp-ofo"]
+    held = [
+        (pool_id, h)
+        for (pool_id, local, queue), h in sockets.items()
+        if local == ofo["server"] and queue == "tcp-ofo"
+    ]
     assert held, "no page of any pool is in the TCP out-of-order queue"
     for pool_id, h in held:
         assert h.sock.protocol == "tcp" and h.sock.state == "ESTABLISHED"

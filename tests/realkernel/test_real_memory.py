@@ -12,7 +12,6 @@ parked in a sink's receive queue.
 import json
 
 import pytest
-
 from conftest import run_cli
 from realkernel_dumps import dumps, program, truth
 
@@ -46,8 +45,7 @@ def test_detached_pools_pages_are_parked_in_the_sinks(dump):
     result = run_cli("leaks", "--json", program=prog)
     assert result.code == 0, result.err
     rows = _lines(result)
-    sinks = {f"{s['sink']['addr']}:{s['sink']['port']}" for s in truth["scenario"]
-             if s.get("sink")}
+    sinks = {f"{s['sink']['addr']}:{s['sink']['port']}" for s in truth["scenario"] if s.get("sink")}
     if truth.get("pp_test"):  # the pp_test module's socket (scripts/realkernel/c/pp_test)
         sinks.add("10.99.0.1:7000")
     assert rows and {r["verdict"] for r in rows} == {"parked"}
@@ -59,8 +57,16 @@ def test_detached_pools_pages_are_parked_in_the_sinks(dump):
 def test_holders_of_a_listed_pools_pages(dump):
     truth, prog = dump
     listed = [s for s in truth["scenario"] if s.get("expected_state") == "listed"]
-    pool_ids = [p["id"] for ns in truth["netns"] for p in ns["page-pool-get"] or []
-                if p.get("ifindex") == listed[0]["ifindex"]] if listed else []
+    pool_ids = (
+        [
+            p["id"]
+            for ns in truth["netns"]
+            for p in ns["page-pool-get"] or []
+            if p.get("ifindex") == listed[0]["ifindex"]
+        ]
+        if listed
+        else []
+    )
     if not pool_ids:
         pytest.skip("no listed pool on this kernel")
     pages = _lines(run_cli("pages", "--pool", str(pool_ids[0]), "--json", program=prog))
@@ -74,6 +80,9 @@ def test_holders_of_a_listed_pools_pages(dump):
         kinds = {h["kind"] for h in holders[page["page"]]}
         if page["where"] == "cache":
             assert "pool-cache" in kinds
-    in_sink = [p for p in pages if any(h["local"] == sink and h["queue"] == "receive"
-                                       for h in holders[p["page"]])]
+    in_sink = [
+        p
+        for p in pages
+        if any(h["local"] == sink and h["queue"] == "receive" for h in holders[p["page"]])
+    ]
     assert in_sink and all(p["where"] == "out" for p in in_sink)

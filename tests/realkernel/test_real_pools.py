@@ -7,14 +7,21 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 from realkernel_dumps import dumps, live_truth, netlink_pools, page_size, program, small_kind, truth
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
-NETLINK_KEYS = ("id", "ifindex", "napi-id", "inflight", "inflight-mem", "detach-time", "dmabuf",
-                "io-uring")
+NETLINK_KEYS = (
+    "id",
+    "ifindex",
+    "napi-id",
+    "inflight",
+    "inflight-mem",
+    "detach-time",
+    "dmabuf",
+    "io-uring",
+)
 
 
 @pytest.mark.parametrize("series,kind", DUMPS)
@@ -123,7 +130,8 @@ def test_live_run_in_the_guest_matched_its_own_netlink(series):
     # is still there, in the same state (6.12's netlink lists no pool at all).
     dumped = run_cli("pools", "--json", program=program(series, small_kind(series))).json()
     assert {p["id"]: p["state"] for p in dumped} == {
-        i: ours[i]["state"] for i in (p["id"] for p in dumped)}
+        i: ours[i]["state"] for i in (p["id"] for p in dumped)
+    }
     for moment in ("before", "after"):
         listed = {p["id"]: p for ns in netlink[moment] for p in ns["page-pool-get"]}
         for pool_id, theirs in listed.items():
@@ -131,7 +139,10 @@ def test_live_run_in_the_guest_matched_its_own_netlink(series):
             # The kernel runs on between the two netlink dumps and our read:
             # identity must match exactly, counts only as a live snapshot can.
             assert (mine["id"], mine.get("ifindex"), mine.get("napi-id")) == (
-                theirs["id"], theirs.get("ifindex"), theirs.get("napi-id"))
+                theirs["id"],
+                theirs.get("ifindex"),
+                theirs.get("napi-id"),
+            )
             assert mine["state"] in ("listed", "orphaned")
     before = {p["id"]: p["inflight"] for ns in netlink["before"] for p in ns["page-pool-get"]}
     after = {p["id"]: p["inflight"] for ns in netlink["after"] for p in ns["page-pool-get"]}

@@ -8,7 +8,6 @@ the only page pools there are, and the kernel keeps no registry of them.
 import json
 
 import pytest
-
 from conftest import run_cli
 from realkernel_dumps import dumps, program, truth
 

@@ -11,7 +11,6 @@ to it, only the io_uring file the process has open.
 import json
 
 import pytest
-
 from conftest import run_cli
 from realkernel_dumps import dumps, program, truth
 
@@ -48,4 +47,7 @@ def test_user_held_niovs_are_the_buffers_the_process_kept(zcrx_dump):
     assert all(n["user-refs"] >= 1 and n["pool-id"] is None for n in held)
     decoded = run_cli("decode", "--json", held[0]["netmem"], program=prog).json()[0]
     assert (decoded["type"], decoded["index"], decoded["error"]) == (
-        "io_uring", held[0]["index"], None)
+        "io_uring",
+        held[0]["index"],
+        None,
+    )

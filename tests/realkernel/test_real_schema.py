@@ -7,11 +7,11 @@ dump (ELF) validates against its schema in docs/schema/, and the
 import json
 
 import pytest
-
 from conftest import run_cli
 from realkernel_dumps import SERIES, program
 from test_drgn_snippets import records, run_snippet, same_records, snippet
 from test_json_schema import check
+
 from netmem_probe.snippets import COUNT_KEYS, KEYS
 
 pytestmark = pytest.mark.realkernel
@@ -19,8 +19,10 @@ pytestmark = pytest.mark.realkernel
 
 def _invocations(prog):
     pools = run_cli("pools", "--json", program=prog).json()
-    pages = [json.loads(line)["page"] for line in
-             run_cli("pages", "--all-pools", "--json", program=prog).out.splitlines()]
+    pages = [
+        json.loads(line)["page"]
+        for line in run_cli("pages", "--all-pools", "--json", program=prog).out.splitlines()
+    ]
     detached = [p["id"] for p in pools if p["detached"] and p["inflight"]]
     return [
         ["pools"],

@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
-from test_json_schema import check as check_schema
 from realkernel_dumps import SERIES, dumps, live_truth, program, truth
+from test_json_schema import check as check_schema
 
 pytestmark = pytest.mark.realkernel
 

@@ -15,6 +15,7 @@ prints: ``id``, ``ifindex``, ``napi-id``, ``inflight``, ``inflight-mem``,
 
     nlpp.py --attrs netdev-attrs.json [--netns NAME|PATH] [--stats]
 """
+
 import ctypes
 import errno
 import json
@@ -60,7 +61,7 @@ def _parse_attrs(data):
         alen, atype = struct.unpack_from("=HH", data, off)
         if alen < 4:
             break
-        out.append((atype & NLA_TYPE_MASK, data[off + 4:off + alen]))
+        out.append((atype & NLA_TYPE_MASK, data[off + 4 : off + alen]))
         off += (alen + 3) & ~3
     return out
 
@@ -105,7 +106,7 @@ class GenlSocket:
             off = 0
             while off + 16 <= len(data):
                 mlen, mtype, mflags, mseq, _ = struct.unpack_from("=LHHLL", data, off)
-                body = data[off + 16:off + mlen]
+                body = data[off + 16 : off + mlen]
                 off += (mlen + 3) & ~3
                 if mseq != self.seq:
                     continue
@@ -123,8 +124,9 @@ class GenlSocket:
                 msgs.append(body[4:])  # strip genlmsghdr
 
     def family_id(self, name):
-        msgs = self.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY,
-                            _nla(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"))
+        msgs = self.request(
+            GENL_ID_CTRL, CTRL_CMD_GETFAMILY, _nla(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0")
+        )
         for m in msgs:
             for atype, val in _parse_attrs(m):
                 if atype == CTRL_ATTR_FAMILY_ID:
@@ -193,8 +195,12 @@ def dump_netns(attrs, nspath=None, stats=True):
     if not attrs.get("cmds"):
         # a kernel before page-pool netlink (6.8): nothing to ask
         why = attrs.get("none") or "no page-pool netlink commands"
-        return {"page-pool-get": None, "page-pool-get-error": why,
-                "page-pool-stats-get": None, "page-pool-stats-get-error": why}
+        return {
+            "page-pool-get": None,
+            "page-pool-get-error": why,
+            "page-pool-stats-get": None,
+            "page-pool-stats-get-error": why,
+        }
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
         if nspath:
@@ -232,8 +238,11 @@ def main(argv):
     args = ap.parse_args(argv)
     with open(args.attrs) as f:
         attrs = json.load(f)
-    json.dump(dump_netns(attrs, netns_path(args.netns) if args.netns else None, args.stats),
-              sys.stdout, indent=1)
+    json.dump(
+        dump_netns(attrs, netns_path(args.netns) if args.netns else None, args.stats),
+        sys.stdout,
+        indent=1,
+    )
     print()
 
 

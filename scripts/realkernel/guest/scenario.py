@@ -14,6 +14,7 @@ scripts/realkernel/README.md, "Scenario"), keeps pages in flight with unread
 sockets, records the kernel's own netlink view in every namespace, and then
 keeps everything alive until QEMU is stopped.
 """
+
 with open("/proc/uptime") as _f:
     _T_START = float(_f.read().split()[0])
 import argparse  # noqa: E402
@@ -37,7 +38,7 @@ OUT = None
 CFG = None
 TIMINGS = {}
 SCENARIO = []
-KEEP = []          # sockets and processes that must stay alive through the dump
+KEEP = []  # sockets and processes that must stay alive through the dump
 DELETED_NETNS = {}
 VETH_DATAGRAMS = 24
 DGRAM = 1200
@@ -96,12 +97,19 @@ def ipb(lines, ns=None):
     """ip -batch: one exec for many commands."""
     t = time.monotonic()
     pre = ["ip"] + (["-n", ns] if ns else []) + ["-batch", "-"]
-    p = subprocess.run(pre, input="\n".join(lines) + "\n", stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(
+        pre,
+        input="\n".join(lines) + "\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if p.returncode != 0:
         raise RuntimeError("%s: exit %d: %s" % (" ".join(pre), p.returncode, p.stderr.strip()))
-    log("  ip%s -batch (%d commands): %.2f s" % (" -n " + ns if ns else "", len(lines),
-                                                 time.monotonic() - t))
+    log(
+        "  ip%s -batch (%d commands): %.2f s"
+        % (" -n " + ns if ns else "", len(lines), time.monotonic() - t)
+    )
 
 
 MNT_DETACH = 2
@@ -120,8 +128,10 @@ def netns_del(name):
     try:
         os.unlink(path)
     except OSError as e:
-        mi = [l.strip() for l in open("/proc/self/mountinfo") if "netns" in l]
-        raise RuntimeError("netns del %s: %s (umount2: %s; mountinfo: %s)" % (name, e, errs, mi))
+        mi = [line.strip() for line in open("/proc/self/mountinfo") if "netns" in line]
+        raise RuntimeError(
+            "netns del %s: %s (umount2: %s; mountinfo: %s)" % (name, e, errs, mi)
+        ) from e
 
 
 def nspath(ns):
@@ -240,16 +250,25 @@ def tcp_ofo(ns, addr, port):
     for i in range(OFO_SEGMENTS):
         seq = (seqs["snd"] + (2 * i + 1) * OFO_BYTES) & 0xFFFFFFFF  # a hole before each
         hdr = struct.pack("!HHIIBBHHH", sport, port, seq, seqs["rcv"], 5 << 4, 0x18, 65535, 0, 0)
-        pseudo = socket.inet_aton(src) + socket.inet_aton(addr) + struct.pack(
-            "!BBH", 0, socket.IPPROTO_TCP, len(hdr) + len(payload))
+        pseudo = (
+            socket.inet_aton(src)
+            + socket.inet_aton(addr)
+            + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(hdr) + len(payload))
+        )
         csum = _csum(pseudo + hdr + payload)
         raw.sendto(hdr[:16] + struct.pack("!H", csum) + hdr[18:] + payload, (addr, 0))
     raw.close()
     wait_for(lambda: meminfo(srv)["rmem_alloc"] > 0, 10, "out-of-order segments queued")
     settle([srv], quiet=0.5, timeout=10)
-    return {"netns": ns, "server": "%s:%d" % (addr, port), "client": "%s:%d" % (src, sport),
-            "segments": OFO_SEGMENTS, "bytes": OFO_SEGMENTS * OFO_BYTES,
-            "server_fd": srv.fileno(), "server_meminfo": meminfo(srv)}
+    return {
+        "netns": ns,
+        "server": "%s:%d" % (addr, port),
+        "client": "%s:%d" % (src, sport),
+        "segments": OFO_SEGMENTS,
+        "bytes": OFO_SEGMENTS * OFO_BYTES,
+        "server_fd": srv.fileno(),
+        "server_meminfo": meminfo(srv),
+    }
 
 
 # ---------------------------------------------------------------- XDP (raw bpf syscall)
@@ -271,17 +290,32 @@ def bpf(cmd, attr):
 
 def load_xdp_pass(pin):
     """r0 = XDP_PASS (2); exit.  Loaded with bpf(BPF_PROG_LOAD), pinned at `pin`."""
-    insns = ctypes.create_string_buffer(struct.pack("<BBhi", 0xB7, 0, 0, 2) +
-                                        struct.pack("<BBhi", 0x95, 0, 0, 0))
+    insns = ctypes.create_string_buffer(
+        struct.pack("<BBhi", 0xB7, 0, 0, 2) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+    )
     lic = ctypes.create_string_buffer(b"GPL")
     logbuf = ctypes.create_string_buffer(1 << 16)
-    attr = struct.pack("<IIQQIIQII16sII", BPF_PROG_TYPE_XDP, 2, ctypes.addressof(insns),
-                       ctypes.addressof(lic), 1, len(logbuf), ctypes.addressof(logbuf),
-                       0, 0, b"netmem_xdp_pass", 0, 0)
+    attr = struct.pack(
+        "<IIQQIIQII16sII",
+        BPF_PROG_TYPE_XDP,
+        2,
+        ctypes.addressof(insns),
+        ctypes.addressof(lic),
+        1,
+        len(logbuf),
+        ctypes.addressof(logbuf),
+        0,
+        0,
+        b"netmem_xdp_pass",
+        0,
+        0,
+    )
     try:
         fd = bpf(BPF_PROG_LOAD, attr)
     except OSError as e:
-        raise RuntimeError("%s; verifier log: %s" % (e, logbuf.value.decode(errors="replace")))
+        raise RuntimeError(
+            "%s; verifier log: %s" % (e, logbuf.value.decode(errors="replace"))
+        ) from e
     path = ctypes.create_string_buffer(pin.encode())
     bpf(BPF_OBJ_PIN, struct.pack("<QII", ctypes.addressof(path), fd, 0))
     KEEP.append(fd)
@@ -307,22 +341,26 @@ def set_gro(ns, ifname, on=True):
     with in_netns(ns):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        b = ctypes.create_string_buffer(struct.pack("<IIQI", ETHTOOL_GSSET_INFO, 0,
-                                                    1 << ETH_SS_FEATURES, 0))
+        b = ctypes.create_string_buffer(
+            struct.pack("<IIQI", ETHTOOL_GSSET_INFO, 0, 1 << ETH_SS_FEATURES, 0)
+        )
         _ethtool(s, ifname, b)
         n = struct.unpack_from("<I", b.raw, 16)[0]
-        b = ctypes.create_string_buffer(struct.pack("<III", ETHTOOL_GSTRINGS, ETH_SS_FEATURES, n)
-                                        + b"\0" * (32 * n))
+        b = ctypes.create_string_buffer(
+            struct.pack("<III", ETHTOOL_GSTRINGS, ETH_SS_FEATURES, n) + b"\0" * (32 * n)
+        )
         _ethtool(s, ifname, b)
-        names = [b.raw[12 + 32 * i:12 + 32 * (i + 1)].split(b"\0")[0].decode() for i in range(n)]
+        names = [b.raw[12 + 32 * i : 12 + 32 * (i + 1)].split(b"\0")[0].decode() for i in range(n)]
         bit = names.index("rx-gro")
         words = (n + 31) // 32
         blocks = [[0, 0] for _ in range(words)]
         blocks[bit // 32][0] |= 1 << (bit % 32)
         if on:
             blocks[bit // 32][1] |= 1 << (bit % 32)
-        b = ctypes.create_string_buffer(struct.pack("<II", ETHTOOL_SFEATURES, words) +
-                                        b"".join(struct.pack("<II", *x) for x in blocks))
+        b = ctypes.create_string_buffer(
+            struct.pack("<II", ETHTOOL_SFEATURES, words)
+            + b"".join(struct.pack("<II", *x) for x in blocks)
+        )
         _ethtool(s, ifname, b)
     finally:
         s.close()
@@ -335,26 +373,35 @@ def links(ns):
     except Exception as e:  # noqa: BLE001
         return [{"error": str(e)}]
     out = []
-    for l in data:
-        kind = (l.get("linkinfo") or {}).get("info_kind")
+    for link in data:
+        kind = (link.get("linkinfo") or {}).get("info_kind")
         driver = None
         if kind:
             driver = kind
-        elif l.get("parentbus") == "virtio" and l.get("parentdev"):
-            p = "/sys/bus/virtio/devices/%s/driver" % l["parentdev"]
+        elif link.get("parentbus") == "virtio" and link.get("parentdev"):
+            p = "/sys/bus/virtio/devices/%s/driver" % link["parentdev"]
             driver = os.path.basename(os.readlink(p)) if os.path.islink(p) else None
-        out.append({"ifindex": l.get("ifindex"), "ifname": l.get("ifname"),
-                    "address": l.get("address"), "operstate": l.get("operstate"),
-                    "kind": kind, "driver": driver, "parentdev": l.get("parentdev"),
-                    "xdp": (l.get("xdp") or {}).get("prog", {}).get("id")
-                    if isinstance(l.get("xdp"), dict) else None})
+        out.append(
+            {
+                "ifindex": link.get("ifindex"),
+                "ifname": link.get("ifname"),
+                "address": link.get("address"),
+                "operstate": link.get("operstate"),
+                "kind": kind,
+                "driver": driver,
+                "parentdev": link.get("parentdev"),
+                "xdp": (link.get("xdp") or {}).get("prog", {}).get("id")
+                if isinstance(link.get("xdp"), dict)
+                else None,
+            }
+        )
     return out
 
 
 def ifindex(ns, ifname):
-    for l in links(ns):
-        if l.get("ifname") == ifname:
-            return l["ifindex"]
+    for link in links(ns):
+        if link.get("ifname") == ifname:
+            return link["ifindex"]
     return None
 
 
@@ -367,10 +414,13 @@ def netns_names():
 
 def clocks():
     up, idle = open("/proc/uptime").read().split()
-    return {"uptime": float(up), "uptime_idle": float(idle),
-            "boottime_ns": time.clock_gettime_ns(time.CLOCK_BOOTTIME),
-            "monotonic_ns": time.clock_gettime_ns(time.CLOCK_MONOTONIC),
-            "realtime": time.time()}
+    return {
+        "uptime": float(up),
+        "uptime_idle": float(idle),
+        "boottime_ns": time.clock_gettime_ns(time.CLOCK_BOOTTIME),
+        "monotonic_ns": time.clock_gettime_ns(time.CLOCK_MONOTONIC),
+        "realtime": time.time(),
+    }
 
 
 _KSYMS = None
@@ -432,15 +482,26 @@ def run_pp_test():
     for line in state.splitlines():
         w = line.split()
         if w[0] == "pool":
-            pools.append({"n": int(w[1]), "address": hex(int(w[2], 16)), "hold": int(w[3]),
-                          "release": int(w[4]) & 0xFFFFFFFF, "destroyed": w[5] == "1",
-                          "inflight": (int(w[3]) - int(w[4])) & 0xFFFFFFFF})
+            pools.append(
+                {
+                    "n": int(w[1]),
+                    "address": hex(int(w[2], 16)),
+                    "hold": int(w[3]),
+                    "release": int(w[4]) & 0xFFFFFFFF,
+                    "destroyed": w[5] == "1",
+                    "inflight": (int(w[3]) - int(w[4])) & 0xFFFFFFFF,
+                }
+            )
         elif w[0] == "held":
             held_pages.append({"pool": int(w[1]), "page": hex(int(w[2], 16))})
-    res = {"pools": pools, "held": held_pages, "sink": meminfo(s),
-           "ifindex": ifindex("init_net", "pptest0"),
-           "datagrams": {"pool0": rx0, "pool0-read-back": back0, "pool1": rx1},
-           "sink_queued": rx0 - back0 + rx1}
+    res = {
+        "pools": pools,
+        "held": held_pages,
+        "sink": meminfo(s),
+        "ifindex": ifindex("init_net", "pptest0"),
+        "datagrams": {"pool0": rx0, "pool0-read-back": back0, "pool1": rx1},
+        "sink_queued": rx0 - back0 + rx1,
+    }
     log("pp_test: %s" % json.dumps(res)[:400])
     return res
 
@@ -451,8 +512,7 @@ def netlink_all(with_links=True):
         entry = {"name": ns, "inum": inum(None if ns == "init_net" else ns)}
         if with_links:
             entry["links"] = links(ns)
-        d = nlpp.dump_netns(CFG["attrs"], None if ns == "init_net" else nspath(ns),
-                            stats=True)
+        d = nlpp.dump_netns(CFG["attrs"], None if ns == "init_net" else nspath(ns), stats=True)
         entry.update(d)
         res.append(entry)
     return res
@@ -472,9 +532,9 @@ def add(**kw):
 
 # ---------------------------------------------------------------- scenario
 def nic_by_mac(mac, ns=None):
-    for l in links(ns or "init_net"):
-        if (l.get("address") or "").lower() == mac.lower():
-            return l
+    for link in links(ns or "init_net"):
+        if (link.get("address") or "").lower() == mac.lower():
+            return link
     return None
 
 
@@ -491,16 +551,22 @@ def main():
             init = json.load(f)
     except OSError:
         init = {}
-    log("kernel %s; python started at %.2f s, imports done at %.2f s; init: %s"
-        % (os.uname().release, _T_START, _T_IMPORTED, init))
+    log(
+        "kernel %s; python started at %.2f s, imports done at %.2f s; init: %s"
+        % (os.uname().release, _T_START, _T_IMPORTED, init)
+    )
     nics = {n["role"]: n for n in CFG["nics"]}
     virtio_pp = bool(init.get("virtio_page_pools"))
     pm_done = init.get("pm_cycle") == "done"
 
     with step("setup-netns"):
         # batched: every exec of ip over 9p costs ~0.2 s under TCG
-        ipb(["netns add %s" % ns for ns in
-             ("pp-keep", "pp-xdp", "pp-gro-b", "pp-gro-c", "pp-detach", "pp-dying")])
+        ipb(
+            [
+                "netns add %s" % ns
+                for ns in ("pp-keep", "pp-xdp", "pp-gro-b", "pp-gro-c", "pp-detach", "pp-dying")
+            ]
+        )
         for ns in netns_names():
             nsname = None if ns == "init_net" else ns
             for k in ("all", "default"):
@@ -517,56 +583,82 @@ def main():
         eth0, eth1, ethp = l0["ifname"], l1["ifname"], lp["ifname"]
         pin = load_xdp_pass("/run/netmem-bpf/xdp_pass")
         xdp = "link set dev %s xdpdrv pinned " + pin
-        ipb([
-            "link set lo up",
-            "addr add %s/24 dev %s" % (nics["listed"]["guest_ip"], eth0),
-            "link set %s up" % eth0,
-            "addr add %s/24 dev %s" % (nics["orphan"]["guest_ip"], eth1),
-            "link set %s up" % eth1,
-            # pp-poison: ethp receives for 10.0.4.20 (proxy ARP) and forwards it over
-            # veth pz0 -> pz1 into pp-keep, where the sink holds the skbs.
-            "link add pz0 netns pp-poison type veth peer name pz1 netns pp-keep",
-            # pp-xdp: XDP on the receiving end vxa1; sender in init_net
-            "link add vxa0 type veth peer name vxa1 netns pp-xdp",
-            "addr add 10.77.1.1/24 dev vxa0",
-            "link set vxa0 up",
-            # pp-gro-b <-> pp-gro-c: XDP on vgb0 (b), GRO only on vgc0 (c)
-            "link add vgb0 netns pp-gro-b type veth peer name vgc0 netns pp-gro-c",
-            # pp-detach: XDP on vd0; the pair is deleted later
-            "link add vd1 type veth peer name vd0 netns pp-detach",
-            "addr add 10.77.3.1/24 dev vd1",
-            "link set vd1 up",
-            # pp-dying: XDP on vn0, forwarded over vm0 -> vm1 into pp-keep; deleted later
-            "link add vn1 type veth peer name vn0 netns pp-dying",
-            "addr add 10.77.4.1/24 dev vn1",
-            "link set vn1 up",
-            "link add vm0 netns pp-dying type veth peer name vm1 netns pp-keep",
-            "route add 10.77.5.0/24 via 10.77.4.2",
-        ])
-        ipb(["link set lo up",
-             "addr add %s/24 dev %s" % (nics["poison"]["guest_ip"], ethp),
-             "link set %s up" % ethp,
-             "link set pz0 up",
-             "route add %s/32 dev pz0" % nics["poison"]["fwd_ip"]], ns="pp-poison")
+        ipb(
+            [
+                "link set lo up",
+                "addr add %s/24 dev %s" % (nics["listed"]["guest_ip"], eth0),
+                "link set %s up" % eth0,
+                "addr add %s/24 dev %s" % (nics["orphan"]["guest_ip"], eth1),
+                "link set %s up" % eth1,
+                # pp-poison: ethp receives for 10.0.4.20 (proxy ARP) and forwards it over
+                # veth pz0 -> pz1 into pp-keep, where the sink holds the skbs.
+                "link add pz0 netns pp-poison type veth peer name pz1 netns pp-keep",
+                # pp-xdp: XDP on the receiving end vxa1; sender in init_net
+                "link add vxa0 type veth peer name vxa1 netns pp-xdp",
+                "addr add 10.77.1.1/24 dev vxa0",
+                "link set vxa0 up",
+                # pp-gro-b <-> pp-gro-c: XDP on vgb0 (b), GRO only on vgc0 (c)
+                "link add vgb0 netns pp-gro-b type veth peer name vgc0 netns pp-gro-c",
+                # pp-detach: XDP on vd0; the pair is deleted later
+                "link add vd1 type veth peer name vd0 netns pp-detach",
+                "addr add 10.77.3.1/24 dev vd1",
+                "link set vd1 up",
+                # pp-dying: XDP on vn0, forwarded over vm0 -> vm1 into pp-keep; deleted later
+                "link add vn1 type veth peer name vn0 netns pp-dying",
+                "addr add 10.77.4.1/24 dev vn1",
+                "link set vn1 up",
+                "link add vm0 netns pp-dying type veth peer name vm1 netns pp-keep",
+                "route add 10.77.5.0/24 via 10.77.4.2",
+            ]
+        )
+        ipb(
+            [
+                "link set lo up",
+                "addr add %s/24 dev %s" % (nics["poison"]["guest_ip"], ethp),
+                "link set %s up" % ethp,
+                "link set pz0 up",
+                "route add %s/32 dev pz0" % nics["poison"]["fwd_ip"],
+            ],
+            ns="pp-poison",
+        )
         sysctl("pp-poison", "net.ipv4.ip_forward", 1)
         sysctl("pp-poison", "net.ipv4.conf.%s.proxy_arp" % ethp, 1)
-        ipb(["link set lo up",
-             "addr add %s/24 dev pz1" % nics["poison"]["fwd_ip"],
-             "link set pz1 up",
-             "addr add 10.77.5.2/24 dev vm1",
-             "link set vm1 up",
-             "route add default via 10.77.5.1"], ns="pp-keep")
-        ipb(["link set lo up", "addr add 10.77.1.2/24 dev vxa1", "link set vxa1 up",
-             xdp % "vxa1"], ns="pp-xdp")
-        ipb(["link set lo up", "addr add 10.77.2.1/24 dev vgb0", "link set vgb0 up",
-             xdp % "vgb0"], ns="pp-gro-b")
-        ipb(["link set lo up", "addr add 10.77.2.2/24 dev vgc0", "link set vgc0 up"],
-            ns="pp-gro-c")
-        ipb(["link set lo up", "addr add 10.77.3.2/24 dev vd0", "link set vd0 up",
-             xdp % "vd0"], ns="pp-detach")
+        ipb(
+            [
+                "link set lo up",
+                "addr add %s/24 dev pz1" % nics["poison"]["fwd_ip"],
+                "link set pz1 up",
+                "addr add 10.77.5.2/24 dev vm1",
+                "link set vm1 up",
+                "route add default via 10.77.5.1",
+            ],
+            ns="pp-keep",
+        )
+        ipb(
+            ["link set lo up", "addr add 10.77.1.2/24 dev vxa1", "link set vxa1 up", xdp % "vxa1"],
+            ns="pp-xdp",
+        )
+        ipb(
+            ["link set lo up", "addr add 10.77.2.1/24 dev vgb0", "link set vgb0 up", xdp % "vgb0"],
+            ns="pp-gro-b",
+        )
+        ipb(["link set lo up", "addr add 10.77.2.2/24 dev vgc0", "link set vgc0 up"], ns="pp-gro-c")
+        ipb(
+            ["link set lo up", "addr add 10.77.3.2/24 dev vd0", "link set vd0 up", xdp % "vd0"],
+            ns="pp-detach",
+        )
         sysctl("pp-dying", "net.ipv4.ip_forward", 1)
-        ipb(["link set lo up", "addr add 10.77.4.2/24 dev vn0", "link set vn0 up",
-             "addr add 10.77.5.1/24 dev vm0", "link set vm0 up", xdp % "vn0"], ns="pp-dying")
+        ipb(
+            [
+                "link set lo up",
+                "addr add 10.77.4.2/24 dev vn0",
+                "link set vn0 up",
+                "addr add 10.77.5.1/24 dev vm0",
+                "link set vm0 up",
+                xdp % "vn0",
+            ],
+            ns="pp-dying",
+        )
         gro_err = None
         try:
             set_gro("pp-gro-c", "vgc0", True)
@@ -584,8 +676,10 @@ def main():
         s_det = sink("pp-detach", "10.77.3.2", 9104)
         s_dying = sink("pp-keep", "10.77.5.2", 9105)
         veth_idx = {
-            "vxa1": ifindex("pp-xdp", "vxa1"), "vgb0": ifindex("pp-gro-b", "vgb0"),
-            "vgc0": ifindex("pp-gro-c", "vgc0"), "vd0": ifindex("pp-detach", "vd0"),
+            "vxa1": ifindex("pp-xdp", "vxa1"),
+            "vgb0": ifindex("pp-gro-b", "vgb0"),
+            "vgc0": ifindex("pp-gro-c", "vgc0"),
+            "vd0": ifindex("pp-detach", "vd0"),
             "vn0": ifindex("pp-dying", "vn0"),
         }
 
@@ -606,9 +700,11 @@ def main():
         log("tcp-ofo: %s" % ofo)
 
     with step("virtio-traffic"):
-        wait_for(lambda: all(meminfo(s)["rmem_alloc"] > 0 for s in virtio_socks), 90,
-                 "host warm-up datagrams on all virtio sinks: %s"
-                 % [meminfo(s) for s in virtio_socks])
+        wait_for(
+            lambda: all(meminfo(s)["rmem_alloc"] > 0 for s in virtio_socks),
+            90,
+            "host warm-up datagrams on all virtio sinks: %s" % [meminfo(s) for s in virtio_socks],
+        )
         touch("warm")
         wait_for(lambda: os.path.exists(os.path.join(OUT, "sent")), 60, "host batch")
         with open(os.path.join(OUT, "sent")) as f:
@@ -634,17 +730,20 @@ def main():
     with step("delete-netns-dying"):
         DELETED_NETNS["pp-dying"] = nsinum["pp-dying"]
         netns_del("pp-dying")
-        wait_for(lambda: not os.path.exists("/sys/class/net/vn1"), 60,
-                 "pp-dying cleanup (vn1 gone)")
+        wait_for(
+            lambda: not os.path.exists("/sys/class/net/vn1"), 60, "pp-dying cleanup (vn1 gone)"
+        )
 
     with step("delete-netns-poison"):
         ethp_idx = lp["ifindex"]
         DELETED_NETNS["pp-poison"] = nsinum["pp-poison"]
         netns_del("pp-poison")
-        back = wait_for(lambda: nic_by_mac(nics["poison"]["mac"]), 60,
-                        "pp-poison cleanup (NIC back in init_net)")
-        wait_for(lambda: ip("link", "show", "pz1", ns="pp-keep", check=False) == "", 30,
-                 "pz1 gone")
+        back = wait_for(
+            lambda: nic_by_mac(nics["poison"]["mac"]),
+            60,
+            "pp-poison cleanup (NIC back in init_net)",
+        )
+        wait_for(lambda: ip("link", "show", "pz1", ns="pp-keep", check=False) == "", 30, "pz1 gone")
 
     zcrx = None
     zcrx_note = CFG.get("zcrx_reason")
@@ -652,8 +751,12 @@ def main():
         with step("zcrx"):
             # about 10 buffers' worth (40000 bytes with 4 KiB pages), 4 handed back
             nbytes = 10 * os.sysconf("SC_PAGESIZE") - 960
-            p = subprocess.Popen([CFG["zcrx_bin"], str(nbytes), "4"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+            p = subprocess.Popen(
+                [CFG["zcrx_bin"], str(nbytes), "4"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             KEEP.append(p)
             line = p.stdout.readline()
             try:
@@ -661,7 +764,10 @@ def main():
             except ValueError:
                 zcrx = None
                 zcrx_note = "zcrx-hold printed %r (stderr %r, exit %r)" % (
-                    line, p.stderr.read() if p.poll() is not None else "", p.poll())
+                    line,
+                    p.stderr.read() if p.poll() is not None else "",
+                    p.poll(),
+                )
             if zcrx and "error" in zcrx:
                 zcrx_note = "zcrx-hold failed: %s" % zcrx
                 zcrx = None
@@ -670,73 +776,174 @@ def main():
     # --- what the scenario meant to create
     # veth makes page pools since Linux 6.6 (the host looked in veth.ko)
     veth_pp = CFG.get("veth_page_pools", True)
-    ns_i = lambda n: nsinum.get(n)
     vp = virtio_pp
     no_vpp = None if vp else "virtio_net of this kernel has no page pools"
-    add(id="system", kind="system", netns=None, ifname=None, expected_state="invisible",
-        expect_netdev="NULL", pools="one per possible CPU (system_page_pool)", meant_to_hold=0,
+    add(
+        id="system",
+        kind="system",
+        netns=None,
+        ifname=None,
+        expected_state="invisible",
+        expect_netdev="NULL",
+        pools="one per possible CPU (system_page_pool)",
+        meant_to_hold=0,
         pool_expected=ksym("system_page_pool"),
-        note="per-cpu system page pools, created at boot (Linux 6.9+)")
-    add(id="virtio-listed", kind="virtio_net", netns="init_net", netns_inum=ns_i("init_net"),
-        ifname=eth0, ifindex=l0["ifindex"], mac=nics["listed"]["mac"], expected_state="listed",
-        expect_netdev="self", expect_detach_time=False, pool_expected=vp, note=no_vpp,
+        note="per-cpu system page pools, created at boot (Linux 6.9+)",
+    )
+    add(
+        id="virtio-listed",
+        kind="virtio_net",
+        netns="init_net",
+        netns_inum=nsinum.get("init_net"),
+        ifname=eth0,
+        ifindex=l0["ifindex"],
+        mac=nics["listed"]["mac"],
+        expected_state="listed",
+        expect_netdev="self",
+        expect_detach_time=False,
+        pool_expected=vp,
+        note=no_vpp,
         **held(sent["listed"]["warmup"] + sent["listed"]["batch"]),
-        sink=sinkinfo(s_eth0, "init_net", nics["listed"]["guest_ip"], nics["listed"]["port"]))
-    add(id="virtio-orphan", kind="virtio_net", netns="init_net", netns_inum=ns_i("init_net"),
-        ifname=eth1, ifindex=eth1_idx, mac=nics["orphan"]["mac"], expected_state="orphaned",
-        expect_netdev="lo", expect_detach_time=True, device_deleted=True, pool_expected=vp,
-        note=no_vpp or "virtio device unbound while the sink holds its pages: pools moved to "
+        sink=sinkinfo(s_eth0, "init_net", nics["listed"]["guest_ip"], nics["listed"]["port"]),
+    )
+    add(
+        id="virtio-orphan",
+        kind="virtio_net",
+        netns="init_net",
+        netns_inum=nsinum.get("init_net"),
+        ifname=eth1,
+        ifindex=eth1_idx,
+        mac=nics["orphan"]["mac"],
+        expected_state="orphaned",
+        expect_netdev="lo",
+        expect_detach_time=True,
+        device_deleted=True,
+        pool_expected=vp,
+        note=no_vpp
+        or "virtio device unbound while the sink holds its pages: pools moved to "
         "lo of init_net and destroyed with pages in flight",
         **held(sent["orphan"]["warmup"] + sent["orphan"]["batch"]),
-        sink=sinkinfo(s_eth1, "init_net", nics["orphan"]["guest_ip"], nics["orphan"]["port"]))
+        sink=sinkinfo(s_eth1, "init_net", nics["orphan"]["guest_ip"], nics["orphan"]["port"]),
+    )
     poison_note = no_vpp or (
         "pools re-created by the PM cycle while the NIC lived in pp-poison; pp-poison deleted "
         "while pp-keep holds the pages: NIC moved back to init_net (pools orphaned onto "
         "pp-poison's lo), then that lo unregistered (page_pool_unreg_netdev_wipe) -> "
         "slow.netdev = NET_PTR_POISON, unlisted; pool not destroyed (device alive)"
-        if pm_done else
-        "PM cycle %s (%s): the NIC's pools were created in init_net and were orphaned onto "
-        "init_net's lo when the NIC moved into pp-poison" % (init.get("pm_cycle"),
-                                                             init.get("pm_cycle_detail")))
-    add(id="virtio-poison", kind="virtio_net", netns="pp-poison",
-        netns_inum=DELETED_NETNS["pp-poison"], netns_deleted=True, ifname=ethp, ifindex=ethp_idx,
-        mac=nics["poison"]["mac"], now_in_init_net_as=back["ifname"],
-        now_ifindex=back["ifindex"], pool_expected=vp,
+        if pm_done
+        else "PM cycle %s (%s): the NIC's pools were created in init_net and were orphaned onto "
+        "init_net's lo when the NIC moved into pp-poison"
+        % (init.get("pm_cycle"), init.get("pm_cycle_detail"))
+    )
+    add(
+        id="virtio-poison",
+        kind="virtio_net",
+        netns="pp-poison",
+        netns_inum=DELETED_NETNS["pp-poison"],
+        netns_deleted=True,
+        ifname=ethp,
+        ifindex=ethp_idx,
+        mac=nics["poison"]["mac"],
+        now_in_init_net_as=back["ifname"],
+        now_ifindex=back["ifindex"],
+        pool_expected=vp,
         expected_state="invisible" if pm_done else "orphaned",
-        expect_netdev="NET_PTR_POISON" if pm_done else "lo", expect_detach_time=False,
-        note=poison_note, pm_cycle=init.get("pm_cycle"),
+        expect_netdev="NET_PTR_POISON" if pm_done else "lo",
+        expect_detach_time=False,
+        note=poison_note,
+        pm_cycle=init.get("pm_cycle"),
         **held(sent["poison"]["warmup"] + sent["poison"]["batch"]),
-        sink=sinkinfo(s_ethp, "pp-keep", nics["poison"]["fwd_ip"], nics["poison"]["port"]))
-    add(id="veth-xdp", kind="veth", netns="pp-xdp", netns_inum=ns_i("pp-xdp"), ifname="vxa1",
-        ifindex=veth_idx["vxa1"], expected_state="invisible", expect_netdev="NULL",
-        expect_detach_time=False, xdp=True, gro=False, pool_expected=veth_pp,
-        **held(VETH_DATAGRAMS), sink=sinkinfo(s_xdp, "pp-xdp", "10.77.1.2", 9101),
-        note="veth does not set pp_params.netdev: in the xarray, on no hlist")
-    add(id="veth-xdp-b", kind="veth", netns="pp-gro-b", netns_inum=ns_i("pp-gro-b"),
-        ifname="vgb0", ifindex=veth_idx["vgb0"], expected_state="invisible", expect_netdev="NULL",
-        expect_detach_time=False, xdp=True, gro=False, pool_expected=veth_pp,
-        **held(VETH_DATAGRAMS), sink=sinkinfo(s_grob, "pp-gro-b", "10.77.2.1", 9102))
-    add(id="veth-gro-c", kind="veth", netns="pp-gro-c", netns_inum=ns_i("pp-gro-c"),
-        ifname="vgc0", ifindex=veth_idx["vgc0"], expected_state="invisible", expect_netdev="NULL",
-        expect_detach_time=False, xdp=False, gro=gro_err is None,
+        sink=sinkinfo(s_ethp, "pp-keep", nics["poison"]["fwd_ip"], nics["poison"]["port"]),
+    )
+    add(
+        id="veth-xdp",
+        kind="veth",
+        netns="pp-xdp",
+        netns_inum=nsinum.get("pp-xdp"),
+        ifname="vxa1",
+        ifindex=veth_idx["vxa1"],
+        expected_state="invisible",
+        expect_netdev="NULL",
+        expect_detach_time=False,
+        xdp=True,
+        gro=False,
+        pool_expected=veth_pp,
+        **held(VETH_DATAGRAMS),
+        sink=sinkinfo(s_xdp, "pp-xdp", "10.77.1.2", 9101),
+        note="veth does not set pp_params.netdev: in the xarray, on no hlist",
+    )
+    add(
+        id="veth-xdp-b",
+        kind="veth",
+        netns="pp-gro-b",
+        netns_inum=nsinum.get("pp-gro-b"),
+        ifname="vgb0",
+        ifindex=veth_idx["vgb0"],
+        expected_state="invisible",
+        expect_netdev="NULL",
+        expect_detach_time=False,
+        xdp=True,
+        gro=False,
+        pool_expected=veth_pp,
+        **held(VETH_DATAGRAMS),
+        sink=sinkinfo(s_grob, "pp-gro-b", "10.77.2.1", 9102),
+    )
+    add(
+        id="veth-gro-c",
+        kind="veth",
+        netns="pp-gro-c",
+        netns_inum=nsinum.get("pp-gro-c"),
+        ifname="vgc0",
+        ifindex=veth_idx["vgc0"],
+        expected_state="invisible",
+        expect_netdev="NULL",
+        expect_detach_time=False,
+        xdp=False,
+        gro=gro_err is None,
         pool_expected=veth_pp and gro_err is None,
-        **held(0), gro_error=gro_err,
+        **held(0),
+        gro_error=gro_err,
         sink=sinkinfo(s_groc, "pp-gro-c", "10.77.2.2", 9103),
         note="GRO only: NAPI + page pool exist, but skbs are not converted, so no pool pages "
-        "are used (the sink holds %d datagrams of other memory)" % VETH_DATAGRAMS)
-    add(id="veth-detached", kind="veth", netns="pp-detach", netns_inum=ns_i("pp-detach"),
-        ifname="vd0", ifindex=veth_idx["vd0"], expected_state="detached", expect_netdev="NULL",
-        expect_detach_time=True, device_deleted=True, xdp=True, pool_expected=veth_pp,
-        **held(VETH_DATAGRAMS), sink=sinkinfo(s_det, "pp-detach", "10.77.3.2", 9104),
+        "are used (the sink holds %d datagrams of other memory)" % VETH_DATAGRAMS,
+    )
+    add(
+        id="veth-detached",
+        kind="veth",
+        netns="pp-detach",
+        netns_inum=nsinum.get("pp-detach"),
+        ifname="vd0",
+        ifindex=veth_idx["vd0"],
+        expected_state="detached",
+        expect_netdev="NULL",
+        expect_detach_time=True,
+        device_deleted=True,
+        xdp=True,
+        pool_expected=veth_pp,
+        **held(VETH_DATAGRAMS),
+        sink=sinkinfo(s_det, "pp-detach", "10.77.3.2", 9104),
         note="veth pair deleted while the sink in pp-detach holds the pages: pool destroyed "
-        "with pages in flight; p.dev is a dangling pointer")
-    add(id="veth-netns-deleted", kind="veth", netns="pp-dying",
-        netns_inum=DELETED_NETNS["pp-dying"], netns_deleted=True, ifname="vn0",
-        ifindex=veth_idx["vn0"], expected_state="detached", expect_netdev="NULL",
-        expect_detach_time=True, device_deleted=True, xdp=True, pool_expected=veth_pp,
-        **held(VETH_DATAGRAMS), sink=sinkinfo(s_dying, "pp-keep", "10.77.5.2", 9105),
+        "with pages in flight; p.dev is a dangling pointer",
+    )
+    add(
+        id="veth-netns-deleted",
+        kind="veth",
+        netns="pp-dying",
+        netns_inum=DELETED_NETNS["pp-dying"],
+        netns_deleted=True,
+        ifname="vn0",
+        ifindex=veth_idx["vn0"],
+        expected_state="detached",
+        expect_netdev="NULL",
+        expect_detach_time=True,
+        device_deleted=True,
+        xdp=True,
+        pool_expected=veth_pp,
+        **held(VETH_DATAGRAMS),
+        sink=sinkinfo(s_dying, "pp-keep", "10.77.5.2", 9105),
         note="pages converted by XDP on vn0 and forwarded into pp-keep; pp-dying deleted while "
-        "pp-keep holds them: invisible and detached, its netns gone")
+        "pp-keep holds them: invisible and detached, its netns gone",
+    )
 
     pp_test = None
     if CFG.get("pp_test_ko"):
@@ -749,10 +956,18 @@ def main():
         ns_dump = netlink_all()
         c1 = clocks()
         for ns in ns_dump:
-            log("netns %-10s inum %s: %d pools via netlink %s" % (
-                ns["name"], ns["inum"], len(ns.get("page-pool-get") or []),
-                [(p.get("id"), p.get("ifindex"), p.get("inflight"), p.get("detach-time"))
-                 for p in ns.get("page-pool-get") or []]))
+            log(
+                "netns %-10s inum %s: %d pools via netlink %s"
+                % (
+                    ns["name"],
+                    ns["inum"],
+                    len(ns.get("page-pool-get") or []),
+                    [
+                        (p.get("id"), p.get("ifindex"), p.get("inflight"), p.get("detach-time"))
+                        for p in ns.get("page-pool-get") or []
+                    ],
+                )
+            )
     truth = {
         "init": init,
         "netns": ns_dump,
@@ -764,11 +979,15 @@ def main():
         "zcrx_note": zcrx_note if not zcrx else None,
         # What holders must name: this process owns every sink (their fds) and
         # the TCP connection whose out-of-order queue holds veth pool pages.
-        "holders": {"scenario_pid": os.getpid(),
-                    "sink_fds": {"%s:%d" % s.getsockname(): s.fileno()
-                                 for s in KEEP if isinstance(s, socket.socket)
-                                 and s.type == socket.SOCK_DGRAM},
-                    "tcp_ofo": ofo},
+        "holders": {
+            "scenario_pid": os.getpid(),
+            "sink_fds": {
+                "%s:%d" % s.getsockname(): s.fileno()
+                for s in KEEP
+                if isinstance(s, socket.socket) and s.type == socket.SOCK_DGRAM
+            },
+            "tcp_ofo": ofo,
+        },
         "clock_at_netlink_dump": {"before": c0, "after": c1},
         "uptime": c1["uptime"],
         "boottime_ns": c1["boottime_ns"],
@@ -801,8 +1020,7 @@ def live():
     res["btf"] = run_probe(probe + ["pools", "--json"])
     # As on a fleet host (no debug info): check, with 1 s of growth measured,
     # and one reading of the exporter in node_exporter's textfile format.
-    res["check"] = run_probe(probe + ["check", "--json", "--no-leaks",
-                               "--interval", "1"])
+    res["check"] = run_probe(probe + ["check", "--json", "--no-leaks", "--interval", "1"])
     prom = os.path.join(OUT, "live-metrics.prom")
     res["export"] = run_probe(probe + ["export", "--textfile", prom], textfile=prom)
     # netmem-probe asks this kernel's netlink itself and compares (init_net);
@@ -811,8 +1029,10 @@ def live():
     res["check-netlink"] = run_probe(probe + ["pools", "--check-netlink", "--json"])
     after = netlink_all(with_links=False)
     touch("live-pools.json", json.dumps(res, indent=1))
-    touch("live-netlink.json", json.dumps({"before": before, "after": after,
-                                           "clock": clocks()}, indent=1))
+    touch(
+        "live-netlink.json",
+        json.dumps({"before": before, "after": after, "clock": clocks()}, indent=1),
+    )
     touch("live-done", str(round(time.monotonic() - t, 2)))
     log("live: done in %.1f s (%s)" % (time.monotonic() - t, res.get("error") or "ok"))
 
@@ -824,13 +1044,15 @@ def run_probe(cmd, textfile=None):
     """
     res = {"cmd": cmd, "target": "live (/proc/kcore in the guest)"}
     if not os.path.exists(cmd[0]):
-        res.update(ok=False, error="%s does not exist (netmem-probe CLI not installed yet)"
-                   % cmd[0])
+        res.update(
+            ok=False, error="%s does not exist (netmem-probe CLI not installed yet)" % cmd[0]
+        )
         return res
     t1 = time.monotonic()
     try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=900)
+        p = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900
+        )
         res.update(returncode=p.returncode, stderr=p.stderr[-20000:])
         if textfile is not None:
             try:
@@ -844,8 +1066,7 @@ def run_probe(cmd, textfile=None):
             res["output"] = json.loads(p.stdout)
             res["ok"] = p.returncode in (0, 1, 4)
         except ValueError:
-            res.update(ok=False, output=None, stdout=p.stdout[-20000:],
-                       error="output is not JSON")
+            res.update(ok=False, output=None, stdout=p.stdout[-20000:], error="output is not JSON")
     except subprocess.TimeoutExpired:
         res.update(ok=False, error="timed out after 900 s")
     except OSError as e:
