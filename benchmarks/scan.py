@@ -264,7 +264,7 @@ def main() -> int:
         )
     )
     print(
-        f"ours (bulk read {chunk >> 10} KiB + byte tables): {found:,} pp pages in "
+        f"ours (bulk read {chunk >> 10} KiB + numpy signature test): {found:,} pp pages in "
         f"{seconds:.2f} s = {ours / 1e6:.1f} M pages/s{check}; the memmap scan alone "
         f"(without reading the pools first, {setup:.3f} s): "
         f"{total / (seconds - setup) / 1e6:.1f} M pages/s"

@@ -8,6 +8,9 @@ from drgn.helpers.linux.slab import slab_cache_for_each_allocated_object
 from test_corrupt import partial, run, world
 
 from netmem_probe.fake.faults import FaultyMemory
+from netmem_probe.fake.pools import PP_FLAG_DMA_MAP, FakePagePool
+from netmem_probe.fake.sockets import FakeSkb, FakeSocket
+from netmem_probe.fake.world import World
 from netmem_probe.kernel.skbs import find_skb_slabs
 from netmem_probe.kernel.walk import Problems
 
@@ -64,6 +67,33 @@ def test_leaks_from_the_slabs_gives_the_verdicts_of_the_full_search(name):
         # Everything explained: RAM (128 MiB) was never read, only the memmap,
         # the slabs and the pools.
         assert fm.bytes < 64 << 20
+
+
+def _parked_world(pages: int = 8) -> World:
+    """A detached pool whose pages are all frag 0 of skbs on a UDP socket."""
+    w = World("linux-7.3")
+    pool = FakePagePool(w, flags=PP_FLAG_DMA_MAP)
+    held = pool.alloc_pages(pages, "out")
+    pool.detach(86400.0 - 600, release_retries=600)
+    sock = FakeSocket(w, w.init_net, local=("10.0.2.15", 9000), owns_skbs=False)
+    for page in held:
+        sock.queue(FakeSkb(w, [page]), "receive")
+    w.commit()
+    return w
+
+
+def test_leaks_reads_the_memmap_once_for_pages_and_skb_slabs():
+    w = _parked_world()
+    fm = FaultyMemory(w)
+    fm.log = []
+    result = run(fm, "leaks", "--json")
+    assert {v for v, _ in _verdicts(result).values()} == {"parked"}
+    prog = fm.program()
+    memmap = prog["vmemmap"].value_()
+    end = memmap + (w.ram_size >> 12) * drgn.sizeof(prog.type("struct page"))
+    # Bulk reads: a struct page or a slab's fields read alone do not count.
+    bulk = [count for address, count in fm.log if memmap <= address < end and count > 4096]
+    assert sum(bulk) == end - memmap
 
 
 def test_a_slab_with_an_impossible_object_count_is_reported_and_searched_around():

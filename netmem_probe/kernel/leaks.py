@@ -37,7 +37,7 @@ from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.pages import PpPageScanner, ProgressFn
 from netmem_probe.kernel.providers import ProviderScanner
 from netmem_probe.kernel.search import SearchOptions
-from netmem_probe.kernel.skbs import find_skb_slabs
+from netmem_probe.kernel.skbs import SkbSlabFinder, find_skb_slabs
 from netmem_probe.kernel.walk import Problems
 
 __all__ = ("LeakReport", "NetmemVerdict", "PoolLeaks", "find_leaks")
@@ -148,8 +148,12 @@ def find_leaks(
     by_address = {p.info.address: p for p in report.pools}
     items: List[LeakItem] = []
     page_pools = [info for info in pools if not info.provider]
+    # The skb slabs are found in the memmap pass that finds the pages.
+    finder = SkbSlabFinder.for_program(prog, problems)
+    slabs = None
     if page_pools:
-        for page in scanner.pages(page_pools, progress):
+        observe = finder.chunk if finder is not None else None
+        for page in scanner.pages(page_pools, progress, observe):
             info = by_address[page.pool].info
             items.append(
                 LeakItem(
@@ -163,12 +167,15 @@ def find_leaks(
                     user_refs=None,
                 )
             )
+        if finder is not None:
+            slabs = finder.result(scanner.holes)
+    elif finder is not None:
+        slabs = find_skb_slabs(prog, problems, finder)
     provider_pools = [info for info in pools if info.provider]
     if provider_pools:
         items += _provider_items(prog, problems, provider_pools)
     targets = [item.target for item in items]
     holder_search = HolderSearch(prog, problems, scanner.pools, search)
-    slabs = find_skb_slabs(prog, problems)
     found: Dict[int, List[Holder]] = {}
     if slabs is not None and not search_all:
         from_skbs = holder_search.skb_holders(targets, slabs)

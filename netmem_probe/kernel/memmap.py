@@ -15,6 +15,7 @@ import struct
 from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import drgn
+import numpy as np
 from drgn import Program
 
 from netmem_probe.kernel.netmem import PpScheme, memmap_description, pp_ref_count_path
@@ -54,11 +55,9 @@ class SignatureMatcher:
     or ``page_type >> 24 == PGTY_netpp`` (a mask and a value on a word either
     way).
 
-    The test runs in C, byte by byte: for each byte of the word the mask
-    constrains, that byte of every record is gathered with a strided slice
-    and mapped by ``bytes.translate()`` to 1 where it may belong to a match
-    and 0 elsewhere; the bitwise AND of those maps (as Python integers) is 1
-    exactly at the matching records.  Python only sees the matches.
+    The test runs vectorised: the buffer is seen as a numpy array of the
+    signature word's integer type, one row per record, and the masked column
+    of that word is compared at once.  Python only sees the matches.
     """
 
     def __init__(self, prog: Program, page_type: drgn.Type, scheme: PpScheme) -> None:
@@ -67,34 +66,23 @@ class SignatureMatcher:
         offset = drgn.offsetof(page_type, member)
         size = drgn.sizeof(page_type.member(member).type)
         if scheme.kind == "page_type":
-            mask = 0xFF << (8 * size - 8)
-            value = scheme.page_type << (8 * size - 8)
+            self.mask = 0xFF << (8 * size - 8)
+            self.value = scheme.page_type << (8 * size - 8)
         else:
-            mask, value = scheme.magic_mask, scheme.signature
-        order = byte_order(prog)
-        tables = []
-        for i, (m, v) in enumerate(zip(mask.to_bytes(size, order), value.to_bytes(size, order))):
-            if m:
-                table = bytes(1 if b & m == v else 0 for b in range(256))
-                tables.append((sum(table), v in (0, 0xFF), offset + i, table))
-        # Most selective bytes first: a chunk that fails them is done.
-        self.tables = [(at, table) for _, _, at, table in sorted(tables)]
+            self.mask, self.value = scheme.magic_mask, scheme.signature
+        if offset % size or self.record_size % size:
+            raise ValueError(f"struct page member {member} is not aligned to its size")
+        order = "<" if byte_order(prog) == "little" else ">"
+        self.dtype = np.dtype(f"{order}u{size}")
+        self.column = offset // size
+        self.row = self.record_size // size
 
     def matches(self, data: bytes) -> List[int]:
         """Indexes of the records of ``data`` that carry the signature."""
-        size = self.record_size
-        hits = -1
-        for at, table in self.tables:
-            hits &= int.from_bytes(data[at::size].translate(table), "little")
-            if not hits:
-                return []
-        flags = hits.to_bytes(len(data) // size + 1, "little")
-        found = []
-        index = flags.find(1)
-        while index >= 0:
-            found.append(index)
-            index = flags.find(1, index + 1)
-        return found
+        words = np.frombuffer(data, dtype=self.dtype, count=len(data) // self.dtype.itemsize)
+        column = words.reshape(-1, self.row)[:, self.column]
+        hits: List[int] = np.flatnonzero(column & self.mask == self.value).tolist()
+        return hits
 
 
 def read_memmap(
@@ -208,23 +196,19 @@ class MemmapScan:
     def total_pfns(self) -> int:
         return sum(end - start for start, end in self.ranges)
 
-    def matches(
-        self, progress: Optional[ProgressFn] = None
-    ) -> Iterator[Tuple[int, int, bytes, int]]:
+    def chunks(self, progress: Optional[ProgressFn] = None) -> Iterator[Tuple[int, bytes]]:
         """
-        ``(pfn, struct page address, chunk bytes, offset of the record)`` of
-        every page with the page-pool signature, in pfn order; unreadable
-        stretches are recorded as problems at the end.
+        ``(first pfn, struct page bytes)`` of the whole memmap, in pfn order
+        (:func:`read_memmap`); unreadable stretches are recorded as problems
+        at the end and kept in :attr:`holes`.
 
         :param progress: called after each chunk with (pfns done, pfns total).
         """
-        matcher = self.matcher
-        if matcher is None:  # no memmap to scan, recorded in problems
+        if self.matcher is None:  # no memmap to scan, recorded in problems
             return
         total = self.total_pfns
         done = 0
         record_size = self.record_size
-        memmap = self.memmap
         self.holes = []
         for start, end in self.ranges:
             for first, data in read_memmap(
@@ -236,15 +220,39 @@ class MemmapScan:
                 grain=self.grain,
                 holes=self.holes,
             ):
-                base = memmap + first * record_size
-                for index in matcher.matches(data):
-                    yield first + index, base + index * record_size, data, index * record_size
+                yield first, data
                 done += len(data) // record_size
                 if progress is not None:
                     progress(done, total)
         for hole in self.holes:
             self.problems.add(
                 "memmap",
-                memmap + hole.start * record_size,
+                self.memmap + hole.start * record_size,
                 f"struct pages of pfns {hole.start:#x}-{hole.end:#x} unreadable ({hole.reason})",
             )
+
+    def matches(
+        self,
+        progress: Optional[ProgressFn] = None,
+        observe: Optional[Callable[[int, bytes], None]] = None,
+    ) -> Iterator[Tuple[int, int, bytes, int]]:
+        """
+        ``(pfn, struct page address, chunk bytes, offset of the record)`` of
+        every page with the page-pool signature, in pfn order; unreadable
+        stretches are recorded as problems at the end.
+
+        :param progress: called after each chunk with (pfns done, pfns total).
+        :param observe: also given every chunk as ``(first pfn, bytes)``, so
+            that another search of the memmap (the skb slabs) shares the pass.
+        """
+        matcher = self.matcher
+        if matcher is None:  # no memmap to scan, recorded in problems
+            return
+        record_size = self.record_size
+        memmap = self.memmap
+        for first, data in self.chunks(progress):
+            if observe is not None:
+                observe(first, data)
+            base = memmap + first * record_size
+            for index in matcher.matches(data):
+                yield first + index, base + index * record_size, data, index * record_size

@@ -17,7 +17,7 @@ Each page found is placed where its pool sees it: in the pool's alloc cache,
 in its ptr_ring, or out (with the stack, a driver, or nobody).
 """
 
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set
 
 from drgn import Program
 
@@ -98,16 +98,21 @@ class PpPageScanner:
             return held
 
     def pages(
-        self, pools: Optional[Sequence[PagePoolInfo]] = None, progress: Optional[ProgressFn] = None
+        self,
+        pools: Optional[Sequence[PagePoolInfo]] = None,
+        progress: Optional[ProgressFn] = None,
+        observe: Optional[Callable[[int, bytes], None]] = None,
     ) -> Iterator[PpPage]:
         """
         Every page-pool page of the memmap, in pfn order.
 
         :param pools: only pages of these pools (default: every pool).
         :param progress: called after each chunk with (pfns done, pfns total).
+        :param observe: also given every chunk of the pass (see
+            :meth:`~netmem_probe.kernel.memmap.MemmapScan.matches`).
         """
         wanted = None if pools is None else {info.address for info in pools}
-        for pfn, address, data, offset in self.scan.matches(progress):
+        for pfn, address, data, offset in self.scan.matches(progress, observe):
             page = self._page(pfn, address, data, offset, wanted)
             if page is not None:
                 yield page

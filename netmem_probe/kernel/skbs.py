@@ -4,9 +4,10 @@ skb slabs
 
 The kernel's ``struct sk_buff``\\ s, found where they are allocated: the slab
 caches of sk_buffs (``skbuff_head_cache``, and ``skbuff_fclone_cache`` whose
-objects hold two), not by searching RAM.  Their slabs are found in one
+objects hold two), not by searching RAM.  Their slabs are found in a
 vectorised pass over the memmap (the struct pages whose ``slab_cache`` is one
-of those caches, each confirmed with drgn's ``PageSlab()``); drgn's
+of those caches, each confirmed with drgn's ``PageSlab()``), the same pass
+that finds the page-pool pages when ``leaks`` needs both; drgn's
 ``slab_cache_for_each_allocated_object()`` finds them by walking the memmap
 one drgn Object per page, about 0.1 M pages/s, longer than reading all of RAM.
 A slab's objects then lie at the cache's stride.
@@ -20,20 +21,19 @@ it could not read must then be searched for in RAM.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import drgn
 import numpy as np
 from drgn import Object, Program
 
+from netmem_probe.kernel.memmap import MemmapHole, MemmapScan
 from netmem_probe.kernel.netmem import memmap_description
+from netmem_probe.kernel.platform import platform_facts
 from netmem_probe.kernel.search import direct_map_base, word_dtype
 from netmem_probe.kernel.walk import Problems
 
-__all__ = ("SkbSlabs", "find_skb_slabs", "skb_caches")
-
-#: Struct pages read at once in the memmap pass.
-CHUNK_PAGES = 1 << 15
+__all__ = ("SkbSlabFinder", "SkbSlabs", "find_skb_slabs", "skb_caches")
 
 
 @dataclass(frozen=True)
@@ -78,89 +78,133 @@ def skb_caches(prog: Program) -> List[Tuple[Object, Tuple[int, ...]]]:
     return caches
 
 
-def find_skb_slabs(prog: Program, problems: Problems) -> Optional[SkbSlabs]:
+class SkbSlabFinder:
     """
-    The candidate sk_buffs of every sk_buff slab; None if the kernel's slab
+    Finds the slabs of the sk_buff caches in memmap chunks given to
+    :meth:`chunk` (by a pass over the memmap that may serve another search
+    too, see :meth:`~netmem_probe.kernel.memmap.MemmapScan.matches`), then
+    gives them as :class:`SkbSlabs` with :meth:`result`.
+
+    Made by :meth:`for_program`, None when the kernel's sk_buff slab caches
+    cannot be told.
+    """
+
+    def __init__(
+        self,
+        prog: Program,
+        problems: Problems,
+        caches: Dict[int, Tuple[int, int, int, Tuple[int, ...]]],
+        base: int,
+    ) -> None:
+        self.prog = prog
+        self.problems = problems
+        #: (object size, objects per slab, red_left_pad, sk_buff offsets) by cache.
+        self.caches = caches
+        self.base = base
+        self.slab_type = prog.type("struct slab")
+        self.page_pointer = prog.pointer_type(prog.type("struct page"))
+        self.record_size = drgn.sizeof(prog.type("struct page"))
+        self.page_shift = platform_facts(prog).page_shift
+        self.memmap = prog["vmemmap"].value_()
+        self.dtype = word_dtype(prog)
+        self.column = drgn.offsetof(self.slab_type, "slab_cache") // self.dtype.itemsize
+        self.wanted = np.array(sorted(caches), dtype=self.dtype.newbyteorder("="))
+        self.skbs: List[int] = []
+        self.complete = True
+        self.slabs = 0
+
+    @classmethod
+    def for_program(cls, prog: Program, problems: Problems) -> Optional["SkbSlabFinder"]:
+        """A finder, or None if the kernel's sk_buff slab caches cannot be told."""
+        try:
+            caches = skb_caches(prog)
+            prog.type("struct slab")
+        except (LookupError, drgn.FaultError):
+            return None
+        if not caches:
+            return None
+        memmap = memmap_description(prog, problems)
+        base = direct_map_base(prog, problems)
+        if memmap is None or base is None:
+            return None
+        from drgn.helpers.linux.slab import slab_cache_objects_per_slab
+
+        by_address = {}
+        try:
+            for cache, offsets in caches:
+                size = cache.size.value_()
+                limit = slab_cache_objects_per_slab(cache)
+                red_left_pad = cache.red_left_pad.value_() if _has(cache, "red_left_pad") else 0
+                by_address[cache.value_()] = (size, limit, red_left_pad, offsets)
+        except drgn.FaultError as e:
+            problems.fault("skb slab cache", e.address, e)
+            return None
+        return cls(prog, problems, by_address, base)
+
+    def chunk(self, first_pfn: int, data: bytes) -> None:
+        """Takes the slabs among the struct pages ``data`` of pfns from ``first_pfn``."""
+        dtype = self.dtype
+        record_words = self.record_size // dtype.itemsize
+        words = np.frombuffer(data, dtype=dtype).reshape(-1, record_words)
+        column = words[:, self.column]
+        wanted = self.wanted
+        match = column == wanted[0]
+        for other in wanted[1:]:
+            match |= column == other
+        for i in np.flatnonzero(match).tolist():
+            self._slab(first_pfn + i)
+
+    def _slab(self, pfn: int) -> None:
+        from drgn.helpers.linux.mm import PageSlab
+
+        page = Object(self.prog, self.page_pointer, self.memmap + pfn * self.record_size)
+        try:
+            if not PageSlab(page):
+                return
+            slab = drgn.cast(self.prog.pointer_type(self.slab_type), page)
+            cache = slab.slab_cache.value_()
+            objects = slab.objects.value_()
+        except drgn.FaultError as e:
+            self.problems.fault("skb slab", page.value_(), e)
+            self.complete = False
+            return
+        size, limit, red_left_pad, offsets = self.caches[cache]
+        if not 0 < objects <= limit:
+            self.problems.add(
+                "skb slab",
+                page.value_(),
+                f"{objects} objects, its cache holds at most {limit} per slab",
+            )
+            self.complete = False
+            return
+        self.slabs += 1
+        first = self.base + (pfn << self.page_shift) + red_left_pad
+        self.skbs.extend(first + n * size + offset for n in range(objects) for offset in offsets)
+
+    def result(self, holes: Sequence[MemmapHole]) -> SkbSlabs:
+        """
+        The sk_buffs of the slabs found, after a pass that could not read
+        the memmap's ``holes`` (a slab may hide there: incomplete).
+        """
+        return SkbSlabs(tuple(sorted(self.skbs)), self.complete and not holes, self.slabs)
+
+
+def find_skb_slabs(
+    prog: Program, problems: Problems, finder: Optional[SkbSlabFinder] = None
+) -> Optional[SkbSlabs]:
+    """
+    The candidate sk_buffs of every sk_buff slab, by a pass of their own over
+    the memmap (with ``finder`` if one was made); None if the kernel's slab
     caches cannot be told (no slab types, no cache pointers, no memmap), so
     that only a search of RAM can find sk_buffs.
     """
-    try:
-        caches = skb_caches(prog)
-        slab_type = prog.type("struct slab")
-    except (LookupError, drgn.FaultError):
+    finder = finder or SkbSlabFinder.for_program(prog, problems)
+    if finder is None:
         return None
-    if not caches:
-        return None
-    memmap = memmap_description(prog, problems)
-    base = direct_map_base(prog, problems)
-    if memmap is None or base is None:
-        return None
-    from drgn.helpers.linux.mm import PageSlab
-    from drgn.helpers.linux.slab import slab_cache_objects_per_slab
-
-    page_type = prog.type("struct page")
-    page_size = drgn.sizeof(page_type)
-    page_shift = prog["PAGE_SHIFT"].value_()
-    cache_offset = drgn.offsetof(slab_type, "slab_cache")
-    by_address = {}
-    try:
-        for cache, offsets in caches:
-            size = cache.size.value_()
-            limit = slab_cache_objects_per_slab(cache)
-            red_left_pad = cache.red_left_pad.value_() if _has(cache, "red_left_pad") else 0
-            by_address[cache.value_()] = (size, limit, red_left_pad, offsets)
-    except drgn.FaultError as e:
-        problems.fault("skb slab cache", e.address, e)
-        return None
-    dtype = word_dtype(prog)
-    wanted = np.array(sorted(by_address), dtype=dtype.newbyteorder("="))
-    skbs: List[int] = []
-    complete = True
-    slabs = 0
-    for start, end in memmap.ranges:
-        pfn = start
-        while pfn < end:
-            count = min(CHUNK_PAGES, end - pfn)
-            address = memmap.vmemmap + pfn * page_size
-            try:
-                buf = prog.read(address, count * page_size)
-            except drgn.FaultError as e:
-                problems.fault("skb slabs: memmap", address, e)
-                complete = False
-                pfn += count
-                continue
-            words = np.frombuffer(buf, dtype=dtype).reshape(count, page_size // dtype.itemsize)
-            column = words[:, cache_offset // dtype.itemsize]
-            match = column == wanted[0]
-            for other in wanted[1:]:
-                match |= column == other
-            hits = np.flatnonzero(match)
-            for i in hits.tolist():
-                page = Object(prog, "struct page *", address + i * page_size)
-                try:
-                    if not PageSlab(page):
-                        continue
-                    slab = drgn.cast(prog.pointer_type(slab_type), page)
-                    cache = slab.slab_cache.value_()
-                    objects = slab.objects.value_()
-                except drgn.FaultError as e:
-                    problems.fault("skb slab", page.value_(), e)
-                    complete = False
-                    continue
-                size, limit, red_left_pad, offsets = by_address[cache]
-                if not 0 < objects <= limit:
-                    problems.add(
-                        "skb slab",
-                        page.value_(),
-                        f"{objects} objects, its cache holds at most {limit} per slab",
-                    )
-                    complete = False
-                    continue
-                slabs += 1
-                first = base + ((pfn + i) << page_shift) + red_left_pad
-                skbs.extend(first + n * size + offset for n in range(objects) for offset in offsets)
-            pfn += count
-    return SkbSlabs(tuple(sorted(skbs)), complete, slabs)
+    scan = MemmapScan(prog, problems)
+    for first, data in scan.chunks():
+        finder.chunk(first, data)
+    return finder.result(scan.holes)
 
 
 def _has(obj: Object, member: str) -> bool:
