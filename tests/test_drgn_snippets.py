@@ -287,11 +287,56 @@ def same_records(command: str, theirs, mine, keys) -> bool:
     return True
 
 
+def sort_columns(command: str) -> List[str]:
+    """The columns ``--sort`` takes for a command (none if it has no --sort)."""
+    command_ = next(c for c in COMMANDS if c.name == command)
+    for param in command_.params:
+        if "--sort" in getattr(param, "opts", ()):
+            return [column.name for column in param.type.columns]
+    return []
+
+
+def script_keys(args: List[str]):
+    """The keys a script prints for these arguments (of each reference, for holders)."""
+    if args[0] == "holders":
+        return HOLDER_KEYS
+    return COUNT_KEYS if "--count" in args else KEYS[args[0]]
+
+
+def check_script(prog, args: List[str]) -> None:
+    """The script of ``args`` prints the records of ``args --json``, in its order."""
+    command = args[0]
+    keys = COUNT_KEYS if "--count" in args else KEYS[command]
+    result = run_cli(*args, "--json", program=prog)
+    assert result.code in (0, 1), (args, result)
+    mine = records(command, result.out)
+    theirs = run_snippet(snippet(prog, *args), prog)
+    for row in theirs:
+        assert set(row) <= set(keys), (args, set(row) - set(keys))
+    assert same_records(command, theirs, mine, keys), args
+
+
+def check_sorted_script(prog, args: List[str], column: str) -> bool:
+    """
+    With ``--sort column``, the script prints the records of --json in the
+    same order, or, for a column the script does not print, --drgn is a
+    one-line usage error saying so.  Whether the script could sort.
+    """
+    sorted_args = [*args, "--sort", column]
+    result = run_cli(*sorted_args, "--drgn", program=prog)
+    if result.code == 2:
+        assert "cannot sort by it" in result.err and result.err.count("\n") == 1, result
+        assert column not in script_keys(args), (sorted_args, result.err)
+        return False
+    check_script(prog, sorted_args)
+    return True
+
+
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_every_script_prints_the_records_of_json_on_every_fixture(name, fixture_program):
     prog = fixture_program(name)
     registry = any(p["id"] is not None for p in expected(name).get("pools", []))
-    for args in invocations(name):
+    for i, args in enumerate(invocations(name)):
         command = args[0]
         if not registry and command != "layout":
             # Before Linux 6.8 there is no page_pools registry for a script to
@@ -299,14 +344,29 @@ def test_every_script_prints_the_records_of_json_on_every_fixture(name, fixture_
             result = run_cli(*args, "--drgn", program=prog)
             assert result.code == 2 and "registry" in result.err, (args, result)
             continue
-        keys = COUNT_KEYS if "--count" in args else KEYS[command]
-        result = run_cli(*args, "--json", program=prog)
-        assert result.code in (0, 1), (args, result)
-        mine = records(command, result.out)
-        theirs = run_snippet(snippet(prog, *args), prog)
-        for row in theirs:
-            assert set(row) <= set(keys), (args, set(row) - set(keys))
-        assert same_records(command, theirs, mine, keys), args
+        check_script(prog, args)
+        # --sort too: one column each time, a different one on each fixture
+        # (test_every_sort_column_... takes them all on one).
+        columns = [c for c in sort_columns(command) if c in script_keys(args)]
+        if columns and "--sort" not in args:
+            column = columns[(i + FIXTURE_NAMES.index(name)) % len(columns)]
+            assert check_sorted_script(prog, args, column), (args, column)
+
+
+@pytest.mark.parametrize("name", ["linux-7.3-mixed"])
+def test_every_sort_column_orders_the_scripts_records_as_json(name, fixture_program):
+    # Every column of every table: the script sorts as --json does, or the
+    # column is one the script does not print and --drgn says so.
+    prog = fixture_program(name)
+    seen = {}
+    for args in invocations(name):
+        for column in sort_columns(args[0]):
+            if "--sort" not in args:
+                seen[args[0], column] = check_sorted_script(prog, args, column) or \
+                    seen.get((args[0], column), False)
+    # The keys a script prints can all be sorted by.
+    assert all(seen[command, column] for command, column in seen
+               if column in (HOLDER_KEYS if command == "holders" else KEYS[command])), seen
 
 
 def _first_page(prog) -> str:

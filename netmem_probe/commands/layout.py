@@ -50,6 +50,11 @@ def _side(side: str, key: str) -> Callable[[Dict[str, Any]], Any]:
     return lambda rec: rec[side][key]
 
 
+def _member_key(side: str) -> Callable[[Dict[str, Any]], Any]:
+    """What --sort left/right orders by: the type, then the member."""
+    return lambda rec: (rec[side]["type"], rec[side]["member"])
+
+
 def _row(result: LayoutResult) -> Dict[str, Any]:
     """A result's record, with the members as the table names them."""
     return {**_record(result), "left-text": str(result.left), "right-text": str(result.right)}
@@ -57,10 +62,12 @@ def _row(result: LayoutResult) -> Dict[str, Any]:
 
 COLUMNS = [
     Column("assert"),
-    Column("left", header="MEMBER", cell=lambda rec: rec["left-text"]),
+    Column("left", header="MEMBER", get=_member_key("left"), cell=lambda rec: rec["left-text"]),
     Column("left-offset", header="OFFSET", get=_side("left", "offset"), number=True),
     Column("left-size", header="SIZE", get=_side("left", "size"), number=True),
-    Column("right", header="MUST-EQUAL", cell=lambda rec: rec["right-text"]),
+    Column(
+        "right", header="MUST-EQUAL", get=_member_key("right"), cell=lambda rec: rec["right-text"]
+    ),
     Column("right-offset", header="OFFSET", get=_side("right", "offset"), number=True),
     Column("right-size", header="SIZE", get=_side("right", "size"), number=True),
     Column(

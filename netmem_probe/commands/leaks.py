@@ -56,7 +56,8 @@ COLUMNS = [
     Column("kind"),
     Column("pfn", number=True, show=show_hex),
     Column("verdict", color=lambda r: "red" if r["verdict"] == "leaked" else None),
-    Column("evidence", cell=lambda r: r["why"], free_text=True),
+    # Sorted as shown: by the evidence in a few words.
+    Column("evidence", get=lambda r: r["why"], free_text=True),
     Column("pool-id", number=True),
     Column("pp-ref-count", number=True, largest_first=True),
     Column("refcount", number=True, largest_first=True),
@@ -78,6 +79,11 @@ def _why(v: NetmemVerdict) -> str:
     if not v.evidence:
         return f"io_uring user space holds it (user_refs {v.user_refs})"
     return "; ".join(_holder_text(h) for h in v.evidence)
+
+
+def _row(v: NetmemVerdict) -> Dict[str, Any]:
+    """A verdict's record with the evidence as the table shows it."""
+    return {**verdict_record(v), "why": _why(v)}
 
 
 def _holder_text(h: Holder) -> str:
@@ -177,8 +183,8 @@ def leaks(
             )
     if as_json:
         for p in report.pools:
-            for rec in table.sorted([verdict_record(v) for v in p.verdicts]):
-                emit_json_line(rec)
+            for v in table.sorted_by(p.verdicts, _row):
+                emit_json_line(verdict_record(v))
     else:
         _print(report, pool_ids, table)
     return target.finish(findings=report.leaked > 0)
@@ -198,7 +204,7 @@ def _print(report: LeakReport, pool_ids: Sequence[int], table: Table) -> None:
             click.echo()
         click.echo(_pool_line(p))
         if p.verdicts:
-            table.print([{**verdict_record(v), "why": _why(v)} for v in p.verdicts])
+            table.print([_row(v) for v in p.verdicts])
             if not table.header:
                 continue
             summary = summarize((v.evidence + v.references, v.user_refs) for v in p.verdicts)

@@ -24,13 +24,14 @@ import functools
 import json
 import textwrap
 from string import Template
-from typing import Any, Callable, Dict, Iterable, List, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple, TypeVar
 
 import click
 from drgn import Program
 from drgn.commands import DrgnCodeBuilder
 
 from netmem_probe.kernel.structs import member_exists
+from netmem_probe.report.table import Table
 
 __all__ = (
     "COUNT_KEYS",
@@ -44,6 +45,8 @@ __all__ = (
     "has_object",
     "has_type",
     "py_strings",
+    "sort_option",
+    "define_sort_key",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -303,6 +306,71 @@ def fill(code: str, **substitutions: str) -> str:
             continue
         lines.append(line)
     return Template("\n".join(lines) + "\n").substitute(substitutions)
+
+
+def sort_option(table: Optional[Table], natural: Optional[str] = None) -> str:
+    """`` --sort KEY`` for a script's header, unless the records come in ``natural`` order."""
+    if table is None or table.sort is None or table.sort.name == natural:
+        return ""
+    return f" --sort {table.sort.name}"
+
+
+def define_sort_key(
+    s: Snippet,
+    table: Optional[Table],
+    keys: Iterable[str],
+    derived: Optional[Mapping[str, str]] = None,
+    natural: Optional[str] = None,
+) -> bool:
+    """
+    Define ``sort_key(row)``, the order of ``--sort`` (netmem_probe.report.table
+    sorts the same way), and say whether the script must sort: not without
+    ``--sort`` or when the records come in ``natural`` order already.  The
+    column is one of ``keys`` the script prints, or a ``derived`` one
+    (name -> a Python expression over ``row``); any other column is a usage
+    error, since the script does not have its values.
+    """
+    column = table.sort if table is not None else None
+    if column is None or column.name == natural:
+        return False
+    keys = list(keys)
+    derived = dict(derived or {})
+    if column.name in derived:
+        value = derived[column.name]
+    elif column.name in keys and column.get is None:
+        value = f"row.get({json.dumps(column.name)})"
+    else:
+        sortable = sorted(set(keys) | set(derived))
+        raise click.UsageError(
+            f"--drgn: the script does not print {column.name}, so it cannot sort by it "
+            f"(--sort with --drgn takes one of: {', '.join(sortable)})"
+        )
+    order = "largest" if column.largest_first else "smallest"
+    negate = (
+        "if isinstance(value, (int, float)):\n    value = -value  # largest first"
+        if column.largest_first
+        else ""
+    )
+    s.define(
+        "sort_key",
+        '''
+        def sort_key(row):
+            """--sort $column: $order first, values not read (None) last, ties as found."""
+            value = $value
+            if isinstance(value, bool):
+                value = int(value)
+            if value is None:
+                return (True, "", 0)
+            $negate
+            # The type's name first: a column mixing numbers and text still sorts.
+            return (False, type(value).__name__, value)
+        ''',
+        column=column.name,
+        order=order,
+        value=value,
+        negate=negate,
+    )
+    return True
 
 
 def _require_registry(prog: Program) -> None:

@@ -1,13 +1,22 @@
 """drgn code for ``decode`` and ``layout``, and how other snippets tell page-pool pages."""
 
 import json
-from typing import Sequence
+from typing import Optional, Sequence
 
 from drgn import Program
 
 from netmem_probe.context import netmem_arguments
 from netmem_probe.kernel.layout import AGREEMENTS, applies
-from netmem_probe.snippets import Snippet, has_member, has_object, has_type
+from netmem_probe.report.table import Table
+from netmem_probe.snippets import (
+    KEYS,
+    Snippet,
+    define_sort_key,
+    has_member,
+    has_object,
+    has_type,
+    sort_option,
+)
 from netmem_probe.snippets.pools import define_provider
 
 __all__ = ("decode_code", "define_decoders", "define_is_pp_page", "layout_code")
@@ -353,9 +362,25 @@ def _py(value: object) -> str:
     return json.dumps(value)
 
 
-def layout_code(prog: Program, **_: object) -> str:
+# The layout columns that are not a record key, as layout's table orders them.
+_LAYOUT_SORT = {
+    **{side: f'(row["{side}"]["type"], row["{side}"]["member"])' for side in ("left", "right")},
+    **{
+        f"{side}-{key}": f'row["{side}"]["{key}"]'
+        for side in ("left", "right")
+        for key in ("offset", "size")
+    },
+}
+
+
+def layout_code(prog: Program, table: Optional[Table] = None, **_: object) -> str:
     """drgn code for ``layout``: the asserts that apply to this kernel, evaluated."""
-    s = Snippet(prog, "netmem-probe layout", "the layout agreements include/net/netmem.h asserts")
+    s = Snippet(
+        prog,
+        "netmem-probe layout" + sort_option(table),
+        "the layout agreements include/net/netmem.h asserts",
+    )
+    sort = define_sort_key(s, table, KEYS["layout"], _LAYOUT_SORT)
     asserts = "\n".join(
         f"({_py(a.macro)}, {_py(a.left)},\n {_py(a.right)}, {_py(a.kind)}),"
         for a in AGREEMENTS
@@ -385,6 +410,7 @@ def layout_code(prog: Program, **_: object) -> str:
             return {"type": type_name, "member": member, "offset": offset, "size": size}
 
 
+        rows = []
         for macro, left, right, check in ASSERTS:
             left, right = layout(*left), layout(*right)
             if left["offset"] is None or right["offset"] is None:
@@ -393,8 +419,12 @@ def layout_code(prog: Program, **_: object) -> str:
                 ok = left["size"] <= right["offset"]
             else:
                 ok = (left["offset"], left["size"]) == (right["offset"], right["size"])
-            print(json.dumps({"assert": macro, "left": left, "right": right, "ok": ok}))
+            rows.append({"assert": macro, "left": left, "right": right, "ok": ok})
+        $sort
+        for row in rows:
+            print(json.dumps(row))
         ''',
         asserts=asserts,
+        sort="rows.sort(key=sort_key)" if sort else "",
     )
     return s.get()

@@ -1,12 +1,23 @@
 """drgn code for ``pages``, ``holders`` and ``leaks``: page-pool pages and who holds them."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import click
 from drgn import Program
 
 from netmem_probe.context import netmem_arguments
-from netmem_probe.snippets import Snippet, has_member, has_type
+from netmem_probe.report.table import Table
+from netmem_probe.snippets import (
+    COUNT_KEYS,
+    HOLDER_KEYS,
+    KEYS,
+    Snippet,
+    define_sort_key,
+    fill,
+    has_member,
+    has_type,
+    sort_option,
+)
 from netmem_probe.snippets.netmem import define_decoders, define_is_pp_page, define_niov_desc
 from netmem_probe.snippets.pools import (
     define_pool_places,
@@ -65,18 +76,28 @@ def pages_code(
     pool_ids: Sequence[int] = (),
     all_pools: bool = False,
     count: bool = False,
+    table: Optional[Table] = None,
     **_: object,
 ) -> str:
     """drgn code for ``pages``, with its pool selection, or ``--count``."""
     if pool_ids and all_pools:
         raise click.UsageError("--pool and --all-pools are mutually exclusive")
+    keys, other = (COUNT_KEYS, KEYS["pages"]) if count else (KEYS["pages"], COUNT_KEYS)
+    if table is not None and table.sort is not None and table.sort.name in set(other) - set(keys):
+        # A column of the other records (a page's, or a pool's count): none of
+        # these records has it, and the command keeps their order.
+        table = None
     s = Snippet(
         prog,
-        "netmem-probe pages" + _options(pool_ids, all_pools) + (" --count" if count else ""),
+        "netmem-probe pages"
+        + _options(pool_ids, all_pools)
+        + (" --count" if count else "")
+        + sort_option(table),
         "per-pool page counts against the in-flight counts"
         if count
         else "the page-pool pages of the memmap",
     )
+    sort = define_sort_key(s, table, keys)
     define_pool_record(s)
     define_pool_places(s)
     _define_pool_pages(s)
@@ -90,35 +111,49 @@ def pages_code(
         $report
         """,
         selection=_pool_selection(pool_ids, all_pools),
-        report="""
-        found = {address: {"cache": 0, "ring": 0, "out": 0} for address in rows}
-        for _, page in pool_pages(rows):
-            address = page.pp.value_()
-            found[address][places[address].get(page.value_(), "out")] += 1
-        for pool, row in pools:
-            if provider(pool):
-                # A memory provider's pool hands out net_iovs, which the memmap lacks.
-                counts, total = dict.fromkeys(("cache", "ring", "out")), None
-            else:
-                counts = found[pool.value_()]
-                total = sum(counts.values())
-            print(json.dumps({
-                "id": row["id"], "inflight": row["inflight"], "found": total,
-                "alloc-cache": counts["cache"], "ring": counts["ring"], "out": counts["out"],
-                "difference": None if total is None else total - row["inflight"],
-            }))
-        """
-        if count
-        else """
-        for pfn, page in pool_pages(rows):
-            address = page.pp.value_()
-            print(json.dumps({
-                "pfn": pfn, "page": hex(page.value_()), "pool-id": rows[address]["id"],
-                "pool": hex(address), "pp-ref-count": page.pp_ref_count.counter.value_(),
+        report=fill(
+            """
+            found = {address: {"cache": 0, "ring": 0, "out": 0} for address in rows}
+            for _, page in pool_pages(rows):
+                address = page.pp.value_()
+                found[address][places[address].get(page.value_(), "out")] += 1
+            found_rows = []
+            for pool, row in pools:
+                if provider(pool):
+                    # A memory provider's pool hands out net_iovs, which the memmap lacks.
+                    counts, total = dict.fromkeys(("cache", "ring", "out")), None
+                else:
+                    counts = found[pool.value_()]
+                    total = sum(counts.values())
+                found_rows.append({
+                    "id": row["id"], "inflight": row["inflight"], "found": total,
+                    "alloc-cache": counts["cache"], "ring": counts["ring"], "out": counts["out"],
+                    "difference": None if total is None else total - row["inflight"],
+                })
+            $sort
+            for row in found_rows:
+                print(json.dumps(row))
+            """
+            if count
+            else """
+            found_rows = ({
+                "pfn": pfn, "page": hex(page.value_()), "pool-id": rows[page.pp.value_()]["id"],
+                "pool": hex(page.pp.value_()), "pp-ref-count": page.pp_ref_count.counter.value_(),
                 "refcount": page._refcount.counter.value_(), "dma-index": dma_index(page),
-                "where": places[address].get(page.value_(), "out"),
-            }))
-        """,
+                "where": places[page.pp.value_()].get(page.value_(), "out"),
+            } for pfn, page in pool_pages(rows))
+            $sort
+            for row in found_rows:
+                print(json.dumps(row))
+            """,
+            sort=(
+                "found_rows.sort(key=sort_key)"
+                if count
+                else "found_rows = sorted(found_rows, key=sort_key)  # --sort: every page first"
+            )
+            if sort
+            else "",
+        ),
     )
     return s.get()
 
@@ -554,14 +589,18 @@ def _niovs_offset(prog: Program) -> str:
     return "NIOVS_OFFSET = None  # no struct net_iov before Linux 6.12"
 
 
-def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
+def holders_code(
+    prog: Program, netmem: Sequence[str], table: Optional[Table] = None, **_: object
+) -> str:
     """drgn code for ``holders NETMEM...``."""
     values = netmem_arguments(netmem)
     s = Snippet(
         prog,
-        "netmem-probe holders " + " ".join(hex(v) for v in values),
+        "netmem-probe holders " + " ".join(hex(v) for v in values) + sort_option(table),
         "who references each page or net_iov",
     )
+    # --sort orders each value's references.
+    sort = define_sort_key(s, table, HOLDER_KEYS)
     _define_holders(s)
     s.main(
         """
@@ -570,6 +609,7 @@ def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
         # processes owning a socket with the ss -K command that releases it.
         targets = [target(value) for value in [$values]]
         found = find_holders(targets)
+        $sort
         for t in targets:
             print(json.dumps({
                 "netmem": hex(t["netmem"]), "kind": t["kind"],
@@ -578,17 +618,27 @@ def holders_code(prog: Program, netmem: Sequence[str], **_: object) -> str:
             }))
         """,
         values=", ".join(hex(v) for v in values),
+        sort="""
+        for references in found.values():
+            references.sort(key=sort_key)  # --sort
+        """
+        if sort
+        else "",
     )
     return s.get()
 
 
-def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
+def leaks_code(
+    prog: Program, pool_ids: Sequence[int] = (), table: Optional[Table] = None, **_: object
+) -> str:
     """drgn code for ``leaks``: each in-flight page or net_iov of detached pools, judged."""
     s = Snippet(
         prog,
-        "netmem-probe leaks" + "".join(f" --pool {i}" for i in pool_ids),
+        "netmem-probe leaks" + "".join(f" --pool {i}" for i in pool_ids) + sort_option(table),
         "the in-flight pages and net_iovs of detached pools, parked, cached or leaked",
     )
+    # --sort orders the verdicts of each pool.
+    sort = define_sort_key(s, table, KEYS["leaks"])
     define_pool_record(s)
     define_provider(s)
     _define_pool_pages(s)
@@ -638,6 +688,7 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
         $niovs
         found = find_holders([t for _, t, _ in items])
         for address, (pool, row) in sorted(pools.items(), key=lambda item: item[1][1]["id"]):
+            verdicts = []
             for _, t, fields in (item for item in items if item[0] == address):
                 holders = found[t["netmem"]]
                 # parked: an skb (on a socket queue, maybe forever) or io_uring user
@@ -649,10 +700,14 @@ def leaks_code(prog: Program, pool_ids: Sequence[int] = (), **_: object) -> str:
                     verdict = "cached"
                 else:
                     verdict = "leaked"
-                print(json.dumps({"pool-id": row["id"], "netmem": hex(t["netmem"]),
-                                  "kind": t["kind"], **fields, "verdict": verdict}))
+                verdicts.append({"pool-id": row["id"], "netmem": hex(t["netmem"]),
+                                 "kind": t["kind"], **fields, "verdict": verdict})
+            $sort
+            for verdict in verdicts:
+                print(json.dumps(verdict))
         """,
         selection=selection,
         niovs=niovs,
+        sort="verdicts.sort(key=sort_key)  # --sort" if sort else "",
     )
     return s.get()

@@ -1,6 +1,5 @@
 """drgn code for ``pools`` and ``pool``, and the page-pool parts other snippets share."""
 
-import json
 from textwrap import dedent
 from typing import Optional, Sequence
 
@@ -8,8 +7,16 @@ import click
 from drgn import Program
 
 from netmem_probe.kernel.structs import member_exists
-from netmem_probe.report.table import Column, Table
-from netmem_probe.snippets import Snippet, has_member, has_object, py_strings
+from netmem_probe.report.table import Table
+from netmem_probe.snippets import (
+    KEYS,
+    Snippet,
+    define_sort_key,
+    has_member,
+    has_object,
+    py_strings,
+    sort_option,
+)
 
 __all__ = (
     "define_name",
@@ -313,9 +320,7 @@ def define_pool_places(s: Snippet) -> None:
     )
 
 
-def _selection(
-    netdev: Optional[str], states: Sequence[str], show_all: bool, sort: Optional[Column]
-) -> str:
+def _selection(netdev: Optional[str], states: Sequence[str], show_all: bool, sort: bool) -> str:
     code = []
     if netdev is not None:
         code.append(
@@ -332,14 +337,8 @@ def _selection(
         )
     if not show_all:
         code.append('rows = [row for row in rows if row["inflight"]]  # --inflight-only')
-    if sort is not None and sort.name != "id":
-        key = json.dumps(sort.name)
-        value = f"-row[{key}]" if sort.largest_first else f"row[{key}]"
-        code.append(
-            f"# --sort {sort.name}: what was not read last\n"
-            f"rows.sort(key=lambda row: (row.get({key}) is None, "
-            f"0 if row.get({key}) is None else {value}))"
-        )
+    if sort:
+        code.append("rows.sort(key=sort_key)")
     return "\n".join(code)
 
 
@@ -352,17 +351,18 @@ def pools_code(
     **_: object,
 ) -> str:
     """drgn code for ``pools`` with these filters, in ``table``'s --sort order."""
-    sort = table.sort if table is not None else None
     options = "".join(
         [
             f" --netdev {netdev}" if netdev else "",
             "".join(f" --state {state}" for state in states),
-            f" --sort {sort.name}" if sort is not None and sort.name != "id" else "",
+            sort_option(table, natural="id"),
             "" if show_all else " --inflight-only",
         ]
     )
     s = Snippet(prog, f"netmem-probe pools{options}", "every page pool, listed or not")
     define_pool_record(s)
+    # The registry is in id order, the default --sort.
+    sort = define_sort_key(s, table, KEYS["pools"], natural="id")
     s.main(
         """
         listed = listed_pools()

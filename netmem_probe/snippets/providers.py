@@ -6,7 +6,17 @@ from typing import Optional, Sequence
 import click
 from drgn import Program
 
-from netmem_probe.snippets import Snippet, has_member, has_object, has_type, py_strings
+from netmem_probe.report.table import Table
+from netmem_probe.snippets import (
+    KEYS,
+    Snippet,
+    define_sort_key,
+    has_member,
+    has_object,
+    has_type,
+    py_strings,
+    sort_option,
+)
 from netmem_probe.snippets.netmem import define_niov_desc
 from netmem_probe.snippets.pools import (
     define_name,
@@ -325,20 +335,27 @@ def _options(rings: Sequence[int], scan_files: bool) -> str:
 
 
 def providers_code(
-    prog: Program, rings: Sequence[str] = (), scan_files: bool = True, **_: object
+    prog: Program,
+    rings: Sequence[str] = (),
+    scan_files: bool = True,
+    table: Optional[Table] = None,
+    **_: object,
 ) -> str:
     """drgn code for ``providers``."""
     addresses = _ring_addresses(prog, rings)
     s = Snippet(
         prog,
-        "netmem-probe providers" + _options(addresses, scan_files),
+        "netmem-probe providers" + _options(addresses, scan_files) + sort_option(table),
         "devmem dma-buf bindings and io_uring zcrx areas, and what their niovs do",
     )
     if _without_providers(s):
         return s.get()
+    sort = define_sort_key(s, table, KEYS["providers"])
     define_areas(s, addresses, scan_files)
     define_niov_states(s)
-    s.main("""
+    s.main(
+        """
+        rows = []
         for area in areas():
             counts = {"free": 0, "in-pool": 0, "stack": 0, "user": 0}
             for _, _, _, state in niov_states(area):
@@ -347,8 +364,13 @@ def providers_code(
                                               "queues", "pools")}
             row["niovs"] = sum(span["count"] for span in area["spans"])
             row.update(counts)
+            rows.append(row)
+        $sort
+        for row in rows:
             print(json.dumps(row))
-        """)
+        """,
+        sort="rows.sort(key=sort_key)" if sort else "",
+    )
     return s.get()
 
 
@@ -381,6 +403,7 @@ def niovs_code(
     states: Sequence[str] = (),
     rings: Sequence[str] = (),
     scan_files: bool = True,
+    table: Optional[Table] = None,
     **_: object,
 ) -> str:
     """drgn code for ``niovs`` with its selection."""
@@ -393,11 +416,13 @@ def niovs_code(
             f" --pool {pool_id}" if pool_id is not None else "",
             "".join(f" --state {state}" for state in states),
             _options(addresses, scan_files),
+            sort_option(table),
         ]
     )
     s = Snippet(prog, "netmem-probe niovs" + options, "every net_iov of the provider areas")
     if _without_providers(s):
         return s.get()
+    sort = define_sort_key(s, table, KEYS["niovs"])
     define_areas(s, addresses, scan_files)
     define_niov_states(s)
     selection = area_key is not None or pool_id is not None
@@ -434,10 +459,11 @@ def niovs_code(
         $ambiguous
         POOL_IDS = {pool.value_(): pool.user.id.value_() for pool in for_each_pool()}
         for area in chosen:
+            rows = []
             for span, i, niov, state in niov_states(area):
                 $state_test
                 pool = desc(niov).pp.value_()
-                print(json.dumps({
+                rows.append({
                     "area": area["area"], "kind": area["kind"], "chunk": span["chunk"],
                     "index": i, "net-iov": hex(niov.value_()), "netmem": hex(niov.value_() | 1),
                     "state": state, "pool-id": POOL_IDS.get(pool) if pool else None,
@@ -446,9 +472,13 @@ def niovs_code(
                     "dma-addr": hex(desc(niov).dma_addr.value_()),
                     # Offset in the dma-buf, or in the zcrx area as user space sees it.
                     "offset": span["base"] + (i << area["shift"]),
-                }))
+                })
+            $sort
+            for row in rows:
+                print(json.dumps(row))
         """,
         state_test=state_test,
+        sort="rows.sort(key=sort_key)  # in each area" if sort else "",
         areas="[area for area in areas() if selected(area)]" if selection else "areas()",
         ambiguous=ambiguous,
     )
