@@ -362,11 +362,15 @@ def test_every_sort_column_orders_the_scripts_records_as_json(name, fixture_prog
     for args in invocations(name):
         for column in sort_columns(args[0]):
             if "--sort" not in args:
-                seen[args[0], column] = check_sorted_script(prog, args, column) or \
-                    seen.get((args[0], column), False)
+                seen[args[0], column] = check_sorted_script(prog, args, column) or seen.get(
+                    (args[0], column), False
+                )
     # The keys a script prints can all be sorted by.
-    assert all(seen[command, column] for command, column in seen
-               if column in (HOLDER_KEYS if command == "holders" else KEYS[command])), seen
+    assert all(
+        seen[command, column]
+        for command, column in seen
+        if column in (HOLDER_KEYS if command == "holders" else KEYS[command])
+    ), seen
 
 
 def _first_page(prog) -> str:
