@@ -37,6 +37,7 @@ from netmem_probe.fake.objects import (
     KObject,
 )
 from netmem_probe.fake.pools import PP_FLAG_SYSTEM_POOL, FakePagePool
+from netmem_probe.fake.queues import FakeCpuQueues
 from netmem_probe.fake.types_elf import build_types_elf, layout_header, layout_machine
 
 __all__ = ("World",)
@@ -444,6 +445,9 @@ class World:
             if self.has_symbol("system_page_pool")
             else []
         )
+        # Every CPU's backlog, NAPI skb cache and skb defer lists, for
+        # layouts with softnet_data.
+        self.cpu_queues = FakeCpuQueues(self) if self.has_symbol("softnet_data") else None
 
     def _system_pool(self, cpu: int) -> FakePagePool:
         """The per-CPU system page pool that net_page_pool_create() makes at boot."""

@@ -26,7 +26,9 @@ page any pointer into its memory.  Each hit is then classified:
   elsewhere as drgn's ``identify_address()`` describes it.
 
 For skbs, the socket whose queue (receive, error, backlog) holds them is
-found from the queue itself, since UDP leaves ``skb->sk`` NULL.
+found from the queue itself, since UDP leaves ``skb->sk`` NULL.  An skb on no
+socket may wait on a CPU (backlog, completion queue, defer list), in a qdisc
+or in a GRO list; one in the NAPI cache of released sk_buffs holds nothing.
 """
 
 import bisect
@@ -50,10 +52,12 @@ from netmem_probe.kernel.page_pool import (
     PagePoolScanner,
 )
 from netmem_probe.kernel.platform import byte_order, page_shift, word_format, word_size
+from netmem_probe.kernel.qdisc import Qdiscs
 from netmem_probe.kernel.queues import GroLists, TcpOfoQueue
 from netmem_probe.kernel.search import SearchOptions, direct_map_base, search_words
 from netmem_probe.kernel.skbs import SkbSlabs
 from netmem_probe.kernel.slab import SlabPlace, describe, page_place, referrers, slab_place
+from netmem_probe.kernel.softnet import CpuQueues
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, wrap
 
@@ -61,6 +65,8 @@ __all__ = (
     "POOL_KINDS",
     "RING_KINDS",
     "SKB_KINDS",
+    "SKB_QUEUES",
+    "RELEASED_SKB_QUEUE",
     "Holder",
     "HolderSearch",
     "SockInfo",
@@ -83,6 +89,11 @@ FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 44: 
 #: IP protocols named in ``ss`` filters.
 PROTOCOLS = {6: "tcp", 17: "udp"}
 SKB_KINDS = ("skb-frag", "skb-head")
+#: Queues of skbs that are no socket's: per CPU (:mod:`~netmem_probe.kernel.softnet`),
+#: qdiscs (:mod:`~netmem_probe.kernel.qdisc`) and NAPI GRO lists.
+SKB_QUEUES = ("backlog", "completion-queue", "defer-list", "qdisc", "gro")
+#: The NAPI cache of released sk_buffs: an skb there holds nothing.
+RELEASED_SKB_QUEUE = "napi-cache"
 POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
 RING_KINDS = ("rx-ring",)
 
@@ -142,7 +153,9 @@ class Holder:
         return (
             self.kind in POOL_KINDS
             or self.kind in RING_KINDS
-            or (self.kind in SKB_KINDS and self.skb is not None)
+            or (
+                self.kind in SKB_KINDS and self.skb is not None and self.queue != RELEASED_SKB_QUEUE
+            )
         )
 
 
@@ -336,6 +349,8 @@ class HolderSearch:
         self.rx_rings = RxRings(prog, problems)
         self.tcp_ofo = TcpOfoQueue(prog, problems)
         self.gro = GroLists(prog, problems)
+        self.cpu_queues = CpuQueues(prog, problems)
+        self.qdiscs = Qdiscs(prog, problems)
         self.owners = SocketOwners(prog, problems)
         try:
             self.init_netns: Optional[int] = prog["init_net"].ns.inum.value_()
@@ -599,6 +614,19 @@ class HolderSearch:
         skb: Dict[str, int],
         frag: Optional[int] = None,
     ) -> Holder:
+        place = self.cpu_queues.of_skb(skb_address) or self.qdiscs.of_skb(skb_address)
+        if place is not None:
+            info = self.netdevs.info(skb["dev"]) if skb["dev"] else None
+            return Holder(
+                kind,
+                address,
+                value,
+                skb=skb_address,
+                frag=frag,
+                queue=place.queue,
+                netdev=info.name if info is not None and info.name.isprintable() else None,
+                detail=place.detail,
+            )
         sock, queue = self._owner(skb_address, skb)
         netdev = None
         # In the out-of-order rbtree, skb->dev is part of skb->rbnode.

@@ -39,6 +39,15 @@ def for_each_net_address(prog: Program, problems: Optional[Problems] = None) -> 
         yield node - offset
 
 
+def for_each_netdev_address(prog: Program, problems: Optional[Problems] = None) -> Iterator[int]:
+    """Addresses of every ``struct net_device`` on every namespace's ``dev_base_head``."""
+    dev_list = drgn.offsetof(prog.type("struct net"), "dev_base_head")
+    dev_node = drgn.offsetof(prog.type("struct net_device"), "dev_list")
+    for net in for_each_net_address(prog, problems):
+        for node in list_nodes(prog, net + dev_list, what="dev_base_head", problems=problems):
+            yield node - dev_node
+
+
 def namespace_page_pool_lists(
     prog: Program, problems: Optional[Problems] = None
 ) -> Iterator[Tuple[int, int]]:
@@ -46,18 +55,12 @@ def namespace_page_pool_lists(
     ``(netdev address, hlist node address)`` for every pool linked on a
     netdev's ``page_pools`` hlist, in every namespace (what netlink dumps).
     """
-    net_type = prog.type("struct net")
-    dev_type = prog.type("struct net_device")
-    dev_list = drgn.offsetof(net_type, "dev_base_head")
-    dev_node = drgn.offsetof(dev_type, "dev_list")
-    pools_head = drgn.offsetof(dev_type, "page_pools")
-    for net in for_each_net_address(prog, problems):
-        for node in list_nodes(prog, net + dev_list, what="dev_base_head", problems=problems):
-            netdev = node - dev_node
-            for pool_node in hlist_nodes(
-                prog, netdev + pools_head, what="netdev page_pools hlist", problems=problems
-            ):
-                yield netdev, pool_node
+    pools_head = drgn.offsetof(prog.type("struct net_device"), "page_pools")
+    for netdev in for_each_netdev_address(prog, problems):
+        for pool_node in hlist_nodes(
+            prog, netdev + pools_head, what="netdev page_pools hlist", problems=problems
+        ):
+            yield netdev, pool_node
 
 
 class NetdevReader:

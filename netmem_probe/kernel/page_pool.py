@@ -22,7 +22,7 @@ from drgn import Object, Program
 from netmem_probe.kernel.cache import per_program
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader, namespace_page_pool_lists
 from netmem_probe.kernel.netmem import poison_pointer_delta
-from netmem_probe.kernel.platform import page_size, word_size
+from netmem_probe.kernel.platform import page_size
 from netmem_probe.kernel.pool_discovery import discover_pools
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import (
@@ -30,6 +30,8 @@ from netmem_probe.kernel.walk import (
     Problems,
     attempts,
     inconsistent,
+    ptr_ring_entries,
+    ptr_ring_slots,
     read_words,
     wrap,
     xa_entries,
@@ -131,37 +133,6 @@ def page_pool_inflight(pool: Object) -> int:
 def _s32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value & 0x80000000 else value
-
-
-def ptr_ring_slots(
-    producer: int, consumer_head: int, size: int, queue: int, prog: Program
-) -> List[int]:
-    """
-    The slots of a ``struct ptr_ring`` that hold entries, oldest first:
-    ``consumer_head`` up to ``producer`` (wrapping).  Consumed slots are
-    zeroed lazily, in batches, so non-NULL slots outside that window are
-    stale; when ``producer == consumer_head`` the ring is empty or full, told
-    apart by the slot at ``consumer_head``.
-    """
-    if size <= 0 or not queue:
-        return []
-    if producer == consumer_head:
-        first = read_words(prog, queue + word_size(prog) * consumer_head, 1)[0]
-        count = size if first else 0
-    else:
-        count = (producer - consumer_head) % size
-    return [(consumer_head + i) % size for i in range(count)]
-
-
-def ptr_ring_entries(
-    producer: int, consumer_head: int, size: int, queue: int, prog: Program
-) -> List[int]:
-    """The entries a ``struct ptr_ring`` holds (see :func:`ptr_ring_slots`)."""
-    slots = ptr_ring_slots(producer, consumer_head, size, queue, prog)
-    if not slots:
-        return []
-    words = read_words(prog, queue, size)
-    return [words[slot] for slot in slots]
 
 
 @dataclass(frozen=True)

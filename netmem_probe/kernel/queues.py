@@ -18,7 +18,7 @@ from typing import Dict, Optional
 import drgn
 from drgn import Program
 
-from netmem_probe.kernel.netdev import for_each_net_address
+from netmem_probe.kernel.netdev import for_each_netdev_address
 from netmem_probe.kernel.structs import member_exists, read_cstring
 from netmem_probe.kernel.walk import Problems, list_nodes, wrap
 
@@ -89,8 +89,9 @@ class GroLists:
         self.by_skb: Dict[int, str] = {}
         napi_type = prog.type("struct napi_struct")
         if member_exists(napi_type, "gro.hash"):
-            # Newer kernels group GRO state in napi->gro (struct gro_node;
-            # the commit is not looked up here).
+            # Since Linux kernel commit 291515c76409 ("net: gro: decouple
+            # GRO from the NAPI layer") (in v6.15) the GRO state is napi->gro,
+            # a struct gro_node.
             hash_path, rx_path = "gro.hash", "gro.rx_list"
         elif member_exists(napi_type, "gro_hash"):
             hash_path, rx_path = "gro_hash", "rx_list"
@@ -111,37 +112,31 @@ class GroLists:
         napi_id = drgn.offsetof(napi_type, "napi_id")
         dev_type = prog.type("struct net_device")
         dev_napis = drgn.offsetof(dev_type, "napi_list")
-        dev_node = drgn.offsetof(dev_type, "dev_list")
         dev_name = drgn.offsetof(dev_type, "name")
-        dev_list = drgn.offsetof(prog.type("struct net"), "dev_base_head")
-        for net in for_each_net_address(prog, problems):
-            for node in list_nodes(prog, net + dev_list, what="dev_base_head", problems=problems):
-                dev = node - dev_node
+        for dev in for_each_netdev_address(prog, problems):
+            try:
+                name = read_cstring(prog, dev + dev_name, 16) or "?"
+            except drgn.FaultError:
+                name = "?"
+            napis = list_nodes(prog, dev + dev_napis, what="napi_list", problems=problems)
+            for napi_at in napis:
+                napi = napi_at - napi_node
                 try:
-                    name = read_cstring(prog, dev + dev_name, 16) or "?"
-                except drgn.FaultError:
-                    name = "?"
-                napis = list_nodes(prog, dev + dev_napis, what="napi_list", problems=problems)
-                for napi_at in napis:
-                    napi = napi_at - napi_node
-                    try:
-                        nid = prog.read_u32(wrap(napi + napi_id))
-                    except drgn.FaultError as e:
-                        problems.fault("napi_struct", napi, e)
-                        continue
-                    heads = [
-                        (napi + buckets + b * stride + list_at, f"bucket {b}")
-                        for b in range(nr_buckets)
-                    ]
-                    heads.append((napi + rx_list, "rx_list"))
-                    for head, where in heads:
-                        skbs = list_nodes(
-                            prog, head, what="GRO list", problems=problems, limit=MAX_GRO_SKBS
-                        )
-                        for skb in skbs:
-                            self.by_skb[skb - list_in_skb] = (
-                                f"GRO list of napi {nid} ({name}), {where}"
-                            )
+                    nid = prog.read_u32(wrap(napi + napi_id))
+                except drgn.FaultError as e:
+                    problems.fault("napi_struct", napi, e)
+                    continue
+                heads = [
+                    (napi + buckets + b * stride + list_at, f"bucket {b}")
+                    for b in range(nr_buckets)
+                ]
+                heads.append((napi + rx_list, "rx_list"))
+                for head, where in heads:
+                    skbs = list_nodes(
+                        prog, head, what="GRO list", problems=problems, limit=MAX_GRO_SKBS
+                    )
+                    for skb in skbs:
+                        self.by_skb[skb - list_in_skb] = f"GRO list of napi {nid} ({name}), {where}"
 
     def of_skb(self, skb: int) -> Optional[str]:
         """Where the skb at ``skb`` waits in a GRO list, if it does."""

@@ -9,7 +9,9 @@ before the pool's own cache), and what would release them.
 Kinds: ``socket-receive``, ``socket-error``, ``socket-backlog``,
 ``socket-tcp-ofo`` (or ``socket`` when the queue is not known), ``rx-ring``
 (a driver's ring slot or an skb in one), ``gro`` (an skb in a NAPI GRO
-list), ``skb`` (an skb on no queue found), ``pool-cache``, ``pool-ring``,
+list), ``backlog``, ``completion-queue`` and ``defer-list`` (an skb waiting
+on a CPU), ``qdisc`` (an skb in a qdisc), ``skb`` (an skb on no queue
+found), ``pool-cache``, ``pool-ring``,
 ``pool-frag-page``, ``user`` (io_uring user space), ``unexplained``
 (nothing that holds it).
 """
@@ -24,6 +26,7 @@ from netmem_probe.kernel.holders import (
     POOL_KINDS,
     RING_KINDS,
     SKB_KINDS,
+    SKB_QUEUES,
     Holder,
     HolderSearch,
     page_target,
@@ -34,13 +37,19 @@ from netmem_probe.kernel.walk import Problems
 
 __all__ = ("HolderSummary", "holder_kind", "pool_holders", "release_of", "summarize")
 
+#: What frees an skb waiting on a CPU.
+QUEUE_RELEASE = {
+    "backlog": "the CPU's backlog NAPI delivering it (process_backlog)",
+    "completion-queue": "the CPU's next NET_TX softirq freeing its completion queue",
+    "defer-list": "the CPU's next NET_RX softirq freeing its skb defer list",
+}
 #: The pool's own structures: nothing to do, the pool frees them itself.
 POOL_RELEASE = "nothing: the pool's own cache, freed with the pool"
 
 
 def _primary(holders: Sequence[Holder]) -> Optional[Holder]:
     """The holder a page is counted under."""
-    skbs = [h for h in holders if h.kind in SKB_KINDS and h.skb is not None]
+    skbs = [h for h in holders if h.kind in SKB_KINDS and h.holds]
     for h in skbs:
         if h.sock is not None:
             return h
@@ -66,7 +75,7 @@ def holder_kind(holders: Sequence[Holder], user_refs: Optional[int] = None) -> s
     if h.kind in RING_KINDS or h.rx_slot is not None:
         return "rx-ring"
     if h.kind in SKB_KINDS:
-        return "gro" if h.queue == "gro" else "skb"
+        return h.queue if h.queue in SKB_QUEUES else "skb"
     return h.kind
 
 
@@ -85,6 +94,10 @@ def release_of(holders: Sequence[Holder], user_refs: Optional[int] = None) -> st
         return h.rx_slot.release
     if h.kind in SKB_KINDS and h.queue == "gro":
         return "the next NAPI poll flushing GRO" + (f" on {h.netdev}" if h.netdev else "")
+    if h.kind in SKB_KINDS and h.queue in QUEUE_RELEASE:
+        return QUEUE_RELEASE[h.queue]
+    if h.kind in SKB_KINDS and h.queue == "qdisc":
+        return f"the qdisc sending it ({h.detail})"
     if h.kind in SKB_KINDS:
         return "none known: an skb on no queue found"
     return POOL_RELEASE

@@ -28,6 +28,8 @@ __all__ = (
     "hlist_nodes",
     "inconsistent",
     "list_nodes",
+    "ptr_ring_entries",
+    "ptr_ring_slots",
     "read_pointer",
     "read_words",
     "wrap",
@@ -394,3 +396,34 @@ def read_words(prog: Program, address: int, count: int) -> Tuple[int, ...]:
     return struct.unpack(
         word_format(prog, count), prog.read(wrap(address), word_size(prog) * count)
     )
+
+
+def ptr_ring_slots(
+    producer: int, consumer_head: int, size: int, queue: int, prog: Program
+) -> List[int]:
+    """
+    The slots of a ``struct ptr_ring`` that hold entries, oldest first:
+    ``consumer_head`` up to ``producer`` (wrapping).  Consumed slots are
+    zeroed lazily, in batches, so non-NULL slots outside that window are
+    stale; when ``producer == consumer_head`` the ring is empty or full, told
+    apart by the slot at ``consumer_head``.
+    """
+    if size <= 0 or not queue:
+        return []
+    if producer == consumer_head:
+        first = read_words(prog, queue + word_size(prog) * consumer_head, 1)[0]
+        count = size if first else 0
+    else:
+        count = (producer - consumer_head) % size
+    return [(consumer_head + i) % size for i in range(count)]
+
+
+def ptr_ring_entries(
+    producer: int, consumer_head: int, size: int, queue: int, prog: Program
+) -> List[int]:
+    """The entries a ``struct ptr_ring`` holds (see :func:`ptr_ring_slots`)."""
+    slots = ptr_ring_slots(producer, consumer_head, size, queue, prog)
+    if not slots:
+        return []
+    words = read_words(prog, queue, size)
+    return [words[slot] for slot in slots]

@@ -64,6 +64,10 @@ STRUCTS = {
         "dev",
         "page_pools",
         "napi_list",
+        "_tx",
+        "num_tx_queues",
+        "qdisc",
+        "qdisc_hash",
     ],
     "struct net": ["list", "dev_base_head", "loopback_dev", "ns", "ifindex"],
     "struct ns_common": ["inum"],
@@ -108,11 +112,17 @@ STRUCTS = {
         "users",
         "rbnode",
         "list",
+        "ll_node",
     ],
     "struct sk_buff_head": ALL,
     "struct sk_buff_fclones": ALL,
     # the skb slab caches (netmem_probe/kernel/skbs.py, drgn's slab helpers)
-    "struct net_hotdata": ["skbuff_cache", "skbuff_fclone_cache", "skb_small_head_cache"],
+    "struct net_hotdata": [
+        "skbuff_cache",
+        "skbuff_fclone_cache",
+        "skb_small_head_cache",
+        "skb_defer_nodes",
+    ],
     "struct kmem_cache": [
         "cpu_sheaves",
         "flags",
@@ -157,6 +167,31 @@ STRUCTS = {
     "struct inet_connection_sock": ["icsk_inet"],
     "struct inet_sock": ["sk"],
     "struct rb_root": ALL,
+    # skbs waiting per CPU (kernel/softnet.py): the backlog, the completion
+    # queue, the skb defer lists (in softnet_data before v6.18, per NUMA node
+    # after) and the NAPI cache of freed skbs
+    "struct softnet_data": ["process_queue", "completion_queue", "input_pkt_queue", "defer_list"],
+    "struct skb_defer_node": ALL,
+    "struct napi_alloc_cache": ["skb_count", "skb_cache"],
+    # qdiscs (kernel/qdisc.py): every qdisc's own queues, pfifo_fast's bands
+    # and fq_codel's flows
+    "struct netdev_queue": ["qdisc", "qdisc_sleeping"],
+    "struct Qdisc": [
+        "ops",
+        "hash",
+        "handle",
+        "gso_skb",
+        "skb_bad_txq",
+        "q",
+        "defer_list",
+        "privdata",
+    ],
+    "struct Qdisc_ops": ["id"],
+    "struct qdisc_skb_head": ALL,
+    "struct pfifo_fast_priv": ALL,
+    "struct skb_array": ALL,
+    "struct fq_codel_sched_data": ["flows", "flows_cnt"],
+    "struct fq_codel_flow": ["head", "tail"],
     "struct rb_node": ALL,
     # processes and their sockets (kernel/actors.py)
     "struct task_struct": ["tasks", "tgid", "comm", "files", "nsproxy"],
@@ -253,6 +288,8 @@ GLOBALS = {
     "tk_core": "kernel/time/timekeeping.c",
     "timekeeper_data": "kernel/time/timekeeping.c",
     "prb": "kernel/printk/printk.c",
+    "softnet_data": "net/core/dev.c",
+    "napi_alloc_cache": "net/core/skbuff.c",
 }
 
 # Globals of one architecture's kernels only: drgn reads the direct map and
@@ -268,4 +305,4 @@ ARCH_SOURCES = {"aarch64": {"__per_cpu_offset": "drivers/base/arch_numa.c"}}
 
 # Per-CPU variables live in the .data..percpu section, linked at address 0 as
 # in the kernel, so per_cpu_ptr() adds __per_cpu_offset[cpu] to them.
-PERCPU_GLOBALS = {"system_page_pool", "pp_system_recycle_stats"}
+PERCPU_GLOBALS = {"system_page_pool", "pp_system_recycle_stats", "softnet_data", "napi_alloc_cache"}

@@ -7,6 +7,8 @@
 #ifndef NETMEM_LAYOUT_LINUX_7_3
 #define NETMEM_LAYOUT_LINUX_7_3
 
+struct Qdisc;
+struct Qdisc_ops;
 struct address_space;
 struct callback_head;
 struct device;
@@ -17,6 +19,7 @@ struct fdtable;
 struct file;
 struct file_operations;
 struct files_struct;
+struct fq_codel_flow;
 struct gen_pool;
 struct hlist_node;
 struct io_ring_ctx;
@@ -37,6 +40,7 @@ struct net_device;
 struct net_devmem_dmabuf_binding;
 struct net_iov;
 struct net_iov_area;
+struct netdev_queue;
 struct netdev_rx_queue;
 struct node_barn;
 struct nsproxy;
@@ -56,6 +60,7 @@ struct seqcount;
 struct seqcount_raw_spinlock;
 struct sg_table;
 struct sk_buff;
+struct skb_defer_node;
 struct skb_frag;
 struct slub_percpu_sheaves;
 struct sock;
@@ -257,6 +262,12 @@ struct timer_list {
 	unsigned char __pad_36[4];
 };
 
+struct delayed_work {
+	unsigned char __pad_0[32];
+	struct timer_list timer;
+	unsigned char __pad_72[16];
+};
+
 enum dma_data_direction {
 	DMA_BIDIRECTIONAL = 0,
 	DMA_TO_DEVICE = 1,
@@ -282,10 +293,6 @@ typedef _Bool bool;
 typedef unsigned char __u8;
 
 typedef unsigned long netmem_ref;
-
-struct delayed_work {
-	unsigned char __opaque[88];
-};
 
 typedef unsigned long long __u64;
 
@@ -380,6 +387,34 @@ struct page_pool {
 	unsigned char __pad_1720[8];
 };
 
+struct page_pool_params {
+	union {
+		struct {
+			unsigned int order;
+			unsigned int pool_size;
+			int nid;
+			unsigned char __pad_12[4];
+			struct device *dev;
+			struct napi_struct *napi;
+			enum dma_data_direction dma_dir;
+			unsigned int max_len;
+			unsigned int offset;
+			unsigned char __pad_44[4];
+		};
+		struct page_pool_params_fast fast;
+	};
+	union {
+		struct {
+			struct net_device *netdev;
+			unsigned int queue_idx;
+			unsigned int flags;
+			void (*init_callback)(netmem_ref, void *);
+			void *init_arg;
+		};
+		struct page_pool_params_slow slow;
+	};
+};
+
 struct page_pool_recycle_stats {
 	u64 cached;
 	u64 cache_full;
@@ -423,7 +458,9 @@ struct device {
 };
 
 struct net_device {
-	unsigned char __pad_0[176];
+	unsigned char __pad_0[24];
+	struct netdev_queue *_tx;
+	unsigned char __pad_32[144];
 	unsigned int flags;
 	unsigned char __pad_180[44];
 	int ifindex;
@@ -438,7 +475,13 @@ struct net_device {
 	struct list_head napi_list;
 	unsigned char __pad_376[784];
 	unsigned int num_rx_queues;
-	unsigned char __pad_1164[332];
+	unsigned char __pad_1164[76];
+	unsigned int num_tx_queues;
+	unsigned char __pad_1244[4];
+	struct Qdisc *qdisc;
+	unsigned char __pad_1256[16];
+	struct hlist_head qdisc_hash[16];
+	unsigned char __pad_1400[96];
 	u8 reg_state;
 	unsigned char __pad_1497[55];
 	struct device dev;
@@ -688,6 +731,7 @@ struct sk_buff {
 		};
 		struct rb_node rbnode;
 		struct list_head list;
+		struct llist_node ll_node;
 	};
 	struct sock *sk;
 	unsigned char __pad_32[80];
@@ -737,7 +781,9 @@ struct net_hotdata {
 	struct kmem_cache *skbuff_cache;
 	struct kmem_cache *skbuff_fclone_cache;
 	struct kmem_cache *skb_small_head_cache;
-	unsigned char __pad_360[72];
+	unsigned char __pad_360[16];
+	struct skb_defer_node *skb_defer_nodes;
+	unsigned char __pad_384[48];
 };
 
 typedef unsigned int slab_flags_t;
@@ -853,6 +899,12 @@ struct skb_shared_info {
 	skb_frag_t frags[17];
 };
 
+struct bio_vec {
+	struct page *bv_page;
+	unsigned int bv_len;
+	unsigned int bv_offset;
+};
+
 typedef __u32 __be32;
 
 typedef __u16 __be16;
@@ -923,6 +975,89 @@ struct tcp_sock {
 	unsigned char __pad_1432[128];
 	struct rb_root out_of_order_queue;
 	unsigned char __pad_1568[864];
+};
+
+struct softnet_data {
+	unsigned char __pad_0[16];
+	struct sk_buff_head process_queue;
+	unsigned char __pad_40[48];
+	struct sk_buff *completion_queue;
+	unsigned char __pad_96[256];
+	struct sk_buff_head input_pkt_queue;
+	unsigned char __pad_376[712];
+};
+
+struct skb_defer_node {
+	struct llist_head defer_list;
+	atomic_long_t defer_count;
+	unsigned char __pad_16[48];
+};
+
+struct napi_alloc_cache {
+	unsigned char __pad_0[16];
+	unsigned int skb_count;
+	unsigned char __pad_20[4];
+	void *skb_cache[128];
+};
+
+struct netdev_queue {
+	unsigned char __pad_0[8];
+	struct Qdisc *qdisc;
+	struct Qdisc *qdisc_sleeping;
+	unsigned char __pad_24[296];
+};
+
+struct qdisc_skb_head {
+	struct sk_buff *head;
+	struct sk_buff *tail;
+	__u32 qlen;
+	spinlock_t lock;
+};
+
+struct Qdisc {
+	unsigned char __pad_0[24];
+	const struct Qdisc_ops *ops;
+	unsigned char __pad_32[8];
+	struct hlist_node hash;
+	u32 handle;
+	unsigned char __pad_60[68];
+	struct sk_buff_head gso_skb;
+	unsigned char __pad_152[8];
+	struct sk_buff_head skb_bad_txq;
+	unsigned char __pad_184[8];
+	struct qdisc_skb_head q;
+	unsigned char __pad_216[112];
+	struct llist_head defer_list;
+	unsigned char __pad_336[48];
+	long privdata[];
+};
+
+struct Qdisc_ops {
+	unsigned char __pad_0[16];
+	char id[16];
+	unsigned char __pad_32[144];
+};
+
+struct skb_array {
+	struct ptr_ring ring;
+};
+
+struct pfifo_fast_priv {
+	struct skb_array q[3];
+};
+
+struct fq_codel_sched_data {
+	unsigned char __pad_0[16];
+	struct fq_codel_flow *flows;
+	unsigned char __pad_24[8];
+	u32 flows_cnt;
+	unsigned char __pad_36[100];
+};
+
+struct fq_codel_flow {
+	struct sk_buff *head;
+	struct sk_buff *tail;
+	unsigned char __pad_16[48];
 };
 
 typedef int __kernel_pid_t;
@@ -1291,6 +1426,8 @@ _Static_assert(__builtin_offsetof(struct timer_list, entry) == 0, "__builtin_off
 _Static_assert(__builtin_offsetof(struct timer_list, expires) == 16, "__builtin_offsetof(struct timer_list, expires)");
 _Static_assert(__builtin_offsetof(struct timer_list, flags) == 32, "__builtin_offsetof(struct timer_list, flags)");
 _Static_assert(sizeof(struct timer_list) == 40, "sizeof(struct timer_list)");
+_Static_assert(__builtin_offsetof(struct delayed_work, timer) == 32, "__builtin_offsetof(struct delayed_work, timer)");
+_Static_assert(sizeof(struct delayed_work) == 88, "sizeof(struct delayed_work)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, order) == 0, "__builtin_offsetof(struct page_pool_params_fast, order)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, pool_size) == 4, "__builtin_offsetof(struct page_pool_params_fast, pool_size)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, nid) == 8, "__builtin_offsetof(struct page_pool_params_fast, nid)");
@@ -1307,7 +1444,6 @@ _Static_assert(__builtin_offsetof(struct page_pool, pages_state_hold_cnt) == 52,
 _Static_assert(__builtin_offsetof(struct page_pool, frag_users) == 64, "__builtin_offsetof(struct page_pool, frag_users)");
 _Static_assert(__builtin_offsetof(struct page_pool, frag_page) == 72, "__builtin_offsetof(struct page_pool, frag_page)");
 _Static_assert(__builtin_offsetof(struct page_pool, frag_offset) == 80, "__builtin_offsetof(struct page_pool, frag_offset)");
-_Static_assert(sizeof(struct delayed_work) == 88, "sizeof(struct delayed_work)");
 _Static_assert(__builtin_offsetof(struct page_pool, release_dw) == 96, "__builtin_offsetof(struct page_pool, release_dw)");
 _Static_assert(__builtin_offsetof(struct page_pool, disconnect) == 184, "__builtin_offsetof(struct page_pool, disconnect)");
 _Static_assert(__builtin_offsetof(struct page_pool, defer_start) == 192, "__builtin_offsetof(struct page_pool, defer_start)");
@@ -1353,6 +1489,22 @@ _Static_assert(__builtin_offsetof(struct page_pool, user.list) == 1688, "__built
 _Static_assert(__builtin_offsetof(struct page_pool, user.detach_time) == 1704, "__builtin_offsetof(struct page_pool, user.detach_time)");
 _Static_assert(__builtin_offsetof(struct page_pool, user.id) == 1712, "__builtin_offsetof(struct page_pool, user.id)");
 _Static_assert(sizeof(struct page_pool) == 1728, "sizeof(struct page_pool)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, order) == 0, "__builtin_offsetof(struct page_pool_params, order)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, pool_size) == 4, "__builtin_offsetof(struct page_pool_params, pool_size)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, nid) == 8, "__builtin_offsetof(struct page_pool_params, nid)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, dev) == 16, "__builtin_offsetof(struct page_pool_params, dev)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, napi) == 24, "__builtin_offsetof(struct page_pool_params, napi)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, dma_dir) == 32, "__builtin_offsetof(struct page_pool_params, dma_dir)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, max_len) == 36, "__builtin_offsetof(struct page_pool_params, max_len)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, offset) == 40, "__builtin_offsetof(struct page_pool_params, offset)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, fast) == 0, "__builtin_offsetof(struct page_pool_params, fast)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, netdev) == 48, "__builtin_offsetof(struct page_pool_params, netdev)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, queue_idx) == 56, "__builtin_offsetof(struct page_pool_params, queue_idx)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, flags) == 60, "__builtin_offsetof(struct page_pool_params, flags)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, init_callback) == 64, "__builtin_offsetof(struct page_pool_params, init_callback)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, init_arg) == 72, "__builtin_offsetof(struct page_pool_params, init_arg)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, slow) == 48, "__builtin_offsetof(struct page_pool_params, slow)");
+_Static_assert(sizeof(struct page_pool_params) == 80, "sizeof(struct page_pool_params)");
 _Static_assert(__builtin_offsetof(struct page_pool_recycle_stats, cached) == 0, "__builtin_offsetof(struct page_pool_recycle_stats, cached)");
 _Static_assert(__builtin_offsetof(struct page_pool_recycle_stats, cache_full) == 8, "__builtin_offsetof(struct page_pool_recycle_stats, cache_full)");
 _Static_assert(__builtin_offsetof(struct page_pool_recycle_stats, ring) == 16, "__builtin_offsetof(struct page_pool_recycle_stats, ring)");
@@ -1372,6 +1524,7 @@ _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, mp_priv) == 
 _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, mp_ops) == 8, "__builtin_offsetof(struct pp_memory_provider_params, mp_ops)");
 _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, rx_page_size) == 16, "__builtin_offsetof(struct pp_memory_provider_params, rx_page_size)");
 _Static_assert(sizeof(struct pp_memory_provider_params) == 24, "sizeof(struct pp_memory_provider_params)");
+_Static_assert(__builtin_offsetof(struct net_device, _tx) == 24, "__builtin_offsetof(struct net_device, _tx)");
 _Static_assert(__builtin_offsetof(struct net_device, flags) == 176, "__builtin_offsetof(struct net_device, flags)");
 _Static_assert(__builtin_offsetof(struct net_device, ifindex) == 224, "__builtin_offsetof(struct net_device, ifindex)");
 _Static_assert(__builtin_offsetof(struct net_device, real_num_rx_queues) == 228, "__builtin_offsetof(struct net_device, real_num_rx_queues)");
@@ -1381,6 +1534,9 @@ _Static_assert(__builtin_offsetof(struct net_device, name) == 288, "__builtin_of
 _Static_assert(__builtin_offsetof(struct net_device, dev_list) == 344, "__builtin_offsetof(struct net_device, dev_list)");
 _Static_assert(__builtin_offsetof(struct net_device, napi_list) == 360, "__builtin_offsetof(struct net_device, napi_list)");
 _Static_assert(__builtin_offsetof(struct net_device, num_rx_queues) == 1160, "__builtin_offsetof(struct net_device, num_rx_queues)");
+_Static_assert(__builtin_offsetof(struct net_device, num_tx_queues) == 1240, "__builtin_offsetof(struct net_device, num_tx_queues)");
+_Static_assert(__builtin_offsetof(struct net_device, qdisc) == 1248, "__builtin_offsetof(struct net_device, qdisc)");
+_Static_assert(__builtin_offsetof(struct net_device, qdisc_hash) == 1272, "__builtin_offsetof(struct net_device, qdisc_hash)");
 _Static_assert(__builtin_offsetof(struct net_device, reg_state) == 1496, "__builtin_offsetof(struct net_device, reg_state)");
 _Static_assert(__builtin_offsetof(struct device, parent) == 64, "__builtin_offsetof(struct device, parent)");
 _Static_assert(__builtin_offsetof(struct device, driver) == 104, "__builtin_offsetof(struct device, driver)");
@@ -1517,6 +1673,7 @@ _Static_assert(__builtin_offsetof(struct rb_node, rb_left) == 16, "__builtin_off
 _Static_assert(sizeof(struct rb_node) == 24, "sizeof(struct rb_node)");
 _Static_assert(__builtin_offsetof(struct sk_buff, rbnode) == 0, "__builtin_offsetof(struct sk_buff, rbnode)");
 _Static_assert(__builtin_offsetof(struct sk_buff, list) == 0, "__builtin_offsetof(struct sk_buff, list)");
+_Static_assert(__builtin_offsetof(struct sk_buff, ll_node) == 0, "__builtin_offsetof(struct sk_buff, ll_node)");
 _Static_assert(__builtin_offsetof(struct sk_buff, sk) == 24, "__builtin_offsetof(struct sk_buff, sk)");
 _Static_assert(__builtin_offsetof(struct sk_buff, len) == 112, "__builtin_offsetof(struct sk_buff, len)");
 _Static_assert(__builtin_offsetof(struct sk_buff, data_len) == 116, "__builtin_offsetof(struct sk_buff, data_len)");
@@ -1541,6 +1698,7 @@ _Static_assert(sizeof(struct sk_buff_fclones) == 472, "sizeof(struct sk_buff_fcl
 _Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_cache) == 336, "__builtin_offsetof(struct net_hotdata, skbuff_cache)");
 _Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache) == 344, "__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache)");
 _Static_assert(__builtin_offsetof(struct net_hotdata, skb_small_head_cache) == 352, "__builtin_offsetof(struct net_hotdata, skb_small_head_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skb_defer_nodes) == 376, "__builtin_offsetof(struct net_hotdata, skb_defer_nodes)");
 _Static_assert(sizeof(struct net_hotdata) == 432, "sizeof(struct net_hotdata)");
 _Static_assert(__builtin_offsetof(struct kmem_cache, cpu_sheaves) == 0, "__builtin_offsetof(struct kmem_cache, cpu_sheaves)");
 _Static_assert(__builtin_offsetof(struct kmem_cache, flags) == 8, "__builtin_offsetof(struct kmem_cache, flags)");
@@ -1584,6 +1742,10 @@ _Static_assert(__builtin_offsetof(struct skb_frag, offset) == 12, "__builtin_off
 _Static_assert(sizeof(struct skb_frag) == 16, "sizeof(struct skb_frag)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, frags) == 48, "__builtin_offsetof(struct skb_shared_info, frags)");
 _Static_assert(sizeof(struct skb_shared_info) == 320, "sizeof(struct skb_shared_info)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_page) == 0, "__builtin_offsetof(struct bio_vec, bv_page)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_len) == 8, "__builtin_offsetof(struct bio_vec, bv_len)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_offset) == 12, "__builtin_offsetof(struct bio_vec, bv_offset)");
+_Static_assert(sizeof(struct bio_vec) == 16, "sizeof(struct bio_vec)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_daddr) == 0, "__builtin_offsetof(struct sock_common, skc_daddr)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_rcv_saddr) == 4, "__builtin_offsetof(struct sock_common, skc_rcv_saddr)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_dport) == 12, "__builtin_offsetof(struct sock_common, skc_dport)");
@@ -1616,6 +1778,44 @@ _Static_assert(__builtin_offsetof(struct rb_root, rb_node) == 0, "__builtin_offs
 _Static_assert(sizeof(struct rb_root) == 8, "sizeof(struct rb_root)");
 _Static_assert(__builtin_offsetof(struct tcp_sock, out_of_order_queue) == 1560, "__builtin_offsetof(struct tcp_sock, out_of_order_queue)");
 _Static_assert(sizeof(struct tcp_sock) == 2432, "sizeof(struct tcp_sock)");
+_Static_assert(__builtin_offsetof(struct softnet_data, process_queue) == 16, "__builtin_offsetof(struct softnet_data, process_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, completion_queue) == 88, "__builtin_offsetof(struct softnet_data, completion_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, input_pkt_queue) == 352, "__builtin_offsetof(struct softnet_data, input_pkt_queue)");
+_Static_assert(sizeof(struct softnet_data) == 1088, "sizeof(struct softnet_data)");
+_Static_assert(__builtin_offsetof(struct skb_defer_node, defer_list) == 0, "__builtin_offsetof(struct skb_defer_node, defer_list)");
+_Static_assert(__builtin_offsetof(struct skb_defer_node, defer_count) == 8, "__builtin_offsetof(struct skb_defer_node, defer_count)");
+_Static_assert(sizeof(struct skb_defer_node) == 64, "sizeof(struct skb_defer_node)");
+_Static_assert(__builtin_offsetof(struct napi_alloc_cache, skb_count) == 16, "__builtin_offsetof(struct napi_alloc_cache, skb_count)");
+_Static_assert(__builtin_offsetof(struct napi_alloc_cache, skb_cache) == 24, "__builtin_offsetof(struct napi_alloc_cache, skb_cache)");
+_Static_assert(sizeof(struct napi_alloc_cache) == 1048, "sizeof(struct napi_alloc_cache)");
+_Static_assert(__builtin_offsetof(struct netdev_queue, qdisc) == 8, "__builtin_offsetof(struct netdev_queue, qdisc)");
+_Static_assert(__builtin_offsetof(struct netdev_queue, qdisc_sleeping) == 16, "__builtin_offsetof(struct netdev_queue, qdisc_sleeping)");
+_Static_assert(sizeof(struct netdev_queue) == 320, "sizeof(struct netdev_queue)");
+_Static_assert(__builtin_offsetof(struct Qdisc, ops) == 24, "__builtin_offsetof(struct Qdisc, ops)");
+_Static_assert(__builtin_offsetof(struct Qdisc, hash) == 40, "__builtin_offsetof(struct Qdisc, hash)");
+_Static_assert(__builtin_offsetof(struct Qdisc, handle) == 56, "__builtin_offsetof(struct Qdisc, handle)");
+_Static_assert(__builtin_offsetof(struct Qdisc, gso_skb) == 128, "__builtin_offsetof(struct Qdisc, gso_skb)");
+_Static_assert(__builtin_offsetof(struct Qdisc, skb_bad_txq) == 160, "__builtin_offsetof(struct Qdisc, skb_bad_txq)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, head) == 0, "__builtin_offsetof(struct qdisc_skb_head, head)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, tail) == 8, "__builtin_offsetof(struct qdisc_skb_head, tail)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, qlen) == 16, "__builtin_offsetof(struct qdisc_skb_head, qlen)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, lock) == 20, "__builtin_offsetof(struct qdisc_skb_head, lock)");
+_Static_assert(sizeof(struct qdisc_skb_head) == 24, "sizeof(struct qdisc_skb_head)");
+_Static_assert(__builtin_offsetof(struct Qdisc, q) == 192, "__builtin_offsetof(struct Qdisc, q)");
+_Static_assert(__builtin_offsetof(struct Qdisc, defer_list) == 328, "__builtin_offsetof(struct Qdisc, defer_list)");
+_Static_assert(sizeof(struct Qdisc) == 384, "sizeof(struct Qdisc)");
+_Static_assert(__builtin_offsetof(struct Qdisc_ops, id) == 16, "__builtin_offsetof(struct Qdisc_ops, id)");
+_Static_assert(sizeof(struct Qdisc_ops) == 176, "sizeof(struct Qdisc_ops)");
+_Static_assert(__builtin_offsetof(struct skb_array, ring) == 0, "__builtin_offsetof(struct skb_array, ring)");
+_Static_assert(sizeof(struct skb_array) == 192, "sizeof(struct skb_array)");
+_Static_assert(__builtin_offsetof(struct pfifo_fast_priv, q) == 0, "__builtin_offsetof(struct pfifo_fast_priv, q)");
+_Static_assert(sizeof(struct pfifo_fast_priv) == 576, "sizeof(struct pfifo_fast_priv)");
+_Static_assert(__builtin_offsetof(struct fq_codel_sched_data, flows) == 16, "__builtin_offsetof(struct fq_codel_sched_data, flows)");
+_Static_assert(__builtin_offsetof(struct fq_codel_sched_data, flows_cnt) == 32, "__builtin_offsetof(struct fq_codel_sched_data, flows_cnt)");
+_Static_assert(sizeof(struct fq_codel_sched_data) == 136, "sizeof(struct fq_codel_sched_data)");
+_Static_assert(__builtin_offsetof(struct fq_codel_flow, head) == 0, "__builtin_offsetof(struct fq_codel_flow, head)");
+_Static_assert(__builtin_offsetof(struct fq_codel_flow, tail) == 8, "__builtin_offsetof(struct fq_codel_flow, tail)");
+_Static_assert(sizeof(struct fq_codel_flow) == 64, "sizeof(struct fq_codel_flow)");
 _Static_assert(__builtin_offsetof(struct task_struct, tasks) == 2664, "__builtin_offsetof(struct task_struct, tasks)");
 _Static_assert(__builtin_offsetof(struct task_struct, tgid) == 2876, "__builtin_offsetof(struct task_struct, tgid)");
 _Static_assert(__builtin_offsetof(struct task_struct, comm) == 3408, "__builtin_offsetof(struct task_struct, comm)");
@@ -1776,5 +1976,9 @@ extern struct timer_list poll_spurious_irq_timer;
 extern struct tk_data timekeeper_data[1];
 /* netmem-global: prb kernel/printk/printk.c */
 extern struct printk_ringbuffer *prb;
+/* netmem-global: softnet_data net/core/dev.c percpu */
+extern struct softnet_data softnet_data;
+/* netmem-global: napi_alloc_cache net/core/skbuff.c percpu */
+extern struct napi_alloc_cache napi_alloc_cache;
 
 #endif /* NETMEM_LAYOUT_LINUX_7_3 */
