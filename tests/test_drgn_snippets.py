@@ -8,6 +8,7 @@ import ast
 import functools
 import io
 import json
+import shutil
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -424,3 +425,48 @@ def test_a_script_leaves_out_only_the_keys_listed(name, fixture_program):
             command, KEYS.get(command)
         )
         assert keys - set(kept) == set(LEFT_OUT.get(command, ())), command
+
+
+@pytest.fixture(scope="session")
+def fixture_btf(tmp_path_factory):
+    """name -> the BTF pahole encodes from a fixture's DWARF, as a kernel build
+    does: types, and no variables but per-CPU ones."""
+    made: Dict[str, str] = {}
+
+    def make(name: str) -> str:
+        if name not in made:
+            pahole = shutil.which("pahole")
+            if pahole is None:
+                pytest.fail("pahole is required for this test (apt-get install dwarves)")
+            elf = tmp_path_factory.mktemp(name) / "types.elf"
+            shutil.copyfile(FIXTURES / name / "types.elf", elf)
+            subprocess.run([pahole, "-J", str(elf)], check=True, capture_output=True)
+            made[name] = str(elf)
+        return made[name]
+
+    return make
+
+
+REGISTRY_FIXTURES = [
+    name
+    for name in FIXTURE_NAMES
+    if any(p["id"] is not None for p in expected(name).get("pools", []))
+]
+
+
+@pytest.mark.parametrize("name", REGISTRY_FIXTURES)
+def test_scripts_made_from_btf_alone_print_the_records_of_json(name, fixture_program, fixture_btf):
+    # --btf FILE and no core: the script is made from types alone and finds the
+    # kernel's variables (page_pools, the providers' ops, the bindings
+    # registry, io_uring's file operations) when it runs, as a DWARF-made one.
+    prog = fixture_program(name)
+    btf = fixture_btf(name)
+    for args in invocations(name):
+        result = run_cli("--btf", btf, *args, "--drgn")
+        assert result.code == 0, (args, result)
+        if result.out == snippet(prog, *args):
+            continue  # the same script: its records are compared above
+        keys = COUNT_KEYS if "--count" in args else KEYS[args[0]]
+        mine = records(args[0], run_cli(*args, "--json", program=prog).out)
+        theirs = run_snippet(result.out, prog)
+        assert same_records(args[0], theirs, mine, keys), args

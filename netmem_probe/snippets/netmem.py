@@ -202,12 +202,12 @@ def define_niov_kind(s: Snippet) -> None:
             names="\n".join(names),
         )
         return
-    if not has_object(prog, "io_uring_pp_zc_ops"):
+    if not has_member(prog, "struct page_pool", "mp_ops"):
         s.define(
             "niov_kind",
             '''
             def niov_kind(niov):
-                """devmem: this kernel's only provider (and net_iov has no type before v6.16)."""
+                """devmem: the only provider before v6.15 (and net_iov has no type before v6.16)."""
                 return "dmabuf"
             ''',
         )
@@ -218,6 +218,8 @@ def define_niov_kind(s: Snippet) -> None:
         '''
         def niov_kind(niov):
             """Which provider a net_iov is of: its pool's (net_iov has no type before v6.16)."""
+            if "io_uring" not in PROVIDER_OPS.values():
+                return "dmabuf"  # devmem is this kernel's only provider
             pool = desc(niov).pp
             return provider(pool) if pool else None
         ''',

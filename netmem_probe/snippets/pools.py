@@ -13,7 +13,7 @@ from netmem_probe.snippets import (
     Snippet,
     define_sort_key,
     has_member,
-    has_object,
+    has_type,
     py_strings,
     sort_option,
 )
@@ -25,6 +25,7 @@ __all__ = (
     "define_pool_record",
     "define_provider",
     "define_ring_slots",
+    "define_variable_address",
     "pool_code",
     "pools_code",
 )
@@ -32,20 +33,38 @@ __all__ = (
 XARRAY = "drgn.helpers.linux.xarray"
 
 
+def define_variable_address(s: Snippet) -> None:
+    """``variable_address(name)``: where a kernel variable is, looked up when the script runs."""
+    s.define(
+        "variable_address",
+        '''
+        def variable_address(name, filename=None):
+            """
+            The address of a kernel variable (in filename first, if given), or
+            None if this kernel has none.  Looked up when the script runs: with
+            debug info or with kallsyms alike, however the script was made.
+            """
+            for kwargs in ({"filename": filename}, {}) if filename else ({},):
+                try:
+                    return prog.object(name, **kwargs).address_
+                except (LookupError, ValueError):
+                    continue
+            return None
+        ''',
+    )
+
+
 def define_page_pools(s: Snippet) -> None:
     """``PAGE_POOLS`` and ``for_each_pool()``."""
-    try:
-        # As netmem_probe.kernel.page_pool finds it: by its file first.
-        s.prog.object("page_pools", filename="page_pool_user.c")
-        lookup = 'prog.object("page_pools", filename="page_pool_user.c")'
-    except LookupError:
-        lookup = 'prog["page_pools"]'
     s.define(
         "for_each_pool",
         '''
         # Every pool is registered in this XArray (net/core/page_pool_user.c),
         # whatever its state; netlink only shows those on a netdev's list.
-        PAGE_POOLS = $lookup.address_of_()
+        try:
+            PAGE_POOLS = prog.object("page_pools", filename="page_pool_user.c").address_of_()
+        except LookupError:  # no debug info: kallsyms knows no file names
+            PAGE_POOLS = prog["page_pools"].address_of_()
 
 
         def for_each_pool():
@@ -54,7 +73,6 @@ def define_page_pools(s: Snippet) -> None:
                 yield cast("struct page_pool *", entry)
         ''',
         [(XARRAY, "xa_for_each"), ("drgn", "cast")],
-        lookup=lookup,
     )
 
 
@@ -86,17 +104,16 @@ def define_provider(s: Snippet) -> None:
             ''',
         )
         return
-    known = [
-        (name, kind)
-        for name, kind in (("dmabuf_devmem_ops", "dmabuf"), ("io_uring_pp_zc_ops", "io_uring"))
-        if has_object(prog, name)
-    ]
-    tests = "".join(
-        f'if ops == prog["{name}"].address_:\n    return "{kind}"\n' for name, kind in known
-    )
+    define_variable_address(s)
     s.define(
         "provider",
         '''
+        # The memory_provider_ops of the providers this kernel has built in.
+        PROVIDER_OPS = {variable_address(name): kind for name, kind in (
+            ("dmabuf_devmem_ops", "dmabuf"), ("io_uring_pp_zc_ops", "io_uring"))}
+        PROVIDER_OPS.pop(None, None)
+
+
         def provider(obj):
             """
             The memory provider filling a pool (or an rx queue's mp_params):
@@ -105,10 +122,8 @@ def define_provider(s: Snippet) -> None:
             ops = obj.mp_ops.value_()
             if not ops:
                 return None
-            $tests
-            return "unknown"
+            return PROVIDER_OPS.get(ops, "unknown")
         ''',
-        tests=tests.rstrip("\n"),
     )
 
 
@@ -171,7 +186,8 @@ def define_pool_record(s: Snippet) -> None:
                 binding = cast("struct net_devmem_dmabuf_binding *", pool.mp_priv)
                 row["dmabuf"] = binding.id.value_()
             """)
-        if has_object(prog, "io_uring_pp_zc_ops"):
+        # provider() says io_uring when the kernel has io_uring_pp_zc_ops (v6.15+).
+        if member_exists(pool_type, "mp_ops") and has_type(prog, "struct io_zcrx_ifq"):
             if has_member(prog, "struct io_zcrx_ifq", "niov_shift"):
                 provider += dedent("""
                     elif kind == "io_uring":

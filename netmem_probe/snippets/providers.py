@@ -12,7 +12,6 @@ from netmem_probe.snippets import (
     Snippet,
     define_sort_key,
     has_member,
-    has_object,
     has_type,
     py_strings,
     sort_option,
@@ -23,6 +22,7 @@ from netmem_probe.snippets.pools import (
     define_page_pools,
     define_pool_places,
     define_provider,
+    define_variable_address,
 )
 
 __all__ = ("define_areas", "define_niov_states", "niovs_code", "providers_code")
@@ -170,33 +170,28 @@ def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
     else:
         return ""
     code = [f"rings = [{', '.join(hex(r) for r in rings)}]" + ("  # --ring" if rings else "")]
-    fops = [name for name in ("io_uring_fops", "zcrx_box_fops") if has_object(prog, name)]
     if (
         scan_files
-        and fops
         and has_type(prog, "struct task_struct")
         and has_type(prog, "struct files_struct")
     ):
+        define_variable_address(s)
         s.add_from_import("drgn.helpers.linux.pid", "for_each_task")
         s.add_from_import("drgn.helpers.linux.fs", "for_each_file")
-        found = []
-        if "io_uring_fops" in fops:
-            found.append(
-                'if file.f_op == prog["io_uring_fops"].address_of_():\n'
-                "    rings.append(file.private_data.value_())"
-            )
-        if "zcrx_box_fops" in fops:
-            found.append(
-                'if file.f_op == prog["zcrx_box_fops"].address_of_():\n'
-                "    ifqs[file.private_data.value_()] = None  # an exported ifq"
-            )
-        tests = "\n".join(found).replace("\nif file.f_op", "\nelif file.f_op")
         code.append(
-            "# A device-less ifq (ZCRX_REG_NODEV, Linux 7.1+) has no pool and no rx\n"
-            "# queue: only the io_uring rings of tasks' open files lead to it.\n"
-            "for task in for_each_task(prog):\n"
-            "    for _, file in for_each_file(task):\n"
-            + "\n".join("        " + line for line in tests.splitlines())
+            """\
+# A device-less ifq (ZCRX_REG_NODEV, Linux 7.1+) has no pool and no rx
+# queue: only the io_uring rings of tasks' open files lead to it, or an
+# ifq exported as a file (zcrx_box_fops, Linux 7.1+).
+fops = {variable_address("io_uring_fops"): "ring", variable_address("zcrx_box_fops"): "ifq"}
+fops.pop(None, None)
+for task in for_each_task(prog) if fops else ():
+    for _, file in for_each_file(task):
+        what = fops.get(file.f_op.value_())
+        if what == "ring":
+            rings.append(file.private_data.value_())
+        elif what == "ifq":
+            ifqs[file.private_data.value_()] = None"""
         )
     elif not rings:
         return ""  # no task or file types, or no io_uring: no rings to look through
@@ -218,12 +213,16 @@ def define_areas(s: Snippet, rings: Sequence[int] = (), scan_files: bool = True)
     s.define("PAGE_SHIFT", 'PAGE_SHIFT = prog["PAGE_SHIFT"].value_()')
     _define_binding_area(s)
     _define_zcrx_areas(s)
-    if has_object(prog, "net_devmem_dmabuf_bindings"):
+    if has_type(prog, "struct net_devmem_dmabuf_binding"):
+        define_variable_address(s)
+        s.add_from_import("drgn", "Object")
         registry = """
             # The registry of bindings (net/core/devmem.c).  A binding whose
             # netlink socket closed leaves it but lives on while pools use it.
-            for _, binding in xa_for_each(prog["net_devmem_dmabuf_bindings"].address_of_()):
-                bindings[binding.value_()] = None
+            registry = variable_address("net_devmem_dmabuf_bindings", "devmem.c")
+            if registry is not None:
+                for _, binding in xa_for_each(Object(prog, "struct xarray *", registry)):
+                    bindings[binding.value_()] = None
             """
     else:
         registry = ""
