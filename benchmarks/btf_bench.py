@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Callable, List, Tuple, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,7 +42,10 @@ LOOKUPS = [
 ]
 
 
-def timed(fn: Callable[[], object]) -> Tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> Tuple[float, T]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result

@@ -22,6 +22,7 @@ written as an ELF vmcore.
 import argparse
 import tempfile
 import time
+from typing import Callable, Tuple, TypeVar
 
 import drgn
 from drgn.helpers.linux.list import list_for_each_entry
@@ -32,6 +33,8 @@ from netmem_probe.fake.providers import FakeBinding
 from netmem_probe.fake.world import World
 from netmem_probe.kernel.providers import ProviderScanner
 from netmem_probe.target import open_program
+
+T = TypeVar("T")
 
 
 def build(niovs: int) -> World:
@@ -79,14 +82,14 @@ def naive(prog: drgn.Program) -> int:
     return stack
 
 
-def timed(fn, prog, repeat):
-    best = None
+def timed(fn: Callable[[drgn.Program], T], prog: drgn.Program, repeat: int) -> Tuple[float, T]:
+    """The best of ``repeat`` runs of ``fn`` on ``prog``, each with a cold cache, and its result."""
+    best = float("inf")
     for _ in range(repeat):
         prog.cache.clear()
         start = time.perf_counter()
         result = fn(prog)
-        elapsed = time.perf_counter() - start
-        best = elapsed if best is None else min(best, elapsed)
+        best = min(best, time.perf_counter() - start)
     return best, result
 
 

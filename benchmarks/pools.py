@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Tuple, TypeVar
 
 import drgn
 from drgn.helpers.linux.xarray import xa_for_each
@@ -37,6 +38,7 @@ from netmem_probe.kernel.page_pool import PagePoolScanner
 from netmem_probe.target import open_program
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def build(pools: int) -> World:
@@ -84,20 +86,20 @@ def naive(prog: drgn.Program) -> int:
     return total
 
 
-def timed(fn, prog, repeat):
-    best = None
+def timed(fn: Callable[[drgn.Program], T], prog: drgn.Program, repeat: int) -> Tuple[float, T]:
+    """The best of ``repeat`` runs of ``fn`` on ``prog``, each with a cold cache, and its result."""
+    best = float("inf")
     for _ in range(repeat):
         prog.cache.clear()
         start = time.perf_counter()
         result = fn(prog)
-        elapsed = time.perf_counter() - start
-        best = elapsed if best is None else min(best, elapsed)
+        best = min(best, time.perf_counter() - start)
     return best, result
 
 
 def process_time(fixture: str, repeat: int) -> float:
     exe = Path(sys.executable).parent / "netmem-probe"
-    best = None
+    best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
         subprocess.run(
@@ -106,8 +108,7 @@ def process_time(fixture: str, repeat: int) -> float:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        elapsed = time.perf_counter() - start
-        best = elapsed if best is None else min(best, elapsed)
+        best = min(best, time.perf_counter() - start)
     return best
 
 

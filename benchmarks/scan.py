@@ -31,7 +31,7 @@ import argparse
 import itertools
 import sys
 import time
-from typing import Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import drgn
 from drgn import Object
@@ -58,14 +58,14 @@ def page_templates(world: World, pool: int) -> List[Callable[[int], bytes]]:
     # Since Linux v6.18 page->flags is a memdesc_flags_t.
     wrapped = world.has_member("struct page", "flags.f")
 
-    def make(value):
+    def make(value: Dict[str, Any]) -> bytes:
         return Object(prog, page_type, value=value).to_bytes_()
 
-    def with_flags(value, bits):
+    def with_flags(value: Dict[str, Any], bits: int) -> Dict[str, Any]:
         value["flags"] = {"f": bits} if wrapped else bits
         return value
 
-    def lru(i):
+    def lru(i: int) -> bytes:
         return make(
             with_flags(
                 {
@@ -79,7 +79,7 @@ def page_templates(world: World, pool: int) -> List[Callable[[int], bytes]]:
             )
         )
 
-    def buddy(i):
+    def buddy(i: int) -> bytes:
         return make(
             with_flags(
                 {
@@ -91,7 +91,7 @@ def page_templates(world: World, pool: int) -> List[Callable[[int], bytes]]:
             )
         )
 
-    def poisoned(i):
+    def poisoned(i: int) -> bytes:
         return make(
             with_flags(
                 {"lru": {"next": LIST_POISON1, "prev": LIST_POISON2}, "_refcount": {"counter": 1}},
@@ -99,10 +99,10 @@ def page_templates(world: World, pool: int) -> List[Callable[[int], bytes]]:
             )
         )
 
-    def reserved(i):
+    def reserved(i: int) -> bytes:
         return make(with_flags({"_refcount": {"counter": 1}}, 0x400))
 
-    def pp(i):
+    def pp(i: int) -> bytes:
         return make(
             with_flags(
                 {
@@ -139,7 +139,9 @@ def memmap_tile(world: World, pool: int, density: int) -> bytes:
 def tiled(tile: bytes, max_read: int) -> Callable[[int, int], bytes]:
     """A memory read function repeating ``tile`` forever, without storing it."""
     repeats = -(-(max_read + len(tile)) // len(tile))
-    big = memoryview(tile * repeats)
+    # A read returns bytes (fake/memory.py's ReadFn): slicing copies just the
+    # count bytes asked for.
+    big = tile * repeats
 
     def read(offset: int, count: int) -> bytes:
         start = offset % len(tile)
@@ -151,7 +153,7 @@ def tiled(tile: bytes, max_read: int) -> Callable[[int, int], bytes]:
 
 
 def fake_program(ram_gib: int, density: int, chunk: int) -> Tuple[drgn.Program, int]:
-    holder = {}
+    holder: Dict[str, Callable[[int, int], bytes]] = {}
     world = World(
         "linux-7.3",
         ram_size=ram_gib << 30,

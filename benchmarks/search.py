@@ -27,7 +27,7 @@ import argparse
 import random
 import sys
 import time
-from typing import List, Tuple
+from typing import List, Set, Tuple
 
 import drgn
 
@@ -63,7 +63,7 @@ def random_pages(prog: drgn.Program, count: int, seed: int = 1) -> List[int]:
     rng = random.Random(seed)
     ranges = list(zip(pfns[::2], pfns[1::2]))
     weights = [end - start for start, end in ranges]
-    out = set()
+    out: Set[int] = set()
     while len(out) < count:
         start, end = rng.choices(ranges, weights)[0]
         out.add(rng.randrange(start, end))

@@ -27,7 +27,7 @@ import os
 import resource
 import sys
 import time
-from typing import List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import drgn
 
@@ -45,7 +45,7 @@ NO_PP = 1 << 40  # a density no tile reaches: no generated page is a page-pool p
 
 
 def synthetic(ram_gib: int, pages: int) -> drgn.Program:
-    holder = {}
+    holder: Dict[str, Callable[[int, int], bytes]] = {}
     w = World("linux-7.3", ram_size=ram_gib << 30, memmap_fn=lambda o, n: holder["read"](o, n))
     pool = FakePagePool(w, flags=PP_FLAG_DMA_MAP)
     holder["read"] = tiled(memmap_tile(w, pool.obj.addr, NO_PP), 4 << 20)

@@ -11,6 +11,8 @@ import drgn
 import pytest
 
 from netmem_probe.cli import main
+from netmem_probe.kernel.holders import NetmemTarget, make_target
+from netmem_probe.kernel.walk import Problems
 from netmem_probe.target import open_program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,13 @@ def run_cli(*args: str, stdin: str = "", program: Optional[drgn.Program] = None)
     finally:
         sys.stdin = old_stdin
     return Run(code, out.getvalue(), err.getvalue())
+
+
+def target_at(prog: drgn.Program, address: int) -> NetmemTarget:
+    """The page or net_iov holding ``address``; a test fails where there is none."""
+    target = make_target(prog, address, Problems())
+    assert target is not None, f"{address:#x} is in no page or net_iov"
+    return target
 
 
 def expected(name: str) -> Dict[str, Any]:

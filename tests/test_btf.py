@@ -211,7 +211,7 @@ def swap_byteorder(data: bytes) -> bytes:
 
 def header_fields(data: bytes) -> Tuple[str, int, int, int, int, int]:
     p = "<" if data[:2] == b"\x9f\xeb" else ">"
-    return (p,) + struct.unpack_from(p + "5I", data, 4)  # type: ignore[return-value]
+    return (p,) + struct.unpack_from(p + "5I", data, 4)
 
 
 def describe(t: drgn.Type, depth: int = 0) -> tuple:

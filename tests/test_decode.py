@@ -6,7 +6,7 @@ from conftest import expected, fixtures_with, run_cli
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.world import World
 from netmem_probe.kernel.decode import decode_netmem
-from netmem_probe.kernel.netmem import is_pp_page, netmem_to_page, pp_scheme
+from netmem_probe.kernel.netmem import PageInfo, is_pp_page, netmem_to_page, pp_scheme
 
 DECODE_FIXTURES = fixtures_with("decode")
 
@@ -86,5 +86,6 @@ def test_pgty_netpp_kernels_mark_pp_pages_by_page_type():
     page = pool.alloc_pages(1)[0]
     prog = w.program()
     info = decode_netmem(prog, page.netmem)
+    assert isinstance(info, PageInfo)
     assert info.is_pp and info.scheme == "page_type" and info.pool_id == pool.id
     assert netmem_to_page(prog, page.netmem).pp_magic.value_() == 0

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Set, Tuple
 
 import pytest
 from conftest import FIXTURE_NAMES, FIXTURES, expected, run_cli
@@ -22,6 +22,7 @@ from invocations import invocations
 from netmem_probe.commands import COMMANDS
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.world import World
+from netmem_probe.report.table import _Columns
 from netmem_probe.snippets import COUNT_KEYS, HOLDER_KEYS, KEYS, LEFT_OUT
 
 MIXED = [
@@ -193,11 +194,12 @@ def _invocation(command) -> List[str]:
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
 def test_every_command_prints_drgn_code_that_needs_only_drgn(command, fixture_program):
     code = snippet(fixture_program("linux-7.3-mixed"), *_invocation(command))
-    modules = set()
+    modules: Set[str] = set()
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Import):
             modules.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
+            assert node.module, "a snippet imports nothing relative"
             modules.add(node.module)
     assert modules and all(
         m == "json" or m == "drgn" or m.startswith("drgn.helpers.") for m in modules
@@ -293,6 +295,7 @@ def sort_columns(command: str) -> List[str]:
     command_ = next(c for c in COMMANDS if c.name == command)
     for param in command_.params:
         if "--sort" in getattr(param, "opts", ()):
+            assert isinstance(param.type, _Columns), param
             return [column.name for column in param.type.columns]
     return []
 
@@ -359,7 +362,7 @@ def test_every_sort_column_orders_the_scripts_records_as_json(name, fixture_prog
     # Every column of every table: the script sorts as --json does, or the
     # column is one the script does not print and --drgn says so.
     prog = fixture_program(name)
-    seen = {}
+    seen: Dict[Tuple[str, str], bool] = {}
     for args in invocations(name):
         for column in sort_columns(args[0]):
             if "--sort" not in args:
@@ -421,9 +424,8 @@ def test_a_script_leaves_out_only_the_keys_listed(name, fixture_program):
                 for ref in rec["holders"]:
                     seen.setdefault("holders references", set()).update(ref)
     for command, keys in seen.items():
-        kept = {"pages --count": COUNT_KEYS, "holders references": HOLDER_KEYS}.get(
-            command, KEYS.get(command)
-        )
+        special = {"pages --count": COUNT_KEYS, "holders references": HOLDER_KEYS}
+        kept = special[command] if command in special else KEYS[command]
         assert keys - set(kept) == set(LEFT_OUT.get(command, ())), command
 
 

@@ -1,7 +1,7 @@
 """Driver rx rings: each walker names the slots a fixture's driver posted, and nothing else."""
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, target_at
 from drgn import offsetof
 
 from netmem_probe.fake.drivers import FakeVeth, FakeVirtioNet
@@ -10,7 +10,7 @@ from netmem_probe.fake.sockets import FakeSkb
 from netmem_probe.fake.world import World
 from netmem_probe.kernel.drivers import RxRings, RxSlot
 from netmem_probe.kernel.drivers.veth import VETH_XDP_FLAG
-from netmem_probe.kernel.holders import HolderSearch, make_target
+from netmem_probe.kernel.holders import HolderSearch
 from netmem_probe.kernel.slab import member_at
 from netmem_probe.kernel.walk import Problems
 
@@ -56,7 +56,7 @@ def test_veth_xdp_ring_entries_place_their_skbs_and_frames():
     prog = w.program()
     rings = RxRings(prog, Problems())
     assert rings.of_skb(skb.obj.addr) == RxSlot("veth", "veth0", 1, 1)
-    targets = [make_target(prog, p.netmem, Problems()) for p in (held, framed)]
+    targets = [target_at(prog, p.netmem) for p in (held, framed)]
     found = HolderSearch(prog, Problems()).find(targets)
     frag = [h for h in found[held.netmem] if h.kind == "skb-frag"]
     assert [(h.skb, h.queue, h.rx_slot) for h in frag] == [

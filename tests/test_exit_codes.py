@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from typing import Union
 
 import pytest
 from conftest import FIXTURES, ROOT, run_cli
@@ -99,7 +100,7 @@ def test_leaks_of_a_pool_that_is_not_detached_says_so():
 # -- 3: cannot open the target ------------------------------------------------
 
 
-def _section_offset(elf: bytes, name: str) -> int:
+def _section_offset(elf: Union[bytes, bytearray], name: str) -> int:
     """File offset of an ELF64 little-endian file's section ``name``."""
     (shoff,) = struct.unpack_from("<Q", elf, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)

@@ -54,7 +54,7 @@ FUZZ_SETTINGS = settings(
     max_examples=PER_COMMAND,
     deadline=None,
     derandomize=not LONG,  # the normal suite always runs the same examples
-    database=None if not LONG else settings.default.database,
+    database=None if not LONG else settings().database,
     suppress_health_check=list(HealthCheck),
 )
 
@@ -401,6 +401,7 @@ def command_args(draw, command: click.Command, s: Subject, live: bool) -> List[s
         elif "iterations" not in chosen:
             opt = next(p for p in command.params if p.name == "iterations").opts[0]
             chosen["iterations"] = [opt, str(draw(st.integers(1, 3)))]
+    assert command.name is not None  # every command is registered by name
     args = [command.name] + [token for tokens in chosen.values() for token in tokens]
     return args + (["--"] + positional if positional else [])
 

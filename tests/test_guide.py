@@ -18,6 +18,7 @@ def make_guide():
     path = str(ROOT / "scripts" / "make-guide")
     loader = importlib.machinery.SourceFileLoader("make_guide", path)
     spec = importlib.util.spec_from_loader("make_guide", loader)
+    assert spec is not None
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module

@@ -71,6 +71,7 @@ def parse(args: List[str]) -> str:
     protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
     rest = [*protected, *ctx.args]
     name, command, rest = cli.resolve_command(ctx, rest)
+    assert name is not None and command is not None, args
     command.make_context(name, rest, parent=ctx)
     return name
 
@@ -113,7 +114,7 @@ def test_every_example_parses(command):
 
 
 def _fixture_examples() -> List[Tuple[str, List[str]]]:
-    out = []
+    out: List[Tuple[str, List[str]]] = []
     for command in EVERY:
         for line, _ in examples(command):
             if "fixtures/vmcore-stubs/" in line and "|" not in line and "-" not in line.split():

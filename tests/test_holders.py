@@ -1,12 +1,12 @@
 """``holders``: every reference the scenario made to a page or net_iov, and nothing else."""
 
 import pytest
-from conftest import expected, fixtures_with, run_cli
+from conftest import expected, fixtures_with, run_cli, target_at
 
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.sockets import FakeSkb, FakeSocket
 from netmem_probe.fake.world import World
-from netmem_probe.kernel.holders import HolderSearch, make_target
+from netmem_probe.kernel.holders import HolderSearch
 from netmem_probe.kernel.walk import Problems
 
 HOLDER_FIXTURES = fixtures_with("holders")
@@ -68,11 +68,12 @@ def test_a_direct_map_address_names_the_page_it_lies_in():
     w, head, frag, skb = _world_with_one_skb()
     prog = w.program()
     inside = w.page_virt(head.pfn) + 0x123
-    target = make_target(prog, inside, Problems())
+    target = target_at(prog, inside)
     assert target.netmem == head.netmem and target.kind == "page"
     found = HolderSearch(prog, Problems()).find([target])[head.netmem]
     assert [(h.kind, h.skb) for h in found] == [("skb-head", skb.obj.addr)]
-    assert found[0].sock.local == "10.1.1.1:443" and found[0].sock.remote == "10.1.1.2:5555"
+    sock = found[0].sock
+    assert sock is not None and (sock.local, sock.remote) == ("10.1.1.1:443", "10.1.1.2:5555")
     assert found[0].queue == "receive" and found[0].netdev == "eth0"
 
 
@@ -83,8 +84,9 @@ def test_an_ipv6_socket_is_named_by_its_addresses():
     sock = FakeSocket(w, w.init_net, local=("fd00::1", 443), remote=("fd00::2", 5555))
     sock.queue(FakeSkb(w, [page]), "error")
     prog = w.program()
-    found = HolderSearch(prog, Problems()).find([make_target(prog, page.netmem, Problems())])
+    found = HolderSearch(prog, Problems()).find([target_at(prog, page.netmem)])
     (holder,) = found[page.netmem]
+    assert holder.sock is not None
     assert (holder.sock.family, holder.sock.local, holder.sock.remote, holder.queue) == (
         "inet6",
         "[fd00::1]:443",
@@ -98,11 +100,9 @@ def test_a_frag_found_without_its_skb_says_so():
     w, head, frag, skb = _world_with_one_skb()
     skb.obj.value["head"] = 0  # no sk_buff points at the shared info any more
     prog = w.program()
-    found = HolderSearch(prog, Problems()).find([make_target(prog, frag.netmem, Problems())])[
-        frag.netmem
-    ]
+    found = HolderSearch(prog, Problems()).find([target_at(prog, frag.netmem)])[frag.netmem]
     assert [(h.kind, h.skb, h.frag) for h in found] == [("skb-frag", None, 0)]
-    assert "no sk_buff points at it" in found[0].detail
+    assert "no sk_buff points at it" in (found[0].detail or "")
 
 
 def test_an_skb_on_no_socket_has_no_owner():
@@ -112,9 +112,7 @@ def test_an_skb_on_no_socket_has_no_owner():
     skb = FakeSkb(w, [page])
     skb.obj.value.update(next=skb.obj.addr, prev=skb.obj.addr)  # skb_queue_head_init'ed alone
     prog = w.program()
-    found = HolderSearch(prog, Problems()).find([make_target(prog, page.netmem, Problems())])[
-        page.netmem
-    ]
+    found = HolderSearch(prog, Problems()).find([target_at(prog, page.netmem)])[page.netmem]
     assert [(h.kind, h.skb, h.sock, h.queue) for h in found] == [
         ("skb-frag", skb.obj.addr, None, None)
     ]

@@ -93,8 +93,8 @@ def _imports(path: Path, root: Path = ROOT) -> Set[str]:
             found.add(module)
             # "from package import module" imports the module.
             found.update(f"{module}.{alias.name}" for alias in node.names)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
+        for inner in ast.iter_child_nodes(node):
+            visit(inner)
 
     visit(ast.parse(path.read_text(), str(path)))
     return found
@@ -192,7 +192,7 @@ def test_every_module_has_a_layer():
 
 
 def test_modules_import_only_their_layer_and_below():
-    wrong = []
+    wrong: List[str] = []
     for module, deps in _graph().items():
         if _short(module).split(".")[0] == FAKE:
             wrong.extend(f"{module} -> {dep}" for dep in deps if _short(dep).split(".")[0] != FAKE)

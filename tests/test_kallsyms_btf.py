@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict
 
 import drgn
 import pytest
@@ -36,7 +37,7 @@ def _pahole() -> str:
     return path
 
 
-_btf_programs = {}
+_btf_programs: Dict[str, drgn.Program] = {}
 
 
 def btf_program(name: str, dwarf: drgn.Program, tmp_path_factory) -> drgn.Program:

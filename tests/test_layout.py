@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Dict, Tuple
 
 import pytest
 from conftest import FIXTURES, ROOT, expected, fixtures_with, run_cli
@@ -42,13 +43,14 @@ def _pahole_members(btf: str, struct: str):
     text = subprocess.run(
         ["pahole", "-C", struct, btf], capture_output=True, text=True, check=True
     ).stdout
-    members = {}
+    members: Dict[str, Tuple[int, int]] = {}
     for line in text.splitlines():
         m = re.match(r"\s+.*?[\s*]([A-Za-z_]\w*)(\[\d*\])*;\s+/\*\s+(\d+)\s+(\d+)\s+\*/", line)
         if m:
             members.setdefault(m[1], (int(m[3]), int(m[4])))
-    size = int(re.search(r"/\* size: (\d+)", text)[1])
-    return members, size
+    size = re.search(r"/\* size: (\d+)", text)
+    assert size, text
+    return members, int(size[1])
 
 
 def test_layout_on_the_hosts_btf_matches_pahole(tmp_path):

@@ -1,5 +1,6 @@
 """``pages``: the memmap scan finds every page-pool page where its scenario put it."""
 
+import io
 import json
 
 import drgn
@@ -163,6 +164,7 @@ def test_a_signature_without_a_registered_pool_is_reported():
     w = World("linux-7.3")
     pool = FakePagePool(w)
     page = pool.alloc_pages(1)[0]
+    assert w.page_pools_xa is not None and pool.id is not None
     del w.page_pools_xa.entries[pool.id]  # the pool is gone, its page is not
     prog = w.program()
     problems = Problems()
@@ -170,18 +172,17 @@ def test_a_signature_without_a_registered_pool_is_reported():
     assert [p.address for p in problems.items] == [page.netmem]
 
 
-class _Terminal:
-    def __init__(self, tty):
-        self.text, self.tty = "", tty
+class _Terminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
 
-    def isatty(self):
+    def isatty(self) -> bool:
         return self.tty
 
-    def write(self, text):
-        self.text += text
-
-    def flush(self):
-        pass
+    @property
+    def text(self) -> str:
+        return self.getvalue()
 
 
 @pytest.mark.parametrize("tty", [True, False])

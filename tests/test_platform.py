@@ -7,13 +7,13 @@ import struct
 
 import drgn
 import pytest
-from conftest import FIXTURES, expected, run_cli
+from conftest import FIXTURES, expected, run_cli, target_at
 
 from netmem_probe.fake.fixture import write_fixture
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.sockets import FakeSkb, FakeSocket
 from netmem_probe.fake.world import World
-from netmem_probe.kernel.holders import HolderSearch, make_target
+from netmem_probe.kernel.holders import HolderSearch
 from netmem_probe.kernel.platform import platform_facts, word_format
 from netmem_probe.kernel.walk import Problems
 from netmem_probe.target import open_program
@@ -74,12 +74,13 @@ def test_a_direct_map_address_names_the_page_of_its_pool_order(layout, page_size
     prog = w.program()
     # the head page's last bytes: past the first 4 KiB of a 16 KiB page
     start = w.page_virt(head.pfn)
-    target = make_target(prog, start + page_size - 0x10, Problems())
+    target = target_at(prog, start + page_size - 0x10)
     assert target.netmem == head.netmem and target.kind == "page"
     assert target.span == (start, start + 2 * page_size)  # the pool's order-1 compound
     found = HolderSearch(prog, Problems()).find([target])[head.netmem]
     assert [(h.kind, h.skb) for h in found] == [("skb-head", skb.obj.addr)]
-    assert found[0].sock.local == "10.1.1.1:443" and found[0].sock.remote == "10.1.1.2:5555"
+    sock = found[0].sock
+    assert sock is not None and (sock.local, sock.remote) == ("10.1.1.1:443", "10.1.1.2:5555")
 
 
 @pytest.mark.parametrize("layout", ARM64)

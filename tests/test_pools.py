@@ -132,6 +132,7 @@ def test_a_pool_on_a_hlist_but_not_in_the_xarray_is_reported():
     w = World("linux-7.3")
     dev = w.init_net.netdev("eth0", driver="virtio_net")
     pool = FakePagePool(w, netdev=dev)
+    assert w.page_pools_xa is not None and pool.id is not None
     del w.page_pools_xa.entries[pool.id]
     infos, problems = _scanned(w)
     assert pool.id not in infos

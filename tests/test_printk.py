@@ -5,6 +5,8 @@ Linux 7.3 lays it out), each linked to the pool it names in ``check``,
 ``pool`` and ``pools``.
 """
 
+from typing import Any, Dict, List
+
 import drgn
 import pytest
 from conftest import FIXTURES, expected, fixtures_with, run_cli
@@ -49,7 +51,7 @@ def test_pools_notes_the_pools_the_kernel_log_warns_about():
 
 def test_check_links_the_stalled_pools_and_names_the_gone_one_and_the_warnings():
     findings = run_cli("-f", MIXED, "check", "--no-leaks", "--json").json()["findings"]
-    by_code = {}
+    by_code: Dict[str, List[Dict[str, Any]]] = {}
     for f in findings:
         by_code.setdefault(f["code"], []).append(f)
     stalled = {f["pool-id"]: f for f in by_code["detached-pool-inflight"]}

@@ -98,6 +98,7 @@ def test_leaks_reads_the_memmap_once_for_pages_and_skb_slabs():
 
 def test_a_slab_with_an_impossible_object_count_is_reported_and_searched_around():
     w = world()
+    assert w.skb_caches is not None
     slab = w.skb_caches.head.slabs[0]
     fm = FaultyMemory(w)
     counters = slab.addr + drgn.offsetof(w.type("struct slab"), "counters")

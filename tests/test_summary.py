@@ -2,6 +2,7 @@
 
 import json
 import re
+from typing import Any, Dict, List
 
 from conftest import run_cli
 
@@ -58,7 +59,7 @@ def test_leaks_rows_and_summary_name_the_holder_kind_and_release():
     prog = w.program()
     result = run_cli("leaks", "--json", program=prog)
     rows = [json.loads(line) for line in result.out.splitlines()]
-    by_kind = {}
+    by_kind: Dict[str, List[Dict[str, Any]]] = {}
     for row in rows:
         by_kind.setdefault(row["holder-kind"], []).append(row)
     assert {k: len(v) for k, v in by_kind.items()} == {

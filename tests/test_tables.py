@@ -9,6 +9,7 @@ import importlib
 import io
 import re
 from contextlib import redirect_stderr, redirect_stdout
+from typing import Dict, List, Optional
 
 import pytest
 from conftest import FIXTURES, run_cli
@@ -118,7 +119,7 @@ def test_columns_are_named_by_their_json_key_or_their_header_in_any_case():
 
 
 def test_one_header_for_one_json_key_in_every_command():
-    titles = {}
+    titles: Dict[str, Dict[str, List[str]]] = {}
     for command, columns in COLUMN_LISTS.items():
         for column in columns:
             titles.setdefault(column.name, {}).setdefault(column.title, []).append(command)
@@ -143,7 +144,12 @@ def test_numbers_are_right_aligned_text_left():
 
 
 def test_sort_puts_counts_largest_first_and_what_was_not_read_last():
-    rows = [{"id": 1, "n": 3}, {"id": 2, "n": None}, {"id": 3, "n": 7}, {"id": 4, "n": 5}]
+    rows: List[Dict[str, Optional[int]]] = [
+        {"id": 1, "n": 3},
+        {"id": 2, "n": None},
+        {"id": 3, "n": 7},
+        {"id": 4, "n": 5},
+    ]
     count = Column("n", number=True, largest_first=True)
     assert [r["id"] for r in Table([count], sort=count).sorted(rows)] == [3, 4, 1, 2]
     ident = Column("id", number=True)

@@ -41,10 +41,17 @@ def test_a_fast_scan_is_not_said_to_take_no_time():
     assert re.search(r" scanned in (under 1 ms|\d+ ms|\d+\.\d s) \[", line), line
 
 
+def _value_column(line: str) -> int:
+    """Where the last word of a "name   value" line starts."""
+    found = re.search(r"\S+\s+(?=\S+$)", line)
+    assert found, line
+    return found.end()
+
+
 def test_every_value_of_pool_is_in_one_column():
     lines = run_cli("-f", str(F), "pool", "4").out.splitlines()[1:]
     valued = [line for line in lines if not line.rstrip().endswith(":")]
-    starts = {re.search(r"\S+\s+(?=\S+$)", line).end() for line in valued}
+    starts = {_value_column(line) for line in valued}
     assert len(starts) == 1, valued
     assert any("recycle-released-refcnt" in line for line in valued)
 

@@ -12,7 +12,7 @@ same bytes.
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from netmem_probe.fake.elfcore import write_core
 from netmem_probe.fake.world import World
@@ -21,7 +21,10 @@ __all__ = ("write_fixture",)
 
 
 def write_fixture(
-    world: World, directory: str, description: str, extra: Optional[Dict[str, Any]] = None
+    world: World,
+    directory: Union[str, Path],
+    description: str,
+    extra: Optional[Dict[str, Any]] = None,
 ) -> Path:
     """Commit ``world`` and write it as a fixture in ``directory``."""
     out = Path(directory)

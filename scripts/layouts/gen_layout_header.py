@@ -15,6 +15,7 @@ import argparse
 import os
 import re
 import sys
+from typing import List
 
 import drgn
 from drgn import Program, Qualifiers, TypeKind
@@ -300,7 +301,7 @@ class HeaderWriter:
 
     @staticmethod
     def pad(cur, off, tabs):
-        lines = []
+        lines: List[str] = []
         if off <= cur:
             return lines
         if cur % 8:

@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import sys
+from typing import List
 
 NETLINK_GENERIC = 16
 NLM_F_REQUEST = 0x1
@@ -100,7 +101,7 @@ class GenlSocket:
         payload = struct.pack("=BBH", cmd, version, 0) + attrs
         hdr = struct.pack("=LHHLL", 16 + len(payload), family, flags, self.seq, 0)
         self.sock.send(hdr + payload)
-        msgs = []
+        msgs: List[bytes] = []
         while True:
             data = self.sock.recv(1 << 20)
             off = 0

@@ -29,17 +29,18 @@ import subprocess
 import sys
 import time
 import traceback
+from typing import Any, Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nlpp  # noqa: E402
 
 _T_IMPORTED = float(open("/proc/uptime").read().split()[0])
-OUT = None
-CFG = None
-TIMINGS = {}
-SCENARIO = []
-KEEP = []  # sockets and processes that must stay alive through the dump
-DELETED_NETNS = {}
+OUT = ""  # the output share and the host's config.json, set by main()
+CFG: Dict[str, Any] = {}
+TIMINGS: Dict[str, float] = {}
+SCENARIO: List[Dict[str, Any]] = []
+KEEP: List[Any] = []  # sockets and processes that must stay alive through the dump
+DELETED_NETNS: Dict[str, int] = {}
 VETH_DATAGRAMS = 24
 DGRAM = 1200
 SO_MEMINFO = 55
@@ -758,6 +759,7 @@ def main():
                 text=True,
             )
             KEEP.append(p)
+            assert p.stdout is not None and p.stderr is not None  # PIPE
             line = p.stdout.readline()
             try:
                 zcrx = json.loads(line)
