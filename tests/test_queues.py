@@ -3,6 +3,7 @@
 import pytest
 from conftest import run_cli
 
+from netmem_probe.fake.net import NetDevice
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.queues import FakeQdisc
 from netmem_probe.fake.sockets import FakeSkb
@@ -20,9 +21,16 @@ def _summary(world, pool):
     return result.json()["holders"]
 
 
+class _World(World):
+    """A 7.3 world with a virtio_net eth0 and one page pool on it."""
+
+    eth0: NetDevice
+    pool: FakePagePool
+
+
 @pytest.fixture
 def world():
-    w = World("linux-7.3")
+    w = _World("linux-7.3")
     w.eth0 = w.init_net.netdev("eth0", driver="virtio_net")
     w.pool = FakePagePool(w, netdev=w.eth0)
     return w
@@ -139,7 +147,12 @@ def test_a_corrupt_fq_codel_flow_count_is_reported_not_read(world):
     qdisc = FakeQdisc(world, world.eth0, "fq_codel")
     page = world.pool.alloc_pages(1)[0]
     qdisc.enqueue(FakeSkb(world, [page]).obj, 0)
-    world.before_commit(lambda: qdisc.data.set("flows_cnt", 1 << 20))
+
+    def corrupt_flow_count() -> None:
+        assert qdisc.data is not None  # fq_codel's private data, made by then
+        qdisc.data.set("flows_cnt", 1 << 20)
+
+    world.before_commit(corrupt_flow_count)
     got, result = _holders(world, page)
     assert result.code == 4 and "fq_codel" in result.err and "flows_cnt" in result.err
     (row,) = got[hex(page.netmem)]
