@@ -472,3 +472,15 @@ def test_scripts_made_from_btf_alone_print_the_records_of_json(name, fixture_pro
         mine = records(args[0], run_cli(*args, "--json", program=prog).out)
         theirs = run_snippet(result.out, prog)
         assert same_records(args[0], theirs, mine, keys), args
+
+
+@pytest.mark.parametrize("args", [["check"], ["export", "--textfile", "-"], ["triage", "DIR"]])
+def test_fleet_commands_refuse_drgn_saying_why(args, fixture_program):
+    # check, export and triage combine other commands' records (or serve
+    # metrics, or run many dumps): no script of their own, and --drgn says so.
+    args = [str(FIXTURES) if a == "DIR" else a for a in args]
+    result = run_cli(*args, "--drgn", program=fixture_program("linux-7.3-mixed"))
+    assert result.code == 2 and result.out == "", result
+    assert result.err.count("\n") == 1, result.err
+    assert result.err.startswith(f"netmem-probe: error: --drgn: {args[0]} has no drgn script: ")
+    assert "--drgn print" in result.err or "see layout, pools and leaks --drgn" in result.err

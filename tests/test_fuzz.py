@@ -35,15 +35,21 @@ from drgn import TypeKind
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
-from netmem_probe.commands import COMMANDS
+from netmem_probe.commands import COMMANDS, FLEET_COMMANDS
 from netmem_probe.fake import scenarios
+from netmem_probe.fake.elfcore import write_core
 from netmem_probe.fake.faults import BudgetExceeded, FaultyMemory
+from netmem_probe.fake.memory import FakeMemory, Region
 from netmem_probe.fake.pools import PGTY_NETPP, PP_SIGNATURE
 from netmem_probe.fake.world import World
 
 TOTAL_EXAMPLES = int(os.environ.get("NETMEM_PROBE_FUZZ_EXAMPLES", "300"))
 LONG = TOTAL_EXAMPLES > 1000
-PER_COMMAND = max(10, TOTAL_EXAMPLES // len(COMMANDS))
+# Every command that reads one target; triage (over dumps, a process each)
+# has its own test below, on the same corruptions written as a dump.
+TARGET_COMMANDS = COMMANDS + [c for c in FLEET_COMMANDS if c.name != "triage"]
+TRIAGE = next(c for c in FLEET_COMMANDS if c.name == "triage")
+PER_COMMAND = max(10, TOTAL_EXAMPLES // len(TARGET_COMMANDS))
 # A clean run of any command reads at most a few thousand times; a corrupt
 # kernel may cost retries and skipped objects, but nothing near this.
 MAX_READS = 200_000
@@ -362,7 +368,11 @@ def command_args(draw, command: click.Command, s: Subject, live: bool) -> List[s
             or param.hidden
             or param.is_eager
             or isinstance(param.type, (click.Path, click.File))
+            or param.name == "listen"  # a server that runs until stopped
         ):
+            continue
+        if param.name == "textfile":
+            chosen[param.name] = [param.opts[0], "-"]  # export's one reading, to stdout
             continue
         if not param.required and not draw(st.booleans()):
             continue
@@ -464,7 +474,7 @@ def check(result, args: List[str]) -> None:
                 json.loads(line)
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+@pytest.mark.parametrize("command", TARGET_COMMANDS, ids=lambda c: c.name)
 @FUZZ_SETTINGS
 @given(data=st.data())
 def test_commands_survive_corrupt_kernels(command, data):
@@ -488,6 +498,57 @@ def test_commands_survive_corrupt_kernels(command, data):
         assert survey.code != 4, f"'not found' although objects were skipped: {result.err}"
         return
     check(result, args)
+
+
+def write_dump(s: Subject, fm: FaultyMemory, directory: Path) -> Path:
+    """
+    The world as ``fm`` shows it, written as a fixture directory: a vmcore of
+    the corrupted memory (holes read as zeros), the fixture's types and truth.
+    """
+    memory = FakeMemory()
+    for region in s.world.mem.regions:
+        memory.add(
+            Region(
+                region.name,
+                region.va,
+                region.pa,
+                region.size,
+                lambda offset, count, va=region.va: fm.peek(va + offset, count),
+            )
+        )
+    directory.mkdir()
+    with open(directory / "vmcore", "wb") as f:
+        write_core(f, memory, s.world.vmcoreinfo(), s.world.machine.e_machine)
+    for name in ("types.elf", "expected.json"):
+        (directory / name).write_bytes((FIXTURES / s.name / name).read_bytes())
+    return directory
+
+
+@settings(FUZZ_SETTINGS, max_examples=max(3, PER_COMMAND // 6))  # a process per dump
+@given(data=st.data())
+def test_triage_survives_corrupt_dumps(tmp_path_factory, data):
+    # The corruptions of the loop above, written as dumps: triage checks each
+    # in its own process and gives a row per dump, whatever it holds.
+    s = subject(data.draw(st.sampled_from(FIXTURE_NAMES), label="fixture"))
+    # A dump does not change under its reader: the damage is all there at once.
+    corruptions = data.draw(st.lists(_damage(s), min_size=1, max_size=6), label="corruptions")
+    fm = FaultyMemory(s.world)
+    for description, apply in corruptions:
+        note(description)
+        apply(fm)
+    dump = write_dump(s, fm, Path(tmp_path_factory.mktemp("triage")) / s.name)
+    options = data.draw(
+        st.lists(st.sampled_from(["--json", "--no-leaks", "-j2"]), unique=True), label="options"
+    )
+    args = ["triage", *options, "--timeout", str(SECONDS_PER_RUN), str(dump)]
+    result = run_cli(*args)
+    note(f"{result.code}: {result.err}")
+    assert "Traceback" not in result.err + result.out, result
+    assert result.code in (0, 1, 4), result
+    if "--json" in args:
+        rows = [json.loads(line) for line in result.out.splitlines()]
+        assert len(rows) == 1 and rows[0]["dump"] == str(dump), rows
+        assert (rows[0]["error"] is not None) == (result.code == 4), rows
 
 
 def test_the_fuzzer_sees_every_fixture():

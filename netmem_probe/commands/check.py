@@ -20,6 +20,7 @@ from netmem_probe.kernel.leaks import LeakReport, find_leaks
 from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner
 from netmem_probe.kernel.printk import KernelLog, LogMessage, page_pool_messages
 from netmem_probe.report import emit_json, human_seconds
+from netmem_probe.snippets import no_drgn_option
 
 __all__ = ("SEVERITIES", "Finding", "check", "check_report", "message_record")
 
@@ -329,6 +330,10 @@ def _log_record(log: KernelLog, by_id: Dict[int, PagePoolInfo]) -> Dict[str, Any
     show_default=True,
     metavar="SECONDS",
     help="live kernel: measure in-flight growth over this long (0: not at all)",
+)
+@no_drgn_option(
+    "its findings combine the records of layout, pools, leaks and the kernel log; "
+    "layout --drgn, pools --drgn and leaks --drgn print those as plain drgn"
 )
 @click.pass_obj
 def check(target: Target, as_json: bool, leaks: bool, interval: float) -> int:

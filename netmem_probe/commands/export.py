@@ -31,6 +31,7 @@ import drgn
 from netmem_probe.context import EXIT_PARTIAL, Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
 from netmem_probe.kernel.walk import Problems
+from netmem_probe.snippets import no_drgn_option
 
 __all__ = ("POOL_LABELS", "PoolCollector", "export")
 
@@ -371,6 +372,10 @@ def _write_textfile(path: str, registry: Any) -> None:
     default=True,
     show_default=True,
     help="export the niov states of devmem and zcrx areas",
+)
+@no_drgn_option(
+    "it serves Prometheus metrics, not records; pools --drgn and providers --drgn "
+    "print the values it exports as plain drgn"
 )
 @click.pass_obj
 def export(

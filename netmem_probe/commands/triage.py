@@ -18,6 +18,7 @@ import click
 from netmem_probe.context import EXIT_FINDINGS, EXIT_OK, EXIT_PARTIAL, Target
 from netmem_probe.report import emit_json_line, human_seconds
 from netmem_probe.report.table import Column, Table, table_options
+from netmem_probe.snippets import no_drgn_option
 
 __all__ = ("triage",)
 
@@ -205,6 +206,10 @@ def _run_one(
     help="give up on a dump after this long",
 )
 @table_options(COLUMNS, [c.name for c in COLUMNS])
+@no_drgn_option(
+    "it runs check on many dumps, each in its own process; a drgn script reads one "
+    "Program (see layout, pools and leaks --drgn)"
+)
 @click.pass_obj
 def triage(
     target: Target,

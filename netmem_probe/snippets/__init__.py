@@ -40,6 +40,7 @@ __all__ = (
     "KEYS",
     "Snippet",
     "drgn_option",
+    "no_drgn_option",
     "fill",
     "has_member",
     "has_object",
@@ -419,3 +420,24 @@ def drgn_option(generator: CodeGenerator, *, needs_pools: bool = True) -> Callab
         )(wrapper)  # type: ignore[return-value]
 
     return decorate
+
+
+def no_drgn_option(why: str) -> Callable[[F], F]:
+    """
+    ``--drgn`` on a command that has no script of its own (a fleet command):
+    a usage error saying ``why`` and where the scripts are, instead of click's
+    bare "no such option".  Hidden from the help, which lists real options.
+    """
+
+    def refuse(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            raise click.UsageError(f"--drgn: {ctx.info_name} has no drgn script: {why}")
+
+    return click.option(
+        "--drgn",
+        is_flag=True,
+        hidden=True,
+        expose_value=False,
+        is_eager=True,
+        callback=refuse,
+    )
