@@ -25,7 +25,7 @@ import struct
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 import click
 import drgn
@@ -505,17 +505,13 @@ def write_dump(s: Subject, fm: FaultyMemory, directory: Path) -> Path:
     The world as ``fm`` shows it, written as a fixture directory: a vmcore of
     the corrupted memory (holes read as zeros), the fixture's types and truth.
     """
+
+    def reader(va: int) -> Callable[[int, int], bytes]:
+        return lambda offset, count: fm.peek(va + offset, count)
+
     memory = FakeMemory()
     for region in s.world.mem.regions:
-        memory.add(
-            Region(
-                region.name,
-                region.va,
-                region.pa,
-                region.size,
-                lambda offset, count, va=region.va: fm.peek(va + offset, count),
-            )
-        )
+        memory.add(Region(region.name, region.va, region.pa, region.size, reader(region.va)))
     directory.mkdir()
     with open(directory / "vmcore", "wb") as f:
         write_core(f, memory, s.world.vmcoreinfo(), s.world.machine.e_machine)
