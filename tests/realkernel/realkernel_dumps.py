@@ -111,6 +111,21 @@ def page_size(t: Dict[str, Any]) -> int:
     return t.get("page_size", 4096)
 
 
+def pool_ref(pool: Dict[str, Any]) -> str:
+    """How a command names a pool of ``pools --json``: its id, or its address where the
+    kernel gives it none (before the page_pools registry of Linux 6.8)."""
+    return str(pool["id"]) if pool["id"] is not None else pool["address"]
+
+
+def has_registry(prog: drgn.Program) -> bool:
+    """Whether the kernel has the page_pools registry (Linux 6.8+)."""
+    try:
+        prog["page_pools"]
+    except KeyError:
+        return False
+    return True
+
+
 def netlink_pools(t: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
     """Every pool the kernel's netlink listed, in any namespace, by id."""
     # none before Linux 6.8: netlink has no page-pool commands

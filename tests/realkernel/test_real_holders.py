@@ -4,6 +4,7 @@ page of every pool has a holder, the virtio_net rx rings are named as such,
 and an unknown reference's slab object is named with what points at it.
 """
 
+from collections import Counter
 from typing import Dict, Optional, Set, Tuple
 
 import pytest
@@ -66,73 +67,91 @@ def summaries(request):
     prog = program(series, kind)
     problems = Problems()
     scanner = PpPageScanner(prog, problems)
-    pools = [info for info in scanner.pools.values() if info.inflight and not info.provider]
+    # by the pool's address: before Linux 6.8 pools have no id
+    per_pool = {
+        pool: HolderSummary()
+        for pool, info in scanner.pools.items()
+        if info.inflight and not info.provider
+    }
     targets = {}
-    for page in scanner.pages(pools):
+    for page in scanner.pages([scanner.pools[pool] for pool in per_pool]):
         info = scanner.pools[page.pool]
         t = page_target(prog, page.pfn, page.page, page.pool, page.pool_id, info.order, problems)
-        targets[t.netmem] = (info.id, t)
+        targets[t.netmem] = (page.pool, t)
     search = HolderSearch(prog, problems, scanner.pools)
     found = search.find([t for _, t in targets.values()])
-    per_pool = {info.id: HolderSummary() for info in pools}
-    sockets: Dict[Tuple[Optional[int], str, Optional[str]], Holder] = {}
-    for netmem, (pool_id, _) in targets.items():
-        per_pool[pool_id].add(found[netmem])
+    sockets: Dict[Tuple[int, str, Optional[str]], Holder] = {}
+    for netmem, (pool, _) in targets.items():
+        per_pool[pool].add(found[netmem])
         for h in found[netmem]:
             if h.sock is not None and h.sock.local:
-                sockets.setdefault((pool_id, h.sock.local, h.queue), h)
+                sockets.setdefault((pool, h.sock.local, h.queue), h)
     record = truth(series)
     if "holders" not in record:
         pytest.fail(
             "the dump's truth.json has no 'holders' record: it was made before the "
             "scenario recorded them; rerun scripts/realkernel/make-vmcore " + series
         )
-    return record, {info.id: info for info in pools}, per_pool, sockets
+    return record, {pool: scanner.pools[pool] for pool in per_pool}, per_pool, sockets
 
 
 def test_every_in_flight_page_of_every_pool_has_a_holder(summaries):
-    _, pools, per_pool, _ = summaries
-    for pool_id, summary in per_pool.items():
-        assert sum(summary.kinds.values()) == pools[pool_id].inflight, (pool_id, summary.kinds)
-        assert summary.unexplained == 0, (pool_id, summary.kinds)
+    truth, pools, per_pool, _ = summaries
+    assert per_pool, "the scenario makes pools with pages in flight"
+    # The pp_test module keeps pages in an array of its own (its .bss, no
+    # debug info): nothing the search can name holds those.
+    pp_test = truth.get("pp_test") or {"pools": [], "held": []}
+    address = {p["n"]: int(p["address"], 16) for p in pp_test["pools"]}
+    in_module = Counter(address[h["pool"]] for h in pp_test["held"])
+    for pool, summary in per_pool.items():
+        assert sum(summary.kinds.values()) == pools[pool].inflight, (hex(pool), summary.kinds)
+        assert summary.unexplained == in_module[pool], (hex(pool), summary.kinds)
 
 
 def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
     truth, pools, per_pool, sockets = summaries
     listed = next(s for s in truth["scenario"] if s["id"] == "virtio-listed")
+    if not listed["pool_expected"]:  # before Linux 7.1
+        pytest.skip(f"{truth['series']}: {listed['note']}")
     sink = f"{listed['sink']['addr']}:{listed['sink']['port']}"
-    (pool_id,) = [
+    (pool,) = [
         i
         for i, info in pools.items()
         if info.netdev is not None and info.netdev.name == listed["ifname"]
     ]
-    kinds = per_pool[pool_id].kinds
+    kinds = per_pool[pool].kinds
     assert set(kinds) <= {"rx-ring", "socket-receive", "pool-cache", "pool-ring"}, kinds
     # 256 buffers posted: over 64 pages of 4 KiB, fewer of 16 KiB (more buffers per page)
     assert kinds["rx-ring"] > 64 * 4096 // page_size(truth)
     # The sink's datagrams: at least the pages the scenario meant it to hold.
     assert kinds["socket-receive"] >= listed["meant_to_hold_pages_min"]
-    holder = sockets[(pool_id, sink, "receive")]
+    holder = sockets[(pool, sink, "receive")]
     pid = truth["holders"]["scenario_pid"]
     fd = truth["holders"]["sink_fds"][sink]
     assert [(o.pid, o.fd) for o in holder.owners] == [(pid, fd)]
     assert holder.release == f"ss -K -u 'src {sink}'"
-    assert per_pool[pool_id].releases[f"ss -K -u 'src {sink}'"] == kinds["socket-receive"]
+    assert per_pool[pool].releases[f"ss -K -u 'src {sink}'"] == kinds["socket-receive"]
 
 
 def test_the_tcp_out_of_order_queue_holds_veth_pool_pages(summaries):
     truth, pools, per_pool, sockets = summaries
     ofo = truth["holders"]["tcp_ofo"]
+    veth = next(s for s in truth["scenario"] if s["netns"] == ofo["netns"])
+    if not veth["pool_expected"]:  # veth took page_pool in Linux 6.4
+        pytest.skip(
+            f"{truth['series']}: veth of this kernel makes no page pool, so no pool "
+            "page reaches the TCP out-of-order queue"
+        )
     held = [
-        (pool_id, h)
-        for (pool_id, local, queue), h in sockets.items()
+        (pool, h)
+        for (pool, local, queue), h in sockets.items()
         if local == ofo["server"] and queue == "tcp-ofo"
     ]
     assert held, "no page of any pool is in the TCP out-of-order queue"
-    for pool_id, h in held:
+    for pool, h in held:
         assert h.sock.protocol == "tcp" and h.sock.state == "ESTABLISHED"
         assert h.sock.remote == ofo["client"]
-        assert per_pool[pool_id].kinds["socket-tcp-ofo"] >= 1
+        assert per_pool[pool].kinds["socket-tcp-ofo"] >= 1
         # No process lives in the server's namespace: closing its fd releases them.
         pid = truth["holders"]["scenario_pid"]
         assert (pid, ofo["server_fd"]) in [(o.pid, o.fd) for o in h.owners]

@@ -41,6 +41,8 @@ def test_pool_ynl_prints_netlinks_stats_object(series, kind):
 def test_check_netlink_in_the_guest_found_netlink_and_memory_agree(series):
     # make-vmcore --live runs pools --check-netlink in the guest: netmem-probe
     # asked the running kernel's netlink itself and compared it with memory.
+    if all(ns["page-pool-get"] is None for ns in truth(series)["netns"]):
+        pytest.skip(f"{series}: the kernel has no page-pool netlink (Linux 6.8+) to compare with")
     t = live_truth(series)
     check = json.loads(Path(t["live"]["live-pools.json"]).read_text())["check-netlink"]
     assert check["ok"] and check["returncode"] == 0, check.get("stderr")
