@@ -6,7 +6,9 @@ import click
 
 from netmem_probe.commands.providers import make_scanner, ring_options
 from netmem_probe.context import Target
-from netmem_probe.kernel.providers import NIOV_STATES, NiovInfo, ProviderArea, ProviderScanner
+from netmem_probe.kernel.areas import ProviderArea
+from netmem_probe.kernel.niovs import NIOV_STATES, NiovInfo
+from netmem_probe.kernel.providers import ProviderScanner
 from netmem_probe.report import emit_json_line, hexaddr
 from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option

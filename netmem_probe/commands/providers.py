@@ -5,7 +5,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 import click
 
 from netmem_probe.context import Target
-from netmem_probe.kernel.providers import ProviderArea, ProviderScanner
+from netmem_probe.kernel.areas import ProviderArea
+from netmem_probe.kernel.providers import ProviderScanner
 from netmem_probe.kernel.structs import member_exists
 from netmem_probe.report import emit_json, hexaddr, human_bytes
 from netmem_probe.report.table import Column, Table, table_options

@@ -5,7 +5,8 @@ Decoding a netmem_ref
 What a ``netmem_ref`` value points at: a ``struct page`` (decoded by
 :func:`netmem_probe.kernel.netmem.decode_page`) or a ``struct net_iov``,
 whose owner area and provider details come from
-:mod:`netmem_probe.kernel.providers`; hence this module sits above both.
+:mod:`netmem_probe.kernel.areas` and :mod:`netmem_probe.kernel.niovs`; hence this
+module sits above them.
 """
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any, Dict, Optional, Union
 import drgn
 from drgn import Program
 
+from netmem_probe.kernel.areas import read_area
 from netmem_probe.kernel.netmem import (
     NET_IOV,
     PageInfo,
@@ -22,7 +24,7 @@ from netmem_probe.kernel.netmem import (
     niov_reader,
     pool_id,
 )
-from netmem_probe.kernel.providers import infer_niov_kind, niov_provider_details, read_area
+from netmem_probe.kernel.niovs import infer_niov_kind, niov_provider_details
 from netmem_probe.kernel.walk import Problems
 
 __all__ = ("NetIovInfo", "decode_net_iov", "decode_netmem")

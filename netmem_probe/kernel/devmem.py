@@ -1,0 +1,193 @@
+"""
+devmem TCP
+----------
+
+Since Linux 6.12 a dma-buf can be bound to rx queues (``NETDEV_CMD_BIND_RX``;
+TX bindings since 6.16): its ``struct net_devmem_dmabuf_binding`` carves the
+dma-buf into genpool chunks, each owning an array of ``struct net_iov``.
+These helpers find the bindings and read each one as a
+:class:`~netmem_probe.kernel.areas.ProviderArea`.
+"""
+
+from typing import Optional, Tuple
+
+import drgn
+from drgn import Program
+
+from netmem_probe.kernel.areas import MAX_NIOVS, MAX_RX_QUEUES, AreaReader, NiovSpan, ProviderArea
+from netmem_probe.kernel.structs import StructReader, member_exists
+from netmem_probe.kernel.walk import list_nodes, wrap, xa_entries
+
+__all__ = ("BindingReader", "dmabuf_bindings_xarray")
+
+DMA_TO_DEVICE = 1
+
+
+def dmabuf_bindings_xarray(prog: Program) -> Optional[int]:
+    """Address of the ``net_devmem_dmabuf_bindings`` XArray, or None without devmem."""
+    for kwargs in ({"filename": "devmem.c"}, {}):
+        try:
+            return prog.object("net_devmem_dmabuf_bindings", **kwargs).address_
+        except (LookupError, ValueError):
+            continue
+    return None
+
+
+class BindingReader(AreaReader):
+    """Reads dma-buf bindings, each as one area with a span per genpool chunk."""
+
+    def read(self, address: int) -> Optional[ProviderArea]:
+        """The binding at ``address`` (a ``net_devmem_dmabuf_binding *``); None if unreadable."""
+        prog = self.prog
+        reader = StructReader(
+            prog,
+            "struct net_devmem_dmabuf_binding",
+            {
+                "dmabuf": "dmabuf",
+                "dev": "dev",
+                "chunk_pool": "chunk_pool",
+                "id": "id",
+                # refcount_t until the binding's ref became a percpu_ref (7.2+).
+                "ref": "ref.refs.counter",
+                # Since the devmem TX series (v6.16).
+                "direction": "direction",
+                # Since Linux 7.3 (rx-page-size).
+                "niov_shift": "niov_shift",
+            },
+        )
+        try:
+            b = reader.read(address)
+        except drgn.FaultError as e:
+            self.problems.fault("dmabuf binding", address, e)
+            return None
+        shift = b["niov_shift"] if b["niov_shift"] is not None else self.page_shift
+        if not self.page_shift <= shift < 32:
+            self.problems.add("dmabuf binding", address, f"impossible niov_shift {shift}")
+            return None
+        size = None
+        if b["dmabuf"]:
+            try:
+                size = prog.read_u64(
+                    wrap(b["dmabuf"] + drgn.offsetof(prog.type("struct dma_buf"), "size"))
+                )
+            except drgn.FaultError as e:
+                self.problems.fault("dma_buf", b["dmabuf"], e)
+        pool_ids, pool_addresses = self._pool_fields(address, "dmabuf")
+        return ProviderArea(
+            kind="dmabuf",
+            id=b["id"],
+            address=address,
+            ifq=None,
+            netdev=self._netdev(b["dev"]),
+            queues=self._bound_queues(address),
+            pools=pool_ids,
+            pool_addresses=pool_addresses,
+            refcount=b["ref"],
+            direction="tx" if b["direction"] == DMA_TO_DEVICE else "rx",
+            niov_shift=shift,
+            size=size,
+            spans=self._chunks(address, b["chunk_pool"], shift),
+        )
+
+    def _bound_queues(self, binding: int) -> Tuple[int, ...]:
+        """Indexes of the rx queues in ``binding->bound_rxqs``."""
+        prog = self.prog
+        offset = drgn.offsetof(prog.type("struct net_devmem_dmabuf_binding"), "bound_rxqs")
+        rxq_type = prog.type("struct netdev_rx_queue")
+        rxq_dev = drgn.offsetof(rxq_type, "dev")
+        dev_rx = drgn.offsetof(prog.type("struct net_device"), "_rx")
+        queues = []
+        for _, rxq in xa_entries(
+            prog, binding + offset, what="binding bound_rxqs", problems=self.problems
+        ):
+            try:
+                # get_netdev_rx_queue_index(): rxq - rxq->dev->_rx
+                rx = prog.read_word(wrap(prog.read_word(wrap(rxq + rxq_dev)) + dev_rx))
+            except drgn.FaultError as e:
+                self.problems.fault("bound rx queue", rxq, e)
+                continue
+            index, rest = divmod(rxq - rx, rxq_type.size)
+            if rest or not 0 <= index < MAX_RX_QUEUES:
+                self.problems.add("bound rx queue", rxq, "not an element of its netdev's _rx[]")
+                continue
+            queues.append(index)
+        return tuple(sorted(queues))
+
+    def _chunks(self, binding: int, gen_pool: int, shift: int) -> Tuple[NiovSpan, ...]:
+        """The niov arrays of a binding's genpool chunks, in dma-buf order."""
+        prog = self.prog
+        if not gen_pool:
+            return ()
+        pool_type = prog.type("struct gen_pool")
+        chunk_type = prog.type("struct gen_pool_chunk")
+        owner_type = prog.type("struct dmabuf_genpool_chunk_owner")
+        chunk_reader = StructReader(
+            prog,
+            "struct gen_pool_chunk",
+            {"owner": "owner", "start_addr": "start_addr", "end_addr": "end_addr"},
+        )
+        # Since Linux kernel commit 7d60fa9e1ab1 ("net: generalise net_iov
+        # chunk owners") (in v6.15) the niov array is the owner's struct
+        # net_iov_area; before, three members of the owner itself.
+        area = "area." if member_exists(owner_type, "area") else ""
+        owner_reader = StructReader(
+            prog,
+            "struct dmabuf_genpool_chunk_owner",
+            {
+                "niovs": area + "niovs",
+                "num_niovs": area + "num_niovs",
+                "base_virtual": area + "base_virtual",
+                "binding": "binding",
+            },
+        )
+        area_offset = drgn.offsetof(owner_type, "area") if area else 0
+        bits = drgn.offsetof(chunk_type, "bits")
+        node_offset = drgn.offsetof(chunk_type, "next_chunk")
+        head = gen_pool + drgn.offsetof(pool_type, "chunks")
+        spans = []
+        for node in list_nodes(prog, head, what="gen_pool chunks", problems=self.problems):
+            chunk = node - node_offset
+            try:
+                c = chunk_reader.read(chunk)
+            except drgn.FaultError as e:
+                self.problems.fault("gen_pool_chunk", chunk, e)
+                continue
+            try:
+                o = owner_reader.read(c["owner"])
+            except drgn.FaultError as e:
+                self.problems.add(
+                    "gen_pool_chunk",
+                    chunk,
+                    f"owner pointer {c['owner']:#x} leads nowhere ({e.message})",
+                )
+                continue
+            if o["binding"] != binding:
+                self.problems.add(
+                    "dmabuf chunk owner",
+                    c["owner"],
+                    f"belongs to binding {o['binding']:#x}, not {binding:#x}",
+                )
+                continue
+            nbits = (c["end_addr"] - c["start_addr"] + 1) >> shift
+            if o["num_niovs"] != nbits or not 0 < nbits <= MAX_NIOVS:
+                self.problems.add(
+                    "dmabuf chunk owner",
+                    c["owner"],
+                    f"{o['num_niovs']} niovs for a chunk of {nbits}",
+                )
+                continue
+            spans.append(
+                NiovSpan(
+                    owner=c["owner"] + area_offset,
+                    niovs=o["niovs"],
+                    count=nbits,
+                    base_virtual=o["base_virtual"],
+                    chunk=None,
+                    bitmap=chunk + bits,
+                )
+            )
+        spans.sort(key=lambda s: s.base_virtual)
+        return tuple(
+            NiovSpan(s.owner, s.niovs, s.count, s.base_virtual, i, s.bitmap)
+            for i, s in enumerate(spans)
+        )
