@@ -4,6 +4,10 @@
 """
 
 import json
+import os
+import shutil
+import subprocess
+import time
 
 import pytest
 from conftest import expected, fixtures_with, run_cli
@@ -96,3 +100,45 @@ def test_check_netlink_reports_each_pool_and_attribute_that_disagree(fixture_pro
 def test_check_netlink_needs_a_live_kernel(fixture_program):
     result = run_cli("pools", "--check-netlink", program=fixture_program("linux-7.3-mixed"))
     assert result.code == 2 and "live" in result.err and result.out == ""
+
+
+def _host_netlink_program():
+    """The running kernel's types (for the NETDEV_* numbers), if it has page-pool-get."""
+    from netmem_probe.kallsyms_btf import LIVE_BTF
+    from netmem_probe.target import open_btf_types
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None or not os.access(LIVE_BTF, os.R_OK):
+        pytest.skip("needs root, unshare(1) and /sys/kernel/btf/vmlinux")
+    prog = open_btf_types(LIVE_BTF)
+    try:
+        prog.object("NETDEV_CMD_PAGE_POOL_GET")
+    except LookupError:
+        pytest.skip("this host's kernel has no page-pool-get (Linux 6.8+)")
+    return prog
+
+
+def test_check_netlink_asks_netlink_in_a_namespace_entered_by_a_process_in_it():
+    # pools --check-netlink enters each network namespace to dump it there:
+    # a process alone in a new one leads to it, and netlink answers for it.
+    from netmem_probe.netlink import NetlinkError, netns_files, page_pool_dump
+
+    prog = _host_netlink_program()
+    process = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        path = f"/proc/{process.pid}/ns/net"
+        for _ in range(100):  # until unshare has made the namespace and run sleep
+            if os.stat(path).st_ino != os.stat("/proc/self/ns/net").st_ino:
+                break
+            time.sleep(0.05)
+        inum = os.stat(path).st_ino
+        files = netns_files()
+        assert os.stat(files[inum]).st_ino == inum
+        assert os.stat("/proc/self/ns/net").st_ino in files
+        # A new namespace has only lo: no page pools, whatever this one has.
+        assert page_pool_dump(prog, (inum, files[inum])) == []
+        assert os.stat("/proc/thread-self/ns/net").st_ino != inum  # this thread stayed
+        with pytest.raises(NetlinkError, match="is now another namespace"):
+            page_pool_dump(prog, (inum + 1, path))
+    finally:
+        process.kill()
+        process.wait()

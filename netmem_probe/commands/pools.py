@@ -9,7 +9,7 @@ import drgn
 
 from netmem_probe.commands.check import message_record
 from netmem_probe.commands.watch import watch_pools
-from netmem_probe.context import Target
+from netmem_probe.context import EXIT_PARTIAL, Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
 from netmem_probe.kernel.printk import KernelLog, page_pool_messages
 from netmem_probe.report import emit_json, hexaddr, human_bytes, human_seconds, quantity
@@ -163,29 +163,62 @@ def netlink_disagreements(
 def _check_netlink(
     target: Target, infos_now: Callable[[], Iterable[PagePoolInfo]], as_json: bool
 ) -> int:
-    """``pools --check-netlink``: the kernel's netlink against memory, in this namespace."""
-    from netmem_probe.netlink import NetlinkError, page_pool_dump
+    """
+    ``pools --check-netlink``: the kernel's netlink against memory, in every
+    network namespace this process can enter, and the pools of those it
+    cannot, named.
+    """
+    from netmem_probe.netlink import NetlinkError, netns_files, page_pool_dump
 
     prog = target.prog
     if not prog.flags & drgn.ProgramFlags.IS_LIVE:
         raise click.UsageError("--check-netlink asks the running kernel: it needs a live target")
-    netns = os.stat("/proc/self/ns/net").st_ino
+    own = os.stat("/proc/self/ns/net").st_ino
 
-    def shown() -> List[Dict[str, Any]]:
-        return [
-            ynl_record(rec)
-            for rec in map(pool_record, infos_now())
-            if rec["state"] in NETLINK_STATES and rec["netns"] == netns
-        ]
+    def shown() -> Dict[int, List[Dict[str, Any]]]:
+        """The pools netlink should show, by network namespace."""
+        by_netns: Dict[int, List[Dict[str, Any]]] = {}
+        for rec in map(pool_record, infos_now()):
+            if rec["state"] in NETLINK_STATES and rec["netns"] is not None:
+                by_netns.setdefault(rec["netns"], []).append(ynl_record(rec))
+        return by_netns
 
     before = shown()
-    try:
-        netlink = page_pool_dump(prog)
-    except NetlinkError as e:
-        raise click.ClickException(str(e)) from None
-    found = netlink_disagreements(before, netlink, shown())
+    files = netns_files()
+    # Netlink answers for the namespace its socket was made in: this one, and
+    # each other one entered by a file (ip netns) or a process in it.
+    namespaces, dumps = [], {}
+    for netns in sorted({own, *before, *files}):
+        entry: Dict[str, Any] = {
+            "netns": netns,
+            "pools": [p["id"] for p in before.get(netns, [])],
+            "netlink-pools": None,
+            "error": None,
+        }
+        try:
+            if netns == own:
+                dumps[netns] = page_pool_dump(prog)
+            elif netns in files:
+                dumps[netns] = page_pool_dump(prog, (netns, files[netns]))
+            else:
+                entry["error"] = "no process is in it and no /run/netns file names it"
+        except NetlinkError as error:
+            if netns == own:
+                raise click.ClickException(str(error)) from None
+            entry["error"] = str(error)
+        if netns in dumps:
+            entry["netlink-pools"] = len(dumps[netns])
+        namespaces.append(entry)
+    after = shown()
+    found = [
+        {"netns": netns, **d}
+        for netns, netlink in dumps.items()
+        for d in netlink_disagreements(before.get(netns, []), netlink, after.get(netns, []))
+    ]
+    unchecked = [e for e in namespaces if e["error"] is not None and e["pools"]]
+    total = sum(len(netlink) for netlink in dumps.values())
     if as_json:
-        emit_json({"netns": netns, "netlink-pools": len(netlink), "disagreements": found})
+        emit_json({"namespaces": namespaces, "netlink-pools": total, "disagreements": found})
     else:
         for d in found:
             if d["key"] is None:
@@ -194,17 +227,37 @@ def _check_netlink(
                     if d["memory"] is None
                     else ("memory has it on a netdev's list, netlink does not")
                 )
-                click.echo(f"pool {d['id']}: {where}")
+                click.echo(f"pool {d['id']} (network namespace {d['netns']}): {where}")
             else:
                 click.echo(
-                    f"pool {d['id']}: {d['key']} is {d['memory']} in memory, "
-                    f"{d['netlink']} in netlink"
+                    f"pool {d['id']} (network namespace {d['netns']}): {d['key']} is "
+                    f"{d['memory']} in memory, {d['netlink']} in netlink"
                 )
+        for e in unchecked:
+            click.echo(
+                f"{quantity(len(e['pools']), 'pool')} ({', '.join(map(str, e['pools']))}) of "
+                f"network namespace {e['netns']}: not checked: {e['error']}"
+            )
         click.echo(
-            f"{len(netlink)} pools in netlink's dump (network namespace {netns}), "
-            f"{len({d['id'] for d in found})} disagree with memory [{target.describe()}]"
+            f"{quantity(total, 'pool')} in netlink's dumps of "
+            f"{quantity(len(dumps), 'network namespace')}, "
+            f"{len({(d['netns'], d['id']) for d in found})} disagree with memory"
+            + (
+                f"; {quantity(sum(len(e['pools']) for e in unchecked), 'pool')} not checked"
+                if unchecked
+                else ""
+            )
+            + f" [{target.describe()}]"
         )
-    return target.finish(findings=bool(found))
+    code = target.finish(findings=bool(found))
+    if unchecked:
+        click.echo(
+            f"netmem-probe: warning: the pools of {quantity(len(unchecked), 'network namespace')} "
+            "were not checked: " + "; ".join(f"{e['netns']}: {e['error']}" for e in unchecked),
+            err=True,
+        )
+        return EXIT_PARTIAL
+    return code
 
 
 def _print_ynl(value: Any) -> None:
@@ -374,8 +427,9 @@ def _notes(
 @click.option(
     "--check-netlink",
     is_flag=True,
-    help="live kernel: ask its netlink (page-pool-get) and report every pool of this "
-    "network namespace where netlink and memory disagree (exit code 1)",
+    help="live kernel: ask its netlink (page-pool-get) in every network namespace "
+    "and report every pool where netlink and memory disagree (exit code 1), and the "
+    "pools of any namespace it cannot enter (exit code 4)",
 )
 @drgn_option(pools_code)
 @click.pass_obj

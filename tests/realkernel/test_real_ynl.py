@@ -40,14 +40,24 @@ def test_pool_ynl_prints_netlinks_stats_object(series, kind):
 @pytest.mark.parametrize("series", SERIES)
 def test_check_netlink_in_the_guest_found_netlink_and_memory_agree(series):
     # make-vmcore --live runs pools --check-netlink in the guest: netmem-probe
-    # asked the running kernel's netlink itself and compared it with memory.
+    # asked the running kernel's netlink itself, in every network namespace
+    # (entered by its /run/netns file or a process in it), and compared it
+    # with memory.
     if all(ns["page-pool-get"] is None for ns in truth(series)["netns"]):
         pytest.skip(f"{series}: the kernel has no page-pool netlink (Linux 6.8+) to compare with")
     t = live_truth(series)
     check = json.loads(Path(t["live"]["live-pools.json"]).read_text())["check-netlink"]
     assert check["ok"] and check["returncode"] == 0, check.get("stderr")
     netlink = json.loads(Path(t["live"]["live-netlink.json"]).read_text())
-    counts = {len(ns["page-pool-get"] or []) for ns in netlink["before"]}
-    check_schema(["pools", "--check-netlink"], json.dumps(check["output"]))
-    assert check["output"]["disagreements"] == []
-    assert check["output"]["netlink-pools"] in counts and check["output"]["netlink-pools"] > 0
+    output = check["output"]
+    check_schema(["pools", "--check-netlink"], json.dumps(output))
+    assert output["disagreements"] == []
+    namespaces = {ns["netns"]: ns for ns in output["namespaces"]}
+    # Every namespace the scenario made was asked, none left unchecked.
+    for ns in netlink["before"]:
+        asked = namespaces[ns["inum"]]
+        assert asked["error"] is None, asked
+        assert asked["netlink-pools"] == len(ns["page-pool-get"] or []), (ns["name"], asked)
+    assert not [ns for ns in output["namespaces"] if ns["error"] and ns["pools"]]
+    total = sum(len(ns["page-pool-get"] or []) for ns in netlink["before"])
+    assert output["netlink-pools"] == total > 0
