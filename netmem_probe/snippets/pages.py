@@ -453,7 +453,16 @@ def _define_holders(s: Snippet) -> None:
             """
             if not values and not spans:
                 return  # nothing to look for (drgn refuses an empty search)
-            it = prog.search_memory_word(*values, *[(lo, hi - 1) for lo, hi in spans])
+            # drgn tests each word against every range: overlapping and adjacent
+            # spans merged (pages next to each other, skb windows that overlap)
+            # make fewer ranges and the same matches.
+            ranges = []
+            for lo, hi in sorted(spans):
+                if ranges and lo <= ranges[-1][1]:
+                    ranges[-1][1] = max(ranges[-1][1], hi)
+                else:
+                    ranges.append([lo, hi])
+            it = prog.search_memory_word(*values, *[(lo, hi - 1) for lo, hi in ranges])
             for start, end in VALID_PFNS:
                 lo, hi = start << PAGE_SHIFT, (end << PAGE_SHIFT) - 1
                 while lo <= hi:
