@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 
+import drgn
 import pytest
 from conftest import expected, fixtures_with, run_cli
 
@@ -142,3 +143,51 @@ def test_check_netlink_asks_netlink_in_a_namespace_entered_by_a_process_in_it():
     finally:
         process.kill()
         process.wait()
+
+
+def test_check_netlink_names_the_pools_of_namespaces_it_cannot_enter():
+    # A fake world's pools live in namespaces of its own, which no process or
+    # file on this host leads to: --check-netlink asks this host's netlink
+    # where it can, and lists those pools as not checked, saying why (exit 4),
+    # never dropping them in silence.
+    from netmem_probe.fake import scenarios
+    from netmem_probe.fake.faults import FaultyMemory
+
+    host = _host_netlink_program()
+    world = scenarios.build("linux-7.3-mixed")[0]
+    world.commit()
+    prog = FaultyMemory(world).program(live=True)
+
+    def netdev_constants(prog, name, flags, filename):
+        # The NETDEV_* numbers of the kernel netlink runs in: this host's.
+        if name.startswith("NETDEV_") and flags & drgn.FindObjectFlags.CONSTANT:
+            try:
+                value = host.constant(name)
+            except LookupError:
+                return None
+            return drgn.Object(prog, "int", value.value_())
+        return None
+
+    prog.register_object_finder("host netdev", netdev_constants, enable_index=-1)
+    result = run_cli("pools", "--check-netlink", "--json", program=prog)
+    assert result.code == 4, result
+    output = json.loads(result.out)
+    unchecked = {ns["netns"]: ns for ns in output["namespaces"] if ns["error"]}
+    truth = {p["id"]: p for p in expected("linux-7.3-mixed")["pools"]}
+    shown = [p for p in truth.values() if p["state"] in ("listed", "orphaned")]
+    assert shown and sorted(p for ns in unchecked.values() for p in ns["pools"]) == sorted(
+        p["id"] for p in shown
+    )
+    assert all("no process is in it" in ns["error"] for ns in unchecked.values())
+    own = os.stat("/proc/self/ns/net").st_ino
+    assert any(ns["netns"] == own and ns["error"] is None for ns in output["namespaces"])
+    assert "were not checked" in result.err and str(next(iter(unchecked))) in result.err
+    prog = FaultyMemory(world).program(live=True)
+    prog.register_object_finder("host netdev", netdev_constants, enable_index=-1)
+    table = run_cli("pools", "--check-netlink", program=prog)
+    assert table.code == 4, table
+    for ns in unchecked.values():
+        ids = ", ".join(map(str, ns["pools"]))
+        assert f"({ids}) of network namespace {ns['netns']}: not checked: no process" in table.out
+    summary = table.out.splitlines()[-1]
+    assert f"; {len(shown)} pools not checked [" in summary, summary
