@@ -14,7 +14,7 @@ def _holders(prog, *pages):
     return {r["netmem"]: r["holders"] for r in result.json()}, result
 
 
-def test_a_udp_sink_names_its_process_and_the_ss_kill_filter():
+def test_a_udp_sink_is_released_by_its_process_closing_it():
     w = World("linux-7.3")
     pool = FakePagePool(w)
     page = pool.alloc_pages(1)[0]
@@ -28,7 +28,8 @@ def test_a_udp_sink_names_its_process_and_the_ss_kill_filter():
     assert row["owners"] == [
         {"pid": 4242, "comm": "sink", "fd": 7, "cgroup": None, "netns": w.init_net.inum}
     ]
-    assert row["release"] == "ss -K -u 'src 10.0.2.15:9000'"
+    # ss -K aborts the socket but leaves its queue: closing the last fd frees it.
+    assert row["release"] == "close fd 7 of pid 4242 (sink)"
     assert result.code == 0
 
 
@@ -44,7 +45,7 @@ def test_a_tcp_out_of_order_queue_holds_its_pages():
         (row,) = got[hex(page.netmem)]
         assert (row["kind"], row["skb"], row["queue"]) == ("skb-frag", hex(skb.obj.addr), "tcp-ofo")
         assert row["state"] == "ESTABLISHED" and row["netdev"] is None
-        assert row["release"] == "ss -K -t 'src 10.0.2.15:5201 dst 10.0.2.2:40000'"
+        assert row["release"] == "close fd 3 of pid 77 (iperf3)"
 
 
 def test_a_corrupt_out_of_order_tree_is_reported_not_followed():
@@ -68,16 +69,24 @@ def test_a_corrupt_out_of_order_tree_is_reported_not_followed():
     assert "TCP out-of-order rbtree" in result.err and "loops" in result.err
 
 
-def test_a_socket_in_another_namespace_is_killed_from_inside_it():
-    owners = (Owner(10, "daemon", 4, "/system.slice/d.service", 1),)
-    assert (
-        release_action("udp", "10.9.0.1:53", None, 2, owners, 99, 1)
-        == "nsenter -t 99 -n ss -K -u 'src 10.9.0.1:53'"
+def test_an_owned_socket_is_released_by_closing_its_descriptors():
+    owners = (Owner(10, "daemon", 4, "/system.slice/d.service", 1), Owner(11, "worker", 9, None, 1))
+    for protocol in ("udp", "tcp"):
+        assert release_action(protocol, "10.9.0.1:53", None, 2, owners, 99, 1) == (
+            "close fd 4 of pid 10 (daemon), fd 9 of pid 11 (worker)"
+        )
+
+
+def test_an_orphaned_tcp_socket_is_killed_from_inside_its_namespace():
+    tcp = ("tcp", "10.9.0.1:80", "10.9.0.2:4000")
+    assert release_action(*tcp, 1, (), None, 1) == "ss -K -t 'src 10.9.0.1:80 dst 10.9.0.2:4000'"
+    assert release_action(*tcp, 2, (), 99, 1) == (
+        "nsenter -t 99 -n ss -K -t 'src 10.9.0.1:80 dst 10.9.0.2:4000'"
     )
-    # Nobody lives in the namespace: closing the owner's descriptor is the way.
-    assert release_action("udp", "10.9.0.1:53", None, 2, owners, None, 1) == (
-        "close fd 4 of pid 10 (daemon)"
-    )
+    # Nobody lives in the namespace: ss cannot reach it.
+    assert release_action(*tcp, 2, (), None, 1) is None
+    # A UDP socket nobody holds: ss -K would abort it and leave its queue.
+    assert release_action("udp", "10.9.0.1:53", None, 1, (), None, 1) is None
     assert release_action(None, None, None, None, (), None, 1) is None
 
 

@@ -173,24 +173,30 @@ def release_action(
     init_netns: Optional[int],
 ) -> Optional[str]:
     """
-    The command that releases a socket's queued pages: ``ss -K`` with a
-    filter naming exactly that socket, for TCP and UDP sockets with known
-    addresses, run with ``nsenter -t PID -n`` in the socket's namespace when
-    it is not the initial one (``nsenter_pid``: a process in that namespace);
-    else closing the owning processes' file descriptors; None if neither is
-    known.
+    The command that releases a socket's queued pages.
+
+    A socket's queues are freed when it is destroyed: when the last
+    descriptor of it closes.  ``ss -K`` does not do that for a socket a
+    process holds open: it aborts it (``udp_abort()``, ``tcp_abort()``) and
+    the queues stay until the owner closes it (measured on Debian 7.3.4: the
+    skbs of a UDP sink and of a TCP out-of-order queue stayed, and the
+    pages came back on close, tests/realkernel/test_real_holders.py; an
+    unconnected UDP socket is not even matched without ``-a``).  So with
+    known owners the action is closing their descriptors.  A TCP socket no
+    process holds (orphaned, ``SOCK_DEAD``) is destroyed by ``tcp_abort()``:
+    there ``ss -K`` with a filter naming exactly that socket, run with
+    ``nsenter -t PID -n`` in the socket's namespace when it is not the
+    initial one (``nsenter_pid``: a process in that namespace).  None when
+    neither applies.
     """
-    close = None
     if owners:
-        close = "close " + ", ".join(f"fd {o.fd} of pid {o.pid} ({o.comm})" for o in owners)
-    if protocol not in ("tcp", "udp") or not local:
-        return close
-    flag = "-t" if protocol == "tcp" else "-u"
+        return "close " + ", ".join(f"fd {o.fd} of pid {o.pid} ({o.comm})" for o in owners)
+    if protocol != "tcp" or not local:
+        return None
     expression = f"src {local}" + (f" dst {remote}" if remote else "")
-    command = f"ss -K {flag} '{expression}'"
+    command = f"ss -K -t '{expression}'"
     if netns is None or init_netns is None or netns == init_netns:
         return command
     if nsenter_pid is not None:
         return f"nsenter -t {nsenter_pid} -n {command}"
-    # No process lives in the socket's namespace: ss cannot reach it.
-    return close
+    return None  # no process lives in the socket's namespace: ss cannot reach it

@@ -166,8 +166,9 @@ def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
     assert len(queued) >= -(-datagrams // (page_size(truth) // 1200)), (len(queued), datagrams)
     holder = sockets[(pool, sink, "receive")]
     assert [(o.pid, o.fd) for o in holder.owners] == [(pid, fd)]
-    assert holder.release == f"ss -K -u 'src {sink}'"
-    assert per_pool[pool].releases[f"ss -K -u 'src {sink}'"] == kinds["socket-receive"]
+    close = f"close fd {fd} of pid {pid} ({holder.owners[0].comm})"
+    assert holder.release == close
+    assert per_pool[pool].releases[close] == kinds["socket-receive"]
 
 
 def test_the_tcp_out_of_order_queue_holds_veth_pool_pages(summaries):
@@ -192,3 +193,61 @@ def test_the_tcp_out_of_order_queue_holds_veth_pool_pages(summaries):
         # No process lives in the server's namespace: closing its fd releases them.
         pid = truth["holders"]["scenario_pid"]
         assert (pid, ofo["server_fd"]) in [(o.pid, o.fd) for o in h.owners]
+
+
+def test_what_holders_names_releases_the_sinks_pages_and_ss_kill_does_not(summaries):
+    """
+    After the dump the scenario ran, in the guest, the ``ss -K`` filters for
+    the orphaned virtio pool's UDP sink (as named before, then with -a), and
+    then the action holders names now: closing the sink's descriptor.  The
+    pool's in-flight count (netlink) after each step is the truth.
+    """
+    truth, pools, per_pool, sockets = summaries
+    if "release" not in truth:
+        pytest.fail(
+            "the dump's truth.json has no 'release' record: rerun "
+            "scripts/realkernel/make-vmcore " + truth["series"]
+        )
+    rel = truth["release"]
+    ((pool, holder),) = [
+        (p, h)
+        for (p, local, queue), h in sockets.items()
+        if local == rel["socket"] and queue == "receive"
+    ]
+    held = per_pool[pool].kinds["socket-receive"]
+    assert held >= 1
+    pool_id = pools[pool].id  # netlink names pools by id
+    before = rel["before"]["inflight"][str(pool_id)]
+    assert before == pools[pool].inflight
+    steps = {step["action"]: step for step in rel["steps"]}
+    # The action holders names, run as named: the pool got every page back and
+    # was destroyed (netlink lists it no more).
+    assert holder.release == f"close fd {rel['fd']} of pid {rel['pid']} ({rel['comm']})"
+    after = steps[holder.release]["inflight"].get(str(pool_id), 0)
+    assert before - after >= held and after == 0
+    # ss -K leaves the queue: unmatched without -a (the socket is UNCONN), and
+    # aborted with -a, its queued bytes and the pool's pages stay.
+    for action in (f"ss -K -u 'src {rel['socket']}'", f"ss -K -a -u 'src {rel['socket']}'"):
+        step = steps[action]
+        assert step["returncode"] == 0, step
+        assert step["inflight"][str(pool_id)] == before, step
+        assert step["rmem_alloc"] == rel["before"]["rmem_alloc"], step
+    assert "UNCONN" in steps[f"ss -K -a -u 'src {rel['socket']}'"]["stdout"]
+
+
+def test_ss_kill_leaves_a_tcp_out_of_order_queue_and_holders_names_the_owner(summaries):
+    truth, _, _, sockets = summaries
+    tcp = truth["release"]["tcp"]
+    (step,) = tcp["steps"]
+    # The connection was aborted (TCP_CLOSE) but its queued bytes stayed.
+    assert step["state"] == 7 and "ESTAB" in step["stdout"]
+    assert step["rmem_alloc"] == tcp["before"]["rmem_alloc"] > 0
+    held = [
+        h
+        for (_, local, queue), h in sockets.items()
+        if local == tcp["socket"] and queue == "tcp-ofo"
+    ]
+    assert held and all(
+        h.release.startswith(f"close fd {tcp['fd']} of pid {truth['holders']['scenario_pid']} ")
+        for h in held
+    )

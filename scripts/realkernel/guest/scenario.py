@@ -211,6 +211,7 @@ def settle(socks, quiet=1.0, timeout=20):
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 OFO_SEGMENTS, OFO_BYTES = 4, 1000
+OFO_SERVER: List[socket.socket] = []  # the server socket whose out-of-order queue holds pages
 
 
 def _csum(data):
@@ -240,6 +241,7 @@ def tcp_ofo(ns, addr, port):
         sysctl(None, "net.ipv4.tcp_timestamps", 1)
     srv, _ = ls.accept()
     KEEP.extend([ls, srv, c])
+    OFO_SERVER.append(srv)
     c.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
     seqs = {}
     for name, queue in (("snd", TCP_SEND_QUEUE), ("rcv", TCP_RECV_QUEUE)):
@@ -1003,12 +1005,102 @@ def main():
     touch("ready")
     log("NETMEM-PROBE-READY")
 
-    # --- hold everything; optional live run
-    while not os.path.exists(os.path.join(OUT, "go-live")):
+    # --- hold everything through the dump; then the optional live run and the
+    # release step
+    done_live = False
+    while not os.path.exists(os.path.join(OUT, "go-release")):
+        if not done_live and os.path.exists(os.path.join(OUT, "go-live")):
+            live()
+            done_live = True
         time.sleep(0.2)
-    live()
+    release(s_eth1, nics["orphan"]["guest_ip"], nics["orphan"]["port"], ofo)
     while True:
         time.sleep(3600)
+
+
+def pool_inflight():
+    """Every page pool netlink lists in init_net: id -> in-flight pages."""
+    d = nlpp.dump_netns(CFG["attrs"], None, stats=False)
+    return {str(p["id"]): p.get("inflight") for p in d.get("page-pool-get") or []}
+
+
+RELEASE_SETTLE = 1.5  # s: freed skbs return their pages at once; let softirqs run
+
+
+def release(sock, addr, port, ofo):
+    """
+    After the dump: what releases the pages a socket holds.  The orphaned
+    virtio pool's pages sit in the receive queue of the UDP sink addr:port
+    (this process owns it): run the `ss -K` filter holders named for it, the
+    same with -a (an unconnected UDP socket is UNCONN, which ss leaves out by
+    default), then close the socket's descriptor (its owner letting go),
+    recording the pools' in-flight counts and the socket's queued bytes after
+    each step.  Then the same `ss -K` for the TCP connection whose
+    out-of-order queue holds veth pool pages (veth pools are not in netlink:
+    the server socket's queued bytes tell), and closing its descriptor.
+    """
+    log("release: start")
+    t = time.monotonic()
+    with open("/proc/self/comm") as f:
+        comm = f.read().strip()
+    rec = {
+        "socket": "%s:%d" % (addr, port),
+        "pid": os.getpid(),
+        "comm": comm,
+        "fd": sock.fileno(),
+        "before": {"inflight": pool_inflight(), "rmem_alloc": meminfo(sock)["rmem_alloc"]},
+        "steps": [],
+    }
+
+    def run(command, ns=None):
+        with in_netns(ns):
+            p = subprocess.run(
+                command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        time.sleep(RELEASE_SETTLE)
+        return {
+            "action": command,
+            "returncode": p.returncode,
+            "stdout": p.stdout[-2000:],
+            "stderr": p.stderr[-2000:],
+        }
+
+    for command in (
+        "ss -K -u 'src %s:%d'" % (addr, port),
+        "ss -K -a -u 'src %s:%d'" % (addr, port),
+    ):
+        step = run(command)
+        step.update(inflight=pool_inflight(), rmem_alloc=meminfo(sock)["rmem_alloc"])
+        rec["steps"].append(step)
+    action = "close fd %d of pid %d (%s)" % (sock.fileno(), os.getpid(), comm)
+    sock.close()
+    time.sleep(RELEASE_SETTLE)
+    rec["steps"].append(
+        {"action": action, "returncode": 0, "inflight": pool_inflight(), "rmem_alloc": None}
+    )
+    if OFO_SERVER:
+        srv = OFO_SERVER[0]
+        tcp = {
+            "socket": ofo["server"],
+            "remote": ofo["client"],
+            "netns": ofo["netns"],
+            "fd": srv.fileno(),
+            "before": {"rmem_alloc": meminfo(srv)["rmem_alloc"]},
+            "steps": [],
+        }
+        step = run("ss -K -t 'src %s dst %s'" % (ofo["server"], ofo["client"]), ofo["netns"])
+        step.update(rmem_alloc=meminfo(srv)["rmem_alloc"], state=tcp_state(srv))
+        tcp["steps"].append(step)
+        rec["tcp"] = tcp
+    rec["duration_s"] = round(time.monotonic() - t, 2)
+    touch("release.json", json.dumps(rec, indent=1))
+    touch("release-done")
+    log("release: %s" % json.dumps(rec)[:800])
+
+
+def tcp_state(s):
+    """A TCP socket's state number (getsockopt TCP_INFO's first byte)."""
+    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
 
 
 def live():
