@@ -24,6 +24,7 @@ faster of the two, so a cold page cache does not flatter the others).
 """
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -58,6 +59,10 @@ def raw_read(prog: drgn.Program) -> Tuple[int, float]:
     return total, time.perf_counter() - start
 
 
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def random_pages(prog: drgn.Program, count: int, seed: int = 1) -> List[int]:
     pfns = [pfn for start, end in valid_pfn_ranges(prog) for pfn in (start, end)]
     rng = random.Random(seed)
@@ -70,7 +75,7 @@ def random_pages(prog: drgn.Program, count: int, seed: int = 1) -> List[int]:
     return sorted(out)
 
 
-def bench_holders(prog: drgn.Program, count: int, jobs: int) -> Tuple[float, int]:
+def bench_holders(prog: drgn.Program, count: int, jobs: int) -> Tuple[float, str]:
     problems = Problems()
     vmemmap = prog["vmemmap"].value_()
     size = drgn.sizeof(prog.type("struct page"))
@@ -81,7 +86,10 @@ def bench_holders(prog: drgn.Program, count: int, jobs: int) -> Tuple[float, int
     start = time.perf_counter()
     search = HolderSearch(prog, problems, search=SearchOptions(jobs=jobs))
     found = search.find(targets, find_skb_slabs(prog, problems))
-    return time.perf_counter() - start, sum(len(h) for h in found.values())
+    seconds = time.perf_counter() - start
+    holders = [h for hs in found.values() for h in hs]
+    referred = sum(h.pointed_from is not None for h in holders)
+    return seconds, f"{len(holders)} references, {referred} with referrers"
 
 
 def bench_leaks(prog: drgn.Program, jobs: int) -> Tuple[float, str]:
@@ -128,13 +136,14 @@ def main() -> int:
     prog = open_program(core=args.core, symbols=args.symbols)
     counts = [int(n) for n in args.pages.split(",") if n]
     jobs_list = [int(n) for n in args.jobs.split(",") if n]
+    print(f"load average {load()}", flush=True)
     total, first = raw_read(prog)
     print(f"RAM {total / 2**30:.2f} GiB; raw read (64 MiB chunks): {first:.2f} s", flush=True)
     rows = []
     for jobs in jobs_list:
         for count in counts:
             seconds, hits = bench_holders(prog, count, jobs)
-            rows.append((f"holders, {count} pages, --jobs {jobs} ({hits} references)", seconds))
+            rows.append((f"holders, {count} pages, --jobs {jobs} ({hits})", seconds))
             print(f"  {rows[-1][0]}: {seconds:.2f} s", flush=True)
         if not args.no_leaks:
             seconds, summary = bench_leaks(prog, jobs)
@@ -149,6 +158,7 @@ def main() -> int:
     print(f"raw read again: {last:.2f} s; ratios against {raw:.2f} s:")
     for name, seconds in rows:
         print(f"  {name}: {seconds:.2f} s = {seconds / raw:.2f}x the raw read")
+    print(f"load average {load()}")
     return 0
 
 

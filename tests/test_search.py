@@ -6,7 +6,7 @@ import struct
 import pytest
 from conftest import FIXTURE_NAMES
 
-from netmem_probe.kernel.search import SearchOptions, WordMatcher, search_words
+from netmem_probe.kernel.search import SearchOptions, WordMatcher, direct_map_base, search_words
 from netmem_probe.kernel.walk import Problems
 
 
@@ -122,3 +122,18 @@ def test_an_unreadable_page_of_ram_is_skipped_and_the_rest_still_searched():
     result = run(fm, "holders", hex(page), "--json")
     partial(result, f"RAM at {hole:#x}: unreadable page, not searched")
     assert result.json()[0]["holders"] == before
+
+
+def test_a_search_of_given_ranges_finds_only_what_lies_in_them(fixture_program):
+    prog = fixture_program("linux-7.3-mixed")
+    values, spans = _targets(prog)
+    problems = Problems()
+    everywhere = list(search_words(prog, values, spans, problems, SearchOptions(jobs=1)))
+    base = direct_map_base(prog, problems)
+    # The physical pages of every other hit.
+    pages = sorted({(a - base) >> 12 for a, _ in everywhere[::2]})
+    ranges = [(pfn << 12, (pfn + 1) << 12) for pfn in pages]
+    inside = list(search_words(prog, values, spans, problems, SearchOptions(jobs=1), ranges))
+    assert len(everywhere) > 1 and not problems
+    assert inside == [(a, v) for a, v in everywhere if (a - base) >> 12 in pages]
+    assert len(inside) < len(everywhere)

@@ -107,3 +107,13 @@ def test_a_slab_with_an_impossible_object_count_is_reported_and_searched_around(
     result = run(fm, "leaks", "--json")
     partial(result, f"skb slab at {slab.addr:#x}: 32767 objects")
     assert _verdicts(result) == _verdicts(full)
+
+
+def test_the_memmap_pass_lists_the_slab_pages_of_every_cache():
+    w = _parked_world(pages=40)  # 40 sk_buffs: more than one slab
+    prog = FaultyMemory(w).program()
+    slabs = find_skb_slabs(prog, Problems())
+    memmap, record = prog["vmemmap"].value_(), drgn.sizeof(prog.type("struct page"))
+    pfns = {(s.addr - memmap) // record for s in w.skb_caches.head.slabs}
+    covered = {pfn for lo, hi in slabs.slab_ranges for pfn in range(lo >> 12, hi >> 12)}
+    assert len(pfns) > 1 and covered == pfns

@@ -863,16 +863,20 @@ class HolderSearch:
                     result[target.netmem].append(
                         self._skb_holder("skb-frag", address, value, *found_skb, frag=index)
                     )
-        self._add_referrers(result)
+        self._add_referrers(result, slabs)
         for holders in result.values():
             holders.sort(key=lambda h: h.address)
         return result
 
-    def _add_referrers(self, result: Dict[int, List[Holder]]) -> None:
+    def _add_referrers(
+        self, result: Dict[int, List[Holder]], slabs: Optional[SkbSlabs] = None
+    ) -> None:
         """
         One step back from each unknown reference in an allocated slab
         object: the places of the words pointing at the object's start (one
-        more search of memory, for all of them at once).
+        more search of memory, for all of them at once).  With ``slabs`` that
+        list the slab pages, only those are searched (the objects pointing
+        at it), a small part of RAM; otherwise all of RAM.
         """
         objects = {
             h.slab.object
@@ -882,14 +886,17 @@ class HolderSearch:
         }
         if not objects:
             return
-        hits = search_words(self.prog, objects, (), self.problems, self.search)
+        ranges = slabs.slab_ranges if slabs is not None else None
+        hits = search_words(self.prog, objects, (), self.problems, self.search, ranges)
         found = referrers(self.prog, objects, hits)
         for holders in result.values():
             for i, h in enumerate(holders):
                 if h.kind == "unknown" and h.slab is not None and h.slab.object in found:
                     places = tuple(found[h.slab.object])
                     holders[i] = dataclasses.replace(
-                        h, pointed_from=places, detail=f"{h.detail}; {describe(places)}"
+                        h,
+                        pointed_from=places,
+                        detail=f"{h.detail}; {describe(places, ranges is not None)}",
                     )
 
     def _in_area(self, target: NetmemTarget, address: int) -> bool:

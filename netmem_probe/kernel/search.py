@@ -298,17 +298,20 @@ def search_words(
     spans: Sequence[Tuple[int, int]],
     problems: Problems,
     options: Optional[SearchOptions] = None,
+    ranges: Optional[Sequence[Tuple[int, int]]] = None,
 ) -> Iterator[Tuple[int, int]]:
     """
     ``(direct-map address, value)`` of every aligned word of RAM (the valid
-    pfn ranges) equal to one of ``values`` or within one of ``spans``
-    ([lo, hi)), in address order.  Pages that cannot be read are skipped
-    and recorded in ``problems``.
+    pfn ranges, or only the physical byte ranges ``ranges`` [lo, hi) if
+    given) equal to one of ``values`` or within one of ``spans`` ([lo, hi)),
+    in address order.  Pages that cannot be read are skipped and recorded in
+    ``problems``.
     """
     if not values and not spans:
         return
     options = options or SearchOptions()
-    ranges = ram_ranges(prog, problems)
+    if ranges is None:
+        ranges = ram_ranges(prog, problems)
     base = direct_map_base(prog, problems)
     if ranges is None or base is None:
         return  # recorded: without RAM's ranges and place there is nothing to search

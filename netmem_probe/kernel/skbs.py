@@ -46,6 +46,10 @@ class SkbSlabs:
     complete: bool
     #: Slabs read.
     slabs: int
+    #: Physical byte ranges [lo, hi) of the slab pages of every slab cache
+    #: the memmap pass saw, where the referrers of a slab object are looked
+    #: for; None if the slab caches could not be listed.
+    slab_ranges: Optional[Tuple[Tuple[int, int], ...]] = None
 
 
 def skb_caches(prog: Program) -> List[Tuple[Object, Tuple[int, ...]]]:
@@ -112,6 +116,11 @@ class SkbSlabFinder:
         self.skbs: List[int] = []
         self.complete = True
         self.slabs = 0
+        self.all_caches = _all_caches(prog)
+        if self.all_caches is not None and not np.isin(self.wanted, self.all_caches[0]).all():
+            self.all_caches = None  # a list without the sk_buff caches is not every cache
+        self.slab_pfns: List[np.ndarray] = []
+        self.slab_orders: List[np.ndarray] = []
 
     @classmethod
     def for_program(cls, prog: Program, problems: Problems) -> Optional["SkbSlabFinder"]:
@@ -145,13 +154,21 @@ class SkbSlabFinder:
         """Takes the slabs among the struct pages ``data`` of pfns from ``first_pfn``."""
         dtype = self.dtype
         record_words = self.record_size // dtype.itemsize
-        words = np.frombuffer(data, dtype=dtype).reshape(-1, record_words)
-        column = words[:, self.column]
-        wanted = self.wanted
-        match = column == wanted[0]
-        for other in wanted[1:]:
-            match |= column == other
-        for i in np.flatnonzero(match).tolist():
+        column = np.frombuffer(data, dtype=dtype).reshape(-1, record_words)[:, self.column]
+        # Every cache, or the sk_buff caches alone if the list is unreadable.
+        caches = self.all_caches[0] if self.all_caches is not None else self.wanted
+        # Most words there are not in the caches' span at all: a cheap test first.
+        candidates = np.flatnonzero((column >= caches[0]) & (column <= caches[-1]))
+        if not candidates.size:
+            return
+        values = column[candidates]
+        index = np.minimum(np.searchsorted(caches, values), len(caches) - 1)
+        hit = caches[index] == values
+        candidates, values = candidates[hit], values[hit]
+        if self.all_caches is not None:
+            self.slab_pfns.append(candidates + first_pfn)
+            self.slab_orders.append(self.all_caches[1][index[hit]])
+        for i in candidates[np.isin(values, self.wanted)].tolist():
             self._slab(first_pfn + i)
 
     def _slab(self, pfn: int) -> None:
@@ -186,7 +203,27 @@ class SkbSlabFinder:
         The sk_buffs of the slabs found, after a pass that could not read
         the memmap's ``holes`` (a slab may hide there: incomplete).
         """
-        return SkbSlabs(tuple(sorted(self.skbs)), self.complete and not holes, self.slabs)
+        return SkbSlabs(
+            tuple(sorted(self.skbs)),
+            self.complete and not holes,
+            self.slabs,
+            self._slab_ranges(),
+        )
+
+    def _slab_ranges(self) -> Optional[Tuple[Tuple[int, int], ...]]:
+        if self.all_caches is None:
+            return None
+        if not self.slab_pfns:
+            return ()
+        starts = np.concatenate(self.slab_pfns).astype(np.int64)
+        ends = starts + (np.int64(1) << np.concatenate(self.slab_orders).astype(np.int64))
+        # Pages come in pfn order: merge the slabs that touch or overlap.
+        reach = np.maximum.accumulate(ends)
+        breaks = np.flatnonzero(starts[1:] > reach[:-1]) + 1
+        lo = starts[np.concatenate(([0], breaks))]
+        hi = reach[np.concatenate((breaks - 1, [len(starts) - 1]))]
+        shift = self.page_shift
+        return tuple((int(a) << shift, int(b) << shift) for a, b in zip(lo, hi))
 
 
 def find_skb_slabs(
@@ -205,6 +242,36 @@ def find_skb_slabs(
     for first, data in scan.chunks():
         finder.chunk(first, data)
     return finder.result(scan.holes)
+
+
+#: More slab caches than a kernel has: a list that long is corrupt.
+MAX_SLAB_CACHES = 1 << 16
+#: SLUB's OO_SHIFT: ``kmem_cache.oo.x`` is the slab order << 16 | objects.
+OO_SHIFT = 16
+
+
+def _all_caches(prog: Program) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """
+    Every slab cache's address (sorted) and slab order (SLUB's ``oo``), from
+    the ``slab_caches`` list; None if it cannot be read.
+    """
+    from drgn.helpers.linux.slab import for_each_slab_cache
+
+    found = {}
+    try:
+        for i, cache in enumerate(for_each_slab_cache(prog)):
+            if i >= MAX_SLAB_CACHES:
+                return None
+            found[cache.value_()] = cache.oo.x.value_() >> OO_SHIFT
+    except (drgn.FaultError, LookupError, AttributeError):
+        return None
+    if not found:
+        return None
+    addresses = sorted(found)
+    return (
+        np.array(addresses, dtype=np.uint64),
+        np.array([found[a] for a in addresses], dtype=np.int64),
+    )
 
 
 def _has(obj: Object, member: str) -> bool:

@@ -201,6 +201,11 @@ def referrers(
     return found
 
 
-def describe(places: Sequence[str]) -> str:
-    """``pointed at from A, B`` for the referrers of an object."""
-    return "pointed at from " + ", ".join(places) if places else "no pointer to it found"
+def describe(places: Sequence[str], slabs_only: bool = False) -> str:
+    """
+    ``pointed at from A, B`` for the referrers of an object, found in the
+    slab pages only if ``slabs_only``, else in all of RAM.
+    """
+    if places:
+        return "pointed at from " + ", ".join(places)
+    return "no slab object points at it" if slabs_only else "no pointer to it found"
