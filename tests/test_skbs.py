@@ -14,8 +14,8 @@ from netmem_probe.fake.world import World
 from netmem_probe.kernel.skbs import find_skb_slabs
 from netmem_probe.kernel.walk import Problems
 
-# The scenarios whose layout (Debian 7.3's) has the slab types, with skbs.
-SLAB_WORLDS = ["linux-7.3-mixed"]
+# The scenarios whose layout (from Debian 7.3 DWARF) has the slab types, with skbs.
+SLAB_WORLDS = ["linux-7.3-mixed", "linux-7.1-rc-mixed", "linux-7.3-arm64-mixed"]
 
 
 def _skbs(w):
