@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""
+``--jobs 2`` against ``--jobs 1`` for the RAM search of ``holders`` on a kdump dump.
+
+    benchmarks/jobs.py [--dir DIR] [--core vmcore.kdump] [--rounds 2]
+
+By default it takes the Debian 7.3 dump ``make-vmcore 7.3`` left in the cache
+(``$NETMEM_PROBE_CACHE/realkernel/latest-7.3``, else
+``~/.cache/netmem-probe/realkernel/latest-7.3``): its kdump-compressed
+``vmcore.kdump``, whose search is bound by zlib decompression, with
+``vmlinux`` and the module debug files beside it.  It times
+``HolderSearch.find()`` for one page (one search of all of RAM, the skb slabs
+given) with one process and with two, alternately, ``--rounds`` times each,
+and prints the best of each, their ratio, and the load average before and
+after (the ratio means something on an idle machine only: two processes need
+two idle cores).
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import drgn
+
+from netmem_probe.kernel.holders import HolderSearch, page_target
+from netmem_probe.kernel.search import SearchOptions
+from netmem_probe.kernel.skbs import find_skb_slabs
+from netmem_probe.kernel.walk import Problems
+from netmem_probe.target import open_program
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def default_dir() -> Path:
+    cache = os.environ.get("NETMEM_PROBE_CACHE")
+    root = Path(cache) if cache else Path.home() / ".cache" / "netmem-probe"
+    return root / "realkernel" / "latest-7.3"
+
+
+def search_once(prog: drgn.Program, jobs: int) -> float:
+    """Seconds of one ``holders`` search for the page of the middle pfn."""
+    problems = Problems()
+    pfn = prog["max_pfn"].value_() // 2
+    page = prog["vmemmap"].value_() + pfn * drgn.sizeof(prog.type("struct page"))
+    target = page_target(prog, pfn, page, None, None, 0, problems)
+    start = time.perf_counter()
+    search = HolderSearch(prog, problems, search=SearchOptions(jobs=jobs))
+    search.find([target], find_skb_slabs(prog, problems))
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--dir", type=Path, default=default_dir(), help="make-vmcore's output")
+    parser.add_argument("--core", default="vmcore.kdump", help="dump file in --dir")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per process count")
+    args = parser.parse_args()
+    core = args.dir / args.core
+    if not core.exists():
+        print(f"jobs.py: error: no {core}; run scripts/realkernel/make-vmcore 7.3", file=sys.stderr)
+        return 2
+    symbols = [str(args.dir / "vmlinux")] + [str(p) for p in sorted(args.dir.glob("*.ko.debug"))]
+    prog = open_program(core=str(core), symbols=symbols)
+    print(f"{core} ({core.stat().st_size >> 20} MiB); load average {load()}", flush=True)
+    best = {1: float("inf"), 2: float("inf")}
+    for _ in range(args.rounds):
+        for jobs in (1, 2):
+            seconds = search_once(prog, jobs)
+            best[jobs] = min(best[jobs], seconds)
+            print(f"  --jobs {jobs}: {seconds:.2f} s (load average {load()})", flush=True)
+    print(
+        f"best --jobs 1: {best[1]:.2f} s, --jobs 2: {best[2]:.2f} s; "
+        f"--jobs 2 is {best[1] / best[2]:.2f}x faster (load average {load()})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
