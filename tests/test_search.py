@@ -130,6 +130,7 @@ def test_a_search_of_given_ranges_finds_only_what_lies_in_them(fixture_program):
     problems = Problems()
     everywhere = list(search_words(prog, values, spans, problems, SearchOptions(jobs=1)))
     base = direct_map_base(prog, problems)
+    assert base is not None
     # The physical pages of every other hit.
     pages = sorted({(a - base) >> 12 for a, _ in everywhere[::2]})
     ranges = [(pfn << 12, (pfn + 1) << 12) for pfn in pages]

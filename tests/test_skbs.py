@@ -113,6 +113,7 @@ def test_the_memmap_pass_lists_the_slab_pages_of_every_cache():
     w = _parked_world(pages=40)  # 40 sk_buffs: more than one slab
     prog = FaultyMemory(w).program()
     slabs = find_skb_slabs(prog, Problems())
+    assert slabs is not None and slabs.slab_ranges is not None and w.skb_caches is not None
     memmap, record = prog["vmemmap"].value_(), drgn.sizeof(prog.type("struct page"))
     pfns = {(s.addr - memmap) // record for s in w.skb_caches.head.slabs}
     covered = {pfn for lo, hi in slabs.slab_ranges for pfn in range(lo >> 12, hi >> 12)}
