@@ -6,7 +6,8 @@ from typing import Any, Dict, List
 import pytest
 from conftest import expected, fixtures_with, run_cli
 
-from netmem_probe.fake.providers import FakeBinding, FakeZcrxIfq
+from netmem_probe.fake.providers import FakeBinding, FakeRing, FakeZcrxIfq
+from netmem_probe.fake.tasks import FakeTask
 from netmem_probe.fake.world import World
 
 PROVIDER_FIXTURES = fixtures_with("providers")
@@ -239,3 +240,21 @@ def test_an_area_id_two_zcrx_areas_share_is_refused_with_both_named(fixture_prog
     # An id one area has, and an address, still name it.
     assert run_cli("niovs", "--area", "io_uring:1", program=prog).code == 0
     assert run_cli("niovs", "--area", "io_uring:0xffff8880042271c0", program=prog).code == 0
+
+
+def test_a_zcrx_area_names_the_processes_holding_its_ring():
+    w, ifq = zcrx_world()
+    ring = FakeRing(w)
+    ring.add(ifq)
+    FakeTask(w, 1, "init", w.init_net)
+    FakeTask(w, 812, "zcrx-rx", w.init_net).open_ring(ring, 6)
+    record = area_record(run_cli("providers", "--json", program=w.program()))
+    assert record["owners"] == [
+        {"pid": 812, "comm": "zcrx-rx", "fd": 6, "cgroup": None, "netns": w.init_net.inum}
+    ]
+
+
+def test_without_the_file_scan_a_zcrx_areas_owners_are_not_read():
+    w, ifq = zcrx_world()
+    result = run_cli("providers", "--no-scan-files", "--json", program=w.program())
+    assert area_record(result)["owners"] is None

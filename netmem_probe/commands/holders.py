@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import click
 
 from netmem_probe.context import Target, netmem_arguments
+from netmem_probe.kernel.actors import Owner
 from netmem_probe.kernel.holders import Holder, HolderSearch, make_target
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.search import SearchOptions
@@ -65,6 +66,17 @@ jobs_option = click.option(
 )
 
 
+def owner_record(owner: Owner) -> Dict[str, Any]:
+    """A process holding a descriptor, as JSON."""
+    return {
+        "pid": owner.pid,
+        "comm": owner.comm,
+        "fd": owner.fd,
+        "cgroup": owner.cgroup,
+        "netns": owner.netns,
+    }
+
+
 def holder_record(holder: Holder) -> Dict[str, Any]:
     """A reference as JSON; socket fields are null when no socket is known."""
     sock = holder.sock
@@ -82,12 +94,7 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
         "netns": sock.netns if sock else None,
         "protocol": sock.protocol if sock else None,
         "state": sock.state if sock else None,
-        "owners": [
-            {"pid": o.pid, "comm": o.comm, "fd": o.fd, "cgroup": o.cgroup, "netns": o.netns}
-            for o in holder.owners
-        ]
-        if holder.owners is not None
-        else None,
+        "owners": [owner_record(o) for o in holder.owners] if holder.owners is not None else None,
         "release": holder.release,
         "netdev": holder.netdev,
         "driver": holder.rx_slot.driver if holder.rx_slot else None,

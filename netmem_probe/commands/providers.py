@@ -4,6 +4,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import click
 
+from netmem_probe.commands.holders import owner_record
 from netmem_probe.context import Target
 from netmem_probe.kernel.areas import ProviderArea
 from netmem_probe.kernel.providers import ProviderScanner
@@ -101,6 +102,7 @@ def provider_record(area: ProviderArea, totals: Dict[str, int]) -> Dict[str, Any
         **{key: totals[key] for key in TOTALS},
         "bytes": area.num_niovs << area.niov_shift,
         "inconsistent": totals["inconsistent"],
+        "owners": [owner_record(o) for o in area.owners] if area.owners is not None else None,
     }
 
 

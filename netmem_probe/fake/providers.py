@@ -20,7 +20,7 @@ by the stack, held by user space), and the truth a correct tool reports
 from that model, never by reading memory back.
 """
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from netmem_probe.fake.objects import FakeXArray, KObject
 from netmem_probe.fake.pools import (
@@ -34,6 +34,7 @@ from netmem_probe.fake.pools import (
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetDevice
+    from netmem_probe.fake.tasks import FakeTask
     from netmem_probe.fake.world import World
 
 __all__ = (
@@ -437,6 +438,8 @@ class FakeBinding:
             **_count(niovs),
             "bytes": len(niovs) << self.niov_shift,
             "inconsistent": 0,
+            # the netlink socket holding a binding is not looked for yet
+            "owners": None,
         }
 
 
@@ -546,7 +549,19 @@ class FakeZcrxArea(_NiovArray):
             **_count(self.niovs),
             "bytes": len(self.niovs) << self.niov_shift,
             "inconsistent": 0,
+            "owners": self._owners(),
         }
+
+    def _owners(self) -> Optional[List[Dict[str, Any]]]:
+        """The processes holding a ring of the ifq; None where the file scan cannot be made."""
+        world = self.world
+        if world.tasks is None or not world.has_symbol("io_uring_fops"):
+            return None
+        return [
+            {"pid": task.pid, "comm": task.comm, "fd": fd, "cgroup": None, "netns": task.ns.inum}
+            for ring in self.ifq.rings
+            for task, fd in ring.owners
+        ]
 
 
 class FakeZcrxIfq:
@@ -691,6 +706,7 @@ class FakeRing:
         self.world = world
         self.obj = world.alloc("struct io_ring_ctx")
         self.zcrx_ctxs = world.xarray(self.obj, "zcrx_ctxs")
+        self.owners: List[Tuple["FakeTask", int]] = []  # (process, ring fd)
 
     def add(self, ifq: FakeZcrxIfq) -> int:
         """Register ``ifq``; its zcrx id is the next free index (``xa_alloc``)."""

@@ -10,6 +10,7 @@ from netmem_probe.fake.net import cstr
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetNamespace
+    from netmem_probe.fake.providers import FakeRing
     from netmem_probe.fake.sockets import FakeSocket
     from netmem_probe.fake.world import World
 
@@ -37,6 +38,15 @@ class FakeTask:
             {"tgid": pid, "comm": cstr(comm, 16), "files": files.addr, "nsproxy": nsproxy.addr},
         )
         world.tasks.add(self.obj, "tasks")
+
+    def open_ring(self, ring: "FakeRing", fd: int) -> None:
+        """Have the io_uring ``ring`` open as descriptor ``fd`` (``f_op = &io_uring_fops``)."""
+        file = self.world.alloc(
+            "struct file",
+            {"f_op": self.world.prog["io_uring_fops"].address_, "private_data": ring.obj.addr},
+        )
+        self.fds.value[fd] = file.addr
+        ring.owners.append((self, fd))
 
     def open(self, sock: "FakeSocket", fd: int) -> None:
         """Have ``sock`` open as descriptor ``fd``."""

@@ -18,7 +18,15 @@ from drgn import Program
 from netmem_probe.kernel.structs import read_cstring
 from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap
 
-__all__ = ("TCP_STATES", "Owner", "SocketOwners", "release_action")
+__all__ = (
+    "MAX_TASKS",
+    "TCP_STATES",
+    "Owner",
+    "SocketOwners",
+    "release_action",
+    "task_files",
+    "task_owner",
+)
 
 #: ``include/net/tcp_states.h``.
 TCP_STATES = {
@@ -88,13 +96,9 @@ class SocketOwners:
             socket_ops = prog.object("socket_file_ops").address_
             task_type = prog.type("struct task_struct")
             tasks = drgn.offsetof(task_type, "tasks")
-            files_at = drgn.offsetof(task_type, "files")
             pid_at = drgn.offsetof(task_type, "tgid")
             comm_at = drgn.offsetof(task_type, "comm")
-            fdt_at = drgn.offsetof(prog.type("struct files_struct"), "fdt")
-            fdtable = prog.type("struct fdtable")
-            max_fds_at = drgn.offsetof(fdtable, "max_fds")
-            fd_at = drgn.offsetof(fdtable, "fd")
+            prog.type("struct fdtable")
             file_type = prog.type("struct file")
             f_op_at = drgn.offsetof(file_type, "f_op")
             private_at = drgn.offsetof(file_type, "private_data")
@@ -111,17 +115,14 @@ class SocketOwners:
         ):
             task = node - tasks
             try:
-                files = prog.read_word(wrap(task + files_at))
-                if not files:
+                fds = task_files(prog, task)
+                if not fds:
                     continue  # a kernel thread
                 pid = prog.read_u32(wrap(task + pid_at))
                 comm = read_cstring(prog, task + comm_at, 16) or ""
-                netns = self._netns(task)
+                netns = _task_netns(prog, task)
                 if netns is not None:
                     self._netns_pid.setdefault(netns, pid)
-                fdt = prog.read_word(wrap(files + fdt_at))
-                max_fds = min(prog.read_u32(wrap(fdt + max_fds_at)), MAX_FDS)
-                fds = read_words(prog, prog.read_word(wrap(fdt + fd_at)), max_fds)
             except drgn.FaultError as e:
                 self.problems.fault("task file table", task, e)
                 continue
@@ -141,26 +142,59 @@ class SocketOwners:
                 if not sk:
                     continue
                 if not cgroup_read:
-                    cgroup, cgroup_read = self._cgroup(task), True
+                    cgroup, cgroup_read = _task_cgroup(prog, task), True
                 owners.setdefault(sk, []).append(Owner(pid, comm, fd, cgroup, netns))
         return owners
 
-    def _netns(self, task: int) -> Optional[int]:
-        try:
-            t = drgn.Object(self.prog, "struct task_struct *", task)
-            return t.nsproxy.net_ns.ns.inum.value_()
-        except (drgn.FaultError, LookupError, AttributeError):
-            return None
 
-    def _cgroup(self, task: int) -> Optional[str]:
-        """The task's cgroup v2 path, None if cgroups cannot be read."""
-        try:
-            from drgn.helpers.linux.cgroup import cgroup_path
+def _task_netns(prog: Program, task: int) -> Optional[int]:
+    """The inode number of the network namespace of the task at ``task``."""
+    try:
+        t = drgn.Object(prog, "struct task_struct *", task)
+        return t.nsproxy.net_ns.ns.inum.value_()
+    except (drgn.FaultError, LookupError, AttributeError):
+        return None
 
-            t = drgn.Object(self.prog, "struct task_struct *", task)
-            return cgroup_path(t.cgroups.dfl_cgrp).decode(errors="replace")
-        except (drgn.FaultError, LookupError, AttributeError, ValueError):
-            return None
+
+def _task_cgroup(prog: Program, task: int) -> Optional[str]:
+    """The cgroup v2 path of the task at ``task``, None if cgroups cannot be read."""
+    try:
+        from drgn.helpers.linux.cgroup import cgroup_path
+
+        t = drgn.Object(prog, "struct task_struct *", task)
+        return cgroup_path(t.cgroups.dfl_cgrp).decode(errors="replace")
+    except (drgn.FaultError, LookupError, AttributeError, ValueError):
+        return None
+
+
+def task_files(prog: Program, task: int) -> Tuple[int, ...]:
+    """
+    The ``struct file *`` of each descriptor of the task at ``task``
+    (``files->fdt->fd[0:max_fds]``, index = fd, 0 = not open), at most
+    :data:`MAX_FDS`; empty for a kernel thread (no file table).
+
+    :raises drgn.FaultError: if the file table cannot be read.
+    """
+    files = prog.read_word(wrap(task + drgn.offsetof(prog.type("struct task_struct"), "files")))
+    if not files:
+        return ()
+    fdtable = prog.type("struct fdtable")
+    fdt = prog.read_word(wrap(files + drgn.offsetof(prog.type("struct files_struct"), "fdt")))
+    max_fds = min(prog.read_u32(wrap(fdt + drgn.offsetof(fdtable, "max_fds"))), MAX_FDS)
+    return read_words(prog, prog.read_word(wrap(fdt + drgn.offsetof(fdtable, "fd"))), max_fds)
+
+
+def task_owner(prog: Program, task: drgn.Object, fd: int) -> Owner:
+    """
+    The :class:`Owner` that descriptor ``fd`` of ``task`` (a ``struct
+    task_struct *``) makes its process.
+    :raises drgn.FaultError: if the task's pid or comm cannot be read.
+    """
+    address = task.value_()
+    comm = task.comm.string_().decode(errors="replace")
+    return Owner(
+        task.tgid.value_(), comm, fd, _task_cgroup(prog, address), _task_netns(prog, address)
+    )
 
 
 def release_action(

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.kernel.actors import Owner
 from netmem_probe.kernel.netdev import NetdevInfo, NetdevReader
 from netmem_probe.kernel.page_pool import PagePoolInfo
 from netmem_probe.kernel.platform import platform_facts
@@ -127,6 +128,10 @@ class ProviderArea:
     #: dma-buf size (devmem) or area memory size (zcrx ``mem.size``).
     size: Optional[int]
     spans: Tuple[NiovSpan, ...]
+    #: zcrx: the processes holding a ring that registered the ifq (or its
+    #: exported file), with that descriptor; None when not looked for (no
+    #: file scan) or for a devmem binding.
+    owners: Optional[Tuple[Owner, ...]] = None
 
     @property
     def key(self) -> str:

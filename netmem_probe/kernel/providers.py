@@ -22,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import drgn
 from drgn import Program
 
+from netmem_probe.kernel.actors import Owner
 from netmem_probe.kernel.areas import MAX_RX_QUEUES, ProviderArea, net_iov_size
 from netmem_probe.kernel.devmem import BindingReader, dmabuf_bindings_xarray
 from netmem_probe.kernel.netdev import NetdevReader, for_each_net_address
@@ -61,6 +62,8 @@ class ProviderScanner:
         self._areas: Optional[List[ProviderArea]] = None
         self._pools: Optional[List[PagePoolInfo]] = None
         self._states: Optional[NiovStates] = None
+        # zcrx ifq -> the processes and descriptors holding it (file scan)
+        self._ifq_owners: Optional[Dict[int, List[Owner]]] = None
 
     # -- discovery ---------------------------------------------------------
 
@@ -101,7 +104,10 @@ class ProviderScanner:
             areas.sort(key=lambda a: a.id)
             zcrx = ZcrxReader(*args)
             for ifq in ifqs:
-                areas.extend(zcrx.areas(ifq))
+                owners = self._ifq_owners
+                areas.extend(
+                    zcrx.areas(ifq, tuple(owners.get(ifq, ())) if owners is not None else None)
+                )
             self._areas = areas
         return self._areas
 
@@ -147,16 +153,28 @@ class ProviderScanner:
                         yield kind, q["mp_priv"]
 
     def _ring_ifqs(self) -> List[int]:
-        rings = list(self.rings)
+        """
+        The ifqs of the rings given and of the io_uring files tasks have
+        open; records who holds each (:attr:`_ifq_owners`) when the files
+        were scanned.
+        """
+        holders: Dict[int, Tuple[Owner, ...]] = dict.fromkeys(self.rings, ())
         ifqs: List[int] = []
-        if self.scan_files:
-            found_rings, ifqs = io_uring_files(self.prog, self.problems)
-            rings += found_rings
-        for ctx in dict.fromkeys(rings):
+        found = io_uring_files(self.prog, self.problems) if self.scan_files else None
+        if found is not None:
+            self._ifq_owners = {ifq: list(owners) for ifq, owners in found.boxes.items()}
+            ifqs = list(found.boxes)
+            holders.update(found.rings)
+        for ctx, owners in holders.items():
             try:
-                ifqs.extend(ring_zcrx_ifqs(self.prog, ctx, self.problems))
+                ring_ifqs = ring_zcrx_ifqs(self.prog, ctx, self.problems)
             except drgn.FaultError as e:
                 self.problems.fault("io_ring_ctx", ctx, e)
+                continue
+            ifqs.extend(ring_ifqs)
+            if self._ifq_owners is not None:
+                for ifq in ring_ifqs:
+                    self._ifq_owners.setdefault(ifq, []).extend(owners)
         return [ifq for ifq in ifqs if ifq]
 
     # -- niovs -------------------------------------------------------------

@@ -10,17 +10,18 @@ rings and exported ifqs tasks have open, and read each area as a
 :class:`~netmem_probe.kernel.areas.ProviderArea`.
 """
 
-from typing import List, Optional, Set, Tuple
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 import drgn
-from drgn import Program
+from drgn import Object, Program
 
+from netmem_probe.kernel.actors import MAX_TASKS, Owner, task_files, task_owner
 from netmem_probe.kernel.areas import MAX_AREAS, MAX_NIOVS, AreaReader, NiovSpan, ProviderArea
 from netmem_probe.kernel.page_pool import provider_ops_address
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import Problems, read_words, wrap, xa_entries
+from netmem_probe.kernel.walk import Problems, list_nodes, read_words, wrap, xa_entries
 
-__all__ = ("ZcrxReader", "io_uring_files", "ring_zcrx_ifqs")
+__all__ = ("IoUringFiles", "ZcrxReader", "io_uring_files", "ring_zcrx_ifqs")
 
 
 def ring_zcrx_ifqs(prog: Program, ctx: int, problems: Optional[Problems] = None) -> List[int]:
@@ -46,9 +47,16 @@ def ring_zcrx_ifqs(prog: Program, ctx: int, problems: Optional[Problems] = None)
     raise ValueError("this kernel's io_uring rings have no zcrx interface queues")
 
 
-def io_uring_files(
-    prog: Program, problems: Optional[Problems] = None
-) -> Tuple[List[int], List[int]]:
+class IoUringFiles(NamedTuple):
+    """The io_uring files tasks have open, with the descriptors that hold each."""
+
+    #: ``struct io_ring_ctx *`` -> its owners (process, ring fd).
+    rings: Dict[int, Tuple[Owner, ...]]
+    #: ``struct io_zcrx_ifq *`` of exported ``"[zcrx]"`` files -> their owners.
+    boxes: Dict[int, Tuple[Owner, ...]]
+
+
+def io_uring_files(prog: Program, problems: Optional[Problems] = None) -> Optional[IoUringFiles]:
     """
     Rings and exported zcrx ifqs reachable from the files tasks have open.
 
@@ -57,50 +65,65 @@ def io_uring_files(
     (``file->f_op == &io_uring_fops``, ``private_data`` a
     ``struct io_ring_ctx *``, then ``ctx->zcrx_ctxs``) or a ``"[zcrx]"`` file
     made by the export control op (``f_op == &zcrx_box_fops``,
-    ``private_data`` the ifq) lead to it.
+    ``private_data`` the ifq) lead to it.  Every process on
+    ``init_task.tasks`` is looked at, as the socket owners are: bounded, each
+    link checked, each file table read once.
 
-    :return: (``struct io_ring_ctx *`` addresses, ``struct io_zcrx_ifq *``
-        addresses); both empty when the target has no task types (fixtures)
-        or no io_uring.
+    :return: the rings and exported ifqs, each with the processes and
+        descriptors holding it; None when the target has no task types or no
+        io_uring (nothing can be told).
     """
     fops = provider_ops_address(prog, "io_uring_fops")
     box = provider_ops_address(prog, "zcrx_box_fops")
     try:
-        prog.type("struct task_struct")
+        tasks_at = drgn.offsetof(prog.type("struct task_struct"), "tasks")
         prog.type("struct files_struct")
+        file_type = prog.type("struct file")
+        f_op_at = drgn.offsetof(file_type, "f_op")
+        private_at = drgn.offsetof(file_type, "private_data")
     except LookupError:
-        return [], []
+        return None
     if fops is None and box is None:
-        return [], []
-    from drgn.helpers.linux.fs import for_each_file
-    from drgn.helpers.linux.pid import for_each_task
-
-    rings: List[int] = []
-    ifqs: List[int] = []
+        return None
+    rings: Dict[int, List[Owner]] = {}
+    boxes: Dict[int, List[Owner]] = {}
     tables: Set[int] = set()
-    for task in for_each_task(prog):
+    head = prog["init_task"].address_ + tasks_at
+    walk = list_nodes(
+        prog, head, limit=MAX_TASKS, what="task list", problems=problems or Problems()
+    )
+    for node in walk:
+        task = Object(prog, "struct task_struct *", node - tasks_at)
         try:
             table = task.files.value_()
-            if not table or table in tables:  # threads share their file table
+            if not table or table in tables:  # a kernel thread, or a shared table
                 continue
             tables.add(table)
-            for _, file in for_each_file(task):
-                f_op = file.f_op.value_()
-                if f_op == fops:
-                    rings.append(file.private_data.value_())
-                elif f_op == box:
-                    ifqs.append(file.private_data.value_())
+            for fd, file in enumerate(task_files(prog, task.value_())):
+                if not file:
+                    continue
+                f_op = prog.read_word(wrap(file + f_op_at))
+                held = rings if f_op == fops else (boxes if f_op == box else None)
+                if held is not None:
+                    owner = task_owner(prog, task, fd)
+                    held.setdefault(prog.read_word(wrap(file + private_at)), []).append(owner)
         except drgn.FaultError as e:
             if problems is not None:
                 problems.fault("task file table", task.value_(), e)
-    return list(dict.fromkeys(rings)), list(dict.fromkeys(ifqs))
+    return IoUringFiles(
+        {ctx: tuple(o) for ctx, o in rings.items()}, {ifq: tuple(o) for ifq, o in boxes.items()}
+    )
 
 
 class ZcrxReader(AreaReader):
     """Reads zcrx ifqs, each of their areas as one area of one span."""
 
-    def areas(self, ifq: int) -> List[ProviderArea]:
-        """The areas of the ifq at ``ifq`` (``struct io_zcrx_ifq *``); unreadable ones reported."""
+    def areas(self, ifq: int, owners: Optional[Tuple[Owner, ...]] = None) -> List[ProviderArea]:
+        """
+        The areas of the ifq at ``ifq`` (``struct io_zcrx_ifq *``); unreadable
+        ones reported.  ``owners``: the processes holding it (see
+        :attr:`ProviderArea.owners`).
+        """
         prog = self.prog
         reader = StructReader(
             prog,
@@ -157,6 +180,7 @@ class ZcrxReader(AreaReader):
                     niov_shift=shift,
                     size=size,
                     spans=(span,),
+                    owners=owners,
                 )
             )
         return out

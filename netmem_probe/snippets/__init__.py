@@ -197,6 +197,7 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
         "chunks",
         "bytes",
         "inconsistent",
+        "owners",
     ),
 }
 

@@ -176,8 +176,7 @@ def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
         and has_type(prog, "struct files_struct")
     ):
         define_variable_address(s)
-        s.add_from_import("drgn.helpers.linux.pid", "for_each_task")
-        s.add_from_import("drgn.helpers.linux.fs", "for_each_file")
+        s.add_from_import("drgn.helpers.linux.list", "list_for_each_entry")
         code.append(
             """\
 # A device-less ifq (ZCRX_REG_NODEV, Linux 7.1+) has no pool and no rx
@@ -185,9 +184,14 @@ def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
 # ifq exported as a file (zcrx_box_fops, Linux 7.1+).
 fops = {variable_address("io_uring_fops"): "ring", variable_address("zcrx_box_fops"): "ifq"}
 fops.pop(None, None)
-for task in for_each_task(prog) if fops else ():
-    for _, file in for_each_file(task):
-        what = fops.get(file.f_op.value_())
+tasks = prog["init_task"].tasks.address_of_()
+for task in list_for_each_entry("struct task_struct", tasks, "tasks") if fops else ():
+    if not task.files:
+        continue  # a kernel thread
+    fdt = task.files.fdt
+    for fd in range(fdt.max_fds.value_()):
+        file = fdt.fd[fd]
+        what = fops.get(file.f_op.value_()) if file else None
         if what == "ring":
             rings.append(file.private_data.value_())
         elif what == "ifq":

@@ -273,6 +273,7 @@ GLOBALS = {
     "net_devmem_dmabuf_bindings": "net/core/devmem.c",
     "dmabuf_devmem_ops": "net/core/devmem.c",
     "io_uring_pp_zc_ops": "io_uring/zcrx.c",
+    "io_uring_fops": "io_uring/io_uring.c",
     "mem_section": "mm/sparse.c",
     "__highest_present_section_nr": "mm/sparse.c",
     "vmemmap_base": "arch/x86/kernel/head64.c",

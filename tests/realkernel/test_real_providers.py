@@ -51,3 +51,12 @@ def test_user_held_niovs_are_the_buffers_the_process_kept(zcrx_dump):
         held[0]["index"],
         None,
     )
+
+
+def test_the_area_names_the_process_and_ring_fd_holding_it(zcrx_dump):
+    ZCRX, prog = zcrx_dump
+    result = run_cli("providers", "--json", program=prog)
+    (area,) = [a for a in result.json() if a["kind"] == "io_uring"]
+    (owner,) = area["owners"]
+    assert (owner["pid"], owner["fd"]) == (ZCRX["pid"], ZCRX["ring_fd"])
+    assert owner["comm"].startswith("zcrx-hold")  # the binary, cut to TASK_COMM_LEN

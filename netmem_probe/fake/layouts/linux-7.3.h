@@ -1950,6 +1950,8 @@ extern struct xarray net_devmem_dmabuf_bindings;
 extern const struct memory_provider_ops dmabuf_devmem_ops;
 /* netmem-global: io_uring_pp_zc_ops io_uring/zcrx.c */
 extern const struct memory_provider_ops io_uring_pp_zc_ops;
+/* netmem-global: io_uring_fops io_uring/io_uring.c */
+extern const struct file_operations io_uring_fops;
 /* netmem-global: mem_section mm/sparse.c */
 extern struct mem_section **mem_section;
 /* netmem-global: __highest_present_section_nr mm/sparse.c */
