@@ -5,8 +5,8 @@
     benchmarks/jobs.py [--dir DIR] [--core vmcore.kdump] [--rounds 2]
 
 By default it takes the Debian 7.3 dump ``make-vmcore 7.3`` left in the cache
-(``$NETMEM_PROBE_CACHE/realkernel/latest-7.3``, else
-``~/.cache/netmem-probe/realkernel/latest-7.3``): its kdump-compressed
+(``latest-7.3`` in ``$NETMEM_PROBE_CACHE``, as make-vmcore reads it, else in
+``~/.cache/netmem-probe/realkernel``): its kdump-compressed
 ``vmcore.kdump``, whose search is bound by zlib decompression, with
 ``vmlinux`` and the module debug files beside it.  It times
 ``HolderSearch.find()`` for one page (one search of all of RAM, the skb slabs
@@ -36,9 +36,8 @@ def load() -> str:
 
 
 def default_dir() -> Path:
-    cache = os.environ.get("NETMEM_PROBE_CACHE")
-    root = Path(cache) if cache else Path.home() / ".cache" / "netmem-probe"
-    return root / "realkernel" / "latest-7.3"
+    cache = os.environ.get("NETMEM_PROBE_CACHE", "~/.cache/netmem-probe/realkernel")
+    return Path(cache).expanduser() / "latest-7.3"
 
 
 def search_once(prog: drgn.Program, jobs: int) -> float:
@@ -74,7 +73,7 @@ def main() -> int:
             print(f"  --jobs {jobs}: {seconds:.2f} s (load average {load()})", flush=True)
     print(
         f"best --jobs 1: {best[1]:.2f} s, --jobs 2: {best[2]:.2f} s; "
-        f"--jobs 2 is {best[1] / best[2]:.2f}x faster (load average {load()})"
+        f"ratio jobs-1/jobs-2 = {best[1] / best[2]:.2f}x (load average {load()})"
     )
     return 0
 
