@@ -202,7 +202,7 @@ def test_what_holders_names_releases_the_sinks_pages_and_ss_kill_does_not(summar
     then the action holders names now: closing the sink's descriptor.  The
     pool's in-flight count (netlink) after each step is the truth.
     """
-    truth, pools, per_pool, sockets = summaries
+    truth, pools, per_pool, sockets, _ = summaries
     if "release" not in truth:
         pytest.fail(
             "the dump's truth.json has no 'release' record: rerun "
@@ -236,7 +236,7 @@ def test_what_holders_names_releases_the_sinks_pages_and_ss_kill_does_not(summar
 
 
 def test_ss_kill_leaves_a_tcp_out_of_order_queue_and_holders_names_the_owner(summaries):
-    truth, _, _, sockets = summaries
+    truth, _, _, sockets, _ = summaries
     tcp = truth["release"]["tcp"]
     (step,) = tcp["steps"]
     # The connection was aborted (TCP_CLOSE) but its queued bytes stayed.
