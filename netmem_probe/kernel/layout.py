@@ -43,8 +43,9 @@ class Agreement:
 
 
 def _netmem_desc(page: str, desc: str) -> Agreement:
-    # Since Linux v6.17, struct netmem_desc (include/net/netmem.h) mirrors
-    # the page-pool part of struct page.
+    # Since Linux kernel commit f3d85c9ee510 ("netmem: introduce struct
+    # netmem_desc mirroring struct page") (in v6.17), struct netmem_desc
+    # (include/net/netmem.h) mirrors the page-pool part of struct page.
     return Agreement(
         "NETMEM_DESC_ASSERT_OFFSET",
         ("struct page", page),

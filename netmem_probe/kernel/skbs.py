@@ -62,7 +62,9 @@ def skb_caches(prog: Program) -> List[Tuple[Object, Tuple[int, ...]]]:
     fclones = prog.type("struct sk_buff_fclones")
     pairs = (drgn.offsetof(fclones, "skb1"), drgn.offsetof(fclones, "skb2"))
     try:
-        # Since Linux v6.10 the cache pointers live in struct net_hotdata.
+        # Since Linux kernel commit aa70d2d16f28 ("net: move skbuff_cache(s)
+        # to net_hotdata") (in v6.10) the cache pointers live in struct
+        # net_hotdata.
         hot = prog["net_hotdata"]
         pointers = [hot.skbuff_cache, hot.skbuff_fclone_cache]
     except (KeyError, AttributeError):
