@@ -1120,7 +1120,8 @@ def live():
     res["check"] = run_probe(probe + ["check", "--json", "--no-leaks", "--interval", "1"])
     prom = os.path.join(OUT, "live-metrics.prom")
     res["export"] = run_probe(probe + ["export", "--textfile", prom], textfile=prom)
-    # netmem-probe asks this kernel's netlink itself and compares (init_net);
+    # netmem-probe asks this kernel's netlink itself and compares, in every
+    # network namespace (entered by its /run/netns file);
     # with BTF, whose NETDEV_* enumerators number its requests (and 40 s
     # faster under TCG than loading the DWARF again).
     res["check-netlink"] = run_probe(probe + ["pools", "--check-netlink", "--json"])
