@@ -26,11 +26,10 @@ import drgn  # noqa: E402
 from netmem_probe.btf import (  # noqa: E402
     Btf,
     BtfKind,
-    add_btf_object_finder,
-    add_btf_type_finder,
     parse_btf,
     read_btf_from_elf,
 )
+from netmem_probe.btf_drgn import add_btf_object_finder, add_btf_type_finder  # noqa: E402
 
 LOOKUPS = [
     "struct page_pool",

@@ -29,12 +29,10 @@ from drgn import Program
 from netmem_probe.btf import (
     Btf,
     BtfError,
-    BtfTypeFinder,
-    add_btf_object_finder,
-    add_btf_type_finder,
     parse_btf,
     read_btf_from_elf,
 )
+from netmem_probe.btf_drgn import BtfTypeFinder, add_btf_object_finder, add_btf_type_finder
 from netmem_probe.kernel.globals import global_type
 from netmem_probe.kernel.walk import list_nodes
 

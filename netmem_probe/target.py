@@ -20,13 +20,13 @@ import json
 import logging
 import os
 import stat
-import struct
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import drgn
 from drgn import Program
 
+from netmem_probe.elf import ElfError, ElfFile
 from netmem_probe.kallsyms_btf import (
     LIVE_BTF,
     KernelBtfError,
@@ -233,17 +233,11 @@ def _set_core_dump(path: Path) -> Program:
 
 def _elf_ident(path: str) -> Optional[Tuple[Optional[drgn.Architecture], bool, bool, int]]:
     """(architecture or None if unknown, 64-bit, little-endian, e_machine) of an ELF file."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-    except OSError:
+    elf = ElfFile.ident(path)
+    if elf is None:
         return None
-    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
-        return None
-    is_64, little = head[4] == 2, head[5] == 1
-    machine = int.from_bytes(head[18:20], "little" if little else "big")
-    arch = _ELF_ARCHES.get(machine, (None, None))[is_64]
-    return arch, is_64, little, machine
+    arch = _ELF_ARCHES.get(elf.machine, (None, None))[elf.is_64]
+    return arch, elf.is_64, elf.little, elf.machine
 
 
 def _check_platform(prog: Program, path: str) -> None:
@@ -290,33 +284,15 @@ def _elf_core_extent(path: str) -> Optional[Tuple[int, int]]:
     """(file size, end of the last note or load its program headers describe) of an ELF file."""
     try:
         with open(path, "rb") as f:
-            head = f.read(64)
-            if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2):
-                return None
+            headers, need = ElfFile(f, path).program_headers()
             size = os.fstat(f.fileno()).st_size
-            end = "<" if head[5] == 1 else ">"
-            if head[4] == 2:
-                phoff, shoff = struct.unpack_from(end + "QQ", head, 32)
-                phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
-                phdr, info = end + "I4xQ16xQ", 44  # p_type, p_offset, p_filesz; shdr sh_info
-            else:
-                phoff, shoff = struct.unpack_from(end + "II", head, 28)
-                phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
-                phdr, info = end + "II8xI", 28
-            if phnum == 0xFFFF:  # PN_XNUM: the real count is section header 0's sh_info
-                f.seek(shoff + info)
-                phnum = int.from_bytes(f.read(4), "little" if end == "<" else "big")
-            if not phnum or phentsize < struct.calcsize(phdr) or phoff >= size:
-                return None
-            f.seek(phoff)
-            table = f.read(phnum * phentsize)
-    except OSError:
+    except (OSError, ElfError):
         return None
-    need = phoff + phnum * phentsize
-    for i in range(len(table) // phentsize):
-        p_type, p_offset, p_filesz = struct.unpack_from(phdr, table, i * phentsize)
-        if p_type in (1, 4):  # PT_LOAD, PT_NOTE
-            need = max(need, p_offset + p_filesz)
+    if not need:
+        return None
+    for header in headers:
+        if header.type in (1, 4):  # PT_LOAD, PT_NOTE
+            need = max(need, header.offset + header.filesz)
     return size, need
 
 

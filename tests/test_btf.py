@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Tests for netmem_probe.btf: the BTF parser and the drgn type/object finders.
+"""Tests for netmem_probe.btf (the BTF parser) and btf_drgn (the drgn type/object finders).
 
 Three sources of BTF are used:
 - small blobs written here by ``BtfWriter`` (from the format documentation), for
@@ -41,12 +41,10 @@ from netmem_probe.btf import (
     Btf,
     BtfError,
     BtfKind,
-    BtfTypeFinder,
-    add_btf_object_finder,
-    add_btf_type_finder,
     parse_btf,
     read_btf_from_elf,
 )
+from netmem_probe.btf_drgn import BtfTypeFinder, add_btf_object_finder, add_btf_type_finder
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 needs_host_btf = pytest.mark.skipif(

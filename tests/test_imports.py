@@ -23,7 +23,9 @@ PACKAGE = ROOT / "netmem_probe"
 LAYERS = (
     (
         "",
+        "elf",
         "btf",
+        "btf_drgn",
         "report",
         "report.progress",
         "report.table",

@@ -127,7 +127,7 @@ def test_the_btf_finder_builds_only_the_types_a_command_touches(fixture_program,
     dwarf = fixture_program("linux-7.3-mixed")
     prog = btf_program("linux-7.3-mixed", dwarf, tmp_path_factory)
     run_cli("pools", "--json", program=prog)
-    finder = prog.cache[next(k for k in prog.cache if k[:1] == ("netmem_probe.btf",))]
+    finder = prog.cache[next(k for k in prog.cache if k[:1] == ("netmem_probe.btf_drgn",))]
     assert 0 < finder.built_count < finder.btf.nr_types
 
 
