@@ -55,7 +55,7 @@ class SkbCache:
         self.type_name = type_name
         object_size = drgn.sizeof(world.type(type_name))
         self.size = -(-object_size // 64) * 64  # SLAB_HWCACHE_ALIGN
-        self.per_slab = (4096 << ORDER) // self.size
+        self.per_slab = (world.page_size << ORDER) // self.size
         self.obj = world.alloc(
             "struct kmem_cache",
             {

@@ -34,9 +34,10 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, 
 
 import drgn
 import numpy as np
-from drgn import PlatformFlags, Program
+from drgn import Program
 
 from netmem_probe.kernel.netmem import memmap_description
+from netmem_probe.kernel.platform import platform_facts
 from netmem_probe.kernel.walk import Problems
 
 __all__ = (
@@ -112,7 +113,7 @@ def ram_ranges(prog: Program, problems: Problems) -> Optional[List[Tuple[int, in
     memmap = memmap_description(prog, problems)
     if memmap is None:
         return None
-    page_shift = prog["PAGE_SHIFT"].value_()
+    page_shift = platform_facts(prog).page_shift
     return [(start << page_shift, end << page_shift) for start, end in memmap.ranges]
 
 
@@ -200,11 +201,8 @@ def word_dtype(prog: Program) -> np.dtype:
 
 
 def _word_format(prog: Program) -> Tuple[int, bool]:
-    flags = prog.platform.flags if prog.platform is not None else PlatformFlags(0)
-    return (
-        8 if flags & PlatformFlags.IS_64_BIT else 4,
-        bool(flags & PlatformFlags.IS_LITTLE_ENDIAN),
-    )
+    facts = platform_facts(prog)
+    return facts.word_size, facts.byte_order == "little"
 
 
 def _search_ranges(
@@ -317,7 +315,7 @@ def search_words(
         return  # recorded: without RAM's ranges and place there is nothing to search
     word_size, little_endian = _word_format(prog)
     matcher = WordMatcher(values, spans, word_size, little_endian)
-    page_size = prog["PAGE_SIZE"].value_()
+    page_size = platform_facts(prog).page_size
     total = sum(hi - lo for lo, hi in ranges)
     if options.progress is not None:
         options.progress(0, total)

@@ -294,6 +294,8 @@ def _xa_layout(prog: Program) -> _XaLayout:
 
 
 def _xa_is_node(entry: int) -> bool:
+    # xa_is_node() of include/linux/xarray.h: an internal entry above 4096 (the
+    # kernel's own literal, not a page size; sibling, retry and zero entries are below).
     return entry & 3 == 2 and entry > 4096
 
 
