@@ -39,13 +39,45 @@ def make_vmcore(series: str) -> str:
     return f"scripts/realkernel/make-vmcore {version}{args}"
 
 
+class Record(Dict[str, Any]):
+    """
+    A record make-vmcore wrote for a series.  A key it lacks fails the test
+    saying that the cached dump is older than the scenario (re-run
+    make-vmcore), instead of a KeyError.
+    """
+
+    series = ""
+
+    def __missing__(self, key: str) -> Any:
+        pytest.fail(
+            f"{self.series}: the cached dump's records have no {key!r}: they were made by an "
+            f"older scenario; re-run {make_vmcore(self.series)}"
+        )
+
+
+def load_record(series: str, path: Path) -> Dict[str, Any]:
+    """A JSON file make-vmcore wrote, every object in it a :class:`Record`."""
+
+    def record(items: Dict[str, Any]) -> Record:
+        out = Record(items)
+        out.series = series
+        return out
+
+    return json.loads(path.read_text(), object_hook=record)
+
+
 def truth(series: str) -> Dict[str, Any]:
     path = CACHE / f"latest-{series}" / "truth.json"
     if not path.exists():
         pytest.fail(
             f"no {series} dump: {make_vmcore(series)} did not run or failed ({path} missing)"
         )
-    return json.loads(path.read_text())
+    return load_record(series, path)
+
+
+def live_record(series: str, name: str) -> Dict[str, Any]:
+    """One file of the series' live run (``live-pools.json``, ``live-netlink.json``)."""
+    return load_record(series, Path(live_truth(series)["live"][name]))
 
 
 _programs: Dict[Tuple[str, str], drgn.Program] = {}

@@ -7,11 +7,10 @@ notes as with full DWARF (the -dbg vmlinux and the module debug files).
 
 import itertools
 import json
-from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from realkernel_dumps import btf_program, dumps, live_truth, program, small_kind, truth
+from realkernel_dumps import btf_program, dumps, live_record, program, small_kind, truth
 
 from netmem_probe.target import fallback_note
 
@@ -139,8 +138,7 @@ IDENTITY = (
 
 @pytest.mark.parametrize("series", SERIES)
 def test_live_run_with_no_symbols_read_btf_and_kallsyms_and_saw_the_same_pools(series):
-    t = live_truth(series)
-    live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
+    live = live_record(series, "live-pools.json")
     btf = live.get("btf")
     if btf is None:
         pytest.fail(

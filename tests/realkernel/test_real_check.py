@@ -5,11 +5,10 @@ kernel log is read, and without debug info (BTF) the answer is the same.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from realkernel_dumps import btf_program, dumps, live_truth, pool_ref, program, truth
+from realkernel_dumps import btf_program, dumps, live_record, live_truth, pool_ref, program, truth
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
@@ -81,7 +80,7 @@ def test_live_check_and_exporter_in_the_guest_without_debug_info(series):
     from prometheus_client.parser import text_string_to_metric_families
 
     t = live_truth(series)
-    live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
+    live = live_record(series, "live-pools.json")
     pools = {p["id"]: p for p in live["btf"]["output"]}
     check = live["check"]
     assert check["ok"] and check["returncode"] == 1, check.get("stderr")

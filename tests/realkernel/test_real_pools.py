@@ -4,11 +4,18 @@ against what the kernel's own netlink said just before the dump.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from realkernel_dumps import dumps, live_truth, netlink_pools, page_size, program, small_kind, truth
+from realkernel_dumps import (
+    dumps,
+    live_record,
+    netlink_pools,
+    page_size,
+    program,
+    small_kind,
+    truth,
+)
 
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
@@ -120,9 +127,8 @@ def test_live_run_in_the_guest_matched_its_own_netlink(series):
     t = truth(series)
     if not netlink_pools(t) and t["netns"][0].get("page-pool-get") is None:
         pytest.skip(f"{series}: no page-pool netlink to match (Linux < 6.8)")
-    t = live_truth(series)
-    live = json.loads(Path(t["live"]["live-pools.json"]).read_text())
-    netlink = json.loads(Path(t["live"]["live-netlink.json"]).read_text())
+    live = live_record(series, "live-pools.json")
+    netlink = live_record(series, "live-netlink.json")
     assert live["ok"] and live["returncode"] in (0, 1), live["stderr"]
     assert "live kernel (racy snapshot)" in live["stderr"]
     ours = {p["id"]: p for p in live["output"]}

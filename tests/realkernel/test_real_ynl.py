@@ -5,11 +5,10 @@ namespace's ``page-pool-get`` dump, and ``page-pool-stats-get``).
 """
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from realkernel_dumps import SERIES, dumps, live_truth, program, truth
+from realkernel_dumps import SERIES, dumps, live_record, program, truth
 from test_json_schema import check as check_schema
 
 pytestmark = pytest.mark.realkernel
@@ -45,10 +44,9 @@ def test_check_netlink_in_the_guest_found_netlink_and_memory_agree(series):
     # with memory.
     if all(ns["page-pool-get"] is None for ns in truth(series)["netns"]):
         pytest.skip(f"{series}: the kernel has no page-pool netlink (Linux 6.8+) to compare with")
-    t = live_truth(series)
-    check = json.loads(Path(t["live"]["live-pools.json"]).read_text())["check-netlink"]
+    check = live_record(series, "live-pools.json")["check-netlink"]
     assert check["ok"] and check["returncode"] == 0, check.get("stderr")
-    netlink = json.loads(Path(t["live"]["live-netlink.json"]).read_text())
+    netlink = live_record(series, "live-netlink.json")
     output = check["output"]
     check_schema(["pools", "--check-netlink"], json.dumps(output))
     assert output["disagreements"] == []
