@@ -1,8 +1,7 @@
 """
-The running kernel's own netlink view of its page pools: a small
-generic-netlink client (standard library only) for the ``netdev`` family's
-``page-pool-get`` dump, as ``ynl --family netdev --dump page-pool-get``
-prints it.
+The running kernel's own netlink view of its page pools: the ``netdev``
+family's ``page-pool-get`` dump, asked with :mod:`netmem_probe.genl`'s client,
+as ``ynl --family netdev --dump page-pool-get`` prints it.
 
 Command and attribute numbers come from the target's own types (the
 ``NETDEV_CMD_*`` and ``NETDEV_A_*`` enumerators of
@@ -14,27 +13,15 @@ a process's ``/proc/PID/ns/net``, which needs CAP_SYS_ADMIN).
 
 import ctypes
 import os
-import socket
-import struct
-import sys
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from drgn import Program
 
+from netmem_probe.genl import GenlSocket, NetlinkError, attrs, uint
+
 __all__ = ("NetlinkError", "netns_files", "page_pool_dump")
 
-NETLINK_GENERIC = 16
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-GENL_ID_CTRL = 0x10
-CTRL_CMD_GETFAMILY = 3
-CTRL_ATTR_FAMILY_ID = 1
-CTRL_ATTR_FAMILY_NAME = 2
-NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 CLONE_NEWNET = 0x40000000
 
 #: page-pool-get attributes (netdev.yaml names) and the nest among them.
@@ -42,82 +29,11 @@ POOL_ATTRS = ("id", "ifindex", "napi-id", "inflight", "inflight-mem", "detach-ti
 IO_URING_ATTRS = ("rx-buf-len",)
 
 
-class NetlinkError(Exception):
-    """The kernel refused a request, or this kernel has no such family or command."""
-
-
 def _constant(prog: Program, name: str) -> Optional[int]:
     try:
         return prog.constant(name).value_()
     except LookupError:
         return None
-
-
-def _attrs(data: bytes) -> List[Tuple[int, bytes]]:
-    out = []
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            break
-        out.append((kind & NLA_TYPE_MASK, data[offset + 4 : offset + length]))
-        offset += (length + 3) & ~3
-    return out
-
-
-def _uint(raw: bytes) -> int:
-    # netlink's "uint" is 4 or 8 bytes, "u32" 4, in host order.
-    return int.from_bytes(raw, sys.byteorder)
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
-
-
-class _GenlSocket:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-        self.sock.bind((0, 0))
-        self.seq = 0
-
-    def request(self, family: int, cmd: int, attrs: bytes = b"", dump: bool = False) -> List[bytes]:
-        """The payloads (after the genl header) of the kernel's answers."""
-        self.seq += 1
-        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        payload = struct.pack("=BBH", cmd, 1, 0) + attrs
-        self.sock.send(
-            struct.pack("=LHHLL", 16 + len(payload), family, flags, self.seq, 0) + payload
-        )
-        answers: List[bytes] = []
-        while True:
-            data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, kind, _, seq, _ = struct.unpack_from("=LHHLL", data, offset)
-                body = data[offset + 16 : offset + length]
-                offset += (length + 3) & ~3
-                if seq != self.seq:
-                    continue
-                if kind in (NLMSG_ERROR, NLMSG_DONE):
-                    error = struct.unpack_from("=i", body)[0] if len(body) >= 4 else 0
-                    if error < 0:
-                        raise NetlinkError(f"netlink command {cmd}: {os.strerror(-error)}")
-                    return answers
-                answers.append(body[4:])
-
-    def family(self, name: str) -> int:
-        answers = self.request(
-            GENL_ID_CTRL, CTRL_CMD_GETFAMILY, _attr(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0")
-        )
-        for answer in answers:
-            for kind, value in _attrs(answer):
-                if kind == CTRL_ATTR_FAMILY_ID:
-                    return struct.unpack("=H", value[:2])[0]
-        raise NetlinkError(f"no generic netlink family {name!r}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def netns_files() -> Dict[int, str]:
@@ -146,14 +62,14 @@ def netns_files() -> Dict[int, str]:
     return found
 
 
-def _socket_in(netns: Optional[Tuple[int, str]]) -> _GenlSocket:
+def _socket_in(netns: Optional[Tuple[int, str]]) -> GenlSocket:
     """
     A generic netlink socket of the caller's namespace, or of ``(inode, file)``:
     made by a thread that enters the namespace (setns(2) moves only the
     calling thread; the socket stays bound to the namespace it was made in).
     """
     if netns is None:
-        return _GenlSocket()
+        return GenlSocket()
     inum, path = netns
     made: Dict[str, Any] = {}
 
@@ -169,7 +85,7 @@ def _socket_in(netns: Optional[Tuple[int, str]]) -> _GenlSocket:
                     raise OSError(error, os.strerror(error))
             finally:
                 os.close(fd)
-            made["socket"] = _GenlSocket()
+            made["socket"] = GenlSocket()
         except OSError as e:
             made["error"] = e
 
@@ -218,10 +134,10 @@ def page_pool_dump(prog: Program, netns: Optional[Tuple[int, str]] = None) -> Li
     pools = []
     for answer in answers:
         pool: Dict[str, Any] = {}
-        for kind, value in _attrs(answer):
+        for kind, value in attrs(answer):
             if kind == io_uring:
-                pool["io-uring"] = {nested[k]: _uint(v) for k, v in _attrs(value) if k in nested}
+                pool["io-uring"] = {nested[k]: uint(v) for k, v in attrs(value) if k in nested}
             elif kind in names:
-                pool[names[kind]] = _uint(value)
+                pool[names[kind]] = uint(value)
         pools.append(pool)
     return pools

@@ -24,6 +24,7 @@ LAYERS = (
     (
         "",
         "elf",
+        "genl",
         "btf",
         "btf_drgn",
         "report",

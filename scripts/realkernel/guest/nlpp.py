@@ -20,51 +20,19 @@ import ctypes
 import errno
 import json
 import os
-import socket
-import struct
 import sys
-from typing import List
+from pathlib import Path
 
-NETLINK_GENERIC = 16
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-GENL_ID_CTRL = 0x10
-CTRL_CMD_GETFAMILY = 3
-CTRL_ATTR_FAMILY_ID = 1
-CTRL_ATTR_FAMILY_NAME = 2
-NLA_F_NESTED = 1 << 15
-NLA_TYPE_MASK = ~((1 << 15) | (1 << 14)) & 0xFFFF
+# The guest mounts the checkout at its host path: the package's generic
+# netlink client (standard library only; this Python has no drgn).
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from netmem_probe.genl import GenlSocket, NetlinkError, attrs, uint  # noqa: E402
+
 CLONE_NEWNET = 0x40000000
 
 # Attribute types from netdev.yaml: everything here is 'uint' (4 or 8 bytes) or
 # 'u32', except these nests.
 NESTS = {"io-uring": "io-uring-provider-info", "info": "page-pool"}
-
-
-class NetlinkError(Exception):
-    def __init__(self, err, what):
-        super().__init__("%s: %s" % (what, os.strerror(err)))
-        self.errno = err
-
-
-def _nla(atype, payload):
-    n = 4 + len(payload)
-    return struct.pack("=HH", n, atype) + payload + b"\0" * ((4 - n % 4) % 4)
-
-
-def _parse_attrs(data):
-    out = []
-    off = 0
-    while off + 4 <= len(data):
-        alen, atype = struct.unpack_from("=HH", data, off)
-        if alen < 4:
-            break
-        out.append((atype & NLA_TYPE_MASK, data[off + 4 : off + alen]))
-        off += (alen + 3) & ~3
-    return out
 
 
 def errname(e):
@@ -74,65 +42,9 @@ def errname(e):
     return errno.errorcode.get(e, str(e))
 
 
-def _uint(b):
-    if len(b) == 8:
-        return struct.unpack("=Q", b)[0]
-    if len(b) == 4:
-        return struct.unpack("=I", b)[0]
-    if len(b) == 2:
-        return struct.unpack("=H", b)[0]
-    if len(b) == 1:
-        return b[0]
-    return b.hex()
-
-
-class GenlSocket:
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-        self.sock.bind((0, 0))
-        self.seq = 1
-
-    def close(self):
-        self.sock.close()
-
-    def request(self, family, cmd, attrs=b"", dump=False, version=1):
-        self.seq += 1
-        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        payload = struct.pack("=BBH", cmd, version, 0) + attrs
-        hdr = struct.pack("=LHHLL", 16 + len(payload), family, flags, self.seq, 0)
-        self.sock.send(hdr + payload)
-        msgs: List[bytes] = []
-        while True:
-            data = self.sock.recv(1 << 20)
-            off = 0
-            while off + 16 <= len(data):
-                mlen, mtype, mflags, mseq, _ = struct.unpack_from("=LHHLL", data, off)
-                body = data[off + 16 : off + mlen]
-                off += (mlen + 3) & ~3
-                if mseq != self.seq:
-                    continue
-                if mtype == NLMSG_ERROR:
-                    err = struct.unpack_from("=i", body)[0]
-                    if err:
-                        raise NetlinkError(-err, "netlink request cmd %d" % cmd)
-                    return msgs  # ACK
-                if mtype == NLMSG_DONE:
-                    if len(body) >= 4:
-                        err = struct.unpack_from("=i", body)[0]
-                        if err < 0:
-                            raise NetlinkError(-err, "netlink dump cmd %d" % cmd)
-                    return msgs
-                msgs.append(body[4:])  # strip genlmsghdr
-
-    def family_id(self, name):
-        msgs = self.request(
-            GENL_ID_CTRL, CTRL_CMD_GETFAMILY, _nla(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0")
-        )
-        for m in msgs:
-            for atype, val in _parse_attrs(m):
-                if atype == CTRL_ATTR_FAMILY_ID:
-                    return struct.unpack("=H", val[:2])[0]
-        raise NetlinkError(errno.ENOENT, "genl family %s" % name)
+def _value(b):
+    """An integer attribute (1, 2, 4 or 8 bytes, host order); hex for any other size."""
+    return uint(b) if len(b) in (1, 2, 4, 8) else b.hex()
 
 
 class PagePoolNetlink:
@@ -141,7 +53,7 @@ class PagePoolNetlink:
     def __init__(self, attrs):
         self.a = attrs
         self.gs = GenlSocket()
-        self.family = self.gs.family_id(attrs.get("family-name", "netdev"))
+        self.family = self.gs.family(attrs.get("family-name", "netdev"))
 
     def close(self):
         self.gs.close()
@@ -149,14 +61,14 @@ class PagePoolNetlink:
     def _decode(self, space, payload):
         names = {int(k): v for k, v in self.a["attrs"][space].items()}
         out = {}
-        for atype, val in _parse_attrs(payload):
+        for atype, val in attrs(payload):
             name = names.get(atype, "attr-%d" % atype)
             if name in NESTS:
                 out[name] = self._decode(NESTS[name], val)
             elif name == "pad":
                 continue
             else:
-                out[name] = _uint(val)
+                out[name] = _value(val)
         return out
 
     def page_pool_get(self):
