@@ -1170,6 +1170,7 @@ def run_probe(cmd, textfile=None):
     except OSError as e:
         res.update(ok=False, error=repr(e))
     res["duration_s"] = round(time.monotonic() - t1, 2)
+    log("live: %s: %s in %.1f s" % (" ".join(cmd[1:]), res.get("ok"), res["duration_s"]))
     return res
 
 
