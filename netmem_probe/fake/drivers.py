@@ -1,10 +1,13 @@
 """
-Fake driver rx rings: the private structures of a virtio_net or veth netdev
-that :mod:`netmem_probe.kernel.drivers` walks, with the layouts of the
-fixture's kernel (the linux-7.3 layout has them, from Debian's DWARF).
+Fake driver rx rings: the private structures of a virtio_net, veth, mlx5e,
+bnxt or gve netdev that :mod:`netmem_probe.kernel.drivers` walks, with the
+layouts of the fixture's kernel (the linux-7.3 layout has them, from Debian's
+DWARF).
 """
 
 from typing import TYPE_CHECKING, Dict, List, Tuple
+
+import drgn
 
 from netmem_probe.fake.net import NetDevice
 
@@ -12,7 +15,11 @@ if TYPE_CHECKING:
     from netmem_probe.fake.net import NetNamespace
     from netmem_probe.fake.world import KObject
 
-__all__ = ("FakeVeth", "FakeVirtioNet")
+__all__ = ("FakeBnxt", "FakeGve", "FakeMlx5e", "FakeVeth", "FakeVirtioNet")
+
+# rq->wq_type values of the mlx5 device interface (include/linux/mlx5/mlx5_ifc.h)
+MLX5_WQ_TYPE_CYCLIC = 1
+MLX5_WQ_TYPE_LINKED_LIST_STRIDING_RQ = 2
 
 
 class FakeVirtioNet:
@@ -111,3 +118,226 @@ class FakeVeth:
         words[producer] = entry
         ring["producer"] = (producer + 1) % self.ring_size
         return producer
+
+
+class FakeMlx5e:
+    """
+    An mlx5e netdev (parent driver ``mlx5_core``): ``struct mlx5e_priv`` with
+    ``queues`` channels, each with an rq of ``wqes`` WQEs, legacy (cyclic,
+    one frag per WQE) or ``striding`` (``pages_per_wqe`` pages per WQE);
+    :meth:`post` gives a WQE's buffer a pool page, :meth:`release` takes it
+    back the way the driver does (the stale word stays).
+    """
+
+    def __init__(
+        self,
+        ns: "NetNamespace",
+        name: str,
+        *,
+        queues: int = 1,
+        wqes: int = 64,
+        striding: bool = False,
+        pages_per_wqe: int = 8,
+    ) -> None:
+        world = ns.world
+        self.striding = striding
+        self.pages_per_wqe = pages_per_wqe
+        self.last = 1 << world.prog.constant("MLX5E_WQE_FRAG_LAST_IN_PAGE").value_()
+        self.skip = 1 << world.prog.constant("MLX5E_WQE_FRAG_SKIP_RELEASE").value_()
+        self.dev: NetDevice = ns.netdev(
+            name, driver="mlx5_core", num_rx_queues=queues, priv="struct mlx5e_priv"
+        )
+        assert self.dev.priv is not None
+        self.word = drgn.sizeof(world.type("unsigned long"))
+        unit = world.type("struct mlx5e_frag_page")
+        self.unit_size = drgn.sizeof(unit)
+        self.netmem_at = drgn.offsetof(unit, "netmem")
+        info = world.type("struct mlx5e_mpw_info")
+        self.info_size = drgn.sizeof(info) + pages_per_wqe * self.unit_size
+        self.bitmap_at = drgn.offsetof(info, "skip_release_bitmap")
+        self.units_at = drgn.offsetof(info, "alloc_units")
+        channels = world.alloc("struct mlx5e_channel *", None, count=queues)
+        channels.value = []
+        self.units: List["KObject"] = []
+        self.frags: List["KObject"] = []
+        for queue in range(queues):
+            channel = world.alloc(
+                "struct mlx5e_channel", {"netdev": self.dev.obj.addr, "ix": queue}
+            )
+            rq: Dict[str, object] = {"netdev": self.dev.obj.addr, "ix": queue}
+            if striding:
+                # WQE ix's mpw_info and its frag pages, as words; every skip
+                # bit set until the WQE is filled (mlx5e_rq_alloc_mpwqe_info).
+                words = wqes * self.info_size // self.word
+                infos = world.alloc("unsigned long", None, count=words)
+                infos.value = [0] * words
+                for ix in range(wqes):
+                    self._set_bitmap(infos, ix, (1 << pages_per_wqe) - 1)
+                rq["wq_type"] = MLX5_WQ_TYPE_LINKED_LIST_STRIDING_RQ
+                rq["mpwqe"] = {
+                    "wq": {"fbc": {"sz_m1": wqes - 1}},
+                    "info": infos.addr,
+                    "pages_per_wqe": pages_per_wqe,
+                }
+                self.units.append(infos)
+            else:
+                units = world.alloc("struct mlx5e_frag_page", [{} for _ in range(wqes)], count=wqes)
+                frags = world.alloc(
+                    "struct mlx5e_wqe_frag_info",
+                    [
+                        {"frag_page": units.addr + ix * self.unit_size, "flags": self.skip}
+                        for ix in range(wqes)
+                    ],
+                    count=wqes,
+                )
+                rq["wq_type"] = MLX5_WQ_TYPE_CYCLIC
+                rq["wqe"] = {
+                    "wq": {"fbc": {"sz_m1": wqes - 1}, "sz": wqes},
+                    "frags": frags.addr,
+                    "alloc_units": units.addr,
+                    "info": {"num_frags": 1, "log_num_frags": 0},
+                }
+                self.units.append(units)
+                self.frags.append(frags)
+            channel.value["rq"] = rq
+            channels.value.append(channel.addr)
+        self.dev.priv.set("netdev", self.dev.obj.addr)
+        self.dev.priv.set("channels", {"c": channels.addr, "num": queues})
+
+    def _set_bitmap(self, infos: "KObject", ix: int, bits: int) -> None:
+        infos.value[(ix * self.info_size + self.bitmap_at) // self.word] = bits
+
+    def post(self, queue: int, wqe: int, netmem: int, page: int = 0) -> int:
+        """
+        Fill WQE ``wqe`` of rx queue ``queue`` with the pool page ``netmem``
+        (page ``page`` of a striding WQE); the address of the word naming it.
+        """
+        units = self.units[queue]
+        if self.striding:
+            at = wqe * self.info_size
+            bitmap = units.value[(at + self.bitmap_at) // self.word]
+            self._set_bitmap(units, wqe, bitmap & ~(1 << page))
+            word = at + self.units_at + page * self.unit_size + self.netmem_at
+            units.value[word // self.word] = netmem
+            return units.addr + word
+        units.value[wqe]["netmem"] = netmem
+        self.frags[queue].value[wqe]["flags"] = self.last
+        return units.addr + wqe * self.unit_size + self.netmem_at
+
+    def release(self, queue: int, wqe: int) -> None:
+        """The driver released WQE ``wqe``'s pages (refill or flush); the stale words stay."""
+        if self.striding:
+            self._set_bitmap(self.units[queue], wqe, (1 << self.pages_per_wqe) - 1)
+        else:
+            self.frags[queue].value[wqe]["flags"] |= self.skip
+
+
+class FakeBnxt:
+    """
+    A bnxt netdev (parent driver ``bnxt_en``): ``struct bnxt`` with ``queues``
+    rx rings of ``ring_size`` head and ``agg_size`` aggregation descriptors;
+    :meth:`post` and :meth:`post_agg` give a descriptor its buffer,
+    :meth:`take` clears it as the driver does when it takes the buffer.
+    """
+
+    def __init__(
+        self,
+        ns: "NetNamespace",
+        name: str,
+        *,
+        queues: int = 1,
+        ring_size: int = 64,
+        agg_size: int = 128,
+    ) -> None:
+        world = ns.world
+        self.dev: NetDevice = ns.netdev(
+            name, driver="bnxt_en", num_rx_queues=queues, priv="struct bnxt"
+        )
+        assert self.dev.priv is not None
+        self.heads: List["KObject"] = []
+        self.aggs: List["KObject"] = []
+        rings = []
+        for _ in range(queues):
+            heads = world.alloc(
+                "struct bnxt_sw_rx_bd", [{} for _ in range(ring_size)], count=ring_size
+            )
+            aggs = world.alloc(
+                "struct bnxt_sw_rx_agg_bd", [{} for _ in range(agg_size)], count=agg_size
+            )
+            rings.append({"rx_buf_ring": heads.addr, "rx_agg_ring": aggs.addr})
+            self.heads.append(heads)
+            self.aggs.append(aggs)
+        rx_ring = world.alloc("struct bnxt_rx_ring_info", rings, count=queues)
+        self.dev.priv.set("dev", self.dev.obj.addr)
+        self.dev.priv.set("rx_ring", rx_ring.addr)
+        self.dev.priv.set("rx_nr_rings", queues)
+        self.dev.priv.set("rx_ring_mask", ring_size - 1)
+        self.dev.priv.set("rx_agg_ring_mask", agg_size - 1)
+
+    def post(self, queue: int, slot: int, data: int) -> int:
+        """Post the head buffer at ``data`` (in a pool page); the address of the word."""
+        heads = self.heads[queue]
+        heads.value[slot]["data"] = data
+        return (
+            heads.addr
+            + slot * drgn.sizeof(heads.type.type)
+            + drgn.offsetof(heads.type.type, "data")
+        )
+
+    def post_agg(self, queue: int, slot: int, netmem: int) -> int:
+        """Post the aggregation buffer ``netmem``; the address of the word."""
+        aggs = self.aggs[queue]
+        aggs.value[slot]["netmem"] = netmem
+        return (
+            aggs.addr + slot * drgn.sizeof(aggs.type.type) + drgn.offsetof(aggs.type.type, "netmem")
+        )
+
+    def take(self, queue: int, slot: int) -> None:
+        """The driver took the head buffer of ``slot`` (``rx_buf->data = NULL``)."""
+        self.heads[queue].value[slot]["data"] = 0
+
+
+class FakeGve:
+    """
+    A gve netdev (parent driver ``gve``) in the DQO RDA format:
+    ``struct gve_priv`` with ``queues`` rx rings, each with a page pool and
+    ``states`` buffer states chained free; :meth:`post` takes one for a
+    pool page as ``gve_alloc_buffer()`` does (``next`` = its own id).
+    """
+
+    def __init__(self, ns: "NetNamespace", name: str, *, queues: int = 1, states: int = 64) -> None:
+        world = ns.world
+        self.dev: NetDevice = ns.netdev(
+            name, driver="gve", num_rx_queues=queues, priv="struct gve_priv"
+        )
+        assert self.dev.priv is not None
+        self.states: List["KObject"] = []
+        rings = []
+        for _ in range(queues):
+            # The free list: each state's next is the following id, -1 ends it.
+            states_obj = world.alloc(
+                "struct gve_rx_buf_state_dqo",
+                [{"next": i + 1 if i + 1 < states else -1} for i in range(states)],
+                count=states,
+            )
+            self.states.append(states_obj)
+            rings.append({"dqo": {"buf_states": states_obj.addr, "num_buf_states": states}})
+        self.rx = world.alloc("struct gve_rx_ring", rings, count=queues)
+        fmt = world.prog.constant("GVE_DQO_RDA_FORMAT").value_()
+        self.dev.priv.set("dev", self.dev.obj.addr)
+        self.dev.priv.set("rx", self.rx.addr)
+        self.dev.priv.set("rx_cfg", {"num_queues": queues, "max_queues": queues})
+        self.dev.priv.set("queue_format", fmt)
+
+    def use_pool(self, queue: int, pool: int) -> None:
+        """Give rx queue ``queue`` the ``struct page_pool`` at ``pool``."""
+        self.rx.value[queue]["dqo"]["page_pool"] = pool
+
+    def post(self, queue: int, buffer_id: int, netmem: int) -> int:
+        """Buffer state ``buffer_id`` takes ``netmem``; the address of the word."""
+        states = self.states[queue]
+        states.value[buffer_id].update({"next": buffer_id, "page_info": {"netmem": netmem}})
+        state = states.type.type
+        return (
+            states.addr + buffer_id * drgn.sizeof(state) + drgn.offsetof(state, "page_info.netmem")
+        )

@@ -214,6 +214,31 @@ STRUCTS = {
     # veth
     "struct veth_priv": ["peer", "rq"],
     "struct veth_rq": ["dev", "xdp_ring", "page_pool"],
+    # mlx5e (mlx5_core.ko): channels, each with an rq whose legacy (cyclic) or
+    # striding (linked-list) WQEs hold pool pages in struct mlx5e_frag_page
+    "struct mlx5e_priv": ["channels", "netdev"],
+    "struct mlx5e_channels": ["c", "num"],
+    "struct mlx5e_channel": ["rq", "netdev", "ix"],
+    "struct mlx5e_rq": ["wqe", "mpwqe", "netdev", "ix", "page_pool", "xsk_pool", "wq_type"],
+    "struct mlx5_wq_cyc": ["fbc", "sz", "wqe_ctr", "cur_sz"],
+    "struct mlx5_wq_ll": ["fbc", "head", "wqe_ctr", "cur_sz"],
+    "struct mlx5_frag_buf_ctrl": ["sz_m1", "log_sz"],
+    "struct mlx5e_rq_frags_info": ["arr", "num_frags", "log_num_frags"],
+    "struct mlx5e_wqe_frag_info": ALL,
+    "struct mlx5e_frag_page": ALL,
+    "union mlx5e_alloc_units": ALL,
+    "struct mlx5e_mpw_info": ALL,
+    # bnxt (bnxt_en.ko): per rx ring, the head buffers and the aggregation ring
+    "struct bnxt": ["dev", "rx_ring", "rx_nr_rings", "rx_ring_mask", "rx_agg_ring_mask"],
+    "struct bnxt_rx_ring_info": ["rx_buf_ring", "rx_agg_ring", "page_pool", "head_pool"],
+    "struct bnxt_sw_rx_bd": ALL,
+    "struct bnxt_sw_rx_agg_bd": ALL,
+    # gve (gve.ko): DQO buffer states, in use when a state's next is its own id
+    "struct gve_priv": ["dev", "rx", "rx_cfg", "queue_format"],
+    "struct gve_rx_queue_config": ALL,
+    "struct gve_rx_ring": ["dqo", "q_num"],
+    "struct gve_rx_buf_state_dqo": ["page_info", "next"],
+    "struct gve_rx_slot_page_info": ALL,
     # the kernel log (drgn's get_printk_records(): the lockless ring buffer, v5.10+)
     "struct printk_ringbuffer": ["desc_ring", "text_data_ring", "fail"],
     "struct prb_desc_ring": ["count_bits", "descs", "infos", "head_id", "tail_id"],
@@ -259,6 +284,8 @@ ENUMS = [
     "enum vq_layout",
     "enum desc_state",
     "enum printk_info_flags",
+    "enum mlx5e_wqe_frag_flag",
+    "enum gve_queue_format",
 ]
 
 # name -> kernel source file that defines it.

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import drgn
 from drgn import Object, Program
 
-from netmem_probe.kernel.drivers import veth, virtio_net
+from netmem_probe.kernel.drivers import bnxt, gve, mlx5e, veth, virtio_net
 from netmem_probe.kernel.drivers.common import RingEntry
 from netmem_probe.kernel.netdev import NetdevReader, for_each_net_address
 from netmem_probe.kernel.walk import Problems, list_nodes
@@ -35,6 +35,11 @@ Walker = Callable[[Program, Object], Iterator[RingEntry]]
 WALKERS: Dict[str, Walker] = {
     "virtio_net": virtio_net.rx_entries,
     "veth": veth.rx_entries,
+    # a PCI function's driver; a sub-function's auxiliary driver
+    "mlx5_core": mlx5e.rx_entries,
+    "mlx5_core.sf": mlx5e.rx_entries,
+    "bnxt_en": bnxt.rx_entries,
+    "gve": gve.rx_entries,
 }
 
 
@@ -56,9 +61,12 @@ class RxSlot:
     netdev: str
     queue: int
     slot: int
+    #: The ring of the queue, when it has more than one (bnxt's "agg").
+    ring: Optional[str] = None
 
     def __str__(self) -> str:
-        return f"{self.driver} {self.netdev} rx queue {self.queue}, slot {self.slot}"
+        ring = f"{self.ring} " if self.ring else ""
+        return f"{self.driver} {self.netdev} rx queue {self.queue}, {ring}slot {self.slot}"
 
     @property
     def release(self) -> str:
@@ -103,7 +111,7 @@ class RxRings:
         what = f"{driver} {name}"
         try:
             for entry in WALKERS[driver](prog, Object(prog, "struct net_device *", dev)):
-                slot = RxSlot(driver, name, entry.queue, entry.slot)
+                slot = RxSlot(driver, name, entry.queue, entry.slot, entry.ring)
                 self.by_address[entry.address] = slot
                 if entry.skb:
                     self.by_value[entry.value] = slot
