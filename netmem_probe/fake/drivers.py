@@ -1,5 +1,5 @@
 """
-Fake driver rx rings: the private structures of a virtio_net, veth, mlx5e,
+Fake driver rx rings: the private structures of a virtio_net, veth, mlx5e, ice,
 bnxt or gve netdev that :mod:`netmem_probe.kernel.drivers` walks, with the
 layouts of the fixture's kernel (the linux-7.3 layout has them, from Debian's
 DWARF).
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from netmem_probe.fake.net import NetNamespace
     from netmem_probe.fake.world import KObject
 
-__all__ = ("FakeBnxt", "FakeGve", "FakeMlx5e", "FakeVeth", "FakeVirtioNet")
+__all__ = ("FakeBnxt", "FakeGve", "FakeIce", "FakeMlx5e", "FakeVeth", "FakeVirtioNet")
 
 # rq->wq_type values of the mlx5 device interface (include/linux/mlx5/mlx5_ifc.h)
 MLX5_WQ_TYPE_CYCLIC = 1
@@ -341,3 +341,60 @@ class FakeGve:
         return (
             states.addr + buffer_id * drgn.sizeof(state) + drgn.offsetof(state, "page_info.netmem")
         )
+
+
+class FakeIce:
+    """
+    An ice netdev (parent driver ``ice``): ``struct ice_netdev_priv`` whose
+    vsi has ``queues`` rx rings of ``count`` libeth buffers from a page pool;
+    :meth:`post` fills the descriptor at ``next_to_use``, :meth:`clean`
+    takes the one at ``next_to_clean`` back (its netmem word stays).
+    """
+
+    def __init__(self, ns: "NetNamespace", name: str, *, queues: int = 1, count: int = 64) -> None:
+        world = ns.world
+        self.dev: NetDevice = ns.netdev(
+            name, driver="ice", num_rx_queues=queues, priv="struct ice_netdev_priv"
+        )
+        assert self.dev.priv is not None
+        self.count = count
+        self.fqes: List["KObject"] = []
+        self.rings: List["KObject"] = []
+        for queue in range(queues):
+            fqes = world.alloc("struct libeth_fqe", [{} for _ in range(count)], count=count)
+            ring = world.alloc(
+                "struct ice_rx_ring",
+                {
+                    "netdev": self.dev.obj.addr,
+                    "rx_fqes": fqes.addr,
+                    "count": count,
+                    "q_index": queue,
+                },
+            )
+            self.fqes.append(fqes)
+            self.rings.append(ring)
+        rx_rings = world.alloc("struct ice_rx_ring *", [r.addr for r in self.rings], count=queues)
+        vsi = world.alloc(
+            "struct ice_vsi",
+            {"netdev": self.dev.obj.addr, "rx_rings": rx_rings.addr, "num_rxq": queues},
+        )
+        self.dev.priv.set("vsi", vsi.addr)
+
+    def use_pool(self, queue: int, pool: int) -> None:
+        """Give rx queue ``queue`` the ``struct page_pool`` at ``pool``."""
+        self.rings[queue].value["pp"] = pool
+
+    def post(self, queue: int, netmem: int) -> Tuple[int, int]:
+        """Post ``netmem`` at ``next_to_use``; its slot and the address of its word."""
+        ring = self.rings[queue].value
+        slot = ring.get("next_to_use", 0)
+        fqes = self.fqes[queue]
+        fqes.value[slot]["netmem"] = netmem
+        ring["next_to_use"] = (slot + 1) % self.count
+        fqe = fqes.type.type
+        return slot, fqes.addr + slot * drgn.sizeof(fqe) + drgn.offsetof(fqe, "netmem")
+
+    def clean(self, queue: int) -> None:
+        """The driver took the descriptor at ``next_to_clean`` back."""
+        ring = self.rings[queue].value
+        ring["next_to_clean"] = (ring.get("next_to_clean", 0) + 1) % self.count

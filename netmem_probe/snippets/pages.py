@@ -491,7 +491,7 @@ def _define_holders(s: Snippet) -> None:
             """
             Address of each virtio_net rx descriptor's token -> "virtio_net DEV rx
             queue N, slot S": the driver's ring of posted buffers (netmem-probe
-            also walks veth's xdp_ring and mlx5e's, bnxt's and gve's rings; see
+            also walks veth's xdp_ring and mlx5e's, bnxt's, gve's and ice's rings; see
             netmem_probe/kernel/drivers/).
             """
             slots = {}

@@ -239,6 +239,22 @@ STRUCTS = {
     "struct gve_rx_ring": ["dqo", "q_num"],
     "struct gve_rx_buf_state_dqo": ["page_info", "next"],
     "struct gve_rx_slot_page_info": ALL,
+    # ice (ice.ko): libeth buffers (libeth.ko) posted in [next_to_clean, next_to_use)
+    "struct ice_netdev_priv": ["vsi", "repr"],
+    "struct ice_vsi": ["netdev", "rx_rings", "num_rxq"],
+    "struct ice_rx_ring": [
+        "pp",
+        "netdev",
+        "rx_fqes",
+        "count",
+        "hdr_pp",
+        "hdr_fqes",
+        "xsk_pool",
+        "next_to_use",
+        "next_to_clean",
+        "q_index",
+    ],
+    "struct libeth_fqe": ALL,
     # the kernel log (drgn's get_printk_records(): the lockless ring buffer, v5.10+)
     "struct printk_ringbuffer": ["desc_ring", "text_data_ring", "fail"],
     "struct prb_desc_ring": ["count_bits", "descs", "infos", "head_id", "tail_id"],

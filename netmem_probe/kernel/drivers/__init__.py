@@ -22,7 +22,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import drgn
 from drgn import Object, Program
 
-from netmem_probe.kernel.drivers import bnxt, gve, mlx5e, veth, virtio_net
+from netmem_probe.kernel.drivers import bnxt, gve, ice, mlx5e, veth, virtio_net
 from netmem_probe.kernel.drivers.common import RingEntry
 from netmem_probe.kernel.netdev import NetdevReader, for_each_net_address
 from netmem_probe.kernel.walk import Problems, list_nodes
@@ -40,6 +40,7 @@ WALKERS: Dict[str, Walker] = {
     "mlx5_core.sf": mlx5e.rx_entries,
     "bnxt_en": bnxt.rx_entries,
     "gve": gve.rx_entries,
+    "ice": ice.rx_entries,
 }
 
 
