@@ -23,7 +23,8 @@ v6.17), the ``netmem``):
   ``MLX5E_WQE_FRAG_LAST_IN_PAGE`` and not ``MLX5E_WQE_FRAG_SKIP_RELEASE``
   (Linux kernel commit 625dff29df39 ("net/mlx5e: RX, Change wqe last_in_page
   field from bool to bit flags") (in v6.4)) holds its ``frag_page``, one of
-  ``wqe.alloc_units->frag_pages[]``;
+  ``wqe.alloc_units->frag_pages[]`` (buffers sharing a page name it once,
+  at the WQE of the page's last buffer);
 - a striding rq: WQE ``ix``'s ``struct mlx5e_mpw_info`` (the WQEs are
   ``sizeof(mpw_info) + pages_per_wqe`` frag pages apart) holds
   ``alloc_units.frag_pages[i]`` unless bit ``i`` of its
