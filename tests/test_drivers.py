@@ -79,12 +79,13 @@ def test_a_corrupt_ring_size_is_reported_not_walked():
     assert [p.what for p in problems.items] == ["virtio_net eth0 rx ring"]
 
 
-def test_a_driver_without_type_information_is_left_unwalked():
-    w = World("linux-6.12")  # its layout has no virtio_net types
-    w.init_net.netdev("eth0", driver="virtio_net")
+@pytest.mark.parametrize("driver", ["virtio_net", "mlx5_core", "bnxt_en", "gve", "ice"])
+def test_a_driver_without_type_information_is_left_unwalked(driver):
+    w = World("linux-6.12")  # its layout has no driver types
+    w.init_net.netdev("eth0", driver=driver)
     problems = Problems()
     rings = RxRings(w.program(), problems)
-    assert "no type information" in rings.unwalked["virtio_net eth0"] and not problems
+    assert "no type information" in rings.unwalked[f"{driver} eth0"] and not problems
 
 
 def test_member_at_names_nested_members_and_array_elements():

@@ -25,6 +25,7 @@ from drgn import Object, Program, cast
 from drgn.helpers.linux.net import netdev_priv
 
 from netmem_probe.kernel.drivers.common import RingEntry, check_ring_size, words_of
+from netmem_probe.kernel.structs import member_exists
 
 __all__ = ("rx_entries",)
 
@@ -35,9 +36,11 @@ def rx_entries(prog: Program, dev: Object) -> Iterator[RingEntry]:
     ``struct net_device *`` ``dev`` has posted: the ring's queue, the buffer
     id and the ``page_info.netmem`` word.
 
-    :raises LookupError: without gve's types.
+    :raises LookupError: without gve's types, or before v6.14.
     :raises ValueError: on an impossible queue or buffer-state count.
     """
+    if not member_exists(prog.type("struct gve_rx_ring"), "dqo.page_pool"):
+        raise LookupError("gve_rx_ring has no dqo.page_pool (a kernel before v6.14)")
     priv = cast("struct gve_priv *", netdev_priv(dev))
     if priv.queue_format.value_() != prog.constant("GVE_DQO_RDA_FORMAT").value_():
         return  # no page pool behind this format

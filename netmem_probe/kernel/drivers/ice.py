@@ -26,6 +26,7 @@ from drgn import Object, Program, cast
 from drgn.helpers.linux.net import netdev_priv
 
 from netmem_probe.kernel.drivers.common import RingEntry, check_ring_size, words_of
+from netmem_probe.kernel.structs import member_exists
 
 __all__ = ("rx_entries", "posted_slots")
 
@@ -52,6 +53,8 @@ def rx_entries(prog: Program, dev: Object) -> Iterator[RingEntry]:
     :raises LookupError: without ice's and libeth's types (before v6.18).
     :raises ValueError: on ring indices or sizes that make no sense.
     """
+    if not member_exists(prog.type("struct ice_rx_ring"), "rx_fqes"):
+        raise LookupError("ice_rx_ring has no rx_fqes (a kernel before v6.18)")
     np = cast("struct ice_netdev_priv *", netdev_priv(dev))
     vsi = np.vsi
     if np.repr or not vsi or not vsi.rx_rings:

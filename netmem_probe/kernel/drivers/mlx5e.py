@@ -60,7 +60,7 @@ def _frag_page_word(prog: Program) -> int:
     return drgn.offsetof(frag_page, name)
 
 
-def _legacy(prog: Program, rq: Object, queue: int) -> Iterator[RingEntry]:
+def _legacy(prog: Program, rq: Object, queue: int, word_at: int) -> Iterator[RingEntry]:
     """The held frag pages of a cyclic rq, by WQE index."""
     info_type = prog.type("struct mlx5e_wqe_frag_info")
     if not member_exists(info_type, "flags"):
@@ -84,7 +84,6 @@ def _legacy(prog: Program, rq: Object, queue: int) -> Iterator[RingEntry]:
     frag_pages = words_of(prog, raw, page_at, stride, count)
     units = wqe.alloc_units.value_()
     unit_size = drgn.sizeof(prog.type("struct mlx5e_frag_page"))
-    word_at = _frag_page_word(prog)
     netmems = words_of(prog, prog.read(units, count * unit_size), word_at, unit_size, count)
     for i, frag_page in enumerate(frag_pages):
         ix, frag = divmod(i, 1 << log_frags)
@@ -99,7 +98,7 @@ def _legacy(prog: Program, rq: Object, queue: int) -> Iterator[RingEntry]:
         yield RingEntry(queue, ix, frag_page + word_at, netmems[unit])
 
 
-def _striding(prog: Program, rq: Object, queue: int) -> Iterator[RingEntry]:
+def _striding(prog: Program, rq: Object, queue: int, word_at: int) -> Iterator[RingEntry]:
     """The held frag pages of a striding rq, by WQE index."""
     mpwqe = rq.mpwqe
     size = check_ring_size(f"mlx5e rx queue {queue}", mpwqe.wq.fbc.sz_m1.value_() + 1)
@@ -116,7 +115,6 @@ def _striding(prog: Program, rq: Object, queue: int) -> Iterator[RingEntry]:
     base = mpwqe.info.value_()
     raw = prog.read(base, size * stride)
     word = prog.type("unsigned long").size
-    word_at = _frag_page_word(prog)
     for ix in range(size):
         at = ix * stride
         bits = words_of(prog, raw, at + bitmap_at, word, bitmap_bytes // word)
@@ -137,6 +135,7 @@ def rx_entries(prog: Program, dev: Object) -> Iterator[RingEntry]:
     :raises LookupError: without mlx5_core's types, or before v6.4.
     :raises ValueError: on a ring whose bounds or pointers make no sense.
     """
+    word_at = _frag_page_word(prog)  # LookupError before v6.4
     priv = cast("struct mlx5e_priv *", netdev_priv(dev))
     channels = priv.channels
     if not channels.c:
@@ -149,8 +148,8 @@ def rx_entries(prog: Program, dev: Object) -> Iterator[RingEntry]:
         queue = rq.ix.value_()
         wq_type = rq.wq_type.value_()
         if wq_type == MLX5_WQ_TYPE_CYCLIC:
-            yield from _legacy(prog, rq, queue)
+            yield from _legacy(prog, rq, queue, word_at)
         elif wq_type == MLX5_WQ_TYPE_LINKED_LIST_STRIDING_RQ:
-            yield from _striding(prog, rq, queue)
+            yield from _striding(prog, rq, queue, word_at)
         else:
             raise ValueError(f"mlx5e rx queue {queue}: unknown wq_type {wq_type} (corrupt?)")
