@@ -16,8 +16,7 @@ kernel without the driver's debug info (or BTF) has its ring reported as not
 walked, never guessed.
 """
 
-from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional
 
 import drgn
 from drgn import Object, Program
@@ -54,8 +53,7 @@ RELEASE: Dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class RxSlot:
+class RxSlot(NamedTuple):
     """One posted receive buffer: where a driver's ring holds a word."""
 
     driver: str

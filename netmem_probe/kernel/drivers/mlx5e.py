@@ -113,17 +113,20 @@ def _striding(prog: Program, rq: Object, queue: int, word_at: int) -> Iterator[R
     units_at = drgn.offsetof(info_type, "alloc_units")
     stride = drgn.sizeof(info_type) + per_wqe * page_size
     base = mpwqe.info.value_()
-    raw = prog.read(base, size * stride)
     word = prog.type("unsigned long").size
+    if stride % word or (units_at + word_at) % word or bitmap_at % word:
+        raise LookupError("mlx5e_mpw_info: fields not word-aligned")
+    words = words_of(prog, prog.read(base, size * stride), 0, word, size * stride // word)
+    per_page = page_size // word
     for ix in range(size):
-        at = ix * stride
-        bits = words_of(prog, raw, at + bitmap_at, word, bitmap_bytes // word)
+        at = ix * stride // word
+        bits = words[at + bitmap_at // word : at + (bitmap_at + bitmap_bytes) // word]
         skipped = sum(bit << (8 * word * k) for k, bit in enumerate(bits))
-        pages = words_of(prog, raw, at + units_at + word_at, page_size, per_wqe)
-        for i, netmem in enumerate(pages):
+        first = at + (units_at + word_at) // word
+        for i in range(per_wqe):
             if not skipped >> i & 1:
-                address = base + at + units_at + i * page_size + word_at
-                yield RingEntry(queue, ix, address, netmem)
+                netmem = words[first + i * per_page]
+                yield RingEntry(queue, ix, base + (first + i * per_page) * word, netmem)
 
 
 def rx_entries(prog: Program, dev: Object) -> Iterator[RingEntry]:
