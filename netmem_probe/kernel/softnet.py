@@ -106,8 +106,14 @@ class CpuQueues:
             self.ll_node_at = (
                 drgn.offsetof(skb_type, "ll_node") if member_exists(skb_type, "ll_node") else None
             )
+        except LookupError:
+            return
+        try:
             cpus = _cpus(prog)
         except LookupError:
+            return
+        except drgn.FaultError as error:
+            problems.fault("possible CPU mask (per-CPU queues not walked)", error.address, error)
             return
         self.defer_llist = _defer_list_is_llist(prog)
         for cpu in cpus:
