@@ -368,12 +368,18 @@ def _print(r: Dict[str, Any]) -> None:
         ("pools", f"{pools['total']} ({states or 'none'}), {pools['inflight']} pages in flight"),
     ]
     if detached["pools"]:
+        # Before Linux 6.8 a pool records neither an id nor when it was detached.
+        oldest = (
+            f"; oldest: pool {detached['oldest-id']}, "
+            f"{human_seconds(detached['oldest-detach-age'])} ago"
+            if detached["oldest-id"] is not None
+            else ""
+        )
         lines.append(
             (
                 "detached",
                 f"{detached['pools']} pools, {detached['waiting']} waiting for "
-                f"{detached['inflight']} pages; oldest: pool {detached['oldest-id']}, "
-                f"{human_seconds(detached['oldest-detach-age'])} ago",
+                f"{detached['inflight']} pages{oldest}",
             )
         )
     else:

@@ -13,6 +13,7 @@ from netmem_probe.fake.net import NetDevice
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetNamespace
+    from netmem_probe.fake.pools import FakePagePool
     from netmem_probe.fake.world import KObject
 
 __all__ = ("FakeBnxt", "FakeGve", "FakeIce", "FakeMlx5e", "FakeVeth", "FakeVirtioNet")
@@ -45,6 +46,7 @@ class FakeVirtioNet:
         assert self.dev.priv is not None
         ring = "packed" if packed else "split"
         rqs = world.alloc("struct receive_queue", [{} for _ in range(queues)], count=queues)
+        self.rqs = rqs
         self.states: List["KObject"] = []
         for queue in range(queues):
             states = world.alloc(
@@ -67,6 +69,11 @@ class FakeVirtioNet:
         self.dev.priv.set("rq", rqs.addr)
         self.dev.priv.set("max_queue_pairs", queues)
         self.dev.priv.set("curr_queue_pairs", queues)
+
+    def own(self, queue: int, pool: "FakePagePool") -> None:
+        """Make ``pool`` receive queue ``queue``'s page pool (``rq->page_pool``, v7.1+)."""
+        self.rqs.value[queue]["page_pool"] = pool.obj.addr
+        pool.owned_by = "virtio-net-rq"
 
     def post(self, queue: int, slot: int, buffer: int) -> int:
         """Post ``buffer`` (in a pool page) at descriptor ``slot``; the address of the word."""
@@ -106,6 +113,11 @@ class FakeVeth:
             )
             self.queues.append((slots, words))
         self.dev.priv.set("rq", self.rqs.addr)
+
+    def own(self, queue: int, pool: "FakePagePool") -> None:
+        """Make ``pool`` rx queue ``queue``'s page pool (``rq->page_pool``, v6.4+)."""
+        self.rqs.value[queue]["page_pool"] = pool.obj.addr
+        pool.owned_by = "veth-rq"
 
     def queue(self, queue: int, entry: int) -> int:
         """

@@ -1,6 +1,6 @@
 """Fake network namespaces, netdevs and NAPI instances."""
 
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import drgn
 
@@ -157,14 +157,24 @@ class NetDevice:
             value["index"] = index
         napi = self.world.alloc("struct napi_struct", value)
         self.napi_list.add(napi, "dev_list")
-        if self.world.has_member("struct napi_struct", "gro.hash"):
-            # Empty GRO lists point at themselves.
-            buckets = []
-            for path in [f"gro.hash[{b}].list" for b in range(GRO_HASH_BUCKETS)]:
+        # Empty GRO lists point at themselves: in napi->gro on newer kernels,
+        # napi->gro_hash and napi->rx_list on older ones (the 6.x LTS lines).
+        for gro, hash_, rx in (("gro", "hash", "rx_list"), (None, "gro_hash", "rx_list")):
+            prefix = f"{gro}." if gro else ""
+            if not self.world.has_member("struct napi_struct", prefix + hash_):
+                continue
+            buckets: List[Dict[str, Dict[str, int]]] = []
+            for path in [f"{prefix}{hash_}[{b}].list" for b in range(GRO_HASH_BUCKETS)]:
                 at = napi.addr_of(path)
                 buckets.append({"list": {"next": at, "prev": at}})
-            at = napi.addr_of("gro.rx_list")
-            napi.set("gro", {"hash": buckets, "rx_list": {"next": at, "prev": at}})
+            at = napi.addr_of(prefix + rx)
+            lists: Dict[str, Any] = {hash_: buckets, rx: {"next": at, "prev": at}}
+            if gro:
+                napi.set(gro, lists)
+            else:
+                for member, value in lists.items():
+                    napi.set(member, value)
+            break
         return napi
 
     def gro_hold(self, napi: KObject, bucket: int, skb: KObject) -> None:

@@ -198,6 +198,8 @@ class FakePagePool:
         self.ring_stale: List[int] = []
         self.dma_mapped: Dict[int, int] = {}
         self.provider: Optional[Any] = None
+        #: The driver rx queue that holds the pool (``veth-rq``, ...): FakeVeth.own().
+        self.owned_by: Optional[str] = None
         self.stats = stats or {}
         self.napi: Optional[KObject] = None
         self.napi_id = 0
@@ -493,7 +495,11 @@ class FakePagePool:
         world = self.world
         netdev = self.slow_netdev if not isinstance(self.slow_netdev, int) else None
         if not world.has_registry:
-            return self._expected_unregistered()
+            unregistered = self._expected_unregistered()
+            # The pool's NAPI (p.napi, v6.5+) is read from the pool itself.
+            if self._reported_napi_id():
+                unregistered["napi-id"] = self._reported_napi_id()
+            return unregistered
         rec: Dict[str, Any] = {
             "id": self.id,
             "address": hex(self.obj.addr),
@@ -529,7 +535,7 @@ class FakePagePool:
                 if self.state == "orphaned" and self.napi and self.napi_netdev is not None
                 else None
             ),
-            "found-by": ["registry"],
+            "found-by": ["registry"] + ([self.owned_by] if self.owned_by else []),
             "release-pending": self._release_pending(),
         }
         if self.state == "listed" and netdev is not None and netdev.ifindex != 1:
@@ -572,7 +578,7 @@ class FakePagePool:
             "hold": self.hold & 0xFFFFFFFF,
             "release": self.release & 0xFFFFFFFF,
             "destroy-cnt": self.destroy_cnt,
-            "found-by": ["pages"],
+            "found-by": ([self.owned_by] if self.owned_by else []) + ["pages"],
             "release-pending": self._release_pending(),
         }
 

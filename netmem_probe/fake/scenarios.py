@@ -10,6 +10,7 @@ writes every scenario on every layout it supports to
 
 from typing import Callable, Dict, List, Tuple
 
+from netmem_probe.fake.drivers import FakeVeth
 from netmem_probe.fake.net import NetNamespace
 from netmem_probe.fake.pools import (
     PP_FLAG_DMA_MAP,
@@ -30,6 +31,7 @@ __all__ = ("LAYOUT_ASSERTS", "SCENARIOS", "build", "fixture_names")
 LAYOUT_ASSERTS = {
     # no netmem.h asserts yet: page_pool's own pp_magic-over-compound_head
     "linux-6.1": 1,
+    "linux-6.6": 1,  # the same
     "linux-6.8": 1,  # the same: no net_iov (v6.12) nor netmem_desc (v6.17)
     "linux-6.12": 4,  # 4 NET_IOV_ASSERT_OFFSET (net_iov vs page)
     "linux-6.16": 4,  # the same 4
@@ -113,11 +115,16 @@ def add_page_pools(w: World) -> None:
     leaky.alloc_pages(2, "out")
     eth2.unregister()
 
-    # veth with XDP: pools with no netdev, invisible to netlink.
+    # veth with XDP: pools with no netdev, invisible to netlink.  Before the
+    # registry, where the layout has veth's types, each is held by its rx
+    # queue (veth_rq.page_pool): the one way besides the pages to find it.
     ns_a = NetNamespace(w, "nsA")
+    owned = w.has_member("struct veth_rq", "page_pool") and not w.has_registry
     for name in ("veth0", "veth1"):
-        ns_a.netdev(name, kind="veth")
+        veth = FakeVeth(ns_a, name) if owned else ns_a.netdev(name, kind="veth")
         pool = FakePagePool(w)
+        if isinstance(veth, FakeVeth):
+            veth.own(0, pool)
         pool.alloc_pages(8, "out")
         pool.alloc_pages(2, "cache")
     # A veth pair deleted while a socket in nsA held its skbs.
@@ -159,7 +166,8 @@ def add_kernel_log(w: World) -> None:
     log = FakeKernelLog(w)
     log.log(0.0, f"Linux version {w.osrelease} (netmem-probe fixture)")
     log.log(1.2, "NET: Registered PF_INET protocol family")
-    warnings = [(BOOTTIME - 5000, GONE_POOL_ID, 1, 60)]
+    # Before v6.8 the warning names no pool id (there are none).
+    warnings = [(BOOTTIME - 5000, GONE_POOL_ID, 1, 60)] if w.has_registry else []
     for pool in w.pools:
         if (
             pool.id is None

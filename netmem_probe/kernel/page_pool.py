@@ -271,7 +271,8 @@ class PagePoolInfo:
     #: The kernel's PAGE_SIZE: a pool's pages are PAGE_SIZE << order bytes.
     page_size: int
     warnings: List[str] = field(default_factory=list)
-    #: How the pool was found: ``registry``, ``pages``, ``slab``.
+    #: How the pool was found: ``registry``, ``veth-rq``, ``virtio-net-rq``,
+    #: ``pages``, ``slab`` (or ``address``: named on the command line).
     found_by: Tuple[str, ...] = ("registry",)
     #: Whether the deferred release work (``release_dw``) is pending: a
     #: destroyed pool retrying until its pages come back.  None if unknown.
@@ -414,6 +415,7 @@ class PagePoolScanner:
         self._hlists: Optional[Dict[int, int]] = None
         self.registry = has_page_pool_registry(prog)
         self._discovered: Optional[List[Tuple[int, Tuple[str, ...]]]] = None
+        self._owners: Optional[Dict[int, str]] = None
         #: What discovery could not use (e.g. a slab allocator drgn cannot walk).
         self.notes: List[str] = []
 
@@ -448,7 +450,9 @@ class PagePoolScanner:
             self.prog, xa, what="page_pools xarray", problems=self.problems
         ):
             seen.add(address)
-            info = self.read_pool(address, index, listed.get(address))
+            owner = self.owners().get(address)
+            found_by = ("registry",) + ((owner,) if owner else ())
+            info = self.read_pool(address, index, listed.get(address), found_by)
             if info is not None:
                 yield info
         for address in listed:
@@ -467,6 +471,14 @@ class PagePoolScanner:
                     address,
                     "a CPU's system page pool, but not in the page_pools xarray",
                 )
+
+    def owners(self) -> Dict[int, str]:
+        """Pool address -> the driver rx queue that holds it (``veth-rq``, ...), found once."""
+        if self._owners is None:
+            from netmem_probe.kernel.pool_discovery import pools_from_owners
+
+            self._owners = pools_from_owners(self.prog, self.problems)
+        return self._owners
 
     def discovered(self) -> List[Tuple[int, Tuple[str, ...]]]:
         """The pools of a kernel without a registry and how each was found, found once."""

@@ -11,6 +11,9 @@ found:
 
 - ``pages``: every page-pool page names its pool (``page->pp``), so one scan
   of the memmap yields every pool with pages in flight, idle or detached;
+- ``veth-rq``, ``virtio-net-rq``: a driver keeps its rx queues' pools in
+  its netdev's private structure, so every such netdev in every namespace
+  names its pools, idle ones included (:func:`pools_from_owners`);
 - ``slab``: every pool is a ``kzalloc()``\\ ed object of the kmalloc cache of
   its size, so the allocated objects of that cache that hold a page pool's
   invariants are the pools, including idle ones no page names.
@@ -33,12 +36,13 @@ __all__ = (
     "FOUND_BY",
     "discover_pools",
     "pool_invariant_violation",
+    "pools_from_owners",
     "pools_from_pages",
     "pools_from_slab",
 )
 
 #: The ways a pool can be found, in the order :func:`discover_pools` tries them.
-FOUND_BY = ("registry", "pages", "slab")
+FOUND_BY = ("registry", "veth-rq", "virtio-net-rq", "pages", "slab")
 
 MAX_PAGE_ORDER = 10
 # page_pool_init() refuses rings larger than this (-E2BIG).
@@ -140,6 +144,80 @@ def pools_from_pages(scan: MemmapScan) -> Dict[int, int]:
     return counts
 
 
+def _veth_rq_pools(dev: drgn.Object) -> Iterator[int]:
+    """
+    The pools of the veth ``struct net_device *`` ``dev``'s rx queues:
+    ``netdev_priv(dev)`` is a ``struct veth_priv`` whose
+    ``rq[0..real_num_rx_queues)`` each hold one (made while XDP or GRO is on)
+    since Linux kernel commit 0ebab78cbcbf ("net: veth: add page_pool for
+    page recycling") (in v6.4).
+    """
+    from drgn.helpers.linux.net import netdev_priv
+
+    priv = drgn.cast("struct veth_priv *", netdev_priv(dev))
+    if priv.rq:
+        for queue in range(min(dev.real_num_rx_queues.value_(), MAX_RING_SIZE)):
+            yield priv.rq[queue].page_pool.value_()
+
+
+def _virtio_net_rq_pools(dev: drgn.Object) -> Iterator[int]:
+    """
+    The pools of the virtio_net ``struct net_device *`` ``dev``'s receive
+    queues: ``netdev_priv(dev)`` is a ``struct virtnet_info`` whose
+    ``rq[0..max_queue_pairs)`` each hold one since Linux kernel commit
+    24fbd3967f3f ("virtio_net: add page_pool support for buffer
+    allocation") (in v7.1).
+    """
+    from drgn.helpers.linux.net import netdev_priv
+
+    vi = drgn.cast("struct virtnet_info *", netdev_priv(dev))
+    if vi.rq:
+        for queue in range(min(vi.max_queue_pairs.value_(), MAX_RING_SIZE)):
+            yield vi.rq[queue].page_pool.value_()
+
+
+#: found-by and the reader of the pools a driver's rx queues hold, by driver name.
+OWNERS = {
+    "veth": ("veth-rq", _veth_rq_pools),
+    "virtio_net": ("virtio-net-rq", _virtio_net_rq_pools),
+}
+
+
+def pools_from_owners(prog: Program, problems: Problems) -> Dict[int, str]:
+    """
+    ``pool address -> found-by`` (``"veth-rq"``, ``"virtio-net-rq"``) of every
+    pool an rx queue of a veth or virtio_net netdev holds, in every namespace
+    on ``net_namespace_list``.  A driver whose types the target lacks (or
+    whose queues have no pool member yet) names none.
+    """
+    from netmem_probe.kernel.netdev import NetdevReader, for_each_net_address
+    from netmem_probe.kernel.walk import list_nodes
+
+    found: Dict[int, str] = {}
+    try:
+        dev_list = drgn.offsetof(prog.type("struct net"), "dev_base_head")
+        dev_node = drgn.offsetof(prog.type("struct net_device"), "dev_list")
+    except LookupError:
+        return found
+    netdevs = NetdevReader(prog, Problems())
+    for net in for_each_net_address(prog, problems):
+        for node in list_nodes(prog, net + dev_list, what="dev_base_head", problems=problems):
+            info = netdevs.info(node - dev_node)
+            if info is None or info.driver not in OWNERS:
+                continue
+            how, pools = OWNERS[info.driver]
+            dev = drgn.Object(prog, "struct net_device *", node - dev_node)
+            try:
+                for pool in pools(dev):
+                    if pool:
+                        found[pool] = how
+            except (LookupError, AttributeError):
+                continue  # no types for the driver, or no pool member in its rx queue
+            except drgn.FaultError as e:
+                problems.fault(f"{info.driver} {info.name} rx queues", e.address, e)
+    return found
+
+
 def pools_from_slab(prog: Program, notes: List[str]) -> Optional[List[int]]:
     """
     The allocated objects of the kmalloc cache that ``page_pool_create()``'s
@@ -201,14 +279,17 @@ def discover_pools(
 ) -> List[Tuple[int, Tuple[str, ...]]]:
     """
     Every page pool found without a registry, by address, each with how it
-    was found (``"pages"``, ``"slab"``).  A ``page->pp`` that does not read as
-    a page pool is recorded in ``problems`` and left out; a slab object that
-    does not is simply another object of that size.
+    was found (``"veth-rq"``, ``"virtio-net-rq"``, ``"pages"``, ``"slab"``).
+    A ``page->pp`` or an owner's pointer that does not read as a page pool is
+    recorded in ``problems`` and left out; a slab object that does not is
+    simply another object of that size.
 
     :param notes: collects the ways that could not be used, and why.
     """
     scan = scan or MemmapScan(prog, problems)
     found: Dict[int, List[str]] = {}
+    for pool, owner in pools_from_owners(prog, problems).items():
+        found.setdefault(pool, []).append(owner)
     for pool in pools_from_pages(scan):
         found.setdefault(pool, []).append("pages")
     slab = pools_from_slab(prog, notes if notes is not None else [])
@@ -229,8 +310,9 @@ def discover_pools(
             # An object of the cache that is no page pool is expected (the
             # cache holds other objects of that size); a page naming one is
             # a finding.
-            if "pages" in how:
-                problems.add("page pool", address, f"named by page->pp but not a pool: {reason}")
+            if how != ("slab",):
+                named = "page->pp" if "pages" in how else f"its owner ({how[0]})"
+                problems.add("page pool", address, f"named by {named} but not a pool: {reason}")
             continue
         kept.append((address, how))
     return kept

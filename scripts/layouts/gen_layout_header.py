@@ -170,7 +170,8 @@ class HeaderWriter:
             if other not in self.done and re.search(rf"\b{re.escape(other)}\b", text):
                 self.emit_override(other)
         # Types the definition embeds by value must come first.
-        for used in re.findall(r"\b((?:struct|union|enum) \w+)\s+\w+\s*[;\[]", text):
+        attribute = r"(?:__attribute__\(\(\w+(?:\(\d+\))?\)\))?"
+        for used in re.findall(rf"\b((?:struct|union|enum) \w+)\s+\w+\s*{attribute}\s*[;\[]", text):
             if used != key and used not in self.done and has_type(self.prog, used):
                 self.require_complete(self.prog.type(used))
         # So do the typedefs it names (spinlock_t, u16, netdevice_tracker...),
