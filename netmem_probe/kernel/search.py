@@ -102,6 +102,12 @@ def direct_map_base(prog: Program, problems: Problems) -> Optional[int]:
     except drgn.FaultError as e:
         problems.fault("direct map base", e.address, e)
         return None
+    except Exception as e:
+        # drgn raises a bare Exception ("could not determine direct mapping
+        # offset") when the kernel variables it derives the map from (arm64's
+        # memstart_addr) read as nonsense: a corrupt dump, reported like a fault.
+        problems.add("direct map base", 0, str(e))
+        return None
     return base
 
 
