@@ -27,6 +27,8 @@ CLONE_NEWNET = 0x40000000
 #: page-pool-get attributes (netdev.yaml names) and the nest among them.
 POOL_ATTRS = ("id", "ifindex", "napi-id", "inflight", "inflight-mem", "detach-time", "dmabuf")
 IO_URING_ATTRS = ("rx-buf-len",)
+#: The keys of one pool's object in ``ynl --dump page-pool-get --output-json``.
+PAGE_POOL_GET_KEYS = (*POOL_ATTRS, "io-uring")
 
 
 def _constant(prog: Program, name: str) -> Optional[int]:

@@ -13,7 +13,7 @@ import drgn
 import pytest
 from conftest import expected, fixtures_with, run_cli
 
-from netmem_probe.commands.pools import NETLINK_KEYS
+from netmem_probe.netlink import PAGE_POOL_GET_KEYS
 
 POOL_FIXTURES = fixtures_with("pools")
 
@@ -29,12 +29,12 @@ def test_pools_ynl_prints_netlinks_attributes_of_the_pools_netlink_shows(name, f
     assert result.out.count("\n") == 1  # one line, as ynl prints a dump
     mine = json.loads(result.out)
     want = [
-        {k: v for k, v in p.items() if k in NETLINK_KEYS}
+        {k: v for k, v in p.items() if k in PAGE_POOL_GET_KEYS}
         for p in expected(name)["pools"]
         if p["state"] in ("listed", "orphaned")
     ]
     assert sorted(map(_key, mine)) == sorted(map(_key, want))
-    assert all(list(p) == [k for k in NETLINK_KEYS if k in p] for p in mine)
+    assert all(list(p) == [k for k in PAGE_POOL_GET_KEYS if k in p] for p in mine)
 
 
 def test_pools_ynl_is_in_netlinks_dump_order(fixture_program):

@@ -12,6 +12,7 @@ from netmem_probe.commands.watch import watch_pools
 from netmem_probe.context import EXIT_PARTIAL, Target
 from netmem_probe.kernel.page_pool import STAT_NAMES, PagePoolInfo, PagePoolScanner
 from netmem_probe.kernel.printk import KernelLog, page_pool_messages
+from netmem_probe.netlink import PAGE_POOL_GET_KEYS
 from netmem_probe.report import emit_json, hexaddr, human_bytes, human_seconds, quantity
 from netmem_probe.report.table import Column, Table, table_options
 from netmem_probe.snippets import drgn_option
@@ -94,24 +95,13 @@ def pool_record(info: PagePoolInfo) -> Dict[str, Any]:
     return rec
 
 
-#: netlink's page-pool-get attributes (netdev.yaml), what ``--ynl`` prints.
-NETLINK_KEYS = (
-    "id",
-    "ifindex",
-    "napi-id",
-    "inflight",
-    "inflight-mem",
-    "detach-time",
-    "dmabuf",
-    "io-uring",
-)
 #: The pools netlink shows: those on a netdev's page_pools list.
 NETLINK_STATES = ("listed", "orphaned")
 
 
 def ynl_record(rec: Dict[str, Any]) -> Dict[str, Any]:
     """A pools record reduced to what ``ynl --dump page-pool-get`` prints for it."""
-    return {key: rec[key] for key in NETLINK_KEYS if key in rec}
+    return {key: rec[key] for key in PAGE_POOL_GET_KEYS if key in rec}
 
 
 def ynl_stats(rec: Dict[str, Any], stats: Dict[str, Optional[int]]) -> Dict[str, Any]:
@@ -151,7 +141,7 @@ def netlink_disagreements(
             out.append({"id": pool_id, "key": None, "memory": None, "netlink": theirs[pool_id]})
             continue
         mine = [r for r in (first.get(pool_id), second.get(pool_id)) if r is not None]
-        for key in NETLINK_KEYS:
+        for key in PAGE_POOL_GET_KEYS:
             value = theirs[pool_id].get(key)
             if all(r.get(key) != value for r in mine):
                 out.append(

@@ -31,6 +31,7 @@ from drgn import Program
 from drgn.commands import DrgnCodeBuilder
 
 from netmem_probe.kernel.structs import member_exists
+from netmem_probe.netlink import PAGE_POOL_GET_KEYS
 from netmem_probe.report.table import Table
 
 __all__ = (
@@ -54,14 +55,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 CodeGenerator = Callable[..., str]
 
 _POOL_KEYS = (
-    "id",
-    "ifindex",
-    "napi-id",
-    "inflight",
-    "inflight-mem",
-    "detach-time",
-    "dmabuf",
-    "io-uring",
+    *PAGE_POOL_GET_KEYS,
     "address",
     "state",
     "detached",

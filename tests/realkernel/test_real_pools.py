@@ -17,18 +17,10 @@ from realkernel_dumps import (
     truth,
 )
 
+from netmem_probe.netlink import PAGE_POOL_GET_KEYS
+
 pytestmark = pytest.mark.realkernel
 DUMPS = dumps()
-NETLINK_KEYS = (
-    "id",
-    "ifindex",
-    "napi-id",
-    "inflight",
-    "inflight-mem",
-    "detach-time",
-    "dmabuf",
-    "io-uring",
-)
 
 
 @pytest.mark.parametrize("series,kind", DUMPS)
@@ -38,7 +30,7 @@ def test_every_pool_netlink_listed_is_reported_as_netlink_reported_it(series, ki
     ours = {p["id"]: p for p in result.json()}
     for pool_id, theirs in netlink_pools(t).items():
         assert pool_id in ours, f"netlink's pool {pool_id} missing"
-        mine = {k: v for k, v in ours[pool_id].items() if k in NETLINK_KEYS}
+        mine = {k: v for k, v in ours[pool_id].items() if k in PAGE_POOL_GET_KEYS}
         assert mine == theirs
         assert ours[pool_id]["state"] in ("listed", "orphaned")
     assert result.code in (0, 1), result.err
