@@ -22,19 +22,17 @@ written as an ELF vmcore.
 import argparse
 import tempfile
 import time
-from typing import Callable, Tuple, TypeVar
 
 import drgn
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.xarray import xa_for_each
+from timing import timed
 
 from netmem_probe.fake.fixture import write_fixture
 from netmem_probe.fake.providers import FakeBinding
 from netmem_probe.fake.world import World
 from netmem_probe.kernel.providers import ProviderScanner
 from netmem_probe.target import open_program
-
-T = TypeVar("T")
 
 
 def build(niovs: int) -> World:
@@ -80,17 +78,6 @@ def naive(prog: drgn.Program) -> int:
             ):
                 stack += 1
     return stack
-
-
-def timed(fn: Callable[[drgn.Program], T], prog: drgn.Program, repeat: int) -> Tuple[float, T]:
-    """The best of ``repeat`` runs of ``fn`` on ``prog``, each with a cold cache, and its result."""
-    best = float("inf")
-    for _ in range(repeat):
-        prog.cache.clear()
-        start = time.perf_counter()
-        result = fn(prog)
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> None:

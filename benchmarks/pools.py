@@ -25,10 +25,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Tuple, TypeVar
 
 import drgn
 from drgn.helpers.linux.xarray import xa_for_each
+from timing import timed
 
 from netmem_probe.fake.fixture import write_fixture
 from netmem_probe.fake.net import NetNamespace
@@ -38,7 +38,6 @@ from netmem_probe.kernel.page_pool import PagePoolScanner
 from netmem_probe.target import open_program
 
 ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
 
 
 def build(pools: int) -> World:
@@ -84,17 +83,6 @@ def naive(prog: drgn.Program) -> int:
         pool.user.detach_time.value_()
         pool.p.napi.value_()
     return total
-
-
-def timed(fn: Callable[[drgn.Program], T], prog: drgn.Program, repeat: int) -> Tuple[float, T]:
-    """The best of ``repeat`` runs of ``fn`` on ``prog``, each with a cold cache, and its result."""
-    best = float("inf")
-    for _ in range(repeat):
-        prog.cache.clear()
-        start = time.perf_counter()
-        result = fn(prog)
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def process_time(fixture: str, repeat: int) -> float:
