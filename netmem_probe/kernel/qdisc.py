@@ -27,7 +27,7 @@ from drgn import Program
 
 from netmem_probe.kernel.netdev import for_each_netdev_address
 from netmem_probe.kernel.platform import word_size
-from netmem_probe.kernel.softnet import MAX_CPU_SKBS, SkbPlace, chain
+from netmem_probe.kernel.softnet import MAX_CPU_SKBS, SkbPlace, chain, chain_at
 from netmem_probe.kernel.structs import member_exists, read_cstring
 from netmem_probe.kernel.walk import (
     Problems,
@@ -136,10 +136,13 @@ class Qdiscs:
                 self._add(list(skbs), f"{name}, {member}")
         if member_exists(self.q_type, "q"):
             at = qdisc + drgn.offsetof(self.q_type, "q.head")
-            self._add(self._chain_at(at, self.next_at, "qdisc queue"), f"{name}, queue")
+            self._add(
+                chain_at(self.prog, at, self.next_at, "qdisc queue", self.problems),
+                f"{name}, queue",
+            )
         if member_exists(self.q_type, "defer_list") and self.ll_node_at is not None:
             at = qdisc + drgn.offsetof(self.q_type, "defer_list")
-            nodes = self._chain_at(at, 0, "qdisc defer_list")
+            nodes = chain_at(self.prog, at, 0, "qdisc defer_list", self.problems)
             self._add([n - self.ll_node_at for n in nodes], f"{name}, defer_list")
         if self.priv is None:
             return
@@ -151,14 +154,6 @@ class Qdiscs:
     def _add(self, skbs: List[int], detail: str) -> None:
         for skb in skbs:
             self.by_skb.setdefault(skb, SkbPlace("qdisc", detail))
-
-    def _chain_at(self, at: int, link: int, what: str) -> List[int]:
-        try:
-            first = self.prog.read_word(wrap(at))
-        except drgn.FaultError as e:
-            self.problems.fault(what, at, e)
-            return []
-        return chain(self.prog, first, link, what, at, self.problems)
 
     def _pfifo_fast(self, priv: int, name: str) -> None:
         """pfifo_fast's three bands, each a ``struct skb_array`` (a ``ptr_ring``)."""

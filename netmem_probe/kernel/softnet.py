@@ -89,6 +89,16 @@ def _defer_list_is_llist(prog: Program) -> bool:
     return False
 
 
+def chain_at(prog: Program, at: int, link: int, what: str, problems: Problems) -> List[int]:
+    """The :func:`chain` whose first node the word at ``at`` points to."""
+    try:
+        first = prog.read_word(wrap(at))
+    except drgn.FaultError as e:
+        problems.fault(what, at, e)
+        return []
+    return chain(prog, first, link, what, at, problems)
+
+
 class CpuQueues:
     """
     The skbs waiting on every possible CPU, by skb address, read on
@@ -159,22 +169,13 @@ class CpuQueues:
         if member_exists(sd_type, "completion_queue"):
             at = sd.address_ + drgn.offsetof(sd_type, "completion_queue")
             self._add(
-                self._chain_at(at, self.next_at, f"CPU {cpu} completion_queue"),
+                chain_at(self.prog, at, self.next_at, f"CPU {cpu} completion_queue", self.problems),
                 "completion-queue",
                 f"completion queue of CPU {cpu}",
             )
         if member_exists(sd_type, "defer_list"):
             at = sd.address_ + drgn.offsetof(sd_type, "defer_list")
             self._add(self._defer_list(at, f"CPU {cpu}"), "defer-list", f"defer list of CPU {cpu}")
-
-    def _chain_at(self, at: int, link: int, what: str) -> List[int]:
-        """The chain whose first node the word at ``at`` points to."""
-        try:
-            first = self.prog.read_word(wrap(at))
-        except drgn.FaultError as e:
-            self.problems.fault(what, at, e)
-            return []
-        return chain(self.prog, first, link, what, at, self.problems)
 
     def _defer_list(self, at: int, where: str) -> List[int]:
         """
@@ -188,8 +189,10 @@ class CpuQueues:
         what = f"skb defer list of {where}"
         if self.ll_node_at is not None and self.defer_llist:
             # llist_node.next is the node's first word
-            return [node - self.ll_node_at for node in self._chain_at(at, 0, what)]
-        return self._chain_at(at, self.next_at, what)
+            return [
+                node - self.ll_node_at for node in chain_at(self.prog, at, 0, what, self.problems)
+            ]
+        return chain_at(self.prog, at, self.next_at, what, self.problems)
 
     def _defer_nodes(self, cpus: List[int]) -> None:
         """
