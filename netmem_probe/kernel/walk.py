@@ -378,9 +378,12 @@ def _read_xa_node(
     shift = raw[layout.shift]
     size = word_size(prog)
     node_parent = int.from_bytes(raw[layout.parent : layout.parent + size], byte_order(prog))
+    # Indexes are unsigned longs: the root of an XArray keyed by addresses has
+    # shift 60 on a 64-bit kernel, the highest multiple of XA_CHUNK_SHIFT below
+    # BITS_PER_LONG.
     if (
         shift % layout.chunk_shift
-        or shift > 64 - layout.chunk_shift
+        or shift >= 8 * size
         or (want_shift is not None and shift != want_shift)
     ):
         return None, f"bad node shift {shift}"
