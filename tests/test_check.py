@@ -28,7 +28,7 @@ def test_check_summarises_every_fixture_as_its_scenario_built_it(name):
     waiting = [p for p in pools if p["detached"] and p["inflight"]]
     assert report["pools"]["total"] == len(pools)
     assert report["pools"]["inflight"] == sum(p["inflight"] for p in pools)
-    for state in ("listed", "orphaned", "invisible"):
+    for state in ("listed", "orphaned", "invisible", "unreachable", "unregistered"):
         assert report["pools"][state] == sum(1 for p in pools if p["state"] == state)
     assert report["detached"]["waiting"] == len(waiting)
     assert report["detached"]["inflight"] == sum(p["inflight"] for p in waiting)

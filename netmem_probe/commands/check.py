@@ -38,7 +38,7 @@ EXAMPLES:
 
 #: Severities, worst first; "error" and "warning" make the exit code 1.
 SEVERITIES = ("error", "warning", "info")
-STATES = ("listed", "orphaned", "invisible", "unreachable")
+STATES = ("listed", "orphaned", "invisible", "unreachable", "unregistered")
 
 
 @dataclass(frozen=True)
