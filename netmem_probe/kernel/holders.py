@@ -685,12 +685,29 @@ class HolderSearch:
         """
         The valid sk_buffs of the slabs by the address of their
         skb_shared_info (``head + end``); of the clones sharing one, the
-        lowest, which the search of RAM for ``skb->head`` finds first.
+        lowest the slab does not record as free.
         """
-        owners: Dict[int, Tuple[int, Dict[str, int]]] = {}
+        sharers: Dict[int, List[Tuple[int, Dict[str, int]]]] = {}
         for address, skb in self._valid_skbs(slabs):
-            owners.setdefault(skb["head"] + skb["end"], (address, skb))
+            sharers.setdefault(skb["head"] + skb["end"], []).append((address, skb))
+        owners: Dict[int, Tuple[int, Dict[str, int]]] = {}
+        for shinfo, skbs in sharers.items():
+            if len(skbs) > 1:
+                # A freed clone still looks valid: skb_unref() frees a sole
+                # reference without dropping users to 0, and the slab object
+                # keeps head and end.  The slab's own record says which clone
+                # the kernel still holds (seen on Debian 7.3.4: a freed clone
+                # below the one queued on the socket).
+                skbs = [s for s in skbs if self._skb_is_free(s[0]) is not True] or skbs
+            owners[shinfo] = skbs[0]
         return owners
+
+    def _skb_is_free(self, address: int) -> Optional[bool]:
+        """Whether the sk_buff slab object at ``address`` is free; None if not known."""
+        place = slab_place(self.prog, address)
+        if place is None or place.allocated is None:
+            return None
+        return not place.allocated
 
     def _shinfo_netmems(self, shinfo: int) -> Optional[List[int]]:
         """The frag netmems of a valid skb_shared_info, else None."""
