@@ -605,6 +605,11 @@ class HolderSearch:
             pass
         return False
 
+    def _netdev_name(self, dev: int) -> Optional[str]:
+        """The name of the net_device at ``dev`` (an skb's ``dev``), if it is one."""
+        info = self.netdevs.info(dev) if dev else None
+        return info.name if info is not None and info.name.isprintable() else None
+
     def _skb_holder(
         self,
         kind: str,
@@ -616,7 +621,6 @@ class HolderSearch:
     ) -> Holder:
         place = self.cpu_queues.of_skb(skb_address) or self.qdiscs.of_skb(skb_address)
         if place is not None:
-            info = self.netdevs.info(skb["dev"]) if skb["dev"] else None
             return Holder(
                 kind,
                 address,
@@ -624,15 +628,12 @@ class HolderSearch:
                 skb=skb_address,
                 frag=frag,
                 queue=place.queue,
-                netdev=info.name if info is not None and info.name.isprintable() else None,
+                netdev=self._netdev_name(skb["dev"]),
                 detail=place.detail,
             )
         sock, queue = self._owner(skb_address, skb)
-        netdev = None
         # In the out-of-order rbtree, skb->dev is part of skb->rbnode.
-        if skb["dev"] and queue != "tcp-ofo":
-            info = self.netdevs.info(skb["dev"])
-            netdev = info.name if info is not None and info.name.isprintable() else None
+        netdev = self._netdev_name(skb["dev"]) if queue != "tcp-ofo" else None
         rx_slot = self.rx_rings.of_skb(skb_address) if sock is None else None
         if rx_slot is not None:
             queue, netdev = "rx-ring", rx_slot.netdev
