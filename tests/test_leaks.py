@@ -94,3 +94,38 @@ def test_no_detached_pool_means_nothing_to_do():
     result = run_cli("leaks", program=w.program())
     assert result.out.strip() == "no detached page pool has pages in flight"
     assert result.code == 0
+
+
+def test_a_net_iov_user_space_holds_names_the_process_holding_its_ring():
+    from netmem_probe.fake.providers import FakeRing, FakeZcrxIfq
+    from netmem_probe.fake.tasks import FakeTask
+
+    w = World("linux-7.3")
+    nic = w.init_net.netdev("eth9", driver="bnxt_en", num_rx_queues=2)
+    ifq = FakeZcrxIfq(w, nic, 1, [8], napi_id=8400)
+    held = ifq.alloc(2, "user", user_refs=3)
+    ring = FakeRing(w)
+    ring.add(ifq)
+    FakeTask(w, 1, "init", w.init_net)
+    FakeTask(w, 812, "zcrx-rx", w.init_net).open_ring(ring, 6)
+    _detached(w, ifq.pool)
+    prog = w.program()
+    rows = _lines(run_cli("leaks", "--json", program=prog))
+    assert sorted(r["net-iov"] for r in rows) == sorted(hex(n.addr) for n in held)
+    owner = {"pid": 812, "comm": "zcrx-rx", "fd": 6, "cgroup": None, "netns": w.init_net.inum}
+    for row in rows:
+        assert (row["verdict"], row["user-refs"], row["owners"]) == ("parked", 3, [owner])
+        assert row["release"].endswith("close fd 6 of pid 812 (zcrx-rx)")
+    table = run_cli("leaks", program=prog).out
+    assert "io_uring user space holds it (user_refs 3; fd 6 of pid 812 (zcrx-rx))" in table
+    assert "to release 2 pages: the io_uring process returning its buffers, or: close fd 6" in table
+
+
+def test_a_page_has_no_owners_in_its_verdict():
+    w = World("linux-7.3")
+    pool = FakePagePool(w)
+    sock = FakeSocket(w, w.init_net, local=("10.9.9.9", 80))
+    sock.queue(FakeSkb(w, pool.alloc_pages(1)))
+    _detached(w, pool)
+    (row,) = _lines(run_cli("leaks", "--json", program=w.program()))
+    assert row["owners"] is None

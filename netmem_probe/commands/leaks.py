@@ -4,7 +4,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import click
 
-from netmem_probe.commands.holders import ADDRESS_KEY, holder_record, jobs_option
+from netmem_probe.commands.holders import ADDRESS_KEY, holder_record, jobs_option, owner_record
 from netmem_probe.commands.pages import POOL_KEY
 from netmem_probe.context import Target
 from netmem_probe.kernel.holders import Holder
@@ -45,9 +45,10 @@ def verdict_record(v: NetmemVerdict) -> Dict[str, Any]:
         "user-refs": v.user_refs,
         "verdict": v.verdict,
         "holder-kind": holder_kind(v.evidence + v.references, v.user_refs),
-        "release": release_of(v.evidence + v.references, v.user_refs),
+        "release": release_of(v.evidence + v.references, v.user_refs, v.owners),
         "evidence": [holder_record(h) for h in v.evidence],
         "references": [holder_record(h) for h in v.references],
+        "owners": [owner_record(o) for o in v.owners] if v.owners is not None else None,
     }
 
 
@@ -77,7 +78,8 @@ def _why(v: NetmemVerdict) -> str:
             else ("no reference anywhere in kernel memory")
         )
     if not v.evidence:
-        return f"io_uring user space holds it (user_refs {v.user_refs})"
+        held = "".join(f"; fd {o.fd} of pid {o.pid} ({o.comm})" for o in v.owners or ())
+        return f"io_uring user space holds it (user_refs {v.user_refs}{held})"
     return "; ".join(_holder_text(h) for h in v.evidence)
 
 
@@ -207,6 +209,8 @@ def _print(report: LeakReport, pool_ids: Sequence[int], table: Table) -> None:
             table.print([_row(v) for v in p.verdicts])
             if not table.header:
                 continue
-            summary = summarize((v.evidence + v.references, v.user_refs) for v in p.verdicts)
+            summary = summarize(
+                (v.evidence + v.references, v.user_refs, v.owners) for v in p.verdicts
+            )
             for line in summary.lines():
                 click.echo(line)

@@ -24,6 +24,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from drgn import Program
 
+from netmem_probe.kernel.actors import Owner
 from netmem_probe.kernel.holders import (
     POOL_KINDS,
     RING_KINDS,
@@ -56,6 +57,9 @@ class NetmemVerdict:
     verdict: str  # "parked", "cached" or "leaked"
     evidence: Tuple[Holder, ...]  # the references that hold it
     references: Tuple[Holder, ...]  # other references found
+    #: A net_iov's area's owners (the processes holding its zcrx ring, with
+    #: the descriptor); None for a page, or when they could not be read.
+    owners: Optional[Tuple[Owner, ...]] = None
 
 
 @dataclass
@@ -95,6 +99,7 @@ class LeakItem:
     pp_ref_count: int
     refcount: Optional[int]  # a page's _refcount; None for a net_iov
     user_refs: Optional[int]  # a net_iov's user references; None for a page
+    owners: Optional[Tuple[Owner, ...]] = None  # the net_iov's area's owners
 
 
 def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
@@ -204,6 +209,7 @@ def find_leaks(
                 verdict=_verdict(holders, item.user_refs),
                 evidence=evidence,
                 references=tuple(h for h in holders if not h.holds),
+                owners=item.owners,
             )
         )
     return report
@@ -212,8 +218,13 @@ def find_leaks(
 def _provider_items(
     prog: Program, problems: Problems, pools: Sequence[PagePoolInfo]
 ) -> List[LeakItem]:
-    """The net_iovs memory providers' detached pools have out (not free)."""
-    scanner = ProviderScanner(prog, problems, scan_files=False)
+    """
+    The net_iovs memory providers' detached pools have out (not free), each
+    with its area's owners: the processes' file tables are scanned for the
+    io_uring rings that hold a zcrx area, so that what user space holds is
+    named by process and descriptor.
+    """
+    scanner = ProviderScanner(prog, problems)
     items: List[LeakItem] = []
     for info in pools:
         # Memory providers (v6.12+) came long after pool ids (v6.8).
@@ -239,6 +250,7 @@ def _provider_items(
                         pp_ref_count=niov.pp_ref_count,
                         refcount=None,
                         user_refs=niov.user_refs,
+                        owners=area.owners,
                     )
                 )
     return items

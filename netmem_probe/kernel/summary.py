@@ -22,6 +22,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from drgn import Program
 
+from netmem_probe.kernel.actors import Owner
 from netmem_probe.kernel.holders import (
     POOL_KINDS,
     RING_KINDS,
@@ -79,11 +80,22 @@ def holder_kind(holders: Sequence[Holder], user_refs: Optional[int] = None) -> s
     return h.kind
 
 
-def release_of(holders: Sequence[Holder], user_refs: Optional[int] = None) -> str:
-    """What would release a page with these references, in a few words."""
+def release_of(
+    holders: Sequence[Holder],
+    user_refs: Optional[int] = None,
+    owners: Optional[Tuple[Owner, ...]] = None,
+) -> str:
+    """
+    What would release a page with these references, in a few words;
+    ``owners``: the processes holding the zcrx ring of a net_iov user space
+    holds (closing the ring scrubs its areas' user references).
+    """
     h = _primary(holders)
     if h is None:
         if user_refs:
+            if owners:
+                fds = ", ".join(f"fd {o.fd} of pid {o.pid} ({o.comm})" for o in owners)
+                return f"the io_uring process returning its buffers, or: close {fds}"
             return "the io_uring process returning its buffers (or exiting)"
         return "none known: nothing holds it (a leak)"
     if h.kind in SKB_KINDS and h.sock is not None:
@@ -110,9 +122,14 @@ class HolderSummary:
     kinds: Counter = field(default_factory=Counter)
     releases: Counter = field(default_factory=Counter)
 
-    def add(self, holders: Sequence[Holder], user_refs: Optional[int] = None) -> None:
+    def add(
+        self,
+        holders: Sequence[Holder],
+        user_refs: Optional[int] = None,
+        owners: Optional[Tuple[Owner, ...]] = None,
+    ) -> None:
         self.kinds[holder_kind(holders, user_refs)] += 1
-        self.releases[release_of(holders, user_refs)] += 1
+        self.releases[release_of(holders, user_refs, owners)] += 1
 
     @property
     def unexplained(self) -> int:
@@ -136,12 +153,15 @@ class HolderSummary:
 
 
 def summarize(
-    items: Iterable[Tuple[Sequence[Holder], Optional[int]]],
+    items: Iterable[Tuple[Sequence[Holder], Optional[int], Optional[Tuple[Owner, ...]]]],
 ) -> HolderSummary:
-    """The summary of pages given as ``(references, io_uring user_refs)``."""
+    """
+    The summary of pages given as ``(references, io_uring user_refs,
+    owners)`` (:func:`release_of`).
+    """
     summary = HolderSummary()
-    for holders, user_refs in items:
-        summary.add(holders, user_refs)
+    for holders, user_refs, owners in items:
+        summary.add(holders, user_refs, owners)
     return summary
 
 
@@ -162,4 +182,4 @@ def pool_holders(
         for page in scanner.pages([info], progress)
     ]
     found = HolderSearch(prog, problems, scanner.pools).find(targets)
-    return summarize((found[t.netmem], None) for t in targets)
+    return summarize((found[t.netmem], None, None) for t in targets)

@@ -180,7 +180,7 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
         "owners",
         "release",
     ),
-    "leaks": ("refcount", "evidence", "references", "holder-kind", "release"),
+    "leaks": ("refcount", "evidence", "references", "holder-kind", "release", "owners"),
     "providers": (
         "ifq",
         "ifindex",
