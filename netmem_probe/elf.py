@@ -28,7 +28,7 @@ class ElfError(Exception):
     """The file is not ELF, is truncated where it matters, or lacks what was asked for."""
 
 
-class _SectionHeader(NamedTuple):
+class SectionHeader(NamedTuple):
     name: int
     type: int
     flags: int
@@ -105,13 +105,13 @@ class ElfFile:
 
     # -- sections ------------------------------------------------------------
 
-    def _header(self, index: int) -> _SectionHeader:
+    def _header(self, index: int) -> SectionHeader:
         offset = self._shoff + index * self._shentsize
         if self.is_64:
             name, type_, flags, _, off, size, link, info = self._unpack(offset, "IIQQQQII")
         else:
             name, type_, flags, _, off, size, link, info = self._unpack(offset, "IIIIIIII")
-        return _SectionHeader(name, type_, flags, off, size, link, info)
+        return SectionHeader(name, type_, flags, off, size, link, info)
 
     def _section_counts(self) -> Tuple[int, int]:
         """(number of sections, index of the section name table)."""
@@ -128,13 +128,12 @@ class ElfFile:
                 shstrndx = first.link
         return shnum, shstrndx
 
-    def section(self, wanted: str) -> bytes:
+    def section_header(self, wanted: str) -> SectionHeader:
         """
-        The contents of section ``wanted``, zlib-decompressed if compressed.
+        The header of section ``wanted`` (where its contents lie in the file).
 
-        :raises ElfError: if there is no such section, it has no data in this
-            file (``SHT_NOBITS``: a separate debug info file), or the file is
-            truncated or corrupt there.
+        :raises ElfError: if there is no such section or the file is truncated
+            or corrupt in its section headers.
         """
         shnum, shstrndx = self._section_counts()
         if shstrndx >= shnum:
@@ -144,18 +143,28 @@ class ElfFile:
         key = wanted.encode() + b"\0"
         for index in range(1, shnum):
             header = self._header(index)
-            if names[header.name : header.name + len(key)] != key:
-                continue
-            if header.type == SHT_NOBITS:
-                raise ElfError(
-                    f"{self.path}: {wanted} section has no data (a separate debug info "
-                    "file; read the BTF from the kernel image or memory instead)"
-                )
-            data = self._read(header.offset, header.size)
-            if header.flags & SHF_COMPRESSED:
-                data = self._decompress(data, wanted)
-            return data
+            if names[header.name : header.name + len(key)] == key:
+                return header
         raise ElfError(f"{self.path}: no {wanted} section")
+
+    def section(self, wanted: str) -> bytes:
+        """
+        The contents of section ``wanted``, zlib-decompressed if compressed.
+
+        :raises ElfError: if there is no such section, it has no data in this
+            file (``SHT_NOBITS``: a separate debug info file), or the file is
+            truncated or corrupt there.
+        """
+        header = self.section_header(wanted)
+        if header.type == SHT_NOBITS:
+            raise ElfError(
+                f"{self.path}: {wanted} section has no data (a separate debug info "
+                "file; read the BTF from the kernel image or memory instead)"
+            )
+        data = self._read(header.offset, header.size)
+        if header.flags & SHF_COMPRESSED:
+            data = self._decompress(data, wanted)
+        return data
 
     def _decompress(self, data: bytes, wanted: str) -> bytes:
         fmt = self._prefix + ("IIQQ" if self.is_64 else "III")

@@ -7,16 +7,15 @@ against the codes :mod:`netmem_probe.context` defines.
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import textwrap
-from typing import Union
 
 import pytest
 from conftest import FIXTURES, ROOT, run_cli
 
 from netmem_probe import context
+from netmem_probe.elf import ElfFile
 from netmem_probe.fake import scenarios
 from netmem_probe.fake.faults import FaultyMemory
 
@@ -100,24 +99,13 @@ def test_leaks_of_a_pool_that_is_not_detached_says_so():
 # -- 3: cannot open the target ------------------------------------------------
 
 
-def _section_offset(elf: Union[bytes, bytearray], name: str) -> int:
-    """File offset of an ELF64 little-endian file's section ``name``."""
-    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize) for i in range(shnum)]
-    strtab = headers[shstrndx][4]
-    for sh_name, _, _, _, offset, _ in headers:
-        if elf[strtab + sh_name :].split(b"\0", 1)[0] == name.encode():
-            return offset
-    raise LookupError(name)
-
-
 def _damaged_types(tmp_path):
     """A copy of F whose DWARF has an abbreviation code nothing declares."""
     fx = shutil.copytree(F, tmp_path / "fx")
     types = fx / "types.elf"
+    with open(types, "rb") as f:
+        debug_info = ElfFile(f, str(types)).section_header(".debug_info").offset
     raw = bytearray(types.read_bytes())
-    debug_info = _section_offset(raw, ".debug_info")
     raw[debug_info + 0x10 : debug_info + 0x20] = b"\xff" * 16
     types.write_bytes(raw)
     return fx
