@@ -7,18 +7,27 @@
 #ifndef NETMEM_LAYOUT_BROKEN_NETMEM_DESC
 #define NETMEM_LAYOUT_BROKEN_NETMEM_DESC
 
+struct Qdisc;
+struct Qdisc_ops;
 struct address_space;
 struct callback_head;
 struct device;
 struct device_driver;
 struct dma_buf;
 struct dma_buf_attachment;
+struct fdtable;
+struct file;
+struct file_operations;
+struct files_struct;
+struct fq_codel_flow;
 struct gen_pool;
 struct hlist_node;
 struct io_ring_ctx;
 struct io_uring_zcrx_rqe;
 struct io_zcrx_area;
 struct io_zcrx_ifq;
+struct kmem_cache;
+struct kmem_cache_node;
 struct list_head;
 struct llist_node;
 struct mem_section;
@@ -31,22 +40,35 @@ struct net_device;
 struct net_devmem_dmabuf_binding;
 struct net_iov;
 struct net_iov_area;
+struct netdev_queue;
 struct netdev_rx_queue;
+struct node_barn;
+struct nsproxy;
 struct page;
 struct page_ext;
 struct page_pool;
 struct page_pool_recycle_stats;
 struct percpu_ref_data;
+struct prb_desc;
+struct printk_info;
+struct printk_ringbuffer;
+struct rb_node;
 struct refcount_struct;
 struct rtnl_link_ops;
 struct seqcount;
 struct seqcount_raw_spinlock;
 struct sg_table;
 struct sk_buff;
+struct skb_defer_node;
 struct skb_frag;
+struct slub_percpu_sheaves;
 struct sock;
 struct spinlock;
 struct user_struct;
+struct vring_desc_state_packed;
+struct vring_desc_state_split;
+struct vring_packed_desc;
+struct vring_packed_desc_event;
 struct xa_node;
 struct xarray;
 struct zcrx_rq_hdr;
@@ -238,6 +260,12 @@ struct timer_list {
 	unsigned char __pad_36[4];
 };
 
+struct delayed_work {
+	unsigned char __pad_0[32];
+	struct timer_list timer;
+	unsigned char __pad_72[16];
+};
+
 enum dma_data_direction {
 	DMA_BIDIRECTIONAL = 0,
 	DMA_TO_DEVICE = 1,
@@ -263,10 +291,6 @@ typedef _Bool bool;
 typedef unsigned char __u8;
 
 typedef unsigned long netmem_ref;
-
-struct delayed_work {
-	unsigned char __opaque[88];
-};
 
 typedef unsigned long long __u64;
 
@@ -361,6 +385,34 @@ struct page_pool {
 	unsigned char __pad_1720[8];
 };
 
+struct page_pool_params {
+	union {
+		struct {
+			unsigned int order;
+			unsigned int pool_size;
+			int nid;
+			unsigned char __pad_12[4];
+			struct device *dev;
+			struct napi_struct *napi;
+			enum dma_data_direction dma_dir;
+			unsigned int max_len;
+			unsigned int offset;
+			unsigned char __pad_44[4];
+		};
+		struct page_pool_params_fast fast;
+	};
+	union {
+		struct {
+			struct net_device *netdev;
+			unsigned int queue_idx;
+			unsigned int flags;
+			void (*init_callback)(netmem_ref, void *);
+			void *init_arg;
+		};
+		struct page_pool_params_slow slow;
+	};
+};
+
 struct page_pool_recycle_stats {
 	u64 cached;
 	u64 cache_full;
@@ -404,7 +456,9 @@ struct device {
 };
 
 struct net_device {
-	unsigned char __pad_0[176];
+	unsigned char __pad_0[24];
+	struct netdev_queue *_tx;
+	unsigned char __pad_32[144];
 	unsigned int flags;
 	unsigned char __pad_180[44];
 	int ifindex;
@@ -419,7 +473,13 @@ struct net_device {
 	struct list_head napi_list;
 	unsigned char __pad_376[784];
 	unsigned int num_rx_queues;
-	unsigned char __pad_1164[332];
+	unsigned char __pad_1164[76];
+	unsigned int num_tx_queues;
+	unsigned char __pad_1244[4];
+	struct Qdisc *qdisc;
+	unsigned char __pad_1256[16];
+	struct hlist_head qdisc_hash[16];
+	unsigned char __pad_1400[96];
 	u8 reg_state;
 	unsigned char __pad_1497[55];
 	struct device dev;
@@ -459,10 +519,25 @@ struct netdev_rx_queue {
 	unsigned char __pad_208[48];
 };
 
+struct gro_list {
+	struct list_head list;
+	int count;
+	unsigned char __pad_20[4];
+};
+
+struct gro_node {
+	unsigned char __pad_0[8];
+	struct gro_list hash[8];
+	struct list_head rx_list;
+	unsigned char __pad_216[8];
+};
+
 struct napi_struct {
 	unsigned char __pad_0[48];
 	struct net_device *dev;
-	unsigned char __pad_56[340];
+	unsigned char __pad_56[8];
+	struct gro_node gro;
+	unsigned char __pad_288[108];
 	u32 napi_id;
 	struct list_head dev_list;
 	unsigned char __pad_416[84];
@@ -635,6 +710,12 @@ struct io_ring_ctx {
 	unsigned char __pad_912[560];
 };
 
+struct rb_node {
+	unsigned long __rb_parent_color;
+	struct rb_node *rb_right;
+	struct rb_node *rb_left;
+};
+
 typedef unsigned int sk_buff_data_t;
 
 struct sk_buff {
@@ -646,6 +727,9 @@ struct sk_buff {
 				struct net_device *dev;
 			};
 		};
+		struct rb_node rbnode;
+		struct list_head list;
+		struct llist_node ll_node;
 	};
 	struct sock *sk;
 	unsigned char __pad_32[80];
@@ -683,6 +767,116 @@ struct sk_buff_head {
 	spinlock_t lock;
 };
 
+struct sk_buff_fclones {
+	struct sk_buff skb1;
+	struct sk_buff skb2;
+	refcount_t fclone_ref;
+	unsigned char __pad_468[4];
+};
+
+struct net_hotdata {
+	unsigned char __pad_0[336];
+	struct kmem_cache *skbuff_cache;
+	struct kmem_cache *skbuff_fclone_cache;
+	struct kmem_cache *skb_small_head_cache;
+	unsigned char __pad_360[16];
+	struct skb_defer_node *skb_defer_nodes;
+	unsigned char __pad_384[48];
+};
+
+typedef unsigned int slab_flags_t;
+
+struct kmem_cache_order_objects {
+	unsigned int x;
+};
+
+struct kmem_cache_per_node_ptrs {
+	struct node_barn *barn;
+	struct kmem_cache_node *node;
+};
+
+struct kmem_cache {
+	struct slub_percpu_sheaves *cpu_sheaves;
+	slab_flags_t flags;
+	unsigned char __pad_12[12];
+	unsigned int size;
+	unsigned int object_size;
+	unsigned char __pad_32[8];
+	unsigned int offset;
+	unsigned char __pad_44[4];
+	struct kmem_cache_order_objects oo;
+	unsigned char __pad_52[8];
+	int refcount;
+	unsigned char __pad_64[16];
+	unsigned int red_left_pad;
+	unsigned char __pad_84[4];
+	const char *name;
+	struct list_head list;
+	unsigned char __pad_112[96];
+	struct kmem_cache_per_node_ptrs per_node[1024];
+};
+
+typedef __int128 unsigned __u128;
+
+typedef __u128 u128;
+
+typedef u128 freelist_full_t;
+
+struct slab {
+	memdesc_flags_t flags;
+	struct kmem_cache *slab_cache;
+	union {
+		struct {
+			struct list_head slab_list;
+			struct {
+				union {
+					struct {
+						void *freelist;
+						union {
+							unsigned long counters;
+							struct {
+								unsigned int inuse : 16;
+								unsigned int objects : 15;
+								unsigned int frozen : 1;
+								unsigned int obj_exts_in_object : 1;
+								unsigned int obj_exts_needs_objcg : 1;
+								unsigned char : 6;
+								unsigned char __pad_5[3];
+							};
+						};
+					};
+					freelist_full_t freelist_counters;
+				};
+			};
+		};
+		struct callback_head callback_head;
+	};
+	unsigned int __page_type;
+	atomic_t __page_refcount;
+	unsigned long obj_exts;
+};
+
+struct freelist_counters {
+	union {
+		struct {
+			void *freelist;
+			union {
+				unsigned long counters;
+				struct {
+					unsigned int inuse : 16;
+					unsigned int objects : 15;
+					unsigned int frozen : 1;
+					unsigned int obj_exts_in_object : 1;
+					unsigned int obj_exts_needs_objcg : 1;
+					unsigned char : 6;
+					unsigned char __pad_5[3];
+				};
+			};
+		};
+		freelist_full_t freelist_counters;
+	};
+};
+
 typedef struct skb_frag skb_frag_t;
 
 struct skb_frag {
@@ -701,6 +895,12 @@ struct skb_shared_info {
 	atomic_t dataref;
 	unsigned char __pad_36[12];
 	skb_frag_t frags[17];
+};
+
+struct bio_vec {
+	struct page *bv_page;
+	unsigned int bv_len;
+	unsigned int bv_offset;
 };
 
 typedef __u32 __be32;
@@ -749,7 +949,278 @@ struct sock {
 		struct sk_buff *head;
 		struct sk_buff *tail;
 	} sk_backlog;
-	unsigned char __pad_216[584];
+	unsigned char __pad_216[324];
+	u16 sk_protocol;
+	unsigned char __pad_542[258];
+};
+
+struct inet_sock {
+	struct sock sk;
+	unsigned char __pad_800[248];
+};
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+	unsigned char __pad_1048[384];
+};
+
+struct rb_root {
+	struct rb_node *rb_node;
+};
+
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+	unsigned char __pad_1432[128];
+	struct rb_root out_of_order_queue;
+	unsigned char __pad_1568[864];
+};
+
+struct softnet_data {
+	unsigned char __pad_0[16];
+	struct sk_buff_head process_queue;
+	unsigned char __pad_40[48];
+	struct sk_buff *completion_queue;
+	unsigned char __pad_96[256];
+	struct sk_buff_head input_pkt_queue;
+	unsigned char __pad_376[712];
+};
+
+struct skb_defer_node {
+	struct llist_head defer_list;
+	atomic_long_t defer_count;
+	unsigned char __pad_16[48];
+};
+
+struct napi_alloc_cache {
+	unsigned char __pad_0[16];
+	unsigned int skb_count;
+	unsigned char __pad_20[4];
+	void *skb_cache[128];
+};
+
+struct netdev_queue {
+	unsigned char __pad_0[8];
+	struct Qdisc *qdisc;
+	struct Qdisc *qdisc_sleeping;
+	unsigned char __pad_24[296];
+};
+
+struct qdisc_skb_head {
+	struct sk_buff *head;
+	struct sk_buff *tail;
+	__u32 qlen;
+	spinlock_t lock;
+};
+
+struct Qdisc {
+	unsigned char __pad_0[24];
+	const struct Qdisc_ops *ops;
+	unsigned char __pad_32[8];
+	struct hlist_node hash;
+	u32 handle;
+	unsigned char __pad_60[68];
+	struct sk_buff_head gso_skb;
+	unsigned char __pad_152[8];
+	struct sk_buff_head skb_bad_txq;
+	unsigned char __pad_184[8];
+	struct qdisc_skb_head q;
+	unsigned char __pad_216[112];
+	struct llist_head defer_list;
+	unsigned char __pad_336[48];
+	long privdata[];
+};
+
+struct Qdisc_ops {
+	unsigned char __pad_0[16];
+	char id[16];
+	unsigned char __pad_32[144];
+};
+
+struct skb_array {
+	struct ptr_ring ring;
+};
+
+struct pfifo_fast_priv {
+	struct skb_array q[3];
+};
+
+struct fq_codel_sched_data {
+	unsigned char __pad_0[16];
+	struct fq_codel_flow *flows;
+	unsigned char __pad_24[8];
+	u32 flows_cnt;
+	unsigned char __pad_36[100];
+};
+
+struct fq_codel_flow {
+	struct sk_buff *head;
+	struct sk_buff *tail;
+	unsigned char __pad_16[48];
+};
+
+typedef int __kernel_pid_t;
+
+typedef __kernel_pid_t pid_t;
+
+struct task_struct {
+	unsigned char __pad_0[2664];
+	struct list_head tasks;
+	unsigned char __pad_2680[196];
+	pid_t tgid;
+	unsigned char __pad_2880[528];
+	char comm[16];
+	unsigned char __pad_3424[64];
+	struct files_struct *files;
+	unsigned char __pad_3496[16];
+	struct nsproxy *nsproxy;
+	unsigned char __pad_3520[2624];
+};
+
+struct nsproxy {
+	unsigned char __pad_0[40];
+	struct net *net_ns;
+	unsigned char __pad_48[24];
+};
+
+struct files_struct {
+	unsigned char __pad_0[32];
+	struct fdtable *fdt;
+	unsigned char __pad_40[664];
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	unsigned char __pad_4[4];
+	struct file **fd;
+	unsigned char __pad_16[40];
+};
+
+struct file {
+	unsigned char __pad_0[8];
+	const struct file_operations *f_op;
+	unsigned char __pad_16[8];
+	void *private_data;
+	unsigned char __pad_32[144];
+};
+
+struct socket {
+	unsigned char __pad_0[24];
+	struct sock *sk;
+	unsigned char __pad_32[96];
+};
+
+struct virtqueue {
+	unsigned char __pad_0[40];
+	unsigned int index;
+	unsigned int num_free;
+	unsigned char __pad_48[16];
+};
+
+enum vq_layout {
+	VQ_LAYOUT_SPLIT = 0,
+	VQ_LAYOUT_PACKED = 1,
+	VQ_LAYOUT_SPLIT_IN_ORDER = 2,
+	VQ_LAYOUT_PACKED_IN_ORDER = 3
+};
+
+struct vring {
+	unsigned int num;
+	unsigned char __pad_4[28];
+};
+
+struct vring_virtqueue_split {
+	struct vring vring;
+	unsigned char __pad_32[8];
+	struct vring_desc_state_split *desc_state;
+	unsigned char __pad_48[32];
+};
+
+struct vring_virtqueue_packed {
+	struct {
+		unsigned int num;
+		unsigned char __pad_4[4];
+		struct vring_packed_desc *desc;
+		struct vring_packed_desc_event *driver;
+		struct vring_packed_desc_event *device;
+	} vring;
+	unsigned char __pad_32[8];
+	struct vring_desc_state_packed *desc_state;
+	unsigned char __pad_48[48];
+};
+
+struct vring_virtqueue {
+	struct virtqueue vq;
+	unsigned char __pad_64[8];
+	enum vq_layout layout;
+	unsigned char __pad_76[28];
+	union {
+		struct vring_virtqueue_split split;
+		struct vring_virtqueue_packed packed;
+	};
+	unsigned char __pad_200[24];
+};
+
+struct vring_desc_state_split {
+	void *data;
+	unsigned char __pad_8[16];
+};
+
+struct vring_desc_state_packed {
+	void *data;
+	unsigned char __pad_8[16];
+};
+
+struct prb_desc_ring {
+	unsigned int count_bits;
+	unsigned char __pad_4[4];
+	struct prb_desc *descs;
+	struct printk_info *infos;
+	atomic_long_t head_id;
+	atomic_long_t tail_id;
+	unsigned char __pad_40[8];
+};
+
+struct prb_data_ring {
+	unsigned int size_bits;
+	unsigned char __pad_4[4];
+	char *data;
+	atomic_long_t head_lpos;
+	atomic_long_t tail_lpos;
+};
+
+struct printk_ringbuffer {
+	struct prb_desc_ring desc_ring;
+	struct prb_data_ring text_data_ring;
+	atomic_long_t fail;
+};
+
+struct prb_data_blk_lpos {
+	unsigned long begin;
+	unsigned long next;
+};
+
+struct prb_desc {
+	atomic_long_t state_var;
+	struct prb_data_blk_lpos text_blk_lpos;
+};
+
+struct dev_printk_info {
+	char subsystem[16];
+	char device[48];
+};
+
+struct printk_info {
+	u64 seq;
+	u64 ts_nsec;
+	u16 text_len;
+	u8 facility;
+	u8 flags : 5;
+	u8 level : 3;
+	u32 caller_id;
+	u32 caller_id2;
+	char comm[16];
+	struct dev_printk_info dev_info;
+	unsigned char __pad_108[4];
 };
 
 typedef struct seqcount_raw_spinlock seqcount_raw_spinlock_t;
@@ -811,6 +1282,24 @@ enum pagetype {
 enum timekeeper_ids {
 	TIMEKEEPER_CORE = 0,
 	TIMEKEEPERS_MAX = 1
+};
+
+enum desc_state {
+	desc_miss = -1,
+	desc_reserved = 0,
+	desc_committed = 1,
+	desc_finalized = 2,
+	desc_reusable = 3
+};
+
+enum printk_info_flags {
+	LOG_FORCE_CON = 1,
+	LOG_NEWLINE = 2,
+	LOG_CONT = 8
+};
+
+struct file_operations {
+	unsigned char __opaque[272];
 };
 
 _Static_assert(__builtin_offsetof(struct page, flags) == 0, "__builtin_offsetof(struct page, flags)");
@@ -893,6 +1382,8 @@ _Static_assert(__builtin_offsetof(struct timer_list, entry) == 0, "__builtin_off
 _Static_assert(__builtin_offsetof(struct timer_list, expires) == 16, "__builtin_offsetof(struct timer_list, expires)");
 _Static_assert(__builtin_offsetof(struct timer_list, flags) == 32, "__builtin_offsetof(struct timer_list, flags)");
 _Static_assert(sizeof(struct timer_list) == 40, "sizeof(struct timer_list)");
+_Static_assert(__builtin_offsetof(struct delayed_work, timer) == 32, "__builtin_offsetof(struct delayed_work, timer)");
+_Static_assert(sizeof(struct delayed_work) == 88, "sizeof(struct delayed_work)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, order) == 0, "__builtin_offsetof(struct page_pool_params_fast, order)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, pool_size) == 4, "__builtin_offsetof(struct page_pool_params_fast, pool_size)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, nid) == 8, "__builtin_offsetof(struct page_pool_params_fast, nid)");
@@ -909,7 +1400,6 @@ _Static_assert(__builtin_offsetof(struct page_pool, pages_state_hold_cnt) == 52,
 _Static_assert(__builtin_offsetof(struct page_pool, frag_users) == 64, "__builtin_offsetof(struct page_pool, frag_users)");
 _Static_assert(__builtin_offsetof(struct page_pool, frag_page) == 72, "__builtin_offsetof(struct page_pool, frag_page)");
 _Static_assert(__builtin_offsetof(struct page_pool, frag_offset) == 80, "__builtin_offsetof(struct page_pool, frag_offset)");
-_Static_assert(sizeof(struct delayed_work) == 88, "sizeof(struct delayed_work)");
 _Static_assert(__builtin_offsetof(struct page_pool, release_dw) == 96, "__builtin_offsetof(struct page_pool, release_dw)");
 _Static_assert(__builtin_offsetof(struct page_pool, disconnect) == 184, "__builtin_offsetof(struct page_pool, disconnect)");
 _Static_assert(__builtin_offsetof(struct page_pool, defer_start) == 192, "__builtin_offsetof(struct page_pool, defer_start)");
@@ -955,6 +1445,22 @@ _Static_assert(__builtin_offsetof(struct page_pool, user.list) == 1688, "__built
 _Static_assert(__builtin_offsetof(struct page_pool, user.detach_time) == 1704, "__builtin_offsetof(struct page_pool, user.detach_time)");
 _Static_assert(__builtin_offsetof(struct page_pool, user.id) == 1712, "__builtin_offsetof(struct page_pool, user.id)");
 _Static_assert(sizeof(struct page_pool) == 1728, "sizeof(struct page_pool)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, order) == 0, "__builtin_offsetof(struct page_pool_params, order)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, pool_size) == 4, "__builtin_offsetof(struct page_pool_params, pool_size)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, nid) == 8, "__builtin_offsetof(struct page_pool_params, nid)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, dev) == 16, "__builtin_offsetof(struct page_pool_params, dev)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, napi) == 24, "__builtin_offsetof(struct page_pool_params, napi)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, dma_dir) == 32, "__builtin_offsetof(struct page_pool_params, dma_dir)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, max_len) == 36, "__builtin_offsetof(struct page_pool_params, max_len)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, offset) == 40, "__builtin_offsetof(struct page_pool_params, offset)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, fast) == 0, "__builtin_offsetof(struct page_pool_params, fast)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, netdev) == 48, "__builtin_offsetof(struct page_pool_params, netdev)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, queue_idx) == 56, "__builtin_offsetof(struct page_pool_params, queue_idx)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, flags) == 60, "__builtin_offsetof(struct page_pool_params, flags)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, init_callback) == 64, "__builtin_offsetof(struct page_pool_params, init_callback)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, init_arg) == 72, "__builtin_offsetof(struct page_pool_params, init_arg)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, slow) == 48, "__builtin_offsetof(struct page_pool_params, slow)");
+_Static_assert(sizeof(struct page_pool_params) == 80, "sizeof(struct page_pool_params)");
 _Static_assert(__builtin_offsetof(struct page_pool_recycle_stats, cached) == 0, "__builtin_offsetof(struct page_pool_recycle_stats, cached)");
 _Static_assert(__builtin_offsetof(struct page_pool_recycle_stats, cache_full) == 8, "__builtin_offsetof(struct page_pool_recycle_stats, cache_full)");
 _Static_assert(__builtin_offsetof(struct page_pool_recycle_stats, ring) == 16, "__builtin_offsetof(struct page_pool_recycle_stats, ring)");
@@ -974,6 +1480,7 @@ _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, mp_priv) == 
 _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, mp_ops) == 8, "__builtin_offsetof(struct pp_memory_provider_params, mp_ops)");
 _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, rx_page_size) == 16, "__builtin_offsetof(struct pp_memory_provider_params, rx_page_size)");
 _Static_assert(sizeof(struct pp_memory_provider_params) == 24, "sizeof(struct pp_memory_provider_params)");
+_Static_assert(__builtin_offsetof(struct net_device, _tx) == 24, "__builtin_offsetof(struct net_device, _tx)");
 _Static_assert(__builtin_offsetof(struct net_device, flags) == 176, "__builtin_offsetof(struct net_device, flags)");
 _Static_assert(__builtin_offsetof(struct net_device, ifindex) == 224, "__builtin_offsetof(struct net_device, ifindex)");
 _Static_assert(__builtin_offsetof(struct net_device, real_num_rx_queues) == 228, "__builtin_offsetof(struct net_device, real_num_rx_queues)");
@@ -983,6 +1490,9 @@ _Static_assert(__builtin_offsetof(struct net_device, name) == 288, "__builtin_of
 _Static_assert(__builtin_offsetof(struct net_device, dev_list) == 344, "__builtin_offsetof(struct net_device, dev_list)");
 _Static_assert(__builtin_offsetof(struct net_device, napi_list) == 360, "__builtin_offsetof(struct net_device, napi_list)");
 _Static_assert(__builtin_offsetof(struct net_device, num_rx_queues) == 1160, "__builtin_offsetof(struct net_device, num_rx_queues)");
+_Static_assert(__builtin_offsetof(struct net_device, num_tx_queues) == 1240, "__builtin_offsetof(struct net_device, num_tx_queues)");
+_Static_assert(__builtin_offsetof(struct net_device, qdisc) == 1248, "__builtin_offsetof(struct net_device, qdisc)");
+_Static_assert(__builtin_offsetof(struct net_device, qdisc_hash) == 1272, "__builtin_offsetof(struct net_device, qdisc_hash)");
 _Static_assert(__builtin_offsetof(struct net_device, reg_state) == 1496, "__builtin_offsetof(struct net_device, reg_state)");
 _Static_assert(__builtin_offsetof(struct device, parent) == 64, "__builtin_offsetof(struct device, parent)");
 _Static_assert(__builtin_offsetof(struct device, driver) == 104, "__builtin_offsetof(struct device, driver)");
@@ -1004,6 +1514,13 @@ _Static_assert(__builtin_offsetof(struct netdev_rx_queue, napi) == 168, "__built
 _Static_assert(__builtin_offsetof(struct netdev_rx_queue, mp_params) == 184, "__builtin_offsetof(struct netdev_rx_queue, mp_params)");
 _Static_assert(sizeof(struct netdev_rx_queue) == 256, "sizeof(struct netdev_rx_queue)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev) == 48, "__builtin_offsetof(struct napi_struct, dev)");
+_Static_assert(__builtin_offsetof(struct gro_list, list) == 0, "__builtin_offsetof(struct gro_list, list)");
+_Static_assert(__builtin_offsetof(struct gro_list, count) == 16, "__builtin_offsetof(struct gro_list, count)");
+_Static_assert(sizeof(struct gro_list) == 24, "sizeof(struct gro_list)");
+_Static_assert(__builtin_offsetof(struct gro_node, hash) == 8, "__builtin_offsetof(struct gro_node, hash)");
+_Static_assert(__builtin_offsetof(struct gro_node, rx_list) == 200, "__builtin_offsetof(struct gro_node, rx_list)");
+_Static_assert(sizeof(struct gro_node) == 224, "sizeof(struct gro_node)");
+_Static_assert(__builtin_offsetof(struct napi_struct, gro) == 64, "__builtin_offsetof(struct napi_struct, gro)");
 _Static_assert(__builtin_offsetof(struct napi_struct, napi_id) == 396, "__builtin_offsetof(struct napi_struct, napi_id)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev_list) == 400, "__builtin_offsetof(struct napi_struct, dev_list)");
 _Static_assert(__builtin_offsetof(struct napi_struct, index) == 500, "__builtin_offsetof(struct napi_struct, index)");
@@ -1106,6 +1623,13 @@ _Static_assert(sizeof(struct io_ring_ctx) == 1472, "sizeof(struct io_ring_ctx)")
 _Static_assert(__builtin_offsetof(struct sk_buff, next) == 0, "__builtin_offsetof(struct sk_buff, next)");
 _Static_assert(__builtin_offsetof(struct sk_buff, prev) == 8, "__builtin_offsetof(struct sk_buff, prev)");
 _Static_assert(__builtin_offsetof(struct sk_buff, dev) == 16, "__builtin_offsetof(struct sk_buff, dev)");
+_Static_assert(__builtin_offsetof(struct rb_node, __rb_parent_color) == 0, "__builtin_offsetof(struct rb_node, __rb_parent_color)");
+_Static_assert(__builtin_offsetof(struct rb_node, rb_right) == 8, "__builtin_offsetof(struct rb_node, rb_right)");
+_Static_assert(__builtin_offsetof(struct rb_node, rb_left) == 16, "__builtin_offsetof(struct rb_node, rb_left)");
+_Static_assert(sizeof(struct rb_node) == 24, "sizeof(struct rb_node)");
+_Static_assert(__builtin_offsetof(struct sk_buff, rbnode) == 0, "__builtin_offsetof(struct sk_buff, rbnode)");
+_Static_assert(__builtin_offsetof(struct sk_buff, list) == 0, "__builtin_offsetof(struct sk_buff, list)");
+_Static_assert(__builtin_offsetof(struct sk_buff, ll_node) == 0, "__builtin_offsetof(struct sk_buff, ll_node)");
 _Static_assert(__builtin_offsetof(struct sk_buff, sk) == 24, "__builtin_offsetof(struct sk_buff, sk)");
 _Static_assert(__builtin_offsetof(struct sk_buff, len) == 112, "__builtin_offsetof(struct sk_buff, len)");
 _Static_assert(__builtin_offsetof(struct sk_buff, data_len) == 116, "__builtin_offsetof(struct sk_buff, data_len)");
@@ -1123,6 +1647,47 @@ _Static_assert(__builtin_offsetof(struct sk_buff_head, list) == 0, "__builtin_of
 _Static_assert(__builtin_offsetof(struct sk_buff_head, qlen) == 16, "__builtin_offsetof(struct sk_buff_head, qlen)");
 _Static_assert(__builtin_offsetof(struct sk_buff_head, lock) == 20, "__builtin_offsetof(struct sk_buff_head, lock)");
 _Static_assert(sizeof(struct sk_buff_head) == 24, "sizeof(struct sk_buff_head)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, skb1) == 0, "__builtin_offsetof(struct sk_buff_fclones, skb1)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, skb2) == 232, "__builtin_offsetof(struct sk_buff_fclones, skb2)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, fclone_ref) == 464, "__builtin_offsetof(struct sk_buff_fclones, fclone_ref)");
+_Static_assert(sizeof(struct sk_buff_fclones) == 472, "sizeof(struct sk_buff_fclones)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_cache) == 336, "__builtin_offsetof(struct net_hotdata, skbuff_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache) == 344, "__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skb_small_head_cache) == 352, "__builtin_offsetof(struct net_hotdata, skb_small_head_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skb_defer_nodes) == 376, "__builtin_offsetof(struct net_hotdata, skb_defer_nodes)");
+_Static_assert(sizeof(struct net_hotdata) == 432, "sizeof(struct net_hotdata)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, cpu_sheaves) == 0, "__builtin_offsetof(struct kmem_cache, cpu_sheaves)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, flags) == 8, "__builtin_offsetof(struct kmem_cache, flags)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, size) == 24, "__builtin_offsetof(struct kmem_cache, size)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, object_size) == 28, "__builtin_offsetof(struct kmem_cache, object_size)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, offset) == 40, "__builtin_offsetof(struct kmem_cache, offset)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_order_objects, x) == 0, "__builtin_offsetof(struct kmem_cache_order_objects, x)");
+_Static_assert(sizeof(struct kmem_cache_order_objects) == 4, "sizeof(struct kmem_cache_order_objects)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, oo) == 48, "__builtin_offsetof(struct kmem_cache, oo)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, refcount) == 60, "__builtin_offsetof(struct kmem_cache, refcount)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, red_left_pad) == 80, "__builtin_offsetof(struct kmem_cache, red_left_pad)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, name) == 88, "__builtin_offsetof(struct kmem_cache, name)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, list) == 96, "__builtin_offsetof(struct kmem_cache, list)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_per_node_ptrs, barn) == 0, "__builtin_offsetof(struct kmem_cache_per_node_ptrs, barn)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_per_node_ptrs, node) == 8, "__builtin_offsetof(struct kmem_cache_per_node_ptrs, node)");
+_Static_assert(sizeof(struct kmem_cache_per_node_ptrs) == 16, "sizeof(struct kmem_cache_per_node_ptrs)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, per_node) == 208, "__builtin_offsetof(struct kmem_cache, per_node)");
+_Static_assert(sizeof(struct kmem_cache) == 16592, "sizeof(struct kmem_cache)");
+_Static_assert(__builtin_offsetof(struct slab, flags) == 0, "__builtin_offsetof(struct slab, flags)");
+_Static_assert(__builtin_offsetof(struct slab, slab_cache) == 8, "__builtin_offsetof(struct slab, slab_cache)");
+_Static_assert(__builtin_offsetof(struct slab, slab_list) == 16, "__builtin_offsetof(struct slab, slab_list)");
+_Static_assert(__builtin_offsetof(struct slab, freelist) == 32, "__builtin_offsetof(struct slab, freelist)");
+_Static_assert(__builtin_offsetof(struct slab, counters) == 40, "__builtin_offsetof(struct slab, counters)");
+_Static_assert(__builtin_offsetof(struct slab, freelist_counters) == 32, "__builtin_offsetof(struct slab, freelist_counters)");
+_Static_assert(__builtin_offsetof(struct slab, callback_head) == 16, "__builtin_offsetof(struct slab, callback_head)");
+_Static_assert(__builtin_offsetof(struct slab, __page_type) == 48, "__builtin_offsetof(struct slab, __page_type)");
+_Static_assert(__builtin_offsetof(struct slab, __page_refcount) == 52, "__builtin_offsetof(struct slab, __page_refcount)");
+_Static_assert(__builtin_offsetof(struct slab, obj_exts) == 56, "__builtin_offsetof(struct slab, obj_exts)");
+_Static_assert(sizeof(struct slab) == 64, "sizeof(struct slab)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, freelist) == 0, "__builtin_offsetof(struct freelist_counters, freelist)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, counters) == 8, "__builtin_offsetof(struct freelist_counters, counters)");
+_Static_assert(__builtin_offsetof(struct freelist_counters, freelist_counters) == 0, "__builtin_offsetof(struct freelist_counters, freelist_counters)");
+_Static_assert(sizeof(struct freelist_counters) == 16, "sizeof(struct freelist_counters)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, flags) == 0, "__builtin_offsetof(struct skb_shared_info, flags)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, nr_frags) == 2, "__builtin_offsetof(struct skb_shared_info, nr_frags)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, frag_list) == 8, "__builtin_offsetof(struct skb_shared_info, frag_list)");
@@ -1133,6 +1698,10 @@ _Static_assert(__builtin_offsetof(struct skb_frag, offset) == 12, "__builtin_off
 _Static_assert(sizeof(struct skb_frag) == 16, "sizeof(struct skb_frag)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, frags) == 48, "__builtin_offsetof(struct skb_shared_info, frags)");
 _Static_assert(sizeof(struct skb_shared_info) == 320, "sizeof(struct skb_shared_info)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_page) == 0, "__builtin_offsetof(struct bio_vec, bv_page)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_len) == 8, "__builtin_offsetof(struct bio_vec, bv_len)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_offset) == 12, "__builtin_offsetof(struct bio_vec, bv_offset)");
+_Static_assert(sizeof(struct bio_vec) == 16, "sizeof(struct bio_vec)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_daddr) == 0, "__builtin_offsetof(struct sock_common, skc_daddr)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_rcv_saddr) == 4, "__builtin_offsetof(struct sock_common, skc_rcv_saddr)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_dport) == 12, "__builtin_offsetof(struct sock_common, skc_dport)");
@@ -1154,7 +1723,130 @@ _Static_assert(__builtin_offsetof(struct sock, sk_backlog.rmem_alloc) == 192, "_
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.len) == 196, "__builtin_offsetof(struct sock, sk_backlog.len)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.head) == 200, "__builtin_offsetof(struct sock, sk_backlog.head)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.tail) == 208, "__builtin_offsetof(struct sock, sk_backlog.tail)");
+_Static_assert(__builtin_offsetof(struct sock, sk_protocol) == 540, "__builtin_offsetof(struct sock, sk_protocol)");
 _Static_assert(sizeof(struct sock) == 800, "sizeof(struct sock)");
+_Static_assert(__builtin_offsetof(struct inet_sock, sk) == 0, "__builtin_offsetof(struct inet_sock, sk)");
+_Static_assert(sizeof(struct inet_sock) == 1048, "sizeof(struct inet_sock)");
+_Static_assert(__builtin_offsetof(struct inet_connection_sock, icsk_inet) == 0, "__builtin_offsetof(struct inet_connection_sock, icsk_inet)");
+_Static_assert(sizeof(struct inet_connection_sock) == 1432, "sizeof(struct inet_connection_sock)");
+_Static_assert(__builtin_offsetof(struct tcp_sock, inet_conn) == 0, "__builtin_offsetof(struct tcp_sock, inet_conn)");
+_Static_assert(__builtin_offsetof(struct rb_root, rb_node) == 0, "__builtin_offsetof(struct rb_root, rb_node)");
+_Static_assert(sizeof(struct rb_root) == 8, "sizeof(struct rb_root)");
+_Static_assert(__builtin_offsetof(struct tcp_sock, out_of_order_queue) == 1560, "__builtin_offsetof(struct tcp_sock, out_of_order_queue)");
+_Static_assert(sizeof(struct tcp_sock) == 2432, "sizeof(struct tcp_sock)");
+_Static_assert(__builtin_offsetof(struct softnet_data, process_queue) == 16, "__builtin_offsetof(struct softnet_data, process_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, completion_queue) == 88, "__builtin_offsetof(struct softnet_data, completion_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, input_pkt_queue) == 352, "__builtin_offsetof(struct softnet_data, input_pkt_queue)");
+_Static_assert(sizeof(struct softnet_data) == 1088, "sizeof(struct softnet_data)");
+_Static_assert(__builtin_offsetof(struct skb_defer_node, defer_list) == 0, "__builtin_offsetof(struct skb_defer_node, defer_list)");
+_Static_assert(__builtin_offsetof(struct skb_defer_node, defer_count) == 8, "__builtin_offsetof(struct skb_defer_node, defer_count)");
+_Static_assert(sizeof(struct skb_defer_node) == 64, "sizeof(struct skb_defer_node)");
+_Static_assert(__builtin_offsetof(struct napi_alloc_cache, skb_count) == 16, "__builtin_offsetof(struct napi_alloc_cache, skb_count)");
+_Static_assert(__builtin_offsetof(struct napi_alloc_cache, skb_cache) == 24, "__builtin_offsetof(struct napi_alloc_cache, skb_cache)");
+_Static_assert(sizeof(struct napi_alloc_cache) == 1048, "sizeof(struct napi_alloc_cache)");
+_Static_assert(__builtin_offsetof(struct netdev_queue, qdisc) == 8, "__builtin_offsetof(struct netdev_queue, qdisc)");
+_Static_assert(__builtin_offsetof(struct netdev_queue, qdisc_sleeping) == 16, "__builtin_offsetof(struct netdev_queue, qdisc_sleeping)");
+_Static_assert(sizeof(struct netdev_queue) == 320, "sizeof(struct netdev_queue)");
+_Static_assert(__builtin_offsetof(struct Qdisc, ops) == 24, "__builtin_offsetof(struct Qdisc, ops)");
+_Static_assert(__builtin_offsetof(struct Qdisc, hash) == 40, "__builtin_offsetof(struct Qdisc, hash)");
+_Static_assert(__builtin_offsetof(struct Qdisc, handle) == 56, "__builtin_offsetof(struct Qdisc, handle)");
+_Static_assert(__builtin_offsetof(struct Qdisc, gso_skb) == 128, "__builtin_offsetof(struct Qdisc, gso_skb)");
+_Static_assert(__builtin_offsetof(struct Qdisc, skb_bad_txq) == 160, "__builtin_offsetof(struct Qdisc, skb_bad_txq)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, head) == 0, "__builtin_offsetof(struct qdisc_skb_head, head)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, tail) == 8, "__builtin_offsetof(struct qdisc_skb_head, tail)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, qlen) == 16, "__builtin_offsetof(struct qdisc_skb_head, qlen)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, lock) == 20, "__builtin_offsetof(struct qdisc_skb_head, lock)");
+_Static_assert(sizeof(struct qdisc_skb_head) == 24, "sizeof(struct qdisc_skb_head)");
+_Static_assert(__builtin_offsetof(struct Qdisc, q) == 192, "__builtin_offsetof(struct Qdisc, q)");
+_Static_assert(__builtin_offsetof(struct Qdisc, defer_list) == 328, "__builtin_offsetof(struct Qdisc, defer_list)");
+_Static_assert(sizeof(struct Qdisc) == 384, "sizeof(struct Qdisc)");
+_Static_assert(__builtin_offsetof(struct Qdisc_ops, id) == 16, "__builtin_offsetof(struct Qdisc_ops, id)");
+_Static_assert(sizeof(struct Qdisc_ops) == 176, "sizeof(struct Qdisc_ops)");
+_Static_assert(__builtin_offsetof(struct skb_array, ring) == 0, "__builtin_offsetof(struct skb_array, ring)");
+_Static_assert(sizeof(struct skb_array) == 192, "sizeof(struct skb_array)");
+_Static_assert(__builtin_offsetof(struct pfifo_fast_priv, q) == 0, "__builtin_offsetof(struct pfifo_fast_priv, q)");
+_Static_assert(sizeof(struct pfifo_fast_priv) == 576, "sizeof(struct pfifo_fast_priv)");
+_Static_assert(__builtin_offsetof(struct fq_codel_sched_data, flows) == 16, "__builtin_offsetof(struct fq_codel_sched_data, flows)");
+_Static_assert(__builtin_offsetof(struct fq_codel_sched_data, flows_cnt) == 32, "__builtin_offsetof(struct fq_codel_sched_data, flows_cnt)");
+_Static_assert(sizeof(struct fq_codel_sched_data) == 136, "sizeof(struct fq_codel_sched_data)");
+_Static_assert(__builtin_offsetof(struct fq_codel_flow, head) == 0, "__builtin_offsetof(struct fq_codel_flow, head)");
+_Static_assert(__builtin_offsetof(struct fq_codel_flow, tail) == 8, "__builtin_offsetof(struct fq_codel_flow, tail)");
+_Static_assert(sizeof(struct fq_codel_flow) == 64, "sizeof(struct fq_codel_flow)");
+_Static_assert(__builtin_offsetof(struct task_struct, tasks) == 2664, "__builtin_offsetof(struct task_struct, tasks)");
+_Static_assert(__builtin_offsetof(struct task_struct, tgid) == 2876, "__builtin_offsetof(struct task_struct, tgid)");
+_Static_assert(__builtin_offsetof(struct task_struct, comm) == 3408, "__builtin_offsetof(struct task_struct, comm)");
+_Static_assert(__builtin_offsetof(struct task_struct, files) == 3488, "__builtin_offsetof(struct task_struct, files)");
+_Static_assert(__builtin_offsetof(struct task_struct, nsproxy) == 3512, "__builtin_offsetof(struct task_struct, nsproxy)");
+_Static_assert(sizeof(struct task_struct) == 6144, "sizeof(struct task_struct)");
+_Static_assert(__builtin_offsetof(struct nsproxy, net_ns) == 40, "__builtin_offsetof(struct nsproxy, net_ns)");
+_Static_assert(sizeof(struct nsproxy) == 72, "sizeof(struct nsproxy)");
+_Static_assert(__builtin_offsetof(struct files_struct, fdt) == 32, "__builtin_offsetof(struct files_struct, fdt)");
+_Static_assert(sizeof(struct files_struct) == 704, "sizeof(struct files_struct)");
+_Static_assert(__builtin_offsetof(struct fdtable, max_fds) == 0, "__builtin_offsetof(struct fdtable, max_fds)");
+_Static_assert(__builtin_offsetof(struct fdtable, fd) == 8, "__builtin_offsetof(struct fdtable, fd)");
+_Static_assert(sizeof(struct fdtable) == 56, "sizeof(struct fdtable)");
+_Static_assert(__builtin_offsetof(struct file, f_op) == 8, "__builtin_offsetof(struct file, f_op)");
+_Static_assert(__builtin_offsetof(struct file, private_data) == 24, "__builtin_offsetof(struct file, private_data)");
+_Static_assert(sizeof(struct file) == 176, "sizeof(struct file)");
+_Static_assert(__builtin_offsetof(struct socket, sk) == 24, "__builtin_offsetof(struct socket, sk)");
+_Static_assert(sizeof(struct socket) == 128, "sizeof(struct socket)");
+_Static_assert(__builtin_offsetof(struct virtqueue, index) == 40, "__builtin_offsetof(struct virtqueue, index)");
+_Static_assert(__builtin_offsetof(struct virtqueue, num_free) == 44, "__builtin_offsetof(struct virtqueue, num_free)");
+_Static_assert(sizeof(struct virtqueue) == 64, "sizeof(struct virtqueue)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue, vq) == 0, "__builtin_offsetof(struct vring_virtqueue, vq)");
+_Static_assert(sizeof(enum vq_layout) == 4, "sizeof(enum vq_layout)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue, layout) == 72, "__builtin_offsetof(struct vring_virtqueue, layout)");
+_Static_assert(__builtin_offsetof(struct vring, num) == 0, "__builtin_offsetof(struct vring, num)");
+_Static_assert(sizeof(struct vring) == 32, "sizeof(struct vring)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_split, vring) == 0, "__builtin_offsetof(struct vring_virtqueue_split, vring)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_split, desc_state) == 40, "__builtin_offsetof(struct vring_virtqueue_split, desc_state)");
+_Static_assert(sizeof(struct vring_virtqueue_split) == 80, "sizeof(struct vring_virtqueue_split)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue, split) == 104, "__builtin_offsetof(struct vring_virtqueue, split)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, vring.num) == 0, "__builtin_offsetof(struct vring_virtqueue_packed, vring.num)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, vring.desc) == 8, "__builtin_offsetof(struct vring_virtqueue_packed, vring.desc)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, vring.driver) == 16, "__builtin_offsetof(struct vring_virtqueue_packed, vring.driver)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, vring.device) == 24, "__builtin_offsetof(struct vring_virtqueue_packed, vring.device)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, desc_state) == 40, "__builtin_offsetof(struct vring_virtqueue_packed, desc_state)");
+_Static_assert(sizeof(struct vring_virtqueue_packed) == 96, "sizeof(struct vring_virtqueue_packed)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue, packed) == 104, "__builtin_offsetof(struct vring_virtqueue, packed)");
+_Static_assert(sizeof(struct vring_virtqueue) == 224, "sizeof(struct vring_virtqueue)");
+_Static_assert(__builtin_offsetof(struct vring_desc_state_split, data) == 0, "__builtin_offsetof(struct vring_desc_state_split, data)");
+_Static_assert(sizeof(struct vring_desc_state_split) == 24, "sizeof(struct vring_desc_state_split)");
+_Static_assert(__builtin_offsetof(struct vring_desc_state_packed, data) == 0, "__builtin_offsetof(struct vring_desc_state_packed, data)");
+_Static_assert(sizeof(struct vring_desc_state_packed) == 24, "sizeof(struct vring_desc_state_packed)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, count_bits) == 0, "__builtin_offsetof(struct prb_desc_ring, count_bits)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, descs) == 8, "__builtin_offsetof(struct prb_desc_ring, descs)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, infos) == 16, "__builtin_offsetof(struct prb_desc_ring, infos)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, head_id) == 24, "__builtin_offsetof(struct prb_desc_ring, head_id)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, tail_id) == 32, "__builtin_offsetof(struct prb_desc_ring, tail_id)");
+_Static_assert(sizeof(struct prb_desc_ring) == 48, "sizeof(struct prb_desc_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, desc_ring) == 0, "__builtin_offsetof(struct printk_ringbuffer, desc_ring)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, size_bits) == 0, "__builtin_offsetof(struct prb_data_ring, size_bits)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, data) == 8, "__builtin_offsetof(struct prb_data_ring, data)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, head_lpos) == 16, "__builtin_offsetof(struct prb_data_ring, head_lpos)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, tail_lpos) == 24, "__builtin_offsetof(struct prb_data_ring, tail_lpos)");
+_Static_assert(sizeof(struct prb_data_ring) == 32, "sizeof(struct prb_data_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, text_data_ring) == 48, "__builtin_offsetof(struct printk_ringbuffer, text_data_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, fail) == 80, "__builtin_offsetof(struct printk_ringbuffer, fail)");
+_Static_assert(sizeof(struct printk_ringbuffer) == 88, "sizeof(struct printk_ringbuffer)");
+_Static_assert(__builtin_offsetof(struct prb_desc, state_var) == 0, "__builtin_offsetof(struct prb_desc, state_var)");
+_Static_assert(__builtin_offsetof(struct prb_data_blk_lpos, begin) == 0, "__builtin_offsetof(struct prb_data_blk_lpos, begin)");
+_Static_assert(__builtin_offsetof(struct prb_data_blk_lpos, next) == 8, "__builtin_offsetof(struct prb_data_blk_lpos, next)");
+_Static_assert(sizeof(struct prb_data_blk_lpos) == 16, "sizeof(struct prb_data_blk_lpos)");
+_Static_assert(__builtin_offsetof(struct prb_desc, text_blk_lpos) == 8, "__builtin_offsetof(struct prb_desc, text_blk_lpos)");
+_Static_assert(sizeof(struct prb_desc) == 24, "sizeof(struct prb_desc)");
+_Static_assert(__builtin_offsetof(struct printk_info, seq) == 0, "__builtin_offsetof(struct printk_info, seq)");
+_Static_assert(__builtin_offsetof(struct printk_info, ts_nsec) == 8, "__builtin_offsetof(struct printk_info, ts_nsec)");
+_Static_assert(__builtin_offsetof(struct printk_info, text_len) == 16, "__builtin_offsetof(struct printk_info, text_len)");
+_Static_assert(__builtin_offsetof(struct printk_info, facility) == 18, "__builtin_offsetof(struct printk_info, facility)");
+_Static_assert(__builtin_offsetof(struct printk_info, caller_id) == 20, "__builtin_offsetof(struct printk_info, caller_id)");
+_Static_assert(__builtin_offsetof(struct printk_info, caller_id2) == 24, "__builtin_offsetof(struct printk_info, caller_id2)");
+_Static_assert(__builtin_offsetof(struct printk_info, comm) == 28, "__builtin_offsetof(struct printk_info, comm)");
+_Static_assert(__builtin_offsetof(struct dev_printk_info, subsystem) == 0, "__builtin_offsetof(struct dev_printk_info, subsystem)");
+_Static_assert(__builtin_offsetof(struct dev_printk_info, device) == 16, "__builtin_offsetof(struct dev_printk_info, device)");
+_Static_assert(sizeof(struct dev_printk_info) == 64, "sizeof(struct dev_printk_info)");
+_Static_assert(__builtin_offsetof(struct printk_info, dev_info) == 44, "__builtin_offsetof(struct printk_info, dev_info)");
+_Static_assert(sizeof(struct printk_info) == 112, "sizeof(struct printk_info)");
 _Static_assert(__builtin_offsetof(struct seqcount, sequence) == 0, "__builtin_offsetof(struct seqcount, sequence)");
 _Static_assert(sizeof(struct seqcount) == 4, "sizeof(struct seqcount)");
 _Static_assert(__builtin_offsetof(struct seqcount_raw_spinlock, seqcount) == 0, "__builtin_offsetof(struct seqcount_raw_spinlock, seqcount)");
@@ -1175,9 +1867,16 @@ _Static_assert(__builtin_offsetof(struct tk_data, timekeeper) == 8, "__builtin_o
 _Static_assert(sizeof(struct tk_data) == 704, "sizeof(struct tk_data)");
 _Static_assert(sizeof(enum pagetype) == 4, "sizeof(enum pagetype)");
 _Static_assert(sizeof(enum timekeeper_ids) == 4, "sizeof(enum timekeeper_ids)");
+_Static_assert(sizeof(enum desc_state) == 4, "sizeof(enum desc_state)");
+_Static_assert(sizeof(enum printk_info_flags) == 4, "sizeof(enum printk_info_flags)");
+_Static_assert(sizeof(struct file_operations) == 272, "sizeof(struct file_operations)");
 
 /* netmem-global: page_pools net/core/page_pool_user.c */
 extern struct xarray page_pools;
+/* netmem-global: init_task init/init_task.c */
+extern struct task_struct init_task;
+/* netmem-global: socket_file_ops net/socket.c */
+extern const struct file_operations socket_file_ops;
 /* netmem-global: init_net net/core/net_namespace.c */
 extern struct net init_net;
 /* netmem-global: net_namespace_list net/core/net_namespace.c */
@@ -1192,6 +1891,8 @@ extern struct xarray net_devmem_dmabuf_bindings;
 extern const struct memory_provider_ops dmabuf_devmem_ops;
 /* netmem-global: io_uring_pp_zc_ops io_uring/zcrx.c */
 extern const struct memory_provider_ops io_uring_pp_zc_ops;
+/* netmem-global: io_uring_fops io_uring/io_uring.c */
+extern const struct file_operations io_uring_fops;
 /* netmem-global: mem_section mm/sparse.c */
 extern struct mem_section **mem_section;
 /* netmem-global: __highest_present_section_nr mm/sparse.c */
@@ -1200,6 +1901,10 @@ extern unsigned long __highest_present_section_nr;
 extern unsigned long vmemmap_base;
 /* netmem-global: page_offset_base arch/x86/kernel/head64.c */
 extern unsigned long page_offset_base;
+/* netmem-global: net_hotdata net/core/hotdata.c */
+extern struct net_hotdata net_hotdata;
+/* netmem-global: slab_caches mm/slab_common.c */
+extern struct list_head slab_caches;
 /* netmem-global: __per_cpu_offset arch/x86/kernel/setup_percpu.c */
 extern unsigned long __per_cpu_offset[8192];
 /* netmem-global: __cpu_possible_mask kernel/cpu.c */
@@ -1212,5 +1917,11 @@ extern unsigned int nr_cpu_ids;
 extern struct timer_list poll_spurious_irq_timer;
 /* netmem-global: timekeeper_data kernel/time/timekeeping.c */
 extern struct tk_data timekeeper_data[1];
+/* netmem-global: prb kernel/printk/printk.c */
+extern struct printk_ringbuffer *prb;
+/* netmem-global: softnet_data net/core/dev.c percpu */
+extern struct softnet_data softnet_data;
+/* netmem-global: napi_alloc_cache net/core/skbuff.c percpu */
+extern struct napi_alloc_cache napi_alloc_cache;
 
 #endif /* NETMEM_LAYOUT_BROKEN_NETMEM_DESC */

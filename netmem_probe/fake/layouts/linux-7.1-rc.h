@@ -7,6 +7,8 @@
 #ifndef NETMEM_LAYOUT_LINUX_7_1_RC
 #define NETMEM_LAYOUT_LINUX_7_1_RC
 
+struct Qdisc;
+struct Qdisc_ops;
 struct address_space;
 struct callback_head;
 struct device;
@@ -17,6 +19,7 @@ struct fdtable;
 struct file;
 struct file_operations;
 struct files_struct;
+struct fq_codel_flow;
 struct gen_pool;
 struct hlist_node;
 struct io_ring_ctx;
@@ -36,6 +39,7 @@ struct net;
 struct net_device;
 struct net_devmem_dmabuf_binding;
 struct net_iov;
+struct netdev_queue;
 struct netdev_rx_queue;
 struct node_barn;
 struct nsproxy;
@@ -54,6 +58,7 @@ struct seqcount;
 struct seqcount_raw_spinlock;
 struct sg_table;
 struct sk_buff;
+struct skb_defer_node;
 struct skb_frag;
 struct slub_percpu_sheaves;
 struct sock;
@@ -449,7 +454,9 @@ struct device {
 };
 
 struct net_device {
-	unsigned char __pad_0[176];
+	unsigned char __pad_0[24];
+	struct netdev_queue *_tx;
+	unsigned char __pad_32[144];
 	unsigned int flags;
 	unsigned char __pad_180[44];
 	int ifindex;
@@ -464,7 +471,13 @@ struct net_device {
 	struct list_head napi_list;
 	unsigned char __pad_376[784];
 	unsigned int num_rx_queues;
-	unsigned char __pad_1164[332];
+	unsigned char __pad_1164[76];
+	unsigned int num_tx_queues;
+	unsigned char __pad_1244[4];
+	struct Qdisc *qdisc;
+	unsigned char __pad_1256[16];
+	struct hlist_head qdisc_hash[16];
+	unsigned char __pad_1400[96];
 	u8 reg_state;
 	unsigned char __pad_1497[55];
 	struct device dev;
@@ -714,6 +727,7 @@ struct sk_buff {
 		};
 		struct rb_node rbnode;
 		struct list_head list;
+		struct llist_node ll_node;
 	};
 	struct sock *sk;
 	unsigned char __pad_32[80];
@@ -763,7 +777,9 @@ struct net_hotdata {
 	struct kmem_cache *skbuff_cache;
 	struct kmem_cache *skbuff_fclone_cache;
 	struct kmem_cache *skb_small_head_cache;
-	unsigned char __pad_360[72];
+	unsigned char __pad_360[16];
+	struct skb_defer_node *skb_defer_nodes;
+	unsigned char __pad_384[48];
 };
 
 typedef unsigned int slab_flags_t;
@@ -955,6 +971,89 @@ struct tcp_sock {
 	unsigned char __pad_1432[128];
 	struct rb_root out_of_order_queue;
 	unsigned char __pad_1568[864];
+};
+
+struct softnet_data {
+	unsigned char __pad_0[16];
+	struct sk_buff_head process_queue;
+	unsigned char __pad_40[48];
+	struct sk_buff *completion_queue;
+	unsigned char __pad_96[256];
+	struct sk_buff_head input_pkt_queue;
+	unsigned char __pad_376[712];
+};
+
+struct skb_defer_node {
+	struct llist_head defer_list;
+	atomic_long_t defer_count;
+	unsigned char __pad_16[48];
+};
+
+struct napi_alloc_cache {
+	unsigned char __pad_0[16];
+	unsigned int skb_count;
+	unsigned char __pad_20[4];
+	void *skb_cache[128];
+};
+
+struct netdev_queue {
+	unsigned char __pad_0[8];
+	struct Qdisc *qdisc;
+	struct Qdisc *qdisc_sleeping;
+	unsigned char __pad_24[296];
+};
+
+struct qdisc_skb_head {
+	struct sk_buff *head;
+	struct sk_buff *tail;
+	__u32 qlen;
+	spinlock_t lock;
+};
+
+struct Qdisc {
+	unsigned char __pad_0[24];
+	const struct Qdisc_ops *ops;
+	unsigned char __pad_32[8];
+	struct hlist_node hash;
+	u32 handle;
+	unsigned char __pad_60[68];
+	struct sk_buff_head gso_skb;
+	unsigned char __pad_152[8];
+	struct sk_buff_head skb_bad_txq;
+	unsigned char __pad_184[8];
+	struct qdisc_skb_head q;
+	unsigned char __pad_216[112];
+	struct llist_head defer_list;
+	unsigned char __pad_336[48];
+	long privdata[];
+};
+
+struct Qdisc_ops {
+	unsigned char __pad_0[16];
+	char id[16];
+	unsigned char __pad_32[144];
+};
+
+struct skb_array {
+	struct ptr_ring ring;
+};
+
+struct pfifo_fast_priv {
+	struct skb_array q[3];
+};
+
+struct fq_codel_sched_data {
+	unsigned char __pad_0[16];
+	struct fq_codel_flow *flows;
+	unsigned char __pad_24[8];
+	u32 flows_cnt;
+	unsigned char __pad_36[100];
+};
+
+struct fq_codel_flow {
+	struct sk_buff *head;
+	struct sk_buff *tail;
+	unsigned char __pad_16[48];
 };
 
 typedef int __kernel_pid_t;
@@ -1383,6 +1482,7 @@ _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, mp_priv) == 
 _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, mp_ops) == 8, "__builtin_offsetof(struct pp_memory_provider_params, mp_ops)");
 _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, rx_page_size) == 16, "__builtin_offsetof(struct pp_memory_provider_params, rx_page_size)");
 _Static_assert(sizeof(struct pp_memory_provider_params) == 24, "sizeof(struct pp_memory_provider_params)");
+_Static_assert(__builtin_offsetof(struct net_device, _tx) == 24, "__builtin_offsetof(struct net_device, _tx)");
 _Static_assert(__builtin_offsetof(struct net_device, flags) == 176, "__builtin_offsetof(struct net_device, flags)");
 _Static_assert(__builtin_offsetof(struct net_device, ifindex) == 224, "__builtin_offsetof(struct net_device, ifindex)");
 _Static_assert(__builtin_offsetof(struct net_device, real_num_rx_queues) == 228, "__builtin_offsetof(struct net_device, real_num_rx_queues)");
@@ -1392,6 +1492,9 @@ _Static_assert(__builtin_offsetof(struct net_device, name) == 288, "__builtin_of
 _Static_assert(__builtin_offsetof(struct net_device, dev_list) == 344, "__builtin_offsetof(struct net_device, dev_list)");
 _Static_assert(__builtin_offsetof(struct net_device, napi_list) == 360, "__builtin_offsetof(struct net_device, napi_list)");
 _Static_assert(__builtin_offsetof(struct net_device, num_rx_queues) == 1160, "__builtin_offsetof(struct net_device, num_rx_queues)");
+_Static_assert(__builtin_offsetof(struct net_device, num_tx_queues) == 1240, "__builtin_offsetof(struct net_device, num_tx_queues)");
+_Static_assert(__builtin_offsetof(struct net_device, qdisc) == 1248, "__builtin_offsetof(struct net_device, qdisc)");
+_Static_assert(__builtin_offsetof(struct net_device, qdisc_hash) == 1272, "__builtin_offsetof(struct net_device, qdisc_hash)");
 _Static_assert(__builtin_offsetof(struct net_device, reg_state) == 1496, "__builtin_offsetof(struct net_device, reg_state)");
 _Static_assert(__builtin_offsetof(struct device, parent) == 64, "__builtin_offsetof(struct device, parent)");
 _Static_assert(__builtin_offsetof(struct device, driver) == 104, "__builtin_offsetof(struct device, driver)");
@@ -1528,6 +1631,7 @@ _Static_assert(__builtin_offsetof(struct rb_node, rb_left) == 16, "__builtin_off
 _Static_assert(sizeof(struct rb_node) == 24, "sizeof(struct rb_node)");
 _Static_assert(__builtin_offsetof(struct sk_buff, rbnode) == 0, "__builtin_offsetof(struct sk_buff, rbnode)");
 _Static_assert(__builtin_offsetof(struct sk_buff, list) == 0, "__builtin_offsetof(struct sk_buff, list)");
+_Static_assert(__builtin_offsetof(struct sk_buff, ll_node) == 0, "__builtin_offsetof(struct sk_buff, ll_node)");
 _Static_assert(__builtin_offsetof(struct sk_buff, sk) == 24, "__builtin_offsetof(struct sk_buff, sk)");
 _Static_assert(__builtin_offsetof(struct sk_buff, len) == 112, "__builtin_offsetof(struct sk_buff, len)");
 _Static_assert(__builtin_offsetof(struct sk_buff, data_len) == 116, "__builtin_offsetof(struct sk_buff, data_len)");
@@ -1552,6 +1656,7 @@ _Static_assert(sizeof(struct sk_buff_fclones) == 472, "sizeof(struct sk_buff_fcl
 _Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_cache) == 336, "__builtin_offsetof(struct net_hotdata, skbuff_cache)");
 _Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache) == 344, "__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache)");
 _Static_assert(__builtin_offsetof(struct net_hotdata, skb_small_head_cache) == 352, "__builtin_offsetof(struct net_hotdata, skb_small_head_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skb_defer_nodes) == 376, "__builtin_offsetof(struct net_hotdata, skb_defer_nodes)");
 _Static_assert(sizeof(struct net_hotdata) == 432, "sizeof(struct net_hotdata)");
 _Static_assert(__builtin_offsetof(struct kmem_cache, cpu_sheaves) == 0, "__builtin_offsetof(struct kmem_cache, cpu_sheaves)");
 _Static_assert(__builtin_offsetof(struct kmem_cache, flags) == 8, "__builtin_offsetof(struct kmem_cache, flags)");
@@ -1631,6 +1736,44 @@ _Static_assert(__builtin_offsetof(struct rb_root, rb_node) == 0, "__builtin_offs
 _Static_assert(sizeof(struct rb_root) == 8, "sizeof(struct rb_root)");
 _Static_assert(__builtin_offsetof(struct tcp_sock, out_of_order_queue) == 1560, "__builtin_offsetof(struct tcp_sock, out_of_order_queue)");
 _Static_assert(sizeof(struct tcp_sock) == 2432, "sizeof(struct tcp_sock)");
+_Static_assert(__builtin_offsetof(struct softnet_data, process_queue) == 16, "__builtin_offsetof(struct softnet_data, process_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, completion_queue) == 88, "__builtin_offsetof(struct softnet_data, completion_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, input_pkt_queue) == 352, "__builtin_offsetof(struct softnet_data, input_pkt_queue)");
+_Static_assert(sizeof(struct softnet_data) == 1088, "sizeof(struct softnet_data)");
+_Static_assert(__builtin_offsetof(struct skb_defer_node, defer_list) == 0, "__builtin_offsetof(struct skb_defer_node, defer_list)");
+_Static_assert(__builtin_offsetof(struct skb_defer_node, defer_count) == 8, "__builtin_offsetof(struct skb_defer_node, defer_count)");
+_Static_assert(sizeof(struct skb_defer_node) == 64, "sizeof(struct skb_defer_node)");
+_Static_assert(__builtin_offsetof(struct napi_alloc_cache, skb_count) == 16, "__builtin_offsetof(struct napi_alloc_cache, skb_count)");
+_Static_assert(__builtin_offsetof(struct napi_alloc_cache, skb_cache) == 24, "__builtin_offsetof(struct napi_alloc_cache, skb_cache)");
+_Static_assert(sizeof(struct napi_alloc_cache) == 1048, "sizeof(struct napi_alloc_cache)");
+_Static_assert(__builtin_offsetof(struct netdev_queue, qdisc) == 8, "__builtin_offsetof(struct netdev_queue, qdisc)");
+_Static_assert(__builtin_offsetof(struct netdev_queue, qdisc_sleeping) == 16, "__builtin_offsetof(struct netdev_queue, qdisc_sleeping)");
+_Static_assert(sizeof(struct netdev_queue) == 320, "sizeof(struct netdev_queue)");
+_Static_assert(__builtin_offsetof(struct Qdisc, ops) == 24, "__builtin_offsetof(struct Qdisc, ops)");
+_Static_assert(__builtin_offsetof(struct Qdisc, hash) == 40, "__builtin_offsetof(struct Qdisc, hash)");
+_Static_assert(__builtin_offsetof(struct Qdisc, handle) == 56, "__builtin_offsetof(struct Qdisc, handle)");
+_Static_assert(__builtin_offsetof(struct Qdisc, gso_skb) == 128, "__builtin_offsetof(struct Qdisc, gso_skb)");
+_Static_assert(__builtin_offsetof(struct Qdisc, skb_bad_txq) == 160, "__builtin_offsetof(struct Qdisc, skb_bad_txq)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, head) == 0, "__builtin_offsetof(struct qdisc_skb_head, head)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, tail) == 8, "__builtin_offsetof(struct qdisc_skb_head, tail)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, qlen) == 16, "__builtin_offsetof(struct qdisc_skb_head, qlen)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, lock) == 20, "__builtin_offsetof(struct qdisc_skb_head, lock)");
+_Static_assert(sizeof(struct qdisc_skb_head) == 24, "sizeof(struct qdisc_skb_head)");
+_Static_assert(__builtin_offsetof(struct Qdisc, q) == 192, "__builtin_offsetof(struct Qdisc, q)");
+_Static_assert(__builtin_offsetof(struct Qdisc, defer_list) == 328, "__builtin_offsetof(struct Qdisc, defer_list)");
+_Static_assert(sizeof(struct Qdisc) == 384, "sizeof(struct Qdisc)");
+_Static_assert(__builtin_offsetof(struct Qdisc_ops, id) == 16, "__builtin_offsetof(struct Qdisc_ops, id)");
+_Static_assert(sizeof(struct Qdisc_ops) == 176, "sizeof(struct Qdisc_ops)");
+_Static_assert(__builtin_offsetof(struct skb_array, ring) == 0, "__builtin_offsetof(struct skb_array, ring)");
+_Static_assert(sizeof(struct skb_array) == 192, "sizeof(struct skb_array)");
+_Static_assert(__builtin_offsetof(struct pfifo_fast_priv, q) == 0, "__builtin_offsetof(struct pfifo_fast_priv, q)");
+_Static_assert(sizeof(struct pfifo_fast_priv) == 576, "sizeof(struct pfifo_fast_priv)");
+_Static_assert(__builtin_offsetof(struct fq_codel_sched_data, flows) == 16, "__builtin_offsetof(struct fq_codel_sched_data, flows)");
+_Static_assert(__builtin_offsetof(struct fq_codel_sched_data, flows_cnt) == 32, "__builtin_offsetof(struct fq_codel_sched_data, flows_cnt)");
+_Static_assert(sizeof(struct fq_codel_sched_data) == 136, "sizeof(struct fq_codel_sched_data)");
+_Static_assert(__builtin_offsetof(struct fq_codel_flow, head) == 0, "__builtin_offsetof(struct fq_codel_flow, head)");
+_Static_assert(__builtin_offsetof(struct fq_codel_flow, tail) == 8, "__builtin_offsetof(struct fq_codel_flow, tail)");
+_Static_assert(sizeof(struct fq_codel_flow) == 64, "sizeof(struct fq_codel_flow)");
 _Static_assert(__builtin_offsetof(struct task_struct, tasks) == 2664, "__builtin_offsetof(struct task_struct, tasks)");
 _Static_assert(__builtin_offsetof(struct task_struct, tgid) == 2876, "__builtin_offsetof(struct task_struct, tgid)");
 _Static_assert(__builtin_offsetof(struct task_struct, comm) == 3408, "__builtin_offsetof(struct task_struct, comm)");
@@ -1749,6 +1892,8 @@ extern struct xarray net_devmem_dmabuf_bindings;
 extern const struct memory_provider_ops dmabuf_devmem_ops;
 /* netmem-global: io_uring_pp_zc_ops io_uring/zcrx.c */
 extern const struct memory_provider_ops io_uring_pp_zc_ops;
+/* netmem-global: io_uring_fops io_uring/io_uring.c */
+extern const struct file_operations io_uring_fops;
 /* netmem-global: mem_section mm/sparse.c */
 extern struct mem_section **mem_section;
 /* netmem-global: __highest_present_section_nr mm/sparse.c */
@@ -1775,5 +1920,9 @@ extern struct timer_list poll_spurious_irq_timer;
 extern struct tk_data timekeeper_data[1];
 /* netmem-global: prb kernel/printk/printk.c */
 extern struct printk_ringbuffer *prb;
+/* netmem-global: softnet_data net/core/dev.c percpu */
+extern struct softnet_data softnet_data;
+/* netmem-global: napi_alloc_cache net/core/skbuff.c percpu */
+extern struct napi_alloc_cache napi_alloc_cache;
 
 #endif /* NETMEM_LAYOUT_LINUX_7_1_RC */
