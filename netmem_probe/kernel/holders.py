@@ -56,7 +56,14 @@ from netmem_probe.kernel.qdisc import Qdiscs
 from netmem_probe.kernel.queues import GroLists, TcpOfoQueue
 from netmem_probe.kernel.search import SearchOptions, direct_map_base, search_words
 from netmem_probe.kernel.skbs import SkbSlabs
-from netmem_probe.kernel.slab import SlabPlace, describe, page_place, referrers, slab_place
+from netmem_probe.kernel.slab import (
+    SlabObjects,
+    SlabPlace,
+    describe,
+    page_place,
+    referrers,
+    slab_place,
+)
 from netmem_probe.kernel.softnet import CpuQueues
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, wrap
@@ -346,6 +353,7 @@ class HolderSearch:
         self._pool_starts = [entry[0] for entry in self._pool_index]
         self._sockets: Dict[int, Tuple[Optional[SockInfo], Optional[str]]] = {}
         self._identify_cache: Dict[object, object] = {}
+        self._slab_objects = SlabObjects(prog)  # slab free lists, read once per search
         self.rx_rings = RxRings(prog, problems)
         self.tcp_ofo = TcpOfoQueue(prog, problems)
         self.gro = GroLists(prog, problems)
@@ -705,7 +713,7 @@ class HolderSearch:
 
     def _skb_is_free(self, address: int) -> Optional[bool]:
         """Whether the sk_buff slab object at ``address`` is free; None if not known."""
-        place = slab_place(self.prog, address)
+        place = slab_place(self.prog, address, self._slab_objects)
         if place is None or place.allocated is None:
             return None
         return not place.allocated
@@ -906,7 +914,7 @@ class HolderSearch:
             return
         ranges = slabs.slab_ranges if slabs is not None else None
         hits = search_words(self.prog, objects, (), self.problems, self.search, ranges)
-        found = referrers(self.prog, objects, hits)
+        found = referrers(self.prog, objects, hits, self._slab_objects)
         for holders in result.values():
             for i, h in enumerate(holders):
                 if h.kind == "unknown" and h.slab is not None and h.slab.object in found:
@@ -941,7 +949,7 @@ class HolderSearch:
                 detail=str(rx_slot),
                 rx_slot=rx_slot,
             )
-        place = slab_place(self.prog, address)
+        place = slab_place(self.prog, address, self._slab_objects)
         if place is not None:
             return Holder("unknown", address, value, detail=f"slab {place}", slab=place)
         from drgn.helpers.common.memory import identify_address

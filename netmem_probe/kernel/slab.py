@@ -11,13 +11,15 @@ lies in.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import drgn
 from drgn import Program, TypeKind
+from drgn.helpers.linux.slab import SlabObjectInfo
 
 __all__ = (
     "CACHE_TYPES",
+    "SlabObjects",
     "SlabPlace",
     "describe",
     "member_at",
@@ -108,16 +110,119 @@ def member_at(type_: drgn.Type, offset: int) -> Optional[str]:
         type_, offset = member.type.unaliased(), offset - start
 
 
-def slab_place(prog: Program, address: int) -> Optional[SlabPlace]:
+class SlabObjects:
+    """
+    drgn's :func:`~drgn.helpers.linux.slab.slab_object_info`, with what it
+    reads per slab cache read once per cache and each slab's freelist once
+    per slab.  drgn's helper walks every CPU's sheaves (or freelists) and the
+    nodes' full sheaves on each call (about 7 ms for one object of a 7.3
+    kernel); naming thousands of references took most of a ``holders`` run.
+
+    One instance holds one reading of the lists: make a new one per command
+    run (on a live kernel the lists move on).  An error reading a list is
+    kept and answered for every object of that cache or slab as drgn's
+    helper answers it (``allocated`` None, or False for an object on the part
+    of a corrupt freelist that was read).
+    """
+
+    def __init__(self, prog: Program) -> None:
+        self.prog = prog
+        self._helpers: Dict[int, Any] = {}
+        self._slab_type: Optional[drgn.Type] = None
+
+    def info(self, address: int) -> Optional[SlabObjectInfo]:
+        """
+        The :class:`~drgn.helpers.linux.slab.SlabObjectInfo` of the slab
+        object holding ``address``, or None if it is not in a slab object.
+        """
+        from drgn.helpers.linux import slab as drgn_slab
+        from drgn.helpers.linux.mm import PageSlab, compound_head, in_direct_map, virt_to_page
+
+        helper_of = getattr(drgn_slab, "_get_slab_cache_helper", None)
+        if helper_of is None:  # another drgn: its helper, read per call
+            return drgn_slab.slab_object_info(self.prog, address)
+        if not in_direct_map(self.prog, address):
+            return None
+        try:
+            page = compound_head(virt_to_page(self.prog, address))
+            if not PageSlab(page):
+                return None
+        except drgn.FaultError:
+            return None
+        if self._slab_type is None:
+            # Since Linux kernel commit bb192ed9aa71 ("mm/slub: Convert most
+            # struct page to struct slab by spatch") (in v5.17), SLUB's
+            # fields are read through struct slab.
+            try:
+                self._slab_type = self.prog.pointer_type(self.prog.type("struct slab"))
+            except LookupError:
+                self._slab_type = self.prog.pointer_type(self.prog.type("struct page"))
+        slab = drgn.cast(self._slab_type, page)
+        try:
+            cache = slab.slab_cache.read_()
+        except AttributeError:  # SLOB: nothing to cache
+            return drgn_slab.slab_object_info(self.prog, address)
+        helper = self._helpers.get(cache.value_())
+        if helper is None:
+            helper = helper_of(cache)
+            _read_once(helper)
+            self._helpers[cache.value_()] = helper
+        return helper.object_info(page, slab, address)
+
+
+def _read_once(helper: Any) -> None:
+    """
+    Make a drgn slab cache helper read its per-cache free lists and each
+    slab's freelist once, answering later calls (errors too) from that
+    reading.  A helper without these methods (SLAB, SLOB, another drgn) is
+    left as it is.
+    """
+    sheaves = getattr(helper, "_sheaves_full_objects", None)
+    per_cpu = getattr(helper, "_per_cpu_info", None)
+    freelist = getattr(helper, "_slub_get_freelist", None)
+    if sheaves is None or per_cpu is None or freelist is None:
+        return
+    read: Dict[object, Tuple[object, Optional[BaseException]]] = {}
+
+    def once(key: object, read_it: Callable[[], object]) -> object:
+        if key not in read:
+            try:
+                read[key] = (read_it(), None)
+            except Exception as e:  # noqa: BLE001 - answered as drgn answers it
+                read[key] = (None, e)
+        value, error = read[key]
+        if error is not None:
+            raise error.with_traceback(None)
+        return value
+
+    def sheaves_once() -> object:
+        return once("sheaves", sheaves)
+
+    def per_cpu_once(**kwargs: bool) -> object:
+        if kwargs != {"catch_errors": True}:
+            return per_cpu(**kwargs)
+        return once("per-cpu", lambda: per_cpu(catch_errors=True))
+
+    def freelist_once(name: Callable[[], str], head: drgn.Object) -> object:
+        # A freelist is named by where its head lies (the slab's member).
+        return once(("freelist", head.address_, head.value_()), lambda: freelist(name, head))
+
+    helper._sheaves_full_objects = sheaves_once
+    helper._per_cpu_info = per_cpu_once
+    helper._slub_get_freelist = freelist_once
+
+
+def slab_place(
+    prog: Program, address: int, objects: Optional[SlabObjects] = None
+) -> Optional[SlabPlace]:
     """
     The slab object holding ``address``, if it is in one, with the member
     there when the cache holds a known struct; None for other memory or
-    slab metadata that cannot be read.
+    slab metadata that cannot be read.  ``objects`` answers from lists
+    already read (see :class:`SlabObjects`).
     """
-    from drgn.helpers.linux.slab import slab_object_info
-
     try:
-        info = slab_object_info(prog, address)
+        info = (objects or SlabObjects(prog)).info(address)
     except (drgn.FaultError, ValueError, LookupError, NotImplementedError):
         return None
     if info is None:
@@ -158,13 +263,13 @@ def page_place(prog: Program, address: int) -> Optional[str]:
     return f"in an allocated page ({page.value_():#x}, _refcount {refcount}), not slab"
 
 
-def place_of(prog: Program, address: int) -> Optional[str]:
+def place_of(prog: Program, address: int, objects: Optional[SlabObjects] = None) -> Optional[str]:
     """
     A word's place in a few words: its slab object (and member), or the
     kernel or module symbol it lies in (and member, from the symbol's type),
     or None if neither.
     """
-    place = slab_place(prog, address)
+    place = slab_place(prog, address, objects)
     if place is not None:
         return str(place)
     try:
@@ -185,6 +290,7 @@ def referrers(
     prog: Program,
     objects: Iterable[int],
     words: Iterable[Tuple[int, int]],
+    slab_objects: Optional[SlabObjects] = None,
 ) -> Dict[int, List[str]]:
     """
     The places (see :func:`place_of`) of the words, given as ``(address,
@@ -196,7 +302,7 @@ def referrers(
         places = found.get(value)
         if places is None or len(places) >= MAX_REFERRERS:
             continue
-        place = place_of(prog, address)
+        place = place_of(prog, address, slab_objects)
         places.append(place or f"{address:#x}")
     return found
 
