@@ -128,7 +128,33 @@ class SlabObjects:
     def __init__(self, prog: Program) -> None:
         self.prog = prog
         self._helpers: Dict[int, Any] = {}
+        self._names: Dict[int, Optional[str]] = {}
         self._slab_type: Optional[drgn.Type] = None
+        self._direct_map: Optional[Tuple[int, int]] = None
+        self._page_shift = prog["PAGE_SHIFT"].value_()
+        # by virtual page number: its slab, or None for a page not a slab's
+        self._pages: Dict[int, Optional[Tuple[drgn.Object, drgn.Object, Any]]] = {}
+
+    def _in_direct_map(self, address: int) -> bool:
+        """drgn's ``in_direct_map()``, with the map's bounds read once."""
+        if self._direct_map is None:
+            from drgn.helpers.linux.mm import pfn_to_virt
+
+            prog = self.prog
+            start = pfn_to_virt(prog["min_low_pfn"]).value_()
+            end = (pfn_to_virt(prog["max_low_pfn"]) + prog["PAGE_SIZE"]).value_()
+            self._direct_map = (start, end)
+        return self._direct_map[0] <= address < self._direct_map[1]
+
+    def cache_name(self, cache: drgn.Object) -> Optional[str]:
+        """The name of a ``struct kmem_cache *``, read once; None if unreadable."""
+        key = cache.value_()
+        if key not in self._names:
+            try:
+                self._names[key] = cache.name.string_().decode(errors="replace")
+            except drgn.FaultError:
+                self._names[key] = None
+        return self._names[key]
 
     def info(self, address: int) -> Optional[SlabObjectInfo]:
         """
@@ -136,13 +162,31 @@ class SlabObjects:
         object holding ``address``, or None if it is not in a slab object.
         """
         from drgn.helpers.linux import slab as drgn_slab
-        from drgn.helpers.linux.mm import PageSlab, compound_head, in_direct_map, virt_to_page
 
-        helper_of = getattr(drgn_slab, "_get_slab_cache_helper", None)
-        if helper_of is None:  # another drgn: its helper, read per call
+        if not hasattr(drgn_slab, "_get_slab_cache_helper"):
+            # another drgn: its helper, reading the lists on every call
             return drgn_slab.slab_object_info(self.prog, address)
-        if not in_direct_map(self.prog, address):
+        if not self._in_direct_map(address):
             return None
+        key = address >> self._page_shift
+        if key not in self._pages:
+            self._pages[key] = self._slab_of(address)
+        found = self._pages[key]
+        if found is None:
+            return None
+        page, slab, helper = found
+        if helper is None:  # SLOB: nothing to read once
+            return drgn_slab.slab_object_info(self.prog, address)
+        return helper.object_info(page, slab, address)
+
+    def _slab_of(self, address: int) -> Optional[Tuple[drgn.Object, drgn.Object, Any]]:
+        """
+        The head page, slab and cache helper of the slab holding ``address``
+        (helper None under SLOB), or None if its page is not a slab's.
+        """
+        from drgn.helpers.linux import slab as drgn_slab
+        from drgn.helpers.linux.mm import PageSlab, compound_head, virt_to_page
+
         try:
             page = compound_head(virt_to_page(self.prog, address))
             if not PageSlab(page):
@@ -160,14 +204,14 @@ class SlabObjects:
         slab = drgn.cast(self._slab_type, page)
         try:
             cache = slab.slab_cache.read_()
-        except AttributeError:  # SLOB: nothing to cache
-            return drgn_slab.slab_object_info(self.prog, address)
+        except AttributeError:
+            return page, slab, None
         helper = self._helpers.get(cache.value_())
         if helper is None:
-            helper = helper_of(cache)
+            helper = drgn_slab._get_slab_cache_helper(cache)
             _read_once(helper)
             self._helpers[cache.value_()] = helper
-        return helper.object_info(page, slab, address)
+        return page, slab, helper
 
 
 def _read_once(helper: Any) -> None:
@@ -221,16 +265,14 @@ def slab_place(
     slab metadata that cannot be read.  ``objects`` answers from lists
     already read (see :class:`SlabObjects`).
     """
+    objects = objects or SlabObjects(prog)
     try:
-        info = (objects or SlabObjects(prog)).info(address)
+        info = objects.info(address)
     except (drgn.FaultError, ValueError, LookupError, NotImplementedError):
         return None
     if info is None:
         return None
-    try:
-        cache = info.slab_cache.name.string_().decode(errors="replace")
-    except drgn.FaultError:
-        cache = None
+    cache = objects.cache_name(info.slab_cache)
     start = info.address
     offset = address - start
     member = None
