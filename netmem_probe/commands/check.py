@@ -79,7 +79,12 @@ def _pool_words(info: PagePoolInfo) -> str:
     if info.detached:
         age = f" {human_seconds(info.detach_age)} ago" if info.detach_age is not None else ""
         detached = f", detached{age}"
-    return f"pool {info.id} ({info.state}, {where}{detached})"
+    return f"pool {_pool_name(info.id, info.address)} ({info.state}, {where}{detached})"
+
+
+def _pool_name(pool_id: Optional[int], address: int) -> str:
+    """A pool's id, or its address on kernels before the 6.8 registry (no ids)."""
+    return str(pool_id) if pool_id is not None else hex(address)
 
 
 def _growth(target: Target, interval: float) -> Optional[List[Dict[str, Any]]]:
@@ -106,6 +111,7 @@ def _growth(target: Target, interval: float) -> Optional[List[Dict[str, Any]]]:
             growing.append(
                 {
                     "id": last.id,
+                    "address": hex(last.address),
                     "inflight": last.inflight,
                     "inflight-delta": last.inflight - first.inflight,
                     "interval": interval,
@@ -217,11 +223,12 @@ def check_report(target: Target, *, leaks: bool = True, interval: float = 2.0) -
 
     growth = _growth(target, interval)
     for g in growth or ():
+        name = _pool_name(g["id"], int(g["address"], 16))
         findings.append(
             Finding(
                 "info",
                 "growing-pool",
-                f"pool {g['id']}: in flight rose in every sample, by {g['inflight-delta']} "
+                f"pool {name}: in flight rose in every sample, by {g['inflight-delta']} "
                 f"pages in {g['interval']:g}s",
                 _command(target, "pools", "--watch"),
                 g["id"],

@@ -30,6 +30,7 @@ __all__ = ("LAYOUT_ASSERTS", "SCENARIOS", "build", "fixture_names")
 # the sizeof(struct netmem_desc) static_assert).
 LAYOUT_ASSERTS = {
     # no netmem.h asserts yet: page_pool's own pp_magic-over-compound_head
+    "linux-5.15": 1,
     "linux-6.1": 1,
     "linux-6.6": 1,  # the same
     "linux-6.8": 1,  # the same: no net_iov (v6.12) nor netmem_desc (v6.17)
