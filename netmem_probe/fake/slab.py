@@ -8,10 +8,14 @@ When a layout has ``struct slab``, ``struct kmem_cache`` and the
 it there for makedumpfile and drgn's ``PageSlab()``), with ``slab_cache`` and
 the object count set; ``net_hotdata`` points at it and at an (empty)
 ``skbuff_fclone_cache``.  Free slots stay zero (a zero ``users``, as a freed
-sk_buff has).  Without those types sk_buffs come from the heap as before.
+sk_buff has).  Before Linux kernel commit d122019bf061 ("mm: Split slab into
+its own type") (in v5.17) the slab's fields are struct page's own, a slab
+page has ``PG_slab`` set in its flags, and the caches are the globals
+``skbuff_head_cache`` and ``skbuff_fclone_cache``: a layout with those is
+modelled the same way.  Without them sk_buffs come from the heap as before.
 """
 
-from typing import TYPE_CHECKING, Any, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 import drgn
 
@@ -30,12 +34,14 @@ OO_SHIFT = 16
 
 def models_slabs(world: "World") -> bool:
     """Whether the world's layout has what the skb slab caches need."""
+    if not (world.has_type("struct kmem_cache") and world.has_type("struct sk_buff_fclones")):
+        return False
+    if world.has_type("struct slab"):
+        return _has_global(world, "net_hotdata") and world.slab_mapcount_value is not None
     return (
-        world.has_type("struct slab")
-        and world.has_type("struct kmem_cache")
-        and world.has_type("struct sk_buff_fclones")
-        and _has_global(world, "net_hotdata")
-        and world.slab_mapcount_value is not None
+        world.has_member("struct page", "slab_cache")
+        and _has_global(world, "skbuff_head_cache")
+        and world.has_constant("PG_slab")
     )
 
 
@@ -75,18 +81,19 @@ class SkbCache:
         world = self.world
         if self.used == self.per_slab:
             pfn = world.alloc_pfn(ORDER)
-            self.slabs.append(
-                world.at(
-                    world.page_struct_addr(pfn),
-                    "struct slab",
-                    {
-                        "slab_cache": self.obj.addr,
-                        "counters": self.per_slab << 16,  # inuse 0, objects, not frozen
-                        "__page_type": (world.slab_mapcount_value or 0) & 0xFFFFFFFF,
-                        "__page_refcount": {"counter": 1},
-                    },
-                )
-            )
+            fields: Dict[str, Any] = {
+                "slab_cache": self.obj.addr,
+                "counters": self.per_slab << 16,  # inuse 0, objects, not frozen
+            }
+            if world.has_type("struct slab"):
+                slab_type = "struct slab"
+                fields["__page_type"] = (world.slab_mapcount_value or 0) & 0xFFFFFFFF
+                fields["__page_refcount"] = {"counter": 1}
+            else:  # the page itself, before v5.17
+                slab_type = "struct page"
+                fields["flags"] = 1 << world.prog.constant("PG_slab").value_()
+                fields["_refcount"] = {"counter": 1}
+            self.slabs.append(world.at(world.page_struct_addr(pfn), slab_type, fields))
             self.first = world.page_virt(pfn)
             self.used = 0
         addr = self.first + self.used * self.size
@@ -107,14 +114,18 @@ class SkbCache:
 
 
 class SkbCaches:
-    """``net_hotdata``'s skbuff_cache and skbuff_fclone_cache."""
+    """``net_hotdata``'s skbuff_cache and skbuff_fclone_cache (before v6.10, globals)."""
 
     def __init__(self, world: "World") -> None:
         self.head = SkbCache(world, "skbuff_head_cache", "struct sk_buff")
         self.fclone = SkbCache(world, "skbuff_fclone_cache", "struct sk_buff_fclones")
-        hot = world.global_("net_hotdata")
-        hot.set("skbuff_cache", self.head.obj.addr)
-        hot.set("skbuff_fclone_cache", self.fclone.obj.addr)
+        if _has_global(world, "net_hotdata"):
+            hot = world.global_("net_hotdata")
+            hot.set("skbuff_cache", self.head.obj.addr)
+            hot.set("skbuff_fclone_cache", self.fclone.obj.addr)
+        else:
+            world.global_("skbuff_head_cache").value = self.head.obj.addr
+            world.global_("skbuff_fclone_cache").value = self.fclone.obj.addr
         caches = world.list(world.global_("slab_caches"), "")
         caches.add(self.head.obj, "list")
         caches.add(self.fclone.obj, "list")

@@ -84,6 +84,18 @@ def skb_caches(prog: Program) -> List[Tuple[Object, Tuple[int, ...]]]:
     return caches
 
 
+def _slab_type(prog: Program) -> drgn.Type:
+    """
+    The type SLUB keeps a slab's ``slab_cache`` and ``objects`` in:
+    ``struct slab``, or before Linux kernel commit d122019bf061 ("mm: Split
+    slab into its own type") (in v5.17) ``struct page`` itself.
+    """
+    try:
+        return prog.type("struct slab")
+    except LookupError:
+        return prog.type("struct page")
+
+
 class SkbSlabFinder:
     """
     Finds the slabs of the sk_buff caches in memmap chunks given to
@@ -107,7 +119,7 @@ class SkbSlabFinder:
         #: (object size, objects per slab, red_left_pad, sk_buff offsets) by cache.
         self.caches = caches
         self.base = base
-        self.slab_type = prog.type("struct slab")
+        self.slab_type = _slab_type(prog)
         self.page_pointer = prog.pointer_type(prog.type("struct page"))
         self.record_size = drgn.sizeof(prog.type("struct page"))
         self.page_shift = platform_facts(prog).page_shift
@@ -129,7 +141,7 @@ class SkbSlabFinder:
         """A finder, or None if the kernel's sk_buff slab caches cannot be told."""
         try:
             caches = skb_caches(prog)
-            prog.type("struct slab")
+            _slab_type(prog).member("slab_cache")
         except (LookupError, drgn.FaultError):
             return None
         if not caches:

@@ -50,7 +50,13 @@ GLOBAL_NEEDS_MEMBER = {
 # Globals that a later kernel replaced: since Linux kernel commit 22c62b9a84b8
 # ("timekeeping: Introduce auxiliary timekeepers") (in v6.17), tk_core is an
 # element of timekeeper_data[].
-GLOBAL_UNLESS = {"tk_core": "enum timekeeper_ids"}
+# And since Linux kernel commit aa70d2d16f28 ("net: move skbuff_cache(s) to
+# net_hotdata") (in v6.10) the skb slab caches are net_hotdata's.
+GLOBAL_UNLESS = {
+    "tk_core": "enum timekeeper_ids",
+    "skbuff_head_cache": "struct net_hotdata",
+    "skbuff_fclone_cache": "struct net_hotdata",
+}
 
 
 def has_type(prog, name):

@@ -294,6 +294,8 @@ TYPEDEFS = [
 # Enumerations whose constants the tool looks up by name.
 ENUMS = [
     "enum pagetype",
+    # PG_slab: a slab page is a page flag before v6.10 (drgn's PageSlab())
+    "enum pageflags",
     "enum net_iov_type",
     "enum dma_data_direction",
     "enum timekeeper_ids",
@@ -322,6 +324,10 @@ GLOBALS = {
     "vmemmap_base": "arch/x86/kernel/head64.c",
     "page_offset_base": "arch/x86/kernel/head64.c",
     "net_hotdata": "net/core/hotdata.c",
+    # the skb slab caches before net_hotdata (v6.10); skbuff_head_cache was
+    # renamed skbuff_cache in v6.4
+    "skbuff_head_cache": "net/core/skbuff.c",
+    "skbuff_fclone_cache": "net/core/skbuff.c",
     "slab_caches": "mm/slab_common.c",
     "saved_command_line": "init/main.c",
     "__per_cpu_offset": "arch/x86/kernel/setup_percpu.c",
