@@ -113,9 +113,12 @@ class SkbSlabFinder:
         problems: Problems,
         caches: Dict[int, Tuple[int, int, int, Tuple[int, ...]]],
         base: int,
+        what: str = "skb slab",
     ) -> None:
         self.prog = prog
         self.problems = problems
+        #: How problems name a slab of these caches.
+        self.what = what
         #: (object size, objects per slab, red_left_pad, sk_buff offsets) by cache.
         self.caches = caches
         self.base = base
@@ -141,8 +144,26 @@ class SkbSlabFinder:
         """A finder, or None if the kernel's sk_buff slab caches cannot be told."""
         try:
             caches = skb_caches(prog)
-            _slab_type(prog).member("slab_cache")
         except (LookupError, drgn.FaultError):
+            return None
+        return cls.for_caches(prog, problems, caches)
+
+    @classmethod
+    def for_caches(
+        cls,
+        prog: Program,
+        problems: Problems,
+        caches: List[Tuple[Object, Tuple[int, ...]]],
+        what: str = "skb slab",
+    ) -> Optional["SkbSlabFinder"]:
+        """
+        A finder of the objects of ``caches`` (each ``struct kmem_cache *``
+        with the offsets it gives of each object), whose problems name a slab
+        ``what``; None if there are none or the slabs cannot be told.
+        """
+        try:
+            _slab_type(prog).member("slab_cache")
+        except LookupError:
             return None
         if not caches:
             return None
@@ -160,9 +181,9 @@ class SkbSlabFinder:
                 red_left_pad = cache.red_left_pad.value_() if _has(cache, "red_left_pad") else 0
                 by_address[cache.value_()] = (size, limit, red_left_pad, offsets)
         except drgn.FaultError as e:
-            problems.fault("skb slab cache", e.address, e)
+            problems.fault(f"{what} cache", e.address, e)
             return None
-        return cls(prog, problems, by_address, base)
+        return cls(prog, problems, by_address, base, what)
 
     def chunk(self, first_pfn: int, data: bytes) -> None:
         """Takes the slabs among the struct pages ``data`` of pfns from ``first_pfn``."""
@@ -196,13 +217,13 @@ class SkbSlabFinder:
             cache = slab.slab_cache.value_()
             objects = slab.objects.value_()
         except drgn.FaultError as e:
-            self.problems.fault("skb slab", page.value_(), e)
+            self.problems.fault(self.what, page.value_(), e)
             self.complete = False
             return
         size, limit, red_left_pad, offsets = self.caches[cache]
         if not 0 < objects <= limit:
             self.problems.add(
-                "skb slab",
+                self.what,
                 page.value_(),
                 f"{objects} objects, its cache holds at most {limit} per slab",
             )
