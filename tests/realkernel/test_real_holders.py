@@ -209,6 +209,9 @@ def test_what_holders_names_releases_the_sinks_pages_and_ss_kill_does_not(summar
             "scripts/realkernel/make-vmcore " + truth["series"]
         )
     rel = truth["release"]
+    orphan = next(s for s in truth["scenario"] if s["id"] == "virtio-orphan")
+    if not orphan["pool_expected"]:  # before Linux 7.1 the sink holds no pool page
+        pytest.skip(f"{truth['series']}: {orphan['note']}")
     ((pool, holder),) = [
         (p, h)
         for (p, local, queue), h in sockets.items()
