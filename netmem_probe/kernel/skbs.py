@@ -192,8 +192,10 @@ class SkbSlabFinder:
         column = np.frombuffer(data, dtype=dtype).reshape(-1, record_words)[:, self.column]
         # Every cache, or the sk_buff caches alone if the list is unreadable.
         caches = self.all_caches[0] if self.all_caches is not None else self.wanted
-        # Most words there are not in the caches' span at all: a cheap test first.
-        candidates = np.flatnonzero((column >= caches[0]) & (column <= caches[-1]))
+        # Most words there are not in the caches' span at all: a cheap test
+        # first, one unsigned comparison (a word below the span wraps above
+        # it), so the strided column is read once.
+        candidates = np.flatnonzero(column - caches[0] <= caches[-1] - caches[0])
         if not candidates.size:
             return
         values = column[candidates]
