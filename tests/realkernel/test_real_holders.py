@@ -245,6 +245,12 @@ def test_ss_kill_leaves_a_tcp_out_of_order_queue_and_holders_names_the_owner(sum
     # The connection was aborted (TCP_CLOSE) but its queued bytes stayed.
     assert step["state"] == 7 and "ESTAB" in step["stdout"]
     assert step["rmem_alloc"] == tcp["before"]["rmem_alloc"] > 0
+    veth = next(s for s in truth["scenario"] if s["netns"] == tcp["netns"])
+    if not veth["pool_expected"]:  # veth took page_pool in Linux 6.4
+        pytest.skip(
+            f"{truth['series']}: ss -K left the queue; veth of this kernel makes no page "
+            "pool, so no pool page is there for holders to name"
+        )
     held = [
         h
         for (_, local, queue), h in sockets.items()
