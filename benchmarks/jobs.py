@@ -11,16 +11,19 @@ By default it takes the Debian 7.3 dump ``make-vmcore 7.3`` left in the cache
 ``vmlinux`` and the module debug files beside it.  It times
 ``HolderSearch.find()`` for one page (one search of all of RAM, the skb slabs
 given) with one process and with two, alternately, ``--rounds`` times each,
-and prints the best of each, their ratio, and the load average before and
-after (the ratio means something on an idle machine only: two processes need
-two idle cores).
+and prints each run's wall and CPU time (the process and its workers: the
+split should add no work), the best of each, their ratio, and the load
+average before and after (the ratio means something on an idle machine only:
+two processes need two idle cores).
 """
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 import drgn
 
@@ -40,16 +43,23 @@ def default_dir() -> Path:
     return Path(cache).expanduser() / "latest-7.3"
 
 
-def search_once(prog: drgn.Program, jobs: int) -> float:
-    """Seconds of one ``holders`` search for the page of the middle pfn."""
+def cpu_seconds() -> float:
+    """CPU time of this process and its waited-for children (the search's workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def search_once(prog: drgn.Program, jobs: int) -> Tuple[float, float]:
+    """Wall and CPU seconds of one ``holders`` search for the page of the middle pfn."""
     problems = Problems()
     pfn = prog["max_pfn"].value_() // 2
     page = prog["vmemmap"].value_() + pfn * drgn.sizeof(prog.type("struct page"))
     target = page_target(prog, pfn, page, None, None, 0, problems)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     search = HolderSearch(prog, problems, search=SearchOptions(jobs=jobs))
     search.find([target], find_skb_slabs(prog, problems))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def main() -> int:
@@ -68,9 +78,12 @@ def main() -> int:
     best = {1: float("inf"), 2: float("inf")}
     for _ in range(args.rounds):
         for jobs in (1, 2):
-            seconds = search_once(prog, jobs)
+            seconds, cpu = search_once(prog, jobs)
             best[jobs] = min(best[jobs], seconds)
-            print(f"  --jobs {jobs}: {seconds:.2f} s (load average {load()})", flush=True)
+            print(
+                f"  --jobs {jobs}: {seconds:.2f} s, {cpu:.2f} s of CPU (load average {load()})",
+                flush=True,
+            )
     print(
         f"best --jobs 1: {best[1]:.2f} s, --jobs 2: {best[2]:.2f} s; "
         f"ratio jobs-1/jobs-2 = {best[1] / best[2]:.2f}x (load average {load()})"
