@@ -169,9 +169,6 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
         "netns",
         "netdev",
         "detail",
-        "driver",
-        "rx-queue",
-        "slot",
         "slab-cache",
         "slab-object",
         "pointed-from",
@@ -196,7 +193,19 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
 }
 
 #: The keys of each reference in a ``holders`` (and ``leaks``) record's list.
-HOLDER_KEYS = ("kind", "address", "value", "skb", "frag", "sock", "queue", "pool-id")
+HOLDER_KEYS = (
+    "kind",
+    "address",
+    "value",
+    "skb",
+    "frag",
+    "sock",
+    "queue",
+    "pool-id",
+    "driver",
+    "rx-queue",
+    "slot",
+)
 COUNT_KEYS = ("id", "inflight", "found", "alloc-cache", "ring", "out", "difference")
 
 

@@ -19,6 +19,7 @@ from netmem_probe.snippets import (
     sort_option,
 )
 from netmem_probe.snippets.netmem import define_decoders, define_is_pp_page, define_niov_desc
+from netmem_probe.snippets.places import define_rx_rings, define_skb_places
 from netmem_probe.snippets.pools import (
     define_pool_places,
     define_pool_record,
@@ -442,6 +443,8 @@ def _define_holders(s: Snippet) -> None:
     define_pool_record(s)
     _define_pool_holders(s)
     _define_skbs(s)
+    define_skb_places(s)
+    define_rx_rings(s)
     s.define(
         "find_holders",
         '''
@@ -477,57 +480,29 @@ def _define_holders(s: Snippet) -> None:
                         lo = ((e.address >> PAGE_SHIFT) + 1) << PAGE_SHIFT
 
 
-        def holder(target, address, value, kind, skb=None, frag=None, pool_id=None,
-                   detail=None):
-            """A row: one reference to a target."""
-            sock, queue = socket_of(skb) if skb is not None else (None, None)
+        def holder(target, address, value, kind, skb=None, frag=None, pool_id=None):
+            """
+            A row: one reference to a target.  An skb waits on a CPU or in a qdisc,
+            else on a socket's queue, else (with no socket) maybe in a driver's rx
+            ring (veth's); a reference that is a ring's slot names the ring.
+            """
+            sock = queue = None
+            ring = RINGS.get(address)
+            if skb is not None:
+                queue = SKB_PLACES.get(skb.value_())
+                if queue is None:
+                    sock, queue = socket_of(skb)
+                    if sock is None and skb.value_() in RING_SKBS:
+                        queue, ring = "rx-ring", RING_SKBS[skb.value_()]
+            driver, _, rx_queue, slot, _ = ring or (None,) * 5
             return {"kind": kind, "address": hex(address), "value": hex(value),
                     "skb": hex(skb.value_()) if skb is not None else None, "frag": frag,
                     "sock": hex(sock) if sock else None, "queue": queue, "pool-id": pool_id,
-                    "detail": detail}
-
-
-        def rx_rings():
-            """
-            Address of each virtio_net rx descriptor's token -> "virtio_net DEV rx
-            queue N, slot S": the driver's ring of posted buffers (netmem-probe
-            also walks veth's xdp_ring and mlx5e's, bnxt's, gve's and ice's rings; see
-            netmem_probe/kernel/drivers/).
-            """
-            slots = {}
-            try:
-                prog.type("struct virtnet_info")
-            except LookupError:
-                return slots  # no virtio_net debug info loaded: its rings stay unknown
-            for net in for_each_net(prog):
-                for dev in for_each_netdev(net):
-                    parent = dev.dev.parent
-                    if not parent or not parent.driver:
-                        continue
-                    if parent.driver.name.string_() != b"virtio_net":
-                        continue
-                    vi = cast("struct virtnet_info *", netdev_priv(dev))
-                    for q in range(vi.max_queue_pairs.value_()):
-                        vvq = container_of(vi.rq[q].vq, "struct vring_virtqueue", "vq")
-                        # enum vq_layout (7.x) or bool packed_ring (v5.0+)
-                        try:
-                            packed = bool(vvq.packed_ring)
-                        except AttributeError:
-                            packed = "PACKED" in vvq.layout.format_()
-                        ring = vvq.packed if packed else vvq.split
-                        for i in range(min(ring.vring.num.value_(), 1 << 16)):
-                            state = ring.desc_state[i]
-                            if state.data:
-                                slots[state.data.address_] = (
-                                    f"virtio_net {dev.name.string_().decode()} rx queue {q}, "
-                                    f"slot {i}"
-                                )
-            return slots
+                    "driver": driver, "rx-queue": rx_queue, "slot": slot}
 
 
         def find_holders(targets):
             """netmem -> the rows of every reference to it, by address."""
-            rings = rx_rings()
             by_word = {word: t for t in targets for word in t["words"]}
             spans = [t for t in targets if t["span"]]
             found = {t["netmem"]: [] for t in targets}
@@ -540,10 +515,8 @@ def _define_holders(s: Snippet) -> None:
                     t = next(t for t in spans if t["span"][0] <= value < t["span"][1])
                     skb = skb_at(address, t)
                     if skb is None:
-                        kind = "rx-ring" if address in rings else "unknown"
-                        found[t["netmem"]].append(
-                            holder(t, address, value, kind, detail=rings.get(address))
-                        )
+                        kind = "rx-ring" if address in RINGS else "unknown"
+                        found[t["netmem"]].append(holder(t, address, value, kind))
                     elif (t["netmem"], skb.value_()) not in skb_heads:
                         skb_heads.add((t["netmem"], skb.value_()))
                         found[t["netmem"]].append(holder(t, address, value, "skb-head", skb))
@@ -560,8 +533,8 @@ def _define_holders(s: Snippet) -> None:
                 elif t["owner"] and address == t["owner"] + NIOVS_OFFSET:
                     row = holder(t, address, value, "net-iov-area")  # the area's niovs
                 else:
-                    kind = "rx-ring" if address in rings else "unknown"
-                    row = holder(t, address, value, kind, detail=rings.get(address))
+                    kind = "rx-ring" if address in RINGS else "unknown"
+                    row = holder(t, address, value, kind)
                 found[t["netmem"]].append(row)
             skbs = skbs_of({shinfo for _, _, _, shinfo, _ in frags})
             for t, address, value, shinfo, i in frags:
@@ -573,17 +546,13 @@ def _define_holders(s: Snippet) -> None:
 
 
         POOL_ARRAYS = pool_arrays()
+        SKB_PLACES = skb_places()
+        RINGS, RING_SKBS = rx_rings()
         $niovs_offset
         ''',
         [
             ("drgn", "FaultError"),
             ("drgn", "Object"),
-            ("drgn", "cast"),
-            ("drgn", "container_of"),
-            ("drgn", "offsetof"),
-            ("drgn.helpers.linux.net", "for_each_net"),
-            ("drgn.helpers.linux.net", "for_each_netdev"),
-            ("drgn.helpers.linux.net", "netdev_priv"),
         ],
         niovs_offset=_niovs_offset(s.prog),
     )
@@ -614,8 +583,8 @@ def holders_code(
     _define_holders(s)
     s.main(
         """
-        # The simpler classification: netmem-probe also names veth's xdp_ring, the
-        # TCP out-of-order queue, slab objects and their referrers, and the
+        # The simpler classification: netmem-probe also names the TCP out-of-order
+        # queue, NAPI GRO lists, slab objects and their referrers, and the
         # processes owning a socket with the ss -K command that releases it.
         targets = [target(value) for value in [$values]]
         found = find_holders(targets)
@@ -701,10 +670,12 @@ def leaks_code(
             verdicts = []
             for _, t, fields in (item for item in items if item[0] == address):
                 holders = found[t["netmem"]]
-                # parked: an skb (on a socket queue, maybe forever) or io_uring user
-                # space holds it; cached: the pool's own cache or ring, which its
-                # release work empties; leaked: nothing that holds it was found.
-                if any(h["kind"] in SKB_KINDS and h["skb"] for h in holders) or fields["user-refs"]:
+                # parked: an skb (on a socket queue, maybe forever), a driver's rx
+                # ring or io_uring user space holds it; cached: the pool's own cache
+                # or ring, which its release work empties; leaked: nothing that holds
+                # it was found.
+                if (any(h["kind"] == "rx-ring" or h["kind"] in SKB_KINDS and h["skb"]
+                        for h in holders) or fields["user-refs"]):
                     verdict = "parked"
                 elif any(h["kind"] in POOL_KINDS for h in holders):
                     verdict = "cached"
