@@ -74,13 +74,16 @@ class SkbCache:
             },
         )
         self.slabs: List[KObject] = []
+        self.slab_pfns: List[int] = []
         self.used = self.per_slab  # the current slab is full: start one on first use
+        self.freed: Dict[int, List[int]] = {}  # slab index -> objects freed after use
         world.before_commit(self._write_freelist)
 
     def alloc(self, value: Any) -> KObject:
         world = self.world
         if self.used == self.per_slab:
             pfn = world.alloc_pfn(ORDER)
+            self.slab_pfns.append(pfn)
             fields: Dict[str, Any] = {
                 "slab_cache": self.obj.addr,
                 "counters": self.per_slab << 16,  # inuse 0, objects, not frozen
@@ -102,15 +105,31 @@ class SkbCache:
         slab.set("counters", self.per_slab << 16 | self.used)
         return world.at(addr, self.type_name, value)
 
+    def free(self, obj: KObject) -> None:
+        """
+        Free an object, as kmem_cache_free() does: it goes on its slab's
+        freelist and keeps its contents but the free pointer.
+        """
+        for index, pfn in enumerate(self.slab_pfns):
+            first = self.world.page_virt(pfn)
+            if first <= obj.addr < first + (self.world.page_size << ORDER):
+                self.freed.setdefault(index, []).append(obj.addr)
+                return
+        raise ValueError(f"{obj.addr:#x} is no object of {self.type_name}'s slabs")
+
     def _write_freelist(self) -> None:
-        """Chain the current slab's free slots through ``offset``, as SLUB does."""
-        if not self.slabs or self.used == self.per_slab:
-            return
-        free = [self.first + i * self.size for i in range(self.used, self.per_slab)]
+        """Chain each slab's free slots through ``offset``, as SLUB does."""
         offset = self.obj.value["offset"]
-        for addr, nxt in zip(free, free[1:] + [0]):
-            self.world.at(addr + offset, "unsigned long", nxt)
-        self.slabs[-1].set("freelist", free[0])
+        for index, slab in enumerate(self.slabs):
+            free = list(self.freed.get(index, ()))
+            if index == len(self.slabs) - 1:
+                free += [self.first + i * self.size for i in range(self.used, self.per_slab)]
+            if not free:
+                continue
+            for addr, nxt in zip(free, free[1:] + [0]):
+                self.world.at(addr + offset, "unsigned long", nxt)
+            slab.set("freelist", free[0])
+            slab.set("counters", self.per_slab << 16 | (self.per_slab - len(free)))
 
 
 class SkbCaches:

@@ -341,6 +341,14 @@ class World:
         ):
             if self.has_symbol(name):
                 self.global_(name).value = value
+        # drgn's in_direct_map() (slab_object_info()) takes the direct map to
+        # span these pfns: RAM's first and last
+        for name, pfn in (
+            ("min_low_pfn", machine.ram_base >> self.page_shift),
+            ("max_low_pfn", ((machine.ram_base + self.ram_size) >> self.page_shift) - 1),
+        ):
+            if self.has_symbol(name):
+                self.global_(name).value = pfn
         if machine.arch == "aarch64":
             self._setup_page_tables()
         timer = self.global_("poll_spurious_irq_timer")

@@ -468,9 +468,10 @@ class HolderSearch:
         self, shinfos: Set[int], slabs: Optional[SkbSlabs] = None
     ) -> Dict[int, Tuple[int, Dict[str, int]]]:
         """
-        The skb (address, fields) of each skb_shared_info: from the skb slabs
-        if given, and by searching RAM for ``skb->head`` for the rest unless
-        the slabs were all read.
+        The skb (address, fields) of each skb_shared_info (of clones, the one
+        :meth:`_live_clone` picks): from the skb slabs if given, and by
+        searching RAM for ``skb->head`` for the rest unless the slabs were all
+        read.
         """
         found: Dict[int, Tuple[int, Dict[str, int]]] = {}
         if slabs is not None:
@@ -483,11 +484,14 @@ class HolderSearch:
         spans = [(s - MAX_SKB_END, s) for s in shinfos if s not in found]
         if not spans:
             return found
+        sharers: Dict[int, List[Tuple[int, Dict[str, int]]]] = {}
         for address, value in search_words(self.prog, set(), spans, self.problems, self.search):
             skb_address = address - head_offset
             skb = self._read_skb(skb_address)
             if skb is not None and skb["head"] == value and value + skb["end"] in shinfos:
-                found.setdefault(value + skb["end"], (skb_address, skb))
+                sharers.setdefault(value + skb["end"], []).append((skb_address, skb))
+        for shinfo, skbs in sharers.items():
+            found.setdefault(shinfo, self._live_clone(sorted(skbs, key=lambda s: s[0])))
         return found
 
     def _skb_at_field(
@@ -699,17 +703,20 @@ class HolderSearch:
         sharers: Dict[int, List[Tuple[int, Dict[str, int]]]] = {}
         for address, skb in self._valid_skbs(slabs):
             sharers.setdefault(skb["head"] + skb["end"], []).append((address, skb))
-        owners: Dict[int, Tuple[int, Dict[str, int]]] = {}
-        for shinfo, skbs in sharers.items():
-            if len(skbs) > 1:
-                # A freed clone still looks valid: skb_unref() frees a sole
-                # reference without dropping users to 0, and the slab object
-                # keeps head and end.  The slab's own record says which clone
-                # the kernel still holds (seen on Debian 7.3.4: a freed clone
-                # below the one queued on the socket).
-                skbs = [s for s in skbs if self._skb_is_free(s[0]) is not True] or skbs
-            owners[shinfo] = skbs[0]
-        return owners
+        return {shinfo: self._live_clone(skbs) for shinfo, skbs in sharers.items()}
+
+    def _live_clone(self, skbs: List[Tuple[int, Dict[str, int]]]) -> Tuple[int, Dict[str, int]]:
+        """
+        Of the valid sk_buffs sharing one skb_shared_info (by address), the
+        lowest the slab does not record as free.  A freed clone still looks
+        valid: skb_unref() frees a sole reference without dropping users to
+        0, and the slab object keeps head and end.  The slab's own record
+        says which clone the kernel still holds (seen on Debian 7.3.4: a
+        freed clone below the one queued on the socket).
+        """
+        if len(skbs) > 1:
+            skbs = [s for s in skbs if self._skb_is_free(s[0]) is not True] or skbs
+        return skbs[0]
 
     def _skb_is_free(self, address: int) -> Optional[bool]:
         """Whether the sk_buff slab object at ``address`` is free; None if not known."""

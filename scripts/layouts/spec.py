@@ -329,6 +329,9 @@ GLOBALS = {
     "skbuff_head_cache": "net/core/skbuff.c",
     "skbuff_fclone_cache": "net/core/skbuff.c",
     "slab_caches": "mm/slab_common.c",
+    # drgn's slab_object_info() tells the direct map by them (in_direct_map())
+    "min_low_pfn": "mm/memblock.c",
+    "max_low_pfn": "mm/memblock.c",
     "saved_command_line": "init/main.c",
     "__per_cpu_offset": "arch/x86/kernel/setup_percpu.c",
     "__cpu_possible_mask": "kernel/cpu.c",

@@ -1906,6 +1906,10 @@ extern unsigned long page_offset_base;
 extern struct net_hotdata net_hotdata;
 /* netmem-global: slab_caches mm/slab_common.c */
 extern struct list_head slab_caches;
+/* netmem-global: min_low_pfn mm/memblock.c */
+extern unsigned long min_low_pfn;
+/* netmem-global: max_low_pfn mm/memblock.c */
+extern unsigned long max_low_pfn;
 /* netmem-global: __per_cpu_offset arch/x86/kernel/setup_percpu.c */
 extern unsigned long __per_cpu_offset[8192];
 /* netmem-global: __cpu_possible_mask kernel/cpu.c */

@@ -1654,6 +1654,10 @@ extern unsigned long __highest_present_section_nr;
 extern struct net_hotdata net_hotdata;
 /* netmem-global: slab_caches mm/slab_common.c */
 extern struct list_head slab_caches;
+/* netmem-global: min_low_pfn mm/memblock.c */
+extern unsigned long min_low_pfn;
+/* netmem-global: max_low_pfn mm/memblock.c */
+extern unsigned long max_low_pfn;
 /* netmem-global: saved_command_line init/main.c */
 extern char *saved_command_line;
 /* netmem-global: __per_cpu_offset drivers/base/arch_numa.c */
