@@ -42,12 +42,14 @@ def _queued(version: str) -> tuple:
     devs = [w.init_net.netdev(f"eth{i}", driver="virtio_net") for i in range(3)]
     pool = FakePagePool(w, netdev=devs[0])
     pages = pool.alloc_pages(9)
-    w.cpu_queues.queue_backlog(1, FakeSkb(w, [pages[0]], dev=devs[0]).obj)
-    w.cpu_queues.queue_backlog(0, FakeSkb(w, [pages[1]]).obj, "process_queue")
-    w.cpu_queues.complete(1, FakeSkb(w, [pages[2]]).obj)
-    w.cpu_queues.defer(0, FakeSkb(w, [pages[3]]).obj)
-    w.cpu_queues.defer(0, FakeSkb(w, [pages[4]]).obj)
-    w.cpu_queues.cache(0, FakeSkb(w, head_page=pages[5]).obj)
+    queues = w.cpu_queues
+    assert queues is not None  # the layout has softnet_data
+    queues.queue_backlog(1, FakeSkb(w, [pages[0]], dev=devs[0]).obj)
+    queues.queue_backlog(0, FakeSkb(w, [pages[1]]).obj, "process_queue")
+    queues.complete(1, FakeSkb(w, [pages[2]]).obj)
+    queues.defer(0, FakeSkb(w, [pages[3]]).obj)
+    queues.defer(0, FakeSkb(w, [pages[4]]).obj)
+    queues.cache(0, FakeSkb(w, head_page=pages[5]).obj)
     for dev, kind, page in zip(devs, ("pfifo_fast", "fq_codel", "pfifo"), pages[6:]):
         qdisc = FakeQdisc(w, dev, kind, handle=0x10 << 16)
         skb = FakeSkb(w, [page], dev=dev).obj
