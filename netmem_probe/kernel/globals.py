@@ -40,7 +40,8 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     "init_pid_ns": "struct pid_namespace",
     "init_task": "struct task_struct",
     # the skb slab caches: in struct net_hotdata since Linux v6.10, before
-    # that globals (skbuff_head_cache renamed skbuff_cache in Linux v6.4)
+    # that globals (the variable skbuff_head_cache became skbuff_cache in
+    # "net: skbuff: drop the word head from skb cache", net-next February 2023)
     "net_hotdata": "struct net_hotdata",
     "skbuff_cache": "struct kmem_cache *",
     "skbuff_head_cache": "struct kmem_cache *",

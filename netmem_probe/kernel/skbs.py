@@ -69,7 +69,10 @@ def skb_caches(prog: Program) -> List[Tuple[Object, Tuple[int, ...]]]:
         pointers = [hot.skbuff_cache, hot.skbuff_fclone_cache]
     except (KeyError, AttributeError):
         pointers = []
-        # skbuff_head_cache was renamed skbuff_cache in Linux v6.4.
+        # The variable skbuff_head_cache became skbuff_cache (the slab cache
+        # keeps its name) in "net: skbuff: drop the word head from skb cache"
+        # (net-next, February 2023: v6.3; its commit id not found with the
+        # search tools).
         for name in ("skbuff_cache", "skbuff_head_cache", "skbuff_fclone_cache"):
             try:
                 pointers.append(prog[name])

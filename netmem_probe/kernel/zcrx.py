@@ -30,8 +30,9 @@ def ring_zcrx_ifqs(prog: Program, ctx: int, problems: Optional[Problems] = None)
 
     :param ctx: ``struct io_ring_ctx *``.
     :return: ``struct io_zcrx_ifq *`` addresses: the ``ctx->zcrx_ctxs`` XArray
-        (Linux 6.17+, where an ifq can be shared by several rings), or the
-        single ``ctx->ifq`` of Linux 6.15-6.16.
+        (since "io_uring/zcrx: add support for multiple ifqs", posted April
+        2025, its commit id not found with the search tools; later an ifq
+        can be shared by several rings), or the single ``ctx->ifq`` before.
     :raises ValueError: if the kernel's rings have no zcrx ifqs.
     """
     ctx_type = prog.type("struct io_ring_ctx")
@@ -129,11 +130,16 @@ class ZcrxReader(AreaReader):
             prog,
             "struct io_zcrx_ifq",
             {
-                # One area until Linux 7.3 made ifq->areas[nr_areas].
+                # One area until "io_uring/zcrx: array of areas" (posted in
+                # 2026; in Debian 7.3.4; its commit id not found with the
+                # search tools) made ifq->areas[nr_areas].
                 "area": "area",
                 "areas": "areas",
                 "nr_areas": "nr_areas",
-                # Since Linux 6.17 (rx_buf_len).
+                # Since "io_uring/zcrx: make niov size variable" (posted
+                # August 2025; commit id not found); user space sets it with
+                # rx_buf_len since Linux kernel commit 795663b4d160, merged
+                # for v7.0 (merge 041c16acbafb).
                 "niov_shift": "niov_shift",
                 "if_rxq": "if_rxq",
                 "netdev": "netdev",

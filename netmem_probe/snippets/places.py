@@ -290,7 +290,9 @@ def define_rx_rings(s: Snippet) -> None:
                 if has_member("struct vring_virtqueue", "packed_ring"):
                     packed = bool(vvq.packed_ring)  # v5.0 .. 7.x
                 else:
-                    # enum vq_layout: SPLIT, PACKED, SPLIT_IN_ORDER, PACKED_IN_ORDER
+                    # enum vq_layout since Linux kernel commit 1208473f9b5e
+                    # ("virtio_ring: introduce virtqueue ops"): SPLIT, PACKED,
+                    # SPLIT_IN_ORDER, PACKED_IN_ORDER
                     packed = "PACKED" in vvq.layout.format_()
                 ring = vvq.packed if packed else vvq.split
                 for i in range(min(ring.vring.num.value_(), 1 << 16)):

@@ -30,9 +30,10 @@ def _is_packed(vvq: Object) -> bool:
     if member_exists(vvq.type_.type, "packed_ring"):
         # The packed layout: "virtio_ring: introduce packed ring support" (v5.0).
         return bool(vvq.packed_ring)
-    # Later kernels (7.x; the change's commit not looked up here) replaced
-    # packed_ring with enum vq_layout (SPLIT, PACKED, SPLIT_IN_ORDER,
-    # PACKED_IN_ORDER): told by the enumerator's name.
+    # Since Linux kernel commit 1208473f9b5e ("virtio_ring: introduce
+    # virtqueue ops") (posted December 2025; in Debian 7.3.4) enum vq_layout
+    # replaces packed_ring (SPLIT, PACKED, and since the in-order support
+    # SPLIT_IN_ORDER, PACKED_IN_ORDER): told by the enumerator's name.
     layout = vvq.layout.value_()
     names = {value: name for name, value in vvq.layout.type_.enumerators or ()}
     return "PACKED" in names.get(layout, "")
