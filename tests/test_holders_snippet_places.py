@@ -14,6 +14,7 @@ from netmem_probe.fake.drivers import (
     FakeBnxt,
     FakeGve,
     FakeIce,
+    FakeIdpf,
     FakeMlx5e,
     FakeVeth,
     FakeVirtioNet,
@@ -138,6 +139,20 @@ def _ice() -> tuple:
     return w, pages
 
 
+def _idpf() -> tuple:
+    w = World("linux-7.3")
+    nic = FakeIdpf(w.init_net, "ens2f0", groups=2, bufqs=2, count=16)
+    pool = FakePagePool(w, netdev=nic.dev)
+    nic.use_pool(0, 0, pool.obj.addr)
+    nic.use_pool(1, 1, pool.obj.addr)
+    pages = pool.alloc_pages(3)
+    nic.post(0, 0, 5, pages[0].netmem)
+    nic.post(1, 1, 15, pages[1].netmem)
+    nic.post(0, 0, 6, pages[2].netmem)
+    nic.take(0, 0, 6)  # back from the device: its netmem zeroed
+    return w, pages
+
+
 RINGS: List[Callable[[], tuple]] = [
     lambda: _virtio(False),
     lambda: _virtio(True),
@@ -147,6 +162,7 @@ RINGS: List[Callable[[], tuple]] = [
     _bnxt,
     _gve,
     _ice,
+    _idpf,
 ]
 RING_IDS = [
     "virtio_net-split",
@@ -157,6 +173,7 @@ RING_IDS = [
     "bnxt",
     "gve",
     "ice",
+    "idpf",
 ]
 
 

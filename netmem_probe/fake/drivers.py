@@ -410,3 +410,66 @@ class FakeIce:
         """The driver took the descriptor at ``next_to_clean`` back."""
         ring = self.rings[queue].value
         ring["next_to_clean"] = (ring.get("next_to_clean", 0) + 1) % self.count
+
+
+class FakeIdpf:
+    """
+    An idpf netdev (parent driver ``idpf``) in the split queue model: a
+    vport with ``groups`` rx queue groups, each with ``bufqs`` buffer queues
+    of ``count`` libeth buffers; :meth:`post` fills a buffer id,
+    :meth:`take` zeroes it as the rx queue does when the device returns it.
+    """
+
+    def __init__(
+        self, ns: "NetNamespace", name: str, *, groups: int = 1, bufqs: int = 1, count: int = 64
+    ) -> None:
+        world = ns.world
+        self.dev: NetDevice = ns.netdev(
+            name, driver="idpf", num_rx_queues=groups, priv="struct idpf_netdev_priv"
+        )
+        assert self.dev.priv is not None
+        self.bufs: List[List["KObject"]] = []
+        self.bufqs: List[List["KObject"]] = []
+        sets = []
+        for _ in range(groups):
+            bufs = [
+                world.alloc("struct libeth_fqe", [{} for _ in range(count)], count=count)
+                for _ in range(bufqs)
+            ]
+            self.bufs.append(bufs)
+            queues = world.alloc(
+                "struct idpf_bufq_set",
+                [{"bufq": {"buf": b.addr, "desc_count": count}} for b in bufs],
+                count=bufqs,
+            )
+            sets.append(queues)
+            self.bufqs.append([queues])
+        grps = world.alloc(
+            "struct idpf_rxq_group",
+            [{"splitq": {"num_bufq_sets": bufqs, "bufq_sets": s.addr}} for s in sets],
+            count=groups,
+        )
+        split = world.prog.constant("VIRTCHNL2_QUEUE_MODEL_SPLIT").value_()
+        vport = world.alloc(
+            "struct idpf_vport",
+            {
+                "dflt_qv_rsrc": {"num_rxq_grp": groups, "rxq_model": split, "rxq_grps": grps.addr},
+                "netdev": self.dev.obj.addr,
+            },
+        )
+        self.dev.priv.set("vport", vport.addr)
+
+    def use_pool(self, group: int, bufq: int, pool: int) -> None:
+        """Give buffer queue ``bufq`` of group ``group`` the ``struct page_pool`` at ``pool``."""
+        self.bufqs[group][0].value[bufq]["bufq"]["pp"] = pool
+
+    def post(self, group: int, bufq: int, buf_id: int, netmem: int) -> int:
+        """Post ``netmem`` as buffer ``buf_id``; the address of its word."""
+        bufs = self.bufs[group][bufq]
+        bufs.value[buf_id]["netmem"] = netmem
+        fqe = bufs.type.type
+        return bufs.addr + buf_id * drgn.sizeof(fqe) + drgn.offsetof(fqe, "netmem")
+
+    def take(self, group: int, bufq: int, buf_id: int) -> None:
+        """The device returned buffer ``buf_id``: the rx queue zeroes its netmem."""
+        self.bufs[group][bufq].value[buf_id]["netmem"] = 0

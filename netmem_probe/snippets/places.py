@@ -410,11 +410,38 @@ def define_rx_rings(s: Snippet) -> None:
                                 yield ring.q_index.value_(), pos % count, fqes[pos % count].netmem
 
 
+        def idpf_slots(dev):
+            """The buffers each split-queue buffer queue posted: every libeth buffer
+            (buf[], and hdr_buf[] with header split) whose netmem is not 0 (the rx
+            queue zeroes it as it takes the buffer back); AF_XDP queues left out."""
+            vport = cast("struct idpf_netdev_priv *", netdev_priv(dev)).vport
+            if not vport:
+                return
+            rsrc = vport.dflt_qv_rsrc
+            if rsrc.rxq_model != prog.constant("VIRTCHNL2_QUEUE_MODEL_SPLIT") or not rsrc.rxq_grps:
+                return
+            xsk = 1 << prog.constant("__IDPF_Q_XSK").value_()
+            for g in range(rsrc.num_rxq_grp.value_()):
+                splitq = rsrc.rxq_grps[g].splitq
+                for j in range(min(splitq.num_bufq_sets.value_(), 2) if splitq.bufq_sets else 0):
+                    bufq = splitq.bufq_sets[j].bufq
+                    if bufq.flags[0] & xsk:
+                        continue
+                    for fqes, pool, ring in ((bufq.buf, bufq.pp, f"bufq{j}" if j else None),
+                                             (bufq.hdr_buf, bufq.hdr_pp,
+                                              f"bufq{j} hdr" if j else "hdr")):
+                        if fqes and pool:
+                            for i in range(bufq.desc_count.value_()):
+                                if fqes[i].netmem:
+                                    yield g, (ring, i) if ring else i, fqes[i].netmem
+
+
         # Walker by driver: the bound driver of the netdev's parent device, else
         # its rtnl link kind (veth).
         RING_WALKERS = {"virtio_net": virtio_net_slots, "veth": veth_slots,
                         "mlx5_core": mlx5e_slots, "mlx5_core.sf": mlx5e_slots,
-                        "bnxt_en": bnxt_slots, "gve": gve_slots, "ice": ice_slots}
+                        "bnxt_en": bnxt_slots, "gve": gve_slots, "ice": ice_slots,
+                        "idpf": idpf_slots}
 
 
         def driver_of(dev):

@@ -255,6 +255,14 @@ STRUCTS = {
         "q_index",
     ],
     "struct libeth_fqe": ALL,
+    # idpf (idpf.ko), split queue model: each rx queue group's buffer queues
+    # post libeth buffers; the rx queue zeroes a buffer's netmem as it takes it
+    "struct idpf_netdev_priv": ["vport"],
+    "struct idpf_vport": ["dflt_qv_rsrc", "netdev"],
+    "struct idpf_q_vec_rsrc": ["num_rxq_grp", "rxq_model", "rxq_grps"],
+    "struct idpf_rxq_group": ["splitq"],
+    "struct idpf_bufq_set": ["bufq"],
+    "struct idpf_buf_queue": ["buf", "pp", "hdr_buf", "hdr_pp", "flags", "desc_count"],
     # the kernel log (drgn's get_printk_records(): the lockless ring buffer, v5.10+)
     "struct printk_ringbuffer": ["desc_ring", "text_data_ring", "fail"],
     "struct prb_desc_ring": ["count_bits", "descs", "infos", "head_id", "tail_id"],
@@ -300,6 +308,8 @@ ENUMS = [
     "enum dma_data_direction",
     "enum timekeeper_ids",
     "enum vq_layout",
+    "enum virtchnl2_queue_model",
+    "enum idpf_queue_flags_t",
     "enum desc_state",
     "enum printk_info_flags",
     "enum mlx5e_wqe_frag_flag",
