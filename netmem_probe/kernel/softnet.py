@@ -146,6 +146,9 @@ class CpuQueues:
             return per_cpu(self.prog[name], cpu)
         except (KeyError, LookupError):
             return None
+        except drgn.FaultError as e:  # an unreadable __per_cpu_offset[cpu]
+            self.problems.fault(f"CPU {cpu} {name}", e.address, e)
+            return None
 
     def _softnet(self, cpu: int) -> None:
         sd = self._per_cpu("softnet_data", cpu)
@@ -220,7 +223,11 @@ class CpuQueues:
         size = drgn.sizeof(node_type)
         list_at = drgn.offsetof(node_type, "defer_list")
         for cpu in cpus:
-            base = per_cpu_ptr(nodes, cpu).value_()
+            try:
+                base = per_cpu_ptr(nodes, cpu).value_()
+            except drgn.FaultError as e:  # an unreadable __per_cpu_offset[cpu]
+                self.problems.fault(f"CPU {cpu} skb defer nodes", e.address, e)
+                continue
             for node in range(nr_nodes):
                 where = f"CPU {cpu}, node {node}"
                 skbs = self._defer_list(base + node * size + list_at, where)
