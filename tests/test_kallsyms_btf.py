@@ -86,9 +86,6 @@ def test_every_command_answers_the_same_from_btf_and_a_symbol_table(
     dwarf = fixture_program(name)
     prog = btf_program(name, dwarf, tmp_path_factory)
     for args in _commands(dwarf):
-        if "arm64" in name and args[0] in ("leaks", "holders"):
-            # Open: on arm64 their evidence differs from BTF alone (README, arm64 section).
-            continue
         want, have = run_cli(*args, program=dwarf), run_cli(*args, program=prog)
         assert (have.code, have.out, have.err) == (want.code, want.out, want.err), args
 
