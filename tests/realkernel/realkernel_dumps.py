@@ -120,8 +120,9 @@ def dumps() -> List[Tuple[str, str]]:
 def live_truth(series: str) -> Dict[str, Any]:
     """
     The truth of a series made with ``--live``.  An arm64 dump made without it is
-    skipped with that reason (its first ``--live`` cross-builds drgn for the guest,
-    about 10 more minutes: scripts/realkernel/README.md); elsewhere a missing one fails.
+    skipped with that reason (under TCG the guest's live run takes 20-40 minutes, and
+    the first one cross-builds drgn for the guest, about 10 more: scripts/test makes
+    arm64 dumps without it; scripts/realkernel/README.md); elsewhere a missing one fails.
     """
     t = truth(series)
     if not t.get("live"):
