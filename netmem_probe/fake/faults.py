@@ -154,7 +154,12 @@ class FaultyMemory:
             def read(
                 address: int, count: int, offset: int, physical: bool, va: int = region.va
             ) -> bytes:
-                return self.read(va + offset, count)
+                try:
+                    return self.read(va + offset, count)
+                except drgn.FaultError as e:
+                    # A hole is kept by virtual address; a read of the physical
+                    # alias must fault at the physical address, as a dump does.
+                    raise drgn.FaultError(e.message, address + e.address - (va + offset)) from None
 
             prog.add_memory_segment(region.va, region.size, read)
             if region.pa is not None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ("KERN_ERR", "KERN_INFO", "KERN_WARNING", "FakeKernelLog")
 
+KERN_CRIT = 2
 KERN_ERR = 3
 KERN_WARNING = 4
 KERN_INFO = 6

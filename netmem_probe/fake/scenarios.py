@@ -17,7 +17,7 @@ from netmem_probe.fake.pools import (
     PP_FLAG_DMA_SYNC_DEV,
     FakePagePool,
 )
-from netmem_probe.fake.printk import KERN_ERR, KERN_WARNING, FakeKernelLog
+from netmem_probe.fake.printk import KERN_CRIT, KERN_ERR, KERN_WARNING, FakeKernelLog
 from netmem_probe.fake.providers import add_providers
 from netmem_probe.fake.sockets import add_sockets
 from netmem_probe.fake.types_elf import available_layouts
@@ -191,22 +191,34 @@ def add_kernel_log(w: World) -> None:
         )
         for at, pool_id, inflight, sec in warnings
     ]
-    messages += [
-        (
-            BOOTTIME - 900,
-            KERN_WARNING,
-            "WARNING: net/core/page_pool.c:1190 at page_pool_put_unrefed_netmem+0x2a5/0x2f0, "
-            "CPU#1: swapper/1/0",
-            {"kind": "warning", "pool-id": None},
-        ),
-        (
-            BOOTTIME - 800,
-            KERN_ERR,
-            "TCP: Found non-dmabuf skb with net_iov",
-            {"kind": "devmem", "pool-id": None},
-        ),
-    ]
-    log.log(BOOTTIME - 900, "------------[ cut here ]------------", KERN_WARNING)
+    if w.has_type("struct net_iov"):
+        messages += [
+            (
+                BOOTTIME - 900,
+                KERN_WARNING,
+                "WARNING: net/core/page_pool.c:1190 at page_pool_put_unrefed_netmem+0x2a5/0x2f0, "
+                "CPU#1: swapper/1/0",
+                {"kind": "warning", "pool-id": None},
+            ),
+            (
+                BOOTTIME - 800,
+                KERN_ERR,
+                "TCP: Found non-dmabuf skb with net_iov",
+                {"kind": "devmem", "pool-id": None},
+            ),
+        ]
+        log.log(BOOTTIME - 900, "------------[ cut here ]------------", KERN_WARNING)
+    else:
+        # A kernel without netmem has neither that function nor devmem TCP;
+        # page_pool_empty_ring()'s pr_crit() is as old as page pools.
+        messages.append(
+            (
+                BOOTTIME - 900,
+                KERN_CRIT,
+                "page_pool_empty_ring() page_pool refcnt 2 violation",
+                {"kind": "refcnt-violation", "pool-id": None},
+            )
+        )
     for at, level, text, _ in messages:
         log.log(at, text, level, caller_id=0x80000001)
     w.expected["kernel-log"] = [

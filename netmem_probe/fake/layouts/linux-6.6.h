@@ -935,6 +935,50 @@ typedef __s64 time64_t;
 
 typedef u64 dma_addr_t;
 
+enum pageflags {
+	PG_locked = 0,
+	PG_referenced = 1,
+	PG_uptodate = 2,
+	PG_dirty = 3,
+	PG_lru = 4,
+	PG_active = 5,
+	PG_workingset = 6,
+	PG_waiters = 7,
+	PG_error = 8,
+	PG_slab = 9,
+	PG_owner_priv_1 = 10,
+	PG_arch_1 = 11,
+	PG_reserved = 12,
+	PG_private = 13,
+	PG_private_2 = 14,
+	PG_writeback = 15,
+	PG_head = 16,
+	PG_mappedtodisk = 17,
+	PG_reclaim = 18,
+	PG_swapbacked = 19,
+	PG_unevictable = 20,
+	PG_mlocked = 21,
+	PG_uncached = 22,
+	PG_hwpoison = 23,
+	PG_arch_2 = 24,
+	__NR_PAGEFLAGS = 25,
+	PG_readahead = 18,
+	PG_anon_exclusive = 17,
+	PG_checked = 10,
+	PG_swapcache = 10,
+	PG_fscache = 14,
+	PG_pinned = 10,
+	PG_savepinned = 3,
+	PG_foreign = 10,
+	PG_xen_remapped = 10,
+	PG_slob_free = 13,
+	PG_double_map = 6,
+	PG_has_hwpoisoned = 8,
+	PG_isolated = 18,
+	PG_reported = 2,
+	PG_vmemmap_self_hosted = 10
+};
+
 enum desc_state {
 	desc_miss = -1,
 	desc_reserved = 0,
@@ -1318,6 +1362,7 @@ _Static_assert(__builtin_offsetof(struct seqcount, sequence) == 0, "__builtin_of
 _Static_assert(sizeof(struct seqcount) == 4, "sizeof(struct seqcount)");
 _Static_assert(__builtin_offsetof(struct seqcount_raw_spinlock, seqcount) == 0, "__builtin_offsetof(struct seqcount_raw_spinlock, seqcount)");
 _Static_assert(sizeof(struct seqcount_raw_spinlock) == 4, "sizeof(struct seqcount_raw_spinlock)");
+_Static_assert(sizeof(enum pageflags) == 4, "sizeof(enum pageflags)");
 _Static_assert(sizeof(enum desc_state) == 4, "sizeof(enum desc_state)");
 _Static_assert(sizeof(enum printk_info_flags) == 4, "sizeof(enum printk_info_flags)");
 _Static_assert(sizeof(struct file_operations) == 280, "sizeof(struct file_operations)");
@@ -1330,6 +1375,8 @@ extern const struct file_operations socket_file_ops;
 extern struct net init_net;
 /* netmem-global: net_namespace_list net/core/net_namespace.c */
 extern struct list_head net_namespace_list;
+/* netmem-global: io_uring_fops io_uring/io_uring.c */
+extern const struct file_operations io_uring_fops;
 /* netmem-global: mem_section mm/sparse.c */
 extern struct mem_section **mem_section;
 /* netmem-global: __highest_present_section_nr mm/sparse.c */
@@ -1338,6 +1385,10 @@ extern unsigned long __highest_present_section_nr;
 extern unsigned long vmemmap_base;
 /* netmem-global: page_offset_base arch/x86/kernel/head64.c */
 extern unsigned long page_offset_base;
+/* netmem-global: skbuff_head_cache net/core/skbuff.c */
+extern struct kmem_cache *skbuff_head_cache;
+/* netmem-global: skbuff_fclone_cache net/core/skbuff.c */
+extern struct kmem_cache *skbuff_fclone_cache;
 /* netmem-global: slab_caches mm/slab_common.c */
 extern struct list_head slab_caches;
 /* netmem-global: min_low_pfn mm/memblock.c */
