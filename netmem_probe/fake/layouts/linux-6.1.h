@@ -1365,6 +1365,10 @@ extern struct kmem_cache *skbuff_head_cache;
 extern struct kmem_cache *skbuff_fclone_cache;
 /* netmem-global: slab_caches mm/slab_common.c */
 extern struct list_head slab_caches;
+/* netmem-global: min_low_pfn mm/memblock.c */
+extern unsigned long min_low_pfn;
+/* netmem-global: max_low_pfn mm/memblock.c */
+extern unsigned long max_low_pfn;
 /* netmem-global: __per_cpu_offset arch/x86/kernel/setup_percpu.c */
 extern unsigned long __per_cpu_offset[8192];
 /* netmem-global: __cpu_possible_mask kernel/cpu.c */
