@@ -455,7 +455,9 @@ def run_pp_test():
     device pptest0 (for kernels whose drivers make none under QEMU): pool 0
     hands out pages in skbs to an unread socket, keeps some in the module's
     array and gets some back in its ring; pool 1 hands out pages and is
-    destroyed while they are out.  Returns the module's own account.
+    destroyed while they are out; pool 2's pages wait in pptest0's qdisc, its
+    tx queue stopped (one requeued as the qdisc's gso_skb, the rest in the
+    default qdisc's queue).  Returns the module's own account.
     """
     fd = os.open(CFG["pp_test_ko"], os.O_RDONLY)
     try:
@@ -479,6 +481,13 @@ def run_pp_test():
     pp_cmd("rx 1 %d" % rx1)
     pp_cmd("destroy 1")
     settle([s], quiet=0.5, timeout=10)
+    tx2 = 12
+    pp_cmd("pool 2")
+    pp_cmd("tx 2 %d" % tx2)
+    try:  # for the log: what the qdisc says it holds
+        qdisc = sh("tc", "-s", "qdisc", "show", "dev", "pptest0", check=False)
+    except OSError as e:
+        qdisc = "tc: %s" % e
     with open(PP_PARAMS + "state") as f:
         state = f.read()
     pools, held_pages = [], []
@@ -502,7 +511,8 @@ def run_pp_test():
         "held": held_pages,
         "sink": meminfo(s),
         "ifindex": ifindex("init_net", "pptest0"),
-        "datagrams": {"pool0": rx0, "pool0-read-back": back0, "pool1": rx1},
+        "datagrams": {"pool0": rx0, "pool0-read-back": back0, "pool1": rx1, "pool2-qdisc": tx2},
+        "qdisc": qdisc,
         "sink_queued": rx0 - back0 + rx1,
     }
     log("pp_test: %s" % json.dumps(res)[:400])

@@ -13,6 +13,10 @@
  *                 received on pptest0 like a NIC's rx (netif_rx)
  *   hold N COUNT  COUNT pages of pool N kept in the module's own array
  *                 (a driver's rx ring)
+ *   tx N COUNT    stop pptest0's tx queues (as a driver whose ring is full
+ *                 does), then send COUNT UDP datagrams from SRC to DST:PORT
+ *                 out of pptest0, each with its payload in a page of pool N:
+ *                 they wait in the device's qdisc (the first requeued)
  *   destroy N     page_pool_destroy() of pool N, whatever is still out
  *
  * /sys/module/pp_test/parameters/state prints the truth, one line each:
@@ -133,6 +137,54 @@ static int rx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
 	return 0;
 }
 
+static int tx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
+{
+	struct page *page = page_pool_dev_alloc_pages(pool);
+	int hlen = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr);
+	struct sk_buff *skb;
+	struct udphdr *uh;
+	struct iphdr *iph;
+	struct ethhdr *eth;
+
+	if (!page)
+		return -ENOMEM;
+	skb = alloc_skb(hlen + NET_IP_ALIGN, GFP_ATOMIC);
+	if (!skb) {
+		page_pool_put_full_page(pool, page, false);
+		return -ENOMEM;
+	}
+	skb_reserve(skb, NET_IP_ALIGN);
+	skb_reset_mac_header(skb);
+	eth = skb_put(skb, sizeof(*eth));
+	eth_broadcast_addr(eth->h_dest);
+	ether_addr_copy(eth->h_source, ppdev->dev_addr);
+	eth->h_proto = htons(ETH_P_IP);
+	skb_set_network_header(skb, skb->len);
+	iph = skb_put(skb, sizeof(*iph));
+	memset(iph, 0, sizeof(*iph));
+	iph->version = 4;
+	iph->ihl = 5;
+	iph->ttl = 64;
+	iph->protocol = IPPROTO_UDP;
+	iph->saddr = saddr;
+	iph->daddr = daddr;
+	iph->tot_len = htons(sizeof(*iph) + sizeof(*uh) + PAYLOAD);
+	iph->id = htons(seq);
+	ip_send_check(iph);
+	skb_set_transport_header(skb, skb->len);
+	uh = skb_put(skb, sizeof(*uh));
+	uh->source = htons(40000);
+	uh->dest = htons(port);
+	uh->len = htons(sizeof(*uh) + PAYLOAD);
+	uh->check = 0;
+	memset(page_address(page), 't', PAYLOAD);
+	skb_add_rx_frag(skb, 0, page, 0, PAYLOAD, PAGE_SIZE);
+	skb_mark_for_recycle(skb);
+	skb->protocol = htons(ETH_P_IP);
+	skb->dev = ppdev;
+	return dev_queue_xmit(skb) == NET_XMIT_SUCCESS ? 0 : -ENOBUFS;
+}
+
 static int do_cmd(const char *buf)
 {
 	char word[16];
@@ -165,6 +217,17 @@ static int do_cmd(const char *buf)
 			held_pool[nheld++] = n;
 		}
 		return 0;
+	}
+	if (!strcmp(word, "tx")) {
+		netif_tx_stop_all_queues(ppdev);
+		saddr = in_aton(dst);
+		daddr = in_aton(src);
+		for (i = 0; i < count && !err; i++) {
+			local_bh_disable();
+			err = tx_one(pools[n], saddr, daddr, i);
+			local_bh_enable();
+		}
+		return err;
 	}
 	if (!strcmp(word, "destroy")) {
 		page_pool_destroy(pools[n]);
