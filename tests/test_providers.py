@@ -258,3 +258,46 @@ def test_without_the_file_scan_a_zcrx_areas_owners_are_not_read():
     w, ifq = zcrx_world()
     result = run_cli("providers", "--no-scan-files", "--json", program=w.program())
     assert area_record(result)["owners"] is None
+
+
+def _binding_world():
+    w = World("linux-7.3")
+    nic = w.init_net.netdev("eth3", driver="bnxt_en", num_rx_queues=2)
+    binding = FakeBinding(w, nic, [0], [8], binding_id=4, napi_base=8300)
+    binding.alloc(binding.pools[0], 2, "stack")
+    return w, binding
+
+
+def test_a_binding_names_the_process_holding_its_netlink_socket():
+    w, binding = _binding_world()
+    FakeTask(w, 1, "init", w.init_net)
+    binding.bound_by(FakeTask(w, 940, "ncdevmem", w.init_net), 5)
+    record = area_record(run_cli("providers", "--json", program=w.program()))
+    assert record["owners"] == [
+        {"pid": 940, "comm": "ncdevmem", "fd": 5, "cgroup": None, "netns": w.init_net.inum}
+    ]
+    assert record == binding.expected()
+
+
+def test_an_unbound_binding_has_no_owner_and_is_not_read_without_the_file_scan():
+    w, binding = _binding_world()
+    other = FakeBinding(w, w.init_net.netdev("eth4"), [0], [4], binding_id=5, napi_base=8400)
+    other.bound_by(FakeTask(w, 941, "ncdevmem", w.init_net), 3)
+    binding.unbind()
+    prog = w.program()
+    records = {r["id"]: r for r in run_cli("providers", "--json", program=prog).json()}
+    assert records[4]["owners"] == [] and [o["pid"] for o in records[5]["owners"]] == [941]
+    scanless = run_cli("providers", "--no-scan-files", "--json", program=prog).json()
+    assert [r["owners"] for r in scanless] == [None, None]
+
+
+def test_a_detached_binding_pools_niovs_name_the_bindings_owner_in_leaks():
+    w, binding = _binding_world()
+    binding.bound_by(FakeTask(w, 942, "ncdevmem", w.init_net), 7)
+    binding.pools[0].detach(w.boottime_ns / 1e9 - 60)
+    rows = [
+        json.loads(line)
+        for line in run_cli("leaks", "--json", program=w.program()).out.splitlines()
+    ]
+    assert len(rows) == 2
+    assert {(o["pid"], o["fd"]) for r in rows for o in r["owners"]} == {(942, 7)}

@@ -317,6 +317,7 @@ class FakeBinding:
         for i, queue in enumerate(queues):
             self.pools.append(self._install(queue, napi_base + i))
         self.user_ref = 1
+        self.owners: List[Tuple["FakeTask", int]] = []  # (process, netlink socket fd)
         self.percpu_ref = (
             world.type("struct net_devmem_dmabuf_binding").member("ref").type.type_name()
             == "struct percpu_ref"
@@ -358,6 +359,19 @@ class FakeBinding:
         )
         pool.provider = self
         return pool
+
+    def bound_by(self, task: "FakeTask", fd: int) -> None:
+        """
+        Bound from a generic netlink socket ``task`` has open as ``fd``: the
+        binding is on the socket's ``netdev_nl_sock.bindings``, found in
+        ``netdev_nl_family.sock_privs`` by the socket's address.
+        """
+        sk = self.world.alloc("struct sock")
+        task.open_sk(sk.addr, fd)
+        priv = self.world.alloc("struct netdev_nl_sock")
+        self.world.list(priv, "bindings").add(self.obj, "list")
+        _sock_privs(self.world).entries[sk.addr] = priv.addr
+        self.owners.append((task, fd))
 
     def unbind(self) -> None:
         """``net_devmem_unbind_dmabuf()``: off the registry and the queues; user ref gone."""
@@ -438,9 +452,18 @@ class FakeBinding:
             **_count(niovs),
             "bytes": len(niovs) << self.niov_shift,
             "inconsistent": 0,
-            # the netlink socket holding a binding is not looked for yet
-            "owners": None,
+            "owners": self._owners(),
         }
+
+    def _owners(self) -> Optional[List[Dict[str, Any]]]:
+        """The processes holding the netlink socket that bound it (``providers --json``)."""
+        world = self.world
+        if world.tasks is None or not world.has_symbol("netdev_nl_family"):
+            return None
+        return [
+            {"pid": task.pid, "comm": task.comm, "fd": fd, "cgroup": None, "netns": task.ns.inum}
+            for task, fd in self.owners
+        ]
 
 
 def _bindings_xarray(world: "World") -> FakeXArray:
@@ -450,6 +473,17 @@ def _bindings_xarray(world: "World") -> FakeXArray:
         xa = world.xarray(world.global_("net_devmem_dmabuf_bindings"), "")
         world._netmem_bindings_xa = xa  # type: ignore[attr-defined]
         return xa
+
+
+def _sock_privs(world: "World") -> FakeXArray:
+    """``netdev_nl_family.sock_privs``: each netlink socket's private data by its address."""
+    try:
+        return world._netmem_sock_privs  # type: ignore[attr-defined]
+    except AttributeError:
+        xa = world.alloc("struct xarray")
+        world.global_("netdev_nl_family").set("sock_privs", xa.addr)
+        privs = world._netmem_sock_privs = world.xarray(xa, "")  # type: ignore[attr-defined]
+        return privs
 
 
 def _set_mp_params(world: "World", rxq: KObject, provider: Any) -> None:

@@ -50,7 +50,11 @@ class FakeTask:
 
     def open(self, sock: "FakeSocket", fd: int) -> None:
         """Have ``sock`` open as descriptor ``fd``."""
-        socket = self.world.alloc("struct socket", {"sk": sock.obj.addr})
+        self.open_sk(sock.obj.addr, fd)
+
+    def open_sk(self, sk: int, fd: int) -> None:
+        """Have the socket whose ``struct sock`` is at ``sk`` open as descriptor ``fd``."""
+        socket = self.world.alloc("struct socket", {"sk": sk})
         file = self.world.alloc(
             "struct file",
             {

@@ -129,8 +129,9 @@ class ProviderArea:
     size: Optional[int]
     spans: Tuple[NiovSpan, ...]
     #: zcrx: the processes holding a ring that registered the ifq (or its
-    #: exported file), with that descriptor; None when not looked for (no
-    #: file scan) or for a devmem binding.
+    #: exported file), with that descriptor; devmem: the processes holding
+    #: the netlink socket that bound it (none once unbound); None when not
+    #: looked for (no file scan) or not readable.
     owners: Optional[Tuple[Owner, ...]] = None
 
     @property

@@ -9,16 +9,16 @@ These helpers find the bindings and read each one as a
 :class:`~netmem_probe.kernel.areas.ProviderArea`.
 """
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import drgn
 from drgn import Program
 
 from netmem_probe.kernel.areas import MAX_NIOVS, MAX_RX_QUEUES, AreaReader, NiovSpan, ProviderArea
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import list_nodes, wrap, xa_entries
+from netmem_probe.kernel.walk import Problems, list_nodes, wrap, xa_entries
 
-__all__ = ("BindingReader", "dmabuf_bindings_xarray")
+__all__ = ("BindingReader", "binding_sockets", "dmabuf_bindings_xarray")
 
 DMA_TO_DEVICE = 1
 
@@ -31,6 +31,45 @@ def dmabuf_bindings_xarray(prog: Program) -> Optional[int]:
         except (LookupError, ValueError):
             continue
     return None
+
+
+def binding_sockets(prog: Program, problems: Problems) -> Optional[Dict[int, int]]:
+    """
+    binding address -> the ``struct sock`` of the netlink socket that bound
+    it (``NETDEV_CMD_BIND_RX``/``BIND_TX``).  The netdev family keeps each
+    socket's private data in ``netdev_nl_family.sock_privs``, an XArray keyed
+    by the ``struct sock`` address (since Linux kernel commit a731132424ad
+    ("genetlink: introduce per-sock family private storage") (in v6.8)), and
+    the binding sits on that data's ``bindings`` list by its ``list``; the
+    socket's release unbinds it.  A binding on no socket's list has been
+    unbound.  None when the kernel has no such storage (before devmem, or no
+    ``netdev_nl_family`` symbol).
+    """
+    try:
+        family = prog.object("netdev_nl_family")
+        privs = family.sock_privs.value_()
+        list_at = drgn.offsetof(prog.type("struct net_devmem_dmabuf_binding"), "list")
+    except (LookupError, AttributeError):
+        return None
+    except drgn.FaultError as e:
+        problems.fault("netdev_nl_family", e.address, e)
+        return None
+    # Since Linux kernel commit b6b67141d6f1 ("net: create netdev_nl_sock to
+    # wrap bindings list") (in v6.15) the private data is a struct
+    # netdev_nl_sock; before (v6.12-v6.14), the bindings' list_head itself.
+    try:
+        bindings_at = drgn.offsetof(prog.type("struct netdev_nl_sock"), "bindings")
+    except LookupError:
+        bindings_at = 0
+    sockets: Dict[int, int] = {}
+    if not privs:  # no socket has used the family yet
+        return sockets
+    for sk, priv in xa_entries(prog, privs, what="netdev_nl_family sock_privs", problems=problems):
+        for node in list_nodes(
+            prog, priv + bindings_at, what="netlink socket bindings", problems=problems
+        ):
+            sockets[node - list_at] = sk
+    return sockets
 
 
 class BindingReader(AreaReader):

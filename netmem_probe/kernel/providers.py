@@ -17,14 +17,15 @@ names a provider, the rx queues' ``mp_params``, io_uring rings'
 :mod:`~netmem_probe.kernel.niovs`.
 """
 
+from dataclasses import replace
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 from drgn import Program
 
-from netmem_probe.kernel.actors import Owner
+from netmem_probe.kernel.actors import Owner, SocketOwners
 from netmem_probe.kernel.areas import MAX_RX_QUEUES, ProviderArea, net_iov_size
-from netmem_probe.kernel.devmem import BindingReader, dmabuf_bindings_xarray
+from netmem_probe.kernel.devmem import BindingReader, binding_sockets, dmabuf_bindings_xarray
 from netmem_probe.kernel.netdev import NetdevReader, for_each_net_address
 from netmem_probe.kernel.niovs import NiovInfo, NiovStates
 from netmem_probe.kernel.page_pool import PagePoolInfo, PagePoolScanner, pool_provider
@@ -102,6 +103,8 @@ class ProviderScanner:
             devmem = BindingReader(*args)
             areas = [a for a in (devmem.read(b) for b in bindings) if a is not None]
             areas.sort(key=lambda a: a.id)
+            if self.scan_files and areas:
+                areas = self._with_binding_owners(areas)
             zcrx = ZcrxReader(*args)
             for ifq in ifqs:
                 owners = self._ifq_owners
@@ -110,6 +113,25 @@ class ProviderScanner:
                 )
             self._areas = areas
         return self._areas
+
+    def _with_binding_owners(self, bindings: List[ProviderArea]) -> List[ProviderArea]:
+        """
+        The bindings with their owners: the processes holding the netlink
+        socket that bound each one (none for an unbound binding); unchanged
+        (owners None) when the sockets or the processes cannot be read.
+        """
+        sockets = binding_sockets(self.prog, self.problems)
+        if sockets is None:
+            return bindings
+        processes = SocketOwners(self.prog, self.problems)
+        out = []
+        for area in bindings:
+            # An unbound binding is on no socket: 0, which no process holds.
+            owners = processes.of(sockets.get(area.address, 0))
+            if owners is None:  # no file tables to read
+                return bindings
+            out.append(replace(area, owners=owners))
+        return out
 
     def _rx_queue_providers(self) -> Iterator[Tuple[str, int]]:
         """(kind, mp_priv) of every netdev rx queue with a memory provider."""

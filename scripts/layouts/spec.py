@@ -167,6 +167,10 @@ STRUCTS = {
     "struct inet_connection_sock": ["icsk_inet"],
     "struct inet_sock": ["sk"],
     "struct rb_root": ALL,
+    # the netlink socket that bound a devmem binding (kernel/devmem.py): the
+    # netdev family's per-socket private data, keyed by struct sock address
+    "struct genl_family": ["sock_privs"],
+    "struct netdev_nl_sock": ALL,
     # skbs waiting per CPU (kernel/softnet.py): the backlog, the completion
     # queue, the skb defer lists (in softnet_data before v6.18, per NUMA node
     # after) and the NAPI cache of freed skbs
@@ -326,6 +330,7 @@ GLOBALS = {
     "system_page_pool": "net/core/dev.c",
     "pp_system_recycle_stats": "net/core/page_pool.c",
     "net_devmem_dmabuf_bindings": "net/core/devmem.c",
+    "netdev_nl_family": "net/core/netdev-genl-gen.c",
     "dmabuf_devmem_ops": "net/core/devmem.c",
     "io_uring_pp_zc_ops": "io_uring/zcrx.c",
     "io_uring_fops": "io_uring/io_uring.c",

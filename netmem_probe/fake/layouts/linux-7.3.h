@@ -1002,6 +1002,16 @@ struct tcp_sock {
 	unsigned char __pad_1568[864];
 };
 
+struct genl_family {
+	unsigned char __pad_0[152];
+	struct xarray *sock_privs;
+};
+
+struct netdev_nl_sock {
+	struct mutex lock;
+	struct list_head bindings;
+};
+
 struct softnet_data {
 	unsigned char __pad_0[16];
 	struct sk_buff_head process_queue;
@@ -2216,6 +2226,11 @@ _Static_assert(__builtin_offsetof(struct rb_root, rb_node) == 0, "__builtin_offs
 _Static_assert(sizeof(struct rb_root) == 8, "sizeof(struct rb_root)");
 _Static_assert(__builtin_offsetof(struct tcp_sock, out_of_order_queue) == 1560, "__builtin_offsetof(struct tcp_sock, out_of_order_queue)");
 _Static_assert(sizeof(struct tcp_sock) == 2432, "sizeof(struct tcp_sock)");
+_Static_assert(__builtin_offsetof(struct genl_family, sock_privs) == 152, "__builtin_offsetof(struct genl_family, sock_privs)");
+_Static_assert(sizeof(struct genl_family) == 160, "sizeof(struct genl_family)");
+_Static_assert(__builtin_offsetof(struct netdev_nl_sock, lock) == 0, "__builtin_offsetof(struct netdev_nl_sock, lock)");
+_Static_assert(__builtin_offsetof(struct netdev_nl_sock, bindings) == 24, "__builtin_offsetof(struct netdev_nl_sock, bindings)");
+_Static_assert(sizeof(struct netdev_nl_sock) == 40, "sizeof(struct netdev_nl_sock)");
 _Static_assert(__builtin_offsetof(struct softnet_data, process_queue) == 16, "__builtin_offsetof(struct softnet_data, process_queue)");
 _Static_assert(__builtin_offsetof(struct softnet_data, completion_queue) == 88, "__builtin_offsetof(struct softnet_data, completion_queue)");
 _Static_assert(__builtin_offsetof(struct softnet_data, input_pkt_queue) == 352, "__builtin_offsetof(struct softnet_data, input_pkt_queue)");
@@ -2563,6 +2578,8 @@ extern struct page_pool_bh system_page_pool;
 extern struct page_pool_recycle_stats pp_system_recycle_stats;
 /* netmem-global: net_devmem_dmabuf_bindings net/core/devmem.c */
 extern struct xarray net_devmem_dmabuf_bindings;
+/* netmem-global: netdev_nl_family net/core/netdev-genl-gen.c */
+extern struct genl_family netdev_nl_family;
 /* netmem-global: dmabuf_devmem_ops net/core/devmem.c */
 extern const struct memory_provider_ops dmabuf_devmem_ops;
 /* netmem-global: io_uring_pp_zc_ops io_uring/zcrx.c */
