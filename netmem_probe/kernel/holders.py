@@ -325,10 +325,19 @@ class HolderSearch:
         self.v6_offsets: Optional[Tuple[int, ...]] = None
         if all(member_exists(common, name) for name in v6_names):
             self.v6_offsets = tuple(drgn.offsetof(sock, "__sk_common." + n) for n in v6_names)
-        self.queue_offsets = {
-            "receive": drgn.offsetof(sock, "sk_receive_queue"),
-            "error": drgn.offsetof(sock, "sk_error_queue"),
-        }
+        self.queue_offsets = [
+            ("receive", drgn.offsetof(sock, "sk_receive_queue")),
+            ("error", drgn.offsetof(sock, "sk_error_queue")),
+        ]
+        # A UDP socket's reader takes what has arrived from sk_receive_queue
+        # all at once into its own reader_queue, since Linux kernel commit
+        # 2276f58ac589 ("udp: use a separate rx queue for packet reception")
+        # (in v4.11): datagrams received, not read yet, as the other.
+        try:
+            udp_sock = prog.type("struct udp_sock")
+            self.queue_offsets.append(("receive", drgn.offsetof(udp_sock, "reader_queue")))
+        except LookupError:
+            pass
         self.qlen_offset = drgn.offsetof(prog.type("struct sk_buff_head"), "qlen")
         self.inum_offset = drgn.offsetof(prog.type("struct net"), "ns.inum")
         pool_type = prog.type("struct page_pool")
@@ -596,7 +605,7 @@ class HolderSearch:
             if qlen != len(nodes):
                 continue
             hypotheses = []
-            for queue, offset in self.queue_offsets.items():
+            for queue, offset in self.queue_offsets:
                 sock = self._sock_info(head - offset)
                 if sock is not None and (not sk or sk == sock.address):
                     hypotheses.append((sock, queue))

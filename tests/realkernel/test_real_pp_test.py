@@ -77,3 +77,38 @@ def test_a_held_page_is_decoded_to_its_pool(series, kind):
     result = run_cli("decode", held["page"], "--json", program=program(series, kind))
     (record,) = result.json()
     assert record["pp"] is True and record["pool"] == addresses[held["pool"]]
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_the_pages_waiting_in_a_stopped_devices_qdisc_are_held_by_the_qdisc(series, kind):
+    pp = _pp_test(series)
+    sent = pp["datagrams"].get("pool2-qdisc")
+    if not sent:
+        pytest.skip(f"the {series} dump predates pp_test's tx command (no pages in a qdisc)")
+    (pool,) = [p for p in pp["pools"] if p["n"] == 2]
+    result = run_cli("pool", pool["address"], "--holders", "--json", program=program(series, kind))
+    holders = result.json()["holders"]
+    kinds = holders["holder-kinds"]
+    # Every datagram the module sent waits in pptest0's qdisc (its tx queue
+    # stopped): the first requeued as gso_skb, the rest in the default
+    # qdisc's queue; the pool's alloc cache has the other pages.
+    assert kinds.pop("qdisc") == sent, (holders, pp["qdisc"])
+    assert (
+        set(kinds) <= {"pool-cache", "pool-ring"} and sum(kinds.values()) + sent == pool["inflight"]
+    ), holders
+    qdisc = [r for r in holders["release"] if r["action"].startswith("the qdisc sending it")]
+    assert sum(r["pages"] for r in qdisc) == sent
+    assert all("of pptest0" in r["action"] for r in qdisc)
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_the_datagrams_nobody_read_are_on_the_sinks_receive_queues(series, kind):
+    pp = _pp_test(series)
+    (pool,) = [p for p in pp["pools"] if p["n"] == 0]
+    result = run_cli("pool", pool["address"], "--holders", "--json", program=program(series, kind))
+    kinds = result.json()["holders"]["holder-kinds"]
+    # After the sink read some, UDP moved the rest from sk_receive_queue to
+    # its reader_queue: a receive queue too, not "an skb on no queue".
+    datagrams = pp["datagrams"]
+    assert kinds.get("socket-receive") == datagrams["pool0"] - datagrams["pool0-read-back"]
+    assert "skb" not in kinds, kinds

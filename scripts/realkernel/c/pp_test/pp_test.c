@@ -274,6 +274,10 @@ static void pp_setup(struct net_device *dev)
 {
 	ether_setup(dev);
 	dev->netdev_ops = &pp_ops;
+	/* scatter-gather: a requeued skb keeps its frags (without it the first
+	 * skb "tx" sends is linearized on its way to the stopped queue, and its
+	 * page goes back to the pool) */
+	dev->features |= NETIF_F_SG;
 }
 
 static int __init pp_init(void)
