@@ -32,6 +32,8 @@ GLOBAL_TYPES: Dict[str, Union[str, Sequence[str]]] = {
     "io_uring_pp_zc_ops": "const struct memory_provider_ops",
     "io_uring_fops": "const struct file_operations",
     "zcrx_box_fops": "const struct file_operations",
+    # the netlink socket that bound a devmem binding (kernel/devmem.py)
+    "netdev_nl_family": "struct genl_family",
     # the processes holding a socket open (kernel/actors.py)
     "socket_file_ops": "const struct file_operations",
     # namespaces, tasks
