@@ -394,6 +394,16 @@ def _define_skbs(s: Snippet) -> None:
             return nodes
 
 
+        # A UDP socket's reader moves what has arrived into its own
+        # reader_queue, since Linux kernel commit 2276f58ac589 ("udp: use a
+        # separate rx queue for packet reception") (in v4.11).
+        SOCK_QUEUES = (
+            ("receive", "struct sock", "sk_receive_queue"),
+            ("error", "struct sock", "sk_error_queue"),
+            ("receive", "struct udp_sock", "reader_queue"),
+        )
+
+
         def socket_of(skb):
             """
             The socket and queue that hold an skb.  A socket queue is a ring of
@@ -406,9 +416,12 @@ def _define_skbs(s: Snippet) -> None:
                     for head in nodes:
                         if Object(prog, "struct sk_buff_head *", head).qlen != len(nodes):
                             continue
-                        for queue in ("receive", "error"):
-                            sk = sock_at(head - offsetof(prog.type("struct sock"),
-                                                         f"sk_{queue}_queue"))
+                        for queue, owner, member in SOCK_QUEUES:
+                            try:
+                                offset = offsetof(prog.type(owner), member)
+                            except LookupError:
+                                continue
+                            sk = sock_at(head - offset)
                             if sk is not None and (not skb.sk or skb.sk == sk):
                                 return sk.value_(), queue
                     return None, None
