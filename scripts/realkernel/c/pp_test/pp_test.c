@@ -41,6 +41,7 @@
 #define NPOOLS 4
 #define NHELD 64
 #define PAYLOAD 1000
+#define HLEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
 
 static struct net_device *ppdev;
 static struct page_pool *pools[NPOOLS];
@@ -90,75 +91,12 @@ static int pool_create(int n)
 	return 0;
 }
 
-static int rx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
+/* The IPv4 and UDP headers of a datagram of PAYLOAD bytes to port, after eth. */
+static void put_ip_udp(struct sk_buff *skb, __be32 saddr, __be32 daddr, int seq)
 {
-	struct page *page = page_pool_dev_alloc_pages(pool);
-	struct sk_buff *skb;
-	struct udphdr *uh;
 	struct iphdr *iph;
-	struct ethhdr *eth;
-	int hlen = sizeof(*eth) + sizeof(*iph) + sizeof(*uh);
-
-	if (!page)
-		return -ENOMEM;
-	skb = netdev_alloc_skb(ppdev, hlen + NET_IP_ALIGN);
-	if (!skb) {
-		page_pool_put_full_page(pool, page, false);
-		return -ENOMEM;
-	}
-	skb_reserve(skb, NET_IP_ALIGN);
-	eth = skb_put(skb, sizeof(*eth));
-	ether_addr_copy(eth->h_dest, ppdev->dev_addr);
-	eth_zero_addr(eth->h_source);
-	eth->h_source[5] = 1;
-	eth->h_proto = htons(ETH_P_IP);
-	iph = skb_put(skb, sizeof(*iph));
-	memset(iph, 0, sizeof(*iph));
-	iph->version = 4;
-	iph->ihl = 5;
-	iph->ttl = 64;
-	iph->protocol = IPPROTO_UDP;
-	iph->saddr = saddr;
-	iph->daddr = daddr;
-	iph->tot_len = htons(sizeof(*iph) + sizeof(*uh) + PAYLOAD);
-	iph->id = htons(seq);
-	ip_send_check(iph);
-	uh = skb_put(skb, sizeof(*uh));
-	uh->source = htons(40000);
-	uh->dest = htons(port);
-	uh->len = htons(sizeof(*uh) + PAYLOAD);
-	uh->check = 0;
-	memset(page_address(page), 'p', PAYLOAD);
-	skb_add_rx_frag(skb, 0, page, 0, PAYLOAD, PAGE_SIZE);
-	skb_mark_for_recycle(skb);
-	skb->ip_summed = CHECKSUM_UNNECESSARY;
-	skb->protocol = eth_type_trans(skb, ppdev);
-	netif_rx(skb);
-	return 0;
-}
-
-static int tx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
-{
-	struct page *page = page_pool_dev_alloc_pages(pool);
-	int hlen = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr);
-	struct sk_buff *skb;
 	struct udphdr *uh;
-	struct iphdr *iph;
-	struct ethhdr *eth;
 
-	if (!page)
-		return -ENOMEM;
-	skb = alloc_skb(hlen + NET_IP_ALIGN, GFP_ATOMIC);
-	if (!skb) {
-		page_pool_put_full_page(pool, page, false);
-		return -ENOMEM;
-	}
-	skb_reserve(skb, NET_IP_ALIGN);
-	skb_reset_mac_header(skb);
-	eth = skb_put(skb, sizeof(*eth));
-	eth_broadcast_addr(eth->h_dest);
-	ether_addr_copy(eth->h_source, ppdev->dev_addr);
-	eth->h_proto = htons(ETH_P_IP);
 	skb_set_network_header(skb, skb->len);
 	iph = skb_put(skb, sizeof(*iph));
 	memset(iph, 0, sizeof(*iph));
@@ -177,6 +115,57 @@ static int tx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
 	uh->dest = htons(port);
 	uh->len = htons(sizeof(*uh) + PAYLOAD);
 	uh->check = 0;
+}
+
+static int rx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
+{
+	struct page *page = page_pool_dev_alloc_pages(pool);
+	struct sk_buff *skb;
+	struct ethhdr *eth;
+
+	if (!page)
+		return -ENOMEM;
+	skb = netdev_alloc_skb(ppdev, HLEN + NET_IP_ALIGN);
+	if (!skb) {
+		page_pool_put_full_page(pool, page, false);
+		return -ENOMEM;
+	}
+	skb_reserve(skb, NET_IP_ALIGN);
+	eth = skb_put(skb, sizeof(*eth));
+	ether_addr_copy(eth->h_dest, ppdev->dev_addr);
+	eth_zero_addr(eth->h_source);
+	eth->h_source[5] = 1;
+	eth->h_proto = htons(ETH_P_IP);
+	put_ip_udp(skb, saddr, daddr, seq);
+	memset(page_address(page), 'p', PAYLOAD);
+	skb_add_rx_frag(skb, 0, page, 0, PAYLOAD, PAGE_SIZE);
+	skb_mark_for_recycle(skb);
+	skb->ip_summed = CHECKSUM_UNNECESSARY;
+	skb->protocol = eth_type_trans(skb, ppdev);
+	netif_rx(skb);
+	return 0;
+}
+
+static int tx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
+{
+	struct page *page = page_pool_dev_alloc_pages(pool);
+	struct sk_buff *skb;
+	struct ethhdr *eth;
+
+	if (!page)
+		return -ENOMEM;
+	skb = alloc_skb(HLEN + NET_IP_ALIGN, GFP_ATOMIC);
+	if (!skb) {
+		page_pool_put_full_page(pool, page, false);
+		return -ENOMEM;
+	}
+	skb_reserve(skb, NET_IP_ALIGN);
+	skb_reset_mac_header(skb);
+	eth = skb_put(skb, sizeof(*eth));
+	eth_broadcast_addr(eth->h_dest);
+	ether_addr_copy(eth->h_source, ppdev->dev_addr);
+	eth->h_proto = htons(ETH_P_IP);
+	put_ip_udp(skb, saddr, daddr, seq);
 	memset(page_address(page), 't', PAYLOAD);
 	skb_add_rx_frag(skb, 0, page, 0, PAYLOAD, PAGE_SIZE);
 	skb_mark_for_recycle(skb);
