@@ -7,6 +7,8 @@
 #ifndef NETMEM_LAYOUT_LINUX_6_12
 #define NETMEM_LAYOUT_LINUX_6_12
 
+struct Qdisc;
+struct Qdisc_ops;
 struct address_space;
 struct callback_head;
 struct dev_pagemap;
@@ -15,8 +17,14 @@ struct device_driver;
 struct dma_buf;
 struct dma_buf_attachment;
 struct dmabuf_genpool_chunk_owner;
+struct fdtable;
+struct file;
+struct file_operations;
+struct files_struct;
+struct fq_codel_flow;
 struct gen_pool;
 struct hlist_node;
+struct kmem_cache;
 struct list_head;
 struct llist_node;
 struct mem_section;
@@ -27,10 +35,17 @@ struct net;
 struct net_device;
 struct net_devmem_dmabuf_binding;
 struct net_iov;
+struct netdev_queue;
 struct netdev_rx_queue;
+struct nsproxy;
+struct page;
 struct page_ext;
 struct page_pool;
 struct percpu_ref_data;
+struct prb_desc;
+struct printk_info;
+struct printk_ringbuffer;
+struct rb_node;
 struct refcount_struct;
 struct rtnl_link_ops;
 struct seqcount;
@@ -38,8 +53,13 @@ struct seqcount_raw_spinlock;
 struct sg_table;
 struct sk_buff;
 struct skb_frag;
+struct slab;
 struct sock;
 struct spinlock;
+struct vring_desc_state_packed;
+struct vring_desc_state_split;
+struct vring_packed_desc;
+struct vring_packed_desc_event;
 struct xa_node;
 struct xarray;
 
@@ -204,6 +224,12 @@ struct timer_list {
 	unsigned char __pad_36[4];
 };
 
+struct delayed_work {
+	unsigned char __pad_0[32];
+	struct timer_list timer;
+	unsigned char __pad_72[16];
+};
+
 enum dma_data_direction {
 	DMA_BIDIRECTIONAL = 0,
 	DMA_TO_DEVICE = 1,
@@ -229,10 +255,6 @@ typedef _Bool bool;
 typedef unsigned char __u8;
 
 typedef unsigned long netmem_ref;
-
-struct delayed_work {
-	unsigned char __opaque[88];
-};
 
 struct pp_alloc_cache {
 	u32 count;
@@ -313,6 +335,34 @@ struct page_pool {
 	unsigned char __pad_1648[16];
 };
 
+struct page_pool_params {
+	union {
+		struct {
+			unsigned int order;
+			unsigned int pool_size;
+			int nid;
+			unsigned char __pad_12[4];
+			struct device *dev;
+			struct napi_struct *napi;
+			enum dma_data_direction dma_dir;
+			unsigned int max_len;
+			unsigned int offset;
+			unsigned char __pad_44[4];
+		};
+		struct page_pool_params_fast fast;
+	};
+	union {
+		struct {
+			struct net_device *netdev;
+			unsigned int queue_idx;
+			unsigned int flags;
+			void (*init_callback)(netmem_ref, void *);
+			void *init_arg;
+		};
+		struct page_pool_params_slow slow;
+	};
+};
+
 struct memory_provider_ops {
 	netmem_ref (*alloc_netmems)(struct page_pool *, gfp_t);
 	bool (*release_netmem)(struct page_pool *, netmem_ref);
@@ -340,7 +390,9 @@ struct device {
 };
 
 struct net_device {
-	unsigned char __pad_0[176];
+	unsigned char __pad_0[24];
+	struct netdev_queue *_tx;
+	unsigned char __pad_32[144];
 	unsigned int flags;
 	unsigned char __pad_180[44];
 	int ifindex;
@@ -355,7 +407,13 @@ struct net_device {
 	struct list_head napi_list;
 	unsigned char __pad_392[688];
 	unsigned int num_rx_queues;
-	unsigned char __pad_1084[332];
+	unsigned char __pad_1084[76];
+	unsigned int num_tx_queues;
+	unsigned char __pad_1164[4];
+	struct Qdisc *qdisc;
+	unsigned char __pad_1176[16];
+	struct hlist_head qdisc_hash[16];
+	unsigned char __pad_1320[96];
 	u8 reg_state;
 	unsigned char __pad_1417[55];
 	struct device dev;
@@ -394,10 +452,19 @@ struct netdev_rx_queue {
 	unsigned char __pad_184[8];
 };
 
+struct gro_list {
+	struct list_head list;
+	int count;
+	unsigned char __pad_20[4];
+};
+
 struct napi_struct {
 	unsigned char __pad_0[56];
 	struct net_device *dev;
-	unsigned char __pad_64[220];
+	struct gro_list gro_hash[8];
+	unsigned char __pad_256[8];
+	struct list_head rx_list;
+	unsigned char __pad_280[4];
 	unsigned int napi_id;
 	unsigned char __pad_288[72];
 	struct list_head dev_list;
@@ -481,6 +548,12 @@ struct io_ring_ctx {
 	unsigned char __pad_0[1408];
 };
 
+struct rb_node {
+	unsigned long __rb_parent_color;
+	struct rb_node *rb_right;
+	struct rb_node *rb_left;
+};
+
 typedef unsigned int sk_buff_data_t;
 
 struct sk_buff {
@@ -492,6 +565,9 @@ struct sk_buff {
 				struct net_device *dev;
 			};
 		};
+		struct rb_node rbnode;
+		struct list_head list;
+		struct llist_node ll_node;
 	};
 	struct sock *sk;
 	unsigned char __pad_32[80];
@@ -529,6 +605,96 @@ struct sk_buff_head {
 	spinlock_t lock;
 };
 
+struct sk_buff_fclones {
+	struct sk_buff skb1;
+	struct sk_buff skb2;
+	refcount_t fclone_ref;
+	unsigned char __pad_468[4];
+};
+
+struct net_hotdata {
+	unsigned char __pad_0[352];
+	struct kmem_cache *skbuff_cache;
+	struct kmem_cache *skbuff_fclone_cache;
+	struct kmem_cache *skb_small_head_cache;
+	unsigned char __pad_376[56];
+};
+
+typedef unsigned int slab_flags_t;
+
+struct kmem_cache_order_objects {
+	unsigned int x;
+};
+
+struct kmem_cache {
+	unsigned char __pad_0[8];
+	slab_flags_t flags;
+	unsigned char __pad_12[12];
+	unsigned int size;
+	unsigned int object_size;
+	unsigned char __pad_32[8];
+	unsigned int offset;
+	unsigned char __pad_44[8];
+	struct kmem_cache_order_objects oo;
+	unsigned char __pad_56[8];
+	int refcount;
+	unsigned char __pad_68[20];
+	unsigned int red_left_pad;
+	unsigned char __pad_92[4];
+	const char *name;
+	struct list_head list;
+	unsigned char __pad_120[8288];
+};
+
+typedef __int128 unsigned __u128;
+
+typedef __u128 u128;
+
+typedef u128 freelist_full_t;
+
+typedef union {
+		struct {
+			void *freelist;
+			unsigned long counter;
+		};
+		freelist_full_t full;
+	} freelist_aba_t;
+
+struct slab {
+	unsigned long __page_flags;
+	struct kmem_cache *slab_cache;
+	union {
+		struct {
+			union {
+				struct list_head slab_list;
+				struct {
+					struct slab *next;
+					int slabs;
+					unsigned char __pad_12[4];
+				};
+			};
+			union {
+				struct {
+					void *freelist;
+					union {
+						unsigned long counters;
+						struct {
+							unsigned int inuse : 16;
+							unsigned int objects : 15;
+							unsigned int frozen : 1;
+						};
+					};
+				};
+				freelist_aba_t freelist_counter;
+			};
+		};
+		struct callback_head callback_head;
+	};
+	unsigned int __page_type;
+	atomic_t __page_refcount;
+	unsigned long obj_exts;
+};
+
 typedef struct skb_frag skb_frag_t;
 
 struct skb_frag {
@@ -547,6 +713,12 @@ struct skb_shared_info {
 	atomic_t dataref;
 	unsigned char __pad_36[12];
 	skb_frag_t frags[17];
+};
+
+struct bio_vec {
+	struct page *bv_page;
+	unsigned int bv_len;
+	unsigned int bv_offset;
 };
 
 typedef __u32 __be32;
@@ -586,6 +758,8 @@ struct sock_common {
 	unsigned char __pad_88[48];
 };
 
+typedef __u16 u16;
+
 struct sock {
 	struct sock_common __sk_common;
 	unsigned char __pad_136[8];
@@ -597,7 +771,265 @@ struct sock {
 		struct sk_buff *head;
 		struct sk_buff *tail;
 	} sk_backlog;
-	unsigned char __pad_216[560];
+	unsigned char __pad_216[358];
+	u16 sk_protocol;
+	unsigned char __pad_576[200];
+};
+
+struct inet_sock {
+	struct sock sk;
+	unsigned char __pad_776[224];
+};
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+	unsigned char __pad_1000[448];
+};
+
+struct rb_root {
+	struct rb_node *rb_node;
+};
+
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+	unsigned char __pad_1448[128];
+	struct rb_root out_of_order_queue;
+	unsigned char __pad_1584[784];
+};
+
+struct genl_family {
+	unsigned char __pad_0[152];
+	struct xarray *sock_privs;
+};
+
+struct softnet_data {
+	unsigned char __pad_0[16];
+	struct sk_buff_head process_queue;
+	unsigned char __pad_40[48];
+	struct sk_buff *completion_queue;
+	unsigned char __pad_96[208];
+	struct sk_buff_head input_pkt_queue;
+	unsigned char __pad_328[520];
+	struct sk_buff *defer_list;
+	unsigned char __pad_856[40];
+};
+
+struct napi_alloc_cache {
+	unsigned char __pad_0[40];
+	unsigned int skb_count;
+	unsigned char __pad_44[4];
+	void *skb_cache[64];
+};
+
+struct netdev_queue {
+	unsigned char __pad_0[8];
+	struct Qdisc *qdisc;
+	struct Qdisc *qdisc_sleeping;
+	unsigned char __pad_24[296];
+};
+
+struct qdisc_skb_head {
+	struct sk_buff *head;
+	struct sk_buff *tail;
+	__u32 qlen;
+	spinlock_t lock;
+};
+
+struct Qdisc {
+	unsigned char __pad_0[24];
+	const struct Qdisc_ops *ops;
+	unsigned char __pad_32[8];
+	struct hlist_node hash;
+	u32 handle;
+	unsigned char __pad_60[68];
+	struct sk_buff_head gso_skb;
+	struct qdisc_skb_head q;
+	unsigned char __pad_176[64];
+	struct sk_buff_head skb_bad_txq;
+	unsigned char __pad_264[120];
+	long privdata[];
+};
+
+struct Qdisc_ops {
+	unsigned char __pad_0[16];
+	char id[16];
+	unsigned char __pad_32[144];
+};
+
+struct skb_array {
+	struct ptr_ring ring;
+};
+
+struct pfifo_fast_priv {
+	struct skb_array q[3];
+};
+
+struct fq_codel_sched_data {
+	unsigned char __pad_0[16];
+	struct fq_codel_flow *flows;
+	unsigned char __pad_24[8];
+	u32 flows_cnt;
+	unsigned char __pad_36[100];
+};
+
+struct fq_codel_flow {
+	struct sk_buff *head;
+	struct sk_buff *tail;
+	unsigned char __pad_16[48];
+};
+
+typedef int __kernel_pid_t;
+
+typedef __kernel_pid_t pid_t;
+
+struct task_struct {
+	unsigned char __pad_0[2224];
+	struct list_head tasks;
+	unsigned char __pad_2240[196];
+	pid_t tgid;
+	unsigned char __pad_2440[536];
+	char comm[16];
+	unsigned char __pad_2992[56];
+	struct files_struct *files;
+	unsigned char __pad_3056[8];
+	struct nsproxy *nsproxy;
+	unsigned char __pad_3072[6720];
+};
+
+struct nsproxy {
+	unsigned char __pad_0[40];
+	struct net *net_ns;
+	unsigned char __pad_48[24];
+};
+
+struct files_struct {
+	unsigned char __pad_0[32];
+	struct fdtable *fdt;
+	unsigned char __pad_40[664];
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	unsigned char __pad_4[4];
+	struct file **fd;
+	unsigned char __pad_16[40];
+};
+
+struct file {
+	unsigned char __pad_0[16];
+	const struct file_operations *f_op;
+	unsigned char __pad_24[8];
+	void *private_data;
+	unsigned char __pad_40[144];
+};
+
+struct socket {
+	unsigned char __pad_0[24];
+	struct sock *sk;
+	unsigned char __pad_32[96];
+};
+
+struct virtqueue {
+	unsigned char __pad_0[40];
+	unsigned int index;
+	unsigned int num_free;
+	unsigned char __pad_48[16];
+};
+
+struct vring {
+	unsigned int num;
+	unsigned char __pad_4[28];
+};
+
+struct vring_virtqueue_split {
+	struct vring vring;
+	unsigned char __pad_32[8];
+	struct vring_desc_state_split *desc_state;
+	unsigned char __pad_48[32];
+};
+
+struct vring_virtqueue_packed {
+	struct {
+		unsigned int num;
+		unsigned char __pad_4[4];
+		struct vring_packed_desc *desc;
+		struct vring_packed_desc_event *driver;
+		struct vring_packed_desc_event *device;
+	} vring;
+	unsigned char __pad_32[8];
+	struct vring_desc_state_packed *desc_state;
+	unsigned char __pad_48[48];
+};
+
+struct vring_virtqueue {
+	struct virtqueue vq;
+	bool packed_ring;
+	unsigned char __pad_65[23];
+	union {
+		struct vring_virtqueue_split split;
+		struct vring_virtqueue_packed packed;
+	};
+	unsigned char __pad_184[24];
+};
+
+struct vring_desc_state_split {
+	void *data;
+	unsigned char __pad_8[8];
+};
+
+struct vring_desc_state_packed {
+	void *data;
+	unsigned char __pad_8[16];
+};
+
+struct prb_desc_ring {
+	unsigned int count_bits;
+	unsigned char __pad_4[4];
+	struct prb_desc *descs;
+	struct printk_info *infos;
+	atomic_long_t head_id;
+	atomic_long_t tail_id;
+	unsigned char __pad_40[8];
+};
+
+struct prb_data_ring {
+	unsigned int size_bits;
+	unsigned char __pad_4[4];
+	char *data;
+	atomic_long_t head_lpos;
+	atomic_long_t tail_lpos;
+};
+
+struct printk_ringbuffer {
+	struct prb_desc_ring desc_ring;
+	struct prb_data_ring text_data_ring;
+	atomic_long_t fail;
+};
+
+struct prb_data_blk_lpos {
+	unsigned long begin;
+	unsigned long next;
+};
+
+struct prb_desc {
+	atomic_long_t state_var;
+	struct prb_data_blk_lpos text_blk_lpos;
+};
+
+struct dev_printk_info {
+	char subsystem[16];
+	char device[48];
+};
+
+struct printk_info {
+	u64 seq;
+	u64 ts_nsec;
+	u16 text_len;
+	u8 facility;
+	u8 flags : 5;
+	u8 level : 3;
+	u32 caller_id;
+	struct dev_printk_info dev_info;
 };
 
 typedef s64 ktime_t;
@@ -633,8 +1065,6 @@ struct seqcount_raw_spinlock {
 
 typedef __s64 time64_t;
 
-typedef __u16 u16;
-
 enum pagetype {
 	PGTY_buddy = 240,
 	PGTY_offline = 241,
@@ -645,6 +1075,67 @@ enum pagetype {
 	PGTY_zsmalloc = 246,
 	PGTY_unaccepted = 247,
 	PGTY_mapcount_underflow = 255
+};
+
+enum pageflags {
+	PG_locked = 0,
+	PG_writeback = 1,
+	PG_referenced = 2,
+	PG_uptodate = 3,
+	PG_dirty = 4,
+	PG_lru = 5,
+	PG_head = 6,
+	PG_waiters = 7,
+	PG_active = 8,
+	PG_workingset = 9,
+	PG_owner_priv_1 = 10,
+	PG_owner_2 = 11,
+	PG_arch_1 = 12,
+	PG_reserved = 13,
+	PG_private = 14,
+	PG_private_2 = 15,
+	PG_reclaim = 16,
+	PG_swapbacked = 17,
+	PG_unevictable = 18,
+	PG_mlocked = 19,
+	PG_hwpoison = 20,
+	PG_young = 21,
+	PG_idle = 22,
+	PG_arch_2 = 23,
+	__NR_PAGEFLAGS = 24,
+	PG_readahead = 16,
+	PG_swapcache = 10,
+	PG_checked = 10,
+	PG_anon_exclusive = 11,
+	PG_mappedtodisk = 11,
+	PG_fscache = 15,
+	PG_pinned = 10,
+	PG_savepinned = 4,
+	PG_foreign = 10,
+	PG_xen_remapped = 10,
+	PG_isolated = 16,
+	PG_reported = 3,
+	PG_vmemmap_self_hosted = 10,
+	PG_has_hwpoisoned = 8,
+	PG_large_rmappable = 9,
+	PG_partially_mapped = 16
+};
+
+enum desc_state {
+	desc_miss = -1,
+	desc_reserved = 0,
+	desc_committed = 1,
+	desc_finalized = 2,
+	desc_reusable = 3
+};
+
+enum printk_info_flags {
+	LOG_NEWLINE = 2,
+	LOG_CONT = 8
+};
+
+struct file_operations {
+	unsigned char __opaque[264];
 };
 
 typedef struct seqcount_raw_spinlock seqcount_raw_spinlock_t;
@@ -728,6 +1219,8 @@ _Static_assert(__builtin_offsetof(struct timer_list, entry) == 0, "__builtin_off
 _Static_assert(__builtin_offsetof(struct timer_list, expires) == 16, "__builtin_offsetof(struct timer_list, expires)");
 _Static_assert(__builtin_offsetof(struct timer_list, flags) == 32, "__builtin_offsetof(struct timer_list, flags)");
 _Static_assert(sizeof(struct timer_list) == 40, "sizeof(struct timer_list)");
+_Static_assert(__builtin_offsetof(struct delayed_work, timer) == 32, "__builtin_offsetof(struct delayed_work, timer)");
+_Static_assert(sizeof(struct delayed_work) == 88, "sizeof(struct delayed_work)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, order) == 0, "__builtin_offsetof(struct page_pool_params_fast, order)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, pool_size) == 4, "__builtin_offsetof(struct page_pool_params_fast, pool_size)");
 _Static_assert(__builtin_offsetof(struct page_pool_params_fast, nid) == 8, "__builtin_offsetof(struct page_pool_params_fast, nid)");
@@ -744,7 +1237,6 @@ _Static_assert(__builtin_offsetof(struct page_pool, pages_state_hold_cnt) == 52,
 _Static_assert(__builtin_offsetof(struct page_pool, frag_users) == 64, "__builtin_offsetof(struct page_pool, frag_users)");
 _Static_assert(__builtin_offsetof(struct page_pool, frag_page) == 72, "__builtin_offsetof(struct page_pool, frag_page)");
 _Static_assert(__builtin_offsetof(struct page_pool, frag_offset) == 80, "__builtin_offsetof(struct page_pool, frag_offset)");
-_Static_assert(sizeof(struct delayed_work) == 88, "sizeof(struct delayed_work)");
 _Static_assert(__builtin_offsetof(struct page_pool, release_dw) == 96, "__builtin_offsetof(struct page_pool, release_dw)");
 _Static_assert(__builtin_offsetof(struct page_pool, disconnect) == 184, "__builtin_offsetof(struct page_pool, disconnect)");
 _Static_assert(__builtin_offsetof(struct page_pool, defer_start) == 192, "__builtin_offsetof(struct page_pool, defer_start)");
@@ -782,6 +1274,22 @@ _Static_assert(__builtin_offsetof(struct page_pool, user.detach_time) == 1632, "
 _Static_assert(__builtin_offsetof(struct page_pool, user.napi_id) == 1640, "__builtin_offsetof(struct page_pool, user.napi_id)");
 _Static_assert(__builtin_offsetof(struct page_pool, user.id) == 1644, "__builtin_offsetof(struct page_pool, user.id)");
 _Static_assert(sizeof(struct page_pool) == 1664, "sizeof(struct page_pool)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, order) == 0, "__builtin_offsetof(struct page_pool_params, order)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, pool_size) == 4, "__builtin_offsetof(struct page_pool_params, pool_size)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, nid) == 8, "__builtin_offsetof(struct page_pool_params, nid)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, dev) == 16, "__builtin_offsetof(struct page_pool_params, dev)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, napi) == 24, "__builtin_offsetof(struct page_pool_params, napi)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, dma_dir) == 32, "__builtin_offsetof(struct page_pool_params, dma_dir)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, max_len) == 36, "__builtin_offsetof(struct page_pool_params, max_len)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, offset) == 40, "__builtin_offsetof(struct page_pool_params, offset)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, fast) == 0, "__builtin_offsetof(struct page_pool_params, fast)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, netdev) == 48, "__builtin_offsetof(struct page_pool_params, netdev)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, queue_idx) == 56, "__builtin_offsetof(struct page_pool_params, queue_idx)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, flags) == 60, "__builtin_offsetof(struct page_pool_params, flags)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, init_callback) == 64, "__builtin_offsetof(struct page_pool_params, init_callback)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, init_arg) == 72, "__builtin_offsetof(struct page_pool_params, init_arg)");
+_Static_assert(__builtin_offsetof(struct page_pool_params, slow) == 48, "__builtin_offsetof(struct page_pool_params, slow)");
+_Static_assert(sizeof(struct page_pool_params) == 80, "sizeof(struct page_pool_params)");
 _Static_assert(__builtin_offsetof(struct memory_provider_ops, alloc_netmems) == 0, "__builtin_offsetof(struct memory_provider_ops, alloc_netmems)");
 _Static_assert(__builtin_offsetof(struct memory_provider_ops, release_netmem) == 8, "__builtin_offsetof(struct memory_provider_ops, release_netmem)");
 _Static_assert(__builtin_offsetof(struct memory_provider_ops, init) == 16, "__builtin_offsetof(struct memory_provider_ops, init)");
@@ -790,6 +1298,7 @@ _Static_assert(sizeof(struct memory_provider_ops) == 32, "sizeof(struct memory_p
 _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, mp_priv) == 0, "__builtin_offsetof(struct pp_memory_provider_params, mp_priv)");
 _Static_assert(__builtin_offsetof(struct pp_memory_provider_params, mp_ops) == 8, "__builtin_offsetof(struct pp_memory_provider_params, mp_ops)");
 _Static_assert(sizeof(struct pp_memory_provider_params) == 16, "sizeof(struct pp_memory_provider_params)");
+_Static_assert(__builtin_offsetof(struct net_device, _tx) == 24, "__builtin_offsetof(struct net_device, _tx)");
 _Static_assert(__builtin_offsetof(struct net_device, flags) == 176, "__builtin_offsetof(struct net_device, flags)");
 _Static_assert(__builtin_offsetof(struct net_device, ifindex) == 224, "__builtin_offsetof(struct net_device, ifindex)");
 _Static_assert(__builtin_offsetof(struct net_device, real_num_rx_queues) == 228, "__builtin_offsetof(struct net_device, real_num_rx_queues)");
@@ -799,6 +1308,9 @@ _Static_assert(__builtin_offsetof(struct net_device, name) == 304, "__builtin_of
 _Static_assert(__builtin_offsetof(struct net_device, dev_list) == 360, "__builtin_offsetof(struct net_device, dev_list)");
 _Static_assert(__builtin_offsetof(struct net_device, napi_list) == 376, "__builtin_offsetof(struct net_device, napi_list)");
 _Static_assert(__builtin_offsetof(struct net_device, num_rx_queues) == 1080, "__builtin_offsetof(struct net_device, num_rx_queues)");
+_Static_assert(__builtin_offsetof(struct net_device, num_tx_queues) == 1160, "__builtin_offsetof(struct net_device, num_tx_queues)");
+_Static_assert(__builtin_offsetof(struct net_device, qdisc) == 1168, "__builtin_offsetof(struct net_device, qdisc)");
+_Static_assert(__builtin_offsetof(struct net_device, qdisc_hash) == 1192, "__builtin_offsetof(struct net_device, qdisc_hash)");
 _Static_assert(__builtin_offsetof(struct net_device, reg_state) == 1416, "__builtin_offsetof(struct net_device, reg_state)");
 _Static_assert(__builtin_offsetof(struct device, parent) == 64, "__builtin_offsetof(struct device, parent)");
 _Static_assert(__builtin_offsetof(struct device, driver) == 104, "__builtin_offsetof(struct device, driver)");
@@ -820,6 +1332,11 @@ _Static_assert(__builtin_offsetof(struct netdev_rx_queue, napi) == 160, "__built
 _Static_assert(__builtin_offsetof(struct netdev_rx_queue, mp_params) == 168, "__builtin_offsetof(struct netdev_rx_queue, mp_params)");
 _Static_assert(sizeof(struct netdev_rx_queue) == 192, "sizeof(struct netdev_rx_queue)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev) == 56, "__builtin_offsetof(struct napi_struct, dev)");
+_Static_assert(__builtin_offsetof(struct gro_list, list) == 0, "__builtin_offsetof(struct gro_list, list)");
+_Static_assert(__builtin_offsetof(struct gro_list, count) == 16, "__builtin_offsetof(struct gro_list, count)");
+_Static_assert(sizeof(struct gro_list) == 24, "sizeof(struct gro_list)");
+_Static_assert(__builtin_offsetof(struct napi_struct, gro_hash) == 64, "__builtin_offsetof(struct napi_struct, gro_hash)");
+_Static_assert(__builtin_offsetof(struct napi_struct, rx_list) == 264, "__builtin_offsetof(struct napi_struct, rx_list)");
 _Static_assert(__builtin_offsetof(struct napi_struct, napi_id) == 284, "__builtin_offsetof(struct napi_struct, napi_id)");
 _Static_assert(__builtin_offsetof(struct napi_struct, dev_list) == 360, "__builtin_offsetof(struct napi_struct, dev_list)");
 _Static_assert(sizeof(struct napi_struct) == 400, "sizeof(struct napi_struct)");
@@ -864,6 +1381,13 @@ _Static_assert(sizeof(struct io_ring_ctx) == 1408, "sizeof(struct io_ring_ctx)")
 _Static_assert(__builtin_offsetof(struct sk_buff, next) == 0, "__builtin_offsetof(struct sk_buff, next)");
 _Static_assert(__builtin_offsetof(struct sk_buff, prev) == 8, "__builtin_offsetof(struct sk_buff, prev)");
 _Static_assert(__builtin_offsetof(struct sk_buff, dev) == 16, "__builtin_offsetof(struct sk_buff, dev)");
+_Static_assert(__builtin_offsetof(struct rb_node, __rb_parent_color) == 0, "__builtin_offsetof(struct rb_node, __rb_parent_color)");
+_Static_assert(__builtin_offsetof(struct rb_node, rb_right) == 8, "__builtin_offsetof(struct rb_node, rb_right)");
+_Static_assert(__builtin_offsetof(struct rb_node, rb_left) == 16, "__builtin_offsetof(struct rb_node, rb_left)");
+_Static_assert(sizeof(struct rb_node) == 24, "sizeof(struct rb_node)");
+_Static_assert(__builtin_offsetof(struct sk_buff, rbnode) == 0, "__builtin_offsetof(struct sk_buff, rbnode)");
+_Static_assert(__builtin_offsetof(struct sk_buff, list) == 0, "__builtin_offsetof(struct sk_buff, list)");
+_Static_assert(__builtin_offsetof(struct sk_buff, ll_node) == 0, "__builtin_offsetof(struct sk_buff, ll_node)");
 _Static_assert(__builtin_offsetof(struct sk_buff, sk) == 24, "__builtin_offsetof(struct sk_buff, sk)");
 _Static_assert(__builtin_offsetof(struct sk_buff, len) == 112, "__builtin_offsetof(struct sk_buff, len)");
 _Static_assert(__builtin_offsetof(struct sk_buff, data_len) == 116, "__builtin_offsetof(struct sk_buff, data_len)");
@@ -881,6 +1405,39 @@ _Static_assert(__builtin_offsetof(struct sk_buff_head, list) == 0, "__builtin_of
 _Static_assert(__builtin_offsetof(struct sk_buff_head, qlen) == 16, "__builtin_offsetof(struct sk_buff_head, qlen)");
 _Static_assert(__builtin_offsetof(struct sk_buff_head, lock) == 20, "__builtin_offsetof(struct sk_buff_head, lock)");
 _Static_assert(sizeof(struct sk_buff_head) == 24, "sizeof(struct sk_buff_head)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, skb1) == 0, "__builtin_offsetof(struct sk_buff_fclones, skb1)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, skb2) == 232, "__builtin_offsetof(struct sk_buff_fclones, skb2)");
+_Static_assert(__builtin_offsetof(struct sk_buff_fclones, fclone_ref) == 464, "__builtin_offsetof(struct sk_buff_fclones, fclone_ref)");
+_Static_assert(sizeof(struct sk_buff_fclones) == 472, "sizeof(struct sk_buff_fclones)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_cache) == 352, "__builtin_offsetof(struct net_hotdata, skbuff_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache) == 360, "__builtin_offsetof(struct net_hotdata, skbuff_fclone_cache)");
+_Static_assert(__builtin_offsetof(struct net_hotdata, skb_small_head_cache) == 368, "__builtin_offsetof(struct net_hotdata, skb_small_head_cache)");
+_Static_assert(sizeof(struct net_hotdata) == 432, "sizeof(struct net_hotdata)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, flags) == 8, "__builtin_offsetof(struct kmem_cache, flags)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, size) == 24, "__builtin_offsetof(struct kmem_cache, size)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, object_size) == 28, "__builtin_offsetof(struct kmem_cache, object_size)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, offset) == 40, "__builtin_offsetof(struct kmem_cache, offset)");
+_Static_assert(__builtin_offsetof(struct kmem_cache_order_objects, x) == 0, "__builtin_offsetof(struct kmem_cache_order_objects, x)");
+_Static_assert(sizeof(struct kmem_cache_order_objects) == 4, "sizeof(struct kmem_cache_order_objects)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, oo) == 52, "__builtin_offsetof(struct kmem_cache, oo)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, refcount) == 64, "__builtin_offsetof(struct kmem_cache, refcount)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, red_left_pad) == 88, "__builtin_offsetof(struct kmem_cache, red_left_pad)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, name) == 96, "__builtin_offsetof(struct kmem_cache, name)");
+_Static_assert(__builtin_offsetof(struct kmem_cache, list) == 104, "__builtin_offsetof(struct kmem_cache, list)");
+_Static_assert(sizeof(struct kmem_cache) == 8408, "sizeof(struct kmem_cache)");
+_Static_assert(__builtin_offsetof(struct slab, __page_flags) == 0, "__builtin_offsetof(struct slab, __page_flags)");
+_Static_assert(__builtin_offsetof(struct slab, slab_cache) == 8, "__builtin_offsetof(struct slab, slab_cache)");
+_Static_assert(__builtin_offsetof(struct slab, slab_list) == 16, "__builtin_offsetof(struct slab, slab_list)");
+_Static_assert(__builtin_offsetof(struct slab, next) == 16, "__builtin_offsetof(struct slab, next)");
+_Static_assert(__builtin_offsetof(struct slab, slabs) == 24, "__builtin_offsetof(struct slab, slabs)");
+_Static_assert(__builtin_offsetof(struct slab, freelist) == 32, "__builtin_offsetof(struct slab, freelist)");
+_Static_assert(__builtin_offsetof(struct slab, counters) == 40, "__builtin_offsetof(struct slab, counters)");
+_Static_assert(__builtin_offsetof(struct slab, freelist_counter) == 32, "__builtin_offsetof(struct slab, freelist_counter)");
+_Static_assert(__builtin_offsetof(struct slab, callback_head) == 16, "__builtin_offsetof(struct slab, callback_head)");
+_Static_assert(__builtin_offsetof(struct slab, __page_type) == 48, "__builtin_offsetof(struct slab, __page_type)");
+_Static_assert(__builtin_offsetof(struct slab, __page_refcount) == 52, "__builtin_offsetof(struct slab, __page_refcount)");
+_Static_assert(__builtin_offsetof(struct slab, obj_exts) == 56, "__builtin_offsetof(struct slab, obj_exts)");
+_Static_assert(sizeof(struct slab) == 64, "sizeof(struct slab)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, flags) == 0, "__builtin_offsetof(struct skb_shared_info, flags)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, nr_frags) == 2, "__builtin_offsetof(struct skb_shared_info, nr_frags)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, frag_list) == 8, "__builtin_offsetof(struct skb_shared_info, frag_list)");
@@ -891,6 +1448,10 @@ _Static_assert(__builtin_offsetof(struct skb_frag, offset) == 12, "__builtin_off
 _Static_assert(sizeof(struct skb_frag) == 16, "sizeof(struct skb_frag)");
 _Static_assert(__builtin_offsetof(struct skb_shared_info, frags) == 48, "__builtin_offsetof(struct skb_shared_info, frags)");
 _Static_assert(sizeof(struct skb_shared_info) == 320, "sizeof(struct skb_shared_info)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_page) == 0, "__builtin_offsetof(struct bio_vec, bv_page)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_len) == 8, "__builtin_offsetof(struct bio_vec, bv_len)");
+_Static_assert(__builtin_offsetof(struct bio_vec, bv_offset) == 12, "__builtin_offsetof(struct bio_vec, bv_offset)");
+_Static_assert(sizeof(struct bio_vec) == 16, "sizeof(struct bio_vec)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_daddr) == 0, "__builtin_offsetof(struct sock_common, skc_daddr)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_rcv_saddr) == 4, "__builtin_offsetof(struct sock_common, skc_rcv_saddr)");
 _Static_assert(__builtin_offsetof(struct sock_common, skc_dport) == 12, "__builtin_offsetof(struct sock_common, skc_dport)");
@@ -912,7 +1473,126 @@ _Static_assert(__builtin_offsetof(struct sock, sk_backlog.rmem_alloc) == 192, "_
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.len) == 196, "__builtin_offsetof(struct sock, sk_backlog.len)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.head) == 200, "__builtin_offsetof(struct sock, sk_backlog.head)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.tail) == 208, "__builtin_offsetof(struct sock, sk_backlog.tail)");
+_Static_assert(__builtin_offsetof(struct sock, sk_protocol) == 574, "__builtin_offsetof(struct sock, sk_protocol)");
 _Static_assert(sizeof(struct sock) == 776, "sizeof(struct sock)");
+_Static_assert(__builtin_offsetof(struct inet_sock, sk) == 0, "__builtin_offsetof(struct inet_sock, sk)");
+_Static_assert(sizeof(struct inet_sock) == 1000, "sizeof(struct inet_sock)");
+_Static_assert(__builtin_offsetof(struct inet_connection_sock, icsk_inet) == 0, "__builtin_offsetof(struct inet_connection_sock, icsk_inet)");
+_Static_assert(sizeof(struct inet_connection_sock) == 1448, "sizeof(struct inet_connection_sock)");
+_Static_assert(__builtin_offsetof(struct tcp_sock, inet_conn) == 0, "__builtin_offsetof(struct tcp_sock, inet_conn)");
+_Static_assert(__builtin_offsetof(struct rb_root, rb_node) == 0, "__builtin_offsetof(struct rb_root, rb_node)");
+_Static_assert(sizeof(struct rb_root) == 8, "sizeof(struct rb_root)");
+_Static_assert(__builtin_offsetof(struct tcp_sock, out_of_order_queue) == 1576, "__builtin_offsetof(struct tcp_sock, out_of_order_queue)");
+_Static_assert(sizeof(struct tcp_sock) == 2368, "sizeof(struct tcp_sock)");
+_Static_assert(__builtin_offsetof(struct genl_family, sock_privs) == 152, "__builtin_offsetof(struct genl_family, sock_privs)");
+_Static_assert(sizeof(struct genl_family) == 160, "sizeof(struct genl_family)");
+_Static_assert(__builtin_offsetof(struct softnet_data, process_queue) == 16, "__builtin_offsetof(struct softnet_data, process_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, completion_queue) == 88, "__builtin_offsetof(struct softnet_data, completion_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, input_pkt_queue) == 304, "__builtin_offsetof(struct softnet_data, input_pkt_queue)");
+_Static_assert(__builtin_offsetof(struct softnet_data, defer_list) == 848, "__builtin_offsetof(struct softnet_data, defer_list)");
+_Static_assert(sizeof(struct softnet_data) == 896, "sizeof(struct softnet_data)");
+_Static_assert(__builtin_offsetof(struct napi_alloc_cache, skb_count) == 40, "__builtin_offsetof(struct napi_alloc_cache, skb_count)");
+_Static_assert(__builtin_offsetof(struct napi_alloc_cache, skb_cache) == 48, "__builtin_offsetof(struct napi_alloc_cache, skb_cache)");
+_Static_assert(sizeof(struct napi_alloc_cache) == 560, "sizeof(struct napi_alloc_cache)");
+_Static_assert(__builtin_offsetof(struct netdev_queue, qdisc) == 8, "__builtin_offsetof(struct netdev_queue, qdisc)");
+_Static_assert(__builtin_offsetof(struct netdev_queue, qdisc_sleeping) == 16, "__builtin_offsetof(struct netdev_queue, qdisc_sleeping)");
+_Static_assert(sizeof(struct netdev_queue) == 320, "sizeof(struct netdev_queue)");
+_Static_assert(__builtin_offsetof(struct Qdisc, ops) == 24, "__builtin_offsetof(struct Qdisc, ops)");
+_Static_assert(__builtin_offsetof(struct Qdisc, hash) == 40, "__builtin_offsetof(struct Qdisc, hash)");
+_Static_assert(__builtin_offsetof(struct Qdisc, handle) == 56, "__builtin_offsetof(struct Qdisc, handle)");
+_Static_assert(__builtin_offsetof(struct Qdisc, gso_skb) == 128, "__builtin_offsetof(struct Qdisc, gso_skb)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, head) == 0, "__builtin_offsetof(struct qdisc_skb_head, head)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, tail) == 8, "__builtin_offsetof(struct qdisc_skb_head, tail)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, qlen) == 16, "__builtin_offsetof(struct qdisc_skb_head, qlen)");
+_Static_assert(__builtin_offsetof(struct qdisc_skb_head, lock) == 20, "__builtin_offsetof(struct qdisc_skb_head, lock)");
+_Static_assert(sizeof(struct qdisc_skb_head) == 24, "sizeof(struct qdisc_skb_head)");
+_Static_assert(__builtin_offsetof(struct Qdisc, q) == 152, "__builtin_offsetof(struct Qdisc, q)");
+_Static_assert(__builtin_offsetof(struct Qdisc, skb_bad_txq) == 240, "__builtin_offsetof(struct Qdisc, skb_bad_txq)");
+_Static_assert(sizeof(struct Qdisc) == 384, "sizeof(struct Qdisc)");
+_Static_assert(__builtin_offsetof(struct Qdisc_ops, id) == 16, "__builtin_offsetof(struct Qdisc_ops, id)");
+_Static_assert(sizeof(struct Qdisc_ops) == 176, "sizeof(struct Qdisc_ops)");
+_Static_assert(__builtin_offsetof(struct skb_array, ring) == 0, "__builtin_offsetof(struct skb_array, ring)");
+_Static_assert(sizeof(struct skb_array) == 192, "sizeof(struct skb_array)");
+_Static_assert(__builtin_offsetof(struct pfifo_fast_priv, q) == 0, "__builtin_offsetof(struct pfifo_fast_priv, q)");
+_Static_assert(sizeof(struct pfifo_fast_priv) == 576, "sizeof(struct pfifo_fast_priv)");
+_Static_assert(__builtin_offsetof(struct fq_codel_sched_data, flows) == 16, "__builtin_offsetof(struct fq_codel_sched_data, flows)");
+_Static_assert(__builtin_offsetof(struct fq_codel_sched_data, flows_cnt) == 32, "__builtin_offsetof(struct fq_codel_sched_data, flows_cnt)");
+_Static_assert(sizeof(struct fq_codel_sched_data) == 136, "sizeof(struct fq_codel_sched_data)");
+_Static_assert(__builtin_offsetof(struct fq_codel_flow, head) == 0, "__builtin_offsetof(struct fq_codel_flow, head)");
+_Static_assert(__builtin_offsetof(struct fq_codel_flow, tail) == 8, "__builtin_offsetof(struct fq_codel_flow, tail)");
+_Static_assert(sizeof(struct fq_codel_flow) == 64, "sizeof(struct fq_codel_flow)");
+_Static_assert(__builtin_offsetof(struct task_struct, tasks) == 2224, "__builtin_offsetof(struct task_struct, tasks)");
+_Static_assert(__builtin_offsetof(struct task_struct, tgid) == 2436, "__builtin_offsetof(struct task_struct, tgid)");
+_Static_assert(__builtin_offsetof(struct task_struct, comm) == 2976, "__builtin_offsetof(struct task_struct, comm)");
+_Static_assert(__builtin_offsetof(struct task_struct, files) == 3048, "__builtin_offsetof(struct task_struct, files)");
+_Static_assert(__builtin_offsetof(struct task_struct, nsproxy) == 3064, "__builtin_offsetof(struct task_struct, nsproxy)");
+_Static_assert(sizeof(struct task_struct) == 9792, "sizeof(struct task_struct)");
+_Static_assert(__builtin_offsetof(struct nsproxy, net_ns) == 40, "__builtin_offsetof(struct nsproxy, net_ns)");
+_Static_assert(sizeof(struct nsproxy) == 72, "sizeof(struct nsproxy)");
+_Static_assert(__builtin_offsetof(struct files_struct, fdt) == 32, "__builtin_offsetof(struct files_struct, fdt)");
+_Static_assert(sizeof(struct files_struct) == 704, "sizeof(struct files_struct)");
+_Static_assert(__builtin_offsetof(struct fdtable, max_fds) == 0, "__builtin_offsetof(struct fdtable, max_fds)");
+_Static_assert(__builtin_offsetof(struct fdtable, fd) == 8, "__builtin_offsetof(struct fdtable, fd)");
+_Static_assert(sizeof(struct fdtable) == 56, "sizeof(struct fdtable)");
+_Static_assert(__builtin_offsetof(struct file, f_op) == 16, "__builtin_offsetof(struct file, f_op)");
+_Static_assert(__builtin_offsetof(struct file, private_data) == 32, "__builtin_offsetof(struct file, private_data)");
+_Static_assert(sizeof(struct file) == 184, "sizeof(struct file)");
+_Static_assert(__builtin_offsetof(struct socket, sk) == 24, "__builtin_offsetof(struct socket, sk)");
+_Static_assert(sizeof(struct socket) == 128, "sizeof(struct socket)");
+_Static_assert(__builtin_offsetof(struct virtqueue, index) == 40, "__builtin_offsetof(struct virtqueue, index)");
+_Static_assert(__builtin_offsetof(struct virtqueue, num_free) == 44, "__builtin_offsetof(struct virtqueue, num_free)");
+_Static_assert(sizeof(struct virtqueue) == 64, "sizeof(struct virtqueue)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue, vq) == 0, "__builtin_offsetof(struct vring_virtqueue, vq)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue, packed_ring) == 64, "__builtin_offsetof(struct vring_virtqueue, packed_ring)");
+_Static_assert(__builtin_offsetof(struct vring, num) == 0, "__builtin_offsetof(struct vring, num)");
+_Static_assert(sizeof(struct vring) == 32, "sizeof(struct vring)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_split, vring) == 0, "__builtin_offsetof(struct vring_virtqueue_split, vring)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_split, desc_state) == 40, "__builtin_offsetof(struct vring_virtqueue_split, desc_state)");
+_Static_assert(sizeof(struct vring_virtqueue_split) == 80, "sizeof(struct vring_virtqueue_split)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue, split) == 88, "__builtin_offsetof(struct vring_virtqueue, split)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, vring.num) == 0, "__builtin_offsetof(struct vring_virtqueue_packed, vring.num)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, vring.desc) == 8, "__builtin_offsetof(struct vring_virtqueue_packed, vring.desc)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, vring.driver) == 16, "__builtin_offsetof(struct vring_virtqueue_packed, vring.driver)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, vring.device) == 24, "__builtin_offsetof(struct vring_virtqueue_packed, vring.device)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue_packed, desc_state) == 40, "__builtin_offsetof(struct vring_virtqueue_packed, desc_state)");
+_Static_assert(sizeof(struct vring_virtqueue_packed) == 96, "sizeof(struct vring_virtqueue_packed)");
+_Static_assert(__builtin_offsetof(struct vring_virtqueue, packed) == 88, "__builtin_offsetof(struct vring_virtqueue, packed)");
+_Static_assert(sizeof(struct vring_virtqueue) == 208, "sizeof(struct vring_virtqueue)");
+_Static_assert(__builtin_offsetof(struct vring_desc_state_split, data) == 0, "__builtin_offsetof(struct vring_desc_state_split, data)");
+_Static_assert(sizeof(struct vring_desc_state_split) == 16, "sizeof(struct vring_desc_state_split)");
+_Static_assert(__builtin_offsetof(struct vring_desc_state_packed, data) == 0, "__builtin_offsetof(struct vring_desc_state_packed, data)");
+_Static_assert(sizeof(struct vring_desc_state_packed) == 24, "sizeof(struct vring_desc_state_packed)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, count_bits) == 0, "__builtin_offsetof(struct prb_desc_ring, count_bits)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, descs) == 8, "__builtin_offsetof(struct prb_desc_ring, descs)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, infos) == 16, "__builtin_offsetof(struct prb_desc_ring, infos)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, head_id) == 24, "__builtin_offsetof(struct prb_desc_ring, head_id)");
+_Static_assert(__builtin_offsetof(struct prb_desc_ring, tail_id) == 32, "__builtin_offsetof(struct prb_desc_ring, tail_id)");
+_Static_assert(sizeof(struct prb_desc_ring) == 48, "sizeof(struct prb_desc_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, desc_ring) == 0, "__builtin_offsetof(struct printk_ringbuffer, desc_ring)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, size_bits) == 0, "__builtin_offsetof(struct prb_data_ring, size_bits)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, data) == 8, "__builtin_offsetof(struct prb_data_ring, data)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, head_lpos) == 16, "__builtin_offsetof(struct prb_data_ring, head_lpos)");
+_Static_assert(__builtin_offsetof(struct prb_data_ring, tail_lpos) == 24, "__builtin_offsetof(struct prb_data_ring, tail_lpos)");
+_Static_assert(sizeof(struct prb_data_ring) == 32, "sizeof(struct prb_data_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, text_data_ring) == 48, "__builtin_offsetof(struct printk_ringbuffer, text_data_ring)");
+_Static_assert(__builtin_offsetof(struct printk_ringbuffer, fail) == 80, "__builtin_offsetof(struct printk_ringbuffer, fail)");
+_Static_assert(sizeof(struct printk_ringbuffer) == 88, "sizeof(struct printk_ringbuffer)");
+_Static_assert(__builtin_offsetof(struct prb_desc, state_var) == 0, "__builtin_offsetof(struct prb_desc, state_var)");
+_Static_assert(__builtin_offsetof(struct prb_data_blk_lpos, begin) == 0, "__builtin_offsetof(struct prb_data_blk_lpos, begin)");
+_Static_assert(__builtin_offsetof(struct prb_data_blk_lpos, next) == 8, "__builtin_offsetof(struct prb_data_blk_lpos, next)");
+_Static_assert(sizeof(struct prb_data_blk_lpos) == 16, "sizeof(struct prb_data_blk_lpos)");
+_Static_assert(__builtin_offsetof(struct prb_desc, text_blk_lpos) == 8, "__builtin_offsetof(struct prb_desc, text_blk_lpos)");
+_Static_assert(sizeof(struct prb_desc) == 24, "sizeof(struct prb_desc)");
+_Static_assert(__builtin_offsetof(struct printk_info, seq) == 0, "__builtin_offsetof(struct printk_info, seq)");
+_Static_assert(__builtin_offsetof(struct printk_info, ts_nsec) == 8, "__builtin_offsetof(struct printk_info, ts_nsec)");
+_Static_assert(__builtin_offsetof(struct printk_info, text_len) == 16, "__builtin_offsetof(struct printk_info, text_len)");
+_Static_assert(__builtin_offsetof(struct printk_info, facility) == 18, "__builtin_offsetof(struct printk_info, facility)");
+_Static_assert(__builtin_offsetof(struct printk_info, caller_id) == 20, "__builtin_offsetof(struct printk_info, caller_id)");
+_Static_assert(__builtin_offsetof(struct dev_printk_info, subsystem) == 0, "__builtin_offsetof(struct dev_printk_info, subsystem)");
+_Static_assert(__builtin_offsetof(struct dev_printk_info, device) == 16, "__builtin_offsetof(struct dev_printk_info, device)");
+_Static_assert(sizeof(struct dev_printk_info) == 64, "sizeof(struct dev_printk_info)");
+_Static_assert(__builtin_offsetof(struct printk_info, dev_info) == 24, "__builtin_offsetof(struct printk_info, dev_info)");
+_Static_assert(sizeof(struct printk_info) == 88, "sizeof(struct printk_info)");
 _Static_assert(__builtin_offsetof(struct tk_read_base, shift) == 28, "__builtin_offsetof(struct tk_read_base, shift)");
 _Static_assert(__builtin_offsetof(struct tk_read_base, xtime_nsec) == 32, "__builtin_offsetof(struct tk_read_base, xtime_nsec)");
 _Static_assert(__builtin_offsetof(struct tk_read_base, base) == 40, "__builtin_offsetof(struct tk_read_base, base)");
@@ -928,9 +1608,17 @@ _Static_assert(sizeof(struct seqcount) == 4, "sizeof(struct seqcount)");
 _Static_assert(__builtin_offsetof(struct seqcount_raw_spinlock, seqcount) == 0, "__builtin_offsetof(struct seqcount_raw_spinlock, seqcount)");
 _Static_assert(sizeof(struct seqcount_raw_spinlock) == 4, "sizeof(struct seqcount_raw_spinlock)");
 _Static_assert(sizeof(enum pagetype) == 4, "sizeof(enum pagetype)");
+_Static_assert(sizeof(enum pageflags) == 4, "sizeof(enum pageflags)");
+_Static_assert(sizeof(enum desc_state) == 4, "sizeof(enum desc_state)");
+_Static_assert(sizeof(enum printk_info_flags) == 4, "sizeof(enum printk_info_flags)");
+_Static_assert(sizeof(struct file_operations) == 264, "sizeof(struct file_operations)");
 
 /* netmem-global: page_pools net/core/page_pool_user.c */
 extern struct xarray page_pools;
+/* netmem-global: init_task init/init_task.c */
+extern struct task_struct init_task;
+/* netmem-global: socket_file_ops net/socket.c */
+extern const struct file_operations socket_file_ops;
 /* netmem-global: init_net net/core/net_namespace.c */
 extern struct net init_net;
 /* netmem-global: net_namespace_list net/core/net_namespace.c */
@@ -939,8 +1627,12 @@ extern struct list_head net_namespace_list;
 extern struct page_pool *system_page_pool;
 /* netmem-global: net_devmem_dmabuf_bindings net/core/devmem.c */
 extern struct xarray net_devmem_dmabuf_bindings;
+/* netmem-global: netdev_nl_family net/core/netdev-genl-gen.c */
+extern struct genl_family netdev_nl_family;
 /* netmem-global: dmabuf_devmem_ops net/core/devmem.c */
 extern const struct memory_provider_ops dmabuf_devmem_ops;
+/* netmem-global: io_uring_fops io_uring/io_uring.c */
+extern const struct file_operations io_uring_fops;
 /* netmem-global: mem_section mm/sparse.c */
 extern struct mem_section **mem_section;
 /* netmem-global: __highest_present_section_nr mm/sparse.c */
@@ -949,6 +1641,14 @@ extern unsigned long __highest_present_section_nr;
 extern unsigned long vmemmap_base;
 /* netmem-global: page_offset_base arch/x86/kernel/head64.c */
 extern unsigned long page_offset_base;
+/* netmem-global: net_hotdata net/core/hotdata.c */
+extern struct net_hotdata net_hotdata;
+/* netmem-global: slab_caches mm/slab_common.c */
+extern struct list_head slab_caches;
+/* netmem-global: min_low_pfn mm/memblock.c */
+extern unsigned long min_low_pfn;
+/* netmem-global: max_low_pfn mm/memblock.c */
+extern unsigned long max_low_pfn;
 /* netmem-global: __per_cpu_offset arch/x86/kernel/setup_percpu.c */
 extern unsigned long __per_cpu_offset[8192];
 /* netmem-global: __cpu_possible_mask kernel/cpu.c */
@@ -965,5 +1665,11 @@ extern struct {
 		unsigned char __pad_4[4];
 		struct timekeeper timekeeper;
 	} tk_core;
+/* netmem-global: prb kernel/printk/printk.c */
+extern struct printk_ringbuffer *prb;
+/* netmem-global: softnet_data net/core/dev.c percpu */
+extern struct softnet_data softnet_data;
+/* netmem-global: napi_alloc_cache net/core/skbuff.c percpu */
+extern struct napi_alloc_cache napi_alloc_cache;
 
 #endif /* NETMEM_LAYOUT_LINUX_6_12 */
