@@ -64,12 +64,12 @@ def test_check_links_the_stalled_pools_and_names_the_gone_one_and_the_warnings()
 
 
 def test_a_layout_without_the_printk_ring_buffer_says_the_log_is_not_read():
-    log = run_cli("-f", str(FIXTURES / "linux-6.12-mixed"), "check", "--no-leaks", "--json").json()[
+    log = run_cli("-f", str(FIXTURES / "linux-6.18-mixed"), "check", "--no-leaks", "--json").json()[
         "kernel-log"
     ]
     assert log["error"].startswith("no printk ring buffer")
     assert log["records"] is None and log["page-pool-messages"] is None
-    rec = run_cli("-f", str(FIXTURES / "linux-6.12-mixed"), "pool", "9", "--json").json()
+    rec = run_cli("-f", str(FIXTURES / "linux-6.18-mixed"), "pool", "9", "--json").json()
     assert rec["kernel-log"] is None
 
 
