@@ -397,11 +397,16 @@ def _define_skbs(s: Snippet) -> None:
         # A UDP socket's reader moves what has arrived into its own
         # reader_queue, since Linux kernel commit 2276f58ac589 ("udp: use a
         # separate rx queue for packet reception") (in v4.11).
-        SOCK_QUEUES = (
+        SOCK_QUEUES = []  # (queue, offset of its struct sk_buff_head in the socket)
+        for queue, owner, member in (
             ("receive", "struct sock", "sk_receive_queue"),
             ("error", "struct sock", "sk_error_queue"),
             ("receive", "struct udp_sock", "reader_queue"),
-        )
+        ):
+            try:
+                SOCK_QUEUES.append((queue, offsetof(prog.type(owner), member)))
+            except LookupError:
+                pass
 
 
         def socket_of(skb):
@@ -416,11 +421,7 @@ def _define_skbs(s: Snippet) -> None:
                     for head in nodes:
                         if Object(prog, "struct sk_buff_head *", head).qlen != len(nodes):
                             continue
-                        for queue, owner, member in SOCK_QUEUES:
-                            try:
-                                offset = offsetof(prog.type(owner), member)
-                            except LookupError:
-                                continue
+                        for queue, offset in SOCK_QUEUES:
                             sk = sock_at(head - offset)
                             if sk is not None and (not skb.sk or skb.sk == sk):
                                 return sk.value_(), queue
