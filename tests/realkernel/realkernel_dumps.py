@@ -47,11 +47,18 @@ class Record(Dict[str, Any]):
     """
 
     series = ""
+    late_failures: Dict[str, str] = {}  # by series: truth.json's late_failure
 
     def __missing__(self, key: str) -> Any:
+        late = Record.late_failures.get(self.series)
+        why = (
+            f"make-vmcore failed after the dump ({late})"
+            if late
+            else "they were made by an older scenario"
+        )
         pytest.fail(
-            f"{self.series}: the cached dump's records have no {key!r}: they were made by an "
-            f"older scenario; re-run {make_vmcore(self.series)}"
+            f"{self.series}: the cached dump's records have no {key!r}: {why}; "
+            f"re-run {make_vmcore(self.series)}"
         )
 
 
@@ -63,7 +70,10 @@ def load_record(series: str, path: Path) -> Dict[str, Any]:
         out.series = series
         return out
 
-    return json.loads(path.read_text(), object_hook=record)
+    loaded = json.loads(path.read_text(), object_hook=record)
+    if path.name == "truth.json" and loaded.get("late_failure"):
+        Record.late_failures[series] = loaded["late_failure"]
+    return loaded
 
 
 def truth(series: str) -> Dict[str, Any]:
@@ -126,6 +136,8 @@ def live_truth(series: str) -> Dict[str, Any]:
     """
     t = truth(series)
     if not t.get("live"):
+        if t.get("late_failure"):
+            pytest.fail(f"{series}: the live run failed after the dump: {t['late_failure']}")
         if t.get("arch") == "arm64":
             pytest.skip(f"{series}: made without --live ({make_vmcore(series)} --live)")
         pytest.fail(f"{series}: no live run ({make_vmcore(series)} --live)")

@@ -203,11 +203,6 @@ def test_what_holders_names_releases_the_sinks_pages_and_ss_kill_does_not(summar
     pool's in-flight count (netlink) after each step is the truth.
     """
     truth, pools, per_pool, sockets, _ = summaries
-    if "release" not in truth:
-        pytest.fail(
-            "the dump's truth.json has no 'release' record: rerun "
-            "scripts/realkernel/make-vmcore " + truth["series"]
-        )
     rel = truth["release"]
     orphan = next(s for s in truth["scenario"] if s["id"] == "virtio-orphan")
     if not orphan["pool_expected"]:  # before Linux 7.1 the sink holds no pool page
