@@ -202,7 +202,7 @@ def test_every_command_prints_drgn_code_that_needs_only_drgn(command, fixture_pr
             assert node.module, "a snippet imports nothing relative"
             modules.add(node.module)
     assert modules and all(
-        m == "json" or m == "drgn" or m.startswith("drgn.helpers.") for m in modules
+        m in ("json", "sys", "drgn") or m.startswith("drgn.helpers.") for m in modules
     ), modules
     assert code.startswith(f"# netmem-probe {command.name}")
 

@@ -1,10 +1,14 @@
 """
-The holders and leaks --drgn scripts name the per-CPU queues, the qdiscs and
-the drivers' rx rings as ``holders --json`` and ``leaks --json`` do.
+The holders and leaks --drgn scripts name the per-CPU queues, the qdiscs,
+the TCP out-of-order queue, NAPI's GRO lists and the drivers' rx rings as
+``holders --json`` and ``leaks --json`` do, and report a corrupt list on
+stderr as they do.
 """
 
+import contextlib
+import io
 import json
-from typing import Callable, List
+from typing import Callable, List, Optional, Tuple
 
 import pytest
 from conftest import run_cli
@@ -21,7 +25,7 @@ from netmem_probe.fake.drivers import (
 )
 from netmem_probe.fake.pools import FakePage, FakePagePool
 from netmem_probe.fake.queues import FakeQdisc
-from netmem_probe.fake.sockets import FakeSkb
+from netmem_probe.fake.sockets import FakeSkb, FakeSocket
 from netmem_probe.fake.world import World
 from netmem_probe.kernel.drivers.veth import VETH_XDP_FLAG
 from netmem_probe.snippets import KEYS
@@ -29,12 +33,34 @@ from netmem_probe.snippets import KEYS
 
 def _same_holders(world: World, pages: List[FakePage]) -> List[dict]:
     """Run holders --json and its script on the pages; assert the same records; the references."""
-    prog = world.program()
+    references, problems = _same_holders_and_problems(world, pages)
+    assert problems == []
+    return references
+
+
+def _problems(stderr: str) -> List[str]:
+    """The objects a warning on stderr says were skipped, one line each."""
+    return sorted(line.strip() for line in stderr.splitlines() if line.startswith("  "))
+
+
+def _same_holders_and_problems(
+    world: World, pages: List[FakePage], prog=None
+) -> Tuple[List[dict], List[str]]:
+    """
+    Run holders --json and its script on the pages; assert the same records
+    and the same skipped objects on stderr; the references and those objects.
+    """
+    prog = prog if prog is not None else world.program()
     values = [hex(p.netmem) for p in pages]
-    mine = run_cli("holders", *values, "--json", program=prog).json()
-    theirs = run_snippet(snippet(prog, "holders", *values), prog)
+    result = run_cli("holders", *values, "--json", program=prog)
+    mine = result.json()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        theirs = run_snippet(snippet(prog, "holders", *values), prog)
     assert project(theirs, KEYS["holders"]) == project(mine, KEYS["holders"])
-    return [h for record in mine for h in record["holders"]]
+    assert _problems(err.getvalue()) == _problems(result.err)
+    assert (result.code == 4) == bool(_problems(result.err)), result.err
+    return [h for record in mine for h in record["holders"]], _problems(result.err)
 
 
 def _queued(version: str) -> tuple:
@@ -196,3 +222,136 @@ def test_the_leaks_script_calls_a_page_in_an_rx_ring_parked(world):
     theirs = run_snippet(snippet(prog, "leaks"), prog)
     assert project(theirs, KEYS["leaks"]) == project(mine, KEYS["leaks"])
     assert {r["verdict"] for r in mine} >= {"parked", "leaked"}
+
+
+def _out_of_order(version: str) -> Tuple[World, List[FakePage], FakeSocket]:
+    """A TCP connection with two skbs in its out-of-order queue and one received."""
+    w = World(version)
+    pages = FakePagePool(w).alloc_pages(3)
+    conn = FakeSocket(w, w.init_net, local=("10.0.2.15", 5201), remote=("10.0.2.2", 40000))
+    conn.queue(FakeSkb(w, [pages[0]]), "tcp-ofo")
+    conn.queue(FakeSkb(w, [pages[1]]), "tcp-ofo")
+    conn.queue(FakeSkb(w, [pages[2]]))
+    return w, pages, conn
+
+
+@pytest.mark.parametrize("version", ["linux-7.3", "linux-6.12"])
+def test_the_holders_script_names_the_tcp_out_of_order_queue(version):
+    w, pages, conn = _out_of_order(version)
+    references = _same_holders(w, pages)
+    assert [(h["queue"], h["sock"]) for h in references] == [
+        ("tcp-ofo", hex(conn.obj.addr)),
+        ("tcp-ofo", hex(conn.obj.addr)),
+        ("receive", hex(conn.obj.addr)),
+    ]
+
+
+# linux-7.3: napi->gro (struct gro_node, v6.15+); linux-6.12: napi->gro_hash.
+@pytest.mark.parametrize("version", ["linux-7.3", "linux-6.12"])
+def test_the_holders_script_names_an_skb_held_for_gro(version):
+    w = World(version)
+    dev = w.init_net.netdev("eth0", driver="virtio_net")
+    napi = dev.napi(8500)
+    dev.napi(8501)  # another instance, its lists empty
+    pages = FakePagePool(w, netdev=dev).alloc_pages(2)
+    dev.gro_hold(napi, 3, FakeSkb(w, [pages[0]], dev=dev).obj)
+    dev.gro_hold(napi, 7, FakeSkb(w, [pages[1]], dev=dev).obj)
+    references = _same_holders(w, pages)
+    assert [h["queue"] for h in references] == ["gro", "gro"]
+
+
+def _loop_out_of_order(w: World, conn: FakeSocket) -> None:
+    def loop() -> None:  # the second node's parent is itself
+        node = conn.ofo[1].obj.addr + w.type("struct sk_buff").member("rbnode").offset
+        conn.ofo[1].obj.value["rbnode"]["__rb_parent_color"] = node | 1
+
+    w.before_commit(loop)
+
+
+def _corrupt_out_of_order() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages, conn = _out_of_order("linux-7.3")
+    _loop_out_of_order(w, conn)
+    return w, pages, None
+
+
+def _looping_defer_list() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _queued("linux-7.3")
+    looped = w.cpu_queues.deferred[0][-1]
+    w.before_commit(lambda: looped.set("next", looped.addr))
+    return w, pages, None
+
+
+def _looping_completion_queue() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _queued("linux-6.12")  # defer lists chained through skb->next
+    first = w.cpu_queues.completion[1][0]
+    w.before_commit(lambda: first.set("next", first.addr))
+    return w, pages, None
+
+
+def _backlog_not_linking_back() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w = World("linux-7.3")
+    pages = FakePagePool(w).alloc_pages(3)
+    skbs = [FakeSkb(w, [page]).obj for page in pages]
+    for skb in skbs:
+        w.cpu_queues.queue_backlog(0, skb)
+
+    def break_prev(prog) -> None:  # after the lists are wired: the middle skb's prev
+        w.mem.write(skbs[1].addr_of("prev"), (0xDEAD000).to_bytes(8, "little"))
+
+    return w, pages, break_prev
+
+
+def _fq_codel_flows_beyond_bound() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w = World("linux-7.3")
+    dev = w.init_net.netdev("eth0", driver="virtio_net")
+    qdisc = FakeQdisc(w, dev, "fq_codel", handle=0x8001 << 16)
+    pages = FakePagePool(w, netdev=dev).alloc_pages(1)
+    qdisc.enqueue(FakeSkb(w, pages, dev=dev).obj, 0)
+
+    def corrupt_flow_count() -> None:
+        assert qdisc.data is not None  # fq_codel's private data, made by then
+        qdisc.data.set("flows_cnt", 1 << 20)
+
+    w.before_commit(corrupt_flow_count)
+    return w, pages, None
+
+
+def _looping_gro_list() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w = World("linux-7.3")
+    dev = w.init_net.netdev("eth0", driver="virtio_net")
+    napi = dev.napi(8500)
+    pages = FakePagePool(w, netdev=dev).alloc_pages(2)
+    held = FakeSkb(w, [pages[0]], dev=dev).obj
+    dev.gro_hold(napi, 1, held)
+    dev.gro_hold(napi, 2, FakeSkb(w, [pages[1]], dev=dev).obj)
+    w.before_commit(lambda: held.set("next", held.addr))  # a list of itself, forever
+    return w, pages, None
+
+
+CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = [
+    _corrupt_out_of_order,
+    _looping_defer_list,
+    _looping_completion_queue,
+    _backlog_not_linking_back,
+    _fq_codel_flows_beyond_bound,
+    _looping_gro_list,
+]
+CORRUPT_IDS = [
+    "tcp-ofo-loop",
+    "defer-list-loop",
+    "completion-queue-loop",
+    "backlog-prev",
+    "fq-codel-flows",
+    "gro-list-loop",
+]
+
+
+@pytest.mark.parametrize("world", CORRUPT, ids=CORRUPT_IDS)
+def test_the_holders_script_reports_a_corrupt_queue_as_holders_does(world):
+    w, pages, after_commit = world()
+    prog = w.program()
+    if after_commit is not None:
+        after_commit(prog)
+    references, problems = _same_holders_and_problems(w, pages, prog)
+    assert problems, "the corruption was not noticed"
+    assert references  # the rest is still named

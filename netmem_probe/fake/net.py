@@ -178,9 +178,11 @@ class NetDevice:
         return napi
 
     def gro_hold(self, napi: KObject, bucket: int, skb: KObject) -> None:
-        """Put ``skb`` alone on GRO list ``bucket`` of ``napi``."""
-        head = napi.addr_of(f"gro.hash[{bucket}].list")
-        napi.value["gro"]["hash"][bucket]["list"] = {"next": skb.addr, "prev": skb.addr}
+        """Put ``skb`` alone on GRO list ``bucket`` of ``napi`` (either layout)."""
+        gro = "gro" in napi.value
+        head = napi.addr_of(f"gro.hash[{bucket}].list" if gro else f"gro_hash[{bucket}].list")
+        buckets = napi.value["gro"]["hash"] if gro else napi.value["gro_hash"]
+        buckets[bucket]["list"] = {"next": skb.addr, "prev": skb.addr}
         skb.set("next", head)
         skb.set("prev", head)
 

@@ -19,7 +19,12 @@ from netmem_probe.snippets import (
     sort_option,
 )
 from netmem_probe.snippets.netmem import define_decoders, define_is_pp_page, define_niov_desc
-from netmem_probe.snippets.places import define_rx_rings, define_skb_places
+from netmem_probe.snippets.places import (
+    define_gro_lists,
+    define_problems,
+    define_rx_rings,
+    define_skb_places,
+)
 from netmem_probe.snippets.pools import (
     define_pool_places,
     define_pool_record,
@@ -307,6 +312,7 @@ def _define_pool_holders(s: Snippet) -> None:
 
 
 def _define_skbs(s: Snippet) -> None:
+    define_problems(s)
     s.define(
         "skbs",
         '''
@@ -390,7 +396,10 @@ def _define_skbs(s: Snippet) -> None:
                     return None
                 seen.add(node)
                 nodes.append(node)
-                node = Object(prog, "struct sk_buff *", node).next.value_()
+                try:
+                    node = prog.read_word((node + NEXT) % (1 << 64))
+                except FaultError:
+                    return None  # (skb->next of an skb in an rbtree is its parent)
             return nodes
 
 
@@ -407,6 +416,50 @@ def _define_skbs(s: Snippet) -> None:
                 SOCK_QUEUES.append((queue, offsetof(prog.type(owner), member)))
             except LookupError:
                 pass
+
+
+        try:
+            OFO_ROOT = offsetof(prog.type("struct tcp_sock"), "out_of_order_queue.rb_node")
+            RBNODE = offsetof(SK_BUFF, "rbnode")
+        except LookupError:
+            OFO_ROOT = None  # no TCP types
+        # An rbtree of n nodes is at most 2 * log2(n + 1) deep.
+        MAX_RB_DEPTH = 128
+
+
+        def in_ofo_queue(sk, skb):
+            """
+            Whether skb is in the TCP out-of-order queue of socket sk: an rbtree of
+            skbs through skb->rbnode, rooted at tcp_sock.out_of_order_queue.  The
+            climb from skb's node along its parents (__rb_parent_color without the
+            color bits) must end at the root; a climb that loops or goes deeper than
+            any rbtree is reported.
+            """
+            if OFO_ROOT is None:
+                return False
+            try:
+                root = prog.read_word(sk.value_() + OFO_ROOT)
+            except FaultError:
+                return False
+            node = skb.value_() + RBNODE
+            seen = {node}
+            for _ in range(MAX_RB_DEPTH if root else 0):
+                try:
+                    parent = prog.read_word(node) & ~3
+                except FaultError as e:
+                    fault("TCP out-of-order rbtree", node, e)
+                    return False
+                if not parent:
+                    return node == root
+                if parent in seen:
+                    problem("TCP out-of-order rbtree", skb.value_(), "parent chain loops")
+                    return False
+                seen.add(parent)
+                node = parent
+            if root:
+                problem("TCP out-of-order rbtree", skb.value_(),
+                        f"deeper than {MAX_RB_DEPTH} levels (corrupt?)")
+            return False
 
 
         def socket_of(skb):
@@ -432,7 +485,9 @@ def _define_skbs(s: Snippet) -> None:
                     node, steps = sk.sk_backlog.head, 0
                     while node and node != skb and steps < 1 << 16:
                         node, steps = node.next, steps + 1
-                    return sk.value_(), "backlog" if node == skb else None
+                    if node == skb:
+                        return sk.value_(), "backlog"
+                    return sk.value_(), "tcp-ofo" if in_ofo_queue(sk, skb) else None
             except FaultError:
                 pass
             return None, None
@@ -459,6 +514,7 @@ def _define_holders(s: Snippet) -> None:
     _define_skbs(s)
     define_skb_places(s)
     define_rx_rings(s)
+    define_gro_lists(s)
     s.define(
         "find_holders",
         '''
@@ -497,8 +553,9 @@ def _define_holders(s: Snippet) -> None:
         def holder(target, address, value, kind, skb=None, frag=None, pool_id=None):
             """
             A row: one reference to a target.  An skb waits on a CPU or in a qdisc,
-            else on a socket's queue, else (with no socket) maybe in a driver's rx
-            ring (veth's); a reference that is a ring's slot names the ring.
+            else on a socket's queue (or its backlog or TCP out-of-order queue),
+            else (with no socket) maybe in a driver's rx ring (veth's) or a GRO
+            list; a reference that is a ring's slot names the ring.
             """
             sock = queue = None
             ring = RINGS.get(address)
@@ -508,6 +565,8 @@ def _define_holders(s: Snippet) -> None:
                     sock, queue = socket_of(skb)
                     if sock is None and skb.value_() in RING_SKBS:
                         queue, ring = "rx-ring", RING_SKBS[skb.value_()]
+                    elif sock is None and skb.value_() in GRO_SKBS:
+                        queue = "gro"
             driver, _, rx_queue, slot, _ = ring or (None,) * 5
             return {"kind": kind, "address": hex(address), "value": hex(value),
                     "skb": hex(skb.value_()) if skb is not None else None, "frag": frag,
@@ -562,6 +621,7 @@ def _define_holders(s: Snippet) -> None:
         POOL_ARRAYS = pool_arrays()
         SKB_PLACES = skb_places()
         RINGS, RING_SKBS = rx_rings()
+        GRO_SKBS = gro_lists()
         $niovs_offset
         ''',
         [
@@ -597,9 +657,9 @@ def holders_code(
     _define_holders(s)
     s.main(
         """
-        # The simpler classification: netmem-probe also names the TCP out-of-order
-        # queue, NAPI GRO lists, slab objects and their referrers, and the
-        # processes owning a socket with the ss -K command that releases it.
+        # The simpler classification: netmem-probe also names slab objects and
+        # their referrers, and the processes owning a socket with the ss -K
+        # command that releases it.
         targets = [target(value) for value in [$values]]
         found = find_holders(targets)
         $sort
@@ -609,6 +669,7 @@ def holders_code(
                 "page" if t["kind"] == "page" else "net-iov": hex(t["address"]),
                 "pool-id": t["pool-id"], "holders": found[t["netmem"]],
             }))
+        report_problems()
         """,
         values=", ".join(hex(v) for v in values),
         sort="""
@@ -700,6 +761,7 @@ def leaks_code(
             $sort
             for verdict in verdicts:
                 print(json.dumps(verdict))
+        report_problems()
         """,
         selection=selection,
         niovs=niovs,

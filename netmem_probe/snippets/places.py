@@ -1,48 +1,153 @@
 """
 drgn code for where ``holders`` finds an skb or a posted buffer outside a
-socket: the per-CPU queues, the qdiscs and the drivers' rx rings.
+socket: the per-CPU queues, the qdiscs, NAPI's GRO lists and the drivers' rx
+rings.
 
 The same walks as :mod:`netmem_probe.kernel.softnet`,
-:mod:`netmem_probe.kernel.qdisc` and :mod:`netmem_probe.kernel.drivers`,
-written with drgn Objects: simpler and slower, and a corrupt list or ring
-is cut short rather than reported.
+:mod:`netmem_probe.kernel.qdisc`, :mod:`netmem_probe.kernel.queues` and
+:mod:`netmem_probe.kernel.drivers`, written with drgn Objects: simpler and
+slower.  A list, chain or ring that loops, does not link back or cannot be
+read is reported on stderr (``problem()``) with netmem-probe's wording, and
+not followed further.
 """
 
 import textwrap
+from typing import Optional, Tuple
 
 from netmem_probe.snippets import Snippet, fill, has_member, has_object, has_type
 
-__all__ = ("define_rx_rings", "define_skb_places")
+__all__ = ("define_gro_lists", "define_problems", "define_rx_rings", "define_skb_places")
+
+
+def define_problems(s: Snippet) -> None:
+    """
+    ``problem()``/``fault()``: what a walk could not follow, and
+    ``report_problems()``, which prints it on stderr as netmem-probe does.
+    """
+    s.add_import("sys")
+    s.define(
+        "problems",
+        """
+        # What a walk could not follow (unreadable, looping, not linking back): not
+        # guessed past, reported on stderr at the end, in netmem-probe's words.
+        PROBLEMS = []
+
+
+        def problem(what, address, reason):
+            text = f"{what} at {address:#x}: {reason}"
+            if text not in PROBLEMS:
+                PROBLEMS.append(text)
+
+
+        def fault(what, address, error):
+            problem(what, address, f"unreadable ({error.message} at {error.address:#x})")
+
+
+        def report_problems():
+            if PROBLEMS:
+                print(f"warning: {len(PROBLEMS)} object(s) skipped (unreadable or inconsistent):",
+                      file=sys.stderr)
+                for text in PROBLEMS:
+                    print(f"  {text}", file=sys.stderr)
+        """,
+    )
 
 
 def _define_chain(s: Snippet) -> None:
+    define_problems(s)
     s.define(
         "chain",
         '''
         # skbs followed along one queue (backlogs, defer lists and qdiscs hold far fewer).
         MAX_QUEUE_SKBS = 1 << 16
+        WORD = sizeof(prog.type("void *"))
 
 
-        def chain(first, link):
-            """The addresses along a NULL-ended chain from address first, each
-            node's next pointer link bytes into it; cut short at a loop or a fault."""
-            nodes, seen = [], set()
-            while first and first not in seen and len(nodes) < MAX_QUEUE_SKBS:
-                seen.add(first)
-                nodes.append(first)
+        def chain(first, link, what, address):
+            """
+            The addresses along a NULL-ended chain from address first, each node's
+            next pointer link bytes into it.  A loop, an unreadable node or more than
+            MAX_QUEUE_SKBS nodes ends the walk and is reported as what at address.
+            """
+            nodes, seen, node = [], set(), first
+            while node:
+                if node in seen:
+                    problem(what, address, f"chain loops at {node:#x}")
+                    break
+                if len(nodes) >= MAX_QUEUE_SKBS:
+                    problem(what, address, f"more than {MAX_QUEUE_SKBS} skbs (corrupt?)")
+                    break
+                seen.add(node)
+                nodes.append(node)
                 try:
-                    first = prog.read_word(first + link)
-                except FaultError:
+                    node = prog.read_word((node + link) % (1 << 64))
+                except FaultError as e:
+                    fault(what, node, e)
                     break
             return nodes
 
 
-        def skb_queue(head):
-            """The skbs of a struct sk_buff_head ring (head is an Object)."""
-            nodes = chain(head.next.value_(), offsetof(prog.type("struct sk_buff"), "next"))
-            return nodes[:nodes.index(head.address_)] if head.address_ in nodes else nodes
+        def chain_at(at, link, what):
+            """The chain whose first node the word at address at points to."""
+            try:
+                return chain(prog.read_word(at), link, what, at)
+            except FaultError as e:
+                fault(what, at, e)
+                return []
+
+
+        def list_nodes(head, what, limit=MAX_QUEUE_SKBS):
+            """
+            The nodes of the list at address head whose nodes start with next and
+            prev (a struct list_head, or sk_buffs on a struct sk_buff_head), each
+            node's prev checked.  A node that does not link back or cannot be read
+            is reported and the nodes after it come from a walk back from the head
+            through prev; a loop or more than limit nodes is reported and ends it.
+            """
+            nodes, seen, prev = [], {head}, head
+            try:
+                node = prog.read_word(head)
+            except FaultError as e:
+                problem(what, head, f"unreadable head ({e.message})")
+                return nodes
+            for _ in range(limit):
+                if node == head:
+                    return nodes
+                if node in seen:
+                    problem(what, head, f"cycle at node {node:#x}")
+                    return nodes
+                seen.add(node)
+                try:
+                    after, back = prog.read_word(node), prog.read_word(node + WORD)
+                except FaultError as e:
+                    problem(what, node, f"unreadable node ({e.message})")
+                    break
+                if back != prev:
+                    problem(what, node, f"node's prev is {back:#x}, expected {prev:#x}")
+                    break
+                nodes.append(node)
+                prev, node = node, after
+            else:
+                problem(what, head, f"more than {limit} nodes")
+                return nodes
+            # Back from the head along prev, each node's next checked, up to the break.
+            tail, later, known = [], head, set(nodes)
+            try:
+                node = prog.read_word(head + WORD)
+                for _ in range(limit - len(nodes)):
+                    if node == head or node in known:
+                        break
+                    known.add(node)
+                    after, back = prog.read_word(node), prog.read_word(node + WORD)
+                    if after != later:
+                        break
+                    tail.append(node)
+                    later, node = node, back
+            except FaultError:
+                pass
+            return nodes + tail[::-1]
         ''',
-        [("drgn", "FaultError"), ("drgn", "offsetof")],
+        [("drgn", "FaultError"), ("drgn", "sizeof")],
     )
 
 
@@ -53,11 +158,17 @@ def _softnet_code(s: Snippet) -> str:
     if has_object(prog, "softnet_data"):
         for member in ("input_pkt_queue", "process_queue"):
             if has_member(prog, "struct softnet_data", member):
-                parts.append(f'add(skb_queue(sd.{member}), "backlog")')
+                parts.append(
+                    f'add(list_nodes(sd.{member}.address_, f"CPU {{cpu}} backlog {member}"), '
+                    '"backlog")'
+                )
         if has_member(prog, "struct softnet_data", "completion_queue"):
-            parts.append('add(chain(sd.completion_queue.value_(), NEXT), "completion-queue")')
+            parts.append(
+                'add(chain_at(sd.completion_queue.address_, NEXT, f"CPU {cpu} completion_queue"), '
+                '"completion-queue")'
+            )
         if has_member(prog, "struct softnet_data", "defer_list"):
-            parts.append('add(defer_list(sd.defer_list), "defer-list")')
+            parts.append('add(defer_list(sd.defer_list, f"CPU {cpu}"), "defer-list")')
     if has_member(prog, "struct napi_alloc_cache", "skb_cache") and has_object(
         prog, "napi_alloc_cache"
     ):
@@ -67,6 +178,9 @@ def _softnet_code(s: Snippet) -> str:
             nc = per_cpu(prog["napi_alloc_cache"], cpu)
             if nc.skb_count <= len(nc.skb_cache):
                 add([nc.skb_cache[i].value_() for i in range(nc.skb_count)], "napi-cache")
+            else:
+                problem("NAPI skb cache", nc.address_,
+                        f"skb_count {nc.skb_count.value_()} beyond its {len(nc.skb_cache)} slots")
             """
         )
     if parts and has_object(prog, "softnet_data"):
@@ -86,19 +200,21 @@ def _defer_code(s: Snippet) -> str:
             break
     if llist and has_member(prog, "struct sk_buff", "ll_node"):
         return '''
-            def defer_list(head):
-                """The skbs of an skb defer list: a struct llist_head through
-                skb->ll_node since Linux kernel commit 844c9db7f7f5 ("net: use llist
-                for sd->defer_list") (in v6.18)."""
+            def defer_list(head, where):
+                """The skbs of an skb defer list (head, the list's Object, on CPU where):
+                a struct llist_head through skb->ll_node since Linux kernel commit
+                844c9db7f7f5 ("net: use llist for sd->defer_list") (in v6.18)."""
                 at = offsetof(prog.type("struct sk_buff"), "ll_node")
-                return [node - at for node in chain(head.first.value_(), 0)]
+                return [node - at for node in
+                        chain_at(head.address_, 0, f"skb defer list of {where}")]
             '''
     return '''
-        def defer_list(head):
-            """The skbs of an skb defer list: a struct sk_buff * chained through
-            skb->next (Linux kernel commit 68822bdf76f1 ("net: generalize skb
-            freeing deferral to per-cpu lists") (in v5.19), until v6.18)."""
-            return chain(head.value_(), NEXT)
+        def defer_list(head, where):
+            """The skbs of an skb defer list (head, the list's Object, on CPU where):
+            a struct sk_buff * chained through skb->next (Linux kernel commit
+            68822bdf76f1 ("net: generalize skb freeing deferral to per-cpu lists")
+            (in v5.19), until v6.18)."""
+            return chain_at(head.address_, NEXT, f"skb defer list of {where}")
         '''
 
 
@@ -119,8 +235,14 @@ def _defer_nodes_code(s: Snippet) -> str:
             nr_nodes = 1  # a kernel built without NUMA
         if nodes:
             for cpu in for_each_possible_cpu(prog):
+                try:
+                    lists = per_cpu_ptr(nodes, cpu)
+                except FaultError as e:  # an unreadable __per_cpu_offset[cpu]
+                    fault(f"CPU {cpu} skb defer nodes", e.address, e)
+                    continue
                 for node in range(nr_nodes):
-                    add(defer_list(per_cpu_ptr(nodes, cpu)[node].defer_list), "defer-list")
+                    add(defer_list(lists[node].defer_list, f"CPU {cpu}, node {node}"),
+                        "defer-list")
         """
 
 
@@ -135,9 +257,11 @@ def _qdisc_code(s: Snippet) -> str:
     queues = []
     for member in ("gso_skb", "skb_bad_txq"):
         if has_member(prog, "struct Qdisc", member):
-            queues.append(f'add(skb_queue(q.{member}), "qdisc")')
+            queues.append(f'add(list_nodes(q.{member}.address_, "qdisc {member}"), "qdisc")')
     if has_member(prog, "struct Qdisc", "q.head"):
-        queues.append('add(chain(q.q.head.value_(), NEXT), "qdisc")  # the fifo qdiscs\' queue')
+        queues.append(
+            'add(chain_at(q.q.head.address_, NEXT, "qdisc queue"), "qdisc")  # the fifos\' queue'
+        )
     if has_member(prog, "struct Qdisc", "defer_list") and has_member(
         prog, "struct sk_buff", "ll_node"
     ):
@@ -145,7 +269,8 @@ def _qdisc_code(s: Snippet) -> str:
             '# Since Linux kernel commit 100dfa74cad9 ("net: dev_queue_xmit() llist\n'
             '# adoption") (in v6.19): skbs waiting to be enqueued, through skb->ll_node.\n'
             'at = offsetof(prog.type("struct sk_buff"), "ll_node")\n'
-            'add([n - at for n in chain(q.defer_list.first.value_(), 0)], "qdisc")'
+            'add([n - at for n in chain_at(q.defer_list.address_, 0, "qdisc defer_list")], '
+            '"qdisc")'
         )
     if has_member(prog, "struct Qdisc", "privdata"):
         queues.append('add(private_queues(q), "qdisc")')
@@ -171,7 +296,10 @@ def _qdisc_code(s: Snippet) -> str:
                     if not q or q.value_() in seen:
                         continue
                     seen.add(q.value_())
-                    $queues
+                    try:
+                        $queues
+                    except FaultError as e:
+                        fault("qdisc", q.value_(), e)
         """,
         hashed=hashed,
         queues="\n".join(queues),
@@ -194,16 +322,35 @@ def _define_private_queues(s: Snippet) -> None:
                     data = Object(prog, "struct pfifo_fast_priv", address=priv)
                     for band in data.q:
                         ring = band.ring
-                        if ring.size > MAX_QUEUE_SKBS:
-                            continue  # corrupt
-                        skbs += [ring.queue[i].value_() for i in ring_slots(ring)]
+                        try:
+                            size, head = ring.size.value_(), ring.consumer_head.value_()
+                            if size > MAX_QUEUE_SKBS or max(head, ring.producer) >= max(size, 1):
+                                problem("pfifo_fast band", ring.address_,
+                                        f"ring size {size}, consumer {head}")
+                            elif ring.queue:
+                                skbs += [ring.queue[i].value_() for i in ring_slots(ring)]
+                        except FaultError as e:
+                            fault("pfifo_fast band", ring.address_, e)
                 elif kind == "fq_codel":
                     data = Object(prog, "struct fq_codel_sched_data", address=priv)
-                    if data.flows and data.flows_cnt <= 1 << 16:
-                        for i in range(data.flows_cnt):
-                            skbs += chain(data.flows[i].head.value_(), NEXT)
-            except (FaultError, LookupError):
-                pass  # unreadable, or no types for this qdisc
+                    try:
+                        flows, count = data.flows.value_(), data.flows_cnt.value_()
+                    except FaultError as e:
+                        fault("fq_codel", priv, e)
+                        return []
+                    if flows and count > 1 << 16:  # fq_codel_change() refuses more
+                        problem("fq_codel", priv, f"flows_cnt {count} beyond {1 << 16}")
+                    elif flows:
+                        for i in range(count):
+                            head = data.flows[i].head
+                            try:
+                                first = head.value_()
+                            except FaultError as e:
+                                fault("fq_codel flows", flows, e)
+                                break
+                            skbs += chain(first, NEXT, "fq_codel flow", head.address_)
+            except LookupError:
+                pass  # no types for this qdisc
             return [skb for skb in skbs if skb]
         ''',
         [("drgn", "FaultError"), ("drgn", "Object")],
@@ -239,12 +386,16 @@ def define_skb_places(s: Snippet) -> None:
                     places.setdefault(skb, queue)
 
             for cpu in for_each_possible_cpu(prog):
-                $softnet
+                try:
+                    $softnet
+                except FaultError as e:  # an unreadable __per_cpu_offset[cpu]
+                    fault(f"CPU {cpu} softnet_data", e.address, e)
             $defer_nodes
             $qdiscs
             return places
         ''',
         [
+            ("drgn", "FaultError"),
             ("drgn", "offsetof"),
             ("drgn.helpers.linux.cpumask", "for_each_possible_cpu"),
             ("drgn.helpers.linux.list", "hlist_for_each_entry"),
@@ -259,6 +410,70 @@ def define_skb_places(s: Snippet) -> None:
     )
 
 
+def _gro_paths(s: Snippet) -> Optional[Tuple[str, str]]:
+    """(hash buckets, rx_list) paths in struct napi_struct, if it has GRO lists."""
+    # Since Linux kernel commit 291515c76409 ("net: gro: decouple GRO from the
+    # NAPI layer") (in v6.15) the GRO state is napi->gro, a struct gro_node;
+    # before, napi->gro_hash[] and napi->rx_list (v4.19 .. v6.14).
+    for paths in (("gro.hash", "gro.rx_list"), ("gro_hash", "rx_list")):
+        if has_member(s.prog, "struct napi_struct", paths[0]):
+            return paths
+    return None
+
+
+def define_gro_lists(s: Snippet) -> None:
+    """``gro_lists()``: the skbs NAPI instances hold for merging."""
+    _define_chain(s)
+    paths = _gro_paths(s)
+    if paths is None or not has_member(s.prog, "struct sk_buff", "list"):
+        s.define(
+            "gro_lists",
+            '''
+            def gro_lists():
+                """No GRO lists in this kernel's types."""
+                return set()
+            ''',
+        )
+        return
+    s.define(
+        "gro_lists",
+        '''
+        # skbs followed along one GRO list: GRO keeps at most 8 (MAX_GRO_SKBS) per
+        # bucket, so a longer list is corrupt.
+        MAX_GRO_SKBS = 64
+
+
+        def gro_lists():
+            """
+            The skbs every NAPI instance (on each netdev's napi_list) holds for
+            merging: on its GRO hash buckets' lists and its rx_list, struct
+            list_heads through skb->list.
+            """
+            skbs = set()
+            in_napi = offsetof(prog.type("struct napi_struct"), "dev_list")
+            in_skb = offsetof(prog.type("struct sk_buff"), "list")
+            for net in for_each_net(prog):
+                for dev in for_each_netdev(net):
+                    for node in list_nodes(dev.napi_list.address_, "napi_list", 1 << 20):
+                        napi = Object(prog, "struct napi_struct", address=node - in_napi)
+                        heads = [bucket.list.address_ for bucket in napi.$buckets]
+                        heads.append(napi.$rx_list.address_)
+                        for head in heads:
+                            skbs.update(skb - in_skb
+                                        for skb in list_nodes(head, "GRO list", MAX_GRO_SKBS))
+            return skbs
+        ''',
+        [
+            ("drgn", "Object"),
+            ("drgn", "offsetof"),
+            ("drgn.helpers.linux.net", "for_each_net"),
+            ("drgn.helpers.linux.net", "for_each_netdev"),
+        ],
+        buckets=paths[0],
+        rx_list=paths[1],
+    )
+
+
 def define_rx_rings(s: Snippet) -> None:
     """
     ``rx_rings()``: the drivers' posted receive buffers, ``(slots, skbs)``:
@@ -267,6 +482,7 @@ def define_rx_rings(s: Snippet) -> None:
     """
     from netmem_probe.snippets.pools import define_ring_slots
 
+    define_problems(s)
     define_ring_slots(s)
     s.define(
         "rx_rings",
@@ -463,6 +679,7 @@ def define_rx_rings(s: Snippet) -> None:
             slots, skbs = {}, {}
             for net in for_each_net(prog):
                 for dev in for_each_netdev(net):
+                    name = None
                     try:
                         driver = driver_of(dev)
                         if driver not in RING_WALKERS:
@@ -476,8 +693,11 @@ def define_rx_rings(s: Snippet) -> None:
                             slots[word.address_] = place
                             if driver == "veth" and not word.value_() & 1:  # VETH_XDP_FLAG
                                 skbs[word.value_()] = place
-                    except (LookupError, FaultError):
-                        continue  # no types for the driver, or an unreadable ring
+                    except LookupError:
+                        continue  # no types for the driver: its ring stays unknown
+                    except FaultError as e:  # the slots before the fault are kept
+                        if name is not None:  # (an unreadable netdev is left out)
+                            fault(f"{driver} {name} rx ring", e.address, e)
             return slots, skbs
         ''',
         [
