@@ -292,8 +292,10 @@ def _backlog_not_linking_back() -> Tuple[World, List[FakePage], Optional[Callabl
     w = World("linux-7.3")
     pages = FakePagePool(w).alloc_pages(3)
     skbs = [FakeSkb(w, [page]).obj for page in pages]
+    queues = w.cpu_queues
+    assert queues is not None  # the layout has softnet_data
     for skb in skbs:
-        w.cpu_queues.queue_backlog(0, skb)
+        queues.queue_backlog(0, skb)
 
     def break_prev(prog) -> None:  # after the lists are wired: the middle skb's prev
         w.mem.write(skbs[1].addr_of("prev"), (0xDEAD000).to_bytes(8, "little"))
