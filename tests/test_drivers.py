@@ -79,9 +79,11 @@ def test_a_corrupt_ring_size_is_reported_not_walked():
     assert [p.what for p in problems.items] == ["virtio_net eth0 rx ring"]
 
 
-@pytest.mark.parametrize("driver", ["virtio_net", "mlx5_core", "bnxt_en", "gve", "ice", "idpf"])
+@pytest.mark.parametrize(
+    "driver", ["virtio_net", "mlx5_core", "bnxt_en", "gve", "ice", "idpf", "fbnic"]
+)
 def test_a_driver_without_type_information_is_left_unwalked(driver):
-    w = World("linux-6.12")  # its layout has no driver types
+    w = World("linux-6.16")  # its layout has no driver types
     w.init_net.netdev("eth0", driver=driver)
     problems = Problems()
     rings = RxRings(w.program(), problems)

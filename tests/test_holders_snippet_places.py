@@ -16,6 +16,7 @@ from test_drgn_snippets import project, run_snippet, snippet
 
 from netmem_probe.fake.drivers import (
     FakeBnxt,
+    FakeFbnic,
     FakeGve,
     FakeIce,
     FakeIdpf,
@@ -179,6 +180,18 @@ def _idpf() -> tuple:
     return w, pages
 
 
+def _fbnic(layout: str) -> tuple:
+    w = World(layout)
+    nic = FakeFbnic(w.init_net, "enp1s0", queues=2, size=8)
+    pool = FakePagePool(w, netdev=nic.dev)
+    pages = pool.alloc_pages(3)
+    nic.post(0, "sub0", 3, pages[0].netmem)
+    nic.post(1, "sub1", 7, pages[1].netmem)
+    nic.post(0, "sub1", 4, pages[2].netmem)
+    nic.take(0, "sub1", 4)  # drained: its entry cleared
+    return w, pages
+
+
 RINGS: List[Callable[[], tuple]] = [
     lambda: _virtio(False),
     lambda: _virtio(True),
@@ -189,6 +202,8 @@ RINGS: List[Callable[[], tuple]] = [
     _gve,
     _ice,
     _idpf,
+    lambda: _fbnic("linux-6.12"),
+    lambda: _fbnic("linux-7.3"),
 ]
 RING_IDS = [
     "virtio_net-split",
@@ -200,6 +215,8 @@ RING_IDS = [
     "gve",
     "ice",
     "idpf",
+    "fbnic-page",
+    "fbnic-netmem",
 ]
 
 
@@ -212,7 +229,9 @@ def test_the_holders_script_names_each_drivers_rx_ring_slots(world):
     assert all(h["kind"] == "rx-ring" or h["queue"] == "rx-ring" for h in slots)
 
 
-@pytest.mark.parametrize("world", [_bnxt, _ice], ids=["bnxt", "ice"])
+@pytest.mark.parametrize(
+    "world", [_bnxt, _ice, lambda: _fbnic("linux-7.3")], ids=["bnxt", "ice", "fbnic"]
+)
 def test_the_leaks_script_calls_a_page_in_an_rx_ring_parked(world):
     w, pages = world()
     pool = next(p for p in w.pools if p.pages)

@@ -1,8 +1,8 @@
 """
 Fake driver rx rings: the private structures of a virtio_net, veth, mlx5e, ice,
-bnxt or gve netdev that :mod:`netmem_probe.kernel.drivers` walks, with the
-layouts of the fixture's kernel (the linux-7.3 layout has them, from Debian's
-DWARF).
+idpf, bnxt, gve or fbnic netdev that :mod:`netmem_probe.kernel.drivers` walks,
+with the layouts of the fixture's kernel (the linux-7.3 layout has them, from
+Debian's DWARF; linux-6.12 has fbnic's of that era).
 """
 
 from typing import TYPE_CHECKING, Dict, List, Tuple
@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     from netmem_probe.fake.pools import FakePagePool
     from netmem_probe.fake.world import KObject
 
-__all__ = ("FakeBnxt", "FakeGve", "FakeIce", "FakeMlx5e", "FakeVeth", "FakeVirtioNet")
+__all__ = (
+    "FakeBnxt",
+    "FakeFbnic",
+    "FakeGve",
+    "FakeIce",
+    "FakeIdpf",
+    "FakeMlx5e",
+    "FakeVeth",
+    "FakeVirtioNet",
+)
 
 # rq->wq_type values of the mlx5 device interface (include/linux/mlx5/mlx5_ifc.h)
 MLX5_WQ_TYPE_CYCLIC = 1
@@ -473,3 +482,48 @@ class FakeIdpf:
     def take(self, group: int, bufq: int, buf_id: int) -> None:
         """The device returned buffer ``buf_id``: the rx queue zeroes its netmem."""
         self.bufs[group][bufq].value[buf_id]["netmem"] = 0
+
+
+class FakeFbnic:
+    """
+    An fbnic netdev (parent driver ``fbnic``): ``struct fbnic_net`` whose
+    ``rx[q]`` is the completion ring of a ``struct fbnic_q_triad`` with a
+    header (``sub0``) and a payload (``sub1``) page queue of ``size``
+    ``struct fbnic_rx_buf`` each; :meth:`post` sets an entry's page,
+    :meth:`take` clears it as ``fbnic_page_pool_drain()`` does.
+    """
+
+    def __init__(self, ns: "NetNamespace", name: str, *, queues: int = 1, size: int = 16) -> None:
+        world = ns.world
+        self.dev: NetDevice = ns.netdev(
+            name, driver="fbnic", num_rx_queues=queues, priv="struct fbnic_net"
+        )
+        assert self.dev.priv is not None
+        self.bufs: List[Dict[str, "KObject"]] = []
+        triads = []
+        for queue in range(queues):
+            bufs = {
+                sub: world.alloc("struct fbnic_rx_buf", [{} for _ in range(size)], count=size)
+                for sub in ("sub0", "sub1")
+            }
+            self.bufs.append(bufs)
+            ring = {sub: {"rx_buf": b.addr, "size_mask": size - 1} for sub, b in bufs.items()}
+            triads.append(world.alloc("struct fbnic_q_triad", {**ring, "cmpl": {"q_idx": queue}}))
+        self.triads = triads
+        cmpl = drgn.offsetof(world.type("struct fbnic_q_triad"), "cmpl")
+        self.dev.priv.set("rx", [t.addr + cmpl for t in triads])
+        self.dev.priv.set("netdev", self.dev.obj.addr)
+        buf = world.type("struct fbnic_rx_buf")
+        # a struct page * before 426e13db369c (v6.18), a netmem_ref since
+        self.member = "netmem" if any(m.name == "netmem" for m in buf.members) else "page"
+
+    def post(self, queue: int, sub: str, slot: int, netmem: int) -> int:
+        """Post ``netmem`` at ``slot`` of page queue ``sub``; the address of its word."""
+        bufs = self.bufs[queue][sub]
+        bufs.value[slot][self.member] = netmem
+        buf = bufs.type.type
+        return bufs.addr + slot * drgn.sizeof(buf) + drgn.offsetof(buf, self.member)
+
+    def take(self, queue: int, sub: str, slot: int) -> None:
+        """The driver took the page at ``slot`` back."""
+        self.bufs[queue][sub].value[slot][self.member] = 0

@@ -652,12 +652,29 @@ def define_rx_rings(s: Snippet) -> None:
                                     yield g, (ring, i) if ring else i, fqes[i].netmem
 
 
+        def fbnic_slots(dev):
+            """The pages each rx queue's header (hpq) and payload (ppq) page queues
+            hold: the entries of rx_buf[] that name one (netmem since v6.18, page
+            before); queue q's completion ring fbn->rx[q] is the cmpl of their triad."""
+            word = "netmem" if has_member("struct fbnic_rx_buf", "netmem") else "page"
+            fbn = cast("struct fbnic_net *", netdev_priv(dev))
+            for q in range(len(fbn.rx)):
+                if not fbn.rx[q]:
+                    continue
+                qt = container_of(fbn.rx[q], "struct fbnic_q_triad", "cmpl")
+                for bdq, ring in ((qt.sub0, "hpq"), (qt.sub1, "ppq")):
+                    if bdq.rx_buf:
+                        for i in range(bdq.size_mask.value_() + 1):
+                            if getattr(bdq.rx_buf[i], word):
+                                yield q, (ring, i), getattr(bdq.rx_buf[i], word)
+
+
         # Walker by driver: the bound driver of the netdev's parent device, else
         # its rtnl link kind (veth).
         RING_WALKERS = {"virtio_net": virtio_net_slots, "veth": veth_slots,
                         "mlx5_core": mlx5e_slots, "mlx5_core.sf": mlx5e_slots,
                         "bnxt_en": bnxt_slots, "gve": gve_slots, "ice": ice_slots,
-                        "idpf": idpf_slots}
+                        "idpf": idpf_slots, "fbnic": fbnic_slots}
 
 
         def driver_of(dev):

@@ -267,6 +267,13 @@ STRUCTS = {
     "struct idpf_rxq_group": ["splitq"],
     "struct idpf_bufq_set": ["bufq"],
     "struct idpf_buf_queue": ["buf", "pp", "hdr_buf", "hdr_pp", "flags", "desc_count"],
+    # fbnic (fbnic.ko, built by scripts/layouts/build-fbnic): the rx queue's
+    # completion ring fbn->rx[q] sits in a triad with its header (sub0) and
+    # payload (sub1) page queues, whose rx_buf[] hold the posted pages
+    "struct fbnic_net": ["rx", "netdev"],
+    "struct fbnic_q_triad": ["sub0", "sub1", "cmpl"],
+    "struct fbnic_ring": ["rx_buf", "size_mask", "q_idx", "head", "tail"],
+    "struct fbnic_rx_buf": ALL,
     # the kernel log (drgn's get_printk_records(): the lockless ring buffer, v5.10+)
     "struct printk_ringbuffer": ["desc_ring", "text_data_ring", "fail"],
     "struct prb_desc_ring": ["count_bits", "descs", "infos", "head_id", "tail_id"],

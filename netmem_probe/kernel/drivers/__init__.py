@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional
 import drgn
 from drgn import Object, Program
 
-from netmem_probe.kernel.drivers import bnxt, gve, ice, idpf, mlx5e, veth, virtio_net
+from netmem_probe.kernel.drivers import bnxt, fbnic, gve, ice, idpf, mlx5e, veth, virtio_net
 from netmem_probe.kernel.drivers.common import RingEntry
 from netmem_probe.kernel.netdev import NetdevReader, for_each_net_address
 from netmem_probe.kernel.walk import Problems, list_nodes
@@ -41,6 +41,7 @@ WALKERS: Dict[str, Walker] = {
     "gve": gve.rx_entries,
     "ice": ice.rx_entries,
     "idpf": idpf.rx_entries,
+    "fbnic": fbnic.rx_entries,
 }
 
 
