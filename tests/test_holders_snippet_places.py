@@ -349,6 +349,31 @@ def _looping_gro_list() -> Tuple[World, List[FakePage], Optional[Callable]]:
     return w, pages, None
 
 
+def _objects(w: World, type_name: str) -> list:
+    """The world's objects of a type, in the order they were made."""
+    return [o for o in w.objects if o.type.type_name() == type_name]
+
+
+def _virtio_ring_too_large() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _virtio(False)
+    vvq = _objects(w, "struct vring_virtqueue")[1]
+    vvq.value["split"]["vring"]["num"] = 1 << 20  # queue 1's; queue 0's slots still named
+    return w, pages, None
+
+
+def _veth_ring_too_large() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _veth()
+    (rqs,) = _objects(w, "struct veth_rq [2]")
+    rqs.value[1]["xdp_ring"]["size"] = 1 << 20
+    return w, pages, None
+
+
+def _ice_indices_outside_the_ring() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _ice()
+    _objects(w, "struct ice_rx_ring")[1].value["next_to_use"] = 99
+    return w, pages, None
+
+
 CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = [
     _corrupt_out_of_order,
     _looping_defer_list,
@@ -356,6 +381,9 @@ CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = 
     _backlog_not_linking_back,
     _fq_codel_flows_beyond_bound,
     _looping_gro_list,
+    _virtio_ring_too_large,
+    _veth_ring_too_large,
+    _ice_indices_outside_the_ring,
 ]
 CORRUPT_IDS = [
     "tcp-ofo-loop",
@@ -364,6 +392,9 @@ CORRUPT_IDS = [
     "backlog-prev",
     "fq-codel-flows",
     "gro-list-loop",
+    "virtio_net-ring-size",
+    "veth-ring-size",
+    "ice-ring-indices",
 ]
 
 

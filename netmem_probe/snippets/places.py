@@ -497,6 +497,18 @@ def define_rx_rings(s: Snippet) -> None:
                 return False
 
 
+        # No driver's ring has more slots; a larger size is corrupt.
+        MAX_RING_SLOTS = 1 << 16
+
+
+        def ring_size(what, size):
+            """size, or ValueError (reported, the netdev's walk ends) if no ring
+            can be that large."""
+            if not 0 <= size <= MAX_RING_SLOTS:
+                raise ValueError(f"{what}: ring size {size} is impossible (corrupt?)")
+            return size
+
+
         def virtio_net_slots(dev):
             """(queue, slot, word) of each posted buffer: desc_state[id].data of the
             vring_virtqueue around each receive queue's vq (NULL when free)."""
@@ -511,7 +523,7 @@ def define_rx_rings(s: Snippet) -> None:
                     # SPLIT_IN_ORDER, PACKED_IN_ORDER
                     packed = "PACKED" in vvq.layout.format_()
                 ring = vvq.packed if packed else vvq.split
-                for i in range(min(ring.vring.num.value_(), 1 << 16)):
+                for i in range(ring_size(f"virtio_net rx queue {q}", ring.vring.num.value_())):
                     if ring.desc_state[i].data:
                         yield q, i, ring.desc_state[i].data
 
@@ -522,9 +534,9 @@ def define_rx_rings(s: Snippet) -> None:
             priv = cast("struct veth_priv *", netdev_priv(dev))
             if not priv.rq:
                 return
-            for q in range(dev.real_num_rx_queues.value_()):
+            for q in range(ring_size("veth rx queues", dev.real_num_rx_queues.value_())):
                 ring = priv.rq[q].xdp_ring
-                if ring.queue and ring.size <= 1 << 16:
+                if ring_size(f"veth rx queue {q}", ring.size.value_()) and ring.queue:
                     for i in ring_slots(ring):
                         yield q, i, ring.queue[i]
 
@@ -540,34 +552,54 @@ def define_rx_rings(s: Snippet) -> None:
             priv = cast("struct mlx5e_priv *", netdev_priv(dev))
             if not priv.channels.c:
                 return
-            for c in range(priv.channels.num.value_()):
+            for c in range(ring_size("mlx5e channels", priv.channels.num.value_())):
                 rq = priv.channels.c[c].rq
                 if rq.xsk_pool:
                     continue  # AF_XDP: user memory
                 q = rq.ix.value_()
                 if rq.wq_type == 1:  # MLX5_WQ_TYPE_CYCLIC
                     wqe = rq.wqe
+                    size = ring_size(f"mlx5e rx queue {q}", wqe.wq.fbc.sz_m1.value_() + 1)
                     log, num = wqe.info.log_num_frags.value_(), wqe.info.num_frags.value_()
+                    if not 0 < num <= min(len(wqe.info.arr), 1 << log):
+                        raise ValueError(
+                            f"mlx5e rx queue {q}: {num} frags of {1 << log} (corrupt?)")
+                    count = ring_size(f"mlx5e rx queue {q} frags", size << log)
                     last = 1 << prog.constant("MLX5E_WQE_FRAG_LAST_IN_PAGE").value_()
                     skip = 1 << prog.constant("MLX5E_WQE_FRAG_SKIP_RELEASE").value_()
-                    for i in range((wqe.wq.fbc.sz_m1.value_() + 1) << log):
+                    units = wqe.alloc_units.value_()
+                    for i in range(count):
                         ix, frag = divmod(i, 1 << log)
                         info = wqe.frags[i]
                         if frag < num and info.flags & (last | skip) == last:
+                            # frag_page points into the rq's alloc_units
+                            unit, misplaced = divmod(info.frag_page.value_() - units,
+                                                     sizeof(info.frag_page[0]))
+                            if misplaced or not 0 <= unit < count:
+                                raise ValueError(
+                                    f"mlx5e rx queue {q} slot {ix}: frag_page "
+                                    f"{info.frag_page.value_():#x} is not one of its "
+                                    "alloc_units (corrupt?)")
                             yield q, ix, getattr(info.frag_page, word)
                 elif rq.wq_type == 2:  # MLX5_WQ_TYPE_LINKED_LIST_STRIDING_RQ
                     mpwqe = rq.mpwqe
+                    size = ring_size(f"mlx5e rx queue {q}", mpwqe.wq.fbc.sz_m1.value_() + 1)
                     per_wqe = mpwqe.pages_per_wqe.value_()
                     info_type = prog.type("struct mlx5e_mpw_info")
+                    if not 0 < per_wqe <= 8 * sizeof(info_type.member("skip_release_bitmap").type):
+                        raise ValueError(f"mlx5e rx queue {q}: {per_wqe} pages per WQE (corrupt?)")
                     stride = sizeof(info_type) + per_wqe * sizeof(
                         prog.type("struct mlx5e_frag_page"))
-                    for ix in range(mpwqe.wq.fbc.sz_m1.value_() + 1):
+                    for ix in range(size):
                         info = Object(prog, info_type, address=mpwqe.info.value_() + ix * stride)
                         bits = info.skip_release_bitmap
                         width = 8 * sizeof(bits[0])
                         for i in range(per_wqe):
                             if not bits[i // width] >> i % width & 1:
                                 yield q, ix, getattr(info.alloc_units.frag_pages[i], word)
+                else:
+                    raise ValueError(
+                        f"mlx5e rx queue {q}: unknown wq_type {rq.wq_type.value_()} (corrupt?)")
 
 
         def bnxt_slots(dev):
@@ -577,14 +609,17 @@ def define_rx_rings(s: Snippet) -> None:
             bp = cast("struct bnxt *", netdev_priv(dev))
             if not bp.rx_ring:
                 return
-            for q in range(bp.rx_nr_rings.value_()):
+            rings = ring_size("bnxt rx rings", bp.rx_nr_rings.value_())
+            heads = ring_size("bnxt rx ring", bp.rx_ring_mask.value_() + 1)
+            aggs = ring_size("bnxt rx agg ring", bp.rx_agg_ring_mask.value_() + 1)
+            for q in range(rings):
                 rxr = bp.rx_ring[q]
                 if rxr.rx_buf_ring:
-                    for i in range(bp.rx_ring_mask.value_() + 1):
+                    for i in range(heads):
                         if rxr.rx_buf_ring[i].data:
                             yield q, i, rxr.rx_buf_ring[i].data
                 if rxr.rx_agg_ring:
-                    for i in range(bp.rx_agg_ring_mask.value_() + 1):
+                    for i in range(aggs):
                         if getattr(rxr.rx_agg_ring[i], word):
                             yield q, ("agg", i), getattr(rxr.rx_agg_ring[i], word)
 
@@ -597,11 +632,11 @@ def define_rx_rings(s: Snippet) -> None:
             priv = cast("struct gve_priv *", netdev_priv(dev))
             if priv.queue_format != prog.constant("GVE_DQO_RDA_FORMAT") or not priv.rx:
                 return
-            for q in range(priv.rx_cfg.num_queues.value_()):
+            for q in range(ring_size("gve rx queues", priv.rx_cfg.num_queues.value_())):
                 dqo = priv.rx[q].dqo
                 if not dqo.page_pool or not dqo.buf_states:
                     continue
-                for i in range(dqo.num_buf_states.value_()):
+                for i in range(ring_size(f"gve rx queue {q}", dqo.num_buf_states.value_())):
                     state = dqo.buf_states[i]
                     if state.next == i and state.page_info.netmem:
                         yield q, i, state.page_info.netmem
@@ -613,17 +648,23 @@ def define_rx_rings(s: Snippet) -> None:
             np = cast("struct ice_netdev_priv *", netdev_priv(dev))
             if np.repr or not np.vsi or not np.vsi.rx_rings:
                 return  # a port representor shares its uplink's rings
-            for r in range(np.vsi.num_rxq.value_()):
+            for r in range(ring_size("ice rx rings", np.vsi.num_rxq.value_())):
                 ring = np.vsi.rx_rings[r]
-                if not ring or ring.xsk_pool or not ring.count:
+                if not ring or ring.xsk_pool:
                     continue
-                count, ntc, ntu = (ring.count.value_(), ring.next_to_clean.value_(),
-                                   ring.next_to_use.value_())
+                q = ring.q_index.value_()
+                count = ring_size(f"ice rx queue {q}", ring.count.value_())
+                ntc, ntu = ring.next_to_clean.value_(), ring.next_to_use.value_()
+                if not count:
+                    continue
+                if not (0 <= ntc < count and 0 <= ntu < count):
+                    raise ValueError(f"ice rx queue {q}: indices {ntc}, {ntu} outside a ring "
+                                     f"of {count} (corrupt?)")
                 for fqes, pool in ((ring.rx_fqes, ring.pp), (ring.hdr_fqes, ring.hdr_pp)):
                     if fqes and pool:
                         for pos in range(ntc, ntu + (count if ntu < ntc else 0)):
                             if fqes[pos % count].netmem:
-                                yield ring.q_index.value_(), pos % count, fqes[pos % count].netmem
+                                yield q, pos % count, fqes[pos % count].netmem
 
 
         def idpf_slots(dev):
@@ -637,17 +678,21 @@ def define_rx_rings(s: Snippet) -> None:
             if rsrc.rxq_model != prog.constant("VIRTCHNL2_QUEUE_MODEL_SPLIT") or not rsrc.rxq_grps:
                 return
             xsk = 1 << prog.constant("__IDPF_Q_XSK").value_()
-            for g in range(rsrc.num_rxq_grp.value_()):
+            for g in range(ring_size("idpf rx queue groups", rsrc.num_rxq_grp.value_())):
                 splitq = rsrc.rxq_grps[g].splitq
-                for j in range(min(splitq.num_bufq_sets.value_(), 2) if splitq.bufq_sets else 0):
+                bufqs = splitq.num_bufq_sets.value_()
+                if bufqs > 2:  # IDPF_MAX_BUFQS_PER_RXQ_GRP
+                    raise ValueError(f"idpf rx queue group {g}: {bufqs} buffer queues (corrupt?)")
+                for j in range(bufqs if splitq.bufq_sets else 0):
                     bufq = splitq.bufq_sets[j].bufq
                     if bufq.flags[0] & xsk:
                         continue
+                    count = ring_size(f"idpf rx queue {g} bufq {j}", bufq.desc_count.value_())
                     for fqes, pool, ring in ((bufq.buf, bufq.pp, f"bufq{j}" if j else None),
                                              (bufq.hdr_buf, bufq.hdr_pp,
                                               f"bufq{j} hdr" if j else "hdr")):
                         if fqes and pool:
-                            for i in range(bufq.desc_count.value_()):
+                            for i in range(count):
                                 if fqes[i].netmem:
                                     yield g, (ring, i) if ring else i, fqes[i].netmem
 
@@ -715,6 +760,8 @@ def define_rx_rings(s: Snippet) -> None:
                     except FaultError as e:  # the slots before the fault are kept
                         if name is not None:  # (an unreadable netdev is left out)
                             fault(f"{driver} {name} rx ring", e.address, e)
+                    except ValueError as e:  # a ring whose bounds make no sense
+                        problem(f"{driver} {name} rx ring", dev.value_(), str(e))
             return slots, skbs
         ''',
         [
