@@ -374,6 +374,16 @@ def _ice_indices_outside_the_ring() -> Tuple[World, List[FakePage], Optional[Cal
     return w, pages, None
 
 
+def _netdev_list_not_linking_back() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _virtio(False)
+    (dev,) = [d for d in w.init_net.netdevs if d.name == "eth0"]
+
+    def break_prev(prog) -> None:  # after the lists are wired: eth0's dev_list.prev
+        w.mem.write(dev.obj.addr_of("dev_list.prev"), (0xDEAD000).to_bytes(8, "little"))
+
+    return w, pages, break_prev
+
+
 CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = [
     _corrupt_out_of_order,
     _looping_defer_list,
@@ -384,6 +394,7 @@ CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = 
     _virtio_ring_too_large,
     _veth_ring_too_large,
     _ice_indices_outside_the_ring,
+    _netdev_list_not_linking_back,
 ]
 CORRUPT_IDS = [
     "tcp-ofo-loop",
@@ -395,6 +406,7 @@ CORRUPT_IDS = [
     "virtio_net-ring-size",
     "veth-ring-size",
     "ice-ring-indices",
+    "dev_base_head-prev",
 ]
 
 

@@ -146,8 +146,57 @@ def _define_chain(s: Snippet) -> None:
             except FaultError:
                 pass
             return nodes + tail[::-1]
+
+
+        def hlist_nodes(head, what, limit=1 << 20):
+            """
+            The nodes of the struct hlist_head at address head, each node's pprev
+            checked against the pointer that led to it; a node that does not link
+            back, cannot be read or loops, or more than limit nodes, is reported
+            and ends the walk.
+            """
+            nodes, seen, link = [], set(), head
+            try:
+                node = prog.read_word(head)
+            except FaultError as e:
+                problem(what, head, f"unreadable head ({e.message})")
+                return nodes
+            for _ in range(limit):
+                if not node:
+                    return nodes
+                if node in seen:
+                    problem(what, head, f"cycle at node {node:#x}")
+                    return nodes
+                seen.add(node)
+                try:
+                    after, pprev = prog.read_word(node), prog.read_word(node + WORD)
+                except FaultError as e:
+                    problem(what, node, f"unreadable node ({e.message})")
+                    return nodes
+                if pprev != link:
+                    problem(what, node, f"node's pprev is {pprev:#x}, expected {link:#x}")
+                    return nodes
+                nodes.append(node)
+                link, node = node, after
+            problem(what, head, f"more than {limit} nodes")
+            return nodes
+
+
+        def netdevs():
+            """
+            Every struct net_device * on the dev_base_head list of every namespace
+            on net_namespace_list: drgn's for_each_net() and for_each_netdev(),
+            with each list checked as list_nodes() checks it.
+            """
+            in_net = offsetof(prog.type("struct net"), "list")
+            dev_base = offsetof(prog.type("struct net"), "dev_base_head")
+            in_dev = offsetof(prog.type("struct net_device"), "dev_list")
+            for net in list_nodes(prog["net_namespace_list"].address_, "net_namespace_list",
+                                  1 << 20):
+                for node in list_nodes(net - in_net + dev_base, "dev_base_head", 1 << 20):
+                    yield Object(prog, "struct net_device *", node - in_dev)
         ''',
-        [("drgn", "FaultError"), ("drgn", "sizeof")],
+        [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof"), ("drgn", "sizeof")],
     )
 
 
@@ -278,28 +327,33 @@ def _qdisc_code(s: Snippet) -> str:
     if has_member(prog, "struct net_device", "qdisc_hash"):
         hashed = """
             # every qdisc with a handle (the children of classful qdiscs)
+            in_qdisc = offsetof(prog.type("struct Qdisc"), "hash")
             for bucket in dev.qdisc_hash:
-                qdiscs.extend(hlist_for_each_entry("struct Qdisc", bucket.address_of_(), "hash"))
+                qdiscs.extend(Object(prog, "struct Qdisc *", node - in_qdisc)
+                              for node in hlist_nodes(bucket.address_, "qdisc_hash"))
             """
     return fill(
         """
         # The qdiscs of every netdev: the root, each tx queue's, and the hashed ones.
-        for net in for_each_net(prog):
-            for dev in for_each_netdev(net):
+        for dev in netdevs():
+            try:
                 qdiscs = [dev.qdisc]
                 if dev._tx:
                     ntx = min(dev.num_tx_queues.value_(), 1 << 12)
                     qdiscs.extend(dev._tx[i].qdisc_sleeping for i in range(ntx))
                 $hashed
-                seen = set()
-                for q in qdiscs:
-                    if not q or q.value_() in seen:
-                        continue
-                    seen.add(q.value_())
-                    try:
-                        $queues
-                    except FaultError as e:
-                        fault("qdisc", q.value_(), e)
+            except FaultError as e:
+                fault("netdev qdiscs", dev.value_(), e)
+                continue
+            seen = set()
+            for q in qdiscs:
+                if not q or q.value_() in seen:
+                    continue
+                seen.add(q.value_())
+                try:
+                    $queues
+                except FaultError as e:
+                    fault("qdisc", q.value_(), e)
         """,
         hashed=hashed,
         queues="\n".join(queues),
@@ -398,9 +452,6 @@ def define_skb_places(s: Snippet) -> None:
             ("drgn", "FaultError"),
             ("drgn", "offsetof"),
             ("drgn.helpers.linux.cpumask", "for_each_possible_cpu"),
-            ("drgn.helpers.linux.list", "hlist_for_each_entry"),
-            ("drgn.helpers.linux.net", "for_each_net"),
-            ("drgn.helpers.linux.net", "for_each_netdev"),
             ("drgn.helpers.linux.percpu", "per_cpu"),
             ("drgn.helpers.linux.percpu", "per_cpu_ptr"),
         ],
@@ -452,23 +503,17 @@ def define_gro_lists(s: Snippet) -> None:
             skbs = set()
             in_napi = offsetof(prog.type("struct napi_struct"), "dev_list")
             in_skb = offsetof(prog.type("struct sk_buff"), "list")
-            for net in for_each_net(prog):
-                for dev in for_each_netdev(net):
-                    for node in list_nodes(dev.napi_list.address_, "napi_list", 1 << 20):
-                        napi = Object(prog, "struct napi_struct", address=node - in_napi)
-                        heads = [bucket.list.address_ for bucket in napi.$buckets]
-                        heads.append(napi.$rx_list.address_)
-                        for head in heads:
-                            skbs.update(skb - in_skb
-                                        for skb in list_nodes(head, "GRO list", MAX_GRO_SKBS))
+            for dev in netdevs():
+                for node in list_nodes(dev.napi_list.address_, "napi_list", 1 << 20):
+                    napi = Object(prog, "struct napi_struct", address=node - in_napi)
+                    heads = [bucket.list.address_ for bucket in napi.$buckets]
+                    heads.append(napi.$rx_list.address_)
+                    for head in heads:
+                        skbs.update(skb - in_skb
+                                    for skb in list_nodes(head, "GRO list", MAX_GRO_SKBS))
             return skbs
         ''',
-        [
-            ("drgn", "Object"),
-            ("drgn", "offsetof"),
-            ("drgn.helpers.linux.net", "for_each_net"),
-            ("drgn.helpers.linux.net", "for_each_netdev"),
-        ],
+        [("drgn", "Object"), ("drgn", "offsetof")],
         buckets=paths[0],
         rx_list=paths[1],
     )
@@ -482,7 +527,7 @@ def define_rx_rings(s: Snippet) -> None:
     """
     from netmem_probe.snippets.pools import define_ring_slots
 
-    define_problems(s)
+    _define_chain(s)
     define_ring_slots(s)
     s.define(
         "rx_rings",
@@ -739,29 +784,28 @@ def define_rx_rings(s: Snippet) -> None:
             debug info loaded (its module's) keeps its ring unknown.
             """
             slots, skbs = {}, {}
-            for net in for_each_net(prog):
-                for dev in for_each_netdev(net):
-                    name = None
-                    try:
-                        driver = driver_of(dev)
-                        if driver not in RING_WALKERS:
-                            continue
-                        name = dev.name.string_().decode()
-                        for queue, slot, word in RING_WALKERS[driver](dev):
-                            ring = None
-                            if isinstance(slot, tuple):
-                                ring, slot = slot
-                            place = (driver, name, queue, slot, ring)
-                            slots[word.address_] = place
-                            if driver == "veth" and not word.value_() & 1:  # VETH_XDP_FLAG
-                                skbs[word.value_()] = place
-                    except LookupError:
-                        continue  # no types for the driver: its ring stays unknown
-                    except FaultError as e:  # the slots before the fault are kept
-                        if name is not None:  # (an unreadable netdev is left out)
-                            fault(f"{driver} {name} rx ring", e.address, e)
-                    except ValueError as e:  # a ring whose bounds make no sense
-                        problem(f"{driver} {name} rx ring", dev.value_(), str(e))
+            for dev in netdevs():
+                name = None
+                try:
+                    driver = driver_of(dev)
+                    if driver not in RING_WALKERS:
+                        continue
+                    name = dev.name.string_().decode()
+                    for queue, slot, word in RING_WALKERS[driver](dev):
+                        ring = None
+                        if isinstance(slot, tuple):
+                            ring, slot = slot
+                        place = (driver, name, queue, slot, ring)
+                        slots[word.address_] = place
+                        if driver == "veth" and not word.value_() & 1:  # VETH_XDP_FLAG
+                            skbs[word.value_()] = place
+                except LookupError:
+                    continue  # no types for the driver: its ring stays unknown
+                except FaultError as e:  # the slots before the fault are kept
+                    if name is not None:  # (an unreadable netdev is left out)
+                        fault(f"{driver} {name} rx ring", e.address, e)
+                except ValueError as e:  # a ring whose bounds make no sense
+                    problem(f"{driver} {name} rx ring", dev.value_(), str(e))
             return slots, skbs
         ''',
         [
