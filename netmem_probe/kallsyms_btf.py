@@ -21,7 +21,7 @@ BTF of another kernel or configuration is refused rather than misread.
 """
 
 import re
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, List, Optional
 
 import drgn
 from drgn import Program
@@ -34,6 +34,7 @@ from netmem_probe.btf import (
 )
 from netmem_probe.btf_drgn import BtfTypeFinder, add_btf_object_finder, add_btf_type_finder
 from netmem_probe.kernel.globals import global_type
+from netmem_probe.kernel.statics import loaded_modules
 from netmem_probe.kernel.walk import list_nodes
 
 __all__ = ("LIVE_BTF", "KernelBtfError", "add_kernel_btf", "load_btf_file", "use_btf_and_kallsyms")
@@ -241,18 +242,6 @@ class _ModuleBtf:
         return None
 
 
-def _modules(prog: Program) -> Iterator[drgn.Object]:
-    """The loaded modules' ``struct module``, over a bounded walk of the list."""
-    try:
-        module_type = prog.type("struct module")
-        offset = drgn.offsetof(module_type, "list")
-        head = prog["modules"].address_
-    except LookupError:
-        return
-    for node in list_nodes(prog, head, what="modules", limit=_MAX_MODULES):
-        yield drgn.Object(prog, module_type, address=node - offset)
-
-
 def _module_btfs(prog: Program, base: Btf) -> List[Btf]:
     """
     Every loaded module's split BTF, as the BPF subsystem keeps it
@@ -287,7 +276,7 @@ def _module_symbols(prog: Program) -> drgn.SymbolIndex:
     from drgn.helpers.linux.kallsyms import module_kallsyms
 
     symbols: List[drgn.Symbol] = []
-    for module in _modules(prog):
+    for module in loaded_modules(prog):
         try:
             if module.kallsyms.num_symtab.value_() <= _MAX_MODULE_SYMBOLS:
                 symbols.extend(module_kallsyms(module))

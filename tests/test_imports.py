@@ -45,7 +45,7 @@ LAYERS = (
         "kernel.qdisc",
     ),
     ("kernel.memmap",),
-    ("kernel.search", "kernel.skbs", "kernel.pool_discovery"),
+    ("kernel.search", "kernel.skbs", "kernel.pool_discovery", "kernel.statics"),
     ("kernel.page_pool",),
     ("kernel.areas", "kernel.drivers", "kernel.drivers.*"),
     ("kernel.devmem", "kernel.zcrx"),

@@ -104,6 +104,8 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
         "slab-cache": holder.slab.cache if holder.slab else None,
         "slab-object": hexaddr(holder.slab.object) if holder.slab else None,
         "pointed-from": list(holder.pointed_from) if holder.pointed_from is not None else None,
+        "module": holder.static.module if holder.static else None,
+        "symbol": holder.static.place if holder.static and holder.static.symbol else None,
         "detail": holder.detail,
     }
 

@@ -104,6 +104,8 @@ def _holder_text(h: Holder) -> str:
         return f"{what} on the {queue} of {h.sock.family} socket {h.sock.local}{peer}"
     if h.rx_slot is not None:
         return str(h.rx_slot)
+    if h.static is not None:
+        return f"{h.static.owner}'s static data: {h.static}"
     if h.pool_id is None:  # a kernel without pool ids (before v6.8)
         return f"{h.kind} at {h.address:#x}"
     return f"{h.kind} of pool {h.pool_id} at {h.address:#x}"

@@ -46,8 +46,8 @@ SECTIONS {{
   .notes : {{ *(.note.gnu.build-id) }}
   .text : {{ *(.text*) }}
   . = {machine.kernel_data:#x};
-  .data : {{ *(.data) *(.data.*) *(.rodata*) }}
-  .bss : {{ *(.bss*) *(COMMON) }}
+  .data : {{ _sdata = .; *(.data) *(.data.*) *(.rodata*) _edata = .; }}
+  .bss : {{ __bss_start = .; *(.bss*) *(COMMON) __bss_stop = .; }}
   /DISCARD/ : {{ *(.note.GNU-stack) *(.comment) *(.eh_frame) }}
 }}
 """

@@ -21,6 +21,9 @@ page any pointer into its memory.  Each hit is then classified:
   :mod:`netmem_probe.kernel.drivers`), "<driver> <netdev> rx queue N, slot S";
   an skb that sits in such a ring (veth's ``xdp_ring``) names the slot too;
 - ``net-iov-area``: the area that owns a net_iov;
+- ``static-data``: a word of the kernel image's or a module's static data
+  (:mod:`netmem_probe.kernel.statics`), named by its symbol: "pp_test:
+  held[3]";
 - ``unknown``: anything else: in a slab object, the cache, object and
   member (:mod:`netmem_probe.kernel.slab`) and what points at that object;
   elsewhere as drgn's ``identify_address()`` describes it.
@@ -65,12 +68,14 @@ from netmem_probe.kernel.slab import (
     slab_place,
 )
 from netmem_probe.kernel.softnet import CpuQueues
+from netmem_probe.kernel.statics import StaticData, StaticPlace
 from netmem_probe.kernel.structs import StructReader, member_exists
 from netmem_probe.kernel.walk import Problems, wrap
 
 __all__ = (
     "POOL_KINDS",
     "RING_KINDS",
+    "STATIC_KIND",
     "SKB_KINDS",
     "SKB_QUEUES",
     "RELEASED_SKB_QUEUE",
@@ -103,6 +108,8 @@ SKB_QUEUES = ("backlog", "completion-queue", "defer-list", "qdisc", "gro")
 RELEASED_SKB_QUEUE = "napi-cache"
 POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
 RING_KINDS = ("rx-ring",)
+#: A word of the kernel's or a module's static data.
+STATIC_KIND = "static-data"
 
 
 @dataclass(frozen=True)
@@ -149,17 +156,20 @@ class Holder:
     pointed_from: Optional[Tuple[str, ...]] = None  # places pointing at that object
     owners: Optional[Tuple[Owner, ...]] = None  # processes with the skb's socket open
     release: Optional[str] = None  # the command that would release it
+    static: Optional[StaticPlace] = None  # the static data the reference lies in
 
     @property
     def holds(self) -> bool:
         """
         Whether this reference keeps the target in use: an skb's, or a live
         slot of its pool's cache, ring or fragment page (not bookkeeping, not
-        a stale slot, not an unidentified word), or a driver's rx ring slot.
+        a stale slot, not an unidentified word), a driver's rx ring slot, or
+        a word of the kernel's or a module's static data.
         """
         return (
             self.kind in POOL_KINDS
             or self.kind in RING_KINDS
+            or self.kind == STATIC_KIND
             or (
                 self.kind in SKB_KINDS and self.skb is not None and self.queue != RELEASED_SKB_QUEUE
             )
@@ -367,6 +377,7 @@ class HolderSearch:
         self.tcp_ofo = TcpOfoQueue(prog, problems)
         self.gro = GroLists(prog, problems)
         self.cpu_queues = CpuQueues(prog, problems)
+        self.statics = StaticData(prog, problems)  # mapped on the first unknown reference
         self.qdiscs = Qdiscs(prog, problems)
         self.owners = SocketOwners(prog, problems)
         try:
@@ -953,7 +964,8 @@ class HolderSearch:
     def _unknown(self, address: int, value: int) -> Holder:
         """
         A reference in a driver's rx ring, else in a slab object (cache, object,
-        member), else one described by ``identify_address()``.
+        member), else in the kernel's or a module's static data (symbol), else
+        one described by ``identify_address()``.
         """
         rx_slot = self.rx_rings.at(address)
         if rx_slot is not None:
@@ -968,6 +980,16 @@ class HolderSearch:
         place = slab_place(self.prog, address, self._slab_objects)
         if place is not None:
             return Holder("unknown", address, value, detail=f"slab {place}", slab=place)
+        static = self.statics.at(address)
+        if static is not None:
+            return Holder(
+                STATIC_KIND,
+                address,
+                value,
+                detail=f"{static} ({static.owner}'s {static.region} at {static.address:#x})",
+                static=static,
+                release=static.release,
+            )
         from drgn.helpers.common.memory import identify_address
 
         try:

@@ -9,8 +9,9 @@ provider's areas), search kernel memory for what references it, and give a
 verdict:
 
 - ``parked``: an skb holds it (a frag or its head), normally on a live
-  socket's queue, a driver's rx ring holds it (posted to the device), or
-  io_uring user space holds the net_iov: in use, maybe forever, but not lost;
+  socket's queue, a driver's rx ring holds it (posted to the device), the
+  kernel's or a module's static data holds it, or io_uring user space holds
+  the net_iov: in use, maybe forever, but not lost;
 - ``cached``: it sits in one of the pool's own structures (alloc cache,
   ring, fragment page), and the pool's release work will free it;
 - ``leaked``: nothing that holds it was found anywhere; other references
@@ -29,6 +30,7 @@ from netmem_probe.kernel.holders import (
     POOL_KINDS,
     RING_KINDS,
     SKB_KINDS,
+    STATIC_KIND,
     Holder,
     HolderSearch,
     NetmemTarget,
@@ -104,7 +106,12 @@ class LeakItem:
 
 def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
     if (
-        any(h.kind in RING_KINDS or (h.kind in SKB_KINDS and h.skb is not None) for h in holders)
+        any(
+            h.kind in RING_KINDS
+            or h.kind == STATIC_KIND
+            or (h.kind in SKB_KINDS and h.skb is not None)
+            for h in holders
+        )
         or user_refs
     ):
         return "parked"

@@ -11,9 +11,9 @@ Kinds: ``socket-receive``, ``socket-error``, ``socket-backlog``,
 (a driver's ring slot or an skb in one), ``gro`` (an skb in a NAPI GRO
 list), ``backlog``, ``completion-queue`` and ``defer-list`` (an skb waiting
 on a CPU), ``qdisc`` (an skb in a qdisc), ``skb`` (an skb on no queue
-found), ``pool-cache``, ``pool-ring``,
-``pool-frag-page``, ``user`` (io_uring user space), ``unexplained``
-(nothing that holds it).
+found), ``static-data`` (a word of the kernel's or a module's static
+data), ``pool-cache``, ``pool-ring``, ``pool-frag-page``, ``user``
+(io_uring user space), ``unexplained`` (nothing that holds it).
 """
 
 from collections import Counter
@@ -28,6 +28,7 @@ from netmem_probe.kernel.holders import (
     RING_KINDS,
     SKB_KINDS,
     SKB_QUEUES,
+    STATIC_KIND,
     Holder,
     HolderSearch,
     page_target,
@@ -59,6 +60,9 @@ def _primary(holders: Sequence[Holder]) -> Optional[Holder]:
             return h
     if skbs:
         return skbs[0]
+    for h in holders:
+        if h.static is not None:
+            return h
     for kind in POOL_KINDS:
         for h in holders:
             if h.kind == kind:
@@ -112,6 +116,8 @@ def release_of(
         return f"the qdisc sending it ({h.detail})"
     if h.kind in SKB_KINDS:
         return "none known: an skb on no queue found"
+    if h.kind == STATIC_KIND and h.release:
+        return h.release
     return POOL_RELEASE
 
 

@@ -172,6 +172,8 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
         "slab-cache",
         "slab-object",
         "pointed-from",
+        "module",
+        "symbol",
         "protocol",
         "state",
         "owners",

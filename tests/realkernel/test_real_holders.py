@@ -85,18 +85,22 @@ def summaries(request):
     search = HolderSearch(prog, problems, scanner.pools)
     found = search.find([t for _, t in targets.values()])
     sockets: Dict[Tuple[int, str, Optional[str]], Holder] = {}
+    statics: Dict[int, Dict[int, Holder]] = {pool: {} for pool in per_pool}
     for netmem, (pool, _) in targets.items():
         per_pool[pool].add(found[netmem])
         for h in found[netmem]:
             if h.sock is not None and h.sock.local:
                 sockets.setdefault((pool, h.sock.local, h.queue), h)
+            if h.static is not None:
+                statics[pool][netmem] = h
     record = truth(series)
     if "holders" not in record:
         pytest.fail(
             "the dump's truth.json has no 'holders' record: it was made before the "
             "scenario recorded them; rerun scripts/realkernel/make-vmcore " + series
         )
-    return record, {pool: scanner.pools[pool] for pool in per_pool}, per_pool, sockets, prog
+    pools = {pool: scanner.pools[pool] for pool in per_pool}
+    return record, pools, per_pool, sockets, prog, statics
 
 
 def pages_queued_on(prog: drgn.Program, pid: int, fd: int, pool: int) -> Set[int]:
@@ -127,20 +131,46 @@ def pages_queued_on(prog: drgn.Program, pid: int, fd: int, pool: int) -> Set[int
 
 
 def test_every_in_flight_page_of_every_pool_has_a_holder(summaries):
-    truth, pools, per_pool, _, _ = summaries
+    truth, pools, per_pool, _, _, _ = summaries
     assert per_pool, "the scenario makes pools with pages in flight"
-    # The pp_test module keeps pages in an array of its own (its .bss, no
-    # debug info): nothing the search can name holds those.
+    # The pp_test module keeps pages in an array of its own (its .bss): named
+    # by the module's data, as static data.
     pp_test = truth.get("pp_test") or {"pools": [], "held": []}
     address = {p["n"]: int(p["address"], 16) for p in pp_test["pools"]}
     in_module = Counter(address[h["pool"]] for h in pp_test["held"])
     for pool, summary in per_pool.items():
         assert sum(summary.kinds.values()) == pools[pool].inflight, (hex(pool), summary.kinds)
-        assert summary.unexplained == in_module[pool], (hex(pool), summary.kinds)
+        assert summary.unexplained == 0, (hex(pool), summary.kinds)
+        assert summary.kinds.get("static-data", 0) == in_module[pool], (hex(pool), summary.kinds)
+
+
+def test_the_pages_pp_test_keeps_are_named_by_its_held_array(summaries):
+    truth, pools, per_pool, _, _, statics = summaries
+    if not truth.get("pp_test"):
+        pytest.skip(f"{truth['series']}: {truth.get('pp_test_note') or 'no pp_test module'}")
+    pp_test = truth["pp_test"]
+    held = {int(h["page"], 16) for h in pp_test["held"]}
+    (pool,) = [int(p["address"], 16) for p in pp_test["pools"] if p["n"] == 0]
+    assert held and set(statics[pool]) == held
+    word = 8  # struct page * on a 64-bit kernel
+    # held[0] .. held[n-1]: consecutive words of one array, from its start
+    start = min(h.static.address for h in statics[pool].values() if h.static is not None)
+    for page, h in statics[pool].items():
+        assert h.static is not None and h.static.module == "pp_test" and h.static.symbol == "held"
+        assert h.value == page and h.static.region == "data"
+        i = (h.static.address - start) // word
+        # "[i]" with pp_test.ko's debug info loaded, "+0x.." from its kallsyms alone
+        assert h.static.member in (f"[{i}]", f"+{i * word:#x}"), h.static
+    assert {(h.static.address - start) // word for h in statics[pool].values()} == set(
+        range(len(held))
+    )
+    (release,) = {h.release for h in statics[pool].values()}
+    assert release == "module pp_test dropping it from its own data (held), or unloading"
+    assert per_pool[pool].releases[release] == len(held)
 
 
 def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
-    truth, pools, per_pool, sockets, prog = summaries
+    truth, pools, per_pool, sockets, prog, _ = summaries
     listed = next(s for s in truth["scenario"] if s["id"] == "virtio-listed")
     if not listed["pool_expected"]:  # before Linux 7.1
         pytest.skip(f"{truth['series']}: {listed['note']}")
@@ -172,7 +202,7 @@ def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
 
 
 def test_the_tcp_out_of_order_queue_holds_veth_pool_pages(summaries):
-    truth, pools, per_pool, sockets, _ = summaries
+    truth, pools, per_pool, sockets, _, _ = summaries
     ofo = truth["holders"]["tcp_ofo"]
     veth = next(s for s in truth["scenario"] if s["netns"] == ofo["netns"])
     if not veth["pool_expected"]:  # veth took page_pool in Linux 6.4
@@ -202,7 +232,7 @@ def test_what_holders_names_releases_the_sinks_pages_and_ss_kill_does_not(summar
     then the action holders names now: closing the sink's descriptor.  The
     pool's in-flight count (netlink) after each step is the truth.
     """
-    truth, pools, per_pool, sockets, _ = summaries
+    truth, pools, per_pool, sockets, _, _ = summaries
     rel = truth["release"]
     orphan = next(s for s in truth["scenario"] if s["id"] == "virtio-orphan")
     if not orphan["pool_expected"]:  # before Linux 7.1 the sink holds no pool page
@@ -234,7 +264,7 @@ def test_what_holders_names_releases_the_sinks_pages_and_ss_kill_does_not(summar
 
 
 def test_ss_kill_leaves_a_tcp_out_of_order_queue_and_holders_names_the_owner(summaries):
-    truth, _, _, sockets, _ = summaries
+    truth, _, _, sockets, _, _ = summaries
     tcp = truth["release"]["tcp"]
     (step,) = tcp["steps"]
     # The connection was aborted (TCP_CLOSE) but its queued bytes stayed.
