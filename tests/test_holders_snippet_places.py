@@ -374,6 +374,18 @@ def _ice_indices_outside_the_ring() -> Tuple[World, List[FakePage], Optional[Cal
     return w, pages, None
 
 
+def _fbnic_page_queue_size_not_a_power_of_two() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _fbnic("linux-7.3")
+    _objects(w, "struct fbnic_q_triad")[1].value["sub1"]["size_mask"] = 5  # 6 entries
+    return w, pages, None
+
+
+def _fbnic_completion_ring_of_another_queue() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _fbnic("linux-6.12")
+    _objects(w, "struct fbnic_q_triad")[1].value["cmpl"]["q_idx"] = 0
+    return w, pages, None
+
+
 def _netdev_list_not_linking_back() -> Tuple[World, List[FakePage], Optional[Callable]]:
     w, pages = _virtio(False)
     (dev,) = [d for d in w.init_net.netdevs if d.name == "eth0"]
@@ -395,6 +407,8 @@ CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = 
     _veth_ring_too_large,
     _ice_indices_outside_the_ring,
     _netdev_list_not_linking_back,
+    _fbnic_page_queue_size_not_a_power_of_two,
+    _fbnic_completion_ring_of_another_queue,
 ]
 CORRUPT_IDS = [
     "tcp-ofo-loop",
@@ -407,6 +421,8 @@ CORRUPT_IDS = [
     "veth-ring-size",
     "ice-ring-indices",
     "dev_base_head-prev",
+    "fbnic-ring-size",
+    "fbnic-completion-ring",
 ]
 
 

@@ -752,9 +752,17 @@ def define_rx_rings(s: Snippet) -> None:
                 if not fbn.rx[q]:
                     continue
                 qt = container_of(fbn.rx[q], "struct fbnic_q_triad", "cmpl")
+                if qt.cmpl.q_idx != q:
+                    raise ValueError(f"fbnic rx queue {q}: its completion ring is queue "
+                                     f"{qt.cmpl.q_idx.value_()} (corrupt?)")
                 for bdq, ring in ((qt.sub0, "hpq"), (qt.sub1, "ppq")):
                     if bdq.rx_buf:
-                        for i in range(bdq.size_mask.value_() + 1):
+                        # sized in powers of two: size_mask masks the indexes
+                        what = f"fbnic rx queue {q} {ring}"
+                        size = ring_size(what, bdq.size_mask.value_() + 1)
+                        if size & (size - 1):
+                            raise ValueError(f"{what}: ring size {size} is impossible (corrupt?)")
+                        for i in range(size):
                             if getattr(bdq.rx_buf[i], word):
                                 yield q, (ring, i), getattr(bdq.rx_buf[i], word)
 
