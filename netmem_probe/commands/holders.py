@@ -40,6 +40,7 @@ COLUMNS = [
     Column("frag", number=True),
     Column("sock"),
     Column("queue"),
+    Column("token", number=True),
     Column("family"),
     Column("local"),
     Column("remote"),
@@ -96,6 +97,7 @@ def holder_record(holder: Holder) -> Dict[str, Any]:
         "state": sock.state if sock else None,
         "owners": [owner_record(o) for o in holder.owners] if holder.owners is not None else None,
         "release": holder.release,
+        "token": holder.token,
         "netdev": holder.netdev,
         "driver": holder.rx_slot.driver if holder.rx_slot else None,
         "rx-queue": holder.rx_slot.queue if holder.rx_slot else None,
@@ -127,9 +129,10 @@ def holders(
     netmem_ref, the struct page or net_iov pointer and, for a page, pointers
     into its memory, then names each reference: an skb frag or head (with
     its socket, queue and netdev), the pool's alloc cache or ring, a
-    net_iov area, or unknown. One search covers every value given. Exit
-    code 1 when something is held by nothing: no skb, no pool cache or
-    ring slot, and no DMA mapping of a pool that is not detached.
+    devmem TCP token (with its socket), a net_iov area, or unknown. One
+    search covers every value given. Exit code 1 when something is held by
+    nothing: no skb, no pool cache or ring slot, no token, and no DMA
+    mapping of a pool that is not detached.
     """
     targets = []
     for value in netmem_arguments(netmem, target):

@@ -102,6 +102,14 @@ def _holder_text(h: Holder) -> str:
         peer = f" from {h.sock.remote}" if h.sock.remote else ""
         queue = f"{h.queue} queue" if h.queue else "a queue"
         return f"{what} on the {queue} of {h.sock.family} socket {h.sock.local}{peer}"
+    if h.kind == "devmem-token":
+        where = f"socket {h.sock.local}" if h.sock is not None else "a socket"
+        if h.sock is not None and h.sock.remote:
+            where += f" from {h.sock.remote}"
+        if h.sock is not None and h.sock.state:
+            where += f" ({h.sock.state})"
+        held = "".join(f"; fd {o.fd} of pid {o.pid} ({o.comm})" for o in h.owners or ())
+        return f"devmem token {h.token} of {h.sock.protocol if h.sock else 'tcp'} {where}{held}"
     if h.rx_slot is not None:
         return str(h.rx_slot)
     if h.static is not None:
@@ -156,7 +164,8 @@ def leaks(
     skb slab caches and the pool's own cache and ring, and, if none holds
     it (or with --search-all), in all of RAM:
     parked = an skb holds it (on a socket queue: legitimately in use, maybe
-    forever) or io_uring user space holds the net_iov; cached = the pool's
+    forever) or user space holds the net_iov (io_uring zcrx, or a devmem
+    TCP receiver's token); cached = the pool's
     own alloc cache or ring holds it and its release work will free it;
     leaked = nothing holding it was found (other references are listed).
     Exit code 1 when anything is leaked or missing from the memmap.

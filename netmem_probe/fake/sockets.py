@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 from drgn import offsetof
 
+from netmem_probe.fake.objects import FakeXArray
 from netmem_probe.fake.pools import FakePage, FakePagePool
 from netmem_probe.fake.slab import alloc_skb
 
@@ -111,6 +112,7 @@ class FakeSocket:
         self.queues = {name: world.list(self.obj, path) for name, path in self.QUEUES.items()}
         self.backlog: List["FakeSkb"] = []
         self.skbs: List[Tuple["FakeSkb", str]] = []
+        self.tokens: Optional[FakeXArray] = None  # sk_user_frags, once it holds tokens
         world.before_commit(self._write)
 
     def queue(self, skb: "FakeSkb", which: str = "receive") -> "FakeSkb":
@@ -125,6 +127,24 @@ class FakeSocket:
             self.queues[which].add(skb.obj, "")
         self.skbs.append((skb, which))
         return skb
+
+    def hold_tokens(self, niovs: Sequence["FakeNiov"]) -> List[int]:
+        """
+        ``recvmsg()`` of a devmem TCP receiver: each niov handed to user
+        space under a token, its ``netmem_ref`` in ``sk_user_frags`` (an
+        ALLOC1 XArray: tokens count from 1).  The niov's page-pool reference
+        (a "stack" niov's) is then the token's: the skb that carried it is
+        gone.
+        :return: the tokens, in the order of ``niovs``.
+        """
+        if self.tokens is None:
+            self.tokens = self.world.xarray(self.obj, "sk_user_frags")
+        tokens = []
+        for niov in niovs:
+            token = max(self.tokens.entries, default=0) + 1
+            self.tokens.entries[token] = niov.netmem
+            tokens.append(token)
+        return tokens
 
     def _write(self) -> None:
         for name, path in self.QUEUES.items():

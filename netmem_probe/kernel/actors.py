@@ -25,6 +25,7 @@ __all__ = (
     "SocketOwners",
     "release_action",
     "task_files",
+    "token_release",
     "task_owner",
 )
 
@@ -81,6 +82,12 @@ class SocketOwners:
         if not self.available:
             return None
         return tuple(self._owners.get(sk, ()))
+
+    def sockets(self) -> Tuple[int, ...]:
+        """Every ``struct sock`` some process has open (none when the walk cannot be made)."""
+        if self._owners is None:
+            self._owners = self._walk()
+        return tuple(self._owners)
 
     def any_pid_in(self, netns: int) -> Optional[int]:
         """A pid of some process in network namespace ``netns`` (for ``nsenter``)."""
@@ -234,3 +241,26 @@ def release_action(
     if nsenter_pid is not None:
         return f"nsenter -t {nsenter_pid} -n {command}"
     return None  # no process lives in the socket's namespace: ss cannot reach it
+
+
+def token_release(
+    owners: Optional[Tuple[Owner, ...]], socket_release: Optional[str]
+) -> Optional[str]:
+    """
+    What releases the net_iovs a devmem TCP socket holds through tokens
+    (:class:`~netmem_probe.kernel.devmem.DevmemTokens`): the process
+    returning them (``SO_DEVMEM_DONTNEED`` with the tokens, on its
+    descriptor of the socket), or the socket's destruction, which drops the
+    tokens left (``tcp_v4_destroy_sock()``), so what ``socket_release``
+    (:func:`release_action`) says releases the socket.  Unbinding the
+    dma-buf (closing the netlink socket that bound it) does not: it takes
+    the provider off the rx queues, not the frags out of receivers' sockets.
+    """
+    if owners:
+        first = owners[0]
+        returning = (
+            f"pid {first.pid} ({first.comm}) returning its tokens "
+            f"(SO_DEVMEM_DONTNEED on fd {first.fd})"
+        )
+        return f"{returning}, or: {socket_release}" if socket_release else returning
+    return socket_release

@@ -9,18 +9,31 @@ These helpers find the bindings and read each one as a
 :class:`~netmem_probe.kernel.areas.ProviderArea`.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import drgn
 from drgn import Program
 
 from netmem_probe.kernel.areas import MAX_NIOVS, MAX_RX_QUEUES, AreaReader, NiovSpan, ProviderArea
 from netmem_probe.kernel.structs import StructReader, member_exists
-from netmem_probe.kernel.walk import Problems, list_nodes, wrap, xa_entries
+from netmem_probe.kernel.walk import Problems, list_nodes, wrap, xa_entries, xa_slots
 
-__all__ = ("BindingReader", "binding_sockets", "dmabuf_bindings_xarray")
+__all__ = (
+    "BindingReader",
+    "DevmemToken",
+    "DevmemTokens",
+    "binding_sockets",
+    "dmabuf_bindings_xarray",
+)
 
 DMA_TO_DEVICE = 1
+IPPROTO_TCP = 6
+#: AF_INET, AF_INET6: the families of a TCP socket.
+INET_FAMILIES = (2, 10)
+#: Tokens followed in one socket's ``sk_user_frags`` before it is reported
+#: as corrupt: one per net_iov a receiver holds, and a dma-buf has at most
+#: MAX_NIOVS niovs per chunk.
+MAX_TOKENS = 1 << 20
 
 
 def dmabuf_bindings_xarray(prog: Program) -> Optional[int]:
@@ -230,3 +243,74 @@ class BindingReader(AreaReader):
             NiovSpan(s.owner, s.niovs, s.count, s.base_virtual, i, s.bitmap)
             for i, s in enumerate(spans)
         )
+
+
+class DevmemToken(NamedTuple):
+    """A net_iov a devmem TCP receiver holds through a token."""
+
+    sk: int  # the struct sock whose sk_user_frags holds it
+    token: int  # the SO_DEVMEM_* token user space got for it (its XArray index)
+    slot: int  # the address of the XArray slot holding the netmem_ref
+    netmem: int
+
+
+class DevmemTokens:
+    """
+    The net_iovs devmem TCP receivers hold through tokens, found in the
+    ``sk_user_frags`` XArray of the sockets given (the processes' open
+    sockets, :meth:`~netmem_probe.kernel.actors.SocketOwners.sockets`).
+
+    ``tcp_recvmsg_dmabuf()`` hands each net_iov frag to user space with a
+    token, takes a page-pool reference on it and keeps its ``netmem_ref`` in
+    ``sk->sk_user_frags`` under that token (an ALLOC1 XArray: tokens from
+    1); ``SO_DEVMEM_DONTNEED`` erases tokens and drops their references, and
+    ``tcp_v4_destroy_sock()`` drops the ones left when the socket is
+    destroyed.  Since Linux kernel commit 8f0b3cc9a4c1 ("tcp: RX path for
+    devmem TCP") (in v6.12); still a ``struct xarray`` in ``struct sock`` in
+    Debian's 7.3.4.  ``available`` is False on a kernel without it.
+
+    Each socket's ``xa_head`` is read once; only a TCP socket's non-empty
+    XArray is walked, bounded, and a node that does not fit its tree is
+    reported and not followed.
+    """
+
+    def __init__(self, prog: Program, problems: Problems, sockets: Iterable[int]) -> None:
+        self.prog = prog
+        self.problems = problems
+        # A net_iov cut into frags can be out under several tokens.
+        self.by_netmem: Dict[int, List[DevmemToken]] = {}
+        self.by_slot: Dict[int, DevmemToken] = {}
+        sock = prog.type("struct sock")
+        frags = sock.member("sk_user_frags") if member_exists(sock, "sk_user_frags") else None
+        self.available = frags is not None and frags.type.unaliased().type_name() == "struct xarray"
+        if not self.available:
+            return
+        self.frags_at = drgn.offsetof(sock, "sk_user_frags")
+        reader = StructReader(
+            prog,
+            "struct sock",
+            {
+                "family": "__sk_common.skc_family",
+                "protocol": "sk_protocol",
+                "head": "sk_user_frags.xa_head",
+            },
+        )
+        for sk in sockets:
+            try:
+                f = reader.read(sk)
+            except drgn.FaultError as e:
+                problems.fault("socket", sk, e)
+                continue
+            if not f["head"] or f["family"] not in INET_FAMILIES or f["protocol"] != IPPROTO_TCP:
+                continue
+            slots = xa_slots(
+                prog,
+                sk + self.frags_at,
+                what="TCP socket sk_user_frags",
+                problems=problems,
+                limit=MAX_TOKENS,
+            )
+            for token, netmem, slot in slots:
+                held = DevmemToken(sk, token, slot, netmem)
+                self.by_netmem.setdefault(netmem, []).append(held)
+                self.by_slot[slot] = held

@@ -24,6 +24,9 @@ page any pointer into its memory.  Each hit is then classified:
 - ``static-data``: a word of the kernel image's or a module's static data
   (:mod:`netmem_probe.kernel.statics`), named by its symbol: "pp_test:
   held[3]";
+- ``devmem-token``: a slot of a TCP socket's ``sk_user_frags``: a devmem
+  TCP receiver holds the net_iov under that token
+  (:class:`~netmem_probe.kernel.devmem.DevmemTokens`);
 - ``unknown``: anything else: in a slab object, the cache, object and
   member (:mod:`netmem_probe.kernel.slab`) and what points at that object;
   elsewhere as drgn's ``identify_address()`` describes it.
@@ -44,8 +47,15 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import drgn
 from drgn import Program
 
-from netmem_probe.kernel.actors import TCP_STATES, Owner, SocketOwners, release_action
+from netmem_probe.kernel.actors import (
+    TCP_STATES,
+    Owner,
+    SocketOwners,
+    release_action,
+    token_release,
+)
 from netmem_probe.kernel.decode import decode_net_iov
+from netmem_probe.kernel.devmem import DevmemToken, DevmemTokens
 from netmem_probe.kernel.drivers import RxRings, RxSlot
 from netmem_probe.kernel.netdev import NetdevReader
 from netmem_probe.kernel.netmem import NET_IOV, decode_page, memmap_description
@@ -78,6 +88,7 @@ __all__ = (
     "STATIC_KIND",
     "SKB_KINDS",
     "SKB_QUEUES",
+    "TOKEN_KINDS",
     "RELEASED_SKB_QUEUE",
     "Holder",
     "HolderSearch",
@@ -110,6 +121,8 @@ POOL_KINDS = ("pool-cache", "pool-ring", "pool-frag-page")
 RING_KINDS = ("rx-ring",)
 #: A word of the kernel's or a module's static data.
 STATIC_KIND = "static-data"
+#: User space holds it: a devmem TCP token.
+TOKEN_KINDS = ("devmem-token",)
 
 
 @dataclass(frozen=True)
@@ -157,19 +170,21 @@ class Holder:
     owners: Optional[Tuple[Owner, ...]] = None  # processes with the skb's socket open
     release: Optional[str] = None  # the command that would release it
     static: Optional[StaticPlace] = None  # the static data the reference lies in
+    token: Optional[int] = None  # the devmem TCP token user space holds it by
 
     @property
     def holds(self) -> bool:
         """
         Whether this reference keeps the target in use: an skb's, or a live
         slot of its pool's cache, ring or fragment page (not bookkeeping, not
-        a stale slot, not an unidentified word), a driver's rx ring slot, or
-        a word of the kernel's or a module's static data.
+        a stale slot, not an unidentified word), a driver's rx ring slot, a
+        word of the kernel's or a module's static data, or a devmem TCP token.
         """
         return (
             self.kind in POOL_KINDS
             or self.kind in RING_KINDS
             or self.kind == STATIC_KIND
+            or self.kind in TOKEN_KINDS
             or (
                 self.kind in SKB_KINDS and self.skb is not None and self.queue != RELEASED_SKB_QUEUE
             )
@@ -380,6 +395,7 @@ class HolderSearch:
         self.statics = StaticData(prog, problems)  # mapped on the first unknown reference
         self.qdiscs = Qdiscs(prog, problems)
         self.owners = SocketOwners(prog, problems)
+        self._tokens: Optional[DevmemTokens] = None
         try:
             self.init_netns: Optional[int] = prog["init_net"].ns.inum.value_()
         except (LookupError, drgn.FaultError):
@@ -700,6 +716,58 @@ class HolderSearch:
             detail=detail,
         )
 
+    # -- devmem TCP tokens -----------------------------------------------------
+
+    def tokens(self) -> DevmemTokens:
+        """The tokens of the sockets processes have open, walked on first use."""
+        if self._tokens is None:
+            self._tokens = DevmemTokens(self.prog, self.problems, self.owners.sockets())
+        return self._tokens
+
+    def _token_holder(self, token: DevmemToken) -> Holder:
+        sock = self._sock_info(token.sk)
+        owners = self.owners.of(token.sk)
+        socket_release = None
+        if sock is not None:
+            socket_release = (
+                release_action(
+                    sock.protocol,
+                    sock.local,
+                    sock.remote,
+                    sock.netns,
+                    owners,
+                    self.owners.any_pid_in(sock.netns) if sock.netns is not None else None,
+                    self.init_netns,
+                )
+                or f"closing {sock.family} socket {sock.local or hex(sock.address)}"
+            )
+        return Holder(
+            TOKEN_KINDS[0],
+            token.slot,
+            token.netmem,
+            sock=sock,
+            owners=owners,
+            release=token_release(owners, socket_release),
+            token=token.token,
+            detail=f"devmem token {token.token} of socket {token.sk:#x}",
+        )
+
+    def token_holders(self, targets: Sequence[NetmemTarget]) -> Dict[int, List[Holder]]:
+        """
+        The devmem TCP tokens that hold each net_iov target, read from the
+        sockets' ``sk_user_frags`` without searching RAM (the sockets are
+        only walked when there is a net_iov among the targets).
+        """
+        result: Dict[int, List[Holder]] = {t.netmem: [] for t in targets}
+        if not any(t.kind == "net_iov" for t in targets):
+            return result
+        tokens = self.tokens()
+        for target in targets:
+            if target.kind == "net_iov":
+                for token in tokens.by_netmem.get(target.netmem, ()):
+                    result[target.netmem].append(self._token_holder(token))
+        return result
+
     # -- without searching RAM -------------------------------------------------
 
     def _valid_skbs(self, slabs: SkbSlabs) -> List[Tuple[int, Dict[str, int]]]:
@@ -887,6 +955,11 @@ class HolderSearch:
             if holder is not None:
                 result[target.netmem].append(holder)
                 continue
+            if value == target.netmem and target.kind == "net_iov":
+                token = self.tokens().by_slot.get(address)
+                if token is not None:
+                    result[target.netmem].append(self._token_holder(token))
+                    continue
             if value == target.netmem:
                 frag = self._shinfo_frag(address, value)
                 if frag is not None:

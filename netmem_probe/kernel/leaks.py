@@ -10,8 +10,9 @@ verdict:
 
 - ``parked``: an skb holds it (a frag or its head), normally on a live
   socket's queue, a driver's rx ring holds it (posted to the device), the
-  kernel's or a module's static data holds it, or io_uring user space holds
-  the net_iov: in use, maybe forever, but not lost;
+  kernel's or a module's static data holds it, or user space holds the
+  net_iov (io_uring zcrx user references, or a devmem TCP token in a
+  socket's ``sk_user_frags``): in use, maybe forever, but not lost;
 - ``cached``: it sits in one of the pool's own structures (alloc cache,
   ring, fragment page), and the pool's release work will free it;
 - ``leaked``: nothing that holds it was found anywhere; other references
@@ -31,6 +32,7 @@ from netmem_probe.kernel.holders import (
     RING_KINDS,
     SKB_KINDS,
     STATIC_KIND,
+    TOKEN_KINDS,
     Holder,
     HolderSearch,
     NetmemTarget,
@@ -102,6 +104,7 @@ class LeakItem:
     refcount: Optional[int]  # a page's _refcount; None for a net_iov
     user_refs: Optional[int]  # a net_iov's user references; None for a page
     owners: Optional[Tuple[Owner, ...]] = None  # the net_iov's area's owners
+    provider: Optional[str] = None  # a net_iov's: "dmabuf" or "io_uring"
 
 
 def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
@@ -109,6 +112,7 @@ def _verdict(holders: Sequence[Holder], user_refs: Optional[int]) -> str:
         any(
             h.kind in RING_KINDS
             or h.kind == STATIC_KIND
+            or h.kind in TOKEN_KINDS
             or (h.kind in SKB_KINDS and h.skb is not None)
             for h in holders
         )
@@ -199,6 +203,15 @@ def find_leaks(
             if any(h.holds for h in holders):
                 found[target.netmem] = holders
     rest = [t for t in targets if t.netmem not in found]
+    if rest and not search_all:
+        # A devmem net_iov nothing else holds may be out with a receiver
+        # under a token: the sockets' sk_user_frags are read, not RAM.
+        devmem = {i.target.netmem for i in items if i.provider == "dmabuf"}
+        candidates = [t for t in rest if t.netmem in devmem]
+        for netmem, held in holder_search.token_holders(candidates).items():
+            if held:
+                found[netmem] = held
+        rest = [t for t in rest if t.netmem not in found]
     if rest:
         found.update(holder_search.find(rest, slabs))
     for item in items:
@@ -258,6 +271,7 @@ def _provider_items(
                         refcount=None,
                         user_refs=niov.user_refs,
                         owners=area.owners,
+                        provider=area.kind,
                     )
                 )
     return items

@@ -13,7 +13,20 @@ list), ``backlog``, ``completion-queue`` and ``defer-list`` (an skb waiting
 on a CPU), ``qdisc`` (an skb in a qdisc), ``skb`` (an skb on no queue
 found), ``static-data`` (a word of the kernel's or a module's static
 data), ``pool-cache``, ``pool-ring``, ``pool-frag-page``, ``user``
-(io_uring user space), ``unexplained`` (nothing that holds it).
+(io_uring zcrx user space: user_refs), ``user-token`` (a devmem TCP
+receiver: a token in its socket's ``sk_user_frags``), ``unexplained``
+(nothing that holds it).
+
+What releases a net_iov user space holds depends on its provider: a zcrx
+area's buffers come back through the ring's refill queue, or when the
+io_uring ring is closed; a devmem TCP token comes back with
+``SO_DEVMEM_DONTNEED`` on the receiving socket, or when that socket is
+destroyed.  Unbinding the dma-buf (closing the netlink socket that bound it:
+``netdev_nl_sock_priv_destroy()`` -> ``net_devmem_unbind_dmabuf()``, since
+Linux kernel commit 170aafe35cb9 ("netdev: support binding dma-buf to
+netdevice") (in v6.12)) takes the provider off its rx queues and drops the
+socket's reference on the binding; it frees nothing a receiver holds, so the
+binding's owner is not named as what releases a net_iov.
 """
 
 from collections import Counter
@@ -29,6 +42,7 @@ from netmem_probe.kernel.holders import (
     SKB_KINDS,
     SKB_QUEUES,
     STATIC_KIND,
+    TOKEN_KINDS,
     Holder,
     HolderSearch,
     page_target,
@@ -56,6 +70,9 @@ def _primary(holders: Sequence[Holder]) -> Optional[Holder]:
         if h.sock is not None:
             return h
     for h in holders:
+        if h.kind in TOKEN_KINDS:
+            return h
+    for h in holders:
         if h.kind in RING_KINDS or (h.kind in SKB_KINDS and h.rx_slot is not None):
             return h
     if skbs:
@@ -77,6 +94,8 @@ def holder_kind(holders: Sequence[Holder], user_refs: Optional[int] = None) -> s
         return "user" if user_refs else "unexplained"
     if h.kind in SKB_KINDS and h.sock is not None:
         return f"socket-{h.queue}" if h.queue else "socket"
+    if h.kind in TOKEN_KINDS:
+        return "user-token"
     if h.kind in RING_KINDS or h.rx_slot is not None:
         return "rx-ring"
     if h.kind in SKB_KINDS:
@@ -90,9 +109,11 @@ def release_of(
     owners: Optional[Tuple[Owner, ...]] = None,
 ) -> str:
     """
-    What would release a page with these references, in a few words;
-    ``owners``: the processes holding the zcrx ring of a net_iov user space
-    holds (closing the ring scrubs its areas' user references).
+    What would release a page with these references, in a few words.
+    ``user_refs``: a zcrx net_iov's user references; ``owners``: the
+    processes holding its zcrx ring (closing the ring scrubs its areas' user
+    references).  A devmem net_iov user space holds is a ``devmem-token``
+    reference, released as its :attr:`Holder.release` says.
     """
     h = _primary(holders)
     if h is None:
@@ -102,10 +123,12 @@ def release_of(
                 return f"the io_uring process returning its buffers, or: close {fds}"
             return "the io_uring process returning its buffers (or exiting)"
         return "none known: nothing holds it (a leak)"
-    if h.kind in SKB_KINDS and h.sock is not None:
+    if (h.kind in SKB_KINDS or h.kind in TOKEN_KINDS) and h.sock is not None:
         if h.release:
             return h.release
         return f"closing {h.sock.family} socket {h.sock.local or hex(h.sock.address)}"
+    if h.kind in TOKEN_KINDS:
+        return h.release or "none known: a token of a socket that could not be read"
     if h.rx_slot is not None:
         return h.rx_slot.release
     if h.kind in SKB_KINDS and h.queue == "gro":
@@ -162,8 +185,8 @@ def summarize(
     items: Iterable[Tuple[Sequence[Holder], Optional[int], Optional[Tuple[Owner, ...]]]],
 ) -> HolderSummary:
     """
-    The summary of pages given as ``(references, io_uring user_refs,
-    owners)`` (:func:`release_of`).
+    The summary of pages given as ``(references, zcrx user_refs, owners)``
+    (:func:`release_of`).
     """
     summary = HolderSummary()
     for holders, user_refs, owners in items:

@@ -35,6 +35,7 @@ __all__ = (
     "wrap",
     "xa_count",
     "xa_entries",
+    "xa_slots",
 )
 
 MAX_LIST_STEPS = 1 << 20
@@ -313,6 +314,22 @@ def xa_entries(
     ``xa_for_each()``.  Each node is read once; nodes whose shift, slot offset
     or parent do not fit their place in the tree are reported and skipped.
     """
+    for index, entry, _ in xa_slots(prog, xa, what=what, problems=problems, limit=limit):
+        yield index, entry
+
+
+def xa_slots(
+    prog: Program,
+    xa: int,
+    *,
+    what: str = "xarray",
+    problems: Optional[Problems] = None,
+    limit: int = MAX_XA_ENTRIES,
+) -> Iterator[Tuple[int, int, int]]:
+    """
+    :func:`xa_entries` with where each entry is: ``(index, entry, address of
+    the slot holding it)`` (``xa_head`` for a lone entry at index 0).
+    """
     layout = _xa_layout(prog)
     head_off = drgn.offsetof(prog.type("struct xarray"), "xa_head")
     try:
@@ -324,13 +341,14 @@ def xa_entries(
         return
     if not _xa_is_node(head):
         if head & 3 != 2:
-            yield 0, head
+            yield 0, head, xa + head_off
         return
     count = 0
     seen: Set[int] = set()
     # (node address, expected shift or None for the root, parent, offset, base index)
     stack: List[Tuple[int, Optional[int], int, int, int]] = [(head - 2, None, 0, 0, 0)]
     chunk = 1 << layout.chunk_shift
+    size = word_size(prog)
     while stack:
         node, want_shift, parent, offset, base = stack.pop()
         if node in seen:
@@ -363,7 +381,7 @@ def xa_entries(
             if count > limit:
                 _report(problems, what, xa, f"more than {limit} entries")
                 return
-            yield index, entry
+            yield index, entry, node + layout.slots + slot * size
         stack.extend(reversed(children))
 
 

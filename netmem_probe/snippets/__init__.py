@@ -178,6 +178,7 @@ LEFT_OUT: Dict[str, Tuple[str, ...]] = {
         "state",
         "owners",
         "release",
+        "token",
     ),
     "leaks": ("refcount", "evidence", "references", "holder-kind", "release", "owners"),
     "providers": (

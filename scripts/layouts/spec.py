@@ -161,6 +161,8 @@ STRUCTS = {
         "sk_error_queue",
         "sk_backlog",
         "sk_protocol",
+        # devmem TCP tokens (kernel/devmem.py)
+        "sk_user_frags",
     ],
     # TCP's out-of-order queue (kernel/queues.py)
     "struct tcp_sock": ["inet_conn", "out_of_order_queue"],

@@ -951,7 +951,8 @@ struct sock {
 	} sk_backlog;
 	unsigned char __pad_216[324];
 	u16 sk_protocol;
-	unsigned char __pad_542[258];
+	unsigned char __pad_542[242];
+	struct xarray sk_user_frags;
 };
 
 struct inet_sock {
@@ -973,6 +974,16 @@ struct tcp_sock {
 	unsigned char __pad_1432[128];
 	struct rb_root out_of_order_queue;
 	unsigned char __pad_1568[864];
+};
+
+struct genl_family {
+	unsigned char __pad_0[152];
+	struct xarray *sock_privs;
+};
+
+struct netdev_nl_sock {
+	struct mutex lock;
+	struct list_head bindings;
 };
 
 struct softnet_data {
@@ -1277,6 +1288,52 @@ enum pagetype {
 	PGTY_unaccepted = 247,
 	PGTY_large_kmalloc = 248,
 	PGTY_mapcount_underflow = 255
+};
+
+enum pageflags {
+	PG_locked = 0,
+	PG_writeback = 1,
+	PG_referenced = 2,
+	PG_uptodate = 3,
+	PG_dirty = 4,
+	PG_lru = 5,
+	PG_head = 6,
+	PG_waiters = 7,
+	PG_active = 8,
+	PG_workingset = 9,
+	PG_owner_priv_1 = 10,
+	PG_owner_2 = 11,
+	PG_arch_1 = 12,
+	PG_reserved = 13,
+	PG_private = 14,
+	PG_private_2 = 15,
+	PG_reclaim = 16,
+	PG_swapbacked = 17,
+	PG_unevictable = 18,
+	PG_dropbehind = 19,
+	PG_mlocked = 20,
+	PG_hwpoison = 21,
+	PG_young = 22,
+	PG_idle = 23,
+	PG_arch_2 = 24,
+	__NR_PAGEFLAGS = 25,
+	PG_readahead = 16,
+	PG_swapcache = 10,
+	PG_checked = 10,
+	PG_anon_exclusive = 11,
+	PG_mappedtodisk = 11,
+	PG_fscache = 15,
+	PG_pinned = 10,
+	PG_savepinned = 4,
+	PG_foreign = 10,
+	PG_xen_remapped = 10,
+	PG_movable_ops_isolated = 16,
+	PG_movable_ops = 3,
+	PG_reported = 3,
+	PG_vmemmap_self_hosted = 10,
+	PG_has_hwpoisoned = 8,
+	PG_large_rmappable = 9,
+	PG_partially_mapped = 16
 };
 
 enum timekeeper_ids {
@@ -1724,6 +1781,7 @@ _Static_assert(__builtin_offsetof(struct sock, sk_backlog.len) == 196, "__builti
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.head) == 200, "__builtin_offsetof(struct sock, sk_backlog.head)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.tail) == 208, "__builtin_offsetof(struct sock, sk_backlog.tail)");
 _Static_assert(__builtin_offsetof(struct sock, sk_protocol) == 540, "__builtin_offsetof(struct sock, sk_protocol)");
+_Static_assert(__builtin_offsetof(struct sock, sk_user_frags) == 784, "__builtin_offsetof(struct sock, sk_user_frags)");
 _Static_assert(sizeof(struct sock) == 800, "sizeof(struct sock)");
 _Static_assert(__builtin_offsetof(struct inet_sock, sk) == 0, "__builtin_offsetof(struct inet_sock, sk)");
 _Static_assert(sizeof(struct inet_sock) == 1048, "sizeof(struct inet_sock)");
@@ -1734,6 +1792,11 @@ _Static_assert(__builtin_offsetof(struct rb_root, rb_node) == 0, "__builtin_offs
 _Static_assert(sizeof(struct rb_root) == 8, "sizeof(struct rb_root)");
 _Static_assert(__builtin_offsetof(struct tcp_sock, out_of_order_queue) == 1560, "__builtin_offsetof(struct tcp_sock, out_of_order_queue)");
 _Static_assert(sizeof(struct tcp_sock) == 2432, "sizeof(struct tcp_sock)");
+_Static_assert(__builtin_offsetof(struct genl_family, sock_privs) == 152, "__builtin_offsetof(struct genl_family, sock_privs)");
+_Static_assert(sizeof(struct genl_family) == 160, "sizeof(struct genl_family)");
+_Static_assert(__builtin_offsetof(struct netdev_nl_sock, lock) == 0, "__builtin_offsetof(struct netdev_nl_sock, lock)");
+_Static_assert(__builtin_offsetof(struct netdev_nl_sock, bindings) == 24, "__builtin_offsetof(struct netdev_nl_sock, bindings)");
+_Static_assert(sizeof(struct netdev_nl_sock) == 40, "sizeof(struct netdev_nl_sock)");
 _Static_assert(__builtin_offsetof(struct softnet_data, process_queue) == 16, "__builtin_offsetof(struct softnet_data, process_queue)");
 _Static_assert(__builtin_offsetof(struct softnet_data, completion_queue) == 88, "__builtin_offsetof(struct softnet_data, completion_queue)");
 _Static_assert(__builtin_offsetof(struct softnet_data, input_pkt_queue) == 352, "__builtin_offsetof(struct softnet_data, input_pkt_queue)");
@@ -1866,6 +1929,7 @@ _Static_assert(sizeof(struct timekeeper) == 320, "sizeof(struct timekeeper)");
 _Static_assert(__builtin_offsetof(struct tk_data, timekeeper) == 8, "__builtin_offsetof(struct tk_data, timekeeper)");
 _Static_assert(sizeof(struct tk_data) == 704, "sizeof(struct tk_data)");
 _Static_assert(sizeof(enum pagetype) == 4, "sizeof(enum pagetype)");
+_Static_assert(sizeof(enum pageflags) == 4, "sizeof(enum pageflags)");
 _Static_assert(sizeof(enum timekeeper_ids) == 4, "sizeof(enum timekeeper_ids)");
 _Static_assert(sizeof(enum desc_state) == 4, "sizeof(enum desc_state)");
 _Static_assert(sizeof(enum printk_info_flags) == 4, "sizeof(enum printk_info_flags)");
@@ -1887,6 +1951,8 @@ extern struct page_pool_bh system_page_pool;
 extern struct page_pool_recycle_stats pp_system_recycle_stats;
 /* netmem-global: net_devmem_dmabuf_bindings net/core/devmem.c */
 extern struct xarray net_devmem_dmabuf_bindings;
+/* netmem-global: netdev_nl_family net/core/netdev-genl-gen.c */
+extern struct genl_family netdev_nl_family;
 /* netmem-global: dmabuf_devmem_ops net/core/devmem.c */
 extern const struct memory_provider_ops dmabuf_devmem_ops;
 /* netmem-global: io_uring_pp_zc_ops io_uring/zcrx.c */
@@ -1905,6 +1971,10 @@ extern unsigned long page_offset_base;
 extern struct net_hotdata net_hotdata;
 /* netmem-global: slab_caches mm/slab_common.c */
 extern struct list_head slab_caches;
+/* netmem-global: min_low_pfn mm/memblock.c */
+extern unsigned long min_low_pfn;
+/* netmem-global: max_low_pfn mm/memblock.c */
+extern unsigned long max_low_pfn;
 /* netmem-global: __per_cpu_offset arch/x86/kernel/setup_percpu.c */
 extern unsigned long __per_cpu_offset[8192];
 /* netmem-global: __cpu_possible_mask kernel/cpu.c */

@@ -980,7 +980,8 @@ struct sock {
 	} sk_backlog;
 	unsigned char __pad_216[324];
 	u16 sk_protocol;
-	unsigned char __pad_542[258];
+	unsigned char __pad_542[242];
+	struct xarray sk_user_frags;
 };
 
 struct inet_sock {
@@ -2297,6 +2298,7 @@ _Static_assert(__builtin_offsetof(struct sock, sk_backlog.len) == 196, "__builti
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.head) == 200, "__builtin_offsetof(struct sock, sk_backlog.head)");
 _Static_assert(__builtin_offsetof(struct sock, sk_backlog.tail) == 208, "__builtin_offsetof(struct sock, sk_backlog.tail)");
 _Static_assert(__builtin_offsetof(struct sock, sk_protocol) == 540, "__builtin_offsetof(struct sock, sk_protocol)");
+_Static_assert(__builtin_offsetof(struct sock, sk_user_frags) == 784, "__builtin_offsetof(struct sock, sk_user_frags)");
 _Static_assert(sizeof(struct sock) == 800, "sizeof(struct sock)");
 _Static_assert(__builtin_offsetof(struct inet_sock, sk) == 0, "__builtin_offsetof(struct inet_sock, sk)");
 _Static_assert(sizeof(struct inet_sock) == 1048, "sizeof(struct inet_sock)");

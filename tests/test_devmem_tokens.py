@@ -1,0 +1,98 @@
+"""
+Devmem TCP tokens: a receiver holds net_iovs through the tokens in its
+socket's ``sk_user_frags``; ``leaks`` and ``holders`` name the socket, its
+process, and what returns them.
+"""
+
+import json
+
+from conftest import run_cli
+
+from netmem_probe.fake.faults import FaultyMemory
+from netmem_probe.fake.providers import FakeBinding
+from netmem_probe.fake.sockets import FakeSocket
+from netmem_probe.fake.tasks import FakeTask
+from netmem_probe.fake.world import World
+
+RELEASE = (
+    "pid 4242 (ncdevmem) returning its tokens (SO_DEVMEM_DONTNEED on fd 7), "
+    "or: close fd 7 of pid 4242 (ncdevmem)"
+)
+
+
+def _receiver(count: int = 3):
+    """
+    A devmem binding (bound by pid 900's netlink socket) whose detached pool
+    has ``count`` niovs out with a TCP receiver, pid 4242, under tokens.
+    """
+    w = World("linux-7.3")
+    nic = w.init_net.netdev("eth4", driver="bnxt_en", num_rx_queues=2)
+    binding = FakeBinding(w, nic, [0], [8], binding_id=3, napi_base=8300)
+    held = binding.alloc(binding.pools[0], count, "stack")
+    rx = FakeSocket(w, w.init_net, local=("10.0.0.1", 5201), remote=("10.0.0.2", 40000))
+    tokens = rx.hold_tokens(held)
+    FakeTask(w, 1, "init", w.init_net)
+    FakeTask(w, 4242, "ncdevmem", w.init_net).open(rx, 7)
+    binding.bound_by(FakeTask(w, 900, "bindd", w.init_net), 5)
+    binding.pools[0].detach(w.boottime_ns / 1e9 - 60)
+    return w, rx, held, tokens
+
+
+def _lines(result):
+    return [json.loads(line) for line in result.out.splitlines()]
+
+
+def test_leaks_says_which_receiver_holds_a_devmem_token_and_what_returns_it():
+    w, rx, held, tokens = _receiver()
+    prog = w.program()
+    result = run_cli("leaks", "--json", program=prog)
+    rows = {r["net-iov"]: r for r in _lines(result)}
+    assert result.code == 0, result.err  # held, not leaked
+    receiver = {"pid": 4242, "comm": "ncdevmem", "fd": 7, "cgroup": None, "netns": w.init_net.inum}
+    for niov, token in zip(held, tokens):
+        row = rows[hex(niov.addr)]
+        assert (row["verdict"], row["holder-kind"], row["release"]) == (
+            "parked",
+            "user-token",
+            RELEASE,
+        )
+        (evidence,) = row["evidence"]
+        assert evidence["kind"] == "devmem-token" and evidence["token"] == token
+        assert evidence["sock"] == hex(rx.obj.addr) and evidence["state"] == "ESTABLISHED"
+        assert (evidence["local"], evidence["remote"]) == ("10.0.0.1:5201", "10.0.0.2:40000")
+        assert evidence["owners"] == [receiver]
+        # The verdict's owners stay the binding's: the netlink socket that bound it.
+        assert [o["pid"] for o in row["owners"]] == [900]
+    table = run_cli("leaks", program=prog).out
+    assert "devmem token 1 of tcp socket 10.0.0.1:5201 from 10.0.0.2:40000 (ESTABLISHED)" in table
+    assert "holders: user-token 3" in table
+    assert f"to release 3 pages: {RELEASE}" in table
+
+
+def test_holders_names_the_token_slot_it_finds_in_ram():
+    w, rx, held, tokens = _receiver(1)
+    result = run_cli("holders", "--json", hex(held[0].netmem), program=w.program())
+    (record,) = result.json()
+    (token,) = [h for h in record["holders"] if h["kind"] == "devmem-token"]
+    assert (token["token"], token["sock"], token["release"]) == (
+        tokens[0],
+        hex(rx.obj.addr),
+        RELEASE,
+    )
+    assert result.code == 0
+
+
+def test_a_corrupt_token_xarray_is_reported_not_followed():
+    w, rx, held, _ = _receiver()
+    w.program()
+    fm = FaultyMemory(w)
+    xa_head = rx.obj.addr_of("sk_user_frags.xa_head")
+    node = fm.peek_word(xa_head) - 2
+    shift = w.type("struct xa_node").member("shift").offset
+    fm.write(node + shift, bytes([7]))  # not a multiple of XA_CHUNK_SHIFT
+    result = run_cli("leaks", "--json", program=fm.program())
+    assert "Traceback" not in result.err
+    assert "TCP socket sk_user_frags" in result.err and "bad node shift 7" in result.err
+    assert result.code == 4
+    assert {r["verdict"] for r in _lines(result)} == {"leaked"}
+    assert all(r["holder-kind"] != "user-token" for r in _lines(result))
