@@ -9,12 +9,15 @@ import json
 import drgn
 import pytest
 from conftest import run_cli
+from test_drgn_snippets import project, run_snippet, snippet
+from test_holders_snippet_places import _same_holders_and_problems
 
 from netmem_probe.fake.pools import FakePagePool
 from netmem_probe.fake.world import World
 from netmem_probe.kernel.holders import HolderSearch, page_target
 from netmem_probe.kernel.statics import StaticData
 from netmem_probe.kernel.walk import Problems
+from netmem_probe.snippets import KEYS
 
 # A struct timer_list in the kernel's .bss: entry.pprev is a pointer slot.
 VARIABLE = "poll_spurious_irq_timer"
@@ -76,3 +79,18 @@ def test_a_word_outside_static_data_is_not_named():
     # the page's own memory, in the direct map: RAM outside the kernel image
     assert statics.at(w.page_virt(page.pfn)) is None
     assert not problems
+
+
+@pytest.mark.parametrize("layout", ["linux-7.3", "linux-7.3-arm64-16k"])
+def test_the_holders_script_names_static_data_as_json_does(layout):
+    w, prog, _, page, _ = _world_with_a_static_page(layout)
+    references, problems = _same_holders_and_problems(w, [page], prog)
+    assert [h["kind"] for h in references] == ["static-data"] and problems == []
+
+
+def test_the_leaks_script_calls_a_page_static_data_holds_parked_as_json_does():
+    w, prog, _, _, _ = _world_with_a_static_page("linux-7.3", detached=True)
+    mine = [json.loads(line) for line in run_cli("leaks", "--json", program=prog).out.splitlines()]
+    theirs = run_snippet(snippet(prog, "leaks"), prog)
+    assert [v["verdict"] for v in mine] == ["parked"]
+    assert project(theirs, KEYS["leaks"]) == project(mine, KEYS["leaks"])

@@ -24,6 +24,7 @@ from netmem_probe.snippets.places import (
     define_problems,
     define_rx_rings,
     define_skb_places,
+    define_static_data,
 )
 from netmem_probe.snippets.pools import (
     define_pool_places,
@@ -515,6 +516,7 @@ def _define_holders(s: Snippet) -> None:
     define_skb_places(s)
     define_rx_rings(s)
     define_gro_lists(s)
+    define_static_data(s)
     s.define(
         "find_holders",
         '''
@@ -588,7 +590,7 @@ def _define_holders(s: Snippet) -> None:
                     t = next(t for t in spans if t["span"][0] <= value < t["span"][1])
                     skb = skb_at(address, t)
                     if skb is None:
-                        kind = "rx-ring" if address in RINGS else "unknown"
+                        kind = "rx-ring" if address in RINGS else place_kind(address)
                         found[t["netmem"]].append(holder(t, address, value, kind))
                     elif (t["netmem"], skb.value_()) not in skb_heads:
                         skb_heads.add((t["netmem"], skb.value_()))
@@ -606,7 +608,7 @@ def _define_holders(s: Snippet) -> None:
                 elif t["owner"] and address == t["owner"] + NIOVS_OFFSET:
                     row = holder(t, address, value, "net-iov-area")  # the area's niovs
                 else:
-                    kind = "rx-ring" if address in RINGS else "unknown"
+                    kind = "rx-ring" if address in RINGS else place_kind(address)
                     row = holder(t, address, value, kind)
                 found[t["netmem"]].append(row)
             skbs = skbs_of({shinfo for _, _, _, shinfo, _ in frags})
@@ -621,6 +623,7 @@ def _define_holders(s: Snippet) -> None:
         POOL_ARRAYS = pool_arrays()
         SKB_PLACES = skb_places()
         RINGS, RING_SKBS = rx_rings()
+        STATIC_DATA = static_data()
         GRO_SKBS = gro_lists()
         $niovs_offset
         ''',
@@ -746,11 +749,12 @@ def leaks_code(
             for _, t, fields in (item for item in items if item[0] == address):
                 holders = found[t["netmem"]]
                 # parked: an skb (on a socket queue, maybe forever), a driver's rx
-                # ring or io_uring user space holds it; cached: the pool's own cache
-                # or ring, which its release work empties; leaked: nothing that holds
-                # it was found.
-                if (any(h["kind"] == "rx-ring" or h["kind"] in SKB_KINDS and h["skb"]
-                        for h in holders) or fields["user-refs"]):
+                # ring, a variable (static data) or io_uring user space holds it;
+                # cached: the pool's own cache or ring, which its release work
+                # empties; leaked: nothing that holds it was found.
+                if (any(h["kind"] in ("rx-ring", "static-data")
+                        or h["kind"] in SKB_KINDS and h["skb"] for h in holders)
+                        or fields["user-refs"]):
                     verdict = "parked"
                 elif any(h["kind"] in POOL_KINDS for h in holders):
                     verdict = "cached"

@@ -16,7 +16,13 @@ from typing import Optional, Tuple
 
 from netmem_probe.snippets import Snippet, fill, has_member, has_object, has_type
 
-__all__ = ("define_gro_lists", "define_problems", "define_rx_rings", "define_skb_places")
+__all__ = (
+    "define_gro_lists",
+    "define_problems",
+    "define_rx_rings",
+    "define_skb_places",
+    "define_static_data",
+)
 
 
 def define_problems(s: Snippet) -> None:
@@ -826,5 +832,82 @@ def define_rx_rings(s: Snippet) -> None:
             ("drgn.helpers.linux.net", "for_each_net"),
             ("drgn.helpers.linux.net", "for_each_netdev"),
             ("drgn.helpers.linux.net", "netdev_priv"),
+        ],
+    )
+
+
+def define_static_data(s: Snippet) -> None:
+    """
+    ``place_kind(address)``: ``static-data`` for a direct-map word in the
+    kernel image's static data or a loaded module's memory (as
+    :class:`netmem_probe.kernel.statics.StaticData` maps them), else
+    ``unknown``; ``STATIC_DATA = static_data()`` must be set first.
+    """
+    s.define(
+        "static_data",
+        r'''
+        # x86-64's __START_KERNEL_map: the kernel image's virtual base, at phys_base.
+        X86_64_KERNEL_MAP = 0xFFFFFFFF80000000
+        # Far beyond any real kernel's few hundred modules: past it the list is corrupt.
+        MAX_MODULES = 1 << 14
+
+
+        def static_data():
+            """
+            Sorted [lo, hi) direct-map ranges of the kernel image's static data
+            (.data, .bss, read-only after init) and of the loaded modules' memory:
+            the RAM search, physical, finds a variable's words there.
+            """
+            numbers = dict(findall(r"^NUMBER\((\w+)\)=(-?\w+)",
+                                   prog["VMCOREINFO"].string_().decode(), MULTILINE))
+            offset = None  # the kernel image's virtual minus physical address
+            if prog.platform.arch == Architecture.X86_64 and "phys_base" in numbers:
+                offset = X86_64_KERNEL_MAP - int(numbers["phys_base"], 0)
+            elif prog.platform.arch == Architecture.AARCH64 and "kimage_voffset" in numbers:
+                offset = int(numbers["kimage_voffset"], 16)
+            ranges = []
+            for first, last in (("_sdata", "_edata"), ("__bss_start", "__bss_stop"),
+                                ("__start_ro_after_init", "__end_ro_after_init")):
+                try:
+                    lo, hi = prog.symbol(first).address, prog.symbol(last).address
+                except LookupError:
+                    continue
+                if offset is not None:
+                    ranges.append((DIRECT_MAP + lo - offset, DIRECT_MAP + hi - offset))
+            try:
+                init_mm = prog["init_mm"].address_of_()
+                for _, mod in zip(range(MAX_MODULES), for_each_module(prog)):
+                    mod = mod[0]
+                    # mem[] since Linux kernel commit ac3b43283923 ("module: replace
+                    # module_layout with module_memory") (in v6.4)
+                    regions = (mod.mem if mod.type_.has_member("mem")
+                               else (mod.core_layout, mod.init_layout))
+                    for region in regions:
+                        start, size = region.base.value_(), region.size.value_()
+                        for vaddr in range(start, start + size, 1 << PAGE_SHIFT):
+                            try:
+                                phys = DIRECT_MAP + follow_phys(init_mm, vaddr).value_()
+                            except FaultError:
+                                continue  # not mapped
+                            end = min(vaddr + (1 << PAGE_SHIFT), start + size)
+                            ranges.append((phys, phys + end - vaddr))
+            except (LookupError, FaultError):
+                pass  # no module support, or an unreadable module list
+            return sorted(ranges)
+
+
+        def place_kind(address):
+            """A word no walker names: "static-data" in a variable, else "unknown"."""
+            i = bisect_right(STATIC_DATA, (address, 1 << 64)) - 1
+            return "static-data" if i >= 0 and address < STATIC_DATA[i][1] else "unknown"
+        ''',
+        [
+            ("bisect", "bisect_right"),
+            ("drgn", "Architecture"),
+            ("drgn", "FaultError"),
+            ("drgn.helpers.linux.mm", "follow_phys"),
+            ("drgn.helpers.linux.module", "for_each_module"),
+            ("re", "MULTILINE"),
+            ("re", "findall"),
         ],
     )

@@ -9,10 +9,12 @@ from typing import Dict, Optional, Set, Tuple
 
 import drgn
 import pytest
+from conftest import run_cli
 from drgn.helpers.linux.mm import virt_to_page
 from drgn.helpers.linux.net import fget, skb_shinfo
 from drgn.helpers.linux.pid import find_task
 from realkernel_dumps import dumps, page_size, program, truth
+from test_drgn_snippets import records, run_snippet, same_records, snippet
 
 from netmem_probe.kernel.drivers import RxRings
 from netmem_probe.kernel.holders import Holder, HolderSearch, page_target, search_words
@@ -20,6 +22,7 @@ from netmem_probe.kernel.pages import PpPageScanner
 from netmem_probe.kernel.slab import place_of, referrers, slab_place
 from netmem_probe.kernel.summary import HolderSummary
 from netmem_probe.kernel.walk import Problems
+from netmem_probe.snippets import KEYS
 
 pytestmark = pytest.mark.realkernel
 
@@ -167,6 +170,20 @@ def test_the_pages_pp_test_keeps_are_named_by_its_held_array(summaries):
     (release,) = {h.release for h in statics[pool].values()}
     assert release == "module pp_test dropping it from its own data (held), or unloading"
     assert per_pool[pool].releases[release] == len(held)
+
+
+def test_the_holders_script_names_the_module_array_as_json_does(dump):
+    truth, prog = dump
+    if not truth.get("pp_test"):
+        pytest.skip(f"{truth['series']}: {truth.get('pp_test_note') or 'no pp_test module'}")
+    pages = [h["page"] for h in truth["pp_test"]["held"]]
+    result = run_cli("holders", "--json", *pages, program=prog)
+    for record in result.json():
+        assert [(h["module"], h["symbol"][:4]) for h in record["holders"] if h["module"]] == [
+            ("pp_test", "held")
+        ], record
+    theirs = run_snippet(snippet(prog, "holders", *pages), prog)
+    assert same_records("holders", theirs, records("holders", result.out), KEYS["holders"])
 
 
 def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
