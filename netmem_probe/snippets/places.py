@@ -845,7 +845,7 @@ def define_static_data(s: Snippet) -> None:
     """
     s.define(
         "static_data",
-        r'''
+        '''
         # x86-64's __START_KERNEL_map: the kernel image's virtual base, at phys_base.
         X86_64_KERNEL_MAP = 0xFFFFFFFF80000000
         # Far beyond any real kernel's few hundred modules: past it the list is corrupt.
@@ -854,12 +854,13 @@ def define_static_data(s: Snippet) -> None:
 
         def static_data():
             """
-            Sorted [lo, hi) direct-map ranges of the kernel image's static data
+            The [lo, hi) direct-map ranges of the kernel image's static data
             (.data, .bss, read-only after init) and of the loaded modules' memory:
             the RAM search, physical, finds a variable's words there.
             """
-            numbers = dict(findall(r"^NUMBER\((\w+)\)=(-?\w+)",
-                                   prog["VMCOREINFO"].string_().decode(), MULTILINE))
+            numbers = dict(line[len("NUMBER("):].split(")=", 1)
+                           for line in prog["VMCOREINFO"].string_().decode().splitlines()
+                           if line.startswith("NUMBER(") and ")=" in line)
             offset = None  # the kernel image's virtual minus physical address
             if prog.platform.arch == Architecture.X86_64 and "phys_base" in numbers:
                 offset = X86_64_KERNEL_MAP - int(numbers["phys_base"], 0)
@@ -893,21 +894,18 @@ def define_static_data(s: Snippet) -> None:
                             ranges.append((phys, phys + end - vaddr))
             except (LookupError, FaultError):
                 pass  # no module support, or an unreadable module list
-            return sorted(ranges)
+            return ranges
 
 
         def place_kind(address):
             """A word no walker names: "static-data" in a variable, else "unknown"."""
-            i = bisect_right(STATIC_DATA, (address, 1 << 64)) - 1
-            return "static-data" if i >= 0 and address < STATIC_DATA[i][1] else "unknown"
+            static = any(lo <= address < hi for lo, hi in STATIC_DATA)
+            return "static-data" if static else "unknown"
         ''',
         [
-            ("bisect", "bisect_right"),
             ("drgn", "Architecture"),
             ("drgn", "FaultError"),
             ("drgn.helpers.linux.mm", "follow_phys"),
             ("drgn.helpers.linux.module", "for_each_module"),
-            ("re", "MULTILINE"),
-            ("re", "findall"),
         ],
     )
