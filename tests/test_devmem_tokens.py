@@ -7,12 +7,14 @@ process, and what returns them.
 import json
 
 from conftest import run_cli
+from test_drgn_snippets import project, run_snippet, snippet
 
 from netmem_probe.fake.faults import FaultyMemory
 from netmem_probe.fake.providers import FakeBinding
 from netmem_probe.fake.sockets import FakeSocket
 from netmem_probe.fake.tasks import FakeTask
 from netmem_probe.fake.world import World
+from netmem_probe.snippets import KEYS
 
 RELEASE = (
     "pid 4242 (ncdevmem) returning its tokens (SO_DEVMEM_DONTNEED on fd 7), "
@@ -96,3 +98,40 @@ def test_a_corrupt_token_xarray_is_reported_not_followed():
     assert result.code == 4
     assert {r["verdict"] for r in _lines(result)} == {"leaked"}
     assert all(r["holder-kind"] != "user-token" for r in _lines(result))
+
+
+def test_a_receiver_no_process_holds_is_released_by_killing_its_socket():
+    w = World("linux-7.3")
+    nic = w.init_net.netdev("eth4", driver="bnxt_en", num_rx_queues=2)
+    binding = FakeBinding(w, nic, [0], [8], binding_id=3, napi_base=8300)
+    held = binding.alloc(binding.pools[0], 1, "stack")
+    # Closed by its process in ESTABLISHED: an orphan, its tokens kept until destroyed.
+    orphan = FakeSocket(w, w.init_net, local=("10.0.0.1", 5202), remote=("10.0.0.2", 40001))
+    (token,) = orphan.hold_tokens(held)
+    FakeTask(w, 1, "init", w.init_net)
+    binding.pools[0].detach(w.boottime_ns / 1e9 - 60)
+    (row,) = _lines(run_cli("leaks", "--json", program=w.program()))
+    (evidence,) = row["evidence"]
+    assert (evidence["kind"], evidence["token"], evidence["sock"]) == (
+        "devmem-token",
+        token,
+        hex(orphan.obj.addr),
+    )
+    assert evidence["owners"] == [] and row["verdict"] == "parked"
+    assert row["release"] == "ss -K -t 'src 10.0.0.1:5202 dst 10.0.0.2:40001'"
+
+
+def test_the_holders_and_leaks_scripts_find_the_tokens_json_finds():
+    w, rx, held, _ = _receiver()
+    prog = w.program()
+    values = [hex(n.netmem) for n in held]
+    mine = run_cli("holders", *values, "--json", program=prog).json()
+    theirs = run_snippet(snippet(prog, "holders", *values), prog)
+    assert project(theirs, KEYS["holders"]) == project(mine, KEYS["holders"])
+    assert {h["sock"] for r in theirs for h in r["holders"] if h["kind"] == "devmem-token"} == {
+        hex(rx.obj.addr)
+    }
+    mine = _lines(run_cli("leaks", "--json", program=prog))
+    theirs = run_snippet(snippet(prog, "leaks"), prog)
+    assert project(theirs, KEYS["leaks"]) == project(mine, KEYS["leaks"])
+    assert {r["verdict"] for r in theirs} == {"parked"}

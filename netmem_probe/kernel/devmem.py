@@ -9,7 +9,7 @@ These helpers find the bindings and read each one as a
 :class:`~netmem_probe.kernel.areas.ProviderArea`.
 """
 
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 import drgn
 from drgn import Program
@@ -271,7 +271,9 @@ class DevmemTokens:
 
     Each socket's ``xa_head`` is read once; only a TCP socket's non-empty
     XArray is walked, bounded, and a node that does not fit its tree is
-    reported and not followed.
+    reported and not followed.  A socket no process has open (an orphaned
+    TCP socket keeps its tokens until it is destroyed) is found from a slot
+    by :meth:`at`.
     """
 
     def __init__(self, prog: Program, problems: Problems, sockets: Iterable[int]) -> None:
@@ -286,7 +288,14 @@ class DevmemTokens:
         if not self.available:
             return
         self.frags_at = drgn.offsetof(sock, "sk_user_frags")
-        reader = StructReader(
+        node = prog.type("struct xa_node")
+        self.node_slots = drgn.offsetof(node, "slots")
+        self.node_shift = drgn.offsetof(node, "shift")
+        self.node_array = drgn.offsetof(node, "array")
+        self.chunk = node.member("slots").type.length or 0
+        self.word = drgn.sizeof(prog.type("void *"))
+        self._walked: Set[int] = set()
+        self.reader = StructReader(
             prog,
             "struct sock",
             {
@@ -296,21 +305,55 @@ class DevmemTokens:
             },
         )
         for sk in sockets:
-            try:
-                f = reader.read(sk)
-            except drgn.FaultError as e:
+            self._walk(sk, problems)
+
+    def _walk(self, sk: int, problems: Optional[Problems]) -> None:
+        """Add the tokens of the socket at ``sk`` if it is a TCP socket (faults to ``problems``)."""
+        self._walked.add(sk)
+        try:
+            f = self.reader.read(sk)
+        except drgn.FaultError as e:
+            if problems is not None:
                 problems.fault("socket", sk, e)
+            return
+        if not f["head"] or f["family"] not in INET_FAMILIES or f["protocol"] != IPPROTO_TCP:
+            return
+        slots = xa_slots(
+            self.prog,
+            sk + self.frags_at,
+            what="TCP socket sk_user_frags",
+            problems=problems,
+            limit=MAX_TOKENS,
+        )
+        for token, netmem, slot in slots:
+            held = DevmemToken(sk, token, slot, netmem)
+            self.by_netmem.setdefault(netmem, []).append(held)
+            self.by_slot[slot] = held
+
+    def at(self, address: int) -> Optional[DevmemToken]:
+        """
+        The token whose XArray slot is at ``address``: among the sockets
+        walked, else in the socket whose ``sk_user_frags`` owns the leaf node
+        the slot would lie in (``xa_node->array`` points back at the XArray),
+        walked to confirm it: a TCP socket no process has open.  None if the
+        word is no token's slot.
+        """
+        token = self.by_slot.get(address)
+        if token is not None or not self.available:
+            return token
+        for slot in range(self.chunk):
+            node = address - self.node_slots - slot * self.word
+            try:
+                shift = self.prog.read_u8(wrap(node + self.node_shift))
+                array = self.prog.read_word(wrap(node + self.node_array))
+            except drgn.FaultError:
                 continue
-            if not f["head"] or f["family"] not in INET_FAMILIES or f["protocol"] != IPPROTO_TCP:
+            sk = array - self.frags_at
+            if shift or array <= self.frags_at or sk in self._walked:
                 continue
-            slots = xa_slots(
-                prog,
-                sk + self.frags_at,
-                what="TCP socket sk_user_frags",
-                problems=problems,
-                limit=MAX_TOKENS,
-            )
-            for token, netmem, slot in slots:
-                held = DevmemToken(sk, token, slot, netmem)
-                self.by_netmem.setdefault(netmem, []).append(held)
-                self.by_slot[slot] = held
+            # A guess until the walk finds the slot: what it meets is not reported.
+            self._walk(sk, None)
+            token = self.by_slot.get(address)
+            if token is not None:
+                return token
+        return None

@@ -955,15 +955,14 @@ class HolderSearch:
             if holder is not None:
                 result[target.netmem].append(holder)
                 continue
-            if value == target.netmem and target.kind == "net_iov":
-                token = self.tokens().by_slot.get(address)
-                if token is not None:
-                    result[target.netmem].append(self._token_holder(token))
-                    continue
             if value == target.netmem:
                 frag = self._shinfo_frag(address, value)
                 if frag is not None:
                     frag_hits.append((target, address, value, frag[0], frag[1]))
+                    continue
+                token = self.tokens().at(address) if target.kind == "net_iov" else None
+                if token is not None:
+                    result[target.netmem].append(self._token_holder(token))
                     continue
             if target.owner is not None and self._in_area(target, address):
                 result[target.netmem].append(

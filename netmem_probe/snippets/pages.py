@@ -605,6 +605,9 @@ def _define_holders(s: Snippet) -> None:
                 elif value == t["netmem"] and (frag := frag_of(address, value)):
                     frags.append((t, address, value, *frag))  # its skb is found below
                     continue
+                elif t["kind"] == "net_iov" and (sk := token_at(address, value)):
+                    row = holder(t, address, value, "devmem-token")
+                    row["sock"] = hex(sk)  # the TCP socket user space holds it through
                 elif t["owner"] and address == t["owner"] + NIOVS_OFFSET:
                     row = holder(t, address, value, "net-iov-area")  # the area's niovs
                 else:
@@ -626,12 +629,69 @@ def _define_holders(s: Snippet) -> None:
         STATIC_DATA = static_data()
         GRO_SKBS = gro_lists()
         $niovs_offset
+        $token_at
         ''',
         [
             ("drgn", "FaultError"),
             ("drgn", "Object"),
+            ("drgn", "offsetof"),
+            ("drgn", "sizeof"),
+            ("drgn.helpers.linux.xarray", "xa_load"),
         ],
         niovs_offset=_niovs_offset(s.prog),
+        token_at=_token_at(s.prog),
+    )
+
+
+def _token_at(prog: Program) -> str:
+    """``token_at(address, value)``: the TCP socket of a devmem TCP token's slot."""
+    if not has_member(prog, "struct sock", "sk_user_frags") or (
+        prog.type("struct sock").member("sk_user_frags").type.unaliased().type_name()
+        != "struct xarray"
+    ):
+        return "def token_at(address, value):\n    return None  # no devmem TCP tokens (v6.12+)"
+    return fill(
+        '''
+        def token_at(address, value):
+            """
+            The struct sock address of the TCP socket whose sk_user_frags XArray
+            (devmem TCP tokens: a netmem_ref per token, since Linux 6.12) has its
+            slot at address, else None.  The slot's leaf xa_node points back at
+            the XArray (node->array); the token, summed up the node's parents, must
+            load the same entry, and the parents must end at the XArray's head.
+            """
+            for i in range(XA_CHUNK):
+                node = Object(prog, "struct xa_node *", address - XA_SLOTS - i * XA_WORD)
+                try:
+                    array = node.array.value_()
+                    if node.shift.value_() or array <= USER_FRAGS:
+                        continue
+                    sk = Object(prog, "struct sock *", array - USER_FRAGS)
+                    if (sk.sk_protocol.value_() != 6
+                            or sk.__sk_common.skc_family.value_() not in (2, 10)):
+                        continue
+                    token, child = i, node
+                    for _ in range(16):  # an unsigned long index needs at most 11 levels
+                        parent = child.parent
+                        if not parent:
+                            break
+                        token += child.offset.value_() << parent.shift.value_()
+                        child = parent
+                    xa = sk.sk_user_frags.address_of_()
+                    if child.value_() != xa.xa_head.value_() - 2:
+                        continue
+                    if xa_load(xa, token).value_() == value:
+                        return sk.value_()
+                except FaultError:
+                    continue
+            return None
+
+
+        XA_SLOTS = offsetof(prog.type("struct xa_node"), "slots")
+        XA_CHUNK = prog.type("struct xa_node").member("slots").type.length
+        XA_WORD = sizeof(prog.type("void *"))
+        USER_FRAGS = offsetof(prog.type("struct sock"), "sk_user_frags")
+        '''
     )
 
 
@@ -749,10 +809,11 @@ def leaks_code(
             for _, t, fields in (item for item in items if item[0] == address):
                 holders = found[t["netmem"]]
                 # parked: an skb (on a socket queue, maybe forever), a driver's rx
-                # ring, a variable (static data) or io_uring user space holds it;
-                # cached: the pool's own cache or ring, which its release work
-                # empties; leaked: nothing that holds it was found.
-                if (any(h["kind"] in ("rx-ring", "static-data")
+                # ring, a variable (static data) or user space (io_uring user_refs,
+                # a devmem TCP token) holds it; cached: the pool's own cache or
+                # ring, which its release work empties; leaked: nothing that holds
+                # it was found.
+                if (any(h["kind"] in ("rx-ring", "static-data", "devmem-token")
                         or h["kind"] in SKB_KINDS and h["skb"] for h in holders)
                         or fields["user-refs"]):
                     verdict = "parked"
