@@ -180,6 +180,28 @@ def _idpf() -> tuple:
     return w, pages
 
 
+def _idpf_single() -> tuple:
+    w = World("linux-7.3")
+    nic = FakeIdpf(w.init_net, "ens2f0", groups=2, count=16, single=True)
+    pool = FakePagePool(w, netdev=nic.dev)
+    nic.use_pool(1, 0, pool.obj.addr)
+    pages = pool.alloc_pages(3)
+    nic.post(1, 0, 9, pages[0].netmem)
+    nic.post(1, 0, 10, pages[1].netmem)
+    nic.post(1, 0, 11, pages[2].netmem)
+    nic.take(1, 0, 11)
+    return w, pages
+
+
+def _idpf_stash() -> tuple:
+    w = World("linux-7.3")
+    nic = FakeIdpf(w.init_net, "ens2f0", groups=2, count=16)
+    pool = FakePagePool(w, netdev=nic.dev)
+    pages = pool.alloc_pages(3)
+    nic.stash(1, pages[0], [pages[1].netmem, pages[2].netmem])
+    return w, pages
+
+
 def _fbnic(layout: str) -> tuple:
     w = World(layout)
     nic = FakeFbnic(w.init_net, "enp1s0", queues=2, size=8)
@@ -202,6 +224,8 @@ RINGS: List[Callable[[], tuple]] = [
     _gve,
     _ice,
     _idpf,
+    _idpf_single,
+    _idpf_stash,
     lambda: _fbnic("linux-6.12"),
     lambda: _fbnic("linux-7.3"),
 ]
@@ -215,6 +239,8 @@ RING_IDS = [
     "gve",
     "ice",
     "idpf",
+    "idpf-single",
+    "idpf-stash",
     "fbnic-page",
     "fbnic-netmem",
 ]

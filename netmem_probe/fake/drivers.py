@@ -13,7 +13,7 @@ from netmem_probe.fake.net import NetDevice
 
 if TYPE_CHECKING:
     from netmem_probe.fake.net import NetNamespace
-    from netmem_probe.fake.pools import FakePagePool
+    from netmem_probe.fake.pools import FakePage, FakePagePool
     from netmem_probe.fake.world import KObject
 
 __all__ = (
@@ -423,54 +423,102 @@ class FakeIce:
 
 class FakeIdpf:
     """
-    An idpf netdev (parent driver ``idpf``) in the split queue model: a
-    vport with ``groups`` rx queue groups, each with ``bufqs`` buffer queues
-    of ``count`` libeth buffers; :meth:`post` fills a buffer id,
-    :meth:`take` zeroes it as the rx queue does when the device returns it.
+    An idpf netdev (parent driver ``idpf``).  In the split queue model a
+    vport with ``groups`` rx queue groups, each with one rx queue (its
+    ``idx`` the group's) and ``bufqs`` buffer queues of ``count`` libeth
+    buffers; :meth:`post` fills a buffer id, :meth:`take` zeroes it as the
+    rx queue does when the device returns it.  With ``single=True`` the
+    single queue model: one group of ``groups`` rx queues, each posting
+    ``count`` buffers of its own (:meth:`post` with bufq 0, ``group`` the
+    queue).  :meth:`stash` leaves an unfinished frame on an rx queue.
     """
 
     def __init__(
-        self, ns: "NetNamespace", name: str, *, groups: int = 1, bufqs: int = 1, count: int = 64
+        self,
+        ns: "NetNamespace",
+        name: str,
+        *,
+        groups: int = 1,
+        bufqs: int = 1,
+        count: int = 64,
+        single: bool = False,
     ) -> None:
         world = ns.world
+        self.world = world
         self.dev: NetDevice = ns.netdev(
             name, driver="idpf", num_rx_queues=groups, priv="struct idpf_netdev_priv"
         )
         assert self.dev.priv is not None
         self.bufs: List[List["KObject"]] = []
         self.bufqs: List[List["KObject"]] = []
-        sets = []
-        for _ in range(groups):
-            bufs = [
-                world.alloc("struct libeth_fqe", [{} for _ in range(count)], count=count)
-                for _ in range(bufqs)
-            ]
-            self.bufs.append(bufs)
-            queues = world.alloc(
-                "struct idpf_bufq_set",
-                [{"bufq": {"buf": b.addr, "desc_count": count}} for b in bufs],
-                count=bufqs,
-            )
-            sets.append(queues)
-            self.bufqs.append([queues])
-        grps = world.alloc(
-            "struct idpf_rxq_group",
-            [{"splitq": {"num_bufq_sets": bufqs, "bufq_sets": s.addr}} for s in sets],
-            count=groups,
-        )
-        split = world.prog.constant("VIRTCHNL2_QUEUE_MODEL_SPLIT").value_()
+        self.rxqs: List["KObject"] = []
+        if single:
+            for queue in range(groups):
+                fqes = world.alloc("struct libeth_fqe", [{} for _ in range(count)], count=count)
+                self.bufs.append([fqes])
+                self.rxqs.append(
+                    world.alloc(
+                        "struct idpf_rx_queue",
+                        {"rx_buf": fqes.addr, "desc_count": count, "idx": queue},
+                    )
+                )
+            singleq = {"num_rxq": groups, "rxqs": [q.addr for q in self.rxqs]}
+            grps = world.alloc("struct idpf_rxq_group", {"singleq": singleq})
+            model = "VIRTCHNL2_QUEUE_MODEL_SINGLE"
+            ngroups = 1
+        else:
+            values = []
+            for group in range(groups):
+                bufs = [
+                    world.alloc("struct libeth_fqe", [{} for _ in range(count)], count=count)
+                    for _ in range(bufqs)
+                ]
+                self.bufs.append(bufs)
+                queues = world.alloc(
+                    "struct idpf_bufq_set",
+                    [{"bufq": {"buf": b.addr, "desc_count": count}} for b in bufs],
+                    count=bufqs,
+                )
+                self.bufqs.append([queues])
+                rxq_set = world.alloc("struct idpf_rxq_set", {"rxq": {"idx": group}})
+                self.rxqs.append(rxq_set)
+                values.append(
+                    {
+                        "splitq": {
+                            "num_bufq_sets": bufqs,
+                            "bufq_sets": queues.addr,
+                            "num_rxq_sets": 1,
+                            "rxq_sets": [rxq_set.addr],
+                        }
+                    }
+                )
+            grps = world.alloc("struct idpf_rxq_group", values, count=groups)
+            model = "VIRTCHNL2_QUEUE_MODEL_SPLIT"
+            ngroups = groups
+        self.single = single
         vport = world.alloc(
             "struct idpf_vport",
             {
-                "dflt_qv_rsrc": {"num_rxq_grp": groups, "rxq_model": split, "rxq_grps": grps.addr},
+                "dflt_qv_rsrc": {
+                    "num_rxq_grp": ngroups,
+                    "rxq_model": world.prog.constant(model).value_(),
+                    "rxq_grps": grps.addr,
+                },
                 "netdev": self.dev.obj.addr,
             },
         )
         self.dev.priv.set("vport", vport.addr)
 
+    def _rxq(self, queue: int) -> Dict:
+        value: Dict = self.rxqs[queue].value
+        return value if self.single else value["rxq"]
+
     def use_pool(self, group: int, bufq: int, pool: int) -> None:
-        """Give buffer queue ``bufq`` of group ``group`` the ``struct page_pool`` at ``pool``."""
-        self.bufqs[group][0].value[bufq]["bufq"]["pp"] = pool
+        """Give buffer queue ``bufq`` of group ``group`` (or rx queue ``group``) a page pool."""
+        if self.single:
+            self._rxq(group)["pp"] = pool
+        else:
+            self.bufqs[group][0].value[bufq]["bufq"]["pp"] = pool
 
     def post(self, group: int, bufq: int, buf_id: int, netmem: int) -> int:
         """Post ``netmem`` as buffer ``buf_id``; the address of its word."""
@@ -482,6 +530,37 @@ class FakeIdpf:
     def take(self, group: int, bufq: int, buf_id: int) -> None:
         """The device returned buffer ``buf_id``: the rx queue zeroes its netmem."""
         self.bufs[group][bufq].value[buf_id]["netmem"] = 0
+
+    def stash(self, queue: int, head: "FakePage", frags: List[int]) -> Tuple[int, List[int]]:
+        """
+        Leave on rx queue ``queue`` an unfinished frame whose head buffer is
+        the first half of ``head`` and whose other buffers are the netmems
+        ``frags`` (in the head's shared info, XDP_FLAGS_HAS_FRAGS set); the
+        address of the stash's ``data`` and of each frag's netmem word.
+        """
+        world = self.world
+        headroom, frame_sz = 256, world.page_size // 2
+        start = world.page_virt(head.pfn)
+        stash: Dict[str, int] = {"data": start + headroom, "headroom": headroom, "len": 64}
+        stash["frame_sz"] = frame_sz
+        words: List[int] = []
+        if frags:
+            stash["flags"] = world.prog.constant("XDP_FLAGS_HAS_FRAGS").value_()
+            shinfo_type = world.type("struct skb_shared_info")
+            size = -(-drgn.sizeof(shinfo_type) // 64) * 64  # SKB_DATA_ALIGN()
+            shinfo = world.at(
+                start + frame_sz - size,
+                "struct skb_shared_info",
+                {"nr_frags": len(frags), "frags": [{"netmem": n} for n in frags]},
+            )
+            words = [
+                shinfo.addr + drgn.offsetof(shinfo_type, f"frags[{i}].netmem")
+                for i in range(len(frags))
+            ]
+        self._rxq(queue)["xdp"] = stash
+        rxq = self.rxqs[queue]
+        data = rxq.addr + drgn.offsetof(rxq.type, "xdp.data" if self.single else "rxq.xdp.data")
+        return data, words
 
 
 class FakeFbnic:

@@ -721,31 +721,74 @@ def define_rx_rings(s: Snippet) -> None:
         def idpf_slots(dev):
             """The buffers each split-queue buffer queue posted: every libeth buffer
             (buf[], and hdr_buf[] with header split) whose netmem is not 0 (the rx
-            queue zeroes it as it takes the buffer back); AF_XDP queues left out."""
+            queue zeroes it as it takes the buffer back); in the single queue model
+            each rx queue's own rx_buf[]; AF_XDP queues left out.  And each rx
+            queue's stash (v6.18+): the head buffer its xdp.data points into
+            ("stash") and, with XDP_FLAGS_HAS_FRAGS, the frags in that buffer's
+            shared info ("stash frag")."""
             vport = cast("struct idpf_netdev_priv *", netdev_priv(dev)).vport
             if not vport:
                 return
             rsrc = vport.dflt_qv_rsrc
-            if rsrc.rxq_model != prog.constant("VIRTCHNL2_QUEUE_MODEL_SPLIT") or not rsrc.rxq_grps:
+            if not rsrc.rxq_grps:
                 return
+            split = rsrc.rxq_model == prog.constant("VIRTCHNL2_QUEUE_MODEL_SPLIT")
             xsk = 1 << prog.constant("__IDPF_Q_XSK").value_()
             for g in range(ring_size("idpf rx queue groups", rsrc.num_rxq_grp.value_())):
-                splitq = rsrc.rxq_grps[g].splitq
-                bufqs = splitq.num_bufq_sets.value_()
-                if bufqs > 2:  # IDPF_MAX_BUFQS_PER_RXQ_GRP
-                    raise ValueError(f"idpf rx queue group {g}: {bufqs} buffer queues (corrupt?)")
-                for j in range(bufqs if splitq.bufq_sets else 0):
-                    bufq = splitq.bufq_sets[j].bufq
-                    if bufq.flags[0] & xsk:
+                grp = rsrc.rxq_grps[g]
+                if split:
+                    splitq = grp.splitq
+                    bufqs = splitq.num_bufq_sets.value_()
+                    if bufqs > 2:  # IDPF_MAX_BUFQS_PER_RXQ_GRP
+                        raise ValueError(
+                            f"idpf rx queue group {g}: {bufqs} buffer queues (corrupt?)")
+                    for j in range(bufqs if splitq.bufq_sets else 0):
+                        bufq = splitq.bufq_sets[j].bufq
+                        if bufq.flags[0] & xsk:
+                            continue
+                        count = ring_size(f"idpf rx queue {g} bufq {j}", bufq.desc_count.value_())
+                        for fqes, pool, ring in ((bufq.buf, bufq.pp, f"bufq{j}" if j else None),
+                                                 (bufq.hdr_buf, bufq.hdr_pp,
+                                                  f"bufq{j} hdr" if j else "hdr")):
+                            if fqes and pool:
+                                for i in range(count):
+                                    if fqes[i].netmem:
+                                        yield g, (ring, i) if ring else i, fqes[i].netmem
+                    queues, count = splitq.rxq_sets, splitq.num_rxq_sets.value_()
+                else:
+                    queues, count = grp.singleq.rxqs, grp.singleq.num_rxq.value_()
+                if count > len(queues):
+                    raise ValueError(f"idpf rx queue group {g}: {count} rx queues (corrupt?)")
+                for j in range(count):
+                    if not queues[j]:
                         continue
-                    count = ring_size(f"idpf rx queue {g} bufq {j}", bufq.desc_count.value_())
-                    for fqes, pool, ring in ((bufq.buf, bufq.pp, f"bufq{j}" if j else None),
-                                             (bufq.hdr_buf, bufq.hdr_pp,
-                                              f"bufq{j} hdr" if j else "hdr")):
-                        if fqes and pool:
-                            for i in range(count):
-                                if fqes[i].netmem:
-                                    yield g, (ring, i) if ring else i, fqes[i].netmem
+                    rxq = queues[j].rxq if split else queues[j]
+                    if rxq.flags[0] & xsk:
+                        continue
+                    q = rxq.idx.value_()
+                    if not split and rxq.rx_buf and rxq.pp:
+                        for i in range(ring_size(f"idpf rx queue {q}", rxq.desc_count.value_())):
+                            if rxq.rx_buf[i].netmem:
+                                yield q, i, rxq.rx_buf[i].netmem
+                    if not has_member("struct idpf_rx_queue", "xdp") or not rxq.xdp.data:
+                        continue
+                    stash = rxq.xdp
+                    yield q, ("stash", 0), stash.data
+                    if stash.flags & prog.constant("XDP_FLAGS_HAS_FRAGS"):
+                        # the shared info at the frame's end, SKB_DATA_ALIGN()ed (64)
+                        size = -(-sizeof(prog.type("struct skb_shared_info")) // 64) * 64
+                        start = stash.data.value_() - stash.headroom.value_()
+                        end = start + stash.frame_sz.value_()
+                        if end - size < start:
+                            raise ValueError(
+                                f"idpf rx queue {q} stash: a {end - start}-byte frame cannot "
+                                "hold its shared info (corrupt?)")
+                        shinfo = Object(prog, "struct skb_shared_info", address=end - size)
+                        if shinfo.nr_frags > len(shinfo.frags):
+                            raise ValueError(f"idpf rx queue {q} stash: "
+                                             f"{shinfo.nr_frags.value_()} frags (corrupt?)")
+                        for i in range(shinfo.nr_frags.value_()):
+                            yield q, ("stash frag", i), shinfo.frags[i].netmem
 
 
         def fbnic_slots(dev):

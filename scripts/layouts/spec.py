@@ -266,9 +266,14 @@ STRUCTS = {
     "struct idpf_netdev_priv": ["vport"],
     "struct idpf_vport": ["dflt_qv_rsrc", "netdev"],
     "struct idpf_q_vec_rsrc": ["num_rxq_grp", "rxq_model", "rxq_grps"],
-    "struct idpf_rxq_group": ["splitq"],
+    "struct idpf_rxq_group": ["splitq", "singleq"],
     "struct idpf_bufq_set": ["bufq"],
     "struct idpf_buf_queue": ["buf", "pp", "hdr_buf", "hdr_pp", "flags", "desc_count"],
+    # the single queue model's rx queues post their own buffers (rx_buf, pp);
+    # every rx queue keeps a frame it has not finished in its stash (xdp)
+    "struct idpf_rxq_set": ["rxq"],
+    "struct idpf_rx_queue": ["rx_buf", "pp", "flags", "idx", "desc_count", "xdp"],
+    "struct libeth_xdp_buff_stash": ALL,
     # fbnic (fbnic.ko, built by scripts/layouts/build-fbnic): the rx queue's
     # completion ring fbn->rx[q] sits in a triad with its header (sub0) and
     # payload (sub1) page queues, whose rx_buf[] hold the posted pages
@@ -323,6 +328,7 @@ ENUMS = [
     "enum vq_layout",
     "enum virtchnl2_queue_model",
     "enum idpf_queue_flags_t",
+    "enum xdp_buff_flags",
     "enum desc_state",
     "enum printk_info_flags",
     "enum mlx5e_wqe_frag_flag",

@@ -1202,6 +1202,11 @@ enum pageflags {
 	PG_partially_mapped = 16
 };
 
+enum xdp_buff_flags {
+	XDP_FLAGS_HAS_FRAGS = 1,
+	XDP_FLAGS_FRAGS_PF_MEMALLOC = 2
+};
+
 enum desc_state {
 	desc_miss = -1,
 	desc_reserved = 0,
@@ -1672,6 +1677,7 @@ _Static_assert(sizeof(struct seqcount_raw_spinlock) == 4, "sizeof(struct seqcoun
 _Static_assert(sizeof(struct mutex) == 32, "sizeof(struct mutex)");
 _Static_assert(sizeof(enum pagetype) == 4, "sizeof(enum pagetype)");
 _Static_assert(sizeof(enum pageflags) == 4, "sizeof(enum pageflags)");
+_Static_assert(sizeof(enum xdp_buff_flags) == 4, "sizeof(enum xdp_buff_flags)");
 _Static_assert(sizeof(enum desc_state) == 4, "sizeof(enum desc_state)");
 _Static_assert(sizeof(enum printk_info_flags) == 4, "sizeof(enum printk_info_flags)");
 _Static_assert(sizeof(struct file_operations) == 264, "sizeof(struct file_operations)");

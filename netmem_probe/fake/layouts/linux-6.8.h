@@ -1035,6 +1035,11 @@ enum pageflags {
 	PG_partially_mapped = 16
 };
 
+enum xdp_buff_flags {
+	XDP_FLAGS_HAS_FRAGS = 1,
+	XDP_FLAGS_FRAGS_PF_MEMALLOC = 2
+};
+
 enum desc_state {
 	desc_miss = -1,
 	desc_reserved = 0,
@@ -1428,6 +1433,7 @@ _Static_assert(__builtin_offsetof(struct seqcount_raw_spinlock, seqcount) == 0, 
 _Static_assert(sizeof(struct seqcount_raw_spinlock) == 4, "sizeof(struct seqcount_raw_spinlock)");
 _Static_assert(sizeof(enum pagetype) == 4, "sizeof(enum pagetype)");
 _Static_assert(sizeof(enum pageflags) == 4, "sizeof(enum pageflags)");
+_Static_assert(sizeof(enum xdp_buff_flags) == 4, "sizeof(enum xdp_buff_flags)");
 _Static_assert(sizeof(enum desc_state) == 4, "sizeof(enum desc_state)");
 _Static_assert(sizeof(enum printk_info_flags) == 4, "sizeof(enum printk_info_flags)");
 _Static_assert(sizeof(struct file_operations) == 264, "sizeof(struct file_operations)");

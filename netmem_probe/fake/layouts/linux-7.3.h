@@ -34,6 +34,7 @@ struct ice_repr;
 struct ice_rx_ring;
 struct ice_vsi;
 struct idpf_bufq_set;
+struct idpf_rx_queue;
 struct idpf_rxq_group;
 struct idpf_rxq_set;
 struct idpf_vport;
@@ -1603,6 +1604,11 @@ struct idpf_rxq_group {
 	unsigned char __pad_0[8];
 	union {
 		struct {
+			u16 num_rxq;
+			unsigned char __pad_2[6];
+			struct idpf_rx_queue *rxqs[256];
+		} singleq;
+		struct {
 			u16 num_rxq_sets;
 			u16 num_bufq_sets;
 			unsigned char __pad_4[4];
@@ -1631,6 +1637,38 @@ struct idpf_buf_queue {
 struct idpf_bufq_set {
 	struct idpf_buf_queue bufq;
 	unsigned char __pad_192[64];
+};
+
+struct libeth_xdp_buff_stash {
+	void *data;
+	u16 headroom;
+	u16 len;
+	u32 frame_sz : 24;
+	u32 flags : 8;
+};
+
+struct idpf_rx_queue {
+	unsigned char __pad_0[8];
+	union {
+		struct {
+			struct libeth_fqe *rx_buf;
+			struct page_pool *pp;
+			unsigned char __pad_16[8];
+		};
+	};
+	unsigned long flags[1];
+	u16 idx;
+	u16 desc_count;
+	unsigned char __pad_44[100];
+	union {
+		struct libeth_xdp_buff_stash xdp;
+	};
+	unsigned char __pad_160[160];
+};
+
+struct idpf_rxq_set {
+	struct idpf_rx_queue rxq;
+	unsigned char __pad_320[64];
 };
 
 struct fbnic_net {
@@ -1844,6 +1882,12 @@ enum idpf_queue_flags_t {
 	__IDPF_Q_XDP = 9,
 	__IDPF_Q_XSK = 10,
 	__IDPF_Q_FLAGS_NBITS = 11
+};
+
+enum xdp_buff_flags {
+	XDP_FLAGS_HAS_FRAGS = 1,
+	XDP_FLAGS_FRAGS_PF_MEMALLOC = 2,
+	XDP_FLAGS_FRAGS_UNREADABLE = 4
 };
 
 enum desc_state {
@@ -2571,6 +2615,8 @@ _Static_assert(sizeof(struct idpf_q_vec_rsrc) == 112, "sizeof(struct idpf_q_vec_
 _Static_assert(__builtin_offsetof(struct idpf_vport, dflt_qv_rsrc) == 0, "__builtin_offsetof(struct idpf_vport, dflt_qv_rsrc)");
 _Static_assert(__builtin_offsetof(struct idpf_vport, netdev) == 152, "__builtin_offsetof(struct idpf_vport, netdev)");
 _Static_assert(sizeof(struct idpf_vport) == 512, "sizeof(struct idpf_vport)");
+_Static_assert(__builtin_offsetof(struct idpf_rxq_group, singleq.num_rxq) == 8, "__builtin_offsetof(struct idpf_rxq_group, singleq.num_rxq)");
+_Static_assert(__builtin_offsetof(struct idpf_rxq_group, singleq.rxqs) == 16, "__builtin_offsetof(struct idpf_rxq_group, singleq.rxqs)");
 _Static_assert(__builtin_offsetof(struct idpf_rxq_group, splitq.num_rxq_sets) == 8, "__builtin_offsetof(struct idpf_rxq_group, splitq.num_rxq_sets)");
 _Static_assert(__builtin_offsetof(struct idpf_rxq_group, splitq.num_bufq_sets) == 10, "__builtin_offsetof(struct idpf_rxq_group, splitq.num_bufq_sets)");
 _Static_assert(__builtin_offsetof(struct idpf_rxq_group, splitq.rxq_sets) == 16, "__builtin_offsetof(struct idpf_rxq_group, splitq.rxq_sets)");
@@ -2585,6 +2631,19 @@ _Static_assert(__builtin_offsetof(struct idpf_buf_queue, desc_count) == 56, "__b
 _Static_assert(sizeof(struct idpf_buf_queue) == 192, "sizeof(struct idpf_buf_queue)");
 _Static_assert(__builtin_offsetof(struct idpf_bufq_set, bufq) == 0, "__builtin_offsetof(struct idpf_bufq_set, bufq)");
 _Static_assert(sizeof(struct idpf_bufq_set) == 256, "sizeof(struct idpf_bufq_set)");
+_Static_assert(__builtin_offsetof(struct idpf_rx_queue, rx_buf) == 8, "__builtin_offsetof(struct idpf_rx_queue, rx_buf)");
+_Static_assert(__builtin_offsetof(struct idpf_rx_queue, pp) == 16, "__builtin_offsetof(struct idpf_rx_queue, pp)");
+_Static_assert(__builtin_offsetof(struct idpf_rx_queue, flags) == 32, "__builtin_offsetof(struct idpf_rx_queue, flags)");
+_Static_assert(__builtin_offsetof(struct idpf_rx_queue, idx) == 40, "__builtin_offsetof(struct idpf_rx_queue, idx)");
+_Static_assert(__builtin_offsetof(struct idpf_rx_queue, desc_count) == 42, "__builtin_offsetof(struct idpf_rx_queue, desc_count)");
+_Static_assert(__builtin_offsetof(struct libeth_xdp_buff_stash, data) == 0, "__builtin_offsetof(struct libeth_xdp_buff_stash, data)");
+_Static_assert(__builtin_offsetof(struct libeth_xdp_buff_stash, headroom) == 8, "__builtin_offsetof(struct libeth_xdp_buff_stash, headroom)");
+_Static_assert(__builtin_offsetof(struct libeth_xdp_buff_stash, len) == 10, "__builtin_offsetof(struct libeth_xdp_buff_stash, len)");
+_Static_assert(sizeof(struct libeth_xdp_buff_stash) == 16, "sizeof(struct libeth_xdp_buff_stash)");
+_Static_assert(__builtin_offsetof(struct idpf_rx_queue, xdp) == 144, "__builtin_offsetof(struct idpf_rx_queue, xdp)");
+_Static_assert(sizeof(struct idpf_rx_queue) == 320, "sizeof(struct idpf_rx_queue)");
+_Static_assert(__builtin_offsetof(struct idpf_rxq_set, rxq) == 0, "__builtin_offsetof(struct idpf_rxq_set, rxq)");
+_Static_assert(sizeof(struct idpf_rxq_set) == 384, "sizeof(struct idpf_rxq_set)");
 _Static_assert(__builtin_offsetof(struct fbnic_net, rx) == 2056, "__builtin_offsetof(struct fbnic_net, rx)");
 _Static_assert(__builtin_offsetof(struct fbnic_net, netdev) == 4104, "__builtin_offsetof(struct fbnic_net, netdev)");
 _Static_assert(sizeof(struct fbnic_net) == 5136, "sizeof(struct fbnic_net)");
@@ -2657,6 +2716,7 @@ _Static_assert(sizeof(enum pageflags) == 4, "sizeof(enum pageflags)");
 _Static_assert(sizeof(enum timekeeper_ids) == 4, "sizeof(enum timekeeper_ids)");
 _Static_assert(sizeof(enum virtchnl2_queue_model) == 4, "sizeof(enum virtchnl2_queue_model)");
 _Static_assert(sizeof(enum idpf_queue_flags_t) == 4, "sizeof(enum idpf_queue_flags_t)");
+_Static_assert(sizeof(enum xdp_buff_flags) == 4, "sizeof(enum xdp_buff_flags)");
 _Static_assert(sizeof(enum desc_state) == 4, "sizeof(enum desc_state)");
 _Static_assert(sizeof(enum printk_info_flags) == 4, "sizeof(enum printk_info_flags)");
 _Static_assert(sizeof(enum mlx5e_wqe_frag_flag) == 4, "sizeof(enum mlx5e_wqe_frag_flag)");
