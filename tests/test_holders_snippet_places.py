@@ -422,6 +422,12 @@ def _netdev_list_not_linking_back() -> Tuple[World, List[FakePage], Optional[Cal
     return w, pages, break_prev
 
 
+def _idpf_stash_frame_too_small() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w, pages = _idpf_stash()
+    _objects(w, "struct idpf_rxq_set")[1].value["rxq"]["xdp"]["frame_sz"] = 64
+    return w, pages, None
+
+
 CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = [
     _corrupt_out_of_order,
     _looping_defer_list,
@@ -435,6 +441,7 @@ CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = 
     _netdev_list_not_linking_back,
     _fbnic_page_queue_size_not_a_power_of_two,
     _fbnic_completion_ring_of_another_queue,
+    _idpf_stash_frame_too_small,
 ]
 CORRUPT_IDS = [
     "tcp-ofo-loop",
@@ -449,6 +456,7 @@ CORRUPT_IDS = [
     "dev_base_head-prev",
     "fbnic-ring-size",
     "fbnic-completion-ring",
+    "idpf-stash-frame",
 ]
 
 
