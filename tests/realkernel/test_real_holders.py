@@ -13,16 +13,23 @@ from conftest import run_cli
 from drgn.helpers.linux.mm import virt_to_page
 from drgn.helpers.linux.net import fget, skb_shinfo
 from drgn.helpers.linux.pid import find_task
-from realkernel_dumps import dumps, has_registry, page_size, program, truth
+from realkernel_dumps import SERIES, dumps, has_registry, page_size, program, truth
 from test_drgn_snippets import records, run_snippet, same_records, snippet
 
 from netmem_probe.kernel.drivers import RxRings
-from netmem_probe.kernel.holders import Holder, HolderSearch, page_target, search_words
+from netmem_probe.kernel.holders import (
+    Holder,
+    HolderSearch,
+    make_target,
+    page_target,
+    search_words,
+)
 from netmem_probe.kernel.pages import PpPageScanner
 from netmem_probe.kernel.slab import place_of, referrers, slab_place
 from netmem_probe.kernel.summary import HolderSummary
 from netmem_probe.kernel.walk import Problems
 from netmem_probe.snippets import KEYS
+from netmem_probe.target import open_program
 
 pytestmark = pytest.mark.realkernel
 
@@ -185,6 +192,26 @@ def test_the_holders_script_names_the_module_array_as_json_does(dump):
     if has_registry(prog):  # the scripts walk the page_pools registry (Linux 6.8+)
         theirs = run_snippet(snippet(prog, "holders", *pages), prog)
         assert same_records("holders", theirs, records("holders", result.out), KEYS["holders"])
+
+
+@pytest.mark.parametrize("series", SERIES)
+def test_a_module_list_that_does_not_link_back_is_reported_and_walked_back(series):
+    record = truth(series)
+    if not record.get("pp_test"):
+        pytest.skip(f"{series}: {record.get('pp_test_note') or 'no pp_test module'}")
+    # A Program of its own, to corrupt: the newest module's (pp_test's, at the
+    # list's head) list.next made to point at itself, whose prev is the head.
+    prog = open_program(core=record["dumps"]["elf"], symbols=record["symbols"])
+    first = prog.read_word(prog["modules"].address_)
+    word = first.to_bytes(8, "little")
+    prog.add_memory_segment(first, 8, lambda _a, count, offset, _p: word[offset : offset + count])
+    problems = Problems()
+    targets = [make_target(prog, int(h["page"], 16), problems) for h in record["pp_test"]["held"]]
+    found = HolderSearch(prog, problems).find([t for t in targets if t is not None])
+    assert len(found) == len(targets)
+    for holders in found.values():
+        assert [h.static.module for h in holders if h.static is not None] == ["pp_test"]
+    assert [p.what for p in problems.items] == ["modules"], [str(p) for p in problems.items]
 
 
 def test_the_listed_virtio_pool_is_its_rx_ring_cache_and_sink(summaries):
