@@ -13,6 +13,7 @@ from typing import Callable, List, Optional, Tuple
 import pytest
 from conftest import run_cli
 from test_drgn_snippets import project, run_snippet, snippet
+from test_holders_clones import _freed_clone_below_the_queued_one
 
 from netmem_probe.fake.drivers import (
     FakeBnxt,
@@ -469,3 +470,13 @@ def test_the_holders_script_reports_a_corrupt_queue_as_holders_does(world):
     references, problems = _same_holders_and_problems(w, pages, prog)
     assert problems, "the corruption was not noticed"
     assert references  # the rest is still named
+
+
+def test_the_holders_script_names_the_live_clone_not_a_freed_one():
+    w, page, _, queued, sock = _freed_clone_below_the_queued_one()
+    (frag,) = [h for h in _same_holders(w, [page]) if h["kind"] == "skb-frag"]
+    assert (frag["skb"], frag["sock"], frag["queue"]) == (
+        hex(queued.obj.addr),
+        hex(sock.obj.addr),
+        "receive",
+    )

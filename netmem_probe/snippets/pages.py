@@ -357,8 +357,12 @@ def _define_skbs(s: Snippet) -> None:
 
 
         def skbs_of(shinfos):
-            """The sk_buff of each skb_shared_info (at skb->head + skb->end): found by
-            a search for skb->head values below it."""
+            """
+            The sk_buff of each skb_shared_info (at skb->head + skb->end): found by
+            a search for skb->head values below it.  Of the clones sharing one, the
+            lowest the slab does not record as free: a freed clone keeps its head
+            and end, so it still looks valid.
+            """
             found = {}
             if not shinfos:
                 return found  # no frag found: nothing to search for
@@ -366,8 +370,25 @@ def _define_skbs(s: Snippet) -> None:
             for address, value in search(set(), [(s - MAX_SKB_END, s) for s in shinfos]):
                 skb = Object(prog, "struct sk_buff *", address - head)
                 if valid_skb(skb) and skb_shinfo(skb).value_() in shinfos:
-                    found.setdefault(skb_shinfo(skb).value_(), skb)
-            return found
+                    found.setdefault(skb_shinfo(skb).value_(), []).append(skb)
+            return {shinfo: live_clone(skbs) for shinfo, skbs in found.items()}
+
+
+        def live_clone(skbs):
+            """The lowest of the sk_buffs the slab does not record as free."""
+            skbs = sorted(skbs, key=lambda skb: skb.value_())
+            if len(skbs) > 1:
+                skbs = [skb for skb in skbs if is_free(skb) is not True] or skbs
+            return skbs[0]
+
+
+        def is_free(skb):
+            """Whether the slab records the sk_buff as free; None if not known."""
+            try:
+                info = slab_object_info(prog, skb.value_())
+            except FaultError:
+                return None
+            return None if info is None or info.allocated is None else not info.allocated
 
 
         def skb_at(address, target):
@@ -498,6 +519,7 @@ def _define_skbs(s: Snippet) -> None:
             ("drgn", "Object"),
             ("drgn", "offsetof"),
             ("drgn.helpers.linux.net", "skb_shinfo"),
+            ("drgn.helpers.linux.slab", "slab_object_info"),
         ],
         # Since Linux kernel commit 21d2e6737c97 ("net: add netmem to
         # skb_frag_t") (in v6.9) frags[i].netmem; before, frags[i].bv_page.
