@@ -26,7 +26,7 @@ from netmem_probe.fake.drivers import (
     FakeVirtioNet,
 )
 from netmem_probe.fake.pools import FakePage, FakePagePool
-from netmem_probe.fake.queues import FakeQdisc
+from netmem_probe.fake.queues import FQ_INTERNAL, FakeQdisc
 from netmem_probe.fake.sockets import FakeSkb, FakeSocket
 from netmem_probe.fake.world import World
 from netmem_probe.kernel.drivers.veth import VETH_XDP_FLAG
@@ -364,6 +364,18 @@ def _fq_codel_flows_beyond_bound() -> Tuple[World, List[FakePage], Optional[Call
     return w, pages, None
 
 
+def _fq_rbtree_parent() -> Tuple[World, List[FakePage], Optional[Callable]]:
+    w = World("linux-7.3")
+    dev = w.init_net.netdev("eth0", driver="virtio_net")
+    qdisc = FakeQdisc(w, dev, "fq", handle=0x8001 << 16)
+    pages = FakePagePool(w, netdev=dev).alloc_pages(3)
+    skbs = [FakeSkb(w, [page], dev=dev).obj for page in pages]
+    for skb in skbs:
+        qdisc.enqueue_fq(skb, 1, rbtree=True)
+    w.before_commit(lambda: skbs[0].set("rbnode.__rb_parent_color", 1))  # names no parent
+    return w, pages, None
+
+
 def _looping_gro_list() -> Tuple[World, List[FakePage], Optional[Callable]]:
     w = World("linux-7.3")
     dev = w.init_net.netdev("eth0", driver="virtio_net")
@@ -435,6 +447,7 @@ CORRUPT: List[Callable[[], Tuple[World, List[FakePage], Optional[Callable]]]] = 
     _looping_completion_queue,
     _backlog_not_linking_back,
     _fq_codel_flows_beyond_bound,
+    _fq_rbtree_parent,
     _looping_gro_list,
     _virtio_ring_too_large,
     _veth_ring_too_large,
@@ -450,6 +463,7 @@ CORRUPT_IDS = [
     "completion-queue-loop",
     "backlog-prev",
     "fq-codel-flows",
+    "fq-rbtree-parent",
     "gro-list-loop",
     "virtio_net-ring-size",
     "veth-ring-size",
@@ -480,3 +494,15 @@ def test_the_holders_script_names_the_live_clone_not_a_freed_one():
         hex(sock.obj.addr),
         "receive",
     )
+
+
+def test_the_holders_script_names_an_fq_qdiscs_skbs():
+    w = World("linux-7.3")
+    dev = w.init_net.netdev("eth0", driver="virtio_net")
+    pages = FakePagePool(w, netdev=dev).alloc_pages(4)
+    qdisc = FakeQdisc(w, dev, "fq", handle=0x10 << 16)
+    places = [(FQ_INTERNAL, False), (2, False), (2, True), (5, True)]
+    for page, (flow, rbtree) in zip(pages, places):
+        qdisc.enqueue_fq(FakeSkb(w, [page], dev=dev).obj, flow, rbtree=rbtree)
+    references = _same_holders(w, pages)
+    assert [h["queue"] for h in references] == ["qdisc"] * 4

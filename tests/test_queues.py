@@ -5,7 +5,7 @@ from conftest import run_cli
 
 from netmem_probe.fake.net import NetDevice
 from netmem_probe.fake.pools import FakePagePool
-from netmem_probe.fake.queues import FakeQdisc
+from netmem_probe.fake.queues import FQ_INTERNAL, FakeQdisc
 from netmem_probe.fake.sockets import FakeSkb
 from netmem_probe.fake.world import World
 
@@ -155,5 +155,62 @@ def test_a_corrupt_fq_codel_flow_count_is_reported_not_read(world):
     world.before_commit(corrupt_flow_count)
     got, result = _holders(world, page)
     assert result.code == 4 and "fq_codel" in result.err and "flows_cnt" in result.err
+    (row,) = got[hex(page.netmem)]
+    assert row["queue"] is None
+
+
+def test_an_fq_qdiscs_flows_hold_their_skbs_pages(world):
+    qdisc = FakeQdisc(world, world.eth0, "fq", handle=0x8002 << 16)
+    pages = world.pool.alloc_pages(9)
+    places = [(FQ_INTERNAL, False)] * 2 + [(3, False)] * 2 + [(3, True)] * 3 + [(7, True)] * 2
+    for page, (flow, rbtree) in zip(pages, places):
+        qdisc.enqueue_fq(
+            FakeSkb(world, [page], dev=world.eth0).obj, flow, band=flow % 3, rbtree=rbtree
+        )
+    got, result = _holders(world, *pages)
+    assert result.code == 0, result.err
+    name = "qdisc fq 8002: of eth0"
+    flows = {n: qdisc.fq_flow_objs[n].addr for n in (3, 7)}
+    want = [f"{name}, internal flow"] * 2 + [f"{name}, flow {flows[3]:#x}, band 0"] * 5
+    want += [f"{name}, flow {flows[7]:#x}, band 1"] * 2
+    for page, detail in zip(pages, want):
+        (row,) = got[hex(page.netmem)]
+        # the rbtree's skbs too, whose dev is their rbnode's rb_left
+        assert (row["queue"], row["detail"], row["netdev"]) == ("qdisc", detail, "eth0")
+    summary = _summary(world, world.pool)
+    assert summary["holder-kinds"] == {"qdisc": 9}
+
+
+def test_a_corrupt_fq_flow_rbtree_is_reported_and_the_rest_still_named(world):
+    qdisc = FakeQdisc(world, world.eth0, "fq")
+    pages = world.pool.alloc_pages(4)
+    skbs = [FakeSkb(world, [page]).obj for page in pages]
+    qdisc.enqueue_fq(skbs[0], 1)
+    for skb in skbs[1:]:
+        qdisc.enqueue_fq(skb, 1, rbtree=True)
+
+    def break_a_parent() -> None:  # the rbtree's left node names no parent
+        skbs[1].set("rbnode.__rb_parent_color", 1)
+
+    world.before_commit(break_a_parent)
+    got, result = _holders(world, *pages)
+    assert result.code == 4 and "fq flow rbtree" in result.err and "parent" in result.err
+    # the list's skb and the rbtree's top and right nodes are still named
+    named = [p for p in pages if got[hex(p.netmem)][0]["queue"] == "qdisc"]
+    assert named == [pages[0], pages[2], pages[3]]
+
+
+def test_an_impossible_fq_tree_count_is_reported_not_read(world):
+    qdisc = FakeQdisc(world, world.eth0, "fq")
+    page = world.pool.alloc_pages(1)[0]
+    qdisc.enqueue_fq(FakeSkb(world, [page]).obj, 2)
+
+    def corrupt_tree_count() -> None:
+        assert qdisc.data is not None  # fq's private data, made by then
+        qdisc.data.set("fq_trees_log", 40)
+
+    world.before_commit(corrupt_tree_count)
+    got, result = _holders(world, page)
+    assert result.code == 4 and "fq_trees_log 40" in result.err
     (row,) = got[hex(page.netmem)]
     assert row["queue"] is None

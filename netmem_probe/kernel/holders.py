@@ -676,7 +676,7 @@ class HolderSearch:
                 skb=skb_address,
                 frag=frag,
                 queue=place.queue,
-                netdev=self._netdev_name(skb["dev"]),
+                netdev=place.netdev or self._netdev_name(skb["dev"]),
                 detail=place.detail,
             )
         sock, queue = self._owner(skb_address, skb)

@@ -13,9 +13,11 @@ qdisc with a handle, such as the child of a ``tbf``).  Of each qdisc:
 - ``defer_list``, skbs waiting to be enqueued by the CPU that holds the qdisc
   (Linux kernel commit 100dfa74cad9 ("net: dev_queue_xmit() llist
   adoption"), v6.19), a chain through ``skb->ll_node``;
-- the private queues of ``pfifo_fast`` (three bands, each an ``skb_array``)
-  and ``fq_codel`` (``flows[0:flows_cnt]``, each a chain from ``head``
-  through ``skb->next``), in ``qdisc_priv()``: the ``privdata`` member.
+- the private queues of ``pfifo_fast`` (three bands, each an ``skb_array``),
+  ``fq_codel`` (``flows[0:flows_cnt]``, each a chain from ``head``
+  through ``skb->next``) and ``fq`` (its ``internal`` flow and the flows of
+  the ``fq_root`` rbtrees, each a chain from ``head`` plus an rbtree of skbs
+  ``t_root``), in ``qdisc_priv()``: the ``privdata`` member.
 
 Walks are bounded; a list that loops or does not link back is reported.
 """
@@ -34,14 +36,17 @@ from netmem_probe.kernel.walk import (
     hlist_nodes,
     list_nodes,
     ptr_ring_entries,
+    rb_nodes,
     read_words,
     wrap,
 )
 
-__all__ = ("MAX_FQ_CODEL_FLOWS", "Qdiscs")
+__all__ = ("MAX_FQ_CODEL_FLOWS", "MAX_FQ_TREES_LOG", "Qdiscs")
 
 #: fq_codel_change() refuses more than 65536 flows.
 MAX_FQ_CODEL_FLOWS = 1 << 16
+#: fq_change() refuses more than 256K flow trees (TCA_FQ_BUCKETS_LOG 1..18).
+MAX_FQ_TREES_LOG = 18
 #: tx queues read per netdev (a corrupt num_tx_queues).
 MAX_TX_QUEUES = 1 << 12
 
@@ -53,6 +58,7 @@ class Qdiscs:
         self.prog = prog
         self.problems = problems
         self.by_skb: Dict[int, SkbPlace] = {}
+        self.dev: Optional[str] = None
         try:
             dev_type = prog.type("struct net_device")
             self.q_type = prog.type("struct Qdisc")
@@ -77,6 +83,9 @@ class Qdiscs:
             self.q_hash = drgn.offsetof(self.q_type, "hash")
         self.ll_node_at = (
             drgn.offsetof(skb_type, "ll_node") if member_exists(skb_type, "ll_node") else None
+        )
+        self.rbnode_at = (
+            drgn.offsetof(skb_type, "rbnode") if member_exists(skb_type, "rbnode") else None
         )
         self.priv = (
             drgn.offsetof(self.q_type, "privdata")
@@ -127,6 +136,7 @@ class Qdiscs:
             return
         kind = kind if kind and kind.isprintable() else "?"
         name = f"qdisc {kind} {handle >> 16:x}: of {dev}"
+        self.dev = dev if dev != "?" else None  # the device of the skbs _add() names
         for member in ("gso_skb", "skb_bad_txq"):
             if member_exists(self.q_type, member):
                 head = qdisc + drgn.offsetof(self.q_type, member)
@@ -150,10 +160,12 @@ class Qdiscs:
             self._pfifo_fast(qdisc + self.priv, name)
         elif kind == "fq_codel":
             self._fq_codel(qdisc + self.priv, name)
+        elif kind == "fq":
+            self._fq(qdisc + self.priv, name)
 
     def _add(self, skbs: List[int], detail: str) -> None:
         for skb in skbs:
-            self.by_skb.setdefault(skb, SkbPlace("qdisc", detail))
+            self.by_skb.setdefault(skb, SkbPlace("qdisc", detail, self.dev))
 
     def _pfifo_fast(self, priv: int, name: str) -> None:
         """pfifo_fast's three bands, each a ``struct skb_array`` (a ``ptr_ring``)."""
@@ -220,3 +232,77 @@ class Qdiscs:
                 at = flows + flow * stride + head_at
                 skbs = chain(self.prog, first, self.next_at, "fq_codel flow", at, self.problems)
                 self._add(skbs, f"{name}, flow {flow}")
+
+    def _fq(self, priv: int, name: str) -> None:
+        """
+        fq's flows: ``internal`` (the fast path's, unhashed) and every flow
+        of the ``fq_root[0:1 << fq_trees_log]`` rbtrees (``fq_node``), which
+        hold every other flow, empty or throttled ones included.
+        """
+        prog = self.prog
+        try:
+            data_type = prog.type("struct fq_sched_data")
+            flow_type = prog.type("struct fq_flow")
+        except LookupError:
+            return  # sch_fq's types not loaded (no sch_fq.ko debug info or BTF)
+        try:
+            roots = prog.read_word(wrap(priv + drgn.offsetof(data_type, "fq_root")))
+            log = prog.read_u8(wrap(priv + drgn.offsetof(data_type, "fq_trees_log")))
+        except drgn.FaultError as e:
+            self.problems.fault("fq", priv, e)
+            return
+        self._fq_flow(priv + drgn.offsetof(data_type, "internal"), flow_type, name, internal=True)
+        if not roots:
+            return
+        if log > MAX_FQ_TREES_LOG:
+            self.problems.add("fq", priv, f"fq_trees_log {log} beyond {MAX_FQ_TREES_LOG}")
+            return
+        try:
+            tops = read_words(prog, roots, 1 << log)  # struct rb_root is one pointer
+        except drgn.FaultError as e:
+            self.problems.fault("fq flow trees", roots, e)
+            return
+        fq_node = drgn.offsetof(flow_type, "fq_node")
+        for top in tops:
+            if top:
+                for node in rb_nodes(prog, top, what="fq flow tree", problems=self.problems):
+                    self._fq_flow(node - fq_node, flow_type, name, internal=False)
+
+    def _fq_flow(self, flow: int, flow_type: drgn.Type, name: str, internal: bool) -> None:
+        """
+        The skbs of one fq flow, named "internal flow" or "flow ADDRESS, band
+        B": the chain from ``head`` and the rbtree ``t_root``.
+        """
+        prog = self.prog
+        try:
+            head = prog.read_word(wrap(flow + drgn.offsetof(flow_type, "head")))
+            # Since Linux kernel commit eeb84aa0d0af ("net_sched: sch_fq: do not
+            # assume EDT packets are ordered") (in v5.2) an skb that leaves
+            # earlier than the flow's tail waits in the rbtree t_root instead.
+            top = (
+                prog.read_word(wrap(flow + drgn.offsetof(flow_type, "t_root.rb_node")))
+                if member_exists(flow_type, "t_root")
+                else 0
+            )
+            # Since Linux kernel commit 29f834aa326e ("net_sched: sch_fq: add 3
+            # bands and WRR scheduling") (in v6.7) a flow is served in one band.
+            band = (
+                prog.read_u32(wrap(flow + drgn.offsetof(flow_type, "band")))
+                if member_exists(flow_type, "band")
+                else None
+            )
+        except drgn.FaultError as e:
+            self.problems.fault("fq flow", flow, e)
+            return
+        if internal:  # fq_enqueue() gives the internal flow no band
+            detail = f"{name}, internal flow"
+        else:
+            detail = f"{name}, flow {flow:#x}" + ("" if band is None else f", band {band}")
+        skbs = chain(prog, head, self.next_at, "fq flow", flow, self.problems) if head else []
+        if top:
+            if self.rbnode_at is None:
+                self.problems.add("fq flow", flow, "no sk_buff.rbnode in the types")
+            else:
+                nodes = rb_nodes(prog, top, what="fq flow rbtree", problems=self.problems)
+                skbs += [node - self.rbnode_at for node in nodes]
+        self._add(skbs, detail)

@@ -37,10 +37,15 @@ MAX_CPU_SKBS = 1 << 16
 
 
 class SkbPlace(NamedTuple):
-    """Where an skb waits: ``queue`` names the kind, ``detail`` the place."""
+    """
+    Where an skb waits: ``queue`` names the kind, ``detail`` the place;
+    ``netdev`` the device it waits to leave by, where the place tells it (a
+    qdisc's), not the skb (whose ``dev`` an rbtree's node may overlay).
+    """
 
     queue: str
     detail: str
+    netdev: Optional[str] = None
 
 
 def _cpus(prog: Program) -> List[int]:

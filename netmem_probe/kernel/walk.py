@@ -30,6 +30,7 @@ __all__ = (
     "list_nodes",
     "ptr_ring_entries",
     "ptr_ring_slots",
+    "rb_nodes",
     "read_pointer",
     "read_words",
     "wrap",
@@ -450,3 +451,45 @@ def ptr_ring_entries(
         return []
     words = read_words(prog, queue, size)
     return [words[slot] for slot in slots]
+
+
+def rb_nodes(
+    prog: Program, root: int, *, what: str, problems: Problems, limit: int = MAX_LIST_STEPS
+) -> List[int]:
+    """
+    The ``struct rb_node`` addresses of the rbtree whose top node is
+    ``root`` (the value of an ``rb_root``'s ``rb_node``), parents before
+    children.  A child whose parent pointer is not the node it hangs from
+    (a loop, a node of another tree), an unreadable node or more than
+    ``limit`` nodes is reported under ``what`` and not followed further;
+    the rest of the tree still is.
+    """
+    rb_type = prog.type("struct rb_node")
+    word = word_size(prog)
+    parent_at, right_at, left_at = (
+        drgn.offsetof(rb_type, m) // word for m in ("__rb_parent_color", "rb_right", "rb_left")
+    )
+    count = max(parent_at, right_at, left_at) + 1
+    nodes: List[int] = []
+    seen: Set[int] = set()
+    pending = [(root, 0)]  # (node, the parent it must name)
+    while pending:
+        node, parent = pending.pop()
+        if node in seen:
+            problems.add(what, node, "tree loops")
+            continue
+        if len(nodes) >= limit:
+            problems.add(what, root, f"more than {limit} nodes (corrupt?)")
+            break
+        seen.add(node)
+        try:
+            words = read_words(prog, node, count)
+        except drgn.FaultError as e:
+            problems.fault(what, node, e)
+            continue
+        if words[parent_at] & ~3 != parent:
+            problems.add(what, node, f"parent is {words[parent_at] & ~3:#x}, not {parent:#x}")
+            continue
+        nodes.append(node)
+        pending += [(words[at], node) for at in (right_at, left_at) if words[at]]
+    return nodes

@@ -371,9 +371,11 @@ def _define_private_queues(s: Snippet) -> None:
         "private_queues",
         '''
         def private_queues(q):
-            """The skbs in the private data (qdisc_priv()) of a pfifo_fast or
-            fq_codel qdisc: pfifo_fast's three bands, each a ptr_ring; fq_codel's
-            flows[0:flows_cnt], each a chain from head through skb->next."""
+            """The skbs in the private data (qdisc_priv()) of a pfifo_fast,
+            fq_codel or fq qdisc: pfifo_fast's three bands, each a ptr_ring; fq_codel's
+            flows[0:flows_cnt], each a chain from head through skb->next; fq's
+            internal flow and the flows of its fq_root trees, each a chain from
+            head and an rbtree of skbs (t_root)."""
             skbs = []
             kind = q.ops.id.string_().decode(errors="replace") if q.ops else ""
             priv = q.privdata.address_
@@ -409,11 +411,72 @@ def _define_private_queues(s: Snippet) -> None:
                                 fault("fq_codel flows", flows, e)
                                 break
                             skbs += chain(first, NEXT, "fq_codel flow", head.address_)
+                elif kind == "fq":
+                    data = Object(prog, "struct fq_sched_data", address=priv)
+                    flows = [data.internal.address_]
+                    try:
+                        roots, log = data.fq_root.value_(), data.fq_trees_log.value_()
+                    except FaultError as e:
+                        fault("fq", priv, e)
+                        roots = log = 0
+                    if roots and log > 18:  # fq_change() refuses more than 256K trees
+                        problem("fq", priv, f"fq_trees_log {log} beyond 18")
+                    elif roots:
+                        at = offsetof(prog.type("struct fq_flow"), "fq_node")
+                        for i in range(1 << log):
+                            try:
+                                top = prog.read_word(roots + i * WORD)
+                            except FaultError as e:
+                                fault("fq flow trees", roots, e)
+                                break
+                            flows += [n - at for n in rb_nodes(top, "fq flow tree")]
+                    at = offsetof(prog.type("struct sk_buff"), "rbnode")
+                    for flow in flows:
+                        flow = Object(prog, "struct fq_flow", address=flow)
+                        try:
+                            first, top = flow.head.value_(), flow.t_root.rb_node.value_()
+                        except FaultError as e:
+                            fault("fq flow", flow.address_, e)
+                            continue
+                        skbs += chain(first, NEXT, "fq flow", flow.address_)
+                        skbs += [n - at for n in rb_nodes(top, "fq flow rbtree")]
             except LookupError:
                 pass  # no types for this qdisc
             return [skb for skb in skbs if skb]
+
+
+        def rb_nodes(top, what):
+            """
+            The nodes of an rbtree from the address of its top node, parents first.
+            A child whose parent pointer is not its parent, a loop or an unreadable
+            node is reported as what and not followed; more than MAX_QUEUE_SKBS
+            nodes ends the walk.
+            """
+            nodes, seen, pending = [], set(), [(top, 0)] if top else []
+            while pending:
+                node, parent = pending.pop()
+                if node in seen:
+                    problem(what, node, "tree loops")
+                    continue
+                if len(nodes) >= MAX_QUEUE_SKBS:
+                    problem(what, top, f"more than {MAX_QUEUE_SKBS} nodes (corrupt?)")
+                    break
+                seen.add(node)
+                try:
+                    rb = Object(prog, "struct rb_node", address=node)
+                    up = rb.__rb_parent_color.value_() & ~3
+                    right, left = rb.rb_right.value_(), rb.rb_left.value_()
+                except FaultError as e:
+                    fault(what, node, e)
+                    continue
+                if up != parent:
+                    problem(what, node, f"parent is {up:#x}, not {parent:#x}")
+                    continue
+                nodes.append(node)
+                pending += [(child, node) for child in (right, left) if child]
+            return nodes
         ''',
-        [("drgn", "FaultError"), ("drgn", "Object")],
+        [("drgn", "FaultError"), ("drgn", "Object"), ("drgn", "offsetof")],
     )
 
 

@@ -179,8 +179,8 @@ STRUCTS = {
     "struct softnet_data": ["process_queue", "completion_queue", "input_pkt_queue", "defer_list"],
     "struct skb_defer_node": ALL,
     "struct napi_alloc_cache": ["skb_count", "skb_cache"],
-    # qdiscs (kernel/qdisc.py): every qdisc's own queues, pfifo_fast's bands
-    # and fq_codel's flows
+    # qdiscs (kernel/qdisc.py): every qdisc's own queues, pfifo_fast's bands,
+    # fq_codel's flows and fq's
     "struct netdev_queue": ["qdisc", "qdisc_sleeping"],
     "struct Qdisc": [
         "ops",
@@ -198,6 +198,10 @@ STRUCTS = {
     "struct skb_array": ALL,
     "struct fq_codel_sched_data": ["flows", "flows_cnt"],
     "struct fq_codel_flow": ["head", "tail"],
+    # sch_fq (sch_fq.ko): the internal flow and the flow trees, each flow a
+    # list of skbs and an rbtree of skbs
+    "struct fq_sched_data": ["fq_root", "fq_trees_log", "internal"],
+    "struct fq_flow": ["t_root", "head", "tail", "fq_node", "band"],
     "struct rb_node": ALL,
     # processes and their sockets (kernel/actors.py)
     "struct task_struct": ["tasks", "tgid", "comm", "files", "nsproxy"],
