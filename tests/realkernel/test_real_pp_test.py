@@ -112,3 +112,29 @@ def test_the_datagrams_nobody_read_are_on_the_sinks_receive_queues(series, kind)
     datagrams = pp["datagrams"]
     assert kinds.get("socket-receive") == datagrams["pool0"] - datagrams["pool0-read-back"]
     assert "skb" not in kinds, kinds
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_the_pages_waiting_in_an_fq_qdisc_are_held_by_its_flows(series, kind):
+    pp = _pp_test(series)
+    sent = pp["datagrams"].get("pool3-fq")
+    if not sent:
+        pytest.skip(
+            f"no pages in an fq qdisc on the {series} dump: {pp.get('fq', 'it predates them')}"
+        )
+    (pool,) = [p for p in pp["pools"] if p["n"] == 3]
+    result = run_cli("pool", pool["address"], "--holders", "--json", program=program(series, kind))
+    holders = result.json()["holders"]
+    kinds = holders["holder-kinds"]
+    # Every datagram the module sent out of pptest1 waits in its fq qdisc (its
+    # tx queue stopped): on 7.3 the first ones in the fast path's internal
+    # flow, the rest in one flow, the first of them on its list and the others,
+    # each stamped to leave earlier than the one before, in its rbtree.
+    assert kinds.pop("qdisc") == sent, (holders, pp["fq"])
+    assert (
+        set(kinds) <= {"pool-cache", "pool-ring"} and sum(kinds.values()) + sent == pool["inflight"]
+    ), holders
+    fq = [r for r in holders["release"] if r["action"].startswith("the qdisc sending it")]
+    assert sum(r["pages"] for r in fq) == sent
+    assert all(r["action"].startswith("the qdisc sending it (qdisc fq ") for r in fq), fq
+    assert all("of pptest1" in r["action"] for r in fq) and len(fq) <= 2, fq

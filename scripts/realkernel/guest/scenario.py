@@ -457,7 +457,10 @@ def run_pp_test():
     array and gets some back in its ring; pool 1 hands out pages and is
     destroyed while they are out; pool 2's pages wait in pptest0's qdisc, its
     tx queue stopped (one requeued as the qdisc's gso_skb, the rest in the
-    default qdisc's queue).  Returns the module's own account.
+    default qdisc's queue); pool 3's wait in pptest1's fq qdisc, its tx queue
+    stopped too: the first ones in fq's fast-path flow (``internal``), the
+    rest, stamped to leave each earlier than the one before, in one flow's
+    list (the first) and time-ordered rbtree.  Returns the module's own account.
     """
     fd = os.open(CFG["pp_test_ko"], os.O_RDONLY)
     try:
@@ -467,7 +470,12 @@ def run_pp_test():
             raise OSError(e, "finit_module(%s): %s" % (CFG["pp_test_ko"], os.strerror(e)))
     finally:
         os.close(fd)
-    ipb(["addr add %s/24 dev pptest0" % PP_DST, "link set pptest0 up"])
+    try:  # no IPv6 autoconf packets in pptest1's qdisc beside pool 3's
+        with open("/proc/sys/net/ipv6/conf/pptest1/disable_ipv6", "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+    ipb(["addr add %s/24 dev pptest0" % PP_DST, "link set pptest0 up", "link set pptest1 up"])
     s = sink(None, PP_DST, PP_PORT)
     rx0, hold0, back0, rx1 = 24, 8, 8, 16
     pp_cmd("pool 0")
@@ -488,6 +496,20 @@ def run_pp_test():
         qdisc = sh("tc", "-s", "qdisc", "show", "dev", "pptest0", check=False)
     except OSError as e:
         qdisc = "tc: %s" % e
+    # sch_fq (a module: make-vmcore loads it) as pptest1's root qdisc
+    fast3, timed3 = 4, 6
+    pp_cmd("pool 3")
+    try:
+        sh("tc", "qdisc", "replace", "dev", "pptest1", "root", "fq")
+        fq = sh("tc", "qdisc", "show", "dev", "pptest1")
+    except (OSError, RuntimeError) as e:
+        fq = "tc: %s" % e
+    fq3 = None
+    if fq.startswith("qdisc fq "):
+        pp_cmd("tx 3 %d 1" % fast3)
+        pp_cmd("tx 3 %d 1 1000" % timed3)
+        fq3 = fast3 + timed3
+        fq = sh("tc", "-s", "qdisc", "show", "dev", "pptest1", check=False)
     with open(PP_PARAMS + "state") as f:
         state = f.read()
     pools, held_pages = [], []
@@ -511,8 +533,15 @@ def run_pp_test():
         "held": held_pages,
         "sink": meminfo(s),
         "ifindex": ifindex("init_net", "pptest0"),
-        "datagrams": {"pool0": rx0, "pool0-read-back": back0, "pool1": rx1, "pool2-qdisc": tx2},
+        "datagrams": {
+            "pool0": rx0,
+            "pool0-read-back": back0,
+            "pool1": rx1,
+            "pool2-qdisc": tx2,
+            "pool3-fq": fq3,
+        },
         "qdisc": qdisc,
+        "fq": fq,
         "sink_queued": rx0 - back0 + rx1,
     }
     log("pp_test: %s" % json.dumps(res)[:400])

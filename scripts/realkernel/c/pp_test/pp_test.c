@@ -3,9 +3,9 @@
  * pp_test: a page-pool user for netmem-probe's real-kernel tier, on kernels
  * whose in-tree drivers make no page pool under QEMU (Debian 12's 6.1).
  *
- * It registers an Ethernet device "pptest0" (what a driver would own) and
- * drives page pools on it as a driver does, by commands written to
- * /sys/module/pp_test/parameters/cmd:
+ * It registers two Ethernet devices, "pptest0" (what a driver would own) and
+ * "pptest1" (a second device to send from), and drives page pools on pptest0
+ * as a driver does, by commands written to /sys/module/pp_test/parameters/cmd:
  *
  *   pool N        create pool N (0..3) on pptest0
  *   rx N COUNT    COUNT UDP datagrams to DST:PORT (param dst/port), each with
@@ -13,10 +13,15 @@
  *                 received on pptest0 like a NIC's rx (netif_rx)
  *   hold N COUNT  COUNT pages of pool N kept in the module's own array
  *                 (a driver's rx ring)
- *   tx N COUNT    stop pptest0's tx queues (as a driver whose ring is full
- *                 does), then send COUNT UDP datagrams from SRC to DST:PORT
- *                 out of pptest0, each with its payload in a page of pool N:
- *                 they wait in the device's qdisc (the first requeued)
+ *   tx N COUNT [D [STEP]]
+ *                 stop pptestD's tx queues (D 0 or 1, default 0; as a driver
+ *                 whose ring is full does), then send COUNT UDP datagrams
+ *                 from SRC to DST:PORT out of pptestD, each with its payload
+ *                 in a page of pool N: they wait in the device's qdisc.  With
+ *                 STEP (microseconds), datagram i is stamped to leave
+ *                 (COUNT - i) * STEP from now (skb->tstamp, as SO_TXTIME
+ *                 does): each earlier than the one before, which sch_fq
+ *                 keeps in its flow's time-ordered rbtree
  *   destroy N     page_pool_destroy() of pool N, whatever is still out
  *
  * /sys/module/pp_test/parameters/state prints the truth, one line each:
@@ -43,7 +48,7 @@
 #define PAYLOAD 1000
 #define HLEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
 
-static struct net_device *ppdev;
+static struct net_device *ppdev, *ppdev1;
 static struct page_pool *pools[NPOOLS];
 static bool destroyed[NPOOLS];
 static struct page *held[NHELD];
@@ -146,7 +151,8 @@ static int rx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
 	return 0;
 }
 
-static int tx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
+static int tx_one(struct page_pool *pool, struct net_device *dev, __be32 saddr, __be32 daddr,
+		  int seq, u64 tstamp)
 {
 	struct page *page = page_pool_dev_alloc_pages(pool);
 	struct sk_buff *skb;
@@ -163,24 +169,28 @@ static int tx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
 	skb_reset_mac_header(skb);
 	eth = skb_put(skb, sizeof(*eth));
 	eth_broadcast_addr(eth->h_dest);
-	ether_addr_copy(eth->h_source, ppdev->dev_addr);
+	ether_addr_copy(eth->h_source, dev->dev_addr);
 	eth->h_proto = htons(ETH_P_IP);
 	put_ip_udp(skb, saddr, daddr, seq);
 	memset(page_address(page), 't', PAYLOAD);
 	skb_add_rx_frag(skb, 0, page, 0, PAYLOAD, PAGE_SIZE);
 	skb_mark_for_recycle(skb);
 	skb->protocol = htons(ETH_P_IP);
-	skb->dev = ppdev;
+	skb->dev = dev;
+	skb->tstamp = ns_to_ktime(tstamp);
 	return dev_queue_xmit(skb) == NET_XMIT_SUCCESS ? 0 : -ENOBUFS;
 }
 
 static int do_cmd(const char *buf)
 {
 	char word[16];
-	int n = -1, count = 0, i, err = 0;
+	int n = -1, count = 0, d = 0, step = 0, i, err = 0;
+	struct net_device *dev;
 	__be32 saddr, daddr;
+	u64 now;
 
-	if (sscanf(buf, "%15s %d %d", word, &n, &count) < 2 || n < 0 || n >= NPOOLS)
+	if (sscanf(buf, "%15s %d %d %d %d", word, &n, &count, &d, &step) < 2 || n < 0 ||
+	    n >= NPOOLS || d < 0 || d > 1 || step < 0)
 		return -EINVAL;
 	if (!strcmp(word, "pool"))
 		return pool_create(n);
@@ -208,12 +218,15 @@ static int do_cmd(const char *buf)
 		return 0;
 	}
 	if (!strcmp(word, "tx")) {
-		netif_tx_stop_all_queues(ppdev);
+		dev = d ? ppdev1 : ppdev;
+		netif_tx_stop_all_queues(dev);
 		saddr = in_aton(dst);
 		daddr = in_aton(src);
+		now = ktime_get_ns();
 		for (i = 0; i < count && !err; i++) {
 			local_bh_disable();
-			err = tx_one(pools[n], saddr, daddr, i);
+			err = tx_one(pools[n], dev, saddr, daddr, i,
+				     step ? now + (u64)(count - i) * step * NSEC_PER_USEC : 0);
 			local_bh_enable();
 		}
 		return err;
@@ -269,18 +282,34 @@ static void pp_setup(struct net_device *dev)
 	dev->features |= NETIF_F_SG;
 }
 
-static int __init pp_init(void)
+static struct net_device *pp_register(void)
 {
+	struct net_device *dev = alloc_netdev(0, "pptest%d", NET_NAME_ENUM, pp_setup);
 	int err;
 
-	ppdev = alloc_netdev(0, "pptest%d", NET_NAME_ENUM, pp_setup);
-	if (!ppdev)
-		return -ENOMEM;
-	eth_hw_addr_random(ppdev);
-	err = register_netdev(ppdev);
-	if (err)
+	if (!dev)
+		return ERR_PTR(-ENOMEM);
+	eth_hw_addr_random(dev);
+	err = register_netdev(dev);
+	if (err) {
+		free_netdev(dev);
+		return ERR_PTR(err);
+	}
+	return dev;
+}
+
+static int __init pp_init(void)
+{
+	ppdev = pp_register();
+	if (IS_ERR(ppdev))
+		return PTR_ERR(ppdev);
+	ppdev1 = pp_register();
+	if (IS_ERR(ppdev1)) {
+		unregister_netdev(ppdev);
 		free_netdev(ppdev);
-	return err;
+		return PTR_ERR(ppdev1);
+	}
+	return 0;
 }
 
 /* No module_exit: pages still out hold the pools, so the module stays. */
