@@ -188,8 +188,8 @@ class FakeQdisc:
         flow) of ``band``: on its list, or with ``rbtree`` in its rbtree
         ``t_root`` (an skb leaving earlier than the list's tail).
         """
-        entry = self.fq_flows.setdefault(flow, (band, [], []))
-        entry[2 if rbtree else 1].append(skb)
+        _, listed, timed = self.fq_flows.setdefault(flow, (band, [], []))
+        (timed if rbtree else listed).append(skb)
         if rbtree:
             # Run after the skb's own commit hook: next, prev and dev are the
             # rbnode's, written with the tree.
