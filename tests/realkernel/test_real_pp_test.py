@@ -138,3 +138,26 @@ def test_the_pages_waiting_in_an_fq_qdisc_are_held_by_its_flows(series, kind):
     assert sum(r["pages"] for r in fq) == sent
     assert all(r["action"].startswith("the qdisc sending it (qdisc fq ") for r in fq), fq
     assert all("of pptest1" in r["action"] for r in fq) and len(fq) <= 2, fq
+
+
+@pytest.mark.parametrize("series,kind", DUMPS)
+def test_the_pages_held_in_a_cpus_backlog_are_named_by_it(series, kind):
+    pp = _pp_test(series)
+    backlog = pp.get("backlog")
+    if not backlog or backlog.get("cpu") is None:
+        pytest.skip(f"no pages held in a backlog on the {series} dump: {backlog}")
+    # pp_test's work item received them on that CPU with its bottom halves off
+    # and kept them off for hold_ms, long past the host's stop.
+    assert backlog["queued"] == backlog["staged"] and not backlog["done_at_check"], backlog
+    (pool,) = [p for p in pp["pools"] if p["n"] == backlog["pool"]]
+    prog = program(series, kind)
+    result = run_cli("pool", pool["address"], "--holders", "--json", program=prog)
+    kinds = result.json()["holders"]["holder-kinds"]
+    assert kinds.pop("backlog") == backlog["queued"], (kinds, backlog)
+    assert set(kinds) <= {"pool-cache", "pool-ring"}, kinds
+    assert sum(kinds.values()) + backlog["queued"] == pool["inflight"]
+    lines = run_cli("pages", "--pool", pool["address"], "--json", program=prog).out.splitlines()
+    out = [r["page"] for r in map(json.loads, lines) if r["where"] == "out"]
+    records = run_cli("holders", "--json", *out, program=prog).json()
+    details = {h["detail"] for r in records for h in r["holders"] if h["queue"] == "backlog"}
+    assert details == {f"backlog of CPU {backlog['cpu']} (input_pkt_queue)"}, records

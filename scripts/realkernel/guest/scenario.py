@@ -442,6 +442,8 @@ def ksym(name):
 NR_FINIT_MODULE = 313
 PP_PARAMS = "/sys/module/pp_test/parameters/"
 PP_DST, PP_SRC, PP_PORT = "10.99.0.1", "10.99.0.2", 7000
+# pool 4's pages held in a CPU's backlog through the dump (hold_backlog())
+BACKLOG_POOL, BACKLOG_PAGES, BACKLOG_CPU, BACKLOG_MS = 4, 8, 1, 5000
 
 
 def pp_cmd(text):
@@ -510,6 +512,9 @@ def run_pp_test():
         pp_cmd("tx 3 %d 1 1000" % timed3)
         fq3 = fast3 + timed3
         fq = sh("tc", "-s", "qdisc", "show", "dev", "pptest1", check=False)
+    # pool 4: pages the module keeps until hold_backlog() puts them in a backlog
+    pp_cmd("pool %d" % BACKLOG_POOL)
+    pp_cmd("stage %d %d" % (BACKLOG_POOL, BACKLOG_PAGES))
     with open(PP_PARAMS + "state") as f:
         state = f.read()
     pools, held_pages = [], []
@@ -546,6 +551,43 @@ def run_pp_test():
     }
     log("pp_test: %s" % json.dumps(res)[:400])
     return res
+
+
+def hold_backlog():
+    """
+    Right before the dump: pp_test's work item on CPU BACKLOG_CPU receives the
+    pages it staged for pool BACKLOG_POOL on pptest0 with that CPU's bottom
+    halves off, so they wait in its backlog (input_pkt_queue) for BACKLOG_MS,
+    long past the host's stop (it stops the guest as soon as "ready" appears,
+    polling every 0.1 s).  This process moves to another CPU first.  Returns
+    what the module says it queued, and when.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if BACKLOG_CPU not in cpus or len(cpus) < 2:
+        return {"pool": BACKLOG_POOL, "cpu": None, "queued": None, "note": "CPUs %s" % cpus}
+    os.sched_setaffinity(0, [c for c in cpus if c != BACKLOG_CPU])
+    t0 = uptime()
+    pp_cmd("backlog %d %d %d" % (BACKLOG_POOL, BACKLOG_MS, BACKLOG_CPU))
+
+    def line():
+        with open(PP_PARAMS + "state") as f:
+            for text in f.read().splitlines():
+                w = text.split()
+                if w[0] == "backlog" and int(w[2]) >= 0:
+                    return {"queued": int(w[2]), "done": w[3] == "1"}
+        return None
+
+    wait_for(line, 5, "pp_test's backlog work", interval=0.01)
+    got = line()
+    return {
+        "pool": BACKLOG_POOL,
+        "cpu": BACKLOG_CPU,
+        "hold_ms": BACKLOG_MS,
+        "staged": BACKLOG_PAGES,
+        "queued": got["queued"],
+        "done_at_check": got["done"],
+        "queued_after_s": round(uptime() - t0, 3),
+    }
 
 
 def netlink_all(with_links=True):
@@ -1014,6 +1056,10 @@ def main():
                     ],
                 )
             )
+    if pp_test:
+        with step("pp-test-backlog"):
+            pp_test["backlog"] = hold_backlog()
+            log("pp_test backlog: %s" % pp_test["backlog"])
     truth = {
         "init": init,
         "netns": ns_dump,

@@ -13,6 +13,14 @@
  *                 received on pptest0 like a NIC's rx (netif_rx)
  *   hold N COUNT  COUNT pages of pool N kept in the module's own array
  *                 (a driver's rx ring)
+ *   stage N COUNT COUNT pages of pool N kept for "backlog" (at most 16)
+ *   backlog N MS CPU
+ *                 a work item on CPU (0 or 1) that, with bottom halves off,
+ *                 receives the pages "stage" kept, each in a UDP datagram
+ *                 to DST:PORT on pptest0 (netif_rx): they wait in that CPU's
+ *                 backlog (softnet_data.input_pkt_queue) for MS
+ *                 milliseconds (at most 10000: the soft-lockup detector
+ *                 speaks after 20 s), then its NET_RX softirq delivers them
  *   tx N COUNT [D [STEP]]
  *                 stop pptestD's tx queues (D 0 or 1, default 0; as a driver
  *                 whose ring is full does), then send COUNT UDP datagrams
@@ -27,6 +35,8 @@
  * /sys/module/pp_test/parameters/state prints the truth, one line each:
  *   pool N ADDRESS hold RELEASE_CNT destroyed
  *   held N PAGE
+ *   backlog CPU QUEUED DONE   (QUEUED: datagrams netif_rx took; DONE: 1
+ *                             once bottom halves are back on)
  */
 #include <linux/etherdevice.h>
 #include <linux/inet.h>
@@ -43,8 +53,10 @@
 #include <net/page_pool.h>
 #endif
 
-#define NPOOLS 4
+#define NPOOLS 5
 #define NHELD 64
+#define NSTAGED 16
+#define MAX_BACKLOG_MS 10000
 #define PAYLOAD 1000
 #define HLEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
 
@@ -54,6 +66,10 @@ static bool destroyed[NPOOLS];
 static struct page *held[NHELD];
 static int held_pool[NHELD];
 static int nheld;
+static struct page *staged[NSTAGED];
+static int nstaged, staged_pool;
+static int backlog_cpu = -1, backlog_ms, backlog_queued, backlog_done;
+static struct work_struct backlog_work;
 static DEFINE_MUTEX(lock);
 
 static char *dst = "10.99.0.1";
@@ -122,14 +138,12 @@ static void put_ip_udp(struct sk_buff *skb, __be32 saddr, __be32 daddr, int seq)
 	uh->check = 0;
 }
 
-static int rx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
+/* A datagram with its payload in page (of pool) received on pptest0: netif_rx()'s verdict. */
+static int rx_page(struct page_pool *pool, struct page *page, __be32 saddr, __be32 daddr, int seq)
 {
-	struct page *page = page_pool_dev_alloc_pages(pool);
 	struct sk_buff *skb;
 	struct ethhdr *eth;
 
-	if (!page)
-		return -ENOMEM;
 	skb = netdev_alloc_skb(ppdev, HLEN + NET_IP_ALIGN);
 	if (!skb) {
 		page_pool_put_full_page(pool, page, false);
@@ -147,8 +161,36 @@ static int rx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
 	skb_mark_for_recycle(skb);
 	skb->ip_summed = CHECKSUM_UNNECESSARY;
 	skb->protocol = eth_type_trans(skb, ppdev);
-	netif_rx(skb);
+	return netif_rx(skb);
+}
+
+static int rx_one(struct page_pool *pool, __be32 saddr, __be32 daddr, int seq)
+{
+	struct page *page = page_pool_dev_alloc_pages(pool);
+
+	if (!page)
+		return -ENOMEM;
+	rx_page(pool, page, saddr, daddr, seq);
 	return 0;
+}
+
+/* On backlog_cpu: the staged pages into its backlog, held there backlog_ms. */
+static void backlog_fn(struct work_struct *work)
+{
+	__be32 saddr = in_aton(src), daddr = in_aton(dst);
+	int i, queued = 0;
+
+	local_bh_disable();
+	for (i = 0; i < nstaged; i++) {
+		if (rx_page(pools[staged_pool], staged[i], saddr, daddr, i) == NET_RX_SUCCESS)
+			queued++;
+		staged[i] = NULL;
+	}
+	nstaged = 0;
+	WRITE_ONCE(backlog_queued, queued);
+	mdelay(backlog_ms);
+	local_bh_enable();
+	WRITE_ONCE(backlog_done, 1);
 }
 
 static int tx_one(struct page_pool *pool, struct net_device *dev, __be32 saddr, __be32 daddr,
@@ -217,6 +259,30 @@ static int do_cmd(const char *buf)
 		}
 		return 0;
 	}
+	if (!strcmp(word, "stage")) {
+		if (nstaged && staged_pool != n)
+			return -EBUSY;
+		staged_pool = n;
+		for (i = 0; i < count && nstaged < NSTAGED; i++) {
+			local_bh_disable();
+			staged[nstaged] = page_pool_dev_alloc_pages(pools[n]);
+			local_bh_enable();
+			if (!staged[nstaged])
+				return -ENOMEM;
+			nstaged++;
+		}
+		return 0;
+	}
+	if (!strcmp(word, "backlog")) {
+		if (staged_pool != n || !nstaged || backlog_cpu >= 0 || !cpu_online(d) ||
+		    count > MAX_BACKLOG_MS)
+			return -EINVAL;
+		backlog_cpu = d;
+		backlog_ms = count;
+		backlog_queued = -1;
+		schedule_work_on(d, &backlog_work);
+		return 0;
+	}
 	if (!strcmp(word, "tx")) {
 		dev = d ? ppdev1 : ppdev;
 		netif_tx_stop_all_queues(dev);
@@ -263,6 +329,9 @@ static int state_get(char *buf, const struct kernel_param *kp)
 	for (i = 0; i < nheld; i++)
 		len += scnprintf(buf + len, PAGE_SIZE - len, "held %d %px\n", held_pool[i],
 				 held[i]);
+	if (backlog_cpu >= 0)
+		len += scnprintf(buf + len, PAGE_SIZE - len, "backlog %d %d %d\n", backlog_cpu,
+				 READ_ONCE(backlog_queued), READ_ONCE(backlog_done));
 	mutex_unlock(&lock);
 	return len;
 }
@@ -300,6 +369,7 @@ static struct net_device *pp_register(void)
 
 static int __init pp_init(void)
 {
+	INIT_WORK(&backlog_work, backlog_fn);
 	ppdev = pp_register();
 	if (IS_ERR(ppdev))
 		return PTR_ERR(ppdev);
