@@ -135,3 +135,19 @@ def test_the_holders_and_leaks_scripts_find_the_tokens_json_finds():
     theirs = run_snippet(snippet(prog, "leaks"), prog)
     assert project(theirs, KEYS["leaks"]) == project(mine, KEYS["leaks"])
     assert {r["verdict"] for r in theirs} == {"parked"}
+
+
+def test_niovs_and_providers_count_a_token_held_niov_as_with_user_space():
+    # Devmem keeps no per-niov user count (zcrx's user_refs): the tokens are
+    # the record of user space's hold, so such a niov is "user", not "stack".
+    w, rx, held, _ = _receiver()
+    prog = w.program()
+    mine = _lines(run_cli("niovs", "--json", program=prog))
+    assert {r["net-iov"] for r in mine if r["state"] == "user"} == {hex(n.addr) for n in held}
+    assert {r["state"] for r in mine} == {"user", "free"}
+    (area,) = run_cli("providers", "--json", program=prog).json()
+    assert (area["user"], area["stack"], area["free"]) == (3, 0, 5)
+    theirs = run_snippet(snippet(prog, "niovs"), prog)
+    assert project(theirs, KEYS["niovs"]) == project(mine, KEYS["niovs"])
+    theirs = run_snippet(snippet(prog, "providers"), prog)
+    assert project(theirs, KEYS["providers"]) == project([area], KEYS["providers"])

@@ -29,9 +29,11 @@ from typing import (
 import drgn
 from drgn import Object, Program
 
+from netmem_probe.kernel.actors import SocketOwners
 from netmem_probe.kernel.areas import NiovSpan, ProviderArea, net_iov_size
 from netmem_probe.kernel.cache import per_program
-from netmem_probe.kernel.netmem import niov_reader
+from netmem_probe.kernel.devmem import DevmemTokens
+from netmem_probe.kernel.netmem import NET_IOV, niov_reader
 from netmem_probe.kernel.page_pool import (
     PagePoolInfo,
     pool_held_netmems,
@@ -54,7 +56,8 @@ __all__ = (
 #: What a niov can be doing: back with its provider; in a page pool's alloc
 #: cache or ptr_ring; out with the driver or the stack (rx rings, skbs,
 #: socket queues); or handed to user space (zcrx, until it is returned
-#: through the refill queue).
+#: through the refill queue; devmem TCP, under a token in an open socket's
+#: ``sk_user_frags`` until SO_DEVMEM_DONTNEED).
 NIOV_STATES = ("free", "cache", "ring", "stack", "user")
 
 
@@ -246,6 +249,7 @@ class NiovStates:
             _constant(prog, "NET_IOV_IOURING"): "io_uring",
         }
         self._locations: Optional[Dict[int, Tuple[int, str]]] = None
+        self._token_niovs: Optional[Set[int]] = None
         self.inconsistent: Dict[int, int] = {}
         self._reported: Set[Tuple[int, str]] = set()
 
@@ -281,6 +285,20 @@ class NiovStates:
         self._locations = out
         return out
 
+    def token_niovs(self) -> Set[int]:
+        """
+        The addresses of the devmem niovs that a socket some process has open
+        holds under a token (:class:`~netmem_probe.kernel.devmem.DevmemTokens`;
+        the file tables are walked on first use).  Devmem keeps no per-niov
+        user count, unlike zcrx's ``user_refs``: the tokens are where user
+        space's hold is recorded.
+        """
+        if self._token_niovs is None:
+            sockets = SocketOwners(self.prog, self.problems).sockets()
+            tokens = DevmemTokens(self.prog, self.problems, sockets)
+            self._token_niovs = {netmem & ~NET_IOV for netmem in tokens.by_netmem}
+        return self._token_niovs
+
     def _span_state(self, area: ProviderArea, span: NiovSpan) -> Optional["_SpanState"]:
         """
         Read a niov array, its free bitmap or freelist and its user refs in
@@ -309,6 +327,11 @@ class NiovStates:
                 user_refs = struct.unpack(f"{endian}{count}i", prog.read(span.user_refs, 4 * count))
                 for i in compress(range(count), user_refs):
                     user[i >> 3] |= 1 << (i & 7)
+            elif area.kind == "dmabuf":
+                for niov in self.token_niovs():
+                    if span.contains(niov, self.niov_size):
+                        i = (niov - span.niovs) // self.niov_size
+                        user[i >> 3] |= 1 << (i & 7)
         except drgn.FaultError as e:
             self.problems.fault(f"{area.kind} niovs of {area.key}", span.niovs, e)
             return None

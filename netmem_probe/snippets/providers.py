@@ -267,6 +267,43 @@ def define_areas(s: Snippet, rings: Sequence[int] = (), scan_files: bool = True)
     )
 
 
+def _token_niovs(s: Snippet) -> str:
+    """
+    Code that sets ``TOKEN_NIOVS``: the devmem niovs the TCP sockets of
+    tasks' open files hold under a token (empty before Linux 6.12).
+    """
+    prog = s.prog
+    sock = "struct sock"
+    if not (
+        has_member(prog, sock, "sk_user_frags")
+        and prog.type(sock).member("sk_user_frags").type.unaliased().type_name() == "struct xarray"
+        and has_type(prog, "struct task_struct")
+        and has_type(prog, "struct files_struct")
+    ):
+        return "TOKEN_NIOVS = set()  # no devmem TCP tokens (Linux 6.12+) or no file tables"
+    define_variable_address(s)
+    s.add_from_import("drgn.helpers.linux.list", "list_for_each_entry")
+    s.add_from_import("drgn.helpers.linux.xarray", "xa_for_each")
+    return """\
+# A devmem TCP receiver holds niovs through tokens: a netmem_ref per token in
+# its socket's sk_user_frags XArray (Linux 6.12+), until SO_DEVMEM_DONTNEED.
+TOKEN_NIOVS = set()
+socket_fops = variable_address("socket_file_ops")
+tasks = prog["init_task"].tasks.address_of_()
+for task in list_for_each_entry("struct task_struct", tasks, "tasks") if socket_fops else ():
+    if not task.files:
+        continue  # a kernel thread
+    fdt = task.files.fdt
+    for fd in range(fdt.max_fds.value_()):
+        file = fdt.fd[fd]
+        if not file or file.f_op.value_() != socket_fops:
+            continue
+        sk = Object(prog, "struct socket *", file.private_data).sk
+        if sk and sk.sk_protocol.value_() == 6 and sk.__sk_common.skc_family.value_() in (2, 10):
+            for _, netmem in xa_for_each(sk.sk_user_frags.address_of_()):
+                TOKEN_NIOVS.add(netmem.value_() & ~1)"""
+
+
 def define_niov_states(s: Snippet) -> None:
     """``niov_states(area)``: each niov of an area and what it is doing."""
     define_pool_places(s)
@@ -275,14 +312,15 @@ def define_niov_states(s: Snippet) -> None:
         "niov_states",
         '''
         NIOV_SIZE = sizeof(prog.type("struct net_iov"))
+        $token_niovs
 
 
         def niov_states(area):
             """
             (span, index, struct net_iov *, state) of each niov of an area: in a
             pool's alloc "cache" or "ring", "free" (with its provider), held by
-            "user" space (zcrx user_refs), or else by the "stack" (driver rx
-            rings, skbs, sockets).
+            "user" space (zcrx user_refs, devmem TCP tokens), or else by the
+            "stack" (driver rx rings, skbs, sockets).
             """
             in_pools = {}
             for pool in for_each_pool():
@@ -299,11 +337,14 @@ def define_niov_states(s: Snippet) -> None:
                         state = "free"
                     elif span["user_refs"] and span["user_refs"][i]:
                         state = "user"
+                    elif area["kind"] == "dmabuf" and address in TOKEN_NIOVS:
+                        state = "user"
                     else:
                         state = "stack"
                     yield span, i, Object(prog, "struct net_iov *", address), state
         ''',
         [("drgn", "Object"), ("drgn", "sizeof")],
+        token_niovs=_token_niovs(s),
     )
 
 
