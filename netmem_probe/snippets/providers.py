@@ -151,6 +151,27 @@ def _rx_queues(prog: Program) -> str:
     return s_code
 
 
+def _define_open_files(s: Snippet) -> None:
+    """``open_files()``: the ``struct file *`` of every fd of every process."""
+    s.define(
+        "open_files",
+        '''
+        def open_files():
+            """Each file a process has open (a kernel thread has no file table)."""
+            tasks = prog["init_task"].tasks.address_of_()
+            for task in list_for_each_entry("struct task_struct", tasks, "tasks"):
+                if not task.files:
+                    continue
+                fdt = task.files.fdt
+                for fd in range(fdt.max_fds.value_()):
+                    file = fdt.fd[fd]
+                    if file:
+                        yield file
+        ''',
+        [("drgn.helpers.linux.list", "list_for_each_entry")],
+    )
+
+
 def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
     """Code that adds the zcrx ifqs of io_uring rings (``--ring``, tasks' files)."""
     prog = s.prog
@@ -176,7 +197,7 @@ def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
         and has_type(prog, "struct files_struct")
     ):
         define_variable_address(s)
-        s.add_from_import("drgn.helpers.linux.list", "list_for_each_entry")
+        _define_open_files(s)
         code.append(
             """\
 # A device-less ifq (ZCRX_REG_NODEV, Linux 7.1+) has no pool and no rx
@@ -184,18 +205,12 @@ def _rings(s: Snippet, rings: Sequence[int], scan_files: bool) -> str:
 # ifq exported as a file (zcrx_box_fops, Linux 7.1+).
 fops = {variable_address("io_uring_fops"): "ring", variable_address("zcrx_box_fops"): "ifq"}
 fops.pop(None, None)
-tasks = prog["init_task"].tasks.address_of_()
-for task in list_for_each_entry("struct task_struct", tasks, "tasks") if fops else ():
-    if not task.files:
-        continue  # a kernel thread
-    fdt = task.files.fdt
-    for fd in range(fdt.max_fds.value_()):
-        file = fdt.fd[fd]
-        what = fops.get(file.f_op.value_()) if file else None
-        if what == "ring":
-            rings.append(file.private_data.value_())
-        elif what == "ifq":
-            ifqs[file.private_data.value_()] = None"""
+for file in open_files() if fops else ():
+    what = fops.get(file.f_op.value_())
+    if what == "ring":
+        rings.append(file.private_data.value_())
+    elif what == "ifq":
+        ifqs[file.private_data.value_()] = None"""
         )
     elif not rings:
         return ""  # no task or file types, or no io_uring: no rings to look through
@@ -282,26 +297,20 @@ def _token_niovs(s: Snippet) -> str:
     ):
         return "TOKEN_NIOVS = set()  # no devmem TCP tokens (Linux 6.12+) or no file tables"
     define_variable_address(s)
-    s.add_from_import("drgn.helpers.linux.list", "list_for_each_entry")
+    _define_open_files(s)
     s.add_from_import("drgn.helpers.linux.xarray", "xa_for_each")
     return """\
 # A devmem TCP receiver holds niovs through tokens: a netmem_ref per token in
 # its socket's sk_user_frags XArray (Linux 6.12+), until SO_DEVMEM_DONTNEED.
 TOKEN_NIOVS = set()
 socket_fops = variable_address("socket_file_ops")
-tasks = prog["init_task"].tasks.address_of_()
-for task in list_for_each_entry("struct task_struct", tasks, "tasks") if socket_fops else ():
-    if not task.files:
-        continue  # a kernel thread
-    fdt = task.files.fdt
-    for fd in range(fdt.max_fds.value_()):
-        file = fdt.fd[fd]
-        if not file or file.f_op.value_() != socket_fops:
-            continue
-        sk = Object(prog, "struct socket *", file.private_data).sk
-        if sk and sk.sk_protocol.value_() == 6 and sk.__sk_common.skc_family.value_() in (2, 10):
-            for _, netmem in xa_for_each(sk.sk_user_frags.address_of_()):
-                TOKEN_NIOVS.add(netmem.value_() & ~1)"""
+for file in open_files() if socket_fops else ():
+    if file.f_op.value_() != socket_fops:
+        continue
+    sk = Object(prog, "struct socket *", file.private_data).sk
+    if sk and sk.sk_protocol.value_() == 6 and sk.__sk_common.skc_family.value_() in (2, 10):
+        for _, netmem in xa_for_each(sk.sk_user_frags.address_of_()):
+            TOKEN_NIOVS.add(netmem.value_() & ~1)"""
 
 
 def define_niov_states(s: Snippet) -> None:
