@@ -692,15 +692,7 @@ class HolderSearch:
         owners = release = None
         if sock is not None:
             owners = self.owners.of(sock.address)
-            release = release_action(
-                sock.protocol,
-                sock.local,
-                sock.remote,
-                sock.netns,
-                owners,
-                self.owners.any_pid_in(sock.netns) if sock.netns is not None else None,
-                self.init_netns,
-            )
+            release = self._socket_release(sock, owners)
         return Holder(
             kind,
             address,
@@ -714,6 +706,18 @@ class HolderSearch:
             owners=owners,
             release=release,
             detail=detail,
+        )
+
+    def _socket_release(self, sock: SockInfo, owners: Optional[Tuple[Owner, ...]]) -> Optional[str]:
+        """What releases what the socket holds (:func:`release_action`), if anything can."""
+        return release_action(
+            sock.protocol,
+            sock.local,
+            sock.remote,
+            sock.netns,
+            owners,
+            self.owners.any_pid_in(sock.netns) if sock.netns is not None else None,
+            self.init_netns,
         )
 
     # -- devmem TCP tokens -----------------------------------------------------
@@ -730,15 +734,7 @@ class HolderSearch:
         socket_release = None
         if sock is not None:
             socket_release = (
-                release_action(
-                    sock.protocol,
-                    sock.local,
-                    sock.remote,
-                    sock.netns,
-                    owners,
-                    self.owners.any_pid_in(sock.netns) if sock.netns is not None else None,
-                    self.init_netns,
-                )
+                self._socket_release(sock, owners)
                 or f"closing {sock.family} socket {sock.local or hex(sock.address)}"
             )
         return Holder(
